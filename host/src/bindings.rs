@@ -1,0 +1,111 @@
+//! Host bindings generated from `wit/`, and conversions between them and the library's types.
+
+use crate::node_info::{DataType, Direction, NodeInfo, Pin, Range};
+use crate::value::{Field, Value};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "warden:node/node-host",
+    exports: { default: async },
+});
+
+pub use warden::node::types as wit;
+
+impl From<wit::Value> for Value {
+    fn from(value: wit::Value) -> Self {
+        match value {
+            wit::Value::Null => Value::Null,
+            wit::Value::Boolean(value) => Value::Boolean(value),
+            wit::Value::Integer(value) => Value::Integer(value),
+            wit::Value::Float(value) => Value::Float(value),
+            wit::Value::Text(value) => Value::Text(value),
+            wit::Value::Bytes(value) => Value::Bytes(value),
+            wit::Value::Json(value) => Value::Json(value),
+        }
+    }
+}
+
+impl From<Value> for wit::Value {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::Null => wit::Value::Null,
+            Value::Boolean(value) => wit::Value::Boolean(value),
+            Value::Integer(value) => wit::Value::Integer(value),
+            Value::Float(value) => wit::Value::Float(value),
+            Value::Text(value) => wit::Value::Text(value),
+            Value::Bytes(value) => wit::Value::Bytes(value),
+            Value::Json(value) => wit::Value::Json(value),
+        }
+    }
+}
+
+impl From<wit::Field> for Field {
+    fn from(field: wit::Field) -> Self {
+        Field {
+            name: field.name,
+            value: field.value.into(),
+        }
+    }
+}
+
+impl From<Field> for wit::Field {
+    fn from(field: Field) -> Self {
+        wit::Field {
+            name: field.name,
+            value: field.value.into(),
+        }
+    }
+}
+
+impl From<wit::NodeInfo> for NodeInfo {
+    fn from(info: wit::NodeInfo) -> Self {
+        NodeInfo {
+            name: info.name,
+            friendly_name: info.friendly_name,
+            description: info.description,
+            category: info.category,
+            pins: info.pins.into_iter().map(Pin::from).collect(),
+        }
+    }
+}
+
+impl From<wit::Pin> for Pin {
+    fn from(pin: wit::Pin) -> Self {
+        Pin {
+            name: pin.name,
+            description: pin.description,
+            direction: match pin.direction {
+                wit::Direction::Input => Direction::Input,
+                wit::Direction::Output => Direction::Output,
+            },
+            data_type: match pin.data_type {
+                wit::DataType::Any => DataType::Any,
+                wit::DataType::Boolean => DataType::Boolean,
+                wit::DataType::Integer => DataType::Integer,
+                wit::DataType::Float => DataType::Float,
+                wit::DataType::Text => DataType::Text,
+                wit::DataType::Bytes => DataType::Bytes,
+                wit::DataType::Json => DataType::Json,
+            },
+            default: pin.default.map(Value::from),
+            valid_values: pin.valid_values.into_iter().map(Value::from).collect(),
+            range: pin.range.map(|range| Range {
+                min: range.min,
+                max: range.max,
+            }),
+        }
+    }
+}
+
+impl From<&crate::context::RunContext> for wit::RunContext {
+    fn from(context: &crate::context::RunContext) -> Self {
+        wit::RunContext {
+            run_id: context.run_id.clone(),
+            app_id: context.app_id.clone(),
+            board_id: context.board_id.clone(),
+            node_instance_id: context.node_instance_id.clone(),
+            user_id: context.user_id.clone(),
+            event_id: context.event_id.clone(),
+        }
+    }
+}

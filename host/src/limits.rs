@@ -1,0 +1,334 @@
+//! Resource limits: what a node may consume, with the three presets.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// Limits the sandbox enforces on one run. Every field is enforced; see `docs/capabilities.md`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of linear memory, summed over all memories of the instance.
+    pub memory_bytes: u64,
+    /// Fuel (roughly, wasm instructions); `None` turns fuel metering off for the run.
+    pub fuel: Option<u64>,
+    /// Wall-clock time for one call, from instantiation to the node's return.
+    pub timeout: Duration,
+    /// Bytes of native stack wasm code may use.
+    pub wasm_stack_bytes: usize,
+    pub max_tables: u32,
+    pub max_table_elements: usize,
+    pub max_memories: u32,
+    pub max_instances: u32,
+    /// Host-side caps on what crosses the boundary.
+    pub host: HostLimits,
+}
+
+/// Caps the host applies to data a node sends or receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostLimits {
+    /// Total bytes of the inputs of one run.
+    pub input_bytes: usize,
+    /// Total bytes of the outputs of one run.
+    pub output_bytes: usize,
+    /// Bytes of log (including captured stdout and stderr) kept per run; the rest is dropped.
+    pub log_bytes: usize,
+    /// Bytes streamed per run.
+    pub stream_bytes: usize,
+    /// Bytes of one stored value (storage and cache).
+    pub storage_value_bytes: usize,
+    /// Bytes (keys and values) one storage partition may hold.
+    pub storage_quota_bytes: u64,
+    /// Bytes of one variable's value.
+    pub variable_bytes: usize,
+}
+
+/// The named presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Preset {
+    #[default]
+    Default,
+    Restrictive,
+    Permissive,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::Default, Preset::Restrictive, Preset::Permissive];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Default => "default",
+            Preset::Restrictive => "restrictive",
+            Preset::Permissive => "permissive",
+        }
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown preset `{0}`; use default, restrictive or permissive")]
+pub struct UnknownPreset(pub String);
+
+impl FromStr for Preset {
+    type Err = UnknownPreset;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Preset::ALL
+            .into_iter()
+            .find(|preset| preset.name().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| UnknownPreset(text.to_string()))
+    }
+}
+
+impl Limits {
+    pub fn preset(preset: Preset) -> Self {
+        match preset {
+            Preset::Default => Self::default_preset(),
+            Preset::Restrictive => Self::restrictive(),
+            Preset::Permissive => Self::permissive(),
+        }
+    }
+
+    pub fn default_preset() -> Self {
+        Limits {
+            memory_bytes: 64 * MIB,
+            fuel: Some(10_000_000_000),
+            timeout: Duration::from_secs(30),
+            wasm_stack_bytes: 512 * KIB as usize,
+            max_tables: 16,
+            max_table_elements: 100_000,
+            max_memories: 8,
+            max_instances: 64,
+            host: HostLimits::default(),
+        }
+    }
+
+    pub fn restrictive() -> Self {
+        Limits {
+            memory_bytes: 16 * MIB,
+            fuel: Some(1_000_000_000),
+            timeout: Duration::from_secs(10),
+            wasm_stack_bytes: 256 * KIB as usize,
+            max_tables: 8,
+            max_table_elements: 10_000,
+            max_memories: 4,
+            max_instances: 32,
+            host: HostLimits {
+                input_bytes: MIB as usize,
+                output_bytes: MIB as usize,
+                log_bytes: 256 * KIB as usize,
+                stream_bytes: 4 * MIB as usize,
+                storage_value_bytes: 256 * KIB as usize,
+                storage_quota_bytes: 16 * MIB,
+                variable_bytes: 256 * KIB as usize,
+            },
+        }
+    }
+
+    pub fn permissive() -> Self {
+        Limits {
+            memory_bytes: 4 * GIB,
+            fuel: Some(100_000_000_000),
+            timeout: Duration::from_secs(300),
+            wasm_stack_bytes: 2 * MIB as usize,
+            max_tables: 64,
+            max_table_elements: 1_000_000,
+            max_memories: 32,
+            max_instances: 256,
+            host: HostLimits {
+                input_bytes: 256 * MIB as usize,
+                output_bytes: 256 * MIB as usize,
+                log_bytes: 16 * MIB as usize,
+                stream_bytes: 1024 * MIB as usize,
+                storage_value_bytes: 64 * MIB as usize,
+                storage_quota_bytes: 4 * GIB,
+                variable_bytes: 64 * MIB as usize,
+            },
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::default_preset()
+    }
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        HostLimits {
+            input_bytes: 16 * MIB as usize,
+            output_bytes: 16 * MIB as usize,
+            log_bytes: MIB as usize,
+            stream_bytes: 64 * MIB as usize,
+            storage_value_bytes: 4 * MIB as usize,
+            storage_quota_bytes: 256 * MIB,
+            variable_bytes: 4 * MIB as usize,
+        }
+    }
+}
+
+/// Which limit ended a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    Memory,
+    Fuel,
+    Timeout,
+    Stack,
+    Tables,
+    TableElements,
+    Memories,
+    Instances,
+    InputSize,
+    OutputSize,
+}
+
+impl LimitKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitKind::Memory => "memory",
+            LimitKind::Fuel => "fuel",
+            LimitKind::Timeout => "timeout",
+            LimitKind::Stack => "stack",
+            LimitKind::Tables => "tables",
+            LimitKind::TableElements => "table elements",
+            LimitKind::Memories => "memories",
+            LimitKind::Instances => "instances",
+            LimitKind::InputSize => "input size",
+            LimitKind::OutputSize => "output size",
+        }
+    }
+
+    /// What to change to allow more.
+    pub fn hint(self) -> &'static str {
+        match self {
+            LimitKind::Memory => "raise it with --memory or a larger --preset",
+            LimitKind::Fuel => "raise it with --fuel or a larger --preset",
+            LimitKind::Timeout => "raise it with --timeout or a larger --preset",
+            LimitKind::Stack => {
+                "the node recursed too deeply; a larger --preset allows a deeper stack"
+            }
+            LimitKind::Tables
+            | LimitKind::TableElements
+            | LimitKind::Memories
+            | LimitKind::Instances => "a larger --preset allows more",
+            LimitKind::InputSize => "send smaller inputs or use a larger --preset",
+            LimitKind::OutputSize => {
+                "the node produced more output than the host accepts; a larger --preset allows more"
+            }
+        }
+    }
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parses sizes such as `64MiB`, `16M`, `4GiB`, `1024` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| {
+        format!("`{text}` is not a size; write a number with an optional unit, such as 64MiB")
+    })?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => KIB,
+        "m" | "mb" | "mib" => MIB,
+        "g" | "gb" | "gib" => GIB,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}`; use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses durations such as `500ms`, `10s`, `2m`, `10` (seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| {
+        format!("`{text}` is not a duration; write a number with a unit, such as 500ms or 10s")
+    })?;
+    let duration = match unit.trim().to_ascii_lowercase().as_str() {
+        "ms" => Duration::from_millis(number),
+        "" | "s" => Duration::from_secs(number),
+        "m" | "min" => Duration::from_secs(number.saturating_mul(60)),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{text}`; use ms, s or m"
+            ));
+        }
+    };
+    if duration.is_zero() {
+        return Err(format!("the duration `{text}` must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_hold_the_documented_numbers() {
+        let default = Limits::preset(Preset::Default);
+        assert_eq!(default.memory_bytes, 64 * MIB);
+        assert_eq!(default.fuel, Some(10_000_000_000));
+        assert_eq!(default.timeout, Duration::from_secs(30));
+        let restrictive = Limits::preset(Preset::Restrictive);
+        assert_eq!(restrictive.memory_bytes, 16 * MIB);
+        assert_eq!(restrictive.fuel, Some(1_000_000_000));
+        assert_eq!(restrictive.timeout, Duration::from_secs(10));
+        let permissive = Limits::preset(Preset::Permissive);
+        assert_eq!(permissive.memory_bytes, 4 * GIB);
+        assert_eq!(permissive.fuel, Some(100_000_000_000));
+        assert_eq!(permissive.timeout, Duration::from_secs(300));
+        assert!(restrictive.wasm_stack_bytes < default.wasm_stack_bytes);
+        assert!(default.wasm_stack_bytes < permissive.wasm_stack_bytes);
+        assert!(
+            restrictive.max_instances < default.max_instances
+                && default.max_instances < permissive.max_instances
+        );
+        assert!(restrictive.max_table_elements < default.max_table_elements);
+        assert!(default.max_table_elements < permissive.max_table_elements);
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("64MiB"), Ok(64 * MIB));
+        assert_eq!(parse_size("16m"), Ok(16 * MIB));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("4 GiB"), Ok(4 * GIB));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!("Restrictive".parse::<Preset>(), Ok(Preset::Restrictive));
+        assert!("lenient".parse::<Preset>().is_err());
+    }
+}

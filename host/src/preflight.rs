@@ -1,0 +1,318 @@
+//! The preflight: before anything is instantiated, map each import of a component to the
+//! capability that provides it and refuse the node unless every one is granted.
+
+use crate::capability::{self, Capabilities, Provider};
+use crate::component::{self, WIT_VERSION, split_version};
+use crate::config::WasmSecurityConfig;
+use std::fmt;
+
+/// Interfaces every node may import: the `base` world and the WASI a `wasm32-wasip2` build
+/// pulls in through Rust's standard library (no filesystem, no sockets).
+const BASELINE: &[&str] = &[
+    "warden:node/types",
+    "warden:node/log",
+    "warden:node/context",
+    "wasi:io/poll",
+    "wasi:io/error",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+];
+
+/// wasi:filesystem: linked only with `allow_wasi`, and then with no directory preopened.
+pub const FILESYSTEM: &[&str] = &["wasi:filesystem/types", "wasi:filesystem/preopens"];
+
+/// What an import needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Always linked.
+    Baseline,
+    /// Linked when one of these capabilities is granted.
+    Capability(Capabilities),
+    /// Linked only with `allow_wasi`.
+    Filesystem,
+    /// Nothing in this host provides it.
+    Unknown,
+}
+
+/// What `import` (with its `@version`) needs.
+pub fn need_of(import: &str) -> Need {
+    let (name, version) = split_version(import);
+    if name.starts_with("warden:node/") && !version.is_some_and(component::compatible_version) {
+        return Need::Unknown;
+    }
+    if BASELINE.contains(&name) {
+        return Need::Baseline;
+    }
+    if FILESYSTEM.contains(&name) {
+        return Need::Filesystem;
+    }
+    let providers = capability::providers_of(name);
+    if providers.is_empty() {
+        Need::Unknown
+    } else {
+        Need::Capability(providers)
+    }
+}
+
+/// The capabilities a component's imports require: for an interface several capabilities
+/// provide (wasi:sockets/network), one already required or else the first.
+pub fn required_capabilities(imports: &[String]) -> Capabilities {
+    let mut required = Capabilities::empty();
+    let mut shared = Vec::new();
+    for import in imports {
+        if let Need::Capability(providers) = need_of(import) {
+            if providers.bits().count_ones() == 1 {
+                required |= providers;
+            } else {
+                shared.push(providers);
+            }
+        }
+    }
+    for providers in shared {
+        if !required.intersects(providers) {
+            required |= providers.iter().next().unwrap_or(providers);
+        }
+    }
+    required
+}
+
+/// One import the grant does not cover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied {
+    pub import: String,
+    pub reason: DenyReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// None of these capabilities was granted.
+    NotGranted(Capabilities),
+    /// A wasi:sockets capability was granted but `allow_wasi_network` is off.
+    WasiNetworkOff(Capabilities),
+    /// The capability is granted, but this host does not implement it yet.
+    NotImplemented(Capabilities),
+    /// wasi:filesystem without `allow_wasi`.
+    WasiOff,
+    /// No capability provides it (or a `warden:node` version this host does not implement).
+    Unknown,
+}
+
+/// The refusal of a node: every import the grant does not cover, at once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct Refusal {
+    pub denied: Vec<Denied>,
+}
+
+impl Refusal {
+    /// The capabilities that would have to be granted (leaving out what no grant can fix).
+    pub fn missing(&self) -> Capabilities {
+        self.denied
+            .iter()
+            .filter_map(|denied| match denied.reason {
+                DenyReason::NotGranted(providers) => providers.iter().next(),
+                _ => None,
+            })
+            .fold(Capabilities::empty(), |set, bit| set | bit)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "capability refused: ")?;
+        let parts: Vec<String> = self
+            .denied
+            .iter()
+            .map(|denied| {
+                let import = &denied.import;
+                match denied.reason {
+                    DenyReason::NotGranted(providers) if providers.bits().count_ones() > 1 => {
+                        format!("one of {} (needed by import {import})", providers.names().join(", "))
+                    }
+                    DenyReason::NotGranted(providers) => format!("{providers} (needed by import {import})"),
+                    DenyReason::WasiNetworkOff(bits) => {
+                        format!("{bits} is granted but needs allow_wasi_network too (import {import})")
+                    }
+                    DenyReason::NotImplemented(bits) => {
+                        format!("{bits} is granted but this host does not provide it yet (import {import})")
+                    }
+                    DenyReason::WasiOff => format!("import {import} needs allow_wasi, which is off"),
+                    DenyReason::Unknown if import.starts_with("warden:node/") => format!(
+                        "import {import} targets a warden:node version this host does not implement ({WIT_VERSION})"
+                    ),
+                    DenyReason::Unknown => format!("import {import} is provided by no capability"),
+                }
+            })
+            .collect();
+        write!(f, "{}", parts.join("; "))?;
+        let missing = self.missing();
+        if !missing.is_empty() {
+            write!(
+                f,
+                "; grant it with --grant {missing} (or list it in the node's manifest)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks every import against the grant. Returns the capabilities the imports use.
+pub fn check(imports: &[String], config: &WasmSecurityConfig) -> Result<Capabilities, Refusal> {
+    let granted = config.capabilities;
+    let mut denied = Vec::new();
+    let mut used = Capabilities::empty();
+    for import in imports {
+        let reason = match need_of(import) {
+            Need::Baseline => continue,
+            Need::Filesystem if config.allow_wasi => continue,
+            Need::Filesystem => DenyReason::WasiOff,
+            Need::Unknown => DenyReason::Unknown,
+            Need::Capability(providers) => {
+                let usable = providers & granted;
+                if usable.is_empty() {
+                    DenyReason::NotGranted(providers)
+                } else if usable.infos().all(|info| !info.implemented) {
+                    let sockets = usable
+                        .infos()
+                        .all(|info| info.provider == Provider::WasiSockets);
+                    if sockets && !config.allow_wasi_network {
+                        DenyReason::WasiNetworkOff(usable)
+                    } else {
+                        DenyReason::NotImplemented(usable)
+                    }
+                } else {
+                    used |= usable
+                        .infos()
+                        .filter(|info| info.implemented)
+                        .fold(Capabilities::empty(), |s, i| s | i.bit);
+                    continue;
+                }
+            }
+        };
+        denied.push(Denied {
+            import: import.clone(),
+            reason,
+        });
+    }
+    if denied.is_empty() {
+        Ok(used)
+    } else {
+        Err(Refusal { denied })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(grant: Capabilities) -> WasmSecurityConfig {
+        WasmSecurityConfig {
+            capabilities: grant,
+            ..WasmSecurityConfig::default()
+        }
+    }
+
+    fn imports(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    #[test]
+    fn baseline_needs_nothing() {
+        let list = imports(&[
+            "warden:node/log@0.1.0",
+            "wasi:io/poll@0.2.6",
+            "wasi:cli/stdout@0.2.6",
+        ]);
+        assert_eq!(
+            check(&list, &config(Capabilities::empty())),
+            Ok(Capabilities::empty())
+        );
+        assert_eq!(required_capabilities(&list), Capabilities::empty());
+    }
+
+    #[test]
+    fn every_missing_capability_is_listed_at_once() {
+        let list = imports(&[
+            "warden:node/storage-write@0.1.0",
+            "warden:node/cache-read@0.1.0",
+            "wasi:filesystem/types@0.2.6",
+            "acme:evil/backdoor@1.0.0",
+            "warden:node/log@0.1.0",
+        ]);
+        let refusal = check(&list, &config(Capabilities::STORAGE_READ)).unwrap_err();
+        assert_eq!(refusal.denied.len(), 4);
+        assert_eq!(
+            refusal.missing(),
+            Capabilities::STORAGE_WRITE | Capabilities::CACHE_READ
+        );
+        let text = refusal.to_string();
+        assert!(
+            text.contains("storage-write (needed by import warden:node/storage-write@0.1.0)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("import wasi:filesystem/types@0.2.6 needs allow_wasi"),
+            "{text}"
+        );
+        assert!(
+            text.contains("acme:evil/backdoor@1.0.0 is provided by no capability"),
+            "{text}"
+        );
+        assert!(text.contains("--grant storage-write,cache-read"), "{text}");
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn granted_capabilities_pass_and_filesystem_needs_allow_wasi() {
+        let list = imports(&[
+            "warden:node/storage-write@0.1.0",
+            "wasi:filesystem/preopens@0.2.6",
+        ]);
+        let mut allowed = config(Capabilities::STORAGE_ALL);
+        allowed.allow_wasi = true;
+        assert_eq!(check(&list, &allowed), Ok(Capabilities::STORAGE_WRITE));
+    }
+
+    #[test]
+    fn unimplemented_and_socket_capabilities_are_refused_with_the_reason() {
+        let http = imports(&["warden:node/http-get@0.1.0"]);
+        let refusal = check(&http, &config(Capabilities::HTTP_GET)).unwrap_err();
+        assert_eq!(
+            refusal.denied[0].reason,
+            DenyReason::NotImplemented(Capabilities::HTTP_GET)
+        );
+        let tcp = imports(&["wasi:sockets/tcp@0.2.6", "wasi:sockets/network@0.2.6"]);
+        assert_eq!(required_capabilities(&tcp), Capabilities::TCP);
+        let refusal = check(&tcp, &config(Capabilities::TCP)).unwrap_err();
+        assert_eq!(
+            refusal.denied[0].reason,
+            DenyReason::WasiNetworkOff(Capabilities::TCP)
+        );
+        let refusal = check(&tcp, &config(Capabilities::empty())).unwrap_err();
+        assert!(
+            refusal.to_string().contains("one of tcp, udp, dns"),
+            "{refusal}"
+        );
+    }
+
+    #[test]
+    fn other_warden_versions_are_refused() {
+        let list = imports(&["warden:node/storage-read@0.2.0"]);
+        let refusal = check(&list, &config(Capabilities::all())).unwrap_err();
+        assert_eq!(refusal.denied[0].reason, DenyReason::Unknown);
+        assert!(refusal.to_string().contains("warden:node version"));
+    }
+}

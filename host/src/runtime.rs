@@ -1,0 +1,559 @@
+//! The runtime: engines with an epoch ticker they own, compile-once caches, and runs.
+
+use crate::bindings::{NodeHostPre, wit};
+use crate::capability::Capabilities;
+use crate::component::{self, ComponentSummary};
+use crate::config::WasmSecurityConfig;
+use crate::context::RunContext;
+use crate::error::Error;
+use crate::limiter::{LimitExceeded, Limiter};
+use crate::limits::{LimitKind, Limits};
+use crate::linker;
+use crate::log::{LogRecord, LogSink, RunLog};
+use crate::node_info::{Direction, NodeInfo};
+use crate::preflight;
+use crate::state::{HostState, StreamSink};
+use crate::storage::Storage;
+use crate::value::{Field, Value, check_inputs};
+use crate::wasi;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap};
+
+/// How often the epoch ticker advances every engine's epoch: the timeout's resolution.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The embedder's handle: create one per process and share it (clones are cheap).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// One engine per wasm stack size (Wasmtime sets the stack limit per engine).
+    engines: Arc<Mutex<HashMap<usize, Engine>>>,
+    components: Mutex<HashMap<(String, usize), Component>>,
+    prepared: Mutex<HashMap<PreparedKey, PreparedNode>>,
+    storage: Storage,
+    // Held for its Drop: the ticker stops with the runtime.
+    _ticker: Ticker,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PreparedKey {
+    sha256: String,
+    stack: usize,
+    granted: u32,
+    allow_wasi: bool,
+    allow_wasi_network: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A node component read from bytes and checked to be a node; not compiled yet.
+#[derive(Clone, Debug)]
+pub struct NodeComponent {
+    bytes: Arc<[u8]>,
+    summary: ComponentSummary,
+}
+
+impl NodeComponent {
+    pub fn from_bytes(bytes: impl Into<Arc<[u8]>>) -> Result<Self, Error> {
+        let bytes = bytes.into();
+        let summary = component::summarize(&bytes)?;
+        Ok(NodeComponent { bytes, summary })
+    }
+
+    pub fn summary(&self) -> &ComponentSummary {
+        &self.summary
+    }
+
+    /// The capabilities the component's imports require.
+    pub fn required_capabilities(&self) -> Capabilities {
+        preflight::required_capabilities(&self.summary.imports)
+    }
+}
+
+/// What one run is given.
+#[derive(Clone, Default)]
+pub struct RunRequest {
+    /// The node to run; may be left out when the component provides one node.
+    pub node: Option<String>,
+    pub context: RunContext,
+    pub inputs: Vec<Field>,
+    pub variables: BTreeMap<String, Value>,
+    pub on_log: Option<LogSink>,
+    pub on_stream: Option<StreamSink>,
+}
+
+/// What a successful run produced.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    pub node: String,
+    pub outputs: Vec<Field>,
+    /// The run's variables after the run (changed by `variables-write`).
+    pub variables: BTreeMap<String, Value>,
+    pub log: Vec<LogRecord>,
+    pub log_dropped_bytes: usize,
+    pub fuel_consumed: Option<u64>,
+    pub duration: Duration,
+}
+
+impl Runtime {
+    /// A runtime whose storage lives in memory.
+    pub fn new() -> Result<Self, Error> {
+        Ok(Self::with_storage(Storage::in_memory()?))
+    }
+
+    pub fn with_storage(storage: Storage) -> Self {
+        let engines = Arc::new(Mutex::new(HashMap::new()));
+        let ticker = Ticker::start(engines.clone());
+        Runtime {
+            inner: Arc::new(Inner {
+                engines,
+                components: Mutex::new(HashMap::new()),
+                prepared: Mutex::new(HashMap::new()),
+                storage,
+                _ticker: ticker,
+            }),
+        }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    fn engine(&self, stack: usize) -> Result<Engine, Error> {
+        let mut engines = lock(&self.inner.engines);
+        if let Some(engine) = engines.get(&stack) {
+            return Ok(engine.clone());
+        }
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(stack)
+            // Host functions run on the same fiber stack, below the wasm part.
+            .async_stack_size(stack + 2 * 1024 * 1024);
+        let engine = Engine::new(&config).map_err(Error::internal)?;
+        engines.insert(stack, engine.clone());
+        Ok(engine)
+    }
+
+    fn compile(
+        &self,
+        node: &NodeComponent,
+        engine: &Engine,
+        stack: usize,
+    ) -> Result<Component, Error> {
+        let key = (node.summary.sha256.clone(), stack);
+        if let Some(component) = lock(&self.inner.components).get(&key) {
+            return Ok(component.clone());
+        }
+        let component = Component::new(engine, &node.bytes)
+            .map_err(|error| component::ComponentError::Malformed(format!("{error:#}")))?;
+        lock(&self.inner.components).insert(key, component.clone());
+        Ok(component)
+    }
+
+    /// Preflight, compile and link a node for `config`: refuses it unless every import is
+    /// granted. The result is cached per (component, grant), so preparing again is free.
+    pub async fn prepare(
+        &self,
+        node: &NodeComponent,
+        config: &WasmSecurityConfig,
+    ) -> Result<PreparedNode, Error> {
+        let key = PreparedKey {
+            sha256: node.summary.sha256.clone(),
+            stack: config.limits.wasm_stack_bytes,
+            granted: config.capabilities.bits(),
+            allow_wasi: config.allow_wasi,
+            allow_wasi_network: config.allow_wasi_network,
+        };
+        if let Some(prepared) = lock(&self.inner.prepared).get(&key) {
+            return Ok(prepared.with_limits(config.limits.clone()));
+        }
+        check_counts(&node.summary, &config.limits)?;
+        let used = preflight::check(&node.summary.imports, config)?;
+        let engine = self.engine(config.limits.wasm_stack_bytes)?;
+        let component = self.compile(node, &engine, config.limits.wasm_stack_bytes)?;
+        // Link what the grant allows, not only what the node uses: the preflight decided, the
+        // linker is the second wall and holds nothing beyond the grant.
+        let linker =
+            linker::build(&engine, config, config.capabilities | used).map_err(Error::internal)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(Error::internal)?;
+        let pre = NodeHostPre::new(pre).map_err(Error::internal)?;
+        let mut prepared = PreparedNode {
+            inner: Arc::new(PreparedInner {
+                pre,
+                storage: self.inner.storage.clone(),
+                nodes: Vec::new(),
+            }),
+            limits: config.limits.clone(),
+        };
+        let nodes = prepared.describe().await?;
+        prepared.inner = Arc::new(PreparedInner {
+            nodes,
+            ..clone_inner(&prepared.inner)
+        });
+        lock(&self.inner.prepared).insert(key, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// The nodes a component describes, without granting it anything: every capability
+    /// import is linked to a function that traps.
+    pub async fn describe(
+        &self,
+        node: &NodeComponent,
+        limits: &Limits,
+    ) -> Result<Vec<NodeInfo>, Error> {
+        check_counts(&node.summary, limits)?;
+        let engine = self.engine(limits.wasm_stack_bytes)?;
+        let component = self.compile(node, &engine, limits.wasm_stack_bytes)?;
+        let config = WasmSecurityConfig {
+            limits: limits.clone(),
+            capabilities: Capabilities::empty(),
+            ..Default::default()
+        };
+        let mut linker =
+            linker::build(&engine, &config, Capabilities::empty()).map_err(Error::internal)?;
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(Error::internal)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(Error::internal)?;
+        let pre = NodeHostPre::new(pre).map_err(Error::internal)?;
+        let prepared = PreparedNode {
+            inner: Arc::new(PreparedInner {
+                pre,
+                storage: self.inner.storage.clone(),
+                nodes: Vec::new(),
+            }),
+            limits: limits.clone(),
+        };
+        prepared.describe().await
+    }
+}
+
+fn clone_inner(inner: &PreparedInner) -> PreparedInner {
+    PreparedInner {
+        pre: inner.pre.clone(),
+        storage: inner.storage.clone(),
+        nodes: inner.nodes.clone(),
+    }
+}
+
+/// Refuses a component that would create more instances, memories or tables than allowed,
+/// before instantiating it (Wasmtime's own count errors do not say which count).
+fn check_counts(summary: &ComponentSummary, limits: &Limits) -> Result<(), Error> {
+    let counts = [
+        (
+            LimitKind::Instances,
+            summary.core_instances,
+            limits.max_instances,
+        ),
+        (LimitKind::Memories, summary.memories, limits.max_memories),
+        (LimitKind::Tables, summary.tables, limits.max_tables),
+    ];
+    for (kind, needed, allowed) in counts {
+        if needed > allowed {
+            return Err(Error::Limit {
+                kind,
+                detail: format!("the component creates {needed}, the limit is {allowed}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A node ready to run: compiled, linked for one grant, with its node descriptions.
+#[derive(Clone)]
+pub struct PreparedNode {
+    inner: Arc<PreparedInner>,
+    limits: Limits,
+}
+
+struct PreparedInner {
+    pre: NodeHostPre<HostState>,
+    storage: Storage,
+    nodes: Vec<NodeInfo>,
+}
+
+impl PreparedNode {
+    /// The nodes the component provides.
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.inner.nodes
+    }
+
+    fn with_limits(&self, limits: Limits) -> Self {
+        PreparedNode {
+            inner: self.inner.clone(),
+            limits,
+        }
+    }
+
+    fn store(
+        &self,
+        context: RunContext,
+        variables: BTreeMap<String, Value>,
+        log: RunLog,
+        stream: Option<StreamSink>,
+    ) -> Result<Store<HostState>, Error> {
+        let limits = &self.limits;
+        let state = HostState {
+            wasi: wasi::context(&log),
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits),
+            context,
+            storage: self.inner.storage.clone(),
+            variables,
+            log,
+            stream,
+            streamed_bytes: 0,
+            limits: limits.host.clone(),
+            deadline: Instant::now() + limits.timeout,
+        };
+        let mut store = Store::new(self.inner.pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        // Fuel off still meters; it just never runs out.
+        store
+            .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+            .map_err(Error::internal)?;
+        let ticks = limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+
+    async fn describe(&self) -> Result<Vec<NodeInfo>, Error> {
+        let log = RunLog::new(self.limits.host.log_bytes, None);
+        let mut store = self.store(RunContext::for_node("describe"), BTreeMap::new(), log, None)?;
+        let call = async {
+            let instance = self.inner.pre.instantiate_async(&mut store).await?;
+            instance.warden_node_node().call_describe(&mut store).await
+        };
+        let described = with_timeout(self.limits.timeout, call).await?;
+        let nodes: Vec<NodeInfo> = described.into_iter().map(NodeInfo::from).collect();
+        if nodes.is_empty() {
+            return Err(Error::Trapped("the component describes no nodes".into()));
+        }
+        Ok(nodes)
+    }
+
+    /// Runs one node: instantiation and the call, under every limit.
+    pub async fn run(&self, request: RunRequest) -> Result<RunOutcome, Error> {
+        let started = Instant::now();
+        request.context.validate()?;
+        let info = self.select(request.node.as_deref())?;
+        let input_bytes: usize = request
+            .inputs
+            .iter()
+            .map(|field| field.name.len() + field.value.size())
+            .sum();
+        if input_bytes > self.limits.host.input_bytes {
+            return Err(Error::Limit {
+                kind: LimitKind::InputSize,
+                detail: format!(
+                    "the inputs are {input_bytes} bytes, the limit is {}",
+                    self.limits.host.input_bytes
+                ),
+            });
+        }
+        let inputs = check_inputs(info, request.inputs)?;
+        let log = RunLog::new(self.limits.host.log_bytes, request.on_log);
+        let mut store = self.store(
+            request.context.clone(),
+            request.variables,
+            log.clone(),
+            request.on_stream,
+        )?;
+        let context = wit::RunContext::from(&request.context);
+        let inputs: Vec<wit::Field> = inputs.into_iter().map(Into::into).collect();
+        let call = async {
+            let instance = self.inner.pre.instantiate_async(&mut store).await?;
+            instance
+                .warden_node_node()
+                .call_run(&mut store, &info.name, &context, &inputs)
+                .await
+        };
+        let result = with_timeout(self.limits.timeout, call).await;
+        log.flush();
+        let outputs = result?.map_err(Error::NodeFailed)?;
+        let outputs: Vec<Field> = outputs.into_iter().map(Field::from).collect();
+        self.check_outputs(info, &outputs)?;
+        let fuel_consumed = match (self.limits.fuel, store.get_fuel()) {
+            (Some(initial), Ok(left)) => Some(initial.saturating_sub(left)),
+            _ => None,
+        };
+        let state = store.into_data();
+        Ok(RunOutcome {
+            node: info.name.clone(),
+            outputs,
+            variables: state.variables,
+            log: log.records(),
+            log_dropped_bytes: log.dropped_bytes(),
+            fuel_consumed,
+            duration: started.elapsed(),
+        })
+    }
+
+    fn select(&self, name: Option<&str>) -> Result<&NodeInfo, Error> {
+        let nodes = &self.inner.nodes;
+        let names = || {
+            nodes
+                .iter()
+                .map(|node| node.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match name {
+            Some(name) => {
+                nodes
+                    .iter()
+                    .find(|node| node.name == name)
+                    .ok_or_else(|| Error::UnknownNode {
+                        name: name.to_string(),
+                        available: names(),
+                    })
+            }
+            None if nodes.len() == 1 => Ok(&nodes[0]),
+            None => Err(Error::AmbiguousNode(names())),
+        }
+    }
+
+    fn check_outputs(&self, info: &NodeInfo, outputs: &[Field]) -> Result<(), Error> {
+        let bytes: usize = outputs
+            .iter()
+            .map(|field| field.name.len() + field.value.size())
+            .sum();
+        if bytes > self.limits.host.output_bytes {
+            return Err(Error::Limit {
+                kind: LimitKind::OutputSize,
+                detail: format!(
+                    "the outputs are {bytes} bytes, the limit is {}",
+                    self.limits.host.output_bytes
+                ),
+            });
+        }
+        for field in outputs {
+            let Some(pin) = info
+                .pins
+                .iter()
+                .find(|pin| pin.direction == Direction::Output && pin.name == field.name)
+            else {
+                return Err(Error::InvalidOutput(format!(
+                    "`{}` is not an output pin of `{}`",
+                    field.name, info.name
+                )));
+            };
+            if let Some(found) = field.value.data_type() {
+                if pin.data_type != crate::node_info::DataType::Any && found != pin.data_type {
+                    return Err(Error::InvalidOutput(format!(
+                        "output `{}` is declared {} but the node returned {}",
+                        field.name,
+                        pin.data_type.name(),
+                        found.name()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `call` under the wall-clock timeout and turns Wasmtime's errors into typed ones.
+/// The epoch deadline stops wasm code; the timer stops a node blocked in a host call.
+async fn with_timeout<T>(
+    timeout: Duration,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(classify(error)),
+        Err(_) => Err(Error::Limit {
+            kind: LimitKind::Timeout,
+            detail: format!("the run took longer than {timeout:?}"),
+        }),
+    }
+}
+
+/// Maps a Wasmtime error to what happened, by type: a limit, an exit, a trap.
+fn classify(error: wasmtime::Error) -> Error {
+    if let Some(exceeded) = error.downcast_ref::<LimitExceeded>() {
+        return Error::Limit {
+            kind: exceeded.kind,
+            detail: "the sandbox stopped the node".into(),
+        };
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        let kind = match trap {
+            Trap::OutOfFuel => Some(LimitKind::Fuel),
+            Trap::Interrupt => Some(LimitKind::Timeout),
+            Trap::StackOverflow => Some(LimitKind::Stack),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            return Error::Limit {
+                kind,
+                detail: trap.to_string(),
+            };
+        }
+        return Error::Trapped(trap.to_string());
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Error::Trapped(format!(
+            "the node called exit with status {}; nodes return errors instead",
+            exit.0
+        ));
+    }
+    Error::Trapped(first_line(&format!("{error}")))
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// Advances the epoch of every engine of a runtime; stops when the runtime is dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engines: Arc<Mutex<HashMap<usize, Engine>>>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("warden-epoch".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(EPOCH_TICK);
+                    for engine in lock(&engines).values() {
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .ok();
+        Ticker { stop, thread }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The data of one run's store, and the host functions of the capabilities this issue implements.
+//! Each interface's functions are linked only when its capability is granted (see `linker.rs`).
+
+use crate::bindings::warden::node::{
+    cache_read, cache_write, context, log, storage_delete, storage_read, storage_write, streaming,
+    types, variables_read, variables_write,
+};
+use crate::bindings::wit::{CacheScope, HostError, Scope as WitScope};
+use crate::context::RunContext;
+use crate::limiter::Limiter;
+use crate::limits::HostLimits;
+use crate::log::{Level, RunLog, Source};
+use crate::storage::{
+    KeyError, Scope, Storage, StorageError, cache_partition, validate_key, validate_prefix,
+};
+use crate::value::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Called with each streamed chunk as the node emits it.
+pub type StreamSink = Arc<dyn Fn(&Value) + Send + Sync>;
+
+/// How long a cache entry lives when the node gives no expiry.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60 * 60);
+/// The longest expiry a node may ask for.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// The most keys one `list` returns.
+pub const MAX_LIST: u32 = 10_000;
+/// The longest variable name.
+pub const MAX_VARIABLE_NAME: usize = 256;
+
+pub(crate) struct HostState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: Limiter,
+    pub context: RunContext,
+    pub storage: Storage,
+    pub variables: BTreeMap<String, Value>,
+    pub log: RunLog,
+    pub stream: Option<StreamSink>,
+    pub streamed_bytes: usize,
+    pub limits: HostLimits,
+    pub deadline: Instant,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn scope(scope: WitScope) -> Scope {
+    match scope {
+        WitScope::Board => Scope::Board,
+        WitScope::Node => Scope::Node,
+        WitScope::User => Scope::User,
+        WitScope::Upload => Scope::Upload,
+        WitScope::Cache => Scope::Cache,
+    }
+}
+
+impl From<KeyError> for HostError {
+    fn from(error: KeyError) -> Self {
+        HostError::Invalid(error.to_string())
+    }
+}
+
+impl From<StorageError> for HostError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::QuotaExceeded { .. } => HostError::QuotaExceeded(error.to_string()),
+            StorageError::Backend(_) => HostError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+impl HostState {
+    fn check_value_size(&self, what: &str, size: usize, cap: usize) -> Result<(), HostError> {
+        if size > cap {
+            return Err(HostError::TooLarge(format!(
+                "the {what} is {size} bytes; the host accepts at most {cap}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn writable(&self, scope: Scope) -> Result<(), HostError> {
+        if scope.writable_by_nodes() {
+            Ok(())
+        } else {
+            Err(HostError::Denied(format!(
+                "the {} scope is read-only for nodes; only the host puts files there",
+                scope.name()
+            )))
+        }
+    }
+
+    fn cache_partition(&self, scope: CacheScope) -> String {
+        cache_partition(
+            &self.context,
+            scope.contains(CacheScope::PER_NODE),
+            scope.contains(CacheScope::PER_USER),
+        )
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let level = match level {
+            log::Level::Trace => Level::Trace,
+            log::Level::Debug => Level::Debug,
+            log::Level::Info => Level::Info,
+            log::Level::Warn => Level::Warn,
+            log::Level::Error => Level::Error,
+        };
+        self.log.push(level, Source::Log, message);
+    }
+}
+
+impl context::Host for HostState {
+    fn current(&mut self) -> types::RunContext {
+        (&self.context).into()
+    }
+
+    fn remaining_ms(&mut self) -> u64 {
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64
+    }
+}
+
+impl storage_read::Host for HostState {
+    fn get(&mut self, scope_: WitScope, key: String) -> Result<Option<Vec<u8>>, HostError> {
+        let scope = scope(scope_);
+        let key = validate_key(&key)?;
+        Ok(self
+            .storage
+            .backend()
+            .get(&scope.partition(&self.context), key)?)
+    }
+
+    fn exists(&mut self, scope_: WitScope, key: String) -> Result<bool, HostError> {
+        storage_read::Host::get(self, scope_, key).map(|value| value.is_some())
+    }
+
+    fn list_keys(
+        &mut self,
+        scope_: WitScope,
+        prefix: String,
+        limit: u32,
+    ) -> Result<Vec<String>, HostError> {
+        let scope = scope(scope_);
+        let prefix = validate_prefix(&prefix)?;
+        let limit = limit.min(MAX_LIST) as usize;
+        Ok(self
+            .storage
+            .backend()
+            .list(&scope.partition(&self.context), &prefix, limit)?)
+    }
+}
+
+impl storage_write::Host for HostState {
+    fn set(&mut self, scope_: WitScope, key: String, value: Vec<u8>) -> Result<(), HostError> {
+        let scope = scope(scope_);
+        self.writable(scope)?;
+        let key = validate_key(&key)?;
+        self.check_value_size("value", value.len(), self.limits.storage_value_bytes)?;
+        let quota = self.limits.storage_quota_bytes;
+        Ok(self
+            .storage
+            .backend()
+            .set(&scope.partition(&self.context), key, &value, quota)?)
+    }
+}
+
+impl storage_delete::Host for HostState {
+    fn delete(&mut self, scope_: WitScope, key: String) -> Result<bool, HostError> {
+        let scope = scope(scope_);
+        self.writable(scope)?;
+        let key = validate_key(&key)?;
+        Ok(self
+            .storage
+            .backend()
+            .delete(&scope.partition(&self.context), key)?)
+    }
+}
+
+fn validate_variable_name(name: &str) -> Result<(), HostError> {
+    if name.is_empty() || name.len() > MAX_VARIABLE_NAME || name.chars().any(char::is_control) {
+        return Err(HostError::Invalid(format!(
+            "variable names are 1 to {MAX_VARIABLE_NAME} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl variables_read::Host for HostState {
+    fn get(&mut self, name: String) -> Result<Option<types::Value>, HostError> {
+        validate_variable_name(&name)?;
+        Ok(self.variables.get(&name).cloned().map(Into::into))
+    }
+
+    fn names(&mut self) -> Vec<String> {
+        self.variables.keys().cloned().collect()
+    }
+}
+
+impl variables_write::Host for HostState {
+    fn set(&mut self, name: String, value: types::Value) -> Result<(), HostError> {
+        validate_variable_name(&name)?;
+        let value = Value::from(value);
+        self.check_value_size("variable", value.size(), self.limits.variable_bytes)?;
+        if !self.variables.contains_key(&name) && self.variables.len() >= 10_000 {
+            return Err(HostError::QuotaExceeded(
+                "a run holds at most 10000 variables".into(),
+            ));
+        }
+        self.variables.insert(name, value);
+        Ok(())
+    }
+}
+
+impl cache_read::Host for HostState {
+    fn get(&mut self, key: String, scope: CacheScope) -> Result<Option<Vec<u8>>, HostError> {
+        let key = validate_key(&key)?;
+        Ok(self
+            .storage
+            .backend()
+            .cache_get(&self.cache_partition(scope), key, now_ms())?)
+    }
+}
+
+impl cache_write::Host for HostState {
+    fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+        scope: CacheScope,
+    ) -> Result<(), HostError> {
+        let key = validate_key(&key)?;
+        self.check_value_size("cache value", value.len(), self.limits.storage_value_bytes)?;
+        let ttl = ttl_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_CACHE_TTL);
+        if ttl.is_zero() || ttl > MAX_CACHE_TTL {
+            return Err(HostError::Invalid(format!(
+                "a cache expiry must be between 1 ms and {} days",
+                MAX_CACHE_TTL.as_secs() / 86_400
+            )));
+        }
+        let expires = now_ms().saturating_add(ttl.as_millis() as u64);
+        let quota = self.limits.storage_quota_bytes;
+        Ok(self.storage.backend().cache_set(
+            &self.cache_partition(scope),
+            key,
+            &value,
+            expires,
+            quota,
+        )?)
+    }
+
+    fn remove(&mut self, key: String, scope: CacheScope) -> Result<bool, HostError> {
+        let key = validate_key(&key)?;
+        Ok(self
+            .storage
+            .backend()
+            .cache_remove(&self.cache_partition(scope), key)?)
+    }
+}
+
+impl streaming::Host for HostState {
+    fn emit(&mut self, chunk: types::Value) -> Result<(), HostError> {
+        let chunk = Value::from(chunk);
+        let total = self.streamed_bytes.saturating_add(chunk.size());
+        if total > self.limits.stream_bytes {
+            return Err(HostError::TooLarge(format!(
+                "this run has streamed {} bytes; the host accepts at most {}",
+                self.streamed_bytes, self.limits.stream_bytes
+            )));
+        }
+        self.streamed_bytes = total;
+        if let Some(sink) = &self.stream {
+            sink(&chunk);
+        }
+        Ok(())
+    }
+}
