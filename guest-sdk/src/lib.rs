@@ -1,1 +1,321 @@
+//! Write warden workflow nodes in Rust.
+//!
+//! A node declares its metadata and pins and turns typed inputs into outputs:
+//!
+//! ```ignore
+//! use warden_sdk::prelude::*;
+//!
+//! struct Shout;
+//!
+//! impl Node for Shout {
+//!     const NAME: &'static str = "shout";
+//!
+//!     fn info() -> NodeInfo {
+//!         NodeInfo::new(Self::NAME, "Shout")
+//!             .description("Upper-cases text")
+//!             .input(Pin::text("text"))
+//!             .output(Pin::text("loud"))
+//!     }
+//!
+//!     fn run(cx: &mut Context) -> Result<(), NodeError> {
+//!         let text: String = cx.input("text")?;
+//!         cx.output("loud", text.to_uppercase());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! warden_sdk::export_nodes!(Shout);
+//! ```
+//!
+//! Each capability is a Cargo feature (`storage-read`, `cache-write`, …). The SDK generates
+//! bindings only for the enabled capabilities' WIT worlds, so a node imports nothing else and
+//! the host can tell exactly what it needs.
 
+mod info;
+mod value;
+
+pub use value::{FromValue, Json};
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "warden:node/base",
+        pub_export_macro: true,
+        default_bindings_module: "warden_sdk::bindings",
+    });
+}
+
+use bindings::warden::node::types;
+
+pub use types::{
+    CacheScope, DataType, Direction, Field, HostError, NodeInfo, Pin, Range, RunContext, Scope,
+    Value,
+};
+
+/// Generates, for one capability world, bindings that reuse the base world's types.
+macro_rules! capability {
+    ($feature:literal, $module:ident, $world:literal, $interface:ident) => {
+        #[cfg(feature = $feature)]
+        #[doc(hidden)]
+        pub mod $module {
+            wit_bindgen::generate!({
+                path: "../wit",
+                world: $world,
+                with: { "warden:node/types@0.1.0": crate::bindings::warden::node::types },
+            });
+        }
+        #[cfg(feature = $feature)]
+        #[doc = concat!("The raw `", $feature, "` interface (enabled by the `", $feature, "` feature).")]
+        pub use $module::warden::node::$interface;
+    };
+}
+
+capability!(
+    "storage-read",
+    cap_storage_read,
+    "warden:node/cap-storage-read",
+    storage_read
+);
+capability!(
+    "storage-write",
+    cap_storage_write,
+    "warden:node/cap-storage-write",
+    storage_write
+);
+capability!(
+    "storage-delete",
+    cap_storage_delete,
+    "warden:node/cap-storage-delete",
+    storage_delete
+);
+capability!(
+    "http-get",
+    cap_http_get,
+    "warden:node/cap-http-get",
+    http_get
+);
+capability!(
+    "http-write",
+    cap_http_write,
+    "warden:node/cap-http-write",
+    http_write
+);
+capability!(
+    "variables-read",
+    cap_variables_read,
+    "warden:node/cap-variables-read",
+    variables_read
+);
+capability!(
+    "variables-write",
+    cap_variables_write,
+    "warden:node/cap-variables-write",
+    variables_write
+);
+capability!(
+    "cache-read",
+    cap_cache_read,
+    "warden:node/cap-cache-read",
+    cache_read
+);
+capability!(
+    "cache-write",
+    cap_cache_write,
+    "warden:node/cap-cache-write",
+    cache_write
+);
+capability!("oauth", cap_oauth, "warden:node/cap-oauth", oauth);
+capability!("token", cap_token, "warden:node/cap-token", token);
+capability!(
+    "streaming",
+    cap_streaming,
+    "warden:node/cap-streaming",
+    streaming
+);
+capability!("a2ui", cap_a2ui, "warden:node/cap-a2ui", a2ui);
+capability!("models", cap_models, "warden:node/cap-models", models);
+capability!(
+    "functions",
+    cap_functions,
+    "warden:node/cap-functions",
+    functions
+);
+capability!(
+    "websocket",
+    cap_websocket,
+    "warden:node/cap-websocket",
+    websocket
+);
+
+#[cfg(any(feature = "cache-read", feature = "cache-write"))]
+pub mod cache;
+pub mod log;
+#[cfg(any(
+    feature = "storage-read",
+    feature = "storage-write",
+    feature = "storage-delete"
+))]
+pub mod storage;
+#[cfg(feature = "streaming")]
+pub mod stream;
+#[cfg(any(feature = "variables-read", feature = "variables-write"))]
+pub mod variables;
+
+/// Everything a node author usually needs.
+pub mod prelude {
+    pub use crate::{
+        Context, DataType, FromValue, HostError, Json, Node, NodeError, NodeInfo, Pin, Scope, Value,
+    };
+}
+
+/// A node: its description and what it does.
+pub trait Node {
+    /// The node's name, unique within its component.
+    const NAME: &'static str;
+
+    /// The node's metadata and pins; build it with [`NodeInfo::new`].
+    fn info() -> NodeInfo;
+
+    /// Reads inputs from `cx` and sets outputs on it.
+    fn run(cx: &mut Context) -> Result<(), NodeError>;
+}
+
+/// Why a node failed: a message for the person running it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeError(pub String);
+
+impl NodeError {
+    pub fn new(message: impl Into<String>) -> Self {
+        NodeError(message.into())
+    }
+}
+
+impl core::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for NodeError {
+    fn from(message: String) -> Self {
+        NodeError(message)
+    }
+}
+
+impl From<&str> for NodeError {
+    fn from(message: &str) -> Self {
+        NodeError(message.to_string())
+    }
+}
+
+impl From<HostError> for NodeError {
+    fn from(error: HostError) -> Self {
+        NodeError(describe_host_error(&error))
+    }
+}
+
+/// A one-line description of a host error, such as `denied: the upload scope is read-only…`.
+pub fn describe_host_error(error: &HostError) -> String {
+    let (kind, message) = match error {
+        HostError::Denied(message) => ("denied", message),
+        HostError::Invalid(message) => ("invalid", message),
+        HostError::TooLarge(message) => ("too large", message),
+        HostError::QuotaExceeded(message) => ("quota exceeded", message),
+        HostError::Unavailable(message) => ("unavailable", message),
+    };
+    format!("{kind}: {message}")
+}
+
+/// One run: its context, its inputs, and the outputs the node sets.
+pub struct Context {
+    run: RunContext,
+    inputs: Vec<Field>,
+    outputs: Vec<Field>,
+}
+
+impl Context {
+    /// Who and what the run belongs to.
+    pub fn run_context(&self) -> &RunContext {
+        &self.run
+    }
+
+    /// The input `name`, converted to `T`. The host has already checked it against the pin.
+    pub fn input<T: FromValue>(&self, name: &str) -> Result<T, NodeError> {
+        let value = self
+            .input_value(name)
+            .ok_or_else(|| NodeError(format!("input `{name}` is missing")))?;
+        T::from_value(value)
+            .ok_or_else(|| NodeError(format!("input `{name}` is not {}", T::EXPECTED)))
+    }
+
+    pub fn input_value(&self, name: &str) -> Option<&Value> {
+        self.inputs
+            .iter()
+            .find(|field| field.name == name)
+            .map(|field| &field.value)
+    }
+
+    /// Sets the output `name`, replacing an earlier value.
+    pub fn output(&mut self, name: &str, value: impl Into<Value>) {
+        let value = value.into();
+        match self.outputs.iter_mut().find(|field| field.name == name) {
+            Some(field) => field.value = value,
+            None => self.outputs.push(Field {
+                name: name.to_string(),
+                value,
+            }),
+        }
+    }
+
+    /// Milliseconds left before the run's timeout.
+    pub fn remaining_ms(&self) -> u64 {
+        bindings::warden::node::context::remaining_ms()
+    }
+}
+
+#[doc(hidden)]
+pub fn __describe<N: Node>() -> NodeInfo {
+    N::info()
+}
+
+#[doc(hidden)]
+pub fn __run<N: Node>(run: RunContext, inputs: Vec<Field>) -> Result<Vec<Field>, String> {
+    let mut cx = Context {
+        run,
+        inputs,
+        outputs: Vec::new(),
+    };
+    N::run(&mut cx).map_err(|error| error.0)?;
+    Ok(cx.outputs)
+}
+
+/// Exports the listed node types as this component's nodes.
+#[macro_export]
+macro_rules! export_nodes {
+    ($($node:ty),+ $(,)?) => {
+        #[doc(hidden)]
+        pub struct __WardenNodes;
+
+        impl $crate::bindings::exports::warden::node::node::Guest for __WardenNodes {
+            fn describe() -> ::std::vec::Vec<$crate::NodeInfo> {
+                ::std::vec![$($crate::__describe::<$node>()),+]
+            }
+
+            fn run(
+                name: ::std::string::String,
+                context: $crate::RunContext,
+                inputs: ::std::vec::Vec<$crate::Field>,
+            ) -> ::std::result::Result<::std::vec::Vec<$crate::Field>, ::std::string::String> {
+                $(
+                    if name == <$node as $crate::Node>::NAME {
+                        return $crate::__run::<$node>(context, inputs);
+                    }
+                )+
+                ::std::result::Result::Err(::std::format!("this component provides no node `{name}`"))
+            }
+        }
+
+        $crate::bindings::export!(__WardenNodes with_types_in $crate::bindings);
+    };
+}

@@ -354,7 +354,7 @@ impl PreparedNode {
     pub async fn run(&self, request: RunRequest) -> Result<RunOutcome, Error> {
         let started = Instant::now();
         request.context.validate()?;
-        let info = self.select(request.node.as_deref())?;
+        let info = self.node(request.node.as_deref())?;
         let input_bytes: usize = request
             .inputs
             .iter()
@@ -407,7 +407,8 @@ impl PreparedNode {
         })
     }
 
-    fn select(&self, name: Option<&str>) -> Result<&NodeInfo, Error> {
+    /// The node called `name`, or the only node when `name` is `None`.
+    pub fn node(&self, name: Option<&str>) -> Result<&NodeInfo, Error> {
         let nodes = &self.inner.nodes;
         let names = || {
             nodes

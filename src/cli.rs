@@ -1,0 +1,431 @@
+//! Commands: `build`, `inspect` and `run`. Every failure is one line on stderr and an exit code:
+//! 2 bad usage or input, 3 capability refused, 4 limit hit, 5 node failed or trapped.
+
+use crate::build::{self, BuildOptions, Target};
+use clap::{Parser, Subcommand};
+use serde_json::{Value as Json, json};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use warden_host::limits::{parse_duration, parse_size};
+use warden_host::log::LogRecord;
+use warden_host::{
+    CAPABILITIES, Capabilities, DataType, Error, Limits, NodeComponent, NodeInfo, Preset,
+    RunContext, RunRequest, Runtime, Storage, Value, WasmSecurityConfig,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Build, inspect and run sandboxed workflow nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a node crate into a component and print its path.
+    Build {
+        /// The node crate (a directory with Cargo.toml); the current directory by default.
+        path: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "wasm32-unknown-unknown")]
+        target: Target,
+        /// Build without optimizations.
+        #[arg(long)]
+        debug: bool,
+        /// Cargo features of the node crate to enable.
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+    },
+    /// Show the nodes a component provides, their pins, and the capabilities it needs.
+    Inspect {
+        node: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a node in a sandbox. Outputs go to stdout as JSON, the node's log to stderr.
+    Run(RunArgs),
+    /// List the capabilities and the names --grant accepts.
+    Capabilities,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The node component (.wasm).
+    node_file: PathBuf,
+    /// Which node of the component to run (needed when it provides several).
+    #[arg(long = "node")]
+    node: Option<String>,
+    /// An input, NAME=VALUE, parsed by the pin's type (repeatable).
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    inputs: Vec<String>,
+    /// Capabilities to grant, comma-separated: names or sets (standard, storage-all, all, none).
+    #[arg(long, default_value = "standard", value_name = "CAP[,CAP]...")]
+    grant: String,
+    #[arg(
+        long,
+        default_value = "default",
+        value_name = "default|restrictive|permissive"
+    )]
+    preset: String,
+    /// Memory limit, such as 64MiB (overrides the preset).
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Fuel limit, or `off` (overrides the preset).
+    #[arg(long, value_name = "N|off")]
+    fuel: Option<String>,
+    /// Wall-clock timeout, such as 500ms or 10s (overrides the preset).
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    #[arg(long, default_value = "default", value_name = "ID")]
+    board: String,
+    #[arg(long, default_value = "local", value_name = "ID")]
+    user: String,
+    /// The node instance id (node-scoped storage belongs to it); the node's name by default.
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
+    /// A variable of the run, NAME=VALUE (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Keep storage in DIR/warden.redb (in memory, gone after the run, by default).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Print one JSON document with outputs, variables, log and usage.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A failure of a command: its message and exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure {
+            code: error.exit_code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::Build {
+            path,
+            target,
+            debug,
+            features,
+        } => build_command(path, target, debug, features),
+        Command::Inspect { node, json } => inspect_command(&node, json),
+        Command::Run(args) => run_command(args),
+        Command::Capabilities => {
+            capabilities_command();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let message = failure.message.replace('\n', " ");
+            eprintln!("warden: error: {message}");
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn build_command(
+    path: Option<PathBuf>,
+    target: Target,
+    debug: bool,
+    features: Vec<String>,
+) -> Result<(), Failure> {
+    let path = path.unwrap_or_else(|| PathBuf::from("."));
+    let options = BuildOptions {
+        target,
+        release: !debug,
+        features,
+        ..BuildOptions::default()
+    };
+    let built = build::build(&path, &options).map_err(|error| Failure::usage(error.to_string()))?;
+    for component in built {
+        println!("{}", component.display());
+    }
+    Ok(())
+}
+
+fn read_component(path: &Path) -> Result<NodeComponent, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|error| Failure::usage(format!("cannot read {}: {error}", path.display())))?;
+    NodeComponent::from_bytes(bytes)
+        .map_err(|error| Failure::usage(format!("{}: {error}", path.display())))
+}
+
+fn tokio() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|error| Failure {
+            code: 1,
+            message: format!("cannot start the async runtime: {error}"),
+        })
+}
+
+fn inspect_command(path: &Path, as_json: bool) -> Result<(), Failure> {
+    let component = read_component(path)?;
+    let runtime = Runtime::new()?;
+    let nodes = tokio()?.block_on(runtime.describe(&component, &Limits::default()))?;
+    let required = component.required_capabilities();
+    let summary = component.summary();
+    if as_json {
+        let document = json!({
+            "sha256": summary.sha256,
+            "nodes": nodes.iter().map(NodeInfo::to_json).collect::<Vec<_>>(),
+            "capabilities": required.names(),
+            "imports": summary.imports,
+        });
+        println!("{document:#}");
+        return Ok(());
+    }
+    let mut out = String::new();
+    for node in &nodes {
+        out += &format!("node {} ({})\n", node.name, node.friendly_name);
+        if !node.description.is_empty() {
+            out += &format!("  {}\n", node.description);
+        }
+        if !node.category.is_empty() {
+            out += &format!("  category: {}\n", node.category);
+        }
+        for pin in &node.pins {
+            let direction = if pin.direction == warden_host::Direction::Input {
+                "in "
+            } else {
+                "out"
+            };
+            let mut line = format!("  {direction} {}: {}", pin.name, pin.data_type.name());
+            if let Some(default) = &pin.default {
+                line += &format!(" = {}", default.to_json());
+            }
+            if !pin.valid_values.is_empty() {
+                let values: Vec<String> = pin
+                    .valid_values
+                    .iter()
+                    .map(|v| v.to_json().to_string())
+                    .collect();
+                line += &format!(" (one of {})", values.join(", "));
+            }
+            if let Some(range) = pin.range {
+                line += &format!(" (range {} to {})", range.min, range.max);
+            }
+            if !pin.description.is_empty() {
+                line += &format!("  # {}", pin.description);
+            }
+            out += &format!("{line}\n");
+        }
+    }
+    out += &format!("capabilities: {required}\n");
+    out += &format!(
+        "imports: {}\n",
+        if summary.imports.is_empty() {
+            "none".into()
+        } else {
+            summary.imports.join(", ")
+        }
+    );
+    out += &format!("sha256: {}\n", summary.sha256);
+    print!("{out}");
+    Ok(())
+}
+
+fn capabilities_command() {
+    for info in CAPABILITIES {
+        let state = if info.implemented
+            || info.provider == warden_host::capability::Provider::WasiSockets
+        {
+            ""
+        } else {
+            " (declared; not provided by this host yet)"
+        };
+        println!(
+            "{:#07x}  {:<16} {}{state}",
+            info.bit.bits(),
+            info.name,
+            info.summary
+        );
+    }
+    let sets: Vec<String> = warden_host::capability::COMPOUNDS
+        .iter()
+        .map(|(name, set)| format!("{name} = {set}"))
+        .collect();
+    println!("sets: {}", sets.join("; "));
+}
+
+fn split_pair<'a>(flag: &str, pair: &'a str) -> Result<(&'a str, &'a str), Failure> {
+    pair.split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .ok_or_else(|| Failure::usage(format!("{flag} `{pair}` is not NAME=VALUE")))
+}
+
+fn limits(args: &RunArgs) -> Result<Limits, Failure> {
+    let preset: Preset = args
+        .preset
+        .parse()
+        .map_err(|error: warden_host::limits::UnknownPreset| Failure::usage(error.to_string()))?;
+    let mut limits = Limits::preset(preset);
+    if let Some(memory) = &args.memory {
+        limits.memory_bytes =
+            parse_size(memory).map_err(|error| Failure::usage(format!("--memory: {error}")))?;
+    }
+    if let Some(fuel) = &args.fuel {
+        limits.fuel = match fuel.as_str() {
+            "off" | "none" => None,
+            number => Some(number.replace('_', "").parse().map_err(|_| {
+                Failure::usage(format!("--fuel: `{number}` is not a whole number or `off`"))
+            })?),
+        };
+    }
+    if let Some(timeout) = &args.timeout {
+        limits.timeout = parse_duration(timeout)
+            .map_err(|error| Failure::usage(format!("--timeout: {error}")))?;
+    }
+    Ok(limits)
+}
+
+fn run_command(args: RunArgs) -> Result<(), Failure> {
+    let component = read_component(&args.node_file)?;
+    let capabilities: Capabilities =
+        args.grant
+            .parse()
+            .map_err(|error: warden_host::capability::UnknownCapability| {
+                Failure::usage(format!("--grant: {error}"))
+            })?;
+    let config = WasmSecurityConfig {
+        limits: limits(&args)?,
+        capabilities,
+        ..WasmSecurityConfig::default()
+    };
+    let storage = match &args.data {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|error| Failure::usage(format!("--data {}: {error}", dir.display())))?;
+            Storage::open(&dir.join("warden.redb"))
+                .map_err(|error| Failure::usage(format!("--data: {error}")))?
+        }
+        None => Storage::in_memory().map_err(Error::from)?,
+    };
+    let runtime = Runtime::with_storage(storage);
+    let tokio = tokio()?;
+    let prepared = tokio.block_on(runtime.prepare(&component, &config))?;
+    let node = prepared.node(args.node.as_deref())?;
+    let mut inputs = Vec::new();
+    for pair in &args.inputs {
+        let (name, text) = split_pair("--input", pair)?;
+        let pin = node.inputs().find(|pin| pin.name == name).ok_or_else(|| {
+            let known: Vec<&str> = node.inputs().map(|pin| pin.name.as_str()).collect();
+            Failure::usage(format!(
+                "node `{}` has no input `{name}`; its inputs are: {}",
+                node.name,
+                known.join(", ")
+            ))
+        })?;
+        let value = Value::parse_as(text, pin.data_type)
+            .map_err(|error| Failure::usage(format!("--input {name}: {error}")))?;
+        inputs.push(warden_host::Field::new(name, value));
+    }
+    let mut variables = BTreeMap::new();
+    for pair in &args.vars {
+        let (name, text) = split_pair("--var", pair)?;
+        let value = Value::parse_as(text, DataType::Any).map_err(Failure::usage)?;
+        variables.insert(name.to_string(), value);
+    }
+    let context = RunContext {
+        run_id: format!("run-{}", std::process::id()),
+        board_id: args.board.clone(),
+        user_id: args.user.clone(),
+        node_instance_id: args.instance.clone().unwrap_or_else(|| node.name.clone()),
+        ..RunContext::for_node(&node.name)
+    };
+    let as_json = args.json;
+    let request = RunRequest {
+        node: Some(node.name.clone()),
+        context,
+        inputs,
+        variables,
+        on_log: Some(Arc::new(print_log)),
+        on_stream: Some(Arc::new(move |chunk: &Value| {
+            if !as_json {
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{}", json!({ "chunk": chunk.to_json() }));
+                let _ = stdout.flush();
+            }
+        })),
+    };
+    let outcome = tokio.block_on(prepared.run(request))?;
+    let outputs: serde_json::Map<String, Json> = outcome
+        .outputs
+        .iter()
+        .map(|field| (field.name.clone(), field.value.to_json()))
+        .collect();
+    if as_json {
+        let variables: serde_json::Map<String, Json> = outcome
+            .variables
+            .iter()
+            .map(|(name, value)| (name.clone(), value.to_json()))
+            .collect();
+        let document = json!({
+            "node": outcome.node,
+            "outputs": outputs,
+            "variables": variables,
+            "log": outcome.log,
+            "log_dropped_bytes": outcome.log_dropped_bytes,
+            "fuel_consumed": outcome.fuel_consumed,
+            "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
+        });
+        println!("{document:#}");
+    } else {
+        println!("{:#}", Json::Object(outputs));
+    }
+    Ok(())
+}
+
+fn print_log(record: &LogRecord) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(
+        stderr,
+        "[{} {}] {}",
+        record.level.name(),
+        source_name(record),
+        record.message
+    );
+}
+
+fn source_name(record: &LogRecord) -> &'static str {
+    match record.source {
+        warden_host::log::Source::Log => "log",
+        warden_host::log::Source::Stdout => "stdout",
+        warden_host::log::Source::Stderr => "stderr",
+        warden_host::log::Source::Host => "host",
+    }
+}
