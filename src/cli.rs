@@ -171,7 +171,7 @@ fn build_command(
     };
     let built = build::build(&path, &options).map_err(|error| Failure::usage(error.to_string()))?;
     for component in built {
-        println!("{}", component.display());
+        out(&format!("{}\n", component.display()));
     }
     Ok(())
 }
@@ -206,17 +206,17 @@ fn inspect_command(path: &Path, as_json: bool) -> Result<(), Failure> {
             "capabilities": required.names(),
             "imports": summary.imports,
         });
-        println!("{document:#}");
+        out(&format!("{document:#}\n"));
         return Ok(());
     }
-    let mut out = String::new();
+    let mut text = String::new();
     for node in &nodes {
-        out += &format!("node {} ({})\n", node.name, node.friendly_name);
+        text += &format!("node {} ({})\n", node.name, node.friendly_name);
         if !node.description.is_empty() {
-            out += &format!("  {}\n", node.description);
+            text += &format!("  {}\n", node.description);
         }
         if !node.category.is_empty() {
-            out += &format!("  category: {}\n", node.category);
+            text += &format!("  category: {}\n", node.category);
         }
         for pin in &node.pins {
             let direction = if pin.direction == warden_host::Direction::Input {
@@ -242,11 +242,11 @@ fn inspect_command(path: &Path, as_json: bool) -> Result<(), Failure> {
             if !pin.description.is_empty() {
                 line += &format!("  # {}", pin.description);
             }
-            out += &format!("{line}\n");
+            text += &format!("{line}\n");
         }
     }
-    out += &format!("capabilities: {required}\n");
-    out += &format!(
+    text += &format!("capabilities: {required}\n");
+    text += &format!(
         "imports: {}\n",
         if summary.imports.is_empty() {
             "none".into()
@@ -254,32 +254,30 @@ fn inspect_command(path: &Path, as_json: bool) -> Result<(), Failure> {
             summary.imports.join(", ")
         }
     );
-    out += &format!("sha256: {}\n", summary.sha256);
-    print!("{out}");
+    text += &format!("sha256: {}\n", summary.sha256);
+    out(&text);
     Ok(())
 }
 
 fn capabilities_command() {
     for info in CAPABILITIES {
-        let state = if info.implemented
-            || info.provider == warden_host::capability::Provider::WasiSockets
-        {
+        let state = if info.implemented {
             ""
         } else {
-            " (declared; not provided by this host yet)"
+            " (declared in WIT; this host does not provide it yet)"
         };
-        println!(
-            "{:#07x}  {:<16} {}{state}",
+        out(&format!(
+            "{:#07x}  {:<16} {}{state}\n",
             info.bit.bits(),
             info.name,
             info.summary
-        );
+        ));
     }
     let sets: Vec<String> = warden_host::capability::COMPOUNDS
         .iter()
         .map(|(name, set)| format!("{name} = {set}"))
         .collect();
-    println!("sets: {}", sets.join("; "));
+    out(&format!("sets: {}\n", sets.join("; ")));
 }
 
 fn split_pair<'a>(flag: &str, pair: &'a str) -> Result<(&'a str, &'a str), Failure> {
@@ -376,9 +374,7 @@ fn run_command(args: RunArgs) -> Result<(), Failure> {
         on_log: Some(Arc::new(print_log)),
         on_stream: Some(Arc::new(move |chunk: &Value| {
             if !as_json {
-                let mut stdout = std::io::stdout().lock();
-                let _ = writeln!(stdout, "{}", json!({ "chunk": chunk.to_json() }));
-                let _ = stdout.flush();
+                out(&format!("{}\n", json!({ "chunk": chunk.to_json() })));
             }
         })),
     };
@@ -403,11 +399,19 @@ fn run_command(args: RunArgs) -> Result<(), Failure> {
             "fuel_consumed": outcome.fuel_consumed,
             "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
         });
-        println!("{document:#}");
+        out(&format!("{document:#}\n"));
     } else {
-        println!("{:#}", Json::Object(outputs));
+        out(&format!("{:#}\n", Json::Object(outputs)));
     }
     Ok(())
+}
+
+/// Writes to stdout and flushes; a closed stdout (`warden run … | head`) is not an error worth
+/// a panic, so write errors are ignored.
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
 }
 
 fn print_log(record: &LogRecord) {
