@@ -150,6 +150,46 @@ capability!(
 
 #[cfg(any(feature = "cache-read", feature = "cache-write"))]
 pub mod cache;
+/// A pointer to the link helper of each enabled capability's bindings. `export_nodes!` keeps
+/// this alive in the node crate: without a reference, the linker may drop the SDK object that
+/// carries a capability world's custom section (rustc inlines the small import wrappers into
+/// the node crate), and the component could not be encoded.
+#[doc(hidden)]
+pub static __CAPABILITY_SECTIONS: &[fn()] = &[
+    #[cfg(feature = "storage-read")]
+    cap_storage_read::__link_custom_section_describing_imports,
+    #[cfg(feature = "storage-write")]
+    cap_storage_write::__link_custom_section_describing_imports,
+    #[cfg(feature = "storage-delete")]
+    cap_storage_delete::__link_custom_section_describing_imports,
+    #[cfg(feature = "http-get")]
+    cap_http_get::__link_custom_section_describing_imports,
+    #[cfg(feature = "http-write")]
+    cap_http_write::__link_custom_section_describing_imports,
+    #[cfg(feature = "variables-read")]
+    cap_variables_read::__link_custom_section_describing_imports,
+    #[cfg(feature = "variables-write")]
+    cap_variables_write::__link_custom_section_describing_imports,
+    #[cfg(feature = "cache-read")]
+    cap_cache_read::__link_custom_section_describing_imports,
+    #[cfg(feature = "cache-write")]
+    cap_cache_write::__link_custom_section_describing_imports,
+    #[cfg(feature = "oauth")]
+    cap_oauth::__link_custom_section_describing_imports,
+    #[cfg(feature = "token")]
+    cap_token::__link_custom_section_describing_imports,
+    #[cfg(feature = "streaming")]
+    cap_streaming::__link_custom_section_describing_imports,
+    #[cfg(feature = "a2ui")]
+    cap_a2ui::__link_custom_section_describing_imports,
+    #[cfg(feature = "models")]
+    cap_models::__link_custom_section_describing_imports,
+    #[cfg(feature = "functions")]
+    cap_functions::__link_custom_section_describing_imports,
+    #[cfg(feature = "websocket")]
+    cap_websocket::__link_custom_section_describing_imports,
+];
+
 pub mod log;
 #[cfg(any(
     feature = "storage-read",
@@ -315,6 +355,10 @@ macro_rules! export_nodes {
                 ::std::result::Result::Err(::std::format!("this component provides no node `{name}`"))
             }
         }
+
+        #[used]
+        #[doc(hidden)]
+        static __WARDEN_CAPABILITY_SECTIONS: &[fn()] = $crate::__CAPABILITY_SECTIONS;
 
         $crate::bindings::export!(__WardenNodes with_types_in $crate::bindings);
     };

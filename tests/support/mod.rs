@@ -1,0 +1,111 @@
+//! Shared by the end-to-end tests: build nodes with the SDK (once per test process) and run them.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use warden::build::{BuildOptions, Target, build};
+use warden_host::{Error, NodeComponent, RunOutcome, RunRequest, Runtime, WasmSecurityConfig};
+
+pub const TARGETS: [Target; 2] = [Target::Unknown, Target::Wasip2];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Built components by (crate path, target, features).
+static BUILT: OnceLock<Mutex<HashMap<(PathBuf, Target, String), PathBuf>>> = OnceLock::new();
+
+/// Builds the crate at `path` (relative to the repository) and returns its component.
+pub fn build_node(path: &str, target: Target, features: &[&str]) -> PathBuf {
+    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    // One build at a time: builds of the same workspace would overwrite each other's output.
+    let mut built = built.lock().unwrap_or_else(|poison| poison.into_inner());
+    let key = (root().join(path), target, features.join(","));
+    if let Some(component) = built.get(&key) {
+        return component.clone();
+    }
+    let options = BuildOptions {
+        target,
+        features: features.iter().map(|f| f.to_string()).collect(),
+        quiet: true,
+        ..BuildOptions::default()
+    };
+    let components = build(&root().join(path), &options)
+        .unwrap_or_else(|error| panic!("building {path}: {error}"));
+    assert_eq!(components.len(), 1, "{path} should build one component");
+    // Builds of one crate with other features write the same file: keep a copy per feature set.
+    let mut component = components[0].clone();
+    if !features.is_empty() {
+        let copy =
+            component.with_file_name(format!("{}-{}.wasm", stem(&component), features.join("-")));
+        std::fs::copy(&component, &copy).unwrap();
+        component = copy;
+    }
+    built.insert(key, component.clone());
+    component
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A test node from `tests/nodes/`.
+pub fn test_node(name: &str, target: Target) -> NodeComponent {
+    load(&build_node(&format!("tests/nodes/{name}"), target, &[]))
+}
+
+/// An example node from `nodes/`.
+pub fn example(name: &str, target: Target) -> PathBuf {
+    build_node(&format!("nodes/{name}"), target, &[])
+}
+
+pub fn load(path: &Path) -> NodeComponent {
+    NodeComponent::from_bytes(std::fs::read(path).unwrap()).unwrap()
+}
+
+pub fn block_on<T>(future: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// Prepares and runs one node of `component` under `config`.
+pub fn run(
+    runtime: &Runtime,
+    component: &NodeComponent,
+    config: &WasmSecurityConfig,
+    request: RunRequest,
+) -> Result<RunOutcome, Error> {
+    block_on(async {
+        let prepared = runtime.prepare(component, config).await?;
+        prepared.run(request).await
+    })
+}
+
+/// A request for node `name` with text/integer inputs given as pairs.
+pub fn request(name: &str, inputs: &[(&str, warden_host::Value)]) -> RunRequest {
+    RunRequest {
+        node: Some(name.to_string()),
+        context: warden_host::RunContext::for_node(name),
+        inputs: inputs
+            .iter()
+            .map(|(n, v)| warden_host::Field::new(*n, v.clone()))
+            .collect(),
+        ..RunRequest::default()
+    }
+}
+
+pub fn output<'a>(outcome: &'a RunOutcome, name: &str) -> &'a warden_host::Value {
+    &outcome
+        .outputs
+        .iter()
+        .find(|field| field.name == name)
+        .unwrap_or_else(|| panic!("no output {name}"))
+        .value
+}
