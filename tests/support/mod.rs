@@ -39,7 +39,9 @@ pub fn build_node(path: &str, target: Target, features: &[&str]) -> PathBuf {
     if !features.is_empty() {
         let copy =
             component.with_file_name(format!("{}-{}.wasm", stem(&component), features.join("-")));
-        std::fs::copy(&component, &copy).unwrap();
+        let partial = copy.with_extension("partial");
+        std::fs::copy(&component, &partial).unwrap();
+        std::fs::rename(&partial, &copy).unwrap();
         component = copy;
     }
     built.insert(key, component.clone());

@@ -1,0 +1,379 @@
+//! The `warden` command line: build, inspect and run real nodes; every bad input is one line
+//! on stderr with the documented exit code, never a panic.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use support::*;
+use warden::build::Target;
+
+fn warden(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Asserts the exit code and that stderr is exactly one `warden: error:` line.
+fn fails(output: &Output, code: i32, needle: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| !line.starts_with('['))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line of error expected: {stderr}");
+    assert!(lines[0].starts_with("warden: error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "`{needle}` not in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout(output))
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(output)))
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn build_prints_the_component_path() {
+    let output = warden(&["build", "nodes/text-transform"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = stdout(&output);
+    let component = Path::new(printed.trim());
+    assert!(
+        component.ends_with("component/text_transform.wasm"),
+        "{printed}"
+    );
+    assert!(wasmparser::Parser::is_component(
+        &std::fs::read(component).unwrap()
+    ));
+    fails(&warden(&["build", "no/such/crate"]), 2, "no Cargo.toml");
+}
+
+#[test]
+fn inspect_shows_nodes_pins_and_capabilities() {
+    let counter = example("counter", Target::Unknown);
+    let text = stdout(&warden(&["inspect", path(&counter)]));
+    assert!(text.contains("node counter (Counter)"), "{text}");
+    assert!(
+        text.contains("in  step: integer = 1 (range -1000 to 1000)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("capabilities: storage-read,storage-write"),
+        "{text}"
+    );
+    let document = json(&warden(&["inspect", path(&counter), "--json"]));
+    assert_eq!(
+        document["capabilities"],
+        serde_json::json!(["storage-read", "storage-write"])
+    );
+    assert_eq!(document["nodes"][0]["pins"][0]["name"], "step");
+    let transform = example("text-transform", Target::Wasip2);
+    let document = json(&warden(&["inspect", path(&transform), "--json"]));
+    assert_eq!(document["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(document["capabilities"], serde_json::json!([]));
+}
+
+#[test]
+fn run_prints_outputs_and_streams_and_keeps_state_with_data() {
+    let transform = example("text-transform", Target::Unknown);
+    let output = warden(&[
+        "run",
+        path(&transform),
+        "--node",
+        "text-transform",
+        "--input",
+        "text=a b c",
+        "--input",
+        "mode=reverse",
+        "--grant",
+        "none",
+    ]);
+    assert_eq!(json(&output)["result"], "c b a");
+
+    let data = tempfile::tempdir().unwrap();
+    let counter = example("counter", Target::Unknown);
+    let args = [
+        "run",
+        path(&counter),
+        "--grant",
+        "storage-read,storage-write",
+        "--data",
+        path(data.path()),
+        "--input",
+        "step=7",
+    ];
+    assert_eq!(json(&warden(&args))["count"], 7);
+    let second = warden(&args);
+    assert_eq!(json(&second)["count"], 14);
+    assert!(String::from_utf8_lossy(&second.stderr).contains("[info log] count 7 -> 14"));
+
+    let greeter = example("greeter", Target::Unknown);
+    let output = warden(&[
+        "run",
+        path(&greeter),
+        "--grant",
+        "variables-read,cache-all,streaming",
+        "--var",
+        "name=Ada",
+    ]);
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .take(2)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            serde_json::json!({"chunk": "Hello, "}),
+            serde_json::json!({"chunk": "Ada!"})
+        ]
+    );
+    let document = json(&warden(&[
+        "run",
+        path(&greeter),
+        "--grant",
+        "variables-read,cache-all,streaming",
+        "--var",
+        "name=Ada",
+        "--json",
+    ]));
+    assert_eq!(document["outputs"]["message"], "Hello, Ada!");
+    assert!(document["fuel_consumed"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bad_inputs_exit_2_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let transform = example("text-transform", Target::Unknown);
+    let transform = path(&transform);
+    fails(
+        &warden(&["run", "/no/such/node.wasm"]),
+        2,
+        "cannot read /no/such/node.wasm",
+    );
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not wasm").unwrap();
+    fails(&warden(&["run", path(&text)]), 2, "not WebAssembly");
+    let module = dir.path().join("module.wasm");
+    std::fs::write(&module, wat::parse_str("(module)").unwrap()).unwrap();
+    fails(
+        &warden(&["inspect", path(&module)]),
+        2,
+        "core WebAssembly module, not a component",
+    );
+    let empty = dir.path().join("component.wasm");
+    std::fs::write(&empty, wat::parse_str("(component)").unwrap()).unwrap();
+    fails(
+        &warden(&["run", path(&empty)]),
+        2,
+        "does not export `warden:node/node@0.1.0`",
+    );
+    let truncated = dir.path().join("truncated.wasm");
+    let bytes = std::fs::read(transform).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    fails(&warden(&["run", path(&truncated)]), 2, "malformed");
+    fails(
+        &warden(&[
+            "run",
+            transform,
+            "--node",
+            "text-transform",
+            "--grant",
+            "none",
+        ]),
+        2,
+        "input `text` is required",
+    );
+    fails(
+        &warden(&[
+            "run",
+            transform,
+            "--node",
+            "text-transform",
+            "--input",
+            "txt=x",
+            "--grant",
+            "none",
+        ]),
+        2,
+        "has no input `txt`",
+    );
+    fails(
+        &warden(&[
+            "run",
+            transform,
+            "--node",
+            "text-transform",
+            "--input",
+            "oops",
+            "--grant",
+            "none",
+        ]),
+        2,
+        "not NAME=VALUE",
+    );
+    fails(
+        &warden(&[
+            "run",
+            transform,
+            "--node",
+            "text-transform",
+            "--input",
+            "text=x",
+            "--input",
+            "mode=sideways",
+            "--grant",
+            "none",
+        ]),
+        2,
+        "must be one of",
+    );
+    fails(
+        &warden(&["run", transform, "--grant", "none"]),
+        2,
+        "choose one with --node",
+    );
+    fails(
+        &warden(&["run", transform, "--node", "nope", "--grant", "none"]),
+        2,
+        "no node `nope`",
+    );
+    fails(
+        &warden(&["run", transform, "--grant", "teleport"]),
+        2,
+        "unknown capability `teleport`",
+    );
+    fails(
+        &warden(&["run", transform, "--preset", "lenient"]),
+        2,
+        "unknown preset",
+    );
+    fails(
+        &warden(&["run", transform, "--memory", "lots"]),
+        2,
+        "--memory",
+    );
+    fails(
+        &warden(&["run", transform, "--timeout", "0s"]),
+        2,
+        "--timeout",
+    );
+    let counter = example("counter", Target::Unknown);
+    fails(
+        &warden(&[
+            "run",
+            path(&counter),
+            "--grant",
+            "storage-all",
+            "--input",
+            "step=ten",
+        ]),
+        2,
+        "not a whole number",
+    );
+    let output = warden(&["run"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn refusals_limits_and_failures_have_their_exit_codes() {
+    let counter = example("counter", Target::Unknown);
+    let stderr = fails(
+        &warden(&["run", path(&counter), "--grant", "storage-read"]),
+        3,
+        "capability refused",
+    );
+    assert!(stderr.contains("--grant storage-write"), "{stderr}");
+    fails(
+        &warden(&["run", path(&counter), "--grant", "none"]),
+        3,
+        "--grant storage-read,storage-write",
+    );
+    let limits = build_node("tests/nodes/limits", Target::Unknown, &[]);
+    let limits = path(&limits);
+    fails(
+        &warden(&[
+            "run", limits, "--node", "spin", "--fuel", "1000000", "--grant", "none",
+        ]),
+        4,
+        "limit hit: fuel",
+    );
+    fails(
+        &warden(&[
+            "run",
+            limits,
+            "--node",
+            "spin",
+            "--fuel",
+            "off",
+            "--timeout",
+            "200ms",
+            "--grant",
+            "none",
+        ]),
+        4,
+        "limit hit: timeout",
+    );
+    fails(
+        &warden(&[
+            "run", limits, "--node", "grow", "--memory", "8MiB", "--grant", "none",
+        ]),
+        4,
+        "limit hit: memory",
+    );
+    fails(
+        &warden(&[
+            "run",
+            limits,
+            "--node",
+            "recurse",
+            "--preset",
+            "restrictive",
+            "--grant",
+            "none",
+        ]),
+        4,
+        "limit hit: stack",
+    );
+    fails(
+        &warden(&["run", limits, "--node", "fail", "--grant", "none"]),
+        5,
+        "the node failed: deliberate failure",
+    );
+    fails(
+        &warden(&["run", limits, "--node", "panic", "--grant", "none"]),
+        5,
+        "the node trapped",
+    );
+}
+
+#[test]
+fn capabilities_lists_the_table() {
+    let text = stdout(&warden(&["capabilities"]));
+    assert!(text.contains("0x00001  storage-read"), "{text}");
+    assert!(text.contains("0x40000  dns"), "{text}");
+    assert!(
+        text.contains("standard = storage-read,http-get,variables-read,cache-read,cache-write"),
+        "{text}"
+    );
+}
