@@ -37,6 +37,9 @@ pub enum Error {
     Context(#[from] InvalidContext),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// Every sandbox slot of the runtime is in use; try again when a run has finished.
+    #[error("the runtime is busy: {0}; retry when a run finishes, or raise its concurrency")]
+    Busy(String),
     /// Wasmtime refused something the host set up; this is a bug in warden.
     #[error("internal error: {0}")]
     Internal(String),
@@ -55,7 +58,7 @@ impl Error {
             Error::Refused(_) => 3,
             Error::Limit { .. } => 4,
             Error::NodeFailed(_) | Error::Trapped(_) | Error::InvalidOutput(_) => 5,
-            Error::Internal(_) => 1,
+            Error::Internal(_) | Error::Busy(_) => 1,
         }
     }
 

@@ -37,7 +37,9 @@ pub use error::Error;
 pub use limiter::LimitExceeded;
 pub use limits::{HostLimits, LimitKind, Limits, Preset};
 pub use node_info::{DataType, Direction, NodeInfo, Pin};
-pub use runtime::{EPOCH_TICK, NodeComponent, PreparedNode, RunOutcome, RunRequest, Runtime};
+pub use runtime::{
+    DEFAULT_CONCURRENCY, EPOCH_TICK, NodeComponent, PreparedNode, RunOutcome, RunRequest, Runtime,
+};
 pub use state::StreamSink;
 pub use storage::{Scope, Storage};
 pub use value::{Field, Value};

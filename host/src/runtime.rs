@@ -22,7 +22,33 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
+    Store, Trap,
+};
+
+/// Nodes one runtime runs at once by default.
+pub const DEFAULT_CONCURRENCY: u32 = 64;
+
+/// Instances, memories, tables and fiber stacks come from pools sized for `concurrency` runs of
+/// the most permissive preset, so a run reuses warm slots instead of mapping fresh memory.
+/// The per-run limits are still enforced by the store's limiter; the pool bounds are the
+/// ceiling above every preset.
+fn pooling(concurrency: u32) -> PoolingAllocationConfig {
+    let permissive = Limits::permissive();
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(concurrency)
+        .total_core_instances(concurrency * 16)
+        .total_memories(concurrency * 2)
+        .total_tables(concurrency * 4)
+        .total_stacks(concurrency)
+        .max_core_instances_per_component(permissive.max_instances)
+        .max_memories_per_component(permissive.max_memories)
+        .max_tables_per_component(permissive.max_tables)
+        .table_elements(permissive.max_table_elements)
+        .max_memory_size(permissive.memory_bytes as usize);
+    pool
+}
 
 /// How often the epoch ticker advances every engine's epoch: the timeout's resolution.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -39,6 +65,7 @@ struct Inner {
     components: Mutex<HashMap<(String, usize), Component>>,
     prepared: Mutex<HashMap<PreparedKey, PreparedNode>>,
     storage: Storage,
+    concurrency: u32,
     // Held for its Drop: the ticker stops with the runtime.
     _ticker: Ticker,
 }
@@ -112,6 +139,13 @@ impl Runtime {
     }
 
     pub fn with_storage(storage: Storage) -> Self {
+        Self::with_options(storage, DEFAULT_CONCURRENCY)
+    }
+
+    /// A runtime that runs at most `concurrency` nodes at once; a run beyond that fails with
+    /// [`Error::Busy`] rather than waiting.
+    pub fn with_options(storage: Storage, concurrency: u32) -> Self {
+        let concurrency = concurrency.max(1);
         let engines = Arc::new(Mutex::new(HashMap::new()));
         let ticker = Ticker::start(engines.clone());
         Runtime {
@@ -120,6 +154,7 @@ impl Runtime {
                 components: Mutex::new(HashMap::new()),
                 prepared: Mutex::new(HashMap::new()),
                 storage,
+                concurrency,
                 _ticker: ticker,
             }),
         }
@@ -136,6 +171,9 @@ impl Runtime {
         }
         let mut config = Config::new();
         config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
+                self.inner.concurrency,
+            )))
             .wasm_component_model(true)
             .consume_fuel(true)
             .epoch_interruption(true)
@@ -510,6 +548,9 @@ fn classify(error: wasmtime::Error) -> Error {
             };
         }
         return Error::Trapped(trap.to_string());
+    }
+    if let Some(busy) = error.downcast_ref::<PoolConcurrencyLimitError>() {
+        return Error::Busy(busy.to_string());
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return Error::Trapped(format!(
