@@ -119,7 +119,7 @@ impl Raw {
         let run = instance
             .get_export_index(&mut store, Some(&interface), "run")
             .unwrap();
-        let run: RunFunc = instance.get_typed_func(&mut store, &run).unwrap();
+        let run: RunFunc = instance.get_typed_func(&mut store, run).unwrap();
         let context = RawContext {
             run_id: String::new(),
             app_id: "local".into(),

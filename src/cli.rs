@@ -49,9 +49,13 @@ enum Command {
         json: bool,
     },
     /// Run a node in a sandbox. Outputs go to stdout as JSON, the node's log to stderr.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the capabilities and the names --grant accepts.
-    Capabilities,
+    Capabilities {
+        /// Print the table as Markdown (docs/capabilities.md holds this output).
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -140,9 +144,9 @@ pub fn main() -> ExitCode {
             features,
         } => build_command(path, target, debug, features),
         Command::Inspect { node, json } => inspect_command(&node, json),
-        Command::Run(args) => run_command(args),
-        Command::Capabilities => {
-            capabilities_command();
+        Command::Run(args) => run_command(*args),
+        Command::Capabilities { markdown } => {
+            out(&if markdown { capability_markdown() } else { capability_list() });
             Ok(())
         }
     };
@@ -259,25 +263,39 @@ fn inspect_command(path: &Path, as_json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn capabilities_command() {
+fn capability_list() -> String {
+    let mut text = String::new();
     for info in CAPABILITIES {
-        let state = if info.implemented {
-            ""
-        } else {
-            " (declared in WIT; this host does not provide it yet)"
-        };
-        out(&format!(
-            "{:#07x}  {:<16} {}{state}\n",
-            info.bit.bits(),
-            info.name,
-            info.summary
-        ));
+        let state = if info.implemented { "" } else { " (declared in WIT; this host does not provide it yet)" };
+        text += &format!("{:#07x}  {:<16} {}{state}\n", info.bit.bits(), info.name, info.summary);
     }
+    text + &format!("sets: {}\n", compound_list())
+}
+
+fn compound_list() -> String {
     let sets: Vec<String> = warden_host::capability::COMPOUNDS
         .iter()
         .map(|(name, set)| format!("{name} = {set}"))
         .collect();
-    out(&format!("sets: {}\n", sets.join("; ")));
+    sets.join("; ")
+}
+
+/// The capability table as Markdown, generated from the same table the host links from.
+pub fn capability_markdown() -> String {
+    let mut text = String::from("| bit | name | world | imports | grants | provided |\n|---|---|---|---|---|---|\n");
+    for info in CAPABILITIES {
+        let imports: Vec<String> = info.interfaces.iter().map(|interface| format!("`{interface}`")).collect();
+        let provided = if info.implemented { "yes" } else { "not yet" };
+        text += &format!(
+            "| {:#x} | `{}` | `{}` | {} | {} | {provided} |\n",
+            info.bit.bits(),
+            info.name,
+            info.world,
+            imports.join(", "),
+            info.summary
+        );
+    }
+    text + &format!("\nSets: {}.\n", compound_list().replace("; ", "; "))
 }
 
 fn split_pair<'a>(flag: &str, pair: &'a str) -> Result<(&'a str, &'a str), Failure> {

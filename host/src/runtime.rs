@@ -495,8 +495,8 @@ impl PreparedNode {
                     field.name, info.name
                 )));
             };
-            if let Some(found) = field.value.data_type() {
-                if pin.data_type != crate::node_info::DataType::Any && found != pin.data_type {
+            if let Some(found) = field.value.data_type()
+                && pin.data_type != crate::node_info::DataType::Any && found != pin.data_type {
                     return Err(Error::InvalidOutput(format!(
                         "output `{}` is declared {} but the node returned {}",
                         field.name,
@@ -504,7 +504,6 @@ impl PreparedNode {
                         found.name()
                     )));
                 }
-            }
         }
         Ok(())
     }

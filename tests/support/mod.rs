@@ -13,8 +13,11 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Built components by (crate path, target, features).
-static BUILT: OnceLock<Mutex<HashMap<(PathBuf, Target, String), PathBuf>>> = OnceLock::new();
+/// A crate path, a target and its features.
+type BuildKey = (PathBuf, Target, String);
+
+/// Built components, by what was built.
+static BUILT: OnceLock<Mutex<HashMap<BuildKey, PathBuf>>> = OnceLock::new();
 
 /// Builds the crate at `path` (relative to the repository) and returns its component.
 pub fn build_node(path: &str, target: Target, features: &[&str]) -> PathBuf {
