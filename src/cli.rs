@@ -146,7 +146,11 @@ pub fn main() -> ExitCode {
         Command::Inspect { node, json } => inspect_command(&node, json),
         Command::Run(args) => run_command(*args),
         Command::Capabilities { markdown } => {
-            out(&if markdown { capability_markdown() } else { capability_list() });
+            out(&if markdown {
+                capability_markdown()
+            } else {
+                capability_list()
+            });
             Ok(())
         }
     };
@@ -266,8 +270,17 @@ fn inspect_command(path: &Path, as_json: bool) -> Result<(), Failure> {
 fn capability_list() -> String {
     let mut text = String::new();
     for info in CAPABILITIES {
-        let state = if info.implemented { "" } else { " (declared in WIT; this host does not provide it yet)" };
-        text += &format!("{:#07x}  {:<16} {}{state}\n", info.bit.bits(), info.name, info.summary);
+        let state = if info.implemented {
+            ""
+        } else {
+            " (declared in WIT; this host does not provide it yet)"
+        };
+        text += &format!(
+            "{:#07x}  {:<16} {}{state}\n",
+            info.bit.bits(),
+            info.name,
+            info.summary
+        );
     }
     text + &format!("sets: {}\n", compound_list())
 }
@@ -282,9 +295,15 @@ fn compound_list() -> String {
 
 /// The capability table as Markdown, generated from the same table the host links from.
 pub fn capability_markdown() -> String {
-    let mut text = String::from("| bit | name | world | imports | grants | provided |\n|---|---|---|---|---|---|\n");
+    let mut text = String::from(
+        "| bit | name | world | imports | grants | provided |\n|---|---|---|---|---|---|\n",
+    );
     for info in CAPABILITIES {
-        let imports: Vec<String> = info.interfaces.iter().map(|interface| format!("`{interface}`")).collect();
+        let imports: Vec<String> = info
+            .interfaces
+            .iter()
+            .map(|interface| format!("`{interface}`"))
+            .collect();
         let provided = if info.implemented { "yes" } else { "not yet" };
         text += &format!(
             "| {:#x} | `{}` | `{}` | {} | {} | {provided} |\n",

@@ -381,8 +381,15 @@ fn capabilities_lists_the_table() {
 #[test]
 fn the_docs_hold_the_current_capability_table() {
     let generated = stdout(&warden(&["capabilities", "--markdown"]));
-    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/capabilities.md")).unwrap();
-    let start = docs.find("<!-- capability-table:start -->\n").unwrap() + "<!-- capability-table:start -->\n".len();
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/capabilities.md"))
+            .unwrap();
+    let start = docs.find("<!-- capability-table:start -->\n").unwrap()
+        + "<!-- capability-table:start -->\n".len();
     let end = docs.find("<!-- capability-table:end -->").unwrap();
-    assert_eq!(&docs[start..end], generated, "regenerate with `warden capabilities --markdown`");
+    assert_eq!(
+        &docs[start..end],
+        generated,
+        "regenerate with `warden capabilities --markdown`"
+    );
 }

@@ -496,14 +496,16 @@ impl PreparedNode {
                 )));
             };
             if let Some(found) = field.value.data_type()
-                && pin.data_type != crate::node_info::DataType::Any && found != pin.data_type {
-                    return Err(Error::InvalidOutput(format!(
-                        "output `{}` is declared {} but the node returned {}",
-                        field.name,
-                        pin.data_type.name(),
-                        found.name()
-                    )));
-                }
+                && pin.data_type != crate::node_info::DataType::Any
+                && found != pin.data_type
+            {
+                return Err(Error::InvalidOutput(format!(
+                    "output `{}` is declared {} but the node returned {}",
+                    field.name,
+                    pin.data_type.name(),
+                    found.name()
+                )));
+            }
         }
         Ok(())
     }

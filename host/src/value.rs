@@ -191,19 +191,21 @@ pub fn check_inputs(node: &NodeInfo, inputs: Vec<Field>) -> Result<Vec<Field>, I
             }
         };
         if let (Some(found), false) = (value.data_type(), pin.data_type == DataType::Any)
-            && found != pin.data_type {
-                return Err(InputError::WrongType {
-                    pin: pin.name.clone(),
-                    expected: pin.data_type.name(),
-                    found: found.name(),
-                });
-            }
+            && found != pin.data_type
+        {
+            return Err(InputError::WrongType {
+                pin: pin.name.clone(),
+                expected: pin.data_type.name(),
+                found: found.name(),
+            });
+        }
         if let Value::Json(text) = &value
-            && serde_json::from_str::<serde_json::Value>(text).is_err() {
-                return Err(InputError::InvalidJson {
-                    pin: pin.name.clone(),
-                });
-            }
+            && serde_json::from_str::<serde_json::Value>(text).is_err()
+        {
+            return Err(InputError::InvalidJson {
+                pin: pin.name.clone(),
+            });
+        }
         if let Some(range) = pin.range {
             let number = match value {
                 Value::Integer(integer) => Some(integer as f64),
@@ -211,13 +213,14 @@ pub fn check_inputs(node: &NodeInfo, inputs: Vec<Field>) -> Result<Vec<Field>, I
                 _ => None,
             };
             if let Some(number) = number
-                && !(range.min <= number && number <= range.max) {
-                    return Err(InputError::OutOfRange {
-                        pin: pin.name.clone(),
-                        min: range.min,
-                        max: range.max,
-                    });
-                }
+                && !(range.min <= number && number <= range.max)
+            {
+                return Err(InputError::OutOfRange {
+                    pin: pin.name.clone(),
+                    min: range.min,
+                    max: range.max,
+                });
+            }
         }
         if !pin.valid_values.is_empty() && !pin.valid_values.contains(&value) {
             let allowed = pin

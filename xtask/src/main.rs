@@ -72,86 +72,100 @@ fn test() -> Result<(), String> {
     run(doc)
 }
 
+/// Runs `warden ARGS`, echoing the command and its stdout; the node's log passes through on stderr.
+fn warden(args: &[&str]) -> Result<String, String> {
+    println!("\n$ warden {}", args.join(" "));
+    let output = Command::new(root().join("target/debug/warden"))
+        .current_dir(root())
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|error| format!("cannot start warden: {error}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    print!("{stdout}");
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "warden {} failed ({})",
+            args.join(" "),
+            output.status
+        ))
+    }
+}
+
+/// Builds the example node `name` and returns its component's path.
+fn component(name: &str) -> Result<String, String> {
+    let built = warden(&["build", &format!("nodes/{name}")])?;
+    built
+        .lines()
+        .last()
+        .map(|line| line.trim().to_string())
+        .ok_or_else(|| "warden build printed no path".to_string())
+}
+
 fn demo() -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--quiet", "--package", "warden"]);
     run(build)?;
-    let warden = root().join("target/debug/warden");
-    let step = |title: &str, args: &[&str]| -> Result<String, String> {
-        println!("\n$ warden {}", args.join(" "));
-        let _ = title;
-        let output = Command::new(&warden)
-            .current_dir(root())
-            .args(args)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|error| format!("cannot start warden: {error}"))?;
-        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-        print!("{stdout}");
-        if output.status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!(
-                "warden {} failed ({})",
-                args.join(" "),
-                output.status
-            ))
-        }
-    };
-    let component = |name: &str| -> Result<String, String> {
-        let built = step("build", &["build", &format!("nodes/{name}")])?;
-        built
-            .lines()
-            .last()
-            .map(str::trim)
-            .map(String::from)
-            .ok_or_else(|| "warden build printed no path".to_string())
-    };
+
+    println!("# A pure transform: no capabilities at all.");
     let text = component("text-transform")?;
-    step("inspect", &["inspect", &text])?;
-    step(
+    warden(&["inspect", &text])?;
+    warden(&[
         "run",
-        &[
-            "run",
-            &text,
-            "--node",
-            "text-transform",
-            "--input",
-            "text=Hello, warden",
-            "--input",
-            "mode=upper",
-            "--grant",
-            "none",
-        ],
-    )?;
-    let data = std::env::temp_dir().join("warden-demo");
+        &text,
+        "--node",
+        "text-transform",
+        "--input",
+        "text=Hello, warden",
+        "--grant",
+        "none",
+    ])?;
+    warden(&[
+        "run",
+        &text,
+        "--node",
+        "concat",
+        "--input",
+        "left=sand",
+        "--input",
+        "right=box",
+        "--input",
+        "separator=",
+        "--grant",
+        "none",
+    ])?;
+
+    println!("\n# A counter keeping state in node-scoped storage (a fresh database each demo).");
+    let data = std::env::temp_dir().join(format!("warden-demo-{}", std::process::id()));
     let data = data.to_string_lossy().to_string();
     let counter = component("counter")?;
-    for _ in 0..2 {
-        step(
+    for step in ["1", "41"] {
+        warden(&[
             "run",
-            &[
-                "run",
-                &counter,
-                "--grant",
-                "storage-read,storage-write",
-                "--data",
-                &data,
-            ],
-        )?;
+            &counter,
+            "--grant",
+            "storage-read,storage-write",
+            "--data",
+            &data,
+            "--input",
+            &format!("step={step}"),
+        ])?;
     }
     println!("\n# Without storage-write the counter is refused before it starts (exit code 3):");
-    let refused = Command::new(&warden)
+    let refused = Command::new(root().join("target/debug/warden"))
         .args(["run", &counter, "--grant", "storage-read"])
         .status();
     println!(
-        "exit code: {:?}",
-        refused.ok().and_then(|status| status.code())
+        "exit code: {}",
+        refused.ok().and_then(|status| status.code()).unwrap_or(-1)
     );
+
+    println!("\n# Variables, the cache and streaming: the second run answers from the cache.");
     let greeter = component("greeter")?;
-    step(
-        "run",
-        &[
+    for _ in 0..2 {
+        warden(&[
             "run",
             &greeter,
             "--grant",
@@ -160,21 +174,11 @@ fn demo() -> Result<(), String> {
             "name=Ada",
             "--data",
             &data,
-        ],
-    )?;
-    step(
-        "run",
-        &[
-            "run",
-            &greeter,
-            "--grant",
-            "variables-read,cache-all,streaming",
-            "--var",
-            "name=Ada",
-            "--data",
-            &data,
-        ],
-    )?;
-    println!("\nThe demo ran every example node. Try `target/debug/warden --help`.");
+        ])?;
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    println!(
+        "\nThe demo ran every example node. Next: target/debug/warden --help, docs/capabilities.md."
+    );
     Ok(())
 }
