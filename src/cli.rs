@@ -131,9 +131,18 @@ impl From<Error> for Failure {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => {
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
             let _ = error.print();
-            return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            // clap's message spans several lines (tip, usage); keep the promise of one line.
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad usage");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("warden: error: {first} (see warden --help)");
+            return ExitCode::from(2);
         }
     };
     let result = match cli.command {

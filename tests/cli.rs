@@ -291,8 +291,18 @@ fn bad_inputs_exit_2_with_one_clear_line() {
         2,
         "not a whole number",
     );
-    let output = warden(&["run"]);
-    assert_eq!(output.status.code(), Some(2));
+    fails(
+        &warden(&["run", transform, "--memory", "5GiB"]),
+        2,
+        "invalid limits",
+    );
+    fails(&warden(&["run"]), 2, "required arguments were not provided");
+    fails(
+        &warden(&["run", transform, "--frobnicate"]),
+        2,
+        "unexpected argument '--frobnicate'",
+    );
+    fails(&warden(&["explode"]), 2, "unrecognized subcommand");
 }
 
 #[test]

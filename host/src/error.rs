@@ -35,6 +35,9 @@ pub enum Error {
     AmbiguousNode(String),
     #[error(transparent)]
     Context(#[from] InvalidContext),
+    /// Limits outside what the runtime can enforce.
+    #[error("invalid limits: {0}")]
+    InvalidLimits(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     /// Every sandbox slot of the runtime is in use; try again when a run has finished.
@@ -54,6 +57,7 @@ impl Error {
             | Error::UnknownNode { .. }
             | Error::AmbiguousNode(_)
             | Error::Context(_)
+            | Error::InvalidLimits(_)
             | Error::Storage(_) => 2,
             Error::Refused(_) => 3,
             Error::Limit { .. } => 4,

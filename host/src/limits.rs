@@ -156,6 +156,63 @@ impl Limits {
     }
 }
 
+/// The smallest and largest wasm stack a runtime accepts.
+pub const STACK_RANGE: std::ops::RangeInclusive<usize> = (64 * KIB as usize)..=(8 * MIB as usize);
+
+impl Limits {
+    /// Checks the limits are ones the runtime can enforce: the sandbox's pools are sized for
+    /// the permissive preset, so nothing may exceed it (memory 4 GiB, the wasm32 maximum), and
+    /// the stack must be within [`STACK_RANGE`].
+    pub fn validate(&self) -> Result<(), String> {
+        let ceiling = Limits::permissive();
+        if self.memory_bytes > ceiling.memory_bytes {
+            return Err(format!(
+                "memory {} bytes is over the 4 GiB a wasm32 node can address",
+                self.memory_bytes
+            ));
+        }
+        if !STACK_RANGE.contains(&self.wasm_stack_bytes) {
+            return Err(format!(
+                "the wasm stack must be between 64 KiB and 8 MiB, not {} bytes",
+                self.wasm_stack_bytes
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err("the timeout must be longer than zero".into());
+        }
+        let counts = [
+            (
+                "tables",
+                self.max_tables as usize,
+                ceiling.max_tables as usize,
+            ),
+            (
+                "memories",
+                self.max_memories as usize,
+                ceiling.max_memories as usize,
+            ),
+            (
+                "instances",
+                self.max_instances as usize,
+                ceiling.max_instances as usize,
+            ),
+            (
+                "table elements",
+                self.max_table_elements,
+                ceiling.max_table_elements,
+            ),
+        ];
+        for (name, value, max) in counts {
+            if value > max {
+                return Err(format!(
+                    "{name} {value} is over the most the runtime supports ({max})"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self::default_preset()
@@ -312,6 +369,45 @@ mod tests {
         );
         assert!(restrictive.max_table_elements < default.max_table_elements);
         assert!(default.max_table_elements < permissive.max_table_elements);
+    }
+
+    #[test]
+    fn presets_are_valid_and_nonsense_is_not() {
+        for preset in Preset::ALL {
+            assert_eq!(Limits::preset(preset).validate(), Ok(()));
+        }
+        assert!(
+            Limits {
+                memory_bytes: 5 * GIB,
+                ..Limits::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Limits {
+                wasm_stack_bytes: 1024,
+                ..Limits::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Limits {
+                timeout: Duration::ZERO,
+                ..Limits::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Limits {
+                max_instances: 10_000,
+                ..Limits::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]

@@ -130,34 +130,59 @@ impl Refusal {
     }
 }
 
+impl DenyReason {
+    /// What is wrong, without the imports.
+    fn describe(&self) -> String {
+        match self {
+            DenyReason::NotGranted(providers) if providers.bits().count_ones() > 1 => {
+                format!("one of {}", providers.names().join(", "))
+            }
+            DenyReason::NotGranted(providers) => providers.to_string(),
+            DenyReason::WasiNetworkOff(bits) => {
+                format!("{bits} is granted but needs allow_wasi_network too")
+            }
+            DenyReason::NotImplemented(bits) => {
+                format!("{bits} is granted but this host does not provide it yet")
+            }
+            DenyReason::WasiOff => "wasi:filesystem needs allow_wasi, which is off".to_string(),
+            DenyReason::Unknown => "provided by no capability of this host".to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
+    /// One line: each reason once, with every import it applies to, then how to grant.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "capability refused: ")?;
-        let parts: Vec<String> = self
-            .denied
+        let mut groups: Vec<(&DenyReason, Vec<&str>)> = Vec::new();
+        for denied in &self.denied {
+            let reason = match &denied.reason {
+                // A wrong warden:node version reads better on its own.
+                DenyReason::Unknown if denied.import.starts_with("warden:node/") => {
+                    groups.push((&denied.reason, vec![denied.import.as_str()]));
+                    continue;
+                }
+                reason => reason,
+            };
+            match groups.iter_mut().find(|(existing, _)| *existing == reason) {
+                Some((_, imports)) => imports.push(&denied.import),
+                None => groups.push((reason, vec![&denied.import])),
+            }
+        }
+        let parts: Vec<String> = groups
             .iter()
-            .map(|denied| {
-                let import = &denied.import;
-                match denied.reason {
-                    DenyReason::NotGranted(providers) if providers.bits().count_ones() > 1 => {
-                        format!("one of {} (needed by import {import})", providers.names().join(", "))
-                    }
-                    DenyReason::NotGranted(providers) => format!("{providers} (needed by import {import})"),
-                    DenyReason::WasiNetworkOff(bits) => {
-                        format!("{bits} is granted but needs allow_wasi_network too (import {import})")
-                    }
-                    DenyReason::NotImplemented(bits) => {
-                        format!("{bits} is granted but this host does not provide it yet (import {import})")
-                    }
-                    DenyReason::WasiOff => format!("import {import} needs allow_wasi, which is off"),
-                    DenyReason::Unknown if import.starts_with("warden:node/") => format!(
-                        "import {import} targets a warden:node version this host does not implement ({WIT_VERSION})"
+            .map(|(reason, imports)| {
+                let noun = if imports.len() == 1 { "import" } else { "imports" };
+                match reason {
+                    DenyReason::Unknown if imports[0].starts_with("warden:node/") => format!(
+                        "import {} targets a warden:node version this host does not implement ({WIT_VERSION})",
+                        imports[0]
                     ),
-                    DenyReason::Unknown => format!("import {import} is provided by no capability"),
+                    DenyReason::Unknown => format!("{noun} {} {}", imports.join(", "), reason.describe()),
+                    _ => format!("{} (needed by {noun} {})", reason.describe(), imports.join(", ")),
                 }
             })
             .collect();
-        write!(f, "{}", parts.join("; "))?;
+        write!(f, "capability refused: {}", parts.join("; "))?;
         let missing = self.missing();
         if !missing.is_empty() {
             write!(
@@ -305,6 +330,22 @@ mod tests {
         assert!(
             refusal.to_string().contains("one of tcp, udp, dns"),
             "{refusal}"
+        );
+    }
+
+    #[test]
+    fn imports_with_the_same_reason_are_named_together() {
+        let list = imports(&[
+            "wasi:sockets/tcp@0.2.6",
+            "wasi:sockets/tcp-create-socket@0.2.6",
+        ]);
+        let text = check(&list, &config(Capabilities::empty()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            text,
+            "capability refused: tcp (needed by imports wasi:sockets/tcp@0.2.6, wasi:sockets/tcp-create-socket@0.2.6); \
+             grant it with --grant tcp (or list it in the node's manifest)"
         );
     }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
     Store, Trap,
@@ -64,6 +64,7 @@ struct Inner {
     engines: Arc<Mutex<HashMap<usize, Engine>>>,
     components: Mutex<HashMap<(String, usize), Component>>,
     prepared: Mutex<HashMap<PreparedKey, PreparedNode>>,
+    described: Mutex<HashMap<(String, usize), Vec<NodeInfo>>>,
     storage: Storage,
     concurrency: u32,
     // Held for its Drop: the ticker stops with the runtime.
@@ -153,6 +154,7 @@ impl Runtime {
                 engines,
                 components: Mutex::new(HashMap::new()),
                 prepared: Mutex::new(HashMap::new()),
+                described: Mutex::new(HashMap::new()),
                 storage,
                 concurrency,
                 _ticker: ticker,
@@ -208,6 +210,7 @@ impl Runtime {
         node: &NodeComponent,
         config: &WasmSecurityConfig,
     ) -> Result<PreparedNode, Error> {
+        config.limits.validate().map_err(Error::InvalidLimits)?;
         let key = PreparedKey {
             sha256: node.summary.sha256.clone(),
             stack: config.limits.wasm_stack_bytes,
@@ -219,75 +222,70 @@ impl Runtime {
             return Ok(prepared.with_limits(config.limits.clone()));
         }
         check_counts(&node.summary, &config.limits)?;
-        let used = preflight::check(&node.summary.imports, config)?;
+        preflight::check(&node.summary.imports, config)?;
+        let nodes = self.describe(node, &config.limits).await?;
         let engine = self.engine(config.limits.wasm_stack_bytes)?;
         let component = self.compile(node, &engine, config.limits.wasm_stack_bytes)?;
-        // Link what the grant allows, not only what the node uses: the preflight decided, the
-        // linker is the second wall and holds nothing beyond the grant.
+        // Link what the grant allows, not what the node asked for: the preflight decided, and
+        // the linker is the second wall, holding nothing beyond the grant.
         let linker =
-            linker::build(&engine, config, config.capabilities | used).map_err(Error::internal)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(Error::internal)?;
-        let pre = NodeHostPre::new(pre).map_err(Error::internal)?;
-        let mut prepared = PreparedNode {
-            inner: Arc::new(PreparedInner {
-                pre,
-                storage: self.inner.storage.clone(),
-                nodes: Vec::new(),
-            }),
-            limits: config.limits.clone(),
-        };
-        let nodes = prepared.describe().await?;
-        prepared.inner = Arc::new(PreparedInner {
-            nodes,
-            ..clone_inner(&prepared.inner)
-        });
+            linker::build(&engine, config, config.capabilities).map_err(Error::internal)?;
+        let prepared = self.sandbox(&linker, &component, &config.limits, nodes)?;
         lock(&self.inner.prepared).insert(key, prepared.clone());
         Ok(prepared)
     }
 
     /// The nodes a component describes, without granting it anything: every capability
-    /// import is linked to a function that traps.
+    /// import is linked to a function that traps, so `describe` can never use a capability.
+    /// Cached per component.
     pub async fn describe(
         &self,
         node: &NodeComponent,
         limits: &Limits,
     ) -> Result<Vec<NodeInfo>, Error> {
+        limits.validate().map_err(Error::InvalidLimits)?;
+        let key = (node.summary.sha256.clone(), limits.wasm_stack_bytes);
+        if let Some(nodes) = lock(&self.inner.described).get(&key) {
+            return Ok(nodes.clone());
+        }
         check_counts(&node.summary, limits)?;
         let engine = self.engine(limits.wasm_stack_bytes)?;
         let component = self.compile(node, &engine, limits.wasm_stack_bytes)?;
-        let config = WasmSecurityConfig {
+        let nothing = WasmSecurityConfig {
             limits: limits.clone(),
             capabilities: Capabilities::empty(),
             ..Default::default()
         };
         let mut linker =
-            linker::build(&engine, &config, Capabilities::empty()).map_err(Error::internal)?;
+            linker::build(&engine, &nothing, Capabilities::empty()).map_err(Error::internal)?;
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(Error::internal)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(Error::internal)?;
+        let nodes = self
+            .sandbox(&linker, &component, limits, Vec::new())?
+            .describe()
+            .await?;
+        lock(&self.inner.described).insert(key, nodes.clone());
+        Ok(nodes)
+    }
+
+    fn sandbox(
+        &self,
+        linker: &Linker<HostState>,
+        component: &Component,
+        limits: &Limits,
+        nodes: Vec<NodeInfo>,
+    ) -> Result<PreparedNode, Error> {
+        let pre = linker.instantiate_pre(component).map_err(Error::internal)?;
         let pre = NodeHostPre::new(pre).map_err(Error::internal)?;
-        let prepared = PreparedNode {
+        Ok(PreparedNode {
             inner: Arc::new(PreparedInner {
                 pre,
                 storage: self.inner.storage.clone(),
-                nodes: Vec::new(),
+                nodes,
             }),
             limits: limits.clone(),
-        };
-        prepared.describe().await
-    }
-}
-
-fn clone_inner(inner: &PreparedInner) -> PreparedInner {
-    PreparedInner {
-        pre: inner.pre.clone(),
-        storage: inner.storage.clone(),
-        nodes: inner.nodes.clone(),
+        })
     }
 }
 
