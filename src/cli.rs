@@ -323,7 +323,7 @@ pub fn capability_markdown() -> String {
             info.summary
         );
     }
-    text + &format!("\nSets: {}.\n", compound_list().replace("; ", "; "))
+    text + &format!("\nSets: {}.\n", compound_list())
 }
 
 fn split_pair<'a>(flag: &str, pair: &'a str) -> Result<(&'a str, &'a str), Failure> {

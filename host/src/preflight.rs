@@ -177,7 +177,10 @@ impl fmt::Display for Refusal {
                         "import {} targets a warden:node version this host does not implement ({WIT_VERSION})",
                         imports[0]
                     ),
-                    DenyReason::Unknown => format!("{noun} {} {}", imports.join(", "), reason.describe()),
+                    DenyReason::Unknown => {
+                        let verb = if imports.len() == 1 { "is" } else { "are" };
+                        format!("{noun} {} {verb} {}", imports.join(", "), reason.describe())
+                    }
                     _ => format!("{} (needed by {noun} {})", reason.describe(), imports.join(", ")),
                 }
             })
