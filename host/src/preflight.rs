@@ -292,7 +292,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("import wasi:filesystem/types@0.2.6 needs allow_wasi"),
+            text.contains(
+                "needs allow_wasi, which is off (needed by import wasi:filesystem/types@0.2.6)"
+            ),
             "{text}"
         );
         assert!(
