@@ -94,6 +94,27 @@ mod tests {
     }
 
     #[test]
+    fn an_ungranted_interface_is_not_in_the_linker() {
+        // Even if the preflight were skipped, a node importing storage-write cannot be linked
+        // against a linker built for a grant without it.
+        let engine = Engine::default();
+        let wat = r#"(component (import "warden:node/storage-write@0.1.0" (instance (export "set" (func)))))"#;
+        let component =
+            wasmtime::component::Component::new(&engine, wat::parse_str(wat).unwrap()).unwrap();
+        let linker = build(
+            &engine,
+            &WasmSecurityConfig::default(),
+            Capabilities::STORAGE_READ,
+        )
+        .unwrap();
+        let error = linker
+            .instantiate_pre(&component)
+            .err()
+            .expect("linking must fail");
+        assert!(format!("{error:#}").contains("storage-write"), "{error:#}");
+    }
+
+    #[test]
     fn every_grant_builds() {
         let engine = Engine::default();
         let config = WasmSecurityConfig {
