@@ -77,6 +77,7 @@ const fn row(
     }
 }
 
+/// A capability served by wasmtime-wasi's wasi:sockets (not linked yet: the network issue).
 const fn sockets(
     bit: Capabilities,
     name: &'static str,
@@ -85,13 +86,8 @@ const fn sockets(
     summary: &'static str,
 ) -> CapabilityInfo {
     CapabilityInfo {
-        bit,
-        name,
-        world,
-        interfaces,
         provider: Provider::WasiSockets,
-        implemented: false,
-        summary,
+        ..row(bit, name, world, interfaces, false, summary)
     }
 }
 

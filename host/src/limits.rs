@@ -376,38 +376,27 @@ mod tests {
         for preset in Preset::ALL {
             assert_eq!(Limits::preset(preset).validate(), Ok(()));
         }
-        assert!(
+        let nonsense = [
             Limits {
                 memory_bytes: 5 * GIB,
                 ..Limits::default()
-            }
-            .validate()
-            .is_err()
-        );
-        assert!(
+            },
             Limits {
                 wasm_stack_bytes: 1024,
                 ..Limits::default()
-            }
-            .validate()
-            .is_err()
-        );
-        assert!(
+            },
             Limits {
                 timeout: Duration::ZERO,
                 ..Limits::default()
-            }
-            .validate()
-            .is_err()
-        );
-        assert!(
+            },
             Limits {
                 max_instances: 10_000,
                 ..Limits::default()
-            }
-            .validate()
-            .is_err()
-        );
+            },
+        ];
+        for limits in nonsense {
+            assert!(limits.validate().is_err(), "{limits:?}");
+        }
     }
 
     #[test]

@@ -391,20 +391,12 @@ impl PreparedNode {
         let started = Instant::now();
         request.context.validate()?;
         let info = self.node(request.node.as_deref())?;
-        let input_bytes: usize = request
-            .inputs
-            .iter()
-            .map(|field| field.name.len() + field.value.size())
-            .sum();
-        if input_bytes > self.limits.host.input_bytes {
-            return Err(Error::Limit {
-                kind: LimitKind::InputSize,
-                detail: format!(
-                    "the inputs are {input_bytes} bytes, the limit is {}",
-                    self.limits.host.input_bytes
-                ),
-            });
-        }
+        check_size(
+            LimitKind::InputSize,
+            "inputs",
+            &request.inputs,
+            self.limits.host.input_bytes,
+        )?;
         let inputs = check_inputs(info, request.inputs)?;
         let log = RunLog::new(self.limits.host.log_bytes, request.on_log);
         let mut store = self.store(
@@ -469,19 +461,12 @@ impl PreparedNode {
     }
 
     fn check_outputs(&self, info: &NodeInfo, outputs: &[Field]) -> Result<(), Error> {
-        let bytes: usize = outputs
-            .iter()
-            .map(|field| field.name.len() + field.value.size())
-            .sum();
-        if bytes > self.limits.host.output_bytes {
-            return Err(Error::Limit {
-                kind: LimitKind::OutputSize,
-                detail: format!(
-                    "the outputs are {bytes} bytes, the limit is {}",
-                    self.limits.host.output_bytes
-                ),
-            });
-        }
+        check_size(
+            LimitKind::OutputSize,
+            "outputs",
+            outputs,
+            self.limits.host.output_bytes,
+        )?;
         for field in outputs {
             let Some(pin) = info
                 .pins
@@ -507,6 +492,21 @@ impl PreparedNode {
         }
         Ok(())
     }
+}
+
+/// Refuses `fields` (the inputs or the outputs of a run) when they take more than `cap` bytes.
+fn check_size(kind: LimitKind, what: &str, fields: &[Field], cap: usize) -> Result<(), Error> {
+    let bytes: usize = fields
+        .iter()
+        .map(|field| field.name.len() + field.value.size())
+        .sum();
+    if bytes > cap {
+        return Err(Error::Limit {
+            kind,
+            detail: format!("the {what} are {bytes} bytes, the limit is {cap}"),
+        });
+    }
+    Ok(())
 }
 
 /// Runs `call` under the wall-clock timeout and turns Wasmtime's errors into typed ones.
