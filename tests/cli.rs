@@ -30,7 +30,8 @@ fn fails(output: &Output, code: i32, needle: &str) -> String {
     assert_eq!(lines.len(), 1, "one line of error expected: {stderr}");
     assert!(lines[0].starts_with("warden: error: "), "{stderr}");
     assert!(lines[0].contains(needle), "`{needle}` not in: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The CLI itself never panics (a node's panic, in its log lines, is fine).
+    assert!(!stderr.contains("thread 'main'"), "{stderr}");
     stderr
 }
 
@@ -102,6 +103,20 @@ fn inspect_shows_nodes_pins_and_capabilities() {
 
 #[test]
 fn run_prints_outputs_and_streams_and_keeps_state_with_data() {
+    let wasip2 = example("text-transform", Target::Wasip2);
+    let output = warden(&[
+        "run",
+        path(&wasip2),
+        "--node",
+        "concat",
+        "--input",
+        "left=a",
+        "--input",
+        "right=b",
+        "--grant",
+        "none",
+    ]);
+    assert_eq!(json(&output)["result"], "a b");
     let transform = example("text-transform", Target::Unknown);
     let output = warden(&[
         "run",
@@ -307,7 +322,7 @@ fn refusals_limits_and_failures_have_their_exit_codes() {
     fails(
         &warden(&["run", limits, "--node", "panic", "--grant", "none"]),
         5,
-        "the node trapped",
+        "deliberate panic",
     );
 }
 

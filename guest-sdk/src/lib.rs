@@ -321,6 +321,7 @@ pub fn __describe<N: Node>() -> NodeInfo {
 
 #[doc(hidden)]
 pub fn __run<N: Node>(run: RunContext, inputs: Vec<Field>) -> Result<Vec<Field>, String> {
+    install_panic_hook();
     let mut cx = Context {
         run,
         inputs,
@@ -328,6 +329,17 @@ pub fn __run<N: Node>(run: RunContext, inputs: Vec<Field>) -> Result<Vec<Field>,
     };
     N::run(&mut cx).map_err(|error| error.0)?;
     Ok(cx.outputs)
+}
+
+/// Sends a panic's message and location to the node's log (on every target: a
+/// `wasm32-unknown-unknown` node has no stderr), so the host can say why the node trapped.
+fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            log::error(&info.to_string().replace('\n', " "))
+        }));
+    });
 }
 
 /// Exports the listed node types as this component's nodes.

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::limiter::{LimitExceeded, Limiter};
 use crate::limits::{LimitKind, Limits};
 use crate::linker;
-use crate::log::{LogRecord, LogSink, RunLog};
+use crate::log::{LogRecord, LogSink, RunLog, Source};
 use crate::node_info::{Direction, NodeInfo};
 use crate::preflight;
 use crate::state::{HostState, StreamSink};
@@ -416,7 +416,9 @@ impl PreparedNode {
         };
         let result = with_timeout(self.limits.timeout, call).await;
         log.flush();
-        let outputs = result?.map_err(Error::NodeFailed)?;
+        let outputs = result
+            .map_err(|error| explain_trap(error, &log))?
+            .map_err(Error::NodeFailed)?;
         let outputs: Vec<Field> = outputs.into_iter().map(Field::from).collect();
         self.check_outputs(info, &outputs)?;
         let fuel_consumed = match (self.limits.fuel, store.get_fuel()) {
@@ -494,6 +496,22 @@ impl PreparedNode {
     }
 }
 
+/// Adds what the node said when it panicked (the SDK logs it) to a trap's message.
+fn explain_trap(error: Error, log: &RunLog) -> Error {
+    let Error::Trapped(trap) = error else {
+        return error;
+    };
+    let records = log.records();
+    let panic = records.iter().rev().find(|record| {
+        matches!(record.source, Source::Log | Source::Stderr)
+            && record.message.contains("panicked at ")
+    });
+    match panic {
+        Some(record) => Error::Trapped(format!("{trap} ({})", record.message.trim())),
+        None => Error::Trapped(trap),
+    }
+}
+
 /// Refuses `fields` (the inputs or the outputs of a run) when they take more than `cap` bytes.
 fn check_size(kind: LimitKind, what: &str, fields: &[Field], cap: usize) -> Result<(), Error> {
     let bytes: usize = fields
@@ -552,7 +570,7 @@ fn classify(error: wasmtime::Error) -> Error {
         return Error::Busy(busy.to_string());
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return Error::Trapped(format!(
+        return Error::NodeFailed(format!(
             "the node called exit with status {}; nodes return errors instead",
             exit.0
         ));
