@@ -153,7 +153,7 @@ fn warden_run(
 fn benches(c: &mut Criterion) {
     let bytes = component_bytes();
     let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .unwrap();
     let runtime = Runtime::new().unwrap();

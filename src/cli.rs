@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use warden_host::allowlist::AllowedHosts;
 use warden_host::limits::{parse_duration, parse_size};
 use warden_host::log::LogRecord;
 use warden_host::{
@@ -99,6 +100,16 @@ struct RunArgs {
     /// Keep storage in DIR/warden.redb (in memory, gone after the run, by default).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Allow outbound connections to hosts matching PATTERN (repeatable): `api.example.com`,
+    /// `*.example.com`, `https://host:8443`, `10.1.2.0/24`, `[::1]`, `*`.
+    #[arg(long = "allow-host", value_name = "PATTERN")]
+    allow_hosts: Vec<String>,
+    /// Link wasi:filesystem (no directory is preopened).
+    #[arg(long)]
+    allow_wasi: bool,
+    /// Link wasi:sockets for the granted tcp, udp and dns capabilities.
+    #[arg(long)]
+    allow_wasi_network: bool,
     /// Print one JSON document with outputs, variables, log and usage.
     #[arg(long)]
     json: bool,
@@ -202,7 +213,7 @@ fn read_component(path: &Path) -> Result<NodeComponent, Failure> {
 
 fn tokio() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .map_err(|error| Failure {
             code: 1,
@@ -365,10 +376,14 @@ fn run_command(args: RunArgs) -> Result<(), Failure> {
             .map_err(|error: warden_host::capability::UnknownCapability| {
                 Failure::usage(format!("--grant: {error}"))
             })?;
+    let allowed_hosts = AllowedHosts::parse(&args.allow_hosts)
+        .map_err(|error| Failure::usage(format!("--allow-host: {error}")))?;
     let config = WasmSecurityConfig {
         limits: limits(&args)?,
         capabilities,
-        ..WasmSecurityConfig::default()
+        allow_wasi: args.allow_wasi,
+        allow_wasi_network: args.allow_wasi_network,
+        allowed_hosts,
     };
     let storage = match &args.data {
         Some(dir) => {

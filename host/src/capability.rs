@@ -77,7 +77,7 @@ const fn row(
     }
 }
 
-/// A capability served by wasmtime-wasi's wasi:sockets (not linked yet: the network issue).
+/// A capability served by wasmtime-wasi's wasi:sockets, confined by `allowed_hosts`.
 const fn sockets(
     bit: Capabilities,
     name: &'static str,
@@ -87,7 +87,7 @@ const fn sockets(
 ) -> CapabilityInfo {
     CapabilityInfo {
         provider: Provider::WasiSockets,
-        ..row(bit, name, world, interfaces, false, summary)
+        ..row(bit, name, world, interfaces, true, summary)
     }
 }
 

@@ -1,5 +1,6 @@
 //! `WasmSecurityConfig`: everything that decides what a node may do.
 
+use crate::allowlist::AllowedHosts;
 use crate::capability::Capabilities;
 use crate::limits::Limits;
 
@@ -13,8 +14,9 @@ pub struct WasmSecurityConfig {
     pub allow_wasi: bool,
     /// Link the wasi:sockets interfaces of granted tcp/udp/dns capabilities. Off by default.
     pub allow_wasi_network: bool,
-    /// Hosts outbound connections may reach (enforced by the network capabilities).
-    pub allowed_hosts: Vec<String>,
+    /// Hosts outbound connections may reach; parsed (and malformed patterns refused) when
+    /// built with [`AllowedHosts::parse`]. Empty: no outbound connection at all.
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl Default for WasmSecurityConfig {
@@ -25,7 +27,7 @@ impl Default for WasmSecurityConfig {
             capabilities: Capabilities::STANDARD,
             allow_wasi: false,
             allow_wasi_network: false,
-            allowed_hosts: Vec::new(),
+            allowed_hosts: AllowedHosts::default(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod allowlist;
 mod bindings;
 pub mod capability;
 pub mod component;
@@ -22,6 +23,7 @@ mod limiter;
 pub mod limits;
 mod linker;
 pub mod log;
+mod network;
 pub mod node_info;
 pub mod preflight;
 mod runtime;

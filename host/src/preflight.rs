@@ -210,17 +210,15 @@ pub fn check(imports: &[String], config: &WasmSecurityConfig) -> Result<Capabili
             Need::Unknown => DenyReason::Unknown,
             Need::Capability(providers) => {
                 let usable = providers & granted;
+                let sockets = usable
+                    .infos()
+                    .all(|info| info.provider == Provider::WasiSockets);
                 if usable.is_empty() {
                     DenyReason::NotGranted(providers)
+                } else if sockets && !config.allow_wasi_network {
+                    DenyReason::WasiNetworkOff(usable)
                 } else if usable.infos().all(|info| !info.implemented) {
-                    let sockets = usable
-                        .infos()
-                        .all(|info| info.provider == Provider::WasiSockets);
-                    if sockets && !config.allow_wasi_network {
-                        DenyReason::WasiNetworkOff(usable)
-                    } else {
-                        DenyReason::NotImplemented(usable)
-                    }
+                    DenyReason::NotImplemented(usable)
                 } else {
                     used |= usable
                         .infos()

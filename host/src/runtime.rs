@@ -1,5 +1,6 @@
 //! The runtime: engines with an epoch ticker they own, compile-once caches, and runs.
 
+use crate::allowlist::AllowedHosts;
 use crate::bindings::{NodeHostPre, wit};
 use crate::capability::Capabilities;
 use crate::component::{self, ComponentSummary};
@@ -10,6 +11,7 @@ use crate::limiter::{LimitExceeded, Limiter};
 use crate::limits::{LimitKind, Limits};
 use crate::linker;
 use crate::log::{LogRecord, LogSink, RunLog, Source};
+use crate::network::NetworkPolicy;
 use crate::node_info::{Direction, NodeInfo};
 use crate::preflight;
 use crate::state::{HostState, StreamSink};
@@ -219,7 +221,7 @@ impl Runtime {
             allow_wasi_network: config.allow_wasi_network,
         };
         if let Some(prepared) = lock(&self.inner.prepared).get(&key) {
-            return Ok(prepared.with_limits(config.limits.clone()));
+            return Ok(prepared.with_config(config));
         }
         check_counts(&node.summary, &config.limits)?;
         preflight::check(&node.summary.imports, config)?;
@@ -230,7 +232,7 @@ impl Runtime {
         // the linker is the second wall, holding nothing beyond the grant.
         let linker =
             linker::build(&engine, config, config.capabilities).map_err(Error::internal)?;
-        let prepared = self.sandbox(&linker, &component, &config.limits, nodes)?;
+        let prepared = self.sandbox(&linker, &component, config, nodes)?;
         lock(&self.inner.prepared).insert(key, prepared.clone());
         Ok(prepared)
     }
@@ -262,7 +264,7 @@ impl Runtime {
             .define_unknown_imports_as_traps(&component)
             .map_err(Error::internal)?;
         let nodes = self
-            .sandbox(&linker, &component, limits, Vec::new())?
+            .sandbox(&linker, &component, &nothing, Vec::new())?
             .describe()
             .await?;
         lock(&self.inner.described).insert(key, nodes.clone());
@@ -273,7 +275,7 @@ impl Runtime {
         &self,
         linker: &Linker<HostState>,
         component: &Component,
-        limits: &Limits,
+        config: &WasmSecurityConfig,
         nodes: Vec<NodeInfo>,
     ) -> Result<PreparedNode, Error> {
         let pre = linker.instantiate_pre(component).map_err(Error::internal)?;
@@ -284,7 +286,9 @@ impl Runtime {
                 storage: self.inner.storage.clone(),
                 nodes,
             }),
-            limits: limits.clone(),
+            limits: config.limits.clone(),
+            capabilities: config.capabilities,
+            allowed_hosts: config.allowed_hosts.clone(),
         })
     }
 }
@@ -317,6 +321,8 @@ fn check_counts(summary: &ComponentSummary, limits: &Limits) -> Result<(), Error
 pub struct PreparedNode {
     inner: Arc<PreparedInner>,
     limits: Limits,
+    capabilities: Capabilities,
+    allowed_hosts: AllowedHosts,
 }
 
 struct PreparedInner {
@@ -331,10 +337,14 @@ impl PreparedNode {
         &self.inner.nodes
     }
 
-    fn with_limits(&self, limits: Limits) -> Self {
+    /// The same compiled and linked node under another config's limits and allowlist (the
+    /// grant is part of the cache key, so it is the same).
+    fn with_config(&self, config: &WasmSecurityConfig) -> Self {
         PreparedNode {
             inner: self.inner.clone(),
-            limits,
+            limits: config.limits.clone(),
+            capabilities: config.capabilities,
+            allowed_hosts: config.allowed_hosts.clone(),
         }
     }
 
@@ -346,8 +356,10 @@ impl PreparedNode {
         stream: Option<StreamSink>,
     ) -> Result<Store<HostState>, Error> {
         let limits = &self.limits;
+        let network = NetworkPolicy::new(self.allowed_hosts.clone(), log.clone());
         let state = HostState {
-            wasi: wasi::context(&log),
+            wasi: wasi::context(&log, self.capabilities, &network),
+            network,
             table: ResourceTable::new(),
             limiter: Limiter::new(limits),
             context,

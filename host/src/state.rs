@@ -10,6 +10,7 @@ use crate::context::RunContext;
 use crate::limiter::Limiter;
 use crate::limits::HostLimits;
 use crate::log::{Level, RunLog, Source};
+use crate::network::NetworkPolicy;
 use crate::storage::{
     KeyError, Scope, Storage, StorageError, cache_partition, validate_key, validate_prefix,
 };
@@ -44,6 +45,7 @@ pub(crate) struct HostState {
     pub streamed_bytes: usize,
     pub limits: HostLimits,
     pub deadline: Instant,
+    pub network: Arc<NetworkPolicy>,
 }
 
 impl WasiView for HostState {

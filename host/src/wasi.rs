@@ -4,8 +4,12 @@
 //! log, clocks and a cryptographically secure random source. No directory is preopened and no
 //! socket is usable unless a capability links them.
 
+use crate::capability::Capabilities;
 use crate::log::{RunLog, Source};
+use crate::network::{Guarded, GuardedLookup, NetworkPolicy};
+use crate::state::HostState;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli, WasiCliView};
@@ -14,15 +18,20 @@ use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
-use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
+use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsCtxView, WasiSocketsView};
 use wasmtime_wasi::{WasiCtx, WasiView};
 use wasmtime_wasi_io::bytes::Bytes;
 
-/// A WASI context with nothing from the host: the node's stdout and stderr go to `log`.
+/// A WASI context with nothing from the host: the node's stdout and stderr go to `log`, and
+/// sockets exist only for the granted network capabilities, every address checked by `network`.
 /// The builder's defaults are the rest of the baseline: no environment, no arguments, stdin
 /// closed, no preopened directory, every socket address denied, and the secure random source
 /// seeded from the operating system.
-pub fn context(log: &RunLog) -> WasiCtx {
+pub(crate) fn context(
+    log: &RunLog,
+    granted: Capabilities,
+    network: &Arc<NetworkPolicy>,
+) -> WasiCtx {
     let mut builder = WasiCtx::builder();
     builder
         .stdout(LogStream {
@@ -32,7 +41,17 @@ pub fn context(log: &RunLog) -> WasiCtx {
         .stderr(LogStream {
             log: log.clone(),
             source: Source::Stderr,
+        })
+        .allow_tcp(granted.contains(Capabilities::TCP))
+        .allow_udp(granted.contains(Capabilities::UDP))
+        .allow_ip_name_lookup(granted.contains(Capabilities::DNS));
+    if granted.intersects(Capabilities::TCP | Capabilities::UDP) {
+        let network = network.clone();
+        builder.socket_addr_check(move |address, use_| {
+            let allowed = network.allows_socket(address, use_);
+            Box::pin(async move { allowed })
         });
+    }
     builder.build()
 }
 
@@ -73,10 +92,8 @@ pub fn add_filesystem<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime
 }
 
 /// Links the wasi:sockets interfaces `wanted` names (without versions).
-pub fn add_sockets<T: WasiView + 'static>(
-    linker: &mut Linker<T>,
-    wanted: &[&str],
-) -> wasmtime::Result<()> {
+pub(crate) fn add_sockets(linker: &mut Linker<HostState>, wanted: &[&str]) -> wasmtime::Result<()> {
+    type T = HostState;
     let has = |name: &str| wanted.contains(&name);
     if has("wasi:sockets/network") {
         sockets::network::add_to_linker::<T, WasiSockets>(linker, &Default::default(), T::sockets)?;
@@ -97,7 +114,13 @@ pub fn add_sockets<T: WasiView + 'static>(
         sockets::udp_create_socket::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
     }
     if has("wasi:sockets/ip-name-lookup") {
-        sockets::ip_name_lookup::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
+        sockets::ip_name_lookup::add_to_linker::<T, Guarded>(linker, |state| GuardedLookup {
+            sockets: WasiSocketsCtxView {
+                ctx: state.wasi.sockets(),
+                table: &mut state.table,
+            },
+            policy: &state.network,
+        })?;
     }
     Ok(())
 }

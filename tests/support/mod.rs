@@ -74,7 +74,7 @@ pub fn load(path: &Path) -> NodeComponent {
 
 pub fn block_on<T>(future: impl Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .unwrap()
         .block_on(future)

@@ -1,0 +1,278 @@
+//! tcp, udp and dns through wasi:sockets, confined to allowed_hosts, against echo servers the
+//! test starts on loopback.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use support::*;
+use warden::build::Target;
+use warden_host::allowlist::AllowedHosts;
+use warden_host::preflight::DenyReason;
+use warden_host::{Capabilities, Error, RunOutcome, Runtime, Value, WasmSecurityConfig};
+
+/// A TCP echo server on loopback that answers a fixed number of connections, then stops.
+fn tcp_echo_server(connections: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 1024];
+            if let Ok(size) = stream.read(&mut buffer) {
+                let _ = stream.write_all(&buffer[..size]);
+            }
+        }
+    });
+    address
+}
+
+/// A UDP echo server on loopback that answers a fixed number of datagrams, then stops.
+fn udp_echo_server(datagrams: usize) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let address = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 1500];
+        for _ in 0..datagrams {
+            let Ok((size, from)) = socket.recv_from(&mut buffer) else {
+                return;
+            };
+            let _ = socket.send_to(&buffer[..size], from);
+        }
+    });
+    address
+}
+
+fn config(allowed: &[&str]) -> WasmSecurityConfig {
+    WasmSecurityConfig {
+        capabilities: Capabilities::TCP | Capabilities::UDP | Capabilities::DNS,
+        allow_wasi: true,
+        allow_wasi_network: true,
+        allowed_hosts: AllowedHosts::parse(allowed).unwrap(),
+        ..WasmSecurityConfig::default()
+    }
+}
+
+fn probe(runtime: &Runtime, config: &WasmSecurityConfig, op: &str, address: &str) -> RunOutcome {
+    let node = test_node("net-probe", Target::Wasip2);
+    let request = request(
+        "net",
+        &[
+            ("op", Value::Text(op.into())),
+            ("address", Value::Text(address.into())),
+        ],
+    );
+    run(runtime, &node, config, request).unwrap()
+}
+
+fn text(outcome: &RunOutcome, name: &str) -> Option<String> {
+    outcome
+        .outputs
+        .iter()
+        .find(|field| field.name == name)
+        .map(|field| match &field.value {
+            Value::Text(text) => text.clone(),
+            other => format!("{other:?}"),
+        })
+}
+
+fn host_warnings(outcome: &RunOutcome) -> String {
+    outcome
+        .log
+        .iter()
+        .map(|record| record.message.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn tcp_reaches_only_allowed_addresses() {
+    let runtime = Runtime::new().unwrap();
+    let server = tcp_echo_server(1);
+    let allowed = probe(
+        &runtime,
+        &config(&["127.0.0.1"]),
+        "tcp-echo",
+        &server.to_string(),
+    );
+    assert_eq!(
+        text(&allowed, "reply").as_deref(),
+        Some("ping"),
+        "{:?}",
+        allowed.outputs
+    );
+
+    for patterns in [
+        &[][..],
+        &["*"],
+        &["localhost"],
+        &["127.0.0.2"],
+        &["tcp://127.0.0.1:1"],
+        &["udp://127.0.0.1"],
+    ] {
+        let denied = probe(&runtime, &config(patterns), "tcp-echo", &server.to_string());
+        assert!(
+            text(&denied, "error").is_some(),
+            "{patterns:?}: {:?}",
+            denied.outputs
+        );
+        assert!(
+            host_warnings(&denied).contains("tcp connection denied"),
+            "{}",
+            host_warnings(&denied)
+        );
+    }
+    let scheme_and_port = format!("tcp://127.0.0.1:{}", server.port());
+    let server = tcp_echo_server(1);
+    let exact = probe(
+        &runtime,
+        &config(&[&format!("tcp://127.0.0.1:{}", server.port())]),
+        "tcp-echo",
+        &server.to_string(),
+    );
+    assert_eq!(
+        text(&exact, "reply").as_deref(),
+        Some("ping"),
+        "{scheme_and_port}: {:?}",
+        exact.outputs
+    );
+}
+
+#[test]
+fn udp_reaches_only_allowed_addresses() {
+    let runtime = Runtime::new().unwrap();
+    let server = udp_echo_server(1);
+    let allowed = probe(
+        &runtime,
+        &config(&["127.0.0.0/8"]),
+        "udp-echo",
+        &server.to_string(),
+    );
+    assert_eq!(
+        text(&allowed, "reply").as_deref(),
+        Some("ping"),
+        "{:?} {}",
+        allowed.outputs,
+        host_warnings(&allowed)
+    );
+    let denied = probe(
+        &runtime,
+        &config(&["10.0.0.0/8"]),
+        "udp-echo",
+        &server.to_string(),
+    );
+    assert!(text(&denied, "error").is_some(), "{:?}", denied.outputs);
+    assert!(
+        host_warnings(&denied).contains("udp connection denied"),
+        "{}",
+        host_warnings(&denied)
+    );
+}
+
+#[test]
+fn names_resolve_only_when_allowed_and_special_addresses_need_listing() {
+    let runtime = Runtime::new().unwrap();
+    let denied = probe(&runtime, &config(&["example.com"]), "resolve", "localhost");
+    assert!(text(&denied, "error").is_some(), "{:?}", denied.outputs);
+    assert!(
+        host_warnings(&denied).contains("name lookup denied"),
+        "{}",
+        host_warnings(&denied)
+    );
+    // The name is allowed, but it resolves to loopback, which a name never allows.
+    let filtered = probe(&runtime, &config(&["localhost"]), "resolve", "localhost");
+    assert!(
+        text(&filtered, "reply").is_none_or(|reply| reply.is_empty())
+            || text(&filtered, "error").is_some(),
+        "{:?}",
+        filtered.outputs
+    );
+    assert!(
+        host_warnings(&filtered).contains("loopback"),
+        "{}",
+        host_warnings(&filtered)
+    );
+    // Listing the address too lets it through; the resolved address may then be connected to.
+    let listed = probe(
+        &runtime,
+        &config(&["localhost", "127.0.0.1", "::1"]),
+        "resolve",
+        "localhost",
+    );
+    assert!(
+        text(&listed, "reply")
+            .is_some_and(|reply| reply.contains("127.0.0.1") || reply.contains("::1")),
+        "{:?}",
+        listed.outputs
+    );
+    let server = tcp_echo_server(1);
+    let by_name = probe(
+        &runtime,
+        &config(&["localhost", "127.0.0.1"]),
+        "tcp-echo",
+        &format!("localhost:{}", server.port()),
+    );
+    assert_eq!(
+        text(&by_name, "reply").as_deref(),
+        Some("ping"),
+        "{:?} {}",
+        by_name.outputs,
+        host_warnings(&by_name)
+    );
+}
+
+#[test]
+fn sockets_need_allow_wasi_network_and_the_grant() {
+    let runtime = Runtime::new().unwrap();
+    let node = test_node("net-probe", Target::Wasip2);
+    let off = WasmSecurityConfig {
+        allow_wasi_network: false,
+        ..config(&["*"])
+    };
+    let Err(Error::Refused(refusal)) = run(
+        &runtime,
+        &node,
+        &off,
+        request("net", &[("op", Value::Text("resolve".into()))]),
+    ) else {
+        panic!("expected a refusal")
+    };
+    assert!(
+        refusal
+            .denied
+            .iter()
+            .all(|d| matches!(d.reason, DenyReason::WasiNetworkOff(_))),
+        "{refusal}"
+    );
+    let ungranted = WasmSecurityConfig {
+        capabilities: Capabilities::UDP | Capabilities::DNS,
+        ..config(&["*"])
+    };
+    let Err(Error::Refused(refusal)) = run(
+        &runtime,
+        &node,
+        &ungranted,
+        request("net", &[("op", Value::Text("resolve".into()))]),
+    ) else {
+        panic!("expected a refusal")
+    };
+    assert_eq!(refusal.missing(), Capabilities::TCP, "{refusal}");
+}
+
+#[test]
+fn malformed_allow_host_patterns_are_refused_by_the_cli() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "run",
+            "nodes-do-not-matter.wasm",
+            "--allow-host",
+            "api.*.example.com",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+}
