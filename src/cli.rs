@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use warden_host::allowlist::AllowedHosts;
+use warden_host::http::certificates_from_pem_or_der;
 use warden_host::limits::{parse_duration, parse_size};
 use warden_host::log::LogRecord;
 use warden_host::{
@@ -104,6 +105,9 @@ struct RunArgs {
     /// `*.example.com`, `https://host:8443`, `10.1.2.0/24`, `[::1]`, `*`.
     #[arg(long = "allow-host", value_name = "PATTERN")]
     allow_hosts: Vec<String>,
+    /// Also trust the CA certificate(s) in FILE (PEM or DER) for HTTPS and WSS (repeatable).
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_certs: Vec<PathBuf>,
     /// Link wasi:filesystem (no directory is preopened).
     #[arg(long)]
     allow_wasi: bool,
@@ -394,7 +398,17 @@ fn run_command(args: RunArgs) -> Result<(), Failure> {
         }
         None => Storage::in_memory().map_err(Error::from)?,
     };
-    let runtime = Runtime::with_storage(storage);
+    let mut roots = Vec::new();
+    for file in &args.ca_certs {
+        let bytes = std::fs::read(file)
+            .map_err(|error| Failure::usage(format!("--ca-cert {}: {error}", file.display())))?;
+        roots.extend(
+            certificates_from_pem_or_der(&bytes).map_err(|error| {
+                Failure::usage(format!("--ca-cert {}: {error}", file.display()))
+            })?,
+        );
+    }
+    let runtime = Runtime::with_settings(storage, warden_host::DEFAULT_CONCURRENCY, roots);
     let tokio = tokio()?;
     let prepared = tokio.block_on(runtime.prepare(&component, &config))?;
     let node = prepared.node(args.node.as_deref())?;

@@ -7,6 +7,11 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "warden:node/node-host",
     exports: { default: async },
+    // HTTP waits on the network: these host functions are async (the call already is).
+    imports: {
+        "warden:node/http-get.fetch": async,
+        "warden:node/http-write.send": async,
+    },
 });
 
 pub use warden::node::types as wit;

@@ -122,7 +122,7 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "http-get",
         "cap-http-get",
         &["warden:node/http-get"],
-        false,
+        true,
         "GET and HEAD requests to allowlisted hosts",
     ),
     row(
@@ -130,7 +130,7 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "http-write",
         "cap-http-write",
         &["warden:node/http-write"],
-        false,
+        true,
         "POST, PUT, PATCH and DELETE requests to allowlisted hosts",
     ),
     row(

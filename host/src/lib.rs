@@ -19,6 +19,7 @@ pub mod component;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod http;
 mod limiter;
 pub mod limits;
 mod linker;

@@ -34,6 +34,8 @@ fn warden_interface(bit: Capabilities) -> Option<Link> {
         Capabilities::CACHE_READ => |l| wit::cache_read::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         Capabilities::CACHE_WRITE => |l| wit::cache_write::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         Capabilities::STREAMING => |l| wit::streaming::add_to_linker::<_, HasSelf<_>>(l, |s| s),
+        Capabilities::HTTP_GET => |l| wit::http_get::add_to_linker::<_, HasSelf<_>>(l, |s| s),
+        Capabilities::HTTP_WRITE => |l| wit::http_write::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         _ => return None,
     };
     Some(link)

@@ -48,8 +48,41 @@ impl NetworkPolicy {
     }
 
     fn deny(&self, message: String) -> bool {
-        self.log.push(Level::Warn, Source::Host, message);
+        self.warn(message);
         false
+    }
+
+    /// Tells the operator, in the run's log, what was denied and how to allow it.
+    pub fn warn(&self, message: String) {
+        self.log.push(Level::Warn, Source::Host, message);
+    }
+
+    /// Checks an http or https URL against the allowlist.
+    pub fn check_http_url(
+        &self,
+        url: &str,
+    ) -> Result<crate::allowlist::Destination, crate::allowlist::Denied> {
+        let destination = self.allowed.check_url(url)?;
+        if destination.scheme != "http" && destination.scheme != "https" {
+            return Err(crate::allowlist::Denied {
+                destination: url.to_string(),
+                reason: format!(
+                    "HTTP requests use http or https, not {}",
+                    destination.scheme
+                ),
+                hint: "use an http:// or https:// URL".into(),
+            });
+        }
+        Ok(destination)
+    }
+
+    /// Checks an address a name resolved to for a destination.
+    pub fn check_resolved(
+        &self,
+        destination: &crate::allowlist::Destination,
+        address: IpAddr,
+    ) -> Result<(), crate::allowlist::Denied> {
+        self.allowed.check_resolved(destination, address)
     }
 
     /// The wasi:sockets address check.

@@ -316,11 +316,11 @@ mod tests {
 
     #[test]
     fn unimplemented_and_socket_capabilities_are_refused_with_the_reason() {
-        let http = imports(&["warden:node/http-get@0.1.0"]);
-        let refusal = check(&http, &config(Capabilities::HTTP_GET)).unwrap_err();
+        let models = imports(&["warden:node/models@0.1.0"]);
+        let refusal = check(&models, &config(Capabilities::MODELS)).unwrap_err();
         assert_eq!(
             refusal.denied[0].reason,
-            DenyReason::NotImplemented(Capabilities::HTTP_GET)
+            DenyReason::NotImplemented(Capabilities::MODELS)
         );
         let tcp = imports(&["wasi:sockets/tcp@0.2.6", "wasi:sockets/network@0.2.6"]);
         assert_eq!(required_capabilities(&tcp), Capabilities::TCP);

@@ -7,6 +7,7 @@ use crate::component::{self, ComponentSummary};
 use crate::config::WasmSecurityConfig;
 use crate::context::RunContext;
 use crate::error::Error;
+use crate::http::TlsRoots;
 use crate::limiter::{LimitExceeded, Limiter};
 use crate::limits::{LimitKind, Limits};
 use crate::linker;
@@ -69,6 +70,7 @@ struct Inner {
     described: Mutex<HashMap<(String, usize), Vec<NodeInfo>>>,
     storage: Storage,
     concurrency: u32,
+    tls: TlsRoots,
     // Held for its Drop: the ticker stops with the runtime.
     _ticker: Ticker,
 }
@@ -148,6 +150,16 @@ impl Runtime {
     /// A runtime that runs at most `concurrency` nodes at once; a run beyond that fails with
     /// [`Error::Busy`] rather than waiting.
     pub fn with_options(storage: Storage, concurrency: u32) -> Self {
+        Self::with_settings(storage, concurrency, Vec::new())
+    }
+
+    /// A runtime whose HTTP and WebSocket clients also trust `root_certificates` (DER), beside
+    /// Mozilla's roots: for an operator's private CA.
+    pub fn with_settings(
+        storage: Storage,
+        concurrency: u32,
+        root_certificates: Vec<Vec<u8>>,
+    ) -> Self {
         let concurrency = concurrency.max(1);
         let engines = Arc::new(Mutex::new(HashMap::new()));
         let ticker = Ticker::start(engines.clone());
@@ -159,6 +171,7 @@ impl Runtime {
                 described: Mutex::new(HashMap::new()),
                 storage,
                 concurrency,
+                tls: TlsRoots::new(root_certificates),
                 _ticker: ticker,
             }),
         }
@@ -284,6 +297,7 @@ impl Runtime {
             inner: Arc::new(PreparedInner {
                 pre,
                 storage: self.inner.storage.clone(),
+                tls: self.inner.tls.clone(),
                 nodes,
             }),
             limits: config.limits.clone(),
@@ -328,6 +342,7 @@ pub struct PreparedNode {
 struct PreparedInner {
     pre: NodeHostPre<HostState>,
     storage: Storage,
+    tls: TlsRoots,
     nodes: Vec<NodeInfo>,
 }
 
@@ -360,6 +375,7 @@ impl PreparedNode {
         let state = HostState {
             wasi: wasi::context(&log, self.capabilities, &network),
             network,
+            tls: self.inner.tls.clone(),
             table: ResourceTable::new(),
             limiter: Limiter::new(limits),
             context,

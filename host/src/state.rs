@@ -5,8 +5,12 @@ use crate::bindings::warden::node::{
     cache_read, cache_write, context, log, storage_delete, storage_read, storage_write, streaming,
     types, variables_read, variables_write,
 };
-use crate::bindings::wit::{CacheScope, HostError, Scope as WitScope};
+use crate::bindings::warden::node::{http_get, http_write};
+use crate::bindings::wit::{
+    CacheScope, HostError, HttpRequest, HttpResponse, Method, Scope as WitScope,
+};
 use crate::context::RunContext;
+use crate::http::{self, HttpLimits, TlsRoots};
 use crate::limiter::Limiter;
 use crate::limits::HostLimits;
 use crate::log::{Level, RunLog, Source};
@@ -46,6 +50,7 @@ pub(crate) struct HostState {
     pub limits: HostLimits,
     pub deadline: Instant,
     pub network: Arc<NetworkPolicy>,
+    pub tls: TlsRoots,
 }
 
 impl WasiView for HostState {
@@ -301,5 +306,47 @@ impl streaming::Host for HostState {
             sink(&chunk);
         }
         Ok(())
+    }
+}
+
+impl HostState {
+    fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            request_body_bytes: self.limits.http_request_bytes,
+            response_body_bytes: self.limits.http_response_bytes,
+        }
+    }
+}
+
+impl http_get::Host for HostState {
+    async fn fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, HostError> {
+        let limits = self.http_limits();
+        http::send(
+            &self.tls,
+            &self.network,
+            request,
+            &[Method::Get, Method::Head],
+            "http-get",
+            self.deadline,
+            limits,
+        )
+        .await
+    }
+}
+
+impl http_write::Host for HostState {
+    async fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, HostError> {
+        let limits = self.http_limits();
+        let methods = [Method::Post, Method::Put, Method::Patch, Method::Delete];
+        http::send(
+            &self.tls,
+            &self.network,
+            request,
+            &methods,
+            "http-write",
+            self.deadline,
+            limits,
+        )
+        .await
     }
 }
