@@ -452,6 +452,12 @@ fn run_command(args: RunArgs) -> Result<(), Failure> {
                 out(&format!("{}\n", json!({ "chunk": chunk.to_json() })));
             }
         })),
+        on_ui: Some(Arc::new(move |document: &Json| {
+            if !as_json {
+                out(&format!("{}\n", json!({ "ui": document })));
+            }
+        })),
+        ..RunRequest::default()
     };
     let outcome = tokio.block_on(prepared.run(request))?;
     let outputs: serde_json::Map<String, Json> = outcome

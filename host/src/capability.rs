@@ -170,7 +170,7 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "oauth",
         "cap-oauth",
         &["warden:node/oauth"],
-        false,
+        true,
         "OAuth access tokens the embedder holds",
     ),
     row(
@@ -178,7 +178,7 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "token",
         "cap-token",
         &["warden:node/token"],
-        false,
+        true,
         "API tokens the embedder holds",
     ),
     row(
@@ -194,7 +194,7 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "a2ui",
         "cap-a2ui",
         &["warden:node/a2ui"],
-        false,
+        true,
         "emit UI documents",
     ),
     row(
@@ -210,7 +210,7 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "functions",
         "cap-functions",
         &["warden:node/functions"],
-        false,
+        true,
         "call host functions the embedder registered",
     ),
     row(

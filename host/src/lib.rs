@@ -18,6 +18,7 @@ pub mod capability;
 pub mod component;
 pub mod config;
 pub mod context;
+pub mod embedder;
 pub mod error;
 pub mod http;
 mod limiter;

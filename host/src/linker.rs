@@ -35,6 +35,10 @@ fn warden_interface(bit: Capabilities) -> Option<Link> {
         Capabilities::CACHE_WRITE => |l| wit::cache_write::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         Capabilities::STREAMING => |l| wit::streaming::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         Capabilities::HTTP_GET => |l| wit::http_get::add_to_linker::<_, HasSelf<_>>(l, |s| s),
+        Capabilities::FUNCTIONS => |l| wit::functions::add_to_linker::<_, HasSelf<_>>(l, |s| s),
+        Capabilities::OAUTH => |l| wit::oauth::add_to_linker::<_, HasSelf<_>>(l, |s| s),
+        Capabilities::TOKEN => |l| wit::token::add_to_linker::<_, HasSelf<_>>(l, |s| s),
+        Capabilities::A2UI => |l| wit::a2ui::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         Capabilities::HTTP_WRITE => |l| wit::http_write::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         _ => return None,
     };

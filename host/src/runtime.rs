@@ -6,6 +6,7 @@ use crate::capability::Capabilities;
 use crate::component::{self, ComponentSummary};
 use crate::config::WasmSecurityConfig;
 use crate::context::RunContext;
+use crate::embedder::{Credentials, Functions, UiSink};
 use crate::error::Error;
 use crate::http::TlsRoots;
 use crate::limiter::{LimitExceeded, Limiter};
@@ -122,6 +123,12 @@ pub struct RunRequest {
     pub variables: BTreeMap<String, Value>,
     pub on_log: Option<LogSink>,
     pub on_stream: Option<StreamSink>,
+    /// Called with each UI document the node renders (`a2ui`).
+    pub on_ui: Option<UiSink>,
+    /// Host functions the node may call (`functions`).
+    pub functions: Option<Arc<Functions>>,
+    /// Tokens the node may ask for (`oauth`, `token`).
+    pub credentials: Option<Arc<Credentials>>,
 }
 
 /// What a successful run produced.
@@ -363,13 +370,8 @@ impl PreparedNode {
         }
     }
 
-    fn store(
-        &self,
-        context: RunContext,
-        variables: BTreeMap<String, Value>,
-        log: RunLog,
-        stream: Option<StreamSink>,
-    ) -> Result<Store<HostState>, Error> {
+    /// A store for one call, with what `request` gives the node (its inputs were taken).
+    fn store(&self, request: RunRequest, log: RunLog) -> Result<Store<HostState>, Error> {
         let limits = &self.limits;
         let network = NetworkPolicy::new(self.allowed_hosts.clone(), log.clone());
         let state = HostState {
@@ -378,12 +380,16 @@ impl PreparedNode {
             tls: self.inner.tls.clone(),
             table: ResourceTable::new(),
             limiter: Limiter::new(limits),
-            context,
+            context: request.context,
             storage: self.inner.storage.clone(),
-            variables,
+            variables: request.variables,
             log,
-            stream,
+            stream: request.on_stream,
             streamed_bytes: 0,
+            capabilities: self.capabilities,
+            functions: request.functions,
+            credentials: request.credentials,
+            ui: request.on_ui,
             limits: limits.host.clone(),
             deadline: Instant::now() + limits.timeout,
         };
@@ -401,7 +407,11 @@ impl PreparedNode {
 
     async fn describe(&self) -> Result<Vec<NodeInfo>, Error> {
         let log = RunLog::new(self.limits.host.log_bytes, None);
-        let mut store = self.store(RunContext::for_node("describe"), BTreeMap::new(), log, None)?;
+        let request = RunRequest {
+            context: RunContext::for_node("describe"),
+            ..RunRequest::default()
+        };
+        let mut store = self.store(request, log)?;
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
             instance.warden_node_node().call_describe(&mut store).await
@@ -415,7 +425,7 @@ impl PreparedNode {
     }
 
     /// Runs one node: instantiation and the call, under every limit.
-    pub async fn run(&self, request: RunRequest) -> Result<RunOutcome, Error> {
+    pub async fn run(&self, mut request: RunRequest) -> Result<RunOutcome, Error> {
         let started = Instant::now();
         request.context.validate()?;
         let info = self.node(request.node.as_deref())?;
@@ -425,15 +435,10 @@ impl PreparedNode {
             &request.inputs,
             self.limits.host.input_bytes,
         )?;
-        let inputs = check_inputs(info, request.inputs)?;
-        let log = RunLog::new(self.limits.host.log_bytes, request.on_log);
-        let mut store = self.store(
-            request.context.clone(),
-            request.variables,
-            log.clone(),
-            request.on_stream,
-        )?;
+        let inputs = check_inputs(info, std::mem::take(&mut request.inputs))?;
+        let log = RunLog::new(self.limits.host.log_bytes, request.on_log.take());
         let context = wit::RunContext::from(&request.context);
+        let mut store = self.store(request, log.clone())?;
         let inputs: Vec<wit::Field> = inputs.into_iter().map(Into::into).collect();
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;

@@ -1,15 +1,17 @@
 //! The data of one run's store, and the host functions of the capabilities this issue implements.
 //! Each interface's functions are linked only when its capability is granted (see `linker.rs`).
 
+use crate::bindings::warden::node::{a2ui, functions, http_get, http_write, oauth, token};
 use crate::bindings::warden::node::{
     cache_read, cache_write, context, log, storage_delete, storage_read, storage_write, streaming,
     types, variables_read, variables_write,
 };
-use crate::bindings::warden::node::{http_get, http_write};
 use crate::bindings::wit::{
     CacheScope, HostError, HttpRequest, HttpResponse, Method, Scope as WitScope,
 };
+use crate::capability::Capabilities;
 use crate::context::RunContext;
+use crate::embedder::{Credentials, Functions, UiSink, covers, validate_ui};
 use crate::http::{self, HttpLimits, TlsRoots};
 use crate::limiter::Limiter;
 use crate::limits::HostLimits;
@@ -51,6 +53,11 @@ pub(crate) struct HostState {
     pub deadline: Instant,
     pub network: Arc<NetworkPolicy>,
     pub tls: TlsRoots,
+    /// The grant, for host functions that require capabilities of their own.
+    pub capabilities: Capabilities,
+    pub functions: Option<Arc<Functions>>,
+    pub credentials: Option<Arc<Credentials>>,
+    pub ui: Option<UiSink>,
 }
 
 impl WasiView for HostState {
@@ -348,5 +355,95 @@ impl http_write::Host for HostState {
             limits,
         )
         .await
+    }
+}
+
+impl functions::Host for HostState {
+    fn call(
+        &mut self,
+        name: String,
+        arguments: Vec<types::Field>,
+    ) -> Result<Vec<types::Field>, HostError> {
+        let function = self
+            .functions
+            .as_ref()
+            .and_then(|functions| functions.get(&name))
+            .ok_or_else(|| {
+                HostError::Denied(format!("the host registered no function `{name}`"))
+            })?;
+        let missing = function.requires - self.capabilities;
+        if !missing.is_empty() {
+            return Err(HostError::Denied(format!(
+                "`{name}` needs the capabilities {missing}, which this node was not granted"
+            )));
+        }
+        let handler = function.handler.clone();
+        let arguments = arguments
+            .into_iter()
+            .map(crate::value::Field::from)
+            .collect();
+        match handler(arguments) {
+            Ok(results) => Ok(results.into_iter().map(Into::into).collect()),
+            Err(message) => Err(HostError::Unavailable(format!(
+                "`{name}` failed: {message}"
+            ))),
+        }
+    }
+}
+
+impl oauth::Host for HostState {
+    fn access_token(
+        &mut self,
+        provider: String,
+        scopes: Vec<String>,
+    ) -> Result<oauth::OauthToken, HostError> {
+        let now = now_ms();
+        let found = self.credentials.as_ref().and_then(|credentials| {
+            credentials.oauth.iter().find(|token| {
+                token.provider == provider
+                    && covers(&token.scopes, &scopes)
+                    && token.expires_at_ms.is_none_or(|expiry| expiry > now)
+            })
+        });
+        match found {
+            Some(token) => Ok(oauth::OauthToken {
+                token: token.token.clone(),
+                scopes: token.scopes.clone(),
+                expires_at_ms: token.expires_at_ms,
+            }),
+            // Never the token itself, in an error or a log.
+            None => Err(HostError::Denied(format!(
+                "the host holds no unexpired {provider} token covering the scopes [{}]",
+                scopes.join(", ")
+            ))),
+        }
+    }
+}
+
+impl token::Host for HostState {
+    fn get(&mut self, service: String, scopes: Vec<String>) -> Result<String, HostError> {
+        let found = self.credentials.as_ref().and_then(|credentials| {
+            credentials
+                .tokens
+                .iter()
+                .find(|token| token.service == service && covers(&token.scopes, &scopes))
+        });
+        found.map(|token| token.token.clone()).ok_or_else(|| {
+            HostError::Denied(format!(
+                "the host holds no {service} token covering the scopes [{}]",
+                scopes.join(", ")
+            ))
+        })
+    }
+}
+
+impl a2ui::Host for HostState {
+    fn render(&mut self, document: String) -> Result<(), HostError> {
+        let document = validate_ui(&document)
+            .map_err(|error| HostError::Invalid(format!("the UI document is invalid: {error}")))?;
+        if let Some(sink) = &self.ui {
+            sink(&document);
+        }
+        Ok(())
     }
 }
