@@ -15,7 +15,7 @@ use warden_host::limits::{parse_duration, parse_size};
 use warden_host::log::LogRecord;
 use warden_host::{
     CAPABILITIES, Capabilities, DataType, Error, Limits, NodeComponent, NodeInfo, Preset,
-    RunContext, RunRequest, Runtime, Storage, Value, WasmSecurityConfig,
+    RunContext, RunRequest, Runtime, RuntimeSettings, Storage, Value, WasmSecurityConfig,
 };
 
 #[derive(Parser)]
@@ -408,7 +408,12 @@ fn run_command(args: RunArgs) -> Result<(), Failure> {
             })?,
         );
     }
-    let runtime = Runtime::with_settings(storage, warden_host::DEFAULT_CONCURRENCY, roots);
+    let settings = RuntimeSettings {
+        root_certificates: roots,
+        files_dir: args.data.as_ref().map(|dir| dir.join("files")),
+        ..RuntimeSettings::new(storage)
+    };
+    let runtime = Runtime::from_settings(settings);
     let tokio = tokio()?;
     let prepared = tokio.block_on(runtime.prepare(&component, &config))?;
     let node = prepared.node(args.node.as_deref())?;

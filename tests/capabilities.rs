@@ -190,7 +190,7 @@ fn wasip2_nodes_import_no_filesystem_without_allow_wasi() {
         "{refusal}"
     );
     assert!(error.to_string().contains("needs allow_wasi"));
-    // With allow_wasi the interfaces exist, but no directory is preopened: nothing resolves.
+    // With allow_wasi the node gets its own directory as `/`, and nothing outside it.
     let allowed = WasmSecurityConfig {
         allow_wasi: true,
         ..config(Capabilities::empty())
@@ -198,6 +198,6 @@ fn wasip2_nodes_import_no_filesystem_without_allow_wasi() {
     let outcome = run(&runtime, &component, &allowed, request("probe", &[])).unwrap();
     assert_eq!(
         output(&outcome, "called"),
-        &warden_host::Value::Text("filesystem-denied".into())
+        &warden_host::Value::Text("filesystem-own-dir".into())
     );
 }

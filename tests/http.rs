@@ -13,7 +13,9 @@ use std::sync::{Arc, OnceLock};
 use support::*;
 use warden::build::Target;
 use warden_host::allowlist::AllowedHosts;
-use warden_host::{Capabilities, RunOutcome, Runtime, Storage, Value, WasmSecurityConfig};
+use warden_host::{
+    Capabilities, RunOutcome, Runtime, RuntimeSettings, Storage, Value, WasmSecurityConfig,
+};
 
 struct Servers {
     /// The test CA, DER.
@@ -144,7 +146,11 @@ fn servers() -> &'static Servers {
 }
 
 fn runtime() -> Runtime {
-    Runtime::with_settings(Storage::in_memory().unwrap(), 8, vec![servers().ca.clone()])
+    let settings = RuntimeSettings {
+        root_certificates: vec![servers().ca.clone()],
+        ..RuntimeSettings::new(Storage::in_memory().unwrap())
+    };
+    Runtime::from_settings(settings)
 }
 
 fn config(allowed: &[&str]) -> WasmSecurityConfig {

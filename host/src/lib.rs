@@ -43,6 +43,7 @@ pub use limits::{HostLimits, LimitKind, Limits, Preset};
 pub use node_info::{DataType, Direction, NodeInfo, Pin};
 pub use runtime::{
     DEFAULT_CONCURRENCY, EPOCH_TICK, NodeComponent, PreparedNode, RunOutcome, RunRequest, Runtime,
+    RuntimeSettings,
 };
 pub use state::StreamSink;
 pub use storage::{Scope, Storage};

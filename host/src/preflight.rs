@@ -32,7 +32,7 @@ const BASELINE: &[&str] = &[
     "wasi:cli/terminal-stderr",
 ];
 
-/// wasi:filesystem: linked only with `allow_wasi`, and then with no directory preopened.
+/// wasi:filesystem: linked only with `allow_wasi`, and then with the node's private directory only.
 pub const FILESYSTEM: &[&str] = &["wasi:filesystem/types", "wasi:filesystem/preopens"];
 
 /// What an import needs.

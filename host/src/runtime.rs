@@ -17,12 +17,14 @@ use crate::network::NetworkPolicy;
 use crate::node_info::{Direction, NodeInfo};
 use crate::preflight;
 use crate::state::{HostState, StreamSink};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::value::{Field, Value, check_inputs};
 use crate::wasi;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -57,6 +59,81 @@ fn pooling(concurrency: u32) -> PoolingAllocationConfig {
 /// How often the epoch ticker advances every engine's epoch: the timeout's resolution.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// How a runtime is set up. `RuntimeSettings::new(storage)` gives the defaults.
+#[derive(Clone)]
+pub struct RuntimeSettings {
+    pub storage: Storage,
+    /// Nodes run at once; a run beyond that fails with [`Error::Busy`].
+    pub concurrency: u32,
+    /// Certificates (DER) the HTTP clients trust beside Mozilla's roots: an operator's CA.
+    pub root_certificates: Vec<Vec<u8>>,
+    /// Where node instances' private directories (`allow_wasi`) live; a temporary directory,
+    /// removed with the runtime, when `None`.
+    pub files_dir: Option<PathBuf>,
+}
+
+impl RuntimeSettings {
+    pub fn new(storage: Storage) -> Self {
+        RuntimeSettings {
+            storage,
+            concurrency: DEFAULT_CONCURRENCY,
+            root_certificates: Vec::new(),
+            files_dir: None,
+        }
+    }
+}
+
+/// The directory under which each node instance gets its own private directory.
+struct FilesRoot {
+    configured: Option<PathBuf>,
+    temporary: OnceLock<Result<tempfile::TempDir, String>>,
+}
+
+impl FilesRoot {
+    fn new(configured: Option<PathBuf>) -> Arc<Self> {
+        Arc::new(FilesRoot {
+            configured,
+            temporary: OnceLock::new(),
+        })
+    }
+
+    /// The private directory of one node instance, created on first use. Its name is a hash
+    /// of the ids, so no id can name a path outside the root.
+    fn node_dir(&self, context: &RunContext) -> Result<PathBuf, Error> {
+        let root = match &self.configured {
+            Some(root) => root.clone(),
+            None => match self
+                .temporary
+                .get_or_init(|| tempfile::tempdir().map_err(|error| error.to_string()))
+            {
+                Ok(dir) => dir.path().to_path_buf(),
+                Err(error) => {
+                    return Err(Error::Storage(StorageError::Backend(format!(
+                        "cannot create a directory for node files: {error}"
+                    ))));
+                }
+            },
+        };
+        let key = format!(
+            "{}\0{}\0{}",
+            context.app_id, context.board_id, context.node_instance_id
+        );
+        let name: String = Sha256::digest(key.as_bytes())
+            .iter()
+            .take(16)
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).map_err(|error| {
+            Error::Storage(StorageError::Backend(format!(
+                "cannot create {}: {error}",
+                dir.display()
+            )))
+        })?;
+        Ok(dir)
+    }
+}
+
 /// The embedder's handle: create one per process and share it (clones are cheap).
 #[derive(Clone)]
 pub struct Runtime {
@@ -72,6 +149,7 @@ struct Inner {
     storage: Storage,
     concurrency: u32,
     tls: TlsRoots,
+    files: Arc<FilesRoot>,
     // Held for its Drop: the ticker stops with the runtime.
     _ticker: Ticker,
 }
@@ -151,22 +229,25 @@ impl Runtime {
     }
 
     pub fn with_storage(storage: Storage) -> Self {
-        Self::with_options(storage, DEFAULT_CONCURRENCY)
+        Self::from_settings(RuntimeSettings::new(storage))
     }
 
     /// A runtime that runs at most `concurrency` nodes at once; a run beyond that fails with
     /// [`Error::Busy`] rather than waiting.
     pub fn with_options(storage: Storage, concurrency: u32) -> Self {
-        Self::with_settings(storage, concurrency, Vec::new())
+        Self::from_settings(RuntimeSettings {
+            concurrency,
+            ..RuntimeSettings::new(storage)
+        })
     }
 
-    /// A runtime whose HTTP and WebSocket clients also trust `root_certificates` (DER), beside
-    /// Mozilla's roots: for an operator's private CA.
-    pub fn with_settings(
-        storage: Storage,
-        concurrency: u32,
-        root_certificates: Vec<Vec<u8>>,
-    ) -> Self {
+    pub fn from_settings(settings: RuntimeSettings) -> Self {
+        let RuntimeSettings {
+            storage,
+            concurrency,
+            root_certificates,
+            files_dir,
+        } = settings;
         let concurrency = concurrency.max(1);
         let engines = Arc::new(Mutex::new(HashMap::new()));
         let ticker = Ticker::start(engines.clone());
@@ -179,6 +260,7 @@ impl Runtime {
                 storage,
                 concurrency,
                 tls: TlsRoots::new(root_certificates),
+                files: FilesRoot::new(files_dir),
                 _ticker: ticker,
             }),
         }
@@ -305,11 +387,13 @@ impl Runtime {
                 pre,
                 storage: self.inner.storage.clone(),
                 tls: self.inner.tls.clone(),
+                files: self.inner.files.clone(),
                 nodes,
             }),
             limits: config.limits.clone(),
             capabilities: config.capabilities,
             allowed_hosts: config.allowed_hosts.clone(),
+            allow_wasi: config.allow_wasi,
         })
     }
 }
@@ -344,12 +428,14 @@ pub struct PreparedNode {
     limits: Limits,
     capabilities: Capabilities,
     allowed_hosts: AllowedHosts,
+    allow_wasi: bool,
 }
 
 struct PreparedInner {
     pre: NodeHostPre<HostState>,
     storage: Storage,
     tls: TlsRoots,
+    files: Arc<FilesRoot>,
     nodes: Vec<NodeInfo>,
 }
 
@@ -367,6 +453,7 @@ impl PreparedNode {
             limits: config.limits.clone(),
             capabilities: config.capabilities,
             allowed_hosts: config.allowed_hosts.clone(),
+            allow_wasi: config.allow_wasi,
         }
     }
 
@@ -374,8 +461,12 @@ impl PreparedNode {
     fn store(&self, request: RunRequest, log: RunLog) -> Result<Store<HostState>, Error> {
         let limits = &self.limits;
         let network = NetworkPolicy::new(self.allowed_hosts.clone(), log.clone());
+        let files = match self.allow_wasi {
+            true => Some(self.inner.files.node_dir(&request.context)?),
+            false => None,
+        };
         let state = HostState {
-            wasi: wasi::context(&log, self.capabilities, &network),
+            wasi: wasi::context(&log, self.capabilities, &network, files.as_deref())?,
             network,
             tls: self.inner.tls.clone(),
             table: ResourceTable::new(),

@@ -8,6 +8,7 @@ use crate::capability::Capabilities;
 use crate::log::{RunLog, Source};
 use crate::network::{Guarded, GuardedLookup, NetworkPolicy};
 use crate::state::HostState;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,7 +20,7 @@ use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsCtxView, WasiSocketsView};
-use wasmtime_wasi::{WasiCtx, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiView};
 use wasmtime_wasi_io::bytes::Bytes;
 
 /// A WASI context with nothing from the host: the node's stdout and stderr go to `log`, and
@@ -31,7 +32,8 @@ pub(crate) fn context(
     log: &RunLog,
     granted: Capabilities,
     network: &Arc<NetworkPolicy>,
-) -> WasiCtx {
+    files: Option<&Path>,
+) -> Result<WasiCtx, crate::Error> {
     let mut builder = WasiCtx::builder();
     builder
         .stdout(LogStream {
@@ -52,7 +54,15 @@ pub(crate) fn context(
             Box::pin(async move { allowed })
         });
     }
-    builder.build()
+    if let Some(dir) = files {
+        // The node's own directory, as `/`: the only path wasi:filesystem can reach.
+        builder
+            .preopened_dir(dir, "/", FsPerms::ReadWrite)
+            .map_err(|error| {
+                crate::Error::Internal(format!("cannot open {}: {error}", dir.display()))
+            })?;
+    }
+    Ok(builder.build())
 }
 
 struct Io;
@@ -85,7 +95,7 @@ pub fn add_baseline<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::
     Ok(())
 }
 
-/// Links wasi:filesystem. The context preopens no directory, so nothing is reachable through it.
+/// Links wasi:filesystem; the context preopens only the node instance's private directory.
 pub fn add_filesystem<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     filesystem::types::add_to_linker::<T, WasiFilesystem>(linker, T::filesystem)?;
     filesystem::preopens::add_to_linker::<T, WasiFilesystem>(linker, T::filesystem)

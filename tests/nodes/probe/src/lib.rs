@@ -109,10 +109,13 @@ fn touch() -> Result<&'static str, NodeError> {
     }
     #[cfg(feature = "filesystem")]
     {
-        // Nothing is preopened, so even with wasi:filesystem linked no path resolves.
-        called = match std::fs::read("/etc/hostname") {
-            Ok(_) => "filesystem-read",
-            Err(_) => "filesystem-denied",
+        // The node's own directory is `/`; nothing outside it resolves.
+        let own = std::fs::write("/note.txt", b"mine").and_then(|()| std::fs::read("/note.txt"));
+        let escape = std::fs::read("/../../../../etc/passwd").is_ok() || std::fs::read("/etc/passwd").is_ok();
+        called = match (own, escape) {
+            (_, true) => "filesystem-escaped",
+            (Ok(bytes), false) if bytes == b"mine" => "filesystem-own-dir",
+            _ => "filesystem-broken",
         };
     }
     Ok(called)
