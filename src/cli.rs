@@ -13,6 +13,7 @@ use warden_host::allowlist::AllowedHosts;
 use warden_host::http::certificates_from_pem_or_der;
 use warden_host::limits::{parse_duration, parse_size};
 use warden_host::log::LogRecord;
+use warden_host::models::ModelProvider;
 use warden_host::{
     CAPABILITIES, Capabilities, DataType, Error, Limits, NodeComponent, NodeInfo, Preset,
     RunContext, RunRequest, Runtime, RuntimeSettings, Storage, Value, WasmSecurityConfig,
@@ -108,7 +109,11 @@ struct RunArgs {
     /// Also trust the CA certificate(s) in FILE (PEM or DER) for HTTPS and WSS (repeatable).
     #[arg(long = "ca-cert", value_name = "FILE")]
     ca_certs: Vec<PathBuf>,
-    /// Link wasi:filesystem (no directory is preopened).
+    /// The OpenAI-compatible endpoint behind the models capability, such as
+    /// http://127.0.0.1:8080/v1 (its API key, if any, from WARDEN_MODELS_API_KEY).
+    #[arg(long, value_name = "URL")]
+    models_endpoint: Option<String>,
+    /// Link wasi:filesystem (the node's private directory only).
     #[arg(long)]
     allow_wasi: bool,
     /// Link wasi:sockets for the granted tcp, udp and dns capabilities.
@@ -411,6 +416,17 @@ fn run_command(args: RunArgs) -> Result<(), Failure> {
     let settings = RuntimeSettings {
         root_certificates: roots,
         files_dir: args.data.as_ref().map(|dir| dir.join("files")),
+        models: match &args.models_endpoint {
+            Some(endpoint) => Some(
+                ModelProvider::new(
+                    endpoint,
+                    std::env::var("WARDEN_MODELS_API_KEY").ok(),
+                    Vec::new(),
+                )
+                .map_err(|error| Failure::usage(format!("--models-endpoint: {error}")))?,
+            ),
+            None => None,
+        },
         ..RuntimeSettings::new(storage)
     };
     let runtime = Runtime::from_settings(settings);

@@ -427,3 +427,32 @@ fn response_size_and_untrusted_certificates() {
         "{error_text}"
     );
 }
+
+#[test]
+fn the_fetch_json_example_reads_a_value_over_https() {
+    let runtime = runtime();
+    let node = load(&example("fetch-json", Target::Unknown));
+    let inputs = [
+        ("url", Value::Text(https("/json"))),
+        ("pointer", Value::Text("/answer".into())),
+    ];
+    let outcome = run(
+        &runtime,
+        &node,
+        &config(&["127.0.0.1"]),
+        request("fetch-json", &inputs),
+    )
+    .unwrap();
+    assert_eq!(field(&outcome, "value"), Some(Value::Json("42".into())));
+    let error = run(
+        &runtime,
+        &node,
+        &config(&[]),
+        request("fetch-json", &inputs),
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("not in allowed_hosts"),
+        "{error}"
+    );
+}

@@ -11,6 +11,13 @@ wasmtime::component::bindgen!({
     imports: {
         "warden:node/http-get.fetch": async,
         "warden:node/http-write.send": async,
+        "warden:node/models.embed": async,
+        "warden:node/models.generate": async,
+        "warden:node/models.generate-stream": async,
+        "warden:node/models.[method]generation.next": async,
+    },
+    with: {
+        "warden:node/models.generation": crate::models::Generation,
     },
 });
 

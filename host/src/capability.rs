@@ -202,7 +202,7 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "models",
         "cap-models",
         &["warden:node/models"],
-        false,
+        true,
         "model inference through host providers",
     ),
     row(

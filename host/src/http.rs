@@ -236,10 +236,9 @@ fn check_headers(headers: &[Header], what: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Resolves the destination (checking every address), connects to a checked address, and
-/// performs one request.
-#[allow(clippy::too_many_arguments)]
-async fn exchange(
+/// Resolves the destination (checking every address), connects to a checked address, sends
+/// one request and returns the response with its body still to be read.
+pub(crate) async fn open(
     tls: &TlsRoots,
     policy: &NetworkPolicy,
     destination: &Destination,
@@ -247,8 +246,7 @@ async fn exchange(
     method: Method,
     headers: &[Header],
     body: &[u8],
-    limits: HttpLimits,
-) -> Result<HttpResponse, HostError> {
+) -> Result<hyper::Response<hyper::body::Incoming>, HostError> {
     let addresses = resolve(policy, destination).await?;
     let stream = connect(&addresses).await?;
     let parsed = Url::parse(url).map_err(|error| HostError::Invalid(error.to_string()))?;
@@ -332,6 +330,25 @@ async fn exchange(
             .await
             .map_err(|error| failed(&error))?
     };
+    Ok(response)
+}
+
+/// One request, its response body read under the cap.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    tls: &TlsRoots,
+    policy: &NetworkPolicy,
+    destination: &Destination,
+    url: &str,
+    method: Method,
+    headers: &[Header],
+    body: &[u8],
+    limits: HttpLimits,
+) -> Result<HttpResponse, HostError> {
+    let failed = |error: &dyn std::fmt::Display| {
+        HostError::Unavailable(format!("the request to {url} failed: {error}"))
+    };
+    let response = open(tls, policy, destination, url, method, headers, body).await?;
     let status = response.status().as_u16();
     let headers: Vec<Header> = response
         .headers()

@@ -25,6 +25,7 @@ mod limiter;
 pub mod limits;
 mod linker;
 pub mod log;
+pub mod models;
 mod network;
 pub mod node_info;
 pub mod preflight;

@@ -316,11 +316,11 @@ mod tests {
 
     #[test]
     fn unimplemented_and_socket_capabilities_are_refused_with_the_reason() {
-        let models = imports(&["warden:node/models@0.1.0"]);
-        let refusal = check(&models, &config(Capabilities::MODELS)).unwrap_err();
+        let websocket = imports(&["warden:node/websocket@0.1.0"]);
+        let refusal = check(&websocket, &config(Capabilities::WEBSOCKET)).unwrap_err();
         assert_eq!(
             refusal.denied[0].reason,
-            DenyReason::NotImplemented(Capabilities::MODELS)
+            DenyReason::NotImplemented(Capabilities::WEBSOCKET)
         );
         let tcp = imports(&["wasi:sockets/tcp@0.2.6", "wasi:sockets/network@0.2.6"]);
         assert_eq!(required_capabilities(&tcp), Capabilities::TCP);

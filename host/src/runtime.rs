@@ -13,6 +13,7 @@ use crate::limiter::{LimitExceeded, Limiter};
 use crate::limits::{LimitKind, Limits};
 use crate::linker;
 use crate::log::{LogRecord, LogSink, RunLog, Source};
+use crate::models::ModelProvider;
 use crate::network::NetworkPolicy;
 use crate::node_info::{Direction, NodeInfo};
 use crate::preflight;
@@ -70,6 +71,8 @@ pub struct RuntimeSettings {
     /// Where node instances' private directories (`allow_wasi`) live; a temporary directory,
     /// removed with the runtime, when `None`.
     pub files_dir: Option<PathBuf>,
+    /// The provider behind the `models` capability, chosen by the operator.
+    pub models: Option<ModelProvider>,
 }
 
 impl RuntimeSettings {
@@ -79,6 +82,7 @@ impl RuntimeSettings {
             concurrency: DEFAULT_CONCURRENCY,
             root_certificates: Vec::new(),
             files_dir: None,
+            models: None,
         }
     }
 }
@@ -150,6 +154,7 @@ struct Inner {
     concurrency: u32,
     tls: TlsRoots,
     files: Arc<FilesRoot>,
+    models: Option<Arc<ModelProvider>>,
     // Held for its Drop: the ticker stops with the runtime.
     _ticker: Ticker,
 }
@@ -247,6 +252,7 @@ impl Runtime {
             concurrency,
             root_certificates,
             files_dir,
+            models,
         } = settings;
         let concurrency = concurrency.max(1);
         let engines = Arc::new(Mutex::new(HashMap::new()));
@@ -261,6 +267,7 @@ impl Runtime {
                 concurrency,
                 tls: TlsRoots::new(root_certificates),
                 files: FilesRoot::new(files_dir),
+                models: models.map(Arc::new),
                 _ticker: ticker,
             }),
         }
@@ -388,6 +395,7 @@ impl Runtime {
                 storage: self.inner.storage.clone(),
                 tls: self.inner.tls.clone(),
                 files: self.inner.files.clone(),
+                models: self.inner.models.clone(),
                 nodes,
             }),
             limits: config.limits.clone(),
@@ -436,6 +444,7 @@ struct PreparedInner {
     storage: Storage,
     tls: TlsRoots,
     files: Arc<FilesRoot>,
+    models: Option<Arc<ModelProvider>>,
     nodes: Vec<NodeInfo>,
 }
 
@@ -481,6 +490,7 @@ impl PreparedNode {
             functions: request.functions,
             credentials: request.credentials,
             ui: request.on_ui,
+            models: self.inner.models.clone(),
             limits: limits.host.clone(),
             deadline: Instant::now() + limits.timeout,
         };

@@ -1,7 +1,7 @@
 //! The data of one run's store, and the host functions of the capabilities this issue implements.
 //! Each interface's functions are linked only when its capability is granted (see `linker.rs`).
 
-use crate::bindings::warden::node::{a2ui, functions, http_get, http_write, oauth, token};
+use crate::bindings::warden::node::{a2ui, functions, http_get, http_write, models, oauth, token};
 use crate::bindings::warden::node::{
     cache_read, cache_write, context, log, storage_delete, storage_read, storage_write, streaming,
     types, variables_read, variables_write,
@@ -16,6 +16,7 @@ use crate::http::{self, HttpLimits, TlsRoots};
 use crate::limiter::Limiter;
 use crate::limits::HostLimits;
 use crate::log::{Level, RunLog, Source};
+use crate::models::{Generation, ModelProvider, Models};
 use crate::network::NetworkPolicy;
 use crate::storage::{
     KeyError, Scope, Storage, StorageError, cache_partition, validate_key, validate_prefix,
@@ -24,6 +25,7 @@ use crate::value::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wasmtime::component::Resource;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -58,6 +60,7 @@ pub(crate) struct HostState {
     pub functions: Option<Arc<Functions>>,
     pub credentials: Option<Arc<Credentials>>,
     pub ui: Option<UiSink>,
+    pub models: Option<Arc<ModelProvider>>,
 }
 
 impl WasiView for HostState {
@@ -444,6 +447,58 @@ impl a2ui::Host for HostState {
         if let Some(sink) = &self.ui {
             sink(&document);
         }
+        Ok(())
+    }
+}
+
+impl HostState {
+    fn models(&self) -> Models<'_> {
+        Models {
+            provider: self.models.as_deref(),
+            tls: &self.tls,
+            log: &self.log,
+        }
+    }
+}
+
+impl models::Host for HostState {
+    async fn embed(
+        &mut self,
+        model: String,
+        inputs: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, HostError> {
+        self.models().embed(model, inputs).await
+    }
+
+    async fn generate(&mut self, request: models::GenerationRequest) -> Result<String, HostError> {
+        self.models().generate(request).await
+    }
+
+    async fn generate_stream(
+        &mut self,
+        request: models::GenerationRequest,
+    ) -> Result<Resource<Generation>, HostError> {
+        let generation = self.models().generate_stream(request).await?;
+        self.table
+            .push(generation)
+            .map_err(|error| HostError::Unavailable(format!("too many open generations: {error}")))
+    }
+}
+
+impl models::HostGeneration for HostState {
+    async fn next(
+        &mut self,
+        generation: Resource<Generation>,
+    ) -> Result<Option<String>, HostError> {
+        let generation = self
+            .table
+            .get_mut(&generation)
+            .map_err(|error| HostError::Invalid(format!("not an open generation: {error}")))?;
+        generation.next().await
+    }
+
+    fn drop(&mut self, generation: Resource<Generation>) -> wasmtime::Result<()> {
+        self.table.delete(generation)?;
         Ok(())
     }
 }

@@ -5,8 +5,9 @@ use warden_sdk::prelude::*;
 struct Probe;
 
 #[allow(unused_mut, unused_assignments)]
-fn touch() -> Result<&'static str, NodeError> {
+fn touch() -> Result<(&'static str, String), NodeError> {
     let mut called = "none";
+    let mut detail = String::new();
     #[cfg(feature = "storage-read")]
     {
         warden_sdk::storage::get(Scope::Node, "probe")?;
@@ -78,7 +79,10 @@ fn touch() -> Result<&'static str, NodeError> {
     }
     #[cfg(feature = "models")]
     {
-        let _ = warden_sdk::models::embed("model", &[]);
+        detail = match warden_sdk::models::embed("model", &["a".to_string(), "bbb".to_string()]) {
+            Ok(vectors) => vectors.iter().map(|vector| vector.first().copied().unwrap_or(-1.0).to_string()).collect::<Vec<_>>().join(","),
+            Err(error) => warden_sdk::describe_host_error(&error),
+        };
         called = "models";
     }
     #[cfg(feature = "functions")]
@@ -118,19 +122,20 @@ fn touch() -> Result<&'static str, NodeError> {
             _ => "filesystem-broken",
         };
     }
-    Ok(called)
+    Ok((called, detail))
 }
 
 impl Node for Probe {
     const NAME: &'static str = "probe";
 
     fn info() -> NodeInfo {
-        NodeInfo::new(Self::NAME, "Probe").output(Pin::text("called"))
+        NodeInfo::new(Self::NAME, "Probe").output(Pin::text("called")).output(Pin::text("detail"))
     }
 
     fn run(cx: &mut Context) -> Result<(), NodeError> {
-        let called = touch()?;
+        let (called, detail) = touch()?;
         cx.output("called", called);
+        cx.output("detail", detail);
         Ok(())
     }
 }

@@ -1,0 +1,322 @@
+//! The `models` capability: inference through a provider the host operator configures. The one
+//! provider here speaks the OpenAI-compatible HTTP API (llama.cpp's server, vLLM, Ollama):
+//! `/embeddings` and `/chat/completions`, streamed as server-sent events.
+//!
+//! The endpoint is the operator's, so it does not need the node's `allowed_hosts`; the node can
+//! reach nothing else through it, and the model names it may use can be restricted.
+
+use crate::allowlist::{AllowedHosts, Destination};
+use crate::bindings::wit::{Header, HostError, Method};
+use crate::http::{self, TlsRoots};
+use crate::log::RunLog;
+use crate::network::NetworkPolicy;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{Value as Json, json};
+use std::collections::VecDeque;
+use url::{Host, Url};
+
+/// Bytes of one model response (a generation or a batch of embeddings).
+pub const MAX_MODEL_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// An OpenAI-compatible endpoint, such as `http://127.0.0.1:8080/v1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelProvider {
+    pub endpoint: String,
+    /// Sent as `Authorization: Bearer …`; never shown to nodes or logged.
+    pub api_key: Option<String>,
+    /// Models nodes may use; any when empty.
+    pub models: Vec<String>,
+}
+
+impl ModelProvider {
+    /// Checks the endpoint is an http(s) URL.
+    pub fn new(
+        endpoint: &str,
+        api_key: Option<String>,
+        models: Vec<String>,
+    ) -> Result<Self, String> {
+        let url = Url::parse(endpoint)
+            .map_err(|error| format!("the models endpoint `{endpoint}` is not a URL: {error}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!(
+                "the models endpoint `{endpoint}` must be an http or https URL"
+            ));
+        }
+        Ok(ModelProvider {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            api_key,
+            models,
+        })
+    }
+
+    /// The allowlist that reaches exactly the endpoint (its address, when it is one, counts as
+    /// listed: the operator chose it).
+    fn allowlist(&self) -> Result<AllowedHosts, HostError> {
+        let url = Url::parse(&self.endpoint)
+            .map_err(|error| HostError::Unavailable(error.to_string()))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let mut patterns = vec![match url.host() {
+            Some(Host::Ipv6(v6)) => format!("{}://[{v6}]:{port}", url.scheme()),
+            Some(host) => format!("{}://{host}:{port}", url.scheme()),
+            None => {
+                return Err(HostError::Unavailable(
+                    "the models endpoint has no host".into(),
+                ));
+            }
+        }];
+        if url.host_str() == Some("localhost") {
+            patterns.extend(["127.0.0.1".to_string(), "::1".to_string()]);
+        }
+        AllowedHosts::parse(&patterns).map_err(|error| HostError::Unavailable(error.to_string()))
+    }
+}
+
+/// A generation being streamed: the response body and what was read but not yet handed out.
+pub struct Generation {
+    body: Option<Incoming>,
+    buffer: Vec<u8>,
+    pending: VecDeque<String>,
+    read: usize,
+}
+
+pub(crate) struct Models<'a> {
+    pub provider: Option<&'a ModelProvider>,
+    pub tls: &'a TlsRoots,
+    pub log: &'a RunLog,
+}
+
+impl Models<'_> {
+    fn provider(&self, model: &str) -> Result<&ModelProvider, HostError> {
+        let provider = self.provider.ok_or_else(|| {
+            HostError::Unavailable("this host has no model provider configured".into())
+        })?;
+        if !provider.models.is_empty() && !provider.models.iter().any(|allowed| allowed == model) {
+            return Err(HostError::Denied(format!(
+                "the model `{model}` is not offered; use one of {}",
+                provider.models.join(", ")
+            )));
+        }
+        Ok(provider)
+    }
+
+    async fn post(
+        &self,
+        provider: &ModelProvider,
+        path: &str,
+        body: Json,
+    ) -> Result<hyper::Response<Incoming>, HostError> {
+        let url = format!("{}{path}", provider.endpoint);
+        let policy = NetworkPolicy::new(provider.allowlist()?, self.log.clone());
+        let destination: Destination = policy
+            .check_http_url(&url)
+            .map_err(|denied| HostError::Unavailable(denied.to_string()))?;
+        let mut headers = vec![Header {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        }];
+        if let Some(key) = &provider.api_key {
+            headers.push(Header {
+                name: "authorization".into(),
+                value: format!("Bearer {key}"),
+            });
+        }
+        let response = http::open(
+            self.tls,
+            &policy,
+            &destination,
+            &url,
+            Method::Post,
+            &headers,
+            body.to_string().as_bytes(),
+        )
+        .await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = read_all(response.into_body()).await.map(|bytes| {
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            });
+            return Err(HostError::Unavailable(format!(
+                "the model provider answered {status}: {}",
+                text.unwrap_or_default()
+            )));
+        }
+        Ok(response)
+    }
+
+    pub async fn embed(
+        &self,
+        model: String,
+        inputs: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, HostError> {
+        let provider = self.provider(&model)?;
+        let response = self
+            .post(
+                provider,
+                "/embeddings",
+                json!({ "model": model, "input": inputs }),
+            )
+            .await?;
+        let document = parse(&read_all(response.into_body()).await?)?;
+        let mut data: Vec<(u64, Vec<f32>)> = document["data"]
+            .as_array()
+            .ok_or_else(|| malformed("no `data` list"))?
+            .iter()
+            .map(|item| {
+                let index = item["index"].as_u64().unwrap_or(0);
+                let vector = item["embedding"].as_array().map(|values| {
+                    values
+                        .iter()
+                        .filter_map(Json::as_f64)
+                        .map(|v| v as f32)
+                        .collect()
+                });
+                vector
+                    .map(|vector| (index, vector))
+                    .ok_or_else(|| malformed("an item has no `embedding`"))
+            })
+            .collect::<Result<_, _>>()?;
+        data.sort_by_key(|(index, _)| *index);
+        Ok(data.into_iter().map(|(_, vector)| vector).collect())
+    }
+
+    fn chat(
+        request: &crate::bindings::warden::node::models::GenerationRequest,
+        stream: bool,
+    ) -> Json {
+        let mut body = json!({
+            "model": request.model,
+            "messages": [{ "role": "user", "content": request.prompt }],
+            "stream": stream,
+        });
+        if let Some(max) = request.max_tokens {
+            body["max_tokens"] = json!(max);
+        }
+        if let Some(temperature) = request.temperature {
+            body["temperature"] = json!(temperature);
+        }
+        body
+    }
+
+    pub async fn generate(
+        &self,
+        request: crate::bindings::warden::node::models::GenerationRequest,
+    ) -> Result<String, HostError> {
+        let provider = self.provider(&request.model)?;
+        let response = self
+            .post(provider, "/chat/completions", Self::chat(&request, false))
+            .await?;
+        let document = parse(&read_all(response.into_body()).await?)?;
+        document["choices"][0]["message"]["content"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| malformed("no `choices[0].message.content`"))
+    }
+
+    pub async fn generate_stream(
+        &self,
+        request: crate::bindings::warden::node::models::GenerationRequest,
+    ) -> Result<Generation, HostError> {
+        let provider = self.provider(&request.model)?;
+        let response = self
+            .post(provider, "/chat/completions", Self::chat(&request, true))
+            .await?;
+        Ok(Generation {
+            body: Some(response.into_body()),
+            buffer: Vec::new(),
+            pending: VecDeque::new(),
+            read: 0,
+        })
+    }
+}
+
+impl Generation {
+    /// The next piece of text, reading events from the provider as they arrive.
+    pub async fn next(&mut self) -> Result<Option<String>, HostError> {
+        loop {
+            if let Some(piece) = self.pending.pop_front() {
+                return Ok(Some(piece));
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Ok(None);
+            };
+            match body.frame().await {
+                None => {
+                    self.body = None;
+                    self.parse_events(true)?;
+                }
+                Some(frame) => {
+                    let frame = frame.map_err(|error| {
+                        HostError::Unavailable(format!("the model stream broke: {error}"))
+                    })?;
+                    if let Ok(data) = frame.into_data() {
+                        self.read += data.len();
+                        if self.read > MAX_MODEL_RESPONSE_BYTES {
+                            self.body = None;
+                            return Err(HostError::TooLarge(format!(
+                                "the generation is over {MAX_MODEL_RESPONSE_BYTES} bytes"
+                            )));
+                        }
+                        self.buffer.extend_from_slice(&data);
+                        self.parse_events(false)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves complete `data:` events from the buffer to `pending`.
+    fn parse_events(&mut self, at_end: bool) -> Result<(), HostError> {
+        while let Some(end) = self.buffer.iter().position(|&byte| byte == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
+            self.event_line(&String::from_utf8_lossy(&line))?;
+        }
+        if at_end && !self.buffer.is_empty() {
+            let line = std::mem::take(&mut self.buffer);
+            self.event_line(&String::from_utf8_lossy(&line))?;
+        }
+        Ok(())
+    }
+
+    fn event_line(&mut self, line: &str) -> Result<(), HostError> {
+        let Some(data) = line.trim().strip_prefix("data:") else {
+            return Ok(());
+        };
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.body = None;
+            return Ok(());
+        }
+        let event = parse(data.as_bytes())?;
+        if let Some(piece) = event["choices"][0]["delta"]["content"].as_str()
+            && !piece.is_empty()
+        {
+            self.pending.push_back(piece.to_string());
+        }
+        Ok(())
+    }
+}
+
+async fn read_all(body: Incoming) -> Result<Vec<u8>, HostError> {
+    let limited = http_body_util::Limited::new(body, MAX_MODEL_RESPONSE_BYTES);
+    limited
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes().to_vec())
+        .map_err(|error| {
+            HostError::Unavailable(format!(
+                "reading the model provider's answer failed: {error}"
+            ))
+        })
+}
+
+fn parse(bytes: &[u8]) -> Result<Json, HostError> {
+    serde_json::from_slice(bytes).map_err(|error| malformed(&format!("not JSON ({error})")))
+}
+
+fn malformed(what: &str) -> HostError {
+    HostError::Unavailable(format!("the model provider's answer is malformed: {what}"))
+}
