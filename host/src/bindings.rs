@@ -15,9 +15,14 @@ wasmtime::component::bindgen!({
         "warden:node/models.generate": async,
         "warden:node/models.generate-stream": async,
         "warden:node/models.[method]generation.next": async,
+        "warden:node/websocket.connect": async,
+        "warden:node/websocket.[method]connection.send": async,
+        "warden:node/websocket.[method]connection.receive": async,
+        "warden:node/websocket.[method]connection.close": async,
     },
     with: {
         "warden:node/models.generation": crate::models::Generation,
+        "warden:node/websocket.connection": crate::websocket::Connection,
     },
 });
 

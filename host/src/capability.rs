@@ -218,7 +218,7 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "websocket",
         "cap-websocket",
         &["warden:node/websocket"],
-        false,
+        true,
         "WebSocket connections to allowlisted hosts",
     ),
     sockets(

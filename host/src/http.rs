@@ -48,6 +48,7 @@ const RESERVED: &[&str] = &[
 pub struct TlsRoots {
     extra: Arc<Vec<Vec<u8>>>,
     config: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
+    websocket: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
 }
 
 impl TlsRoots {
@@ -56,12 +57,13 @@ impl TlsRoots {
         TlsRoots {
             extra: Arc::new(extra),
             config: Arc::default(),
+            websocket: Arc::default(),
         }
     }
 
     fn config(&self) -> Result<Arc<rustls::ClientConfig>, HostError> {
         self.config
-            .get_or_init(|| build_tls(&self.extra))
+            .get_or_init(|| build_tls(&self.extra, &[b"h2", b"http/1.1"]))
             .clone()
             .map_err(|error| {
                 HostError::Unavailable(format!("the host's TLS settings are unusable: {error}"))
@@ -69,7 +71,19 @@ impl TlsRoots {
     }
 }
 
-fn build_tls(extra: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
+impl TlsRoots {
+    /// The same trust, offering only HTTP/1.1 (a WebSocket upgrade needs it).
+    pub(crate) fn websocket_config(&self) -> Result<Arc<rustls::ClientConfig>, HostError> {
+        self.websocket
+            .get_or_init(|| build_tls(&self.extra, &[b"http/1.1"]))
+            .clone()
+            .map_err(|error| {
+                HostError::Unavailable(format!("the host's TLS settings are unusable: {error}"))
+            })
+    }
+}
+
+fn build_tls(extra: &[Vec<u8>], alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for der in extra {
@@ -83,7 +97,7 @@ fn build_tls(extra: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
         .map_err(|error| error.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(Arc::new(config))
 }
 
@@ -217,7 +231,7 @@ pub(crate) async fn send(
     )))
 }
 
-fn deny(policy: &NetworkPolicy, denied: &Denied) -> HostError {
+pub(crate) fn deny(policy: &NetworkPolicy, denied: &Denied) -> HostError {
     policy.warn(format!("http request denied: {denied}"));
     HostError::Denied(denied.to_string())
 }
@@ -393,7 +407,7 @@ async fn exchange(
 }
 
 /// The addresses to connect to: a checked literal, or what the name resolves to, each checked.
-async fn resolve(
+pub(crate) async fn resolve(
     policy: &NetworkPolicy,
     destination: &Destination,
 ) -> Result<Vec<SocketAddr>, HostError> {
@@ -422,7 +436,7 @@ async fn resolve(
     }
 }
 
-async fn connect(addresses: &[SocketAddr]) -> Result<TcpStream, HostError> {
+pub(crate) async fn connect(addresses: &[SocketAddr]) -> Result<TcpStream, HostError> {
     let mut last = None;
     for address in addresses {
         match TcpStream::connect(address).await {

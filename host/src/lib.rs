@@ -34,6 +34,7 @@ mod state;
 pub mod storage;
 pub mod value;
 mod wasi;
+pub mod websocket;
 
 pub use capability::{CAPABILITIES, Capabilities, CapabilityInfo};
 pub use config::WasmSecurityConfig;

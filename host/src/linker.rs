@@ -40,6 +40,7 @@ fn warden_interface(bit: Capabilities) -> Option<Link> {
         Capabilities::TOKEN => |l| wit::token::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         Capabilities::A2UI => |l| wit::a2ui::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         Capabilities::MODELS => |l| wit::models::add_to_linker::<_, HasSelf<_>>(l, |s| s),
+        Capabilities::WEBSOCKET => |l| wit::websocket::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         Capabilities::HTTP_WRITE => |l| wit::http_write::add_to_linker::<_, HasSelf<_>>(l, |s| s),
         _ => return None,
     };

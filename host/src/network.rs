@@ -57,6 +57,14 @@ impl NetworkPolicy {
         self.log.push(Level::Warn, Source::Host, message);
     }
 
+    /// Checks any URL against the allowlist.
+    pub fn check_url(
+        &self,
+        url: &str,
+    ) -> Result<crate::allowlist::Destination, crate::allowlist::Denied> {
+        self.allowed.check_url(url)
+    }
+
     /// Checks an http or https URL against the allowlist.
     pub fn check_http_url(
         &self,

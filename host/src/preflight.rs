@@ -315,13 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_and_socket_capabilities_are_refused_with_the_reason() {
-        let websocket = imports(&["warden:node/websocket@0.1.0"]);
-        let refusal = check(&websocket, &config(Capabilities::WEBSOCKET)).unwrap_err();
-        assert_eq!(
-            refusal.denied[0].reason,
-            DenyReason::NotImplemented(Capabilities::WEBSOCKET)
-        );
+    fn socket_capabilities_need_allow_wasi_network() {
         let tcp = imports(&["wasi:sockets/tcp@0.2.6", "wasi:sockets/network@0.2.6"]);
         assert_eq!(required_capabilities(&tcp), Capabilities::TCP);
         let refusal = check(&tcp, &config(Capabilities::TCP)).unwrap_err();

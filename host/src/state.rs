@@ -1,7 +1,9 @@
 //! The data of one run's store, and the host functions of the capabilities this issue implements.
 //! Each interface's functions are linked only when its capability is granted (see `linker.rs`).
 
-use crate::bindings::warden::node::{a2ui, functions, http_get, http_write, models, oauth, token};
+use crate::bindings::warden::node::{
+    a2ui, functions, http_get, http_write, models, oauth, token, websocket,
+};
 use crate::bindings::warden::node::{
     cache_read, cache_write, context, log, storage_delete, storage_read, storage_write, streaming,
     types, variables_read, variables_write,
@@ -22,6 +24,7 @@ use crate::storage::{
     KeyError, Scope, Storage, StorageError, cache_partition, validate_key, validate_prefix,
 };
 use crate::value::Value;
+use crate::websocket::Connection;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -499,6 +502,63 @@ impl models::HostGeneration for HostState {
 
     fn drop(&mut self, generation: Resource<Generation>) -> wasmtime::Result<()> {
         self.table.delete(generation)?;
+        Ok(())
+    }
+}
+
+impl websocket::Host for HostState {
+    async fn connect(
+        &mut self,
+        url: String,
+        headers: Vec<types::Header>,
+    ) -> Result<Resource<Connection>, HostError> {
+        let connection =
+            crate::websocket::connect(&self.tls, &self.network, &url, &headers, self.deadline)
+                .await?;
+        self.table
+            .push(connection)
+            .map_err(|error| HostError::Unavailable(format!("too many open connections: {error}")))
+    }
+}
+
+impl HostState {
+    fn connection(
+        &mut self,
+        connection: &Resource<Connection>,
+    ) -> Result<&mut Connection, HostError> {
+        self.table
+            .get_mut(connection)
+            .map_err(|error| HostError::Invalid(format!("not an open connection: {error}")))
+    }
+}
+
+impl websocket::HostConnection for HostState {
+    async fn send(
+        &mut self,
+        connection: Resource<Connection>,
+        message: websocket::Message,
+    ) -> Result<(), HostError> {
+        self.connection(&connection)?.send(message).await
+    }
+
+    async fn receive(
+        &mut self,
+        connection: Resource<Connection>,
+        timeout_ms: Option<u32>,
+    ) -> Result<Option<websocket::Message>, HostError> {
+        let deadline = self.deadline;
+        let timeout = timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+        self.connection(&connection)?
+            .receive(timeout, deadline)
+            .await
+    }
+
+    async fn close(&mut self, connection: Resource<Connection>) -> Result<(), HostError> {
+        self.connection(&connection)?.close().await
+    }
+
+    fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(connection)?;
         Ok(())
     }
 }

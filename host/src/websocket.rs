@@ -1,0 +1,177 @@
+//! The `websocket` capability: connections to allowlisted hosts over the same checks and TLS as
+//! HTTP (the address connected to is one that was checked), with a cap on message size.
+
+use crate::allowlist::Denied;
+use crate::bindings::warden::node::websocket::Message;
+use crate::bindings::wit::{Header, HostError};
+use crate::http::{self, TlsRoots};
+use crate::network::NetworkPolicy;
+use futures_util::{SinkExt, StreamExt};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as Frame};
+use url::Host;
+
+/// The largest message a node may send or receive.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// An open connection.
+pub enum Connection {
+    Plain(Box<WebSocketStream<TcpStream>>),
+    Tls(Box<WebSocketStream<TlsStream<TcpStream>>>),
+    Closed,
+}
+
+fn failed(error: impl std::fmt::Display) -> HostError {
+    HostError::Unavailable(format!("the WebSocket failed: {error}"))
+}
+
+/// Opens a connection to `url` (ws or wss), checked against the allowlist.
+pub(crate) async fn connect(
+    tls: &TlsRoots,
+    policy: &NetworkPolicy,
+    url: &str,
+    headers: &[Header],
+    deadline: Instant,
+) -> Result<Connection, HostError> {
+    let destination = policy
+        .check_url(url)
+        .map_err(|denied| http::deny(policy, &denied))?;
+    if destination.scheme != "ws" && destination.scheme != "wss" {
+        let denied = Denied {
+            destination: url.to_string(),
+            reason: format!(
+                "a WebSocket URL starts with ws:// or wss://, not {}://",
+                destination.scheme
+            ),
+            hint: "use a ws:// or wss:// URL".into(),
+        };
+        return Err(HostError::Invalid(denied.to_string()));
+    }
+    let mut request = url
+        .into_client_request()
+        .map_err(|error| HostError::Invalid(format!("`{url}` is not a WebSocket URL: {error}")))?;
+    for header in headers {
+        let name = tungstenite::http::HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|error| HostError::Invalid(error.to_string()))?;
+        let value = tungstenite::http::HeaderValue::from_str(&header.value)
+            .map_err(|error| HostError::Invalid(error.to_string()))?;
+        request.headers_mut().insert(name, value);
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .min(http::REQUEST_TIMEOUT);
+    let open = async {
+        let addresses = http::resolve(policy, &destination).await?;
+        let stream = http::connect(&addresses).await?;
+        if destination.scheme == "wss" {
+            let name = match &destination.host {
+                Host::Domain(name) => {
+                    rustls::pki_types::ServerName::try_from(name.clone()).map_err(failed)?
+                }
+                Host::Ipv4(v4) => {
+                    rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::V4(*v4).into())
+                }
+                Host::Ipv6(v6) => {
+                    rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::V6(*v6).into())
+                }
+            };
+            let connector = tokio_rustls::TlsConnector::from(tls.websocket_config()?);
+            let stream = connector.connect(name, stream).await.map_err(failed)?;
+            let (socket, _) =
+                tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                    .await
+                    .map_err(failed)?;
+            Ok(Connection::Tls(Box::new(socket)))
+        } else {
+            let (socket, _) =
+                tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                    .await
+                    .map_err(failed)?;
+            Ok(Connection::Plain(Box::new(socket)))
+        }
+    };
+    tokio::time::timeout(remaining, open)
+        .await
+        .map_err(|_| HostError::Unavailable(format!("connecting to {url} timed out")))?
+}
+
+impl Connection {
+    pub async fn send(&mut self, message: Message) -> Result<(), HostError> {
+        let frame = match message {
+            Message::Text(text) => Frame::text(text),
+            Message::Binary(bytes) => Frame::binary(bytes),
+        };
+        if frame.len() > MAX_MESSAGE_BYTES {
+            return Err(HostError::TooLarge(format!(
+                "a message is at most {MAX_MESSAGE_BYTES} bytes"
+            )));
+        }
+        match self {
+            Connection::Plain(socket) => socket.send(frame).await.map_err(failed),
+            Connection::Tls(socket) => socket.send(frame).await.map_err(failed),
+            Connection::Closed => Err(HostError::Invalid("the connection is closed".into())),
+        }
+    }
+
+    /// The next text or binary message; `None` once the peer closed.
+    pub async fn receive(
+        &mut self,
+        timeout: Option<Duration>,
+        deadline: Instant,
+    ) -> Result<Option<Message>, HostError> {
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let limit = timeout.map_or(limit, |timeout| timeout.min(limit));
+        let next = async {
+            loop {
+                let frame = match self {
+                    Connection::Plain(socket) => socket.next().await,
+                    Connection::Tls(socket) => socket.next().await,
+                    Connection::Closed => return Ok(None),
+                };
+                match frame {
+                    None | Some(Ok(Frame::Close(_))) => {
+                        *self = Connection::Closed;
+                        return Ok(None);
+                    }
+                    Some(Ok(Frame::Text(text))) => {
+                        return Ok(Some(Message::Text(text.to_string())));
+                    }
+                    Some(Ok(Frame::Binary(bytes))) => {
+                        return Ok(Some(Message::Binary(bytes.to_vec())));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(tungstenite::Error::Capacity(error))) => {
+                        return Err(HostError::TooLarge(format!(
+                            "a message was over the limit: {error}"
+                        )));
+                    }
+                    Some(Err(error)) => return Err(failed(error)),
+                }
+            }
+        };
+        tokio::time::timeout(limit, next)
+            .await
+            .map_err(|_| HostError::Unavailable(format!("no message arrived within {limit:?}")))?
+    }
+
+    pub async fn close(&mut self) -> Result<(), HostError> {
+        let result = match self {
+            Connection::Plain(socket) => socket.as_mut().close(None).await,
+            Connection::Tls(socket) => socket.as_mut().close(None).await,
+            Connection::Closed => Ok(()),
+        };
+        *self = Connection::Closed;
+        result.or_else(|error| match error {
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Ok(()),
+            error => Err(failed(error)),
+        })
+    }
+}
