@@ -352,3 +352,19 @@ fn the_docs_hold_the_current_capability_table() {
         "regenerate with `warden capabilities --markdown`"
     );
 }
+
+#[test]
+fn every_capability_has_a_docs_page() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for info in warden_host::CAPABILITIES {
+        let page =
+            std::fs::read_to_string(root.join(format!("docs/capabilities/{}.md", info.name)))
+                .unwrap_or_else(|error| panic!("docs/capabilities/{}.md: {error}", info.name));
+        assert!(
+            page.starts_with(&format!("# `{}` ({:#x})", info.name, info.bit.bits())),
+            "{}",
+            info.name
+        );
+        assert!(page.contains("## How a denial looks"), "{}", info.name);
+    }
+}

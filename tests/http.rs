@@ -274,6 +274,18 @@ fn hosts_outside_the_allowlist_are_denied_with_a_hint() {
             "{url}"
         );
     }
+    // Cloud metadata and other special addresses: never through `*` or a name.
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://2852039166/",
+    ] {
+        let error_text = error(&fetch(&runtime, &config(&["*"]), "GET", url, false));
+        assert!(
+            error_text.starts_with("denied:") && error_text.contains("169.254.169.254"),
+            "{url}: {error_text}"
+        );
+    }
     // A name allowed by pattern that resolves to loopback is refused unless the address is listed.
     let by_name = format!("https://localhost:{port}/json");
     let error_text = error(&fetch(
