@@ -63,6 +63,10 @@ async fn handle(
         "/redirect-other-port" => redirect(format!("{own}/echo")),
         "/loop" => redirect("/loop".into()),
         "/big" => reply(200, "x".repeat(8 * 1024 * 1024)),
+        "/slow" => {
+            tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+            reply(200, "late".into())
+        }
         _ => reply(404, "not found".into()),
     })
 }
@@ -467,4 +471,32 @@ fn the_fetch_json_example_reads_a_value_over_https() {
         error.to_string().contains("not in allowed_hosts"),
         "{error}"
     );
+}
+
+#[test]
+fn a_slow_server_cannot_hold_a_node_past_its_deadline() {
+    let runtime = runtime();
+    let mut allowed = config(&["127.0.0.1"]);
+    allowed.limits.timeout = std::time::Duration::from_millis(700);
+    let node = test_node("http-probe", Target::Unknown);
+    let result = run(
+        &runtime,
+        &node,
+        &allowed,
+        request("http", &[("url", Value::Text(https("/slow")))]),
+    );
+    // Either the request gives up inside the deadline (an error the node sees) or the run's
+    // timeout ends it: never the server's 20 seconds.
+    match result {
+        Ok(outcome) => assert!(
+            error(&outcome).contains("timed out"),
+            "{:?}",
+            outcome.outputs
+        ),
+        Err(error) => assert_eq!(
+            error.limit(),
+            Some(warden_host::LimitKind::Timeout),
+            "{error}"
+        ),
+    }
 }
