@@ -3,12 +3,87 @@
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use support::*;
 use warden::build::Target;
 use warden_host::allowlist::AllowedHosts;
-use warden_host::{Capabilities, Limits, RunOutcome, Runtime, Value, WasmSecurityConfig};
+use warden_host::{
+    Capabilities, Limits, RunOutcome, Runtime, RuntimeSettings, Storage, Value, WasmSecurityConfig,
+};
+
+/// The test CA (DER) and a TLS acceptor whose certificate it signed, for localhost and 127.0.0.1.
+fn tls() -> &'static (Vec<u8>, tokio_rustls::TlsAcceptor) {
+    static TLS: OnceLock<(Vec<u8>, tokio_rustls::TlsAcceptor)> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        (
+            ca.der().to_vec(),
+            tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        )
+    })
+}
+
+async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: S) {
+    let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    while let Some(Ok(message)) = socket.next().await {
+        if message.is_text() || message.is_binary() {
+            let reply = format!("echo: {}", message.into_text().unwrap_or_default());
+            if socket.send(reply.into()).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// An echo server speaking wss:// with the test CA's certificate.
+fn tls_echo_server() -> SocketAddr {
+    static ADDRESS: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDRESS.get_or_init(|| {
+        let acceptor = tls().1.clone();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                sender.send(listener.local_addr().unwrap()).unwrap();
+                while let Ok((stream, _)) = listener.accept().await {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            echo(stream).await;
+                        }
+                    });
+                }
+            });
+        });
+        receiver.recv().unwrap()
+    })
+}
 
 fn echo_server() -> SocketAddr {
     static ADDRESS: OnceLock<SocketAddr> = OnceLock::new();
@@ -60,8 +135,12 @@ fn exchange_with(limits: Limits, allowed: &[&str], url: &str, message: &str) -> 
         ("url", Value::Text(url.into())),
         ("message", Value::Text(message.into())),
     ];
+    let settings = RuntimeSettings {
+        root_certificates: vec![tls().0.clone()],
+        ..RuntimeSettings::new(Storage::in_memory().unwrap())
+    };
     run(
-        &Runtime::new().unwrap(),
+        &Runtime::from_settings(settings),
         &node,
         &config,
         request("ws", &inputs),
@@ -118,4 +197,55 @@ fn oversized_messages_are_refused() {
     let outcome = exchange_with(Limits::permissive(), &["127.0.0.1"], &url, &big);
     let error = text(&outcome, "error").unwrap_or_default();
     assert!(error.starts_with("too large:"), "{error}");
+}
+
+#[test]
+fn wss_uses_tls_with_the_operators_roots() {
+    let port = tls_echo_server().port();
+    let outcome = exchange(
+        &["wss://127.0.0.1"],
+        &format!("wss://127.0.0.1:{port}/"),
+        "secure",
+    );
+    assert_eq!(
+        text(&outcome, "reply").as_deref(),
+        Some("echo: secure"),
+        "{:?}",
+        outcome.outputs
+    );
+    // ws:// to the TLS port fails the handshake; wss:// to a host not listed is denied.
+    let outcome = exchange(&["127.0.0.1"], &format!("wss://localhost:{port}/"), "x");
+    assert!(
+        text(&outcome, "error").is_some_and(|e| e.starts_with("denied:")),
+        "{:?}",
+        outcome.outputs
+    );
+}
+
+#[test]
+fn url_tricks_do_not_reach_other_hosts() {
+    let port = echo_server().port();
+    let allowed = ["127.0.0.1"];
+    for url in [
+        format!("ws://127.0.0.1:{port}@forbidden.example/"),
+        format!("ws://forbidden.example/127.0.0.1:{port}"),
+        format!("ws://forbidden.example/#127.0.0.1"),
+        format!("ws://127.0.0.1.forbidden.example:{port}/"),
+        "ws://169.254.169.254/".to_string(),
+    ] {
+        let outcome = exchange(&allowed, &url, "x");
+        assert!(
+            text(&outcome, "error").is_some_and(|e| e.starts_with("denied:")),
+            "{url}: {:?}",
+            outcome.outputs
+        );
+    }
+    // The numeric spelling of the allowed address is the same address.
+    let outcome = exchange(&allowed, &format!("ws://2130706433:{port}/"), "numeric");
+    assert_eq!(
+        text(&outcome, "reply").as_deref(),
+        Some("echo: numeric"),
+        "{:?}",
+        outcome.outputs
+    );
 }
