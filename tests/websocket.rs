@@ -229,7 +229,7 @@ fn url_tricks_do_not_reach_other_hosts() {
     for url in [
         format!("ws://127.0.0.1:{port}@forbidden.example/"),
         format!("ws://forbidden.example/127.0.0.1:{port}"),
-        format!("ws://forbidden.example/#127.0.0.1"),
+        "ws://forbidden.example/#127.0.0.1".to_string(),
         format!("ws://127.0.0.1.forbidden.example:{port}/"),
         "ws://169.254.169.254/".to_string(),
     ] {
