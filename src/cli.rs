@@ -14,6 +14,7 @@ use warden_host::http::certificates_from_pem_or_der;
 use warden_host::limits::{parse_duration, parse_size};
 use warden_host::log::LogRecord;
 use warden_host::models::ModelProvider;
+use warden_host::package;
 use warden_host::{
     CAPABILITIES, Capabilities, DataType, Error, Limits, NodeComponent, NodeInfo, Preset,
     RunContext, RunRequest, Runtime, RuntimeSettings, Storage, Value, WasmSecurityConfig,
@@ -53,12 +54,56 @@ enum Command {
     },
     /// Run a node in a sandbox. Outputs go to stdout as JSON, the node's log to stderr.
     Run(Box<RunArgs>),
+    /// Make an Ed25519 key pair for signing packages: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, default_value = "warden-signing")]
+        out: PathBuf,
+    },
+    /// Sign a node into a package: the manifest's capabilities come from the component's imports.
+    Pack(Box<PackArgs>),
+    /// Verify a package: its manifest, component, capabilities and signatures.
+    Verify {
+        package: PathBuf,
+        /// Also require a signature by the public key in FILE (repeatable).
+        #[arg(long = "trust", value_name = "FILE")]
+        trusted: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the capabilities and the names --grant accepts.
     Capabilities {
         /// Print the table as Markdown (docs/capabilities.md holds this output).
         #[arg(long)]
         markdown: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct PackArgs {
+    /// A node component (.wasm), or a node crate to build first.
+    node: PathBuf,
+    #[arg(long)]
+    name: String,
+    /// Semantic version, such as 1.0.0.
+    #[arg(long)]
+    version: String,
+    /// The secret key file from `warden keygen`.
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long, default_value = "")]
+    description: String,
+    #[arg(long, default_value = "")]
+    publisher: String,
+    /// Hosts the node asks to reach (repeatable).
+    #[arg(long = "allow-host", value_name = "PATTERN")]
+    allow_hosts: Vec<String>,
+    /// The limits preset the node asks for.
+    #[arg(long, default_value = "default")]
+    preset: String,
+    /// Where to write the package; NAME-VERSION.wpkg by default.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -174,6 +219,13 @@ pub fn main() -> ExitCode {
         } => build_command(path, target, debug, features),
         Command::Inspect { node, json } => inspect_command(&node, json),
         Command::Run(args) => run_command(*args),
+        Command::Keygen { out } => keygen_command(&out),
+        Command::Pack(args) => pack_command(*args),
+        Command::Verify {
+            package,
+            trusted,
+            json,
+        } => verify_command(&package, &trusted, json),
         Command::Capabilities { markdown } => {
             out(&if markdown {
                 capability_markdown()
@@ -293,6 +345,136 @@ fn inspect_command(path: &Path, as_json: bool) -> Result<(), Failure> {
     );
     text += &format!("sha256: {}\n", summary.sha256);
     out(&text);
+    Ok(())
+}
+
+fn keygen_command(prefix: &Path) -> Result<(), Failure> {
+    let secret_path = prefix.with_extension("key");
+    let public_path = prefix.with_extension("pub");
+    for path in [&secret_path, &public_path] {
+        if path.exists() {
+            return Err(Failure::usage(format!(
+                "{} exists; choose another --out or remove it",
+                path.display()
+            )));
+        }
+    }
+    let key = package::generate_key().map_err(|error| Failure::usage(error.to_string()))?;
+    write_private(
+        &secret_path,
+        &format!("{}\n", package::secret_key_hex(&key)),
+    )?;
+    std::fs::write(&public_path, format!("{}\n", package::public_key_hex(&key))).map_err(
+        |error| Failure::usage(format!("cannot write {}: {error}", public_path.display())),
+    )?;
+    out(&format!(
+        "secret key: {} (keep it private)\npublic key: {} ({})\n",
+        secret_path.display(),
+        public_path.display(),
+        package::public_key_hex(&key)
+    ));
+    Ok(())
+}
+
+/// Creates `path` readable by its owner only, before anything secret is written to it.
+fn write_private(path: &Path, contents: &str) -> Result<(), Failure> {
+    let fail =
+        |error: std::io::Error| Failure::usage(format!("cannot write {}: {error}", path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(fail)?;
+    file.write_all(contents.as_bytes()).map_err(fail)
+}
+
+fn pack_command(args: PackArgs) -> Result<(), Failure> {
+    let component_path = if args.node.is_dir() {
+        let built = build::build(&args.node, &BuildOptions::default())
+            .map_err(|error| Failure::usage(error.to_string()))?;
+        match built.as_slice() {
+            [one] => one.clone(),
+            _ => {
+                return Err(Failure::usage(
+                    "the crate built several components; pack one .wasm at a time",
+                ));
+            }
+        }
+    } else {
+        args.node.clone()
+    };
+    let component = std::fs::read(&component_path).map_err(|error| {
+        Failure::usage(format!("cannot read {}: {error}", component_path.display()))
+    })?;
+    let secret = std::fs::read_to_string(&args.key)
+        .map_err(|error| Failure::usage(format!("cannot read {}: {error}", args.key.display())))?;
+    let key = package::signing_key_from_hex(&secret).ok_or_else(|| {
+        Failure::usage(format!("{} is not a warden secret key", args.key.display()))
+    })?;
+    let manifest = package::Manifest {
+        name: args.name.clone(),
+        version: args.version.clone(),
+        description: args.description,
+        publisher: args.publisher,
+        capabilities: Vec::new(),
+        allowed_hosts: args.allow_hosts,
+        limits: args.preset,
+        wit: String::new(),
+        component_sha256: String::new(),
+        component_bytes: 0,
+    };
+    let bytes = package::pack(&component, manifest, &key)
+        .map_err(|error| Failure::usage(error.to_string()))?;
+    let destination = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("{}-{}.wpkg", args.name, args.version)));
+    std::fs::write(&destination, bytes).map_err(|error| {
+        Failure::usage(format!("cannot write {}: {error}", destination.display()))
+    })?;
+    out(&format!("{}\n", destination.display()));
+    Ok(())
+}
+
+fn verify_command(path: &Path, trusted: &[PathBuf], as_json: bool) -> Result<(), Failure> {
+    let refused =
+        |error: package::PackageError| Failure::usage(format!("{}: {error}", path.display()));
+    let mut keys = Vec::new();
+    for file in trusted {
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| Failure::usage(format!("cannot read {}: {error}", file.display())))?;
+        keys.push(
+            package::verifying_key_from_hex(&text)
+                .map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?,
+        );
+    }
+    let package = package::read_file(path).map_err(|error| match error {
+        package::PackageError::Io(..) => Failure::usage(error.to_string()),
+        other => refused(other),
+    })?;
+    let signers = package::verify(&package, (!trusted.is_empty()).then_some(keys.as_slice()))
+        .map_err(refused)?;
+    let manifest = &package.manifest;
+    let signers: Vec<String> = signers
+        .iter()
+        .map(|key| key.as_bytes().iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    if as_json {
+        out(&format!(
+            "{:#}\n",
+            json!({ "verified": true, "manifest": manifest, "signers": signers })
+        ));
+    } else {
+        out(&format!(
+            "verified {} {}: capabilities [{}], signed by {}\n",
+            manifest.name,
+            manifest.version,
+            manifest.capabilities.join(","),
+            signers.join(", ")
+        ));
+    }
     Ok(())
 }
 

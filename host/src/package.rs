@@ -1,0 +1,420 @@
+//! Signed node packages: one file holding a manifest, Ed25519 signatures, and the component.
+//!
+//! Layout (all lengths little-endian, each checked against its limit before it is read):
+//! `warden-package\0` + format byte `1`, then `u32` manifest length and the manifest (JSON),
+//! `u32` signatures length and the signatures (JSON), `u64` component length and the component.
+//!
+//! What is signed is a domain-separated statement of the whole manifest: the line
+//! `warden package signature v1`, then the manifest serialized compactly with its fields in
+//! their fixed order. The manifest names the package and version and carries the component's
+//! SHA-256 and length, so no field can change, and no signature can move to another package or
+//! version, without failing verification. Signatures are checked with `verify_strict`, and
+//! weak public keys are refused.
+
+use crate::component::{self, WIT_VERSION};
+use crate::preflight;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+pub const MAGIC: &[u8; 16] = b"warden-package\0\x01";
+pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+pub const MAX_SIGNATURES_BYTES: usize = 64 * 1024;
+const DOMAIN: &[u8] = b"warden package signature v1\n";
+
+/// What a package says about itself. Field order is part of the signed statement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub publisher: String,
+    /// Capability names, in bit order; must equal what the component's imports require.
+    pub capabilities: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    /// The limits preset the package asks for.
+    pub limits: String,
+    /// The `warden:node` WIT version the component targets.
+    pub wit: String,
+    pub component_sha256: String,
+    pub component_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSignature {
+    /// Hex of the 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// Hex of the 64-byte signature over the statement.
+    pub signature: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Package {
+    pub manifest: Manifest,
+    pub signatures: Vec<PackageSignature>,
+    pub component: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackageError {
+    #[error("not a warden package (the file does not start with the package header)")]
+    NotAPackage,
+    #[error("the package is truncated or has bytes past its end")]
+    BadLength,
+    #[error("the package's {what} is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
+    #[error("the package's {0} is malformed: {1}")]
+    Malformed(&'static str, String),
+    #[error(
+        "the package name `{0}` is invalid: use 1 to 64 lowercase letters, digits, `-`, `_` or `.`, starting with a letter"
+    )]
+    BadName(String),
+    #[error("the version `{0}` is not semantic versioning (such as 1.2.3)")]
+    BadVersion(String),
+    #[error("the component does not match the manifest: {0}")]
+    ComponentMismatch(String),
+    #[error("the component is not a usable node: {0}")]
+    Component(String),
+    #[error(
+        "the manifest lists capabilities [{listed}] but the component's imports require [{required}]"
+    )]
+    CapabilityMismatch { listed: String, required: String },
+    #[error("the package has no signature")]
+    Unsigned,
+    #[error("a signature does not verify: {0}")]
+    BadSignature(String),
+    #[error("the public key {0} is weak and refused")]
+    WeakKey(String),
+    #[error("no signature is from a trusted key")]
+    Untrusted,
+    #[error("cannot read {0}: {1}")]
+    Io(String, String),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    // Lowercase hex digits only: one spelling per value.
+    if text.len() != N * 2
+        || !text
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+    {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (index, chunk) in text.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(chunk).ok()?;
+        out[index] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The bytes a signature covers.
+pub fn statement(manifest: &Manifest) -> Vec<u8> {
+    let mut bytes = DOMAIN.to_vec();
+    // Struct fields serialize in declaration order; serde_json writes them compactly.
+    bytes.extend(serde_json::to_vec(manifest).unwrap_or_default());
+    bytes
+}
+
+pub fn validate_name(name: &str) -> Result<(), PackageError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PackageError::BadName(name.to_string()))
+    }
+}
+
+/// A new signing key from the operating system's random source.
+pub fn generate_key() -> Result<SigningKey, PackageError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|error| PackageError::Io("the random source".into(), error.to_string()))?;
+    Ok(SigningKey::from_bytes(&secret))
+}
+
+pub fn public_key_hex(key: &SigningKey) -> String {
+    hex(key.verifying_key().as_bytes())
+}
+
+pub fn secret_key_hex(key: &SigningKey) -> String {
+    hex(&key.to_bytes())
+}
+
+pub fn signing_key_from_hex(text: &str) -> Option<SigningKey> {
+    unhex::<32>(text.trim()).map(|bytes| SigningKey::from_bytes(&bytes))
+}
+
+pub fn verifying_key_from_hex(text: &str) -> Result<VerifyingKey, PackageError> {
+    let bytes = unhex::<32>(text.trim())
+        .ok_or_else(|| PackageError::Malformed("public key", "not 64 hex digits".into()))?;
+    let key = VerifyingKey::from_bytes(&bytes)
+        .map_err(|error| PackageError::Malformed("public key", error.to_string()))?;
+    if key.is_weak() {
+        return Err(PackageError::WeakKey(text.trim().to_string()));
+    }
+    Ok(key)
+}
+
+/// Builds the manifest for `component` (capabilities filled in from its imports) and signs it.
+pub fn pack(
+    component: &[u8],
+    mut manifest: Manifest,
+    key: &SigningKey,
+) -> Result<Vec<u8>, PackageError> {
+    let summary = component::summarize(component)
+        .map_err(|error| PackageError::Component(error.to_string()))?;
+    manifest.capabilities = preflight::required_capabilities(&summary.imports)
+        .names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    manifest.component_sha256 = summary.sha256;
+    manifest.component_bytes = component.len() as u64;
+    manifest.wit = WIT_VERSION.to_string();
+    check_fields(&manifest)?;
+    let signature = key.sign(&statement(&manifest));
+    let signatures = vec![PackageSignature {
+        public_key: public_key_hex(key),
+        signature: hex(&signature.to_bytes()),
+    }];
+    Ok(encode(&Package {
+        manifest,
+        signatures,
+        component: component.to_vec(),
+    }))
+}
+
+fn check_fields(manifest: &Manifest) -> Result<(), PackageError> {
+    validate_name(&manifest.name)?;
+    semver::Version::parse(&manifest.version)
+        .map_err(|_| PackageError::BadVersion(manifest.version.clone()))?;
+    crate::allowlist::AllowedHosts::parse(&manifest.allowed_hosts)
+        .map_err(|error| PackageError::Malformed("manifest", error.to_string()))?;
+    manifest
+        .limits
+        .parse::<crate::Preset>()
+        .map_err(|error| PackageError::Malformed("manifest", error.to_string()))?;
+    Ok(())
+}
+
+pub fn encode(package: &Package) -> Vec<u8> {
+    let manifest = serde_json::to_vec(&package.manifest).unwrap_or_default();
+    let signatures = serde_json::to_vec(&package.signatures).unwrap_or_default();
+    let mut bytes = Vec::with_capacity(
+        MAGIC.len() + 16 + manifest.len() + signatures.len() + package.component.len(),
+    );
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&manifest);
+    bytes.extend_from_slice(&(signatures.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&signatures);
+    bytes.extend_from_slice(&(package.component.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&package.component);
+    bytes
+}
+
+/// Parses a package, checking every length against its limit before using it.
+pub fn decode(bytes: &[u8]) -> Result<Package, PackageError> {
+    let mut rest = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or(PackageError::NotAPackage)?;
+    let mut take = |count: usize| -> Result<&[u8], PackageError> {
+        if rest.len() < count {
+            return Err(PackageError::BadLength);
+        }
+        let (head, tail) = rest.split_at(count);
+        rest = tail;
+        Ok(head)
+    };
+    let manifest_len =
+        u32::from_le_bytes(take(4)?.try_into().map_err(|_| PackageError::BadLength)?) as usize;
+    if manifest_len > MAX_MANIFEST_BYTES {
+        return Err(PackageError::TooLarge {
+            what: "manifest",
+            size: manifest_len as u64,
+            limit: MAX_MANIFEST_BYTES as u64,
+        });
+    }
+    let manifest: Manifest = serde_json::from_slice(take(manifest_len)?)
+        .map_err(|error| PackageError::Malformed("manifest", error.to_string()))?;
+    let signatures_len =
+        u32::from_le_bytes(take(4)?.try_into().map_err(|_| PackageError::BadLength)?) as usize;
+    if signatures_len > MAX_SIGNATURES_BYTES {
+        return Err(PackageError::TooLarge {
+            what: "signatures",
+            size: signatures_len as u64,
+            limit: MAX_SIGNATURES_BYTES as u64,
+        });
+    }
+    let signatures: Vec<PackageSignature> = serde_json::from_slice(take(signatures_len)?)
+        .map_err(|error| PackageError::Malformed("signatures", error.to_string()))?;
+    let component_len =
+        u64::from_le_bytes(take(8)?.try_into().map_err(|_| PackageError::BadLength)?);
+    if component_len > component::MAX_COMPONENT_BYTES as u64 {
+        return Err(PackageError::TooLarge {
+            what: "component",
+            size: component_len,
+            limit: component::MAX_COMPONENT_BYTES as u64,
+        });
+    }
+    let component = take(component_len as usize)?.to_vec();
+    if !rest.is_empty() {
+        return Err(PackageError::BadLength);
+    }
+    Ok(Package {
+        manifest,
+        signatures,
+        component,
+    })
+}
+
+/// Reads a package file, refusing one larger than any valid package before reading it whole.
+pub fn read_file(path: &Path) -> Result<Package, PackageError> {
+    let io =
+        |error: std::io::Error| PackageError::Io(path.display().to_string(), error.to_string());
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    let limit = (MAGIC.len()
+        + 16
+        + MAX_MANIFEST_BYTES
+        + MAX_SIGNATURES_BYTES
+        + component::MAX_COMPONENT_BYTES) as u64;
+    if size > limit {
+        return Err(PackageError::TooLarge {
+            what: "file",
+            size,
+            limit,
+        });
+    }
+    decode(&std::fs::read(path).map_err(io)?)
+}
+
+/// Verifies everything before anything is compiled: the fields, the component against the
+/// manifest, the capabilities against the imports, and every signature. With `trusted`, at
+/// least one signature must be from one of those keys. Returns the signers' public keys.
+pub fn verify(
+    package: &Package,
+    trusted: Option<&[VerifyingKey]>,
+) -> Result<Vec<VerifyingKey>, PackageError> {
+    let manifest = &package.manifest;
+    check_fields(manifest)?;
+    if package.component.len() as u64 != manifest.component_bytes {
+        return Err(PackageError::ComponentMismatch(format!(
+            "it is {} bytes, the manifest says {}",
+            package.component.len(),
+            manifest.component_bytes
+        )));
+    }
+    let digest = hex(&Sha256::digest(&package.component));
+    if digest != manifest.component_sha256 {
+        return Err(PackageError::ComponentMismatch(
+            "its SHA-256 differs from the manifest's".into(),
+        ));
+    }
+    if !component::compatible_version(&manifest.wit) {
+        return Err(PackageError::Malformed(
+            "manifest",
+            format!(
+                "it targets warden:node {}, this host implements {WIT_VERSION}",
+                manifest.wit
+            ),
+        ));
+    }
+    let summary = component::summarize(&package.component)
+        .map_err(|error| PackageError::Component(error.to_string()))?;
+    let required: Vec<String> = preflight::required_capabilities(&summary.imports)
+        .names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if required != manifest.capabilities {
+        return Err(PackageError::CapabilityMismatch {
+            listed: manifest.capabilities.join(","),
+            required: required.join(","),
+        });
+    }
+    if package.signatures.is_empty() {
+        return Err(PackageError::Unsigned);
+    }
+    let statement = statement(manifest);
+    let mut signers = Vec::new();
+    for entry in &package.signatures {
+        let key = verifying_key_from_hex(&entry.public_key)?;
+        let bytes = unhex::<64>(&entry.signature)
+            .ok_or_else(|| PackageError::BadSignature("not 128 hex digits".into()))?;
+        let signature = Signature::from_bytes(&bytes);
+        key.verify_strict(&statement, &signature).map_err(|_| {
+            PackageError::BadSignature(format!(
+                "the signature by {} does not cover this manifest",
+                entry.public_key
+            ))
+        })?;
+        signers.push(key);
+    }
+    if let Some(trusted) = trusted
+        && !signers.iter().any(|signer| trusted.contains(signer))
+    {
+        return Err(PackageError::Untrusted);
+    }
+    Ok(signers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_garbage() {
+        assert_eq!(unhex::<2>("0aff"), Some([0x0a, 0xff]));
+        assert_eq!(unhex::<2>("0af"), None);
+        assert_eq!(unhex::<2>("zzzz"), None);
+        assert_eq!(unhex::<2>("+f+f"), None);
+        assert_eq!(unhex::<2>("0AFF"), None);
+    }
+
+    #[test]
+    fn names_and_headers() {
+        assert!(validate_name("text-transform").is_ok());
+        for bad in ["", "Upper", "1abc", "a/b", "ä", &"a".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(decode(b"nope"), Err(PackageError::NotAPackage));
+        let mut truncated = MAGIC.to_vec();
+        truncated.extend_from_slice(&10u32.to_le_bytes());
+        assert_eq!(decode(&truncated), Err(PackageError::BadLength));
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode(&huge),
+            Err(PackageError::TooLarge {
+                what: "manifest",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn weak_keys_are_refused() {
+        // The identity point is a small-order (weak) key.
+        let identity = "0100000000000000000000000000000000000000000000000000000000000000";
+        assert!(matches!(
+            verifying_key_from_hex(identity),
+            Err(PackageError::WeakKey(_))
+        ));
+    }
+}
