@@ -297,7 +297,7 @@ fn host_ip(host: &Host<String>) -> Option<IpAddr> {
 }
 
 /// IPv4-mapped IPv6 addresses are their IPv4 address.
-fn canonical_ip(address: IpAddr) -> IpAddr {
+pub(crate) fn canonical_ip(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()

@@ -315,36 +315,42 @@ pub(crate) async fn open(
                 .await
                 .map_err(|error| failed(&error))?
         } else {
-            let request = builder
-                .uri(target)
-                .header("host", authority)
-                .body(body)
-                .map_err(|error| HostError::Invalid(error.to_string()))?;
-            let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|error| failed(&error))?;
-            tokio::spawn(connection);
-            sender
-                .send_request(request)
-                .await
-                .map_err(|error| failed(&error))?
+            send_http1(stream, builder, &target, &authority, body, url).await?
         }
     } else {
-        let request = builder
-            .uri(target)
-            .header("host", authority)
-            .body(body)
-            .map_err(|error| HostError::Invalid(error.to_string()))?;
-        let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|error| failed(&error))?;
-        tokio::spawn(connection);
-        sender
-            .send_request(request)
-            .await
-            .map_err(|error| failed(&error))?
+        send_http1(stream, builder, &target, &authority, body, url).await?
     };
     Ok(response)
+}
+
+/// Sends one HTTP/1.1 request over `stream` (plain or TLS).
+async fn send_http1<S>(
+    stream: S,
+    builder: hyper::http::request::Builder,
+    target: &str,
+    authority: &str,
+    body: Full<Bytes>,
+    url: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, HostError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let failed = |error: &dyn std::fmt::Display| {
+        HostError::Unavailable(format!("the request to {url} failed: {error}"))
+    };
+    let request = builder
+        .uri(target)
+        .header("host", authority)
+        .body(body)
+        .map_err(|error| HostError::Invalid(error.to_string()))?;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| failed(&error))?;
+    tokio::spawn(connection);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|error| failed(&error))
 }
 
 /// One request, its response body read under the cap.

@@ -9,7 +9,7 @@
 //!   checked is the address connected to; rebinding the name afterwards changes nothing.
 //! - Nodes may bind only ephemeral ports: they connect out, they do not listen.
 
-use crate::allowlist::AllowedHosts;
+use crate::allowlist::{AllowedHosts, canonical_ip};
 use crate::log::{Level, RunLog, Source};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -112,7 +112,7 @@ impl NetworkPolicy {
             SocketAddrUse::TcpConnect => "tcp",
             SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => "udp",
         };
-        let ip = canonical(address.ip());
+        let ip = canonical_ip(address.ip());
         if lock(&self.resolved).contains(&ip) {
             return true;
         }
@@ -134,22 +134,12 @@ impl NetworkPolicy {
 
     /// Whether an address `name` resolved to may be used; remembers it if so.
     fn accept_resolved(&self, name: &str, address: IpAddr) -> bool {
-        let address = canonical(address);
+        let address = canonical_ip(address);
         if let Err(denied) = self.allowed.check_resolved_any(address) {
             return self.deny(format!("{name} resolved to {address}, dropped: {denied}"));
         }
         lock(&self.resolved).insert(address);
         true
-    }
-}
-
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
 }
 
