@@ -63,6 +63,13 @@ async fn handle(
         "/redirect-other-port" => redirect(format!("{own}/echo")),
         "/loop" => redirect("/loop".into()),
         "/big" => reply(200, "x".repeat(8 * 1024 * 1024)),
+        "/many-headers" => {
+            let mut response = Response::builder().status(200);
+            for index in 0..150 {
+                response = response.header(format!("x-filler-{index}"), "x");
+            }
+            response.body(Full::new(Bytes::new())).unwrap()
+        }
         "/slow" => {
             tokio::time::sleep(std::time::Duration::from_secs(20)).await;
             reply(200, "late".into())
@@ -499,4 +506,27 @@ fn a_slow_server_cannot_hold_a_node_past_its_deadline() {
             "{error}"
         ),
     }
+}
+
+#[test]
+fn request_bodies_and_response_headers_are_capped() {
+    let runtime = runtime();
+    let mut small = config(&["127.0.0.1"]);
+    small.limits.host.http_request_bytes = 3;
+    let error_text = error(&fetch(&runtime, &small, "POST", &https("/echo"), true));
+    assert!(
+        error_text.starts_with("too large:") && error_text.contains("request body is 5 bytes"),
+        "{error_text}"
+    );
+    let error_text = error(&fetch(
+        &runtime,
+        &config(&["127.0.0.1"]),
+        "GET",
+        &https("/many-headers"),
+        false,
+    ));
+    assert!(
+        error_text.starts_with("too large:") && error_text.contains("at most 100 headers"),
+        "{error_text}"
+    );
 }
