@@ -750,3 +750,27 @@ impl Drop for Ticker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_instances_get_separate_directories_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let files = FilesRoot::new(Some(root.path().to_path_buf()));
+        let a = files.node_dir(&RunContext::for_node("a")).unwrap();
+        let b = files.node_dir(&RunContext::for_node("b")).unwrap();
+        let other_board = files
+            .node_dir(&RunContext::for_node("a").with_board("other"))
+            .unwrap();
+        let escape = files.node_dir(&RunContext::for_node("../../etc")).unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, other_board);
+        assert_eq!(a, files.node_dir(&RunContext::for_node("a")).unwrap());
+        for dir in [&a, &b, &other_board, &escape] {
+            assert_eq!(dir.parent(), Some(root.path()), "{}", dir.display());
+            assert!(dir.is_dir());
+        }
+    }
+}
