@@ -23,11 +23,11 @@ use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsCtxView, WasiSocketsView};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiView};
 use wasmtime_wasi_io::bytes::Bytes;
 
-/// A WASI context with nothing from the host: the node's stdout and stderr go to `log`, and
-/// sockets exist only for the granted network capabilities, every address checked by `network`.
-/// The builder's defaults are the rest of the baseline: no environment, no arguments, stdin
-/// closed, no preopened directory, every socket address denied, and the secure random source
-/// seeded from the operating system.
+/// A WASI context with nothing from the host: the node's stdout and stderr go to `log`;
+/// sockets work only for the granted network capabilities, every address checked by `network`;
+/// `files`, when given, is the node's private directory, preopened as `/`. The builder's
+/// defaults are the rest of the baseline: no environment, no arguments, stdin closed, and the
+/// secure random source seeded from the operating system.
 pub(crate) fn context(
     log: &RunLog,
     granted: Capabilities,
