@@ -73,26 +73,12 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyp
 fn stub() -> SocketAddr {
     static ADDRESS: OnceLock<SocketAddr> = OnceLock::new();
     *ADDRESS.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                sender.send(listener.local_addr().unwrap()).unwrap();
-                while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(answer);
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
-        });
-        receiver.recv().unwrap()
+        serve_loopback(|stream| async move {
+            let service = hyper::service::service_fn(answer);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        })
     })
 }
 

@@ -61,62 +61,17 @@ async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: S
 fn tls_echo_server() -> SocketAddr {
     static ADDRESS: OnceLock<SocketAddr> = OnceLock::new();
     *ADDRESS.get_or_init(|| {
-        let acceptor = tls().1.clone();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                sender.send(listener.local_addr().unwrap()).unwrap();
-                while let Ok((stream, _)) = listener.accept().await {
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        if let Ok(stream) = acceptor.accept(stream).await {
-                            echo(stream).await;
-                        }
-                    });
-                }
-            });
-        });
-        receiver.recv().unwrap()
+        serve_loopback(|stream| async move {
+            if let Ok(stream) = tls().1.accept(stream).await {
+                echo(stream).await;
+            }
+        })
     })
 }
 
 fn echo_server() -> SocketAddr {
     static ADDRESS: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDRESS.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                sender.send(listener.local_addr().unwrap()).unwrap();
-                while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(async move {
-                        let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
-                            return;
-                        };
-                        while let Some(Ok(message)) = socket.next().await {
-                            if message.is_text() || message.is_binary() {
-                                let reply =
-                                    format!("echo: {}", message.into_text().unwrap_or_default());
-                                if socket.send(reply.into()).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    });
-                }
-            });
-        });
-        receiver.recv().unwrap()
-    })
+    *ADDRESS.get_or_init(|| serve_loopback(echo))
 }
 
 fn exchange(allowed: &[&str], url: &str, message: &str) -> RunOutcome {

@@ -114,3 +114,27 @@ pub fn output<'a>(outcome: &'a RunOutcome, name: &str) -> &'a warden_host::Value
         .unwrap_or_else(|| panic!("no output {name}"))
         .value
 }
+
+/// Starts a server on a loopback port, on a thread and runtime of its own; each connection is
+/// handed to `handle` on a task of its own. Returns the address it listens on.
+pub fn serve_loopback<F, Fut>(handle: F) -> std::net::SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            sender.send(listener.local_addr().unwrap()).unwrap();
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(handle(stream));
+            }
+        });
+    });
+    receiver.recv().unwrap()
+}
