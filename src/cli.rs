@@ -360,10 +360,11 @@ fn keygen_command(prefix: &Path) -> Result<(), Failure> {
         }
     }
     let key = package::generate_key().map_err(|error| Failure::usage(error.to_string()))?;
-    write_private(
+    package::write_secret_file(
         &secret_path,
         &format!("{}\n", package::secret_key_hex(&key)),
-    )?;
+    )
+    .map_err(Failure::usage)?;
     std::fs::write(&public_path, format!("{}\n", package::public_key_hex(&key))).map_err(
         |error| Failure::usage(format!("cannot write {}: {error}", public_path.display())),
     )?;
@@ -374,21 +375,6 @@ fn keygen_command(prefix: &Path) -> Result<(), Failure> {
         package::public_key_hex(&key)
     ));
     Ok(())
-}
-
-/// Creates `path` readable by its owner only, before anything secret is written to it.
-fn write_private(path: &Path, contents: &str) -> Result<(), Failure> {
-    let fail =
-        |error: std::io::Error| Failure::usage(format!("cannot write {}: {error}", path.display()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(fail)?;
-    file.write_all(contents.as_bytes()).map_err(fail)
 }
 
 fn pack_command(args: PackArgs) -> Result<(), Failure> {

@@ -98,11 +98,11 @@ pub enum PackageError {
     Io(String, String),
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     // Lowercase hex digits only: one spelling per value.
     if text.len() != N * 2
         || !text
@@ -169,6 +169,23 @@ pub fn verifying_key_from_hex(text: &str) -> Result<VerifyingKey, PackageError> 
         return Err(PackageError::WeakKey(text.trim().to_string()));
     }
     Ok(key)
+}
+
+/// Creates `path` readable by its owner only, before anything secret is written to it, and
+/// refuses to overwrite an existing file.
+pub fn write_secret_file(path: &Path, contents: &str) -> Result<(), String> {
+    use std::io::Write;
+    let fail = |error: std::io::Error| format!("cannot write {}: {error}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(fail)?;
+    file.write_all(contents.as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)
 }
 
 /// Builds the manifest for `component` (capabilities filled in from its imports) and signs it.

@@ -1,0 +1,605 @@
+//! The host side: installing from a registry, and what a host remembers between installs.
+//!
+//! A host keeps its own redb file (`host.redb` in its state directory) with, per registry, the
+//! pinned registry key, the highest index version and the log checkpoint it has seen; per node
+//! name, the highest version it has seen and what is installed, with the grant. An install
+//! verifies, in this order and before anything is compiled: the index (signature, registry,
+//! expiry, no rollback, no equivocation), the log (it chains to the signed checkpoint, extends
+//! the one seen before, and records the publish), the choice (not yanked, no downgrade, same
+//! publisher, the other installed nodes listed by this same index), the package (its hash as
+//! indexed, its manifest, component, capabilities and signatures) and its signing key (the
+//! publisher's, added before and not revoked at publication).
+
+use crate::client::{Client, ClientError};
+use crate::protocol::{self, Index, IndexEntry, LogEntry, Signed, sha256_hex};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use warden_host::Capabilities;
+use warden_host::package::{self, Package, hex};
+
+const REGISTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("registries");
+const SEEN: TableDefinition<&str, &str> = TableDefinition::new("highest_seen");
+const INSTALLED: TableDefinition<&str, &[u8]> = TableDefinition::new("installed");
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("the host's state failed: {0}")]
+    State(String),
+}
+
+fn state<E: std::fmt::Display>(error: E) -> InstallError {
+    InstallError::State(error.to_string())
+}
+
+fn refused(why: impl Into<String>) -> InstallError {
+    InstallError::Refused(why.into())
+}
+
+/// What the host remembers of a registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryRecord {
+    pub public_key: String,
+    pub index_version: u64,
+    pub index_sha256: String,
+    pub log_size: u64,
+    pub log_head: String,
+}
+
+/// An installed node and its grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    pub name: String,
+    pub version: String,
+    pub registry: String,
+    pub publisher: String,
+    pub package_sha256: String,
+    /// What the signed manifest requests.
+    pub requested: Vec<String>,
+    pub requested_hosts: Vec<String>,
+    pub limits: String,
+    /// What the operator approved (it may cover more than this version requests).
+    pub approved: Vec<String>,
+    pub approved_hosts: Vec<String>,
+    /// False while the version requests something not approved.
+    pub enabled: bool,
+}
+
+impl Installed {
+    /// The capabilities requested and not approved.
+    pub fn pending(&self) -> Vec<String> {
+        self.requested
+            .iter()
+            .filter(|name| !self.approved.contains(name))
+            .cloned()
+            .collect()
+    }
+
+    pub fn pending_hosts(&self) -> Vec<String> {
+        self.requested_hosts
+            .iter()
+            .filter(|host| !self.approved_hosts.contains(host))
+            .cloned()
+            .collect()
+    }
+
+    /// The grant: what was approved intersected with what the package requests.
+    pub fn grant(&self) -> Result<Capabilities, InstallError> {
+        let names: Vec<&str> = self
+            .requested
+            .iter()
+            .filter(|name| self.approved.contains(name))
+            .map(String::as_str)
+            .collect();
+        if names.is_empty() {
+            return Ok(Capabilities::empty());
+        }
+        names
+            .join(",")
+            .parse::<Capabilities>()
+            .map_err(|error| InstallError::State(error.to_string()))
+    }
+
+    pub fn granted_hosts(&self) -> Vec<String> {
+        self.requested_hosts
+            .iter()
+            .filter(|host| self.approved_hosts.contains(host))
+            .cloned()
+            .collect()
+    }
+
+    fn refresh(&mut self) {
+        self.enabled = self.pending().is_empty() && self.pending_hosts().is_empty();
+    }
+}
+
+/// A host's install state: `host.redb` and the package files beside it.
+pub struct HostState {
+    db: Database,
+    dir: PathBuf,
+}
+
+fn parse<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, InstallError> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| InstallError::State(format!("corrupt record: {error}")))
+}
+
+impl HostState {
+    pub fn open(dir: &Path) -> Result<HostState, InstallError> {
+        std::fs::create_dir_all(dir.join("packages")).map_err(|error| {
+            InstallError::State(format!("cannot create {}: {error}", dir.display()))
+        })?;
+        let db = Database::create(dir.join("host.redb")).map_err(|error| {
+            InstallError::State(format!(
+                "cannot open {}: {error}",
+                dir.join("host.redb").display()
+            ))
+        })?;
+        let txn = db.begin_write().map_err(state)?;
+        txn.open_table(REGISTRIES).map_err(state)?;
+        txn.open_table(SEEN).map_err(state)?;
+        txn.open_table(INSTALLED).map_err(state)?;
+        txn.commit().map_err(state)?;
+        Ok(HostState {
+            db,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn write(&self) -> Result<redb::WriteTransaction, InstallError> {
+        let mut txn = self.db.begin_write().map_err(state)?;
+        txn.set_two_phase_commit(true);
+        txn.set_durability(Durability::Immediate).map_err(state)?;
+        Ok(txn)
+    }
+
+    pub fn registry(&self, url: &str) -> Result<Option<RegistryRecord>, InstallError> {
+        let txn = self.db.begin_read().map_err(state)?;
+        let table = txn.open_table(REGISTRIES).map_err(state)?;
+        table
+            .get(url)
+            .map_err(state)?
+            .map(|bytes| parse(bytes.value()))
+            .transpose()
+    }
+
+    pub fn highest_seen(&self, name: &str) -> Result<Option<semver::Version>, InstallError> {
+        let txn = self.db.begin_read().map_err(state)?;
+        let table = txn.open_table(SEEN).map_err(state)?;
+        Ok(table
+            .get(name)
+            .map_err(state)?
+            .and_then(|version| semver::Version::parse(version.value()).ok()))
+    }
+
+    pub fn installed(&self, name: &str) -> Result<Option<Installed>, InstallError> {
+        let txn = self.db.begin_read().map_err(state)?;
+        let table = txn.open_table(INSTALLED).map_err(state)?;
+        table
+            .get(name)
+            .map_err(state)?
+            .map(|bytes| parse(bytes.value()))
+            .transpose()
+    }
+
+    pub fn all_installed(&self) -> Result<Vec<Installed>, InstallError> {
+        let txn = self.db.begin_read().map_err(state)?;
+        let table = txn.open_table(INSTALLED).map_err(state)?;
+        let mut all = Vec::new();
+        for item in redb::ReadableTable::iter(&table).map_err(state)? {
+            let (_, value) = item.map_err(state)?;
+            all.push(parse(value.value())?);
+        }
+        Ok(all)
+    }
+
+    fn put_registry(&self, url: &str, record: &RegistryRecord) -> Result<(), InstallError> {
+        let txn = self.write()?;
+        txn.open_table(REGISTRIES)
+            .map_err(state)?
+            .insert(
+                url,
+                serde_json::to_vec(record).unwrap_or_default().as_slice(),
+            )
+            .map_err(state)?;
+        txn.commit().map_err(state)
+    }
+
+    fn package_path(&self, name: &str, version: &str) -> PathBuf {
+        self.dir
+            .join("packages")
+            .join(format!("{name}-{version}.wpkg"))
+    }
+
+    /// The installed package of `name`, re-verified (the file is not trusted), with its record.
+    /// Refuses a node that is disabled until its operator approves what it asks for.
+    pub fn load(&self, name: &str) -> Result<(Package, Installed), InstallError> {
+        let record = self.installed(name)?.ok_or_else(|| {
+            InstallError::Usage(format!(
+                "`{name}` is not installed; install it with `warden install {name} --registry URL`"
+            ))
+        })?;
+        if !record.enabled {
+            return Err(refused(format!(
+                "{name}@{} is disabled until its new requests are approved: capabilities [{}], hosts [{}]; run `warden approve {name}`",
+                record.version,
+                record.pending().join(","),
+                record.pending_hosts().join(",")
+            )));
+        }
+        let path = self.package_path(&record.name, &record.version);
+        let bytes = std::fs::read(&path).map_err(|error| {
+            InstallError::State(format!("cannot read {}: {error}", path.display()))
+        })?;
+        if sha256_hex(&bytes) != record.package_sha256 {
+            return Err(refused(format!(
+                "{} was altered after it was installed",
+                path.display()
+            )));
+        }
+        let package = package::decode(&bytes).map_err(|error| refused(error.to_string()))?;
+        package::verify(&package, None).map_err(|error| refused(error.to_string()))?;
+        Ok((package, record))
+    }
+
+    /// Approves what `name`'s installed version requests (or only `capabilities`/`hosts` when
+    /// given) and enables it when nothing requested is left unapproved.
+    pub fn approve(
+        &self,
+        name: &str,
+        capabilities: Option<Vec<String>>,
+        hosts: Option<Vec<String>>,
+    ) -> Result<Installed, InstallError> {
+        let mut record = self
+            .installed(name)?
+            .ok_or_else(|| InstallError::Usage(format!("`{name}` is not installed")))?;
+        let capabilities = capabilities.unwrap_or_else(|| record.pending());
+        let hosts = hosts.unwrap_or_else(|| record.pending_hosts());
+        for capability in capabilities {
+            if !record.approved.contains(&capability) {
+                record.approved.push(capability);
+            }
+        }
+        for host in hosts {
+            if !record.approved_hosts.contains(&host) {
+                record.approved_hosts.push(host);
+            }
+        }
+        record.refresh();
+        let txn = self.write()?;
+        txn.open_table(INSTALLED)
+            .map_err(state)?
+            .insert(
+                name,
+                serde_json::to_vec(&record).unwrap_or_default().as_slice(),
+            )
+            .map_err(state)?;
+        txn.commit().map_err(state)?;
+        Ok(record)
+    }
+}
+
+/// What an install asks for.
+pub struct InstallRequest<'a> {
+    pub name: &'a str,
+    pub version: Option<&'a str>,
+    /// The registry's public key; needed the first time a host uses a registry, checked after.
+    pub registry_key: Option<&'a str>,
+    /// Capabilities the operator approves; on a first install, what the package requests.
+    pub approve: Option<Vec<String>>,
+    pub approve_hosts: Option<Vec<String>>,
+    /// The time to check expiry against (the clock, except in tests).
+    pub now: u64,
+}
+
+/// Verifies a signed index against what this host has seen of `registry` and records it.
+/// Returns the index and the record as it was before.
+pub fn accept_index(
+    host: &HostState,
+    registry: &str,
+    signed: &Signed,
+    registry_key: Option<&str>,
+    now: u64,
+) -> Result<(Index, Option<RegistryRecord>), InstallError> {
+    let known = host.registry(registry)?;
+    let key_hex = match (&known, registry_key) {
+        (Some(known), Some(given)) if known.public_key != given.trim() => {
+            return Err(refused(format!(
+                "the registry key given is not the one pinned for {registry} ({}); a registry's key never changes silently",
+                known.public_key
+            )));
+        }
+        (Some(known), _) => known.public_key.clone(),
+        (None, Some(given)) => given.trim().to_string(),
+        (None, None) => {
+            return Err(InstallError::Usage(format!(
+                "this host has not used {registry} before: pass its public key with --registry-key (the registry prints it and writes it to registry.pub in its data directory)"
+            )));
+        }
+    };
+    let key = package::verifying_key_from_hex(&key_hex)
+        .map_err(|error| InstallError::Usage(error.to_string()))?;
+    let index = Index::verify(signed, &key, now).map_err(|error| refused(error.to_string()))?;
+    let digest = sha256_hex(signed.signed.as_bytes());
+    if let Some(known) = &known {
+        if index.version < known.index_version {
+            return Err(refused(format!(
+                "the registry served index version {}, older than version {} seen before (a rollback)",
+                index.version, known.index_version
+            )));
+        }
+        if index.version == known.index_version && digest != known.index_sha256 {
+            return Err(refused(format!(
+                "the registry served two different indexes as version {}",
+                index.version
+            )));
+        }
+        if index.log_size < known.log_size {
+            return Err(refused(
+                "the registry's log is shorter than this host has seen",
+            ));
+        }
+    }
+    Ok((index, known))
+}
+
+/// Checks the log: it chains to the index's signed checkpoint and extends what was seen.
+pub fn check_log(
+    entries: &[LogEntry],
+    index: &Index,
+    known: Option<&RegistryRecord>,
+) -> Result<(), InstallError> {
+    protocol::verify_log(entries, index.log_size, &index.log_head)
+        .map_err(|error| refused(error.to_string()))?;
+    if let Some(known) = known
+        && known.log_size > 0
+    {
+        let extends = entries
+            .get(known.log_size as usize - 1)
+            .is_some_and(|entry| entry.hash() == known.log_head);
+        if !extends {
+            return Err(refused(
+                "the registry's log was rewritten since this host last saw it",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Picks the version to install: the one asked for, or the highest not yanked.
+pub fn choose<'a>(
+    index: &'a Index,
+    name: &str,
+    version: Option<&str>,
+) -> Result<&'a IndexEntry, InstallError> {
+    let entry = match version {
+        Some(version) => index.entry(name, version).ok_or_else(|| {
+            InstallError::Usage(format!("the registry does not list {name}@{version}"))
+        })?,
+        None => index
+            .packages
+            .iter()
+            .filter(|entry| entry.name == name && !entry.yanked)
+            .filter_map(|entry| {
+                semver::Version::parse(&entry.version)
+                    .ok()
+                    .map(|parsed| (parsed, entry))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, entry)| entry)
+            .ok_or_else(|| {
+                InstallError::Usage(format!(
+                    "the registry lists no installable version of `{name}`"
+                ))
+            })?,
+    };
+    if entry.yanked {
+        return Err(refused(format!("{name}@{} was yanked", entry.version)));
+    }
+    Ok(entry)
+}
+
+/// Checks a downloaded package against its index entry and the index's keys.
+pub fn check_package(
+    bytes: &[u8],
+    entry: &IndexEntry,
+    index: &Index,
+) -> Result<Package, InstallError> {
+    if bytes.len() as u64 != entry.package_bytes || sha256_hex(bytes) != entry.package_sha256 {
+        return Err(refused(format!(
+            "the file served for {}@{} is not the one the signed index lists",
+            entry.name, entry.version
+        )));
+    }
+    let package = package::decode(bytes).map_err(|error| refused(error.to_string()))?;
+    let signers = package::verify(&package, None).map_err(|error| refused(error.to_string()))?;
+    let manifest = &package.manifest;
+    if manifest.name != entry.name
+        || manifest.version != entry.version
+        || manifest.publisher != entry.publisher
+    {
+        return Err(refused(format!(
+            "the package is {}@{} by `{}`, the index lists {}@{} by `{}`",
+            manifest.name,
+            manifest.version,
+            manifest.publisher,
+            entry.name,
+            entry.version,
+            entry.publisher
+        )));
+    }
+    if manifest.capabilities != entry.capabilities
+        || manifest.component_sha256 != entry.component_sha256
+    {
+        return Err(refused(
+            "the package's manifest differs from its index entry",
+        ));
+    }
+    let valid_signer = signers.iter().any(|signer| {
+        index.key(&hex(signer.as_bytes())).is_some_and(|key| {
+            key.publisher == entry.publisher
+                && key.added_at <= entry.published_at
+                && key
+                    .revoked_at
+                    .is_none_or(|revoked| entry.published_at < revoked)
+        })
+    });
+    if !valid_signer {
+        return Err(refused(format!(
+            "{}@{} is not signed by a key of `{}` that was valid when it was published (revoked or unknown key)",
+            entry.name, entry.version, entry.publisher
+        )));
+    }
+    Ok(package)
+}
+
+/// Installs a node from the registry behind `client`. See the module documentation for what
+/// is checked; any failure leaves the installed state as it was.
+pub async fn install(
+    client: &Client,
+    host: &HostState,
+    request: InstallRequest<'_>,
+) -> Result<Installed, InstallError> {
+    let registry = client.base().to_string();
+    let signed: Signed = client.get_json("v1/index").await?;
+    let (index, known) = accept_index(host, &registry, &signed, request.registry_key, request.now)?;
+    let log: Vec<LogEntry> = client.get_json("v1/log").await?;
+    check_log(&log, &index, known.as_ref())?;
+    // The index is authentic and newer: remember it now, so a later rollback is refused even
+    // if this install fails.
+    host.put_registry(
+        &registry,
+        &RegistryRecord {
+            public_key: index.registry.clone(),
+            index_version: index.version,
+            index_sha256: sha256_hex(signed.signed.as_bytes()),
+            log_size: index.log_size,
+            log_head: index.log_head.clone(),
+        },
+    )?;
+    let entry = choose(&index, request.name, request.version)?;
+    let logged = log.iter().any(|logged| {
+        matches!(&logged.event, protocol::Event::Publish { name, version, package_sha256, .. }
+            if *name == entry.name && *version == entry.version && *package_sha256 == entry.package_sha256)
+    });
+    if !logged {
+        return Err(refused(format!(
+            "{}@{} is not in the registry's log",
+            entry.name, entry.version
+        )));
+    }
+    let chosen =
+        semver::Version::parse(&entry.version).map_err(|error| refused(error.to_string()))?;
+    if let Some(highest) = host.highest_seen(&entry.name)?
+        && chosen < highest
+    {
+        return Err(refused(format!(
+            "{}@{} is older than {highest}, which this host has installed before (a downgrade)",
+            entry.name, entry.version
+        )));
+    }
+    let previous = host.installed(&entry.name)?;
+    if let Some(previous) = &previous
+        && previous.publisher != entry.publisher
+    {
+        return Err(refused(format!(
+            "`{}` was installed from the publisher `{}`, the registry now lists `{}`",
+            entry.name, previous.publisher, entry.publisher
+        )));
+    }
+    for other in host.all_installed()? {
+        if other.name == entry.name {
+            continue;
+        }
+        let listed = index
+            .entry(&other.name, &other.version)
+            .is_some_and(|listed| listed.package_sha256 == other.package_sha256);
+        if !listed {
+            return Err(refused(format!(
+                "this index does not list the installed {}@{} as it was installed: no signed index has listed that combination",
+                other.name, other.version
+            )));
+        }
+    }
+    let path = format!("v1/packages/{}/{}", entry.name, entry.version);
+    let limit = (entry.package_bytes as usize).min(crate::server::DEFAULT_MAX_PACKAGE_BYTES * 4);
+    let bytes = client.send(hyper::Method::GET, &path, None, limit).await?;
+    let package = check_package(&bytes, entry, &index)?;
+    let manifest = &package.manifest;
+
+    let mut record = Installed {
+        name: entry.name.clone(),
+        version: entry.version.clone(),
+        registry: registry.clone(),
+        publisher: entry.publisher.clone(),
+        package_sha256: entry.package_sha256.clone(),
+        requested: manifest.capabilities.clone(),
+        requested_hosts: manifest.allowed_hosts.clone(),
+        limits: manifest.limits.clone(),
+        approved: Vec::new(),
+        approved_hosts: Vec::new(),
+        enabled: false,
+    };
+    match &previous {
+        // An update keeps what was approved; anything new waits for `warden approve`.
+        Some(previous) => {
+            record.approved = previous.approved.clone();
+            record.approved_hosts = previous.approved_hosts.clone();
+            for extra in request.approve.unwrap_or_default() {
+                if !record.approved.contains(&extra) {
+                    record.approved.push(extra);
+                }
+            }
+            for extra in request.approve_hosts.unwrap_or_default() {
+                if !record.approved_hosts.contains(&extra) {
+                    record.approved_hosts.push(extra);
+                }
+            }
+        }
+        // A first install approves what the operator says, or what the package asks for.
+        None => {
+            record.approved = request.approve.unwrap_or_else(|| record.requested.clone());
+            record.approved_hosts = request
+                .approve_hosts
+                .unwrap_or_else(|| record.requested_hosts.clone());
+        }
+    }
+    record.refresh();
+
+    let destination = host.package_path(&record.name, &record.version);
+    write_durably(&destination, &bytes)?;
+    let txn = host.write()?;
+    {
+        let mut seen = txn.open_table(SEEN).map_err(state)?;
+        seen.insert(record.name.as_str(), record.version.as_str())
+            .map_err(state)?;
+        txn.open_table(INSTALLED)
+            .map_err(state)?
+            .insert(
+                record.name.as_str(),
+                serde_json::to_vec(&record).unwrap_or_default().as_slice(),
+            )
+            .map_err(state)?;
+    }
+    txn.commit().map_err(state)?;
+    Ok(record)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it into place.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
+    use std::io::Write;
+    let fail = |error: std::io::Error| {
+        InstallError::State(format!("cannot write {}: {error}", path.display()))
+    };
+    let temporary = path.with_extension("partial");
+    let mut file = std::fs::File::create(&temporary).map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&temporary, path).map_err(fail)
+}

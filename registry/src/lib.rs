@@ -1,0 +1,15 @@
+//! The warden node registry and the host side that installs from it.
+//!
+//! - [`server`] and [`store`]: `warden registry serve`, an HTTPS API over a redb database.
+//! - [`protocol`]: the signed index, the hash-chained log and key statements.
+//! - [`auth`]: permissions, roles and tokens.
+//! - [`client`] and [`install`]: how a host talks to a registry and verifies what it installs.
+
+pub mod auth;
+pub mod client;
+pub mod install;
+pub mod names;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,391 @@
+//! What the registry signs and what hosts verify: the index of everything it serves, the
+//! hash-chained log, and the statements that add or rotate a publisher's key.
+//!
+//! Each signed document travels as the exact JSON text that was signed plus a signature over a
+//! domain string and that text, so no re-serialization can change what a signature covers and
+//! a signature made for one kind of document never verifies as another.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use warden_host::package::{self, hex, unhex};
+
+const INDEX_DOMAIN: &[u8] = b"warden registry index v1\n";
+const LOG_DOMAIN: &[u8] = b"warden registry log entry v1\n";
+const KEY_DOMAIN: &[u8] = b"warden publisher key v1\n";
+
+/// The largest signed index a host reads.
+pub const MAX_INDEX_BYTES: usize = 32 * 1024 * 1024;
+/// The largest log a host reads.
+pub const MAX_LOG_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("the {0} is malformed: {1}")]
+    Malformed(&'static str, String),
+    #[error("the {0} signature does not verify with the registry's key")]
+    BadSignature(&'static str),
+    #[error("the index expired at {expired} (now {now}); the registry may be frozen or replayed")]
+    Expired { expired: u64, now: u64 },
+    #[error("the log does not chain: {0}")]
+    BrokenLog(String),
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// A JSON document and the registry's signature over it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signed {
+    /// The exact JSON text that was signed.
+    pub signed: String,
+    /// Hex of the Ed25519 signature over the domain string and `signed`.
+    pub signature: String,
+}
+
+fn sign(domain: &[u8], text: String, key: &SigningKey) -> Signed {
+    let mut message = domain.to_vec();
+    message.extend_from_slice(text.as_bytes());
+    Signed {
+        signature: hex(&key.sign(&message).to_bytes()),
+        signed: text,
+    }
+}
+
+fn verify(
+    domain: &[u8],
+    what: &'static str,
+    signed: &Signed,
+    key: &VerifyingKey,
+) -> Result<(), ProtocolError> {
+    let bytes = unhex::<64>(&signed.signature).ok_or(ProtocolError::BadSignature(what))?;
+    let mut message = domain.to_vec();
+    message.extend_from_slice(signed.signed.as_bytes());
+    key.verify_strict(&message, &Signature::from_bytes(&bytes))
+        .map_err(|_| ProtocolError::BadSignature(what))
+}
+
+/// One package version as the index lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: String,
+    pub publisher: String,
+    /// SHA-256 of the whole package file.
+    pub package_sha256: String,
+    pub package_bytes: u64,
+    /// SHA-256 of the component inside it.
+    pub component_sha256: String,
+    pub capabilities: Vec<String>,
+    /// The public keys whose signatures the registry accepted.
+    pub signers: Vec<String>,
+    pub published_at: u64,
+    pub yanked: bool,
+}
+
+/// A publisher's key as the index lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    pub publisher: String,
+    pub public_key: String,
+    pub added_at: u64,
+    /// Signatures this key made after this time are refused.
+    pub revoked_at: Option<u64>,
+}
+
+/// Everything the registry serves at one moment, signed as a whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Index {
+    /// The registry's public key (its identity).
+    pub registry: String,
+    /// Grows by one with every change; hosts refuse one lower than they have seen.
+    pub version: u64,
+    pub issued_at: u64,
+    /// Hosts refuse the index after this time, so a frozen registry cannot hold them back.
+    pub expires_at: u64,
+    /// The signed checkpoint of the log: its length and the hash of its last entry.
+    pub log_size: u64,
+    pub log_head: String,
+    pub packages: Vec<IndexEntry>,
+    pub keys: Vec<KeyEntry>,
+}
+
+impl Index {
+    pub fn sign(&self, key: &SigningKey) -> Signed {
+        sign(
+            INDEX_DOMAIN,
+            serde_json::to_string(self).unwrap_or_default(),
+            key,
+        )
+    }
+
+    /// Checks the signature first, then parses, then checks that it is for this registry and
+    /// has not expired at `now`.
+    pub fn verify(signed: &Signed, key: &VerifyingKey, now: u64) -> Result<Index, ProtocolError> {
+        verify(INDEX_DOMAIN, "index", signed, key)?;
+        let index: Index = serde_json::from_str(&signed.signed)
+            .map_err(|error| ProtocolError::Malformed("index", error.to_string()))?;
+        if index.registry != hex(key.as_bytes()) {
+            return Err(ProtocolError::Malformed(
+                "index",
+                "it names another registry".into(),
+            ));
+        }
+        if now >= index.expires_at {
+            return Err(ProtocolError::Expired {
+                expired: index.expires_at,
+                now,
+            });
+        }
+        Ok(index)
+    }
+
+    pub fn entry(&self, name: &str, version: &str) -> Option<&IndexEntry> {
+        self.packages
+            .iter()
+            .find(|entry| entry.name == name && entry.version == version)
+    }
+
+    pub fn key(&self, public_key: &str) -> Option<&KeyEntry> {
+        self.keys.iter().find(|key| key.public_key == public_key)
+    }
+}
+
+/// What happened, as the log records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Event {
+    Publish {
+        name: String,
+        version: String,
+        publisher: String,
+        package_sha256: String,
+    },
+    Yank {
+        name: String,
+        version: String,
+    },
+    KeyAdded {
+        publisher: String,
+        public_key: String,
+        /// The existing key that signed this one in, for a rotation.
+        signed_by: Option<String>,
+    },
+    KeyRevoked {
+        publisher: String,
+        public_key: String,
+        revoked_at: u64,
+    },
+}
+
+/// One entry of the append-only log; `previous` is the hash of the entry before it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntry {
+    pub sequence: u64,
+    pub time: u64,
+    pub previous: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The hash before the first entry.
+pub const LOG_ROOT: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl LogEntry {
+    pub fn hash(&self) -> String {
+        let mut bytes = LOG_DOMAIN.to_vec();
+        bytes.extend(serde_json::to_vec(self).unwrap_or_default());
+        sha256_hex(&bytes)
+    }
+}
+
+/// Checks that `entries` chain from the root and end at `head` after `size` entries.
+pub fn verify_log(entries: &[LogEntry], size: u64, head: &str) -> Result<(), ProtocolError> {
+    let mut previous = LOG_ROOT.to_string();
+    for (position, entry) in entries.iter().enumerate() {
+        if entry.sequence != position as u64 {
+            return Err(ProtocolError::BrokenLog(format!(
+                "entry {position} says it is number {}",
+                entry.sequence
+            )));
+        }
+        if entry.previous != previous {
+            return Err(ProtocolError::BrokenLog(format!(
+                "entry {position} does not follow the one before it"
+            )));
+        }
+        previous = entry.hash();
+    }
+    if entries.len() as u64 != size || previous != head {
+        return Err(ProtocolError::BrokenLog(format!(
+            "{} entries ending at {previous}, the signed checkpoint says {size} ending at {head}",
+            entries.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The statement by which a publisher's existing key signs in a new one (a rotation).
+pub fn key_statement(publisher: &str, new_key: &str) -> Vec<u8> {
+    let mut bytes = KEY_DOMAIN.to_vec();
+    bytes.extend(serde_json::to_vec(&(publisher, new_key)).unwrap_or_default());
+    bytes
+}
+
+pub fn sign_key_statement(publisher: &str, new_key: &str, by: &SigningKey) -> String {
+    hex(&by.sign(&key_statement(publisher, new_key)).to_bytes())
+}
+
+pub fn verify_key_statement(
+    publisher: &str,
+    new_key: &str,
+    by: &VerifyingKey,
+    signature: &str,
+) -> bool {
+    unhex::<64>(signature).is_some_and(|bytes| {
+        by.verify_strict(
+            &key_statement(publisher, new_key),
+            &Signature::from_bytes(&bytes),
+        )
+        .is_ok()
+    })
+}
+
+pub use package::verifying_key_from_hex;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn index(registry: &SigningKey, expires_at: u64) -> Index {
+        Index {
+            registry: hex(registry.verifying_key().as_bytes()),
+            version: 3,
+            issued_at: 10,
+            expires_at,
+            log_size: 0,
+            log_head: LOG_ROOT.into(),
+            packages: vec![],
+            keys: vec![],
+        }
+    }
+
+    #[test]
+    fn index_signature_binds_the_text_and_the_registry() {
+        let registry = key(1);
+        let signed = index(&registry, 100).sign(&registry);
+        assert!(Index::verify(&signed, &registry.verifying_key(), 50).is_ok());
+        let mut altered = signed.clone();
+        altered.signed = altered.signed.replace("\"version\":3", "\"version\":4");
+        assert_eq!(
+            Index::verify(&altered, &registry.verifying_key(), 50),
+            Err(ProtocolError::BadSignature("index"))
+        );
+        assert_eq!(
+            Index::verify(&signed, &key(2).verifying_key(), 50),
+            Err(ProtocolError::BadSignature("index"))
+        );
+        // Signed by the right key but naming another registry.
+        let mut other = index(&key(2), 100);
+        other.version = 1;
+        let forged = other.sign(&registry);
+        assert!(matches!(
+            Index::verify(&forged, &registry.verifying_key(), 50),
+            Err(ProtocolError::Malformed(..))
+        ));
+    }
+
+    #[test]
+    fn an_expired_index_is_refused() {
+        let registry = key(1);
+        let signed = index(&registry, 100).sign(&registry);
+        assert_eq!(
+            Index::verify(&signed, &registry.verifying_key(), 100),
+            Err(ProtocolError::Expired {
+                expired: 100,
+                now: 100
+            })
+        );
+    }
+
+    #[test]
+    fn a_signature_under_another_domain_is_refused() {
+        let registry = key(1);
+        let text = serde_json::to_string(&index(&registry, 100)).unwrap_or_default();
+        // The same text signed as a key statement must not pass as an index.
+        let signed = sign(KEY_DOMAIN, text, &registry);
+        assert_eq!(
+            Index::verify(&signed, &registry.verifying_key(), 50),
+            Err(ProtocolError::BadSignature("index"))
+        );
+    }
+
+    #[test]
+    fn the_log_chains() {
+        let mut entries = Vec::new();
+        let mut previous = LOG_ROOT.to_string();
+        for sequence in 0..3 {
+            let entry = LogEntry {
+                sequence,
+                time: sequence,
+                previous: previous.clone(),
+                event: Event::Yank {
+                    name: "a".into(),
+                    version: format!("1.0.{sequence}"),
+                },
+            };
+            previous = entry.hash();
+            entries.push(entry);
+        }
+        assert!(verify_log(&entries, 3, &previous).is_ok());
+        assert!(verify_log(&entries[..2], 3, &previous).is_err());
+        let mut altered = entries.clone();
+        altered[1].time = 99;
+        assert!(verify_log(&altered, 3, &previous).is_err());
+        let mut dropped = entries.clone();
+        dropped.remove(1);
+        assert!(verify_log(&dropped, 2, &previous).is_err());
+    }
+
+    #[test]
+    fn key_statements_name_the_publisher_and_the_key() {
+        let old = key(1);
+        let signature = sign_key_statement("acme", "abcd", &old);
+        assert!(verify_key_statement(
+            "acme",
+            "abcd",
+            &old.verifying_key(),
+            &signature
+        ));
+        assert!(!verify_key_statement(
+            "evil",
+            "abcd",
+            &old.verifying_key(),
+            &signature
+        ));
+        assert!(!verify_key_statement(
+            "acme",
+            "abce",
+            &old.verifying_key(),
+            &signature
+        ));
+    }
+}

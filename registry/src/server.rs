@@ -1,0 +1,299 @@
+//! The registry's HTTP API (axum on hyper), served over rustls with HTTP/2 and HTTP/1.1.
+//! Every endpoint but `/v1/registry` authenticates the caller and checks one permission.
+//! The API is described in `docs/registry.md`.
+
+use crate::auth::{self, Permissions, TokenKind};
+use crate::store::{Caller, DEFAULT_TOKEN_TTL, Store, StoreError};
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// The largest package the registry accepts by default.
+pub const DEFAULT_MAX_PACKAGE_BYTES: usize = 64 * 1024 * 1024;
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        let status = match &error {
+            StoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            StoreError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            StoreError::Forbidden(_) => StatusCode::FORBIDDEN,
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!("{error}");
+        }
+        ApiError(status, error.to_string())
+    }
+}
+
+type Api<T> = Result<T, ApiError>;
+
+/// Runs a store operation off the async threads (redb waits for the disk).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Api<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?
+        .map_err(ApiError::from)
+}
+
+type Shared = Arc<Store>;
+
+async fn caller(store: &Shared, headers: &HeaderMap, permission: Permissions) -> Api<Caller> {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let (kind, token) = auth::presented(text("x-api-key"), text(header::AUTHORIZATION.as_str()))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "authenticate with `X-API-Key: <key>` or `Authorization: PAT <token>`".into(),
+            )
+        })?;
+    let store = store.clone();
+    let caller = blocking(move || store.authenticate(kind, &token)).await?;
+    caller.require(permission)?;
+    Ok(caller)
+}
+
+pub fn router(store: Arc<Store>, max_package_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/registry", get(registry_info))
+        .route("/v1/index", get(index))
+        .route("/v1/log", get(log))
+        .route("/v1/audit", get(audit))
+        .route("/v1/packages", post(publish))
+        .route("/v1/packages/{name}", get(versions))
+        .route("/v1/packages/{name}/{version}", get(download))
+        .route("/v1/packages/{name}/{version}/yank", post(yank))
+        .route("/v1/publishers/{publisher}/keys", post(add_key))
+        .route(
+            "/v1/publishers/{publisher}/keys/{key}/revoke",
+            post(revoke_key),
+        )
+        .route("/v1/users", post(create_user))
+        .route("/v1/tokens", post(issue_token))
+        .route("/v1/tokens/{id}/revoke", post(revoke_token))
+        .layer(DefaultBodyLimit::max(max_package_bytes))
+        .with_state(store)
+}
+
+async fn registry_info(State(store): State<Shared>) -> Json<serde_json::Value> {
+    Json(json!({ "public_key": store.public_key() }))
+}
+
+async fn index(State(store): State<Shared>, headers: HeaderMap) -> Api<Response> {
+    caller(&store, &headers, Permissions::READ_NODES).await?;
+    let signed = blocking(move || store.index()).await?;
+    Ok(Json(signed).into_response())
+}
+
+async fn log(State(store): State<Shared>, headers: HeaderMap) -> Api<Response> {
+    caller(&store, &headers, Permissions::READ_NODES).await?;
+    Ok(Json(blocking(move || store.log()).await?).into_response())
+}
+
+async fn audit(State(store): State<Shared>, headers: HeaderMap) -> Api<Response> {
+    caller(&store, &headers, Permissions::READ_AUDIT).await?;
+    Ok(Json(blocking(move || store.audit_trail()).await?).into_response())
+}
+
+async fn publish(State(store): State<Shared>, headers: HeaderMap, body: Bytes) -> Api<Response> {
+    let who = caller(&store, &headers, Permissions::PUBLISH_NODES).await?;
+    let entry = blocking(move || store.publish(&who, &body)).await?;
+    tracing::info!(name = %entry.name, version = %entry.version, "published");
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+async fn versions(
+    State(store): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Api<Response> {
+    caller(&store, &headers, Permissions::READ_NODES).await?;
+    let found = blocking(move || store.versions(&name)).await?;
+    Ok(Json(found).into_response())
+}
+
+async fn download(
+    State(store): State<Shared>,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+) -> Api<Response> {
+    caller(&store, &headers, Permissions::READ_NODES).await?;
+    let bytes = blocking(move || store.package(&name, &version)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn yank(
+    State(store): State<Shared>,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+) -> Api<Response> {
+    let who = caller(&store, &headers, Permissions::YANK_NODES).await?;
+    Ok(Json(blocking(move || store.yank(&who, &name, &version)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddKey {
+    public_key: String,
+    /// For a rotation: the current key that signs the new one in, and its signature.
+    signed_by: Option<String>,
+    signature: Option<String>,
+}
+
+async fn add_key(
+    State(store): State<Shared>,
+    headers: HeaderMap,
+    Path(publisher): Path<String>,
+    Json(body): Json<AddKey>,
+) -> Api<Response> {
+    let who = caller(&store, &headers, Permissions::MANAGE_KEYS).await?;
+    let entry = blocking(move || {
+        let signed_by = body.signed_by.as_deref().zip(body.signature.as_deref());
+        store.add_key(&who, &publisher, &body.public_key, signed_by)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevokeKey {
+    /// Unix seconds from which the key's signatures are refused; now by default.
+    revoked_at: Option<u64>,
+}
+
+async fn revoke_key(
+    State(store): State<Shared>,
+    headers: HeaderMap,
+    Path((publisher, key)): Path<(String, String)>,
+    body: Option<Json<RevokeKey>>,
+) -> Api<Response> {
+    let who = caller(&store, &headers, Permissions::MANAGE_KEYS).await?;
+    let at = body.and_then(|Json(body)| body.revoked_at);
+    Ok(Json(blocking(move || store.revoke_key(&who, &publisher, &key, at)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    roles: Vec<String>,
+    publisher: Option<String>,
+}
+
+async fn create_user(
+    State(store): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<NewUser>,
+) -> Api<Response> {
+    let who = caller(&store, &headers, Permissions::MANAGE_USERS).await?;
+    let user =
+        blocking(move || store.create_user(&who, &body.name, &body.roles, body.publisher)).await?;
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    /// Whose token; the caller's own by default.
+    user: Option<String>,
+    kind: TokenKind,
+    /// Lifetime in seconds; 90 days by default.
+    ttl: Option<u64>,
+}
+
+async fn issue_token(
+    State(store): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<NewToken>,
+) -> Api<Response> {
+    let who = caller(&store, &headers, Permissions::empty()).await?;
+    let (token, record) = blocking(move || {
+        let user = body.user.unwrap_or_else(|| who.user.name.clone());
+        store.issue_token(
+            &who,
+            &user,
+            body.kind,
+            body.ttl.unwrap_or(DEFAULT_TOKEN_TTL),
+        )
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "record": record })),
+    )
+        .into_response())
+}
+
+async fn revoke_token(
+    State(store): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Api<Response> {
+    let who = caller(&store, &headers, Permissions::empty()).await?;
+    blocking(move || store.revoke_token(&who, &id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Serves `router` over TLS on `listener` until the task is dropped. Each connection is its
+/// own task; a failed handshake or connection ends only that connection.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!("accept failed: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {error}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            if let Err(error) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, "connection ended: {error}");
+            }
+        });
+    }
+}

@@ -1,0 +1,1010 @@
+//! The registry's storage: one redb database with two-phase commit and immediate durability.
+//!
+//! Every change (a publish with its blob, its version record, its log entry and the newly
+//! signed index) is one write transaction, so a crash at any point leaves the state before it
+//! or the state after it, never a version without its blob or a log without its index.
+//! Nothing read back is trusted: packages are re-verified before they are served, and `check`
+//! re-verifies everything.
+
+use crate::auth::{self, Permissions, TokenKind, TokenRecord};
+use crate::names;
+use crate::protocol::{
+    self, Event, Index, IndexEntry, KeyEntry, LOG_ROOT, LogEntry, Signed, now, sha256_hex,
+};
+use ed25519_dalek::SigningKey;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use warden_host::package::{self, hex};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+const TOKEN_IDS: TableDefinition<&str, &str> = TableDefinition::new("token_ids");
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("publisher_keys");
+const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
+const SKELETONS: TableDefinition<&str, &str> = TableDefinition::new("name_skeletons");
+const VERSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("versions");
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// How long a signed index is valid by default: hosts refuse it after this.
+pub const DEFAULT_INDEX_TTL: u64 = 24 * 60 * 60;
+/// How long a token is valid by default.
+pub const DEFAULT_TOKEN_TTL: u64 = 90 * 24 * 60 * 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the registry's storage failed: {0}")]
+    Storage(String),
+}
+
+fn storage<E: std::fmt::Display>(error: E) -> StoreError {
+    StoreError::Storage(error.to_string())
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub roles: Vec<String>,
+    /// The publisher this user publishes as, if any.
+    pub publisher: Option<String>,
+    pub created_at: u64,
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user: User,
+    pub permissions: Permissions,
+    pub token_id: String,
+}
+
+impl Caller {
+    pub fn require(&self, permission: Permissions) -> Result<(), StoreError> {
+        if self.permissions.contains(permission) {
+            Ok(())
+        } else {
+            Err(StoreError::Forbidden(format!(
+                "`{}` lacks the {} permission; ask an admin for a role that has it",
+                self.user.name,
+                permission.name()
+            )))
+        }
+    }
+
+    fn is_admin(&self) -> bool {
+        self.permissions
+            .intersects(Permissions::ADMIN | Permissions::OWNER)
+    }
+}
+
+/// An entry of the audit trail (who did what with users and tokens).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub time: u64,
+    pub actor: String,
+    pub action: String,
+}
+
+pub struct Store {
+    db: Database,
+    key: SigningKey,
+    index_ttl: u64,
+}
+
+/// What `check` found.
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub versions: usize,
+    pub log_entries: u64,
+    pub index_version: u64,
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn parse<T: for<'a> Deserialize<'a>>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| StoreError::Storage(format!("a stored {what} is corrupt: {error}")))
+}
+
+impl Store {
+    /// Opens the registry in `dir` (creating it, its database and its signing key when new).
+    /// The second value is the owner's first token, when the registry was just created: it is
+    /// shown once and stored only as a hash.
+    pub fn open(dir: &Path, index_ttl: u64) -> Result<(Store, Option<String>), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|error| {
+            StoreError::Storage(format!("cannot create {}: {error}", dir.display()))
+        })?;
+        let key = load_or_create_key(dir)?;
+        let db = Database::create(dir.join("registry.redb")).map_err(|error| {
+            StoreError::Storage(format!(
+                "cannot open {}: {error}",
+                dir.join("registry.redb").display()
+            ))
+        })?;
+        let store = Store {
+            db,
+            key,
+            index_ttl: index_ttl.max(1),
+        };
+        let bootstrap = store.initialize()?;
+        Ok((store, bootstrap))
+    }
+
+    pub fn public_key(&self) -> String {
+        hex(self.key.verifying_key().as_bytes())
+    }
+
+    fn write(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_two_phase_commit(true);
+        txn.set_durability(Durability::Immediate).map_err(storage)?;
+        Ok(txn)
+    }
+
+    fn initialize(&self) -> Result<Option<String>, StoreError> {
+        let txn = self.write()?;
+        let mut bootstrap = None;
+        {
+            txn.open_table(TOKENS).map_err(storage)?;
+            txn.open_table(TOKEN_IDS).map_err(storage)?;
+            txn.open_table(KEYS).map_err(storage)?;
+            txn.open_table(NAMES).map_err(storage)?;
+            txn.open_table(SKELETONS).map_err(storage)?;
+            txn.open_table(VERSIONS).map_err(storage)?;
+            txn.open_table(BLOBS).map_err(storage)?;
+            txn.open_table(LOG).map_err(storage)?;
+            txn.open_table(AUDIT).map_err(storage)?;
+            let empty = txn
+                .open_table(USERS)
+                .map_err(storage)?
+                .is_empty()
+                .map_err(storage)?;
+            if empty {
+                let owner = User {
+                    name: "owner".into(),
+                    roles: vec!["owner".into()],
+                    publisher: None,
+                    created_at: now(),
+                };
+                txn.open_table(USERS)
+                    .map_err(storage)?
+                    .insert("owner", json(&owner).as_slice())
+                    .map_err(storage)?;
+                let (token, _) = insert_token(&txn, "owner", TokenKind::Pat, DEFAULT_TOKEN_TTL)?;
+                audit(
+                    &txn,
+                    "registry",
+                    "created the owner user and its first token",
+                )?;
+                bootstrap = Some(token);
+            }
+            let has_index = txn
+                .open_table(META)
+                .map_err(storage)?
+                .get("index")
+                .map_err(storage)?
+                .is_some();
+            if !has_index {
+                self.reissue_index(&txn)?;
+            }
+        }
+        txn.commit().map_err(storage)?;
+        Ok(bootstrap)
+    }
+
+    /// Checks a presented token: it must exist, be of the kind its header says, belong to a
+    /// user, and be neither revoked nor expired.
+    pub fn authenticate(&self, kind: TokenKind, token: &str) -> Result<Caller, StoreError> {
+        let refuse = |why: &str| StoreError::Unauthorized(why.to_string());
+        let txn = self.db.begin_read().map_err(storage)?;
+        let tokens = txn.open_table(TOKENS).map_err(storage)?;
+        let record: TokenRecord = match tokens
+            .get(auth::token_hash(token).as_str())
+            .map_err(storage)?
+        {
+            Some(bytes) => parse("token", bytes.value())?,
+            None => return Err(refuse("the token is not known to this registry")),
+        };
+        if record.kind != kind {
+            return Err(refuse(match kind {
+                TokenKind::ApiKey => {
+                    "a personal access token goes in `Authorization: PAT <token>`, not X-API-Key"
+                }
+                TokenKind::Pat => "an API key goes in the X-API-Key header, not Authorization",
+            }));
+        }
+        if record.revoked {
+            return Err(refuse("the token was revoked; ask for a new one"));
+        }
+        if now() >= record.expires_at {
+            return Err(refuse("the token expired; ask for a new one"));
+        }
+        let users = txn.open_table(USERS).map_err(storage)?;
+        let user: User = match users.get(record.user.as_str()).map_err(storage)? {
+            Some(bytes) => parse("user", bytes.value())?,
+            None => return Err(refuse("the token's user no longer exists")),
+        };
+        let permissions = auth::permissions_of(&user.roles).map_err(StoreError::Storage)?;
+        Ok(Caller {
+            user,
+            permissions,
+            token_id: record.id,
+        })
+    }
+
+    pub fn create_user(
+        &self,
+        caller: &Caller,
+        name: &str,
+        roles: &[String],
+        publisher: Option<String>,
+    ) -> Result<User, StoreError> {
+        caller.require(Permissions::MANAGE_USERS)?;
+        let granted = auth::permissions_of(roles).map_err(StoreError::BadRequest)?;
+        // Nobody hands out more than they hold.
+        if !caller.permissions.contains(granted) {
+            return Err(StoreError::Forbidden(
+                "a user cannot be given permissions its creator does not hold".into(),
+            ));
+        }
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(StoreError::BadRequest(
+                "a user name is 1 to 64 letters, digits, `-`, `_` or `.`".into(),
+            ));
+        }
+        if let Some(publisher) = &publisher {
+            package::validate_name(publisher)
+                .map_err(|error| StoreError::BadRequest(format!("publisher: {error}")))?;
+        }
+        let user = User {
+            name: name.to_string(),
+            roles: roles.to_vec(),
+            publisher,
+            created_at: now(),
+        };
+        let txn = self.write()?;
+        {
+            let mut users = txn.open_table(USERS).map_err(storage)?;
+            if users.get(name).map_err(storage)?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "the user `{name}` exists already"
+                )));
+            }
+            users
+                .insert(name, json(&user).as_slice())
+                .map_err(storage)?;
+            audit(
+                &txn,
+                &caller.user.name,
+                &format!("created user `{name}` with roles {roles:?}"),
+            )?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(user)
+    }
+
+    /// Issues a token for `user` (the caller's own, or anyone's with manage-users).
+    pub fn issue_token(
+        &self,
+        caller: &Caller,
+        user: &str,
+        kind: TokenKind,
+        ttl: u64,
+    ) -> Result<(String, TokenRecord), StoreError> {
+        if user != caller.user.name {
+            caller.require(Permissions::MANAGE_USERS)?;
+        }
+        let txn = self.write()?;
+        let issued = {
+            if txn
+                .open_table(USERS)
+                .map_err(storage)?
+                .get(user)
+                .map_err(storage)?
+                .is_none()
+            {
+                return Err(StoreError::NotFound(format!("no user `{user}`")));
+            }
+            let issued = insert_token(&txn, user, kind, ttl)?;
+            audit(
+                &txn,
+                &caller.user.name,
+                &format!("issued token {} for `{user}`", issued.1.id),
+            )?;
+            issued
+        };
+        txn.commit().map_err(storage)?;
+        Ok(issued)
+    }
+
+    pub fn revoke_token(&self, caller: &Caller, id: &str) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let hash = txn
+                .open_table(TOKEN_IDS)
+                .map_err(storage)?
+                .get(id)
+                .map_err(storage)?
+                .map(|hash| hash.value().to_string())
+                .ok_or_else(|| StoreError::NotFound(format!("no token `{id}`")))?;
+            let mut tokens = txn.open_table(TOKENS).map_err(storage)?;
+            let mut record: TokenRecord = match tokens.get(hash.as_str()).map_err(storage)? {
+                Some(bytes) => parse("token", bytes.value())?,
+                None => return Err(StoreError::NotFound(format!("no token `{id}`"))),
+            };
+            if record.user != caller.user.name {
+                caller.require(Permissions::MANAGE_USERS)?;
+            }
+            record.revoked = true;
+            tokens
+                .insert(hash.as_str(), json(&record).as_slice())
+                .map_err(storage)?;
+            audit(&txn, &caller.user.name, &format!("revoked token {id}"))?;
+        }
+        txn.commit().map_err(storage)
+    }
+
+    fn keys_of(
+        &self,
+        txn: &WriteTransaction,
+        publisher: &str,
+    ) -> Result<Vec<KeyEntry>, StoreError> {
+        let keys = txn.open_table(KEYS).map_err(storage)?;
+        let mut found = Vec::new();
+        for item in keys.iter().map_err(storage)? {
+            let (_, value) = item.map_err(storage)?;
+            let key: KeyEntry = parse("publisher key", value.value())?;
+            if key.publisher == publisher {
+                found.push(key);
+            }
+        }
+        Ok(found)
+    }
+
+    fn may_act_for(caller: &Caller, publisher: &str) -> Result<(), StoreError> {
+        if caller.is_admin() || caller.user.publisher.as_deref() == Some(publisher) {
+            Ok(())
+        } else {
+            Err(StoreError::Forbidden(format!(
+                "`{}` does not act for the publisher `{publisher}`",
+                caller.user.name
+            )))
+        }
+    }
+
+    /// Registers a publisher's key. The first key needs only the caller's right to act for
+    /// the publisher; every later key is a rotation and must be signed in by a current key.
+    pub fn add_key(
+        &self,
+        caller: &Caller,
+        publisher: &str,
+        public_key: &str,
+        signed_by: Option<(&str, &str)>,
+    ) -> Result<KeyEntry, StoreError> {
+        caller.require(Permissions::MANAGE_KEYS)?;
+        Self::may_act_for(caller, publisher)?;
+        package::verifying_key_from_hex(public_key)
+            .map_err(|error| StoreError::BadRequest(error.to_string()))?;
+        let time = now();
+        let txn = self.write()?;
+        let entry = {
+            let existing = self.keys_of(&txn, publisher)?;
+            if txn
+                .open_table(KEYS)
+                .map_err(storage)?
+                .get(public_key)
+                .map_err(storage)?
+                .is_some()
+            {
+                return Err(StoreError::Conflict(
+                    "this key is registered already; a key is never registered twice".into(),
+                ));
+            }
+            let current: Vec<&KeyEntry> = existing
+                .iter()
+                .filter(|key| key.revoked_at.is_none())
+                .collect();
+            let signer = if current.is_empty() && existing.is_empty() {
+                None
+            } else {
+                let (by, signature) = signed_by.ok_or_else(|| {
+                    StoreError::Forbidden(format!(
+                        "`{publisher}` has keys already: a new key must be signed in by a current one (warden registry key add --signed-by)"
+                    ))
+                })?;
+                if !current.iter().any(|key| key.public_key == by) {
+                    return Err(StoreError::Forbidden(
+                        "the signing-in key is not a current key of this publisher".into(),
+                    ));
+                }
+                let verifying = package::verifying_key_from_hex(by)
+                    .map_err(|error| StoreError::BadRequest(error.to_string()))?;
+                if !protocol::verify_key_statement(publisher, public_key, &verifying, signature) {
+                    return Err(StoreError::Forbidden(
+                        "the key statement's signature does not verify".into(),
+                    ));
+                }
+                Some(by.to_string())
+            };
+            let entry = KeyEntry {
+                publisher: publisher.to_string(),
+                public_key: public_key.to_string(),
+                added_at: time,
+                revoked_at: None,
+            };
+            txn.open_table(KEYS)
+                .map_err(storage)?
+                .insert(public_key, json(&entry).as_slice())
+                .map_err(storage)?;
+            self.append(
+                &txn,
+                time,
+                Event::KeyAdded {
+                    publisher: publisher.to_string(),
+                    public_key: public_key.to_string(),
+                    signed_by: signer,
+                },
+            )?;
+            entry
+        };
+        txn.commit().map_err(storage)?;
+        Ok(entry)
+    }
+
+    /// Revokes a key from `at` on (now by default; earlier when a compromise is found late).
+    pub fn revoke_key(
+        &self,
+        caller: &Caller,
+        publisher: &str,
+        public_key: &str,
+        at: Option<u64>,
+    ) -> Result<KeyEntry, StoreError> {
+        caller.require(Permissions::MANAGE_KEYS)?;
+        Self::may_act_for(caller, publisher)?;
+        let txn = self.write()?;
+        let entry = {
+            let mut keys = txn.open_table(KEYS).map_err(storage)?;
+            let mut entry: KeyEntry = match keys.get(public_key).map_err(storage)? {
+                Some(bytes) => parse("publisher key", bytes.value())?,
+                None => return Err(StoreError::NotFound("no such key".into())),
+            };
+            if entry.publisher != publisher {
+                return Err(StoreError::NotFound(format!(
+                    "`{publisher}` has no such key"
+                )));
+            }
+            if entry.revoked_at.is_some() {
+                return Err(StoreError::Conflict("the key is revoked already".into()));
+            }
+            let time = now();
+            let revoked_at = at.unwrap_or(time).min(time).max(entry.added_at);
+            entry.revoked_at = Some(revoked_at);
+            keys.insert(public_key, json(&entry).as_slice())
+                .map_err(storage)?;
+            drop(keys);
+            self.append(
+                &txn,
+                time,
+                Event::KeyRevoked {
+                    publisher: publisher.to_string(),
+                    public_key: public_key.to_string(),
+                    revoked_at,
+                },
+            )?;
+            entry
+        };
+        txn.commit().map_err(storage)?;
+        Ok(entry)
+    }
+
+    /// Publishes a package: it must verify, be signed by a current key of the caller's
+    /// publisher, take a name that publisher owns (or a new one no other name looks like),
+    /// and be a version not published before.
+    pub fn publish(&self, caller: &Caller, bytes: &[u8]) -> Result<IndexEntry, StoreError> {
+        caller.require(Permissions::PUBLISH_NODES)?;
+        let package =
+            package::decode(bytes).map_err(|error| StoreError::BadRequest(error.to_string()))?;
+        let signers = package::verify(&package, None)
+            .map_err(|error| StoreError::BadRequest(error.to_string()))?;
+        let manifest = &package.manifest;
+        Self::may_act_for(caller, &manifest.publisher).map_err(|_| {
+            StoreError::Forbidden(format!(
+                "the package says it is published by `{}`, and `{}` does not act for that publisher",
+                manifest.publisher, caller.user.name
+            ))
+        })?;
+        let time = now();
+        let txn = self.write()?;
+        let entry = {
+            let keys = self.keys_of(&txn, &manifest.publisher)?;
+            let accepted: Vec<String> = signers
+                .iter()
+                .map(|signer| hex(signer.as_bytes()))
+                .filter(|signer| {
+                    keys.iter()
+                        .any(|key| &key.public_key == signer && key.revoked_at.is_none())
+                })
+                .collect();
+            if accepted.is_empty() {
+                return Err(StoreError::Forbidden(format!(
+                    "no signature is by a current key of `{}`; register the key (warden registry key add) or sign with one that is not revoked",
+                    manifest.publisher
+                )));
+            }
+            let mut names = txn.open_table(NAMES).map_err(storage)?;
+            let owner = names
+                .get(manifest.name.as_str())
+                .map_err(storage)?
+                .map(|owner| owner.value().to_string());
+            match owner {
+                Some(owner) if owner != manifest.publisher => {
+                    return Err(StoreError::Forbidden(format!(
+                        "the name `{}` belongs to the publisher `{owner}`",
+                        manifest.name
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    let skeleton = names::skeleton(&manifest.name);
+                    let mut skeletons = txn.open_table(SKELETONS).map_err(storage)?;
+                    if let Some(existing) = skeletons.get(skeleton.as_str()).map_err(storage)? {
+                        return Err(StoreError::Conflict(format!(
+                            "the name `{}` is too close to the existing `{}`; choose a clearly different name",
+                            manifest.name,
+                            existing.value()
+                        )));
+                    }
+                    skeletons
+                        .insert(skeleton.as_str(), manifest.name.as_str())
+                        .map_err(storage)?;
+                    names
+                        .insert(manifest.name.as_str(), manifest.publisher.as_str())
+                        .map_err(storage)?;
+                }
+            }
+            drop(names);
+            let mut versions = txn.open_table(VERSIONS).map_err(storage)?;
+            let id = (manifest.name.as_str(), manifest.version.as_str());
+            if versions.get(id).map_err(storage)?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "{}@{} is published already; versions are immutable, publish a new version",
+                    manifest.name, manifest.version
+                )));
+            }
+            let package_sha256 = sha256_hex(bytes);
+            let entry = IndexEntry {
+                name: manifest.name.clone(),
+                version: manifest.version.clone(),
+                publisher: manifest.publisher.clone(),
+                package_sha256: package_sha256.clone(),
+                package_bytes: bytes.len() as u64,
+                component_sha256: manifest.component_sha256.clone(),
+                capabilities: manifest.capabilities.clone(),
+                signers: accepted,
+                published_at: time,
+                yanked: false,
+            };
+            versions
+                .insert(id, json(&entry).as_slice())
+                .map_err(storage)?;
+            drop(versions);
+            txn.open_table(BLOBS)
+                .map_err(storage)?
+                .insert(package_sha256.as_str(), bytes)
+                .map_err(storage)?;
+            self.append(
+                &txn,
+                time,
+                Event::Publish {
+                    name: entry.name.clone(),
+                    version: entry.version.clone(),
+                    publisher: entry.publisher.clone(),
+                    package_sha256,
+                },
+            )?;
+            entry
+        };
+        txn.commit().map_err(storage)?;
+        Ok(entry)
+    }
+
+    /// Marks a version yanked: it stays served and listed (so installed hosts keep working)
+    /// but hosts refuse to install it anew.
+    pub fn yank(
+        &self,
+        caller: &Caller,
+        name: &str,
+        version: &str,
+    ) -> Result<IndexEntry, StoreError> {
+        caller.require(Permissions::YANK_NODES)?;
+        let txn = self.write()?;
+        let entry = {
+            let mut versions = txn.open_table(VERSIONS).map_err(storage)?;
+            let mut entry: IndexEntry = match versions.get((name, version)).map_err(storage)? {
+                Some(bytes) => parse("version", bytes.value())?,
+                None => {
+                    return Err(StoreError::NotFound(format!(
+                        "{name}@{version} is not published"
+                    )));
+                }
+            };
+            Self::may_act_for(caller, &entry.publisher)?;
+            if entry.yanked {
+                return Err(StoreError::Conflict(format!(
+                    "{name}@{version} is yanked already"
+                )));
+            }
+            entry.yanked = true;
+            versions
+                .insert((name, version), json(&entry).as_slice())
+                .map_err(storage)?;
+            drop(versions);
+            self.append(
+                &txn,
+                now(),
+                Event::Yank {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                },
+            )?;
+            entry
+        };
+        txn.commit().map_err(storage)?;
+        Ok(entry)
+    }
+
+    /// Appends to the log and signs a new index, inside the caller's transaction.
+    fn append(&self, txn: &WriteTransaction, time: u64, event: Event) -> Result<(), StoreError> {
+        {
+            let mut log = txn.open_table(LOG).map_err(storage)?;
+            let (sequence, previous) = match log.last().map_err(storage)? {
+                Some((sequence, bytes)) => {
+                    let last: LogEntry = parse("log entry", bytes.value())?;
+                    (sequence.value() + 1, last.hash())
+                }
+                None => (0, LOG_ROOT.to_string()),
+            };
+            let entry = LogEntry {
+                sequence,
+                time,
+                previous,
+                event,
+            };
+            log.insert(sequence, json(&entry).as_slice())
+                .map_err(storage)?;
+        }
+        self.reissue_index(txn)
+    }
+
+    /// Signs a new index of everything, one version above the last.
+    fn reissue_index(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let version = match meta.get("index").map_err(storage)? {
+            Some(bytes) => {
+                let signed: Signed = parse("index", bytes.value())?;
+                let index: Index = parse("index", signed.signed.as_bytes())?;
+                index.version + 1
+            }
+            None => 1,
+        };
+        let mut packages = Vec::new();
+        for item in txn
+            .open_table(VERSIONS)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (_, value) = item.map_err(storage)?;
+            packages.push(parse::<IndexEntry>("version", value.value())?);
+        }
+        let mut keys = Vec::new();
+        for item in txn
+            .open_table(KEYS)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (_, value) = item.map_err(storage)?;
+            keys.push(parse::<KeyEntry>("publisher key", value.value())?);
+        }
+        let log = txn.open_table(LOG).map_err(storage)?;
+        let (log_size, log_head) = match log.last().map_err(storage)? {
+            Some((sequence, bytes)) => (
+                sequence.value() + 1,
+                parse::<LogEntry>("log entry", bytes.value())?.hash(),
+            ),
+            None => (0, LOG_ROOT.to_string()),
+        };
+        let issued_at = now();
+        let index = Index {
+            registry: self.public_key(),
+            version,
+            issued_at,
+            expires_at: issued_at + self.index_ttl,
+            log_size,
+            log_head,
+            packages,
+            keys,
+        };
+        meta.insert("index", json(&index.sign(&self.key)).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// The signed index; re-signed (one version up) once half its lifetime has passed, so what
+    /// hosts get is always fresh.
+    pub fn index(&self) -> Result<Signed, StoreError> {
+        let current = self.stored_index()?;
+        let index: Index = parse("index", current.signed.as_bytes())?;
+        if now() + self.index_ttl / 2 < index.expires_at {
+            return Ok(current);
+        }
+        let txn = self.write()?;
+        self.reissue_index(&txn)?;
+        txn.commit().map_err(storage)?;
+        self.stored_index()
+    }
+
+    fn stored_index(&self) -> Result<Signed, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let meta = txn.open_table(META).map_err(storage)?;
+        let bytes = meta
+            .get("index")
+            .map_err(storage)?
+            .ok_or_else(|| StoreError::Storage("the index is missing".into()))?;
+        let signed: Signed = parse("index", bytes.value())?;
+        // What is stored is not trusted: a tampered index is an error, not something served.
+        Index::verify(&signed, &self.key.verifying_key(), 0)
+            .map_err(|error| StoreError::Storage(error.to_string()))?;
+        Ok(signed)
+    }
+
+    /// The package file of `name@version`, re-verified against its record before it is served.
+    pub fn package(&self, name: &str, version: &str) -> Result<Vec<u8>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let entry: IndexEntry = match txn
+            .open_table(VERSIONS)
+            .map_err(storage)?
+            .get((name, version))
+            .map_err(storage)?
+        {
+            Some(bytes) => parse("version", bytes.value())?,
+            None => {
+                return Err(StoreError::NotFound(format!(
+                    "{name}@{version} is not published"
+                )));
+            }
+        };
+        let blobs = txn.open_table(BLOBS).map_err(storage)?;
+        let bytes = blobs
+            .get(entry.package_sha256.as_str())
+            .map_err(storage)?
+            .map(|bytes| bytes.value().to_vec())
+            .ok_or_else(|| {
+                StoreError::Storage(format!("the file of {name}@{version} is missing"))
+            })?;
+        verify_blob(&entry, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// The versions published under `name`, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<IndexEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let mut found = Vec::new();
+        for item in txn
+            .open_table(VERSIONS)
+            .map_err(storage)?
+            .range((name, "")..)
+            .map_err(storage)?
+        {
+            let (key, value) = item.map_err(storage)?;
+            if key.value().0 != name {
+                break;
+            }
+            found.push(parse::<IndexEntry>("version", value.value())?);
+        }
+        Ok(found)
+    }
+
+    pub fn log(&self) -> Result<Vec<LogEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let mut entries = Vec::new();
+        for item in txn
+            .open_table(LOG)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (_, value) = item.map_err(storage)?;
+            entries.push(parse::<LogEntry>("log entry", value.value())?);
+        }
+        Ok(entries)
+    }
+
+    pub fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let mut entries = Vec::new();
+        for item in txn
+            .open_table(AUDIT)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (_, value) = item.map_err(storage)?;
+            entries.push(parse::<AuditEntry>("audit entry", value.value())?);
+        }
+        Ok(entries)
+    }
+
+    /// Re-verifies everything stored: each version's file, the log's chain, and that the
+    /// signed index matches the log and lists exactly the stored versions.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let signed = self.stored_index()?;
+        let index: Index = parse("index", signed.signed.as_bytes())?;
+        let log = self.log()?;
+        protocol::verify_log(&log, index.log_size, &index.log_head)
+            .map_err(|error| StoreError::Storage(error.to_string()))?;
+        let txn = self.db.begin_read().map_err(storage)?;
+        let blobs = txn.open_table(BLOBS).map_err(storage)?;
+        let mut versions = 0;
+        for item in txn
+            .open_table(VERSIONS)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (_, value) = item.map_err(storage)?;
+            let entry: IndexEntry = parse("version", value.value())?;
+            let bytes = blobs
+                .get(entry.package_sha256.as_str())
+                .map_err(storage)?
+                .ok_or_else(|| {
+                    StoreError::Storage(format!(
+                        "the file of {}@{} is missing",
+                        entry.name, entry.version
+                    ))
+                })?;
+            verify_blob(&entry, bytes.value())?;
+            if index.entry(&entry.name, &entry.version) != Some(&entry) {
+                return Err(StoreError::Storage(format!(
+                    "the index does not list {}@{} as stored",
+                    entry.name, entry.version
+                )));
+            }
+            let published = log.iter().any(|logged| matches!(&logged.event, Event::Publish { name, version, package_sha256, .. } if *name == entry.name && *version == entry.version && *package_sha256 == entry.package_sha256));
+            if !published {
+                return Err(StoreError::Storage(format!(
+                    "{}@{} is not in the log",
+                    entry.name, entry.version
+                )));
+            }
+            versions += 1;
+        }
+        if versions != index.packages.len() {
+            return Err(StoreError::Storage(
+                "the index lists versions that are not stored".into(),
+            ));
+        }
+        Ok(CheckReport {
+            versions,
+            log_entries: index.log_size,
+            index_version: index.version,
+        })
+    }
+}
+
+/// Checks that `bytes` are the package `entry` describes and that it still verifies.
+fn verify_blob(entry: &IndexEntry, bytes: &[u8]) -> Result<(), StoreError> {
+    let corrupt = |why: String| {
+        StoreError::Storage(format!(
+            "the stored file of {}@{} {why}",
+            entry.name, entry.version
+        ))
+    };
+    if sha256_hex(bytes) != entry.package_sha256 || bytes.len() as u64 != entry.package_bytes {
+        return Err(corrupt("does not match its record".into()));
+    }
+    let package = package::decode(bytes).map_err(|error| corrupt(error.to_string()))?;
+    package::verify(&package, None).map_err(|error| corrupt(error.to_string()))?;
+    if package.manifest.name != entry.name || package.manifest.version != entry.version {
+        return Err(corrupt("is another package".into()));
+    }
+    Ok(())
+}
+
+fn insert_token(
+    txn: &WriteTransaction,
+    user: &str,
+    kind: TokenKind,
+    ttl: u64,
+) -> Result<(String, TokenRecord), StoreError> {
+    let (token, hash) = auth::new_token(kind).map_err(StoreError::Storage)?;
+    let time = now();
+    let record = TokenRecord {
+        id: hash[..16].to_string(),
+        user: user.to_string(),
+        kind,
+        created_at: time,
+        expires_at: time.saturating_add(ttl),
+        revoked: false,
+    };
+    txn.open_table(TOKENS)
+        .map_err(storage)?
+        .insert(hash.as_str(), json(&record).as_slice())
+        .map_err(storage)?;
+    txn.open_table(TOKEN_IDS)
+        .map_err(storage)?
+        .insert(record.id.as_str(), hash.as_str())
+        .map_err(storage)?;
+    Ok((token, record))
+}
+
+fn audit(txn: &WriteTransaction, actor: &str, action: &str) -> Result<(), StoreError> {
+    let mut table = txn.open_table(AUDIT).map_err(storage)?;
+    let next = table
+        .last()
+        .map_err(storage)?
+        .map(|(key, _)| key.value() + 1)
+        .unwrap_or(0);
+    let entry = AuditEntry {
+        time: now(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+    };
+    table
+        .insert(next, json(&entry).as_slice())
+        .map_err(storage)?;
+    Ok(())
+}
+
+/// The registry's signing key: `registry.key` (hex, mode 0600) and `registry.pub` in `dir`.
+fn load_or_create_key(dir: &Path) -> Result<SigningKey, StoreError> {
+    let path: PathBuf = dir.join("registry.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => package::signing_key_from_hex(&text).ok_or_else(|| {
+            StoreError::Storage(format!(
+                "{} is not a registry key (64 hex digits)",
+                path.display()
+            ))
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key =
+                package::generate_key().map_err(|error| StoreError::Storage(error.to_string()))?;
+            package::write_secret_file(&path, &package::secret_key_hex(&key))
+                .map_err(StoreError::Storage)?;
+            std::fs::write(
+                dir.join("registry.pub"),
+                format!("{}\n", package::public_key_hex(&key)),
+            )
+            .map_err(|error| StoreError::Storage(format!("cannot write registry.pub: {error}")))?;
+            Ok(key)
+        }
+        Err(error) => Err(StoreError::Storage(format!(
+            "cannot read {}: {error}",
+            path.display()
+        ))),
+    }
+}
