@@ -71,6 +71,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a package to a registry.
+    Publish {
+        package: PathBuf,
+        #[command(flatten)]
+        remote: crate::registry_cli::Remote,
+    },
+    /// Install a node from a registry after verifying the index, the log and the package.
+    Install(Box<crate::registry_cli::InstallArgs>),
+    /// Approve what an installed node's new version requests, enabling it.
+    Approve {
+        name: String,
+        /// Approve only these capabilities (comma-separated); everything pending by default.
+        #[arg(long, value_name = "CAP[,CAP]...", value_delimiter = ',')]
+        grant: Option<Vec<String>>,
+        /// Approve only these hosts (repeatable); everything pending by default.
+        #[arg(long = "host", value_name = "PATTERN")]
+        hosts: Option<Vec<String>>,
+        #[command(flatten)]
+        state: crate::registry_cli::StateDir,
+    },
+    /// Yank a published version: hosts will not install it anew.
+    Yank {
+        /// NAME@VERSION
+        node: String,
+        #[command(flatten)]
+        remote: crate::registry_cli::Remote,
+    },
+    /// Run the node registry, check one, or manage its users, tokens and publisher keys.
+    #[command(subcommand)]
+    Registry(crate::registry_cli::RegistryCommand),
     /// List the capabilities and the names --grant accepts.
     Capabilities {
         /// Print the table as Markdown (docs/capabilities.md holds this output).
@@ -108,8 +138,14 @@ struct PackArgs {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The node component (.wasm).
+    /// The node component (.wasm), or with --installed the name of an installed node.
     node_file: PathBuf,
+    /// Run an installed node: its package is re-verified, and its grant, allowed hosts and
+    /// preset are what was approved at install (--grant and --allow-host are refused).
+    #[arg(long, conflicts_with_all = ["grant", "allow_hosts"])]
+    installed: bool,
+    #[command(flatten)]
+    state: crate::registry_cli::StateDir,
     /// Which node of the component to run (needed when it provides several).
     #[arg(long = "node")]
     node: Option<String>,
@@ -170,13 +206,13 @@ struct RunArgs {
 }
 
 /// A failure of a command: its message and exit code.
-struct Failure {
-    code: u8,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure {
             code: 2,
             message: message.into(),
@@ -226,6 +262,18 @@ pub fn main() -> ExitCode {
             trusted,
             json,
         } => verify_command(&package, &trusted, json),
+        Command::Publish { package, remote } => {
+            crate::registry_cli::publish_command(&package, &remote)
+        }
+        Command::Install(args) => crate::registry_cli::install_command(*args),
+        Command::Approve {
+            name,
+            grant,
+            hosts,
+            state,
+        } => crate::registry_cli::approve_command(&name, grant, hosts, &state),
+        Command::Yank { node, remote } => crate::registry_cli::yank_command(&node, &remote),
+        Command::Registry(command) => crate::registry_cli::registry_command(command),
         Command::Capabilities { markdown } => {
             out(&if markdown {
                 capability_markdown()
@@ -272,7 +320,7 @@ fn read_component(path: &Path) -> Result<NodeComponent, Failure> {
         .map_err(|error| Failure::usage(format!("{}: {error}", path.display())))
 }
 
-fn tokio() -> Result<tokio::runtime::Runtime, Failure> {
+pub(crate) fn tokio() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -545,15 +593,42 @@ fn limits(args: &RunArgs) -> Result<Limits, Failure> {
     Ok(limits)
 }
 
-fn run_command(args: RunArgs) -> Result<(), Failure> {
-    let component = read_component(&args.node_file)?;
-    let capabilities: Capabilities =
-        args.grant
-            .parse()
-            .map_err(|error: warden_host::capability::UnknownCapability| {
-                Failure::usage(format!("--grant: {error}"))
-            })?;
-    let allowed_hosts = AllowedHosts::parse(&args.allow_hosts)
+/// The component, grant and allowed hosts of a run: from the command line, or from what was
+/// installed and approved.
+fn run_source(args: &mut RunArgs) -> Result<(NodeComponent, Capabilities, Vec<String>), Failure> {
+    if !args.installed {
+        let capabilities: Capabilities =
+            args.grant
+                .parse()
+                .map_err(|error: warden_host::capability::UnknownCapability| {
+                    Failure::usage(format!("--grant: {error}"))
+                })?;
+        return Ok((
+            read_component(&args.node_file)?,
+            capabilities,
+            args.allow_hosts.clone(),
+        ));
+    }
+    let name = args.node_file.to_string_lossy().into_owned();
+    let (package, record) = args
+        .state
+        .open()?
+        .load(&name)
+        .map_err(|error| Failure::usage(error.to_string()))?;
+    if args.preset == "default" {
+        args.preset = record.limits.clone();
+    }
+    let grant = record
+        .grant()
+        .map_err(|error| Failure::usage(error.to_string()))?;
+    let component = NodeComponent::from_bytes(package.component)
+        .map_err(|error| Failure::usage(format!("{name}: {error}")))?;
+    Ok((component, grant, record.granted_hosts()))
+}
+
+fn run_command(mut args: RunArgs) -> Result<(), Failure> {
+    let (component, capabilities, hosts) = run_source(&mut args)?;
+    let allowed_hosts = AllowedHosts::parse(&hosts)
         .map_err(|error| Failure::usage(format!("--allow-host: {error}")))?;
     let config = WasmSecurityConfig {
         limits: limits(&args)?,
@@ -678,7 +753,7 @@ fn run_command(args: RunArgs) -> Result<(), Failure> {
 
 /// Writes to stdout and flushes; a closed stdout (`warden run … | head`) is not an error worth
 /// a panic, so write errors are ignored.
-fn out(text: &str) {
+pub(crate) fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();

@@ -2,3 +2,4 @@
 
 pub mod build;
 pub mod cli;
+pub(crate) mod registry_cli;

@@ -341,9 +341,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(number),
         "" | "s" => Duration::from_secs(number),
         "m" | "min" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        "d" => Duration::from_secs(number.saturating_mul(86_400)),
         other => {
             return Err(format!(
-                "unknown duration unit `{other}` in `{text}`; use ms, s or m"
+                "unknown duration unit `{other}` in `{text}`; use ms, s, m, h or d"
             ));
         }
     };

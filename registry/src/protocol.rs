@@ -166,7 +166,7 @@ impl Index {
 
 /// What happened, as the log records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Event {
     Publish {
         name: String,
@@ -198,7 +198,6 @@ pub struct LogEntry {
     pub sequence: u64,
     pub time: u64,
     pub previous: String,
-    #[serde(flatten)]
     pub event: Event,
 }
 

@@ -432,7 +432,7 @@ impl Store {
             } else {
                 let (by, signature) = signed_by.ok_or_else(|| {
                     StoreError::Forbidden(format!(
-                        "`{publisher}` has keys already: a new key must be signed in by a current one (warden registry key add --signed-by)"
+                        "`{publisher}` has keys already: a new key must be signed in by a current one (warden registry key --signed-by)"
                     ))
                 })?;
                 if !current.iter().any(|key| key.public_key == by) {
@@ -550,7 +550,7 @@ impl Store {
                 .collect();
             if accepted.is_empty() {
                 return Err(StoreError::Forbidden(format!(
-                    "no signature is by a current key of `{}`; register the key (warden registry key add) or sign with one that is not revoked",
+                    "no signature is by a current key of `{}`; register the key (warden registry key) or sign with one that is not revoked",
                     manifest.publisher
                 )));
             }

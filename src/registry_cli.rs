@@ -1,0 +1,484 @@
+//! Commands that talk to a registry or run one: `publish`, `install`, `approve`, `yank`, and
+//! `registry serve|check|user|token|key`. Refusals of a security check exit with 2, like
+//! `verify`; failures to reach the registry with 1.
+
+use crate::cli::{Failure, out, tokio};
+use clap::{Args, Subcommand};
+use serde_json::{Value as Json, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use warden_host::http::certificates_from_pem_or_der;
+use warden_host::limits::{parse_duration, parse_size};
+use warden_host::package;
+use warden_registry::auth::TokenKind;
+use warden_registry::client::{Client, ClientError, Credential};
+use warden_registry::install::{self, HostState, InstallError, InstallRequest};
+use warden_registry::protocol;
+use warden_registry::server::{self, DEFAULT_MAX_PACKAGE_BYTES};
+use warden_registry::store::{DEFAULT_INDEX_TTL, Store, StoreError};
+use warden_registry::tls;
+
+/// How to reach a registry.
+#[derive(Args, Clone)]
+pub struct Remote {
+    /// The registry's base URL, such as https://127.0.0.1:8443.
+    #[arg(long, env = "WARDEN_REGISTRY")]
+    registry: String,
+    /// A personal access token (wdn_pat_...) or an API key (wdn_key_...).
+    #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Also trust the CA certificate(s) in FILE, such as a development registry's
+    /// tls/cert.pem (repeatable).
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_certs: Vec<PathBuf>,
+}
+
+/// Where a host keeps what it installed.
+#[derive(Args, Clone)]
+pub struct StateDir {
+    /// The host's state directory; $WARDEN_STATE, or ~/.warden.
+    #[arg(long = "state", value_name = "DIR", env = "WARDEN_STATE")]
+    dir: Option<PathBuf>,
+}
+
+impl StateDir {
+    pub fn open(&self) -> Result<HostState, Failure> {
+        let dir = match &self.dir {
+            Some(dir) => dir.clone(),
+            None => std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".warden"))
+                .ok_or_else(|| Failure::usage("no --state given and HOME is not set"))?,
+        };
+        HostState::open(&dir).map_err(install_failure)
+    }
+}
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// NAME or NAME@VERSION (the highest version not yanked by default).
+    node: String,
+    #[command(flatten)]
+    remote: Remote,
+    /// The registry's public key (hex, or a file holding it); needed on first use, after
+    /// which it is pinned.
+    #[arg(long, value_name = "HEX|FILE")]
+    registry_key: Option<String>,
+    /// Capabilities to approve, comma-separated; on a first install, what the package requests.
+    #[arg(long, value_name = "CAP[,CAP]...", value_delimiter = ',')]
+    approve: Option<Vec<String>>,
+    /// Hosts to approve (repeatable); on a first install, what the package requests.
+    #[arg(long = "approve-host", value_name = "PATTERN")]
+    approve_hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    state: StateDir,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum RegistryCommand {
+    /// Run the registry: HTTPS (HTTP/2) over rustls, storage in DATA/registry.redb.
+    Serve(ServeArgs),
+    /// Re-verify everything a stopped registry stores: records, files, log and index.
+    Check {
+        #[arg(long, default_value = "warden-registry", value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Create a user.
+    User {
+        name: String,
+        /// A role: owner, admin, publisher, reader or auditor (repeatable).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// The publisher this user publishes as.
+        #[arg(long)]
+        publisher: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Issue a token (shown once), or revoke one with --revoke ID.
+    Token {
+        /// Whose token; your own by default.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, value_enum, default_value = "pat")]
+        kind: KindArg,
+        /// Lifetime, such as 30d or 12h (90 days by default).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Revoke the token with this id instead.
+        #[arg(long, value_name = "ID")]
+        revoke: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Register a publisher's public key. A publisher's later keys are rotations and must be
+    /// signed in by a current key (--signed-by its secret key file).
+    Key {
+        publisher: String,
+        /// The public key file (from `warden keygen`) to add, or to revoke with --revoke.
+        public_key: PathBuf,
+        #[arg(long, value_name = "SECRET_KEY_FILE")]
+        signed_by: Option<PathBuf>,
+        /// Revoke the key instead of adding it.
+        #[arg(long)]
+        revoke: bool,
+        /// With --revoke: refuse what it signed from this Unix time on (now by default).
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        revoked_at: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    Pat,
+    ApiKey,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Where the database, the registry's signing key and the development certificate live.
+    #[arg(long, default_value = "warden-registry", value_name = "DIR")]
+    data: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDRESS:PORT")]
+    listen: String,
+    /// The TLS certificate chain (PEM); a self-signed development one by default.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How long a signed index stays valid; hosts refuse it after that.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    index_ttl: String,
+    /// The largest package accepted.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
+    max_package: String,
+}
+
+fn install_failure(error: InstallError) -> Failure {
+    match error {
+        InstallError::Client(error) => client_failure(error),
+        InstallError::State(message) => Failure { code: 1, message },
+        other => Failure::usage(other.to_string()),
+    }
+}
+
+fn client_failure(error: ClientError) -> Failure {
+    match &error {
+        ClientError::Status { .. } | ClientError::Url(..) => Failure::usage(error.to_string()),
+        _ => Failure {
+            code: 1,
+            message: error.to_string(),
+        },
+    }
+}
+
+fn store_failure(error: StoreError) -> Failure {
+    Failure {
+        code: 1,
+        message: error.to_string(),
+    }
+}
+
+impl Remote {
+    fn client(&self) -> Result<Client, Failure> {
+        let mut roots = Vec::new();
+        for file in &self.ca_certs {
+            let bytes = std::fs::read(file).map_err(|error| {
+                Failure::usage(format!("--ca-cert {}: {error}", file.display()))
+            })?;
+            roots.extend(certificates_from_pem_or_der(&bytes).map_err(|error| {
+                Failure::usage(format!("--ca-cert {}: {error}", file.display()))
+            })?);
+        }
+        let credential = self.token.as_deref().map(Credential::from_token);
+        Client::new(&self.registry, &roots, credential).map_err(client_failure)
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .map_err(|error| Failure::usage(format!("cannot read {}: {error}", path.display())))
+}
+
+pub fn publish_command(path: &Path, remote: &Remote) -> Result<(), Failure> {
+    let client = remote.client()?;
+    // Verify locally first: a package that cannot pass here would be refused anyway.
+    let package = package::read_file(path)
+        .map_err(|error| Failure::usage(format!("{}: {error}", path.display())))?;
+    package::verify(&package, None)
+        .map_err(|error| Failure::usage(format!("{}: {error}", path.display())))?;
+    let bytes = package::encode(&package);
+    let entry: Json = tokio()?
+        .block_on(client.send(
+            hyper::Method::POST,
+            "v1/packages",
+            Some(("application/octet-stream", bytes)),
+            1024 * 1024,
+        ))
+        .map_err(client_failure)
+        .and_then(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|error| Failure::usage(error.to_string()))
+        })?;
+    out(&format!(
+        "published {}@{} to {}\n",
+        package.manifest.name,
+        package.manifest.version,
+        client.base()
+    ));
+    let _ = entry;
+    Ok(())
+}
+
+pub fn install_command(args: InstallArgs) -> Result<(), Failure> {
+    let client = args.remote.client()?;
+    let host = args.state.open()?;
+    let (name, version) = match args.node.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (args.node.as_str(), None),
+    };
+    let key = match &args.registry_key {
+        Some(given) if Path::new(given).is_file() => Some(read_text(Path::new(given))?),
+        other => other.clone(),
+    };
+    let record = tokio()?
+        .block_on(install::install(
+            &client,
+            &host,
+            InstallRequest {
+                name,
+                version,
+                registry_key: key.as_deref(),
+                approve: args.approve,
+                approve_hosts: args.approve_hosts,
+                now: protocol::now(),
+            },
+        ))
+        .map_err(install_failure)?;
+    if args.json {
+        out(&format!(
+            "{:#}\n",
+            json!({ "installed": record, "pending": record.pending(), "pending_hosts": record.pending_hosts() })
+        ));
+    } else {
+        out(&format!(
+            "installed {}@{} from {} (publisher {}): granted [{}]\n",
+            record.name,
+            record.version,
+            record.registry,
+            record.publisher,
+            record
+                .grant()
+                .map(|grant| grant.to_string())
+                .unwrap_or_default()
+        ));
+        if !record.enabled {
+            out(&format!(
+                "disabled: this version also requests capabilities [{}] and hosts [{}]; approve them with `warden approve {}`\n",
+                record.pending().join(","),
+                record.pending_hosts().join(","),
+                record.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn approve_command(
+    name: &str,
+    capabilities: Option<Vec<String>>,
+    hosts: Option<Vec<String>>,
+    state: &StateDir,
+) -> Result<(), Failure> {
+    let host = state.open()?;
+    let record = host
+        .approve(name, capabilities, hosts)
+        .map_err(install_failure)?;
+    out(&format!(
+        "{}@{} {}: approved capabilities [{}], hosts [{}]\n",
+        record.name,
+        record.version,
+        if record.enabled {
+            "enabled"
+        } else {
+            "still disabled"
+        },
+        record.approved.join(","),
+        record.approved_hosts.join(",")
+    ));
+    Ok(())
+}
+
+pub fn yank_command(node: &str, remote: &Remote) -> Result<(), Failure> {
+    let (name, version) = node
+        .split_once('@')
+        .ok_or_else(|| Failure::usage("give the version to yank: NAME@VERSION"))?;
+    let client = remote.client()?;
+    let _: Json = tokio()?
+        .block_on(client.post_json(&format!("v1/packages/{name}/{version}/yank"), &json!({})))
+        .map_err(client_failure)?;
+    out(&format!("yanked {name}@{version}\n"));
+    Ok(())
+}
+
+pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
+    match command {
+        RegistryCommand::Serve(args) => serve_command(args),
+        RegistryCommand::Check { data } => {
+            let ttl = DEFAULT_INDEX_TTL;
+            let (store, _) = Store::open(&data, ttl).map_err(store_failure)?;
+            let report = store.check().map_err(store_failure)?;
+            out(&format!(
+                "{}: intact: {} versions verified, log of {} entries chains to index version {}\n",
+                data.display(),
+                report.versions,
+                report.log_entries,
+                report.index_version
+            ));
+            Ok(())
+        }
+        RegistryCommand::User {
+            name,
+            roles,
+            publisher,
+            remote,
+        } => {
+            let client = remote.client()?;
+            let _: Json = tokio()?
+                .block_on(client.post_json(
+                    "v1/users",
+                    &json!({ "name": name, "roles": roles, "publisher": publisher }),
+                ))
+                .map_err(client_failure)?;
+            out(&format!("created user {name}\n"));
+            Ok(())
+        }
+        RegistryCommand::Token {
+            user,
+            kind,
+            ttl,
+            revoke,
+            remote,
+        } => {
+            let client = remote.client()?;
+            if let Some(id) = revoke {
+                let _: Json = tokio()?
+                    .block_on(client.post_json(&format!("v1/tokens/{id}/revoke"), &json!({})))
+                    .map_err(client_failure)?;
+                out(&format!("revoked token {id}\n"));
+                return Ok(());
+            }
+            let ttl = ttl
+                .map(|text| parse_duration(&text).map(|duration| duration.as_secs()))
+                .transpose()
+                .map_err(|error| Failure::usage(format!("--ttl: {error}")))?;
+            let kind = match kind {
+                KindArg::Pat => TokenKind::Pat,
+                KindArg::ApiKey => TokenKind::ApiKey,
+            };
+            let issued: Json = tokio()?
+                .block_on(client.post_json(
+                    "v1/tokens",
+                    &json!({ "user": user, "kind": kind, "ttl": ttl }),
+                ))
+                .map_err(client_failure)?;
+            out(&format!(
+                "{}\n",
+                issued["token"].as_str().unwrap_or_default()
+            ));
+            Ok(())
+        }
+        RegistryCommand::Key {
+            publisher,
+            public_key,
+            signed_by,
+            revoke,
+            revoked_at,
+            remote,
+        } => {
+            let client = remote.client()?;
+            let key = read_text(&public_key)?.trim().to_string();
+            package::verifying_key_from_hex(&key)
+                .map_err(|error| Failure::usage(format!("{}: {error}", public_key.display())))?;
+            let runtime = tokio()?;
+            if revoke {
+                let _: Json = runtime
+                    .block_on(client.post_json(
+                        &format!("v1/publishers/{publisher}/keys/{key}/revoke"),
+                        &json!({ "revoked_at": revoked_at }),
+                    ))
+                    .map_err(client_failure)?;
+                out(&format!("revoked {key} of {publisher}\n"));
+                return Ok(());
+            }
+            let mut body = json!({ "public_key": key });
+            if let Some(path) = signed_by {
+                let secret =
+                    package::signing_key_from_hex(&read_text(&path)?).ok_or_else(|| {
+                        Failure::usage(format!("{} is not a warden secret key", path.display()))
+                    })?;
+                body["signed_by"] = json!(package::public_key_hex(&secret));
+                body["signature"] = json!(protocol::sign_key_statement(&publisher, &key, &secret));
+            }
+            let _: Json = runtime
+                .block_on(client.post_json(&format!("v1/publishers/{publisher}/keys"), &body))
+                .map_err(client_failure)?;
+            out(&format!("added {key} to {publisher}\n"));
+            Ok(())
+        }
+    }
+}
+
+fn serve_command(args: ServeArgs) -> Result<(), Failure> {
+    let ttl = parse_duration(&args.index_ttl)
+        .map_err(|error| Failure::usage(format!("--index-ttl: {error}")))?
+        .as_secs();
+    let max_package = parse_size(&args.max_package)
+        .map_err(|error| Failure::usage(format!("--max-package: {error}")))?
+        .min(DEFAULT_MAX_PACKAGE_BYTES as u64 * 4) as usize;
+    let (store, bootstrap) = Store::open(&args.data, ttl).map_err(store_failure)?;
+    let tls = tls::server_config(
+        &args.data,
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+    )
+    .map_err(Failure::usage)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Failure {
+            code: 1,
+            message: format!("cannot start the async runtime: {error}"),
+        })?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|error| {
+                Failure::usage(format!("cannot listen on {}: {error}", args.listen))
+            })?;
+        let address = listener
+            .local_addr()
+            .map_err(|error| Failure::usage(error.to_string()))?;
+        let mut banner = format!(
+            "registry key: {}\nlistening on https://{address}\n",
+            store.public_key()
+        );
+        if args.tls_cert.is_none() {
+            banner += &format!(
+                "development certificate: {} (clients trust it with --ca-cert)\n",
+                tls::dev_certificate_path(&args.data).display()
+            );
+        }
+        if let Some(token) = bootstrap {
+            banner += &format!("owner token (shown once, keep it safe): {token}\n");
+        }
+        out(&banner);
+        let router = server::router(Arc::new(store), max_package);
+        tokio::select! {
+            () = server::serve(listener, tls, router) => Ok(()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
