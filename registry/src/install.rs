@@ -259,6 +259,9 @@ impl HostState {
         let mut record = self
             .installed(name)?
             .ok_or_else(|| InstallError::Usage(format!("`{name}` is not installed")))?;
+        if let Some(names) = &capabilities {
+            check_names(names)?;
+        }
         let capabilities = capabilities.unwrap_or_else(|| record.pending());
         let hosts = hosts.unwrap_or_else(|| record.pending_hosts());
         for capability in capabilities {
@@ -283,6 +286,15 @@ impl HostState {
         txn.commit().map_err(state)?;
         Ok(record)
     }
+}
+
+/// Refuses capability names this host does not know, so a typo cannot approve nothing.
+fn check_names(names: &[String]) -> Result<(), InstallError> {
+    for name in names {
+        name.parse::<Capabilities>()
+            .map_err(|error| InstallError::Usage(error.to_string()))?;
+    }
+    Ok(())
 }
 
 /// What an install asks for.
@@ -466,6 +478,9 @@ pub async fn install(
     host: &HostState,
     request: InstallRequest<'_>,
 ) -> Result<Installed, InstallError> {
+    if let Some(names) = &request.approve {
+        check_names(names)?;
+    }
     let registry = client.base().to_string();
     let signed: Signed = client.get_json("v1/index").await?;
     let (index, known) = accept_index(host, &registry, &signed, request.registry_key, request.now)?;

@@ -1,0 +1,820 @@
+//! The registry end to end, over real TLS on loopback: publishing, installing and running, and
+//! every refusal the registry and the host owe (docs/threat-model.md lists what each defends).
+
+mod support;
+
+use ed25519_dalek::SigningKey;
+use serde_json::{Value as Json, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use support::*;
+use warden::build::Target;
+use warden_host::package::{self, Manifest};
+use warden_registry::client::{Client, ClientError, Credential};
+use warden_registry::install::{self, HostState, InstallError, InstallRequest, Installed};
+use warden_registry::protocol::{Index, Signed, now};
+use warden_registry::store::Store;
+use warden_registry::{server, tls};
+
+/// A registry serving on a loopback port from a temporary directory, on its own runtime.
+struct Registry {
+    dir: tempfile::TempDir,
+    url: String,
+    owner: String,
+    ca: Vec<u8>,
+    public_key: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Registry {
+    fn start(index_ttl: u64) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, bootstrap) = Store::open(dir.path(), index_ttl).unwrap();
+        let public_key = store.public_key();
+        let tls = tls::server_config(dir.path(), None, None).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let router = server::router(Arc::new(store), server::DEFAULT_MAX_PACKAGE_BYTES);
+        runtime.spawn(server::serve(listener, tls, router));
+        let pem = std::fs::read(tls::dev_certificate_path(dir.path())).unwrap();
+        let ca = warden_host::http::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
+        Registry {
+            owner: bootstrap.expect("a new registry issues an owner token"),
+            dir,
+            url,
+            ca,
+            public_key,
+            _runtime: runtime,
+        }
+    }
+
+    fn client(&self, token: &str) -> Client {
+        Client::new(
+            &self.url,
+            std::slice::from_ref(&self.ca),
+            Some(Credential::from_token(token)),
+        )
+        .unwrap()
+    }
+
+    fn post(&self, token: &str, path: &str, body: Json) -> Result<Json, ClientError> {
+        block_on(self.client(token).post_json(path, &body))
+    }
+
+    /// Creates a user with `roles` acting for `publisher` and returns its PAT.
+    fn user(&self, name: &str, roles: &[&str], publisher: Option<&str>) -> String {
+        self.post(
+            &self.owner,
+            "v1/users",
+            json!({ "name": name, "roles": roles, "publisher": publisher }),
+        )
+        .unwrap();
+        self.token(name, "pat", None)
+    }
+
+    fn token(&self, user: &str, kind: &str, ttl: Option<u64>) -> String {
+        let issued = self
+            .post(
+                &self.owner,
+                "v1/tokens",
+                json!({ "user": user, "kind": kind, "ttl": ttl }),
+            )
+            .unwrap();
+        issued["token"].as_str().unwrap().to_string()
+    }
+
+    /// A publisher user with a registered key.
+    fn publisher(&self, user: &str, publisher: &str) -> Publisher {
+        let token = self.user(user, &["publisher"], Some(publisher));
+        let key = package::generate_key().unwrap();
+        self.post(
+            &token,
+            &format!("v1/publishers/{publisher}/keys"),
+            json!({ "public_key": package::public_key_hex(&key) }),
+        )
+        .unwrap();
+        Publisher {
+            name: publisher.to_string(),
+            token,
+            key,
+        }
+    }
+
+    fn publish(&self, token: &str, bytes: Vec<u8>) -> Result<Json, ClientError> {
+        let client = self.client(token);
+        block_on(client.send(
+            hyper::Method::POST,
+            "v1/packages",
+            Some(("application/octet-stream", bytes)),
+            1 << 20,
+        ))
+        .map(|bytes| serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn index(&self, token: &str) -> Signed {
+        block_on(self.client(token).get_json("v1/index")).unwrap()
+    }
+
+    fn cert_path(&self) -> PathBuf {
+        tls::dev_certificate_path(self.dir.path())
+    }
+}
+
+struct Publisher {
+    name: String,
+    token: String,
+    key: SigningKey,
+}
+
+impl Publisher {
+    fn pack(&self, component: &Path, name: &str, version: &str) -> Vec<u8> {
+        pack_with(component, name, version, &self.name, &[], &self.key)
+    }
+}
+
+fn pack_with(
+    component: &Path,
+    name: &str,
+    version: &str,
+    publisher: &str,
+    hosts: &[&str],
+    key: &SigningKey,
+) -> Vec<u8> {
+    let manifest = Manifest {
+        name: name.into(),
+        version: version.into(),
+        description: String::new(),
+        publisher: publisher.into(),
+        capabilities: vec![],
+        allowed_hosts: hosts.iter().map(|host| host.to_string()).collect(),
+        limits: "default".into(),
+        wit: String::new(),
+        component_sha256: String::new(),
+        component_bytes: 0,
+    };
+    package::pack(&std::fs::read(component).unwrap(), manifest, key).unwrap()
+}
+
+fn plain() -> PathBuf {
+    example("text-transform", Target::Unknown)
+}
+
+fn with_storage() -> PathBuf {
+    example("counter", Target::Unknown)
+}
+
+fn status(result: Result<Json, ClientError>) -> u16 {
+    match result {
+        Err(ClientError::Status { status, .. }) => status.as_u16(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+struct Host {
+    _dir: tempfile::TempDir,
+    state: HostState,
+}
+
+fn host() -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    Host {
+        state: HostState::open(dir.path()).unwrap(),
+        _dir: dir,
+    }
+}
+
+fn install_at(
+    registry: &Registry,
+    host: &Host,
+    token: &str,
+    node: &str,
+    at: u64,
+) -> Result<Installed, InstallError> {
+    let (name, version) = match node.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (node, None),
+    };
+    block_on(install::install(
+        &registry.client(token),
+        &host.state,
+        InstallRequest {
+            name,
+            version,
+            registry_key: Some(&registry.public_key),
+            approve: None,
+            approve_hosts: None,
+            now: at,
+        },
+    ))
+}
+
+fn install(
+    registry: &Registry,
+    host: &Host,
+    token: &str,
+    node: &str,
+) -> Result<Installed, InstallError> {
+    install_at(registry, host, token, node, now())
+}
+
+fn refused(result: Result<Installed, InstallError>, containing: &str) {
+    match result {
+        Err(InstallError::Refused(message)) => {
+            assert!(message.contains(containing), "{message}")
+        }
+        other => panic!("expected a refusal containing `{containing}`, got {other:?}"),
+    }
+}
+
+#[test]
+fn keygen_pack_publish_install_and_run_through_the_cli() {
+    let registry = Registry::start(3600);
+    let alice = registry.user("alice", &["publisher"], Some("acme"));
+    let work = tempfile::tempdir().unwrap();
+    let path = |name: &str| work.path().join(name).to_string_lossy().into_owned();
+    let warden = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(args)
+            .env("WARDEN_REGISTRY", &registry.url)
+            .env("WARDEN_TOKEN", &alice)
+            .env("WARDEN_STATE", path("host"))
+            .output()
+            .unwrap()
+    };
+    let ok = |output: Output| -> String {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let ca = registry.cert_path().to_string_lossy().into_owned();
+    ok(warden(&["keygen", "--out", &path("acme")]));
+    ok(warden(&[
+        "registry",
+        "key",
+        "acme",
+        &path("acme.pub"),
+        "--ca-cert",
+        &ca,
+    ]));
+    let node = plain().to_string_lossy().into_owned();
+    let package = path("tt.wpkg");
+    ok(warden(&[
+        "pack",
+        &node,
+        "--name",
+        "text-transform",
+        "--version",
+        "1.0.0",
+        "--key",
+        &path("acme.key"),
+        "--publisher",
+        "acme",
+        "--out",
+        &package,
+    ]));
+    let published = ok(warden(&["publish", &package, "--ca-cert", &ca]));
+    assert!(
+        published.contains("published text-transform@1.0.0"),
+        "{published}"
+    );
+
+    // The first install needs the registry's key; without it the host refuses to guess.
+    let unpinned = warden(&["install", "text-transform", "--ca-cert", &ca]);
+    assert_eq!(unpinned.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unpinned.stderr).contains("--registry-key"));
+    let key_file = registry.dir.path().join("registry.pub");
+    let installed = ok(warden(&[
+        "install",
+        "text-transform",
+        "--ca-cert",
+        &ca,
+        "--registry-key",
+        key_file.to_str().unwrap(),
+    ]));
+    assert!(
+        installed.contains("installed text-transform@1.0.0"),
+        "{installed}"
+    );
+    let ran = ok(warden(&[
+        "run",
+        "--installed",
+        "text-transform",
+        "--node",
+        "text-transform",
+        "--input",
+        "text=Hello",
+        "--input",
+        "mode=upper",
+        "--json",
+    ]));
+    assert!(ran.contains("HELLO"), "{ran}");
+
+    // Without --ca-cert the development certificate is not trusted: TLS is real.
+    let untrusted = warden(&["install", "text-transform"]);
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("TLS"));
+}
+
+#[test]
+fn the_registry_refuses_tampered_packages() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    let good = acme.pack(&plain(), "text-transform", "1.0.0");
+    let original = package::decode(&good).unwrap();
+
+    // One flipped bit in the component.
+    let mut flipped = original.clone();
+    let middle = flipped.component.len() / 2;
+    flipped.component[middle] ^= 1;
+    // A manifest field changed after signing.
+    let mut described = original.clone();
+    described.manifest.description = "now with more features".into();
+    // A capability added after signing.
+    let mut escalated = original.clone();
+    escalated.manifest.capabilities.push("http-get".into());
+    // A signature transplanted from another package by the same key.
+    let other = package::decode(&acme.pack(&plain(), "other-node", "1.0.0")).unwrap();
+    let mut transplanted = original.clone();
+    transplanted.signatures = other.signatures.clone();
+    // A statement for another version: 1.0.0's signature on 1.0.1.
+    let mut revised = package::decode(&acme.pack(&plain(), "text-transform", "1.0.1")).unwrap();
+    revised.signatures = original.signatures.clone();
+    // Bytes past the end of the package.
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"unsigned");
+    for (what, bytes) in [
+        ("flipped bit", package::encode(&flipped)),
+        ("changed description", package::encode(&described)),
+        ("added capability", package::encode(&escalated)),
+        ("transplanted signature", package::encode(&transplanted)),
+        ("other version's statement", package::encode(&revised)),
+        ("trailing bytes", trailing),
+    ] {
+        assert_eq!(status(registry.publish(&acme.token, bytes)), 400, "{what}");
+    }
+    registry.publish(&acme.token, good).unwrap();
+}
+
+#[test]
+fn names_versions_and_ownership() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    let evil = registry.publisher("mallory", "evil");
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.0"))
+        .unwrap();
+    // A re-publish of an existing version, even with other bytes.
+    assert_eq!(
+        status(registry.publish(
+            &acme.token,
+            acme.pack(&with_storage(), "text-transform", "1.0.0")
+        )),
+        409
+    );
+    // A non-owner publishing a new version of an existing name.
+    assert_eq!(
+        status(registry.publish(&evil.token, evil.pack(&plain(), "text-transform", "2.0.0"))),
+        403
+    );
+    // Lookalike names, by another publisher and by the owner alike.
+    for lookalike in [
+        "text_transform",
+        "text.transform",
+        "text-transf0rm",
+        "texttransforrn",
+    ] {
+        assert_eq!(
+            status(registry.publish(&evil.token, evil.pack(&plain(), lookalike, "1.0.0"))),
+            409,
+            "{lookalike}"
+        );
+    }
+    // Publishing as a publisher the caller does not act for.
+    let forged = pack_with(&plain(), "fresh", "1.0.0", "acme", &[], &evil.key);
+    assert_eq!(status(registry.publish(&evil.token, forged)), 403);
+    // A key not registered for the publisher.
+    let stranger = package::generate_key().unwrap();
+    let unsigned = pack_with(&plain(), "fresh", "1.0.0", "evil", &[], &stranger);
+    assert_eq!(status(registry.publish(&evil.token, unsigned)), 403);
+    // Yanked versions stay listed but cannot be installed anew.
+    registry
+        .post(
+            &acme.token,
+            "v1/packages/text-transform/1.0.0/yank",
+            json!({}),
+        )
+        .unwrap();
+    let host = host();
+    refused(
+        install(&registry, &host, &acme.token, "text-transform@1.0.0"),
+        "yanked",
+    );
+}
+
+#[test]
+fn tokens_and_permissions() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    let reader = registry.user("rita", &["reader"], None);
+    let package = acme.pack(&plain(), "text-transform", "1.0.0");
+
+    // No token, an unknown token, a token in the wrong header.
+    let anonymous = Client::new(&registry.url, std::slice::from_ref(&registry.ca), None).unwrap();
+    let answer = block_on(anonymous.get_json::<Json>("v1/index"));
+    assert!(matches!(answer, Err(ClientError::Status { status, .. }) if status == 401));
+    assert_eq!(
+        status(registry.publish(&format!("wdn_pat_{}", "0".repeat(64)), package.clone())),
+        401
+    );
+    let api_key = registry.token("alice", "api-key", None);
+    let misplaced = Client::new(
+        &registry.url,
+        std::slice::from_ref(&registry.ca),
+        Some(Credential {
+            kind: warden_registry::auth::TokenKind::Pat,
+            token: api_key.clone(),
+        }),
+    )
+    .unwrap();
+    assert!(block_on(misplaced.get_json::<Json>("v1/index")).is_err());
+
+    // A token without the needed permission.
+    assert_eq!(status(registry.publish(&reader, package.clone())), 403);
+    assert_eq!(
+        status(registry.post(
+            &acme.token,
+            "v1/users",
+            json!({ "name": "x", "roles": ["reader"] })
+        )),
+        403
+    );
+    assert_eq!(
+        status(
+            block_on(registry.client(&reader).get_json::<Json>("v1/audit"))
+                .map(|_: Json| Json::Null)
+        ),
+        403
+    );
+    // Nobody hands out a role above their own.
+    let admin = registry.user("ada", &["admin"], None);
+    assert_eq!(
+        status(registry.post(
+            &admin,
+            "v1/users",
+            json!({ "name": "o2", "roles": ["owner"] })
+        )),
+        403
+    );
+
+    // An API key works in X-API-Key.
+    registry.publish(&api_key, package).unwrap();
+
+    // An expired token.
+    let expired = registry.token("alice", "pat", Some(0));
+    assert_eq!(
+        status(registry.publish(&expired, acme.pack(&plain(), "text-transform", "1.0.1"))),
+        401
+    );
+
+    // A revoked token stops working at once.
+    let issued = registry
+        .post(&acme.token, "v1/tokens", json!({ "kind": "pat" }))
+        .unwrap();
+    let token = issued["token"].as_str().unwrap().to_string();
+    let id = issued["record"]["id"].as_str().unwrap().to_string();
+    registry
+        .publish(&token, acme.pack(&plain(), "text-transform", "1.0.2"))
+        .unwrap();
+    registry
+        .post(&token, &format!("v1/tokens/{id}/revoke"), json!({}))
+        .unwrap();
+    assert_eq!(
+        status(registry.publish(&token, acme.pack(&plain(), "text-transform", "1.0.3"))),
+        401
+    );
+
+    // The audit trail records who did what, for those allowed to read it.
+    let trail: Json = block_on(registry.client(&registry.owner).get_json("v1/audit")).unwrap();
+    assert!(trail.to_string().contains(&format!("revoked token {id}")));
+}
+
+#[test]
+fn keys_rotate_and_revocation_binds_registry_and_hosts() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.0"))
+        .unwrap();
+    let next = package::generate_key().unwrap();
+    let next_hex = package::public_key_hex(&next);
+    // A second key needs the signature of a current one.
+    assert_eq!(
+        status(registry.post(
+            &acme.token,
+            "v1/publishers/acme/keys",
+            json!({ "public_key": next_hex })
+        )),
+        403
+    );
+    let stranger = package::generate_key().unwrap();
+    let forged = warden_registry::protocol::sign_key_statement("acme", &next_hex, &stranger);
+    assert_eq!(
+        status(registry.post(
+            &acme.token,
+            "v1/publishers/acme/keys",
+            json!({ "public_key": next_hex, "signed_by": package::public_key_hex(&stranger), "signature": forged }),
+        )),
+        403
+    );
+    // Weak keys are refused at registration.
+    let identity = format!("01{}", "0".repeat(62));
+    assert_eq!(
+        status(registry.post(
+            &acme.token,
+            "v1/publishers/acme/keys",
+            json!({ "public_key": identity })
+        )),
+        400
+    );
+    let signature = warden_registry::protocol::sign_key_statement("acme", &next_hex, &acme.key);
+    registry
+        .post(
+            &acme.token,
+            "v1/publishers/acme/keys",
+            json!({ "public_key": next_hex, "signed_by": package::public_key_hex(&acme.key), "signature": signature }),
+        )
+        .unwrap();
+
+    // Revoke the first key back to when it was added: everything it signed is refused.
+    let old = package::public_key_hex(&acme.key);
+    registry
+        .post(
+            &acme.token,
+            &format!("v1/publishers/acme/keys/{old}/revoke"),
+            json!({ "revoked_at": 0 }),
+        )
+        .unwrap();
+    assert_eq!(
+        status(registry.publish(&acme.token, acme.pack(&plain(), "text-transform", "1.1.0"))),
+        403
+    );
+    let host = host();
+    refused(
+        install(&registry, &host, &acme.token, "text-transform@1.0.0"),
+        "revoked",
+    );
+    // The rotated-in key still publishes, and hosts accept what it signed.
+    let rotated = pack_with(&plain(), "text-transform", "1.2.0", "acme", &[], &next);
+    registry.publish(&acme.token, rotated).unwrap();
+    install(&registry, &host, &acme.token, "text-transform").unwrap();
+}
+
+#[test]
+fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.0"))
+        .unwrap();
+    let old_index = registry.index(&acme.token);
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.1.0"))
+        .unwrap();
+    let host = host();
+    let installed = install(&registry, &host, &acme.token, "text-transform").unwrap();
+    assert_eq!(installed.version, "1.1.0");
+
+    // A node version below the highest installed.
+    refused(
+        install(&registry, &host, &acme.token, "text-transform@1.0.0"),
+        "downgrade",
+    );
+    // An index older than one seen before (a replayed, authentic index).
+    let replayed = install::accept_index(
+        &host.state,
+        registry.client(&acme.token).base(),
+        &old_index,
+        None,
+        now(),
+    );
+    refused(replayed.map(|_| unreachable_install()), "rollback");
+    // An expired index (a frozen registry): the same index a day later.
+    refused(
+        install_at(
+            &registry,
+            &host,
+            &acme.token,
+            "text-transform",
+            now() + 86_400,
+        ),
+        "expired",
+    );
+    // A registry key other than the pinned one.
+    let impostor = block_on(install::install(
+        &registry.client(&acme.token),
+        &host.state,
+        InstallRequest {
+            name: "text-transform",
+            version: None,
+            registry_key: Some(&package::public_key_hex(&package::generate_key().unwrap())),
+            approve: None,
+            approve_hosts: None,
+            now: now(),
+        },
+    ));
+    refused(impostor, "pinned");
+
+    // High-water marks survive a restart of the host: reopen its state and try again.
+    let dir = host._dir.path().to_path_buf();
+    drop(host.state);
+    let reopened = Host {
+        state: HostState::open(&dir).unwrap(),
+        _dir: host._dir,
+    };
+    refused(
+        install(&registry, &reopened, &acme.token, "text-transform@1.0.0"),
+        "downgrade",
+    );
+
+    // Mix and match: a second registry never listed text-transform@1.1.0 with its nodes, and
+    // its `text-transform` belongs to someone else.
+    let second = Registry::start(3600);
+    let other = second.publisher("bob", "other");
+    second
+        .publish(
+            &other.token,
+            other.pack(&with_storage(), "counter", "1.0.0"),
+        )
+        .unwrap();
+    let mixed = block_on(install::install(
+        &second.client(&other.token),
+        &reopened.state,
+        InstallRequest {
+            name: "counter",
+            version: None,
+            registry_key: Some(&second.public_key),
+            approve: None,
+            approve_hosts: None,
+            now: now(),
+        },
+    ));
+    refused(mixed, "combination");
+    second
+        .publish(
+            &other.token,
+            other.pack(&plain(), "text-transform", "9.0.0"),
+        )
+        .unwrap();
+    let hijacked = block_on(install::install(
+        &second.client(&other.token),
+        &reopened.state,
+        InstallRequest {
+            name: "text-transform",
+            version: None,
+            registry_key: Some(&second.public_key),
+            approve: None,
+            approve_hosts: None,
+            now: now(),
+        },
+    ));
+    refused(hijacked, "publisher");
+}
+
+fn unreachable_install() -> Installed {
+    panic!("the replayed index was accepted")
+}
+
+#[test]
+fn a_package_served_under_another_name_is_refused() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    let a = acme.pack(&plain(), "node-a", "1.0.0");
+    let b = acme.pack(&plain(), "node-b", "1.0.0");
+    registry.publish(&acme.token, a.clone()).unwrap();
+    registry.publish(&acme.token, b).unwrap();
+    let signed = registry.index(&acme.token);
+    let key = package::verifying_key_from_hex(&registry.public_key).unwrap();
+    let index = Index::verify(&signed, &key, now()).unwrap();
+    let entry_b = index.entry("node-b", "1.0.0").unwrap();
+    // A's file served for B: its hash is not what the index lists for B.
+    assert!(install::check_package(&a, entry_b, &index).is_err());
+    // Even with B's hash and length forged into the entry, A's signed manifest names A.
+    let mut forged = entry_b.clone();
+    forged.package_sha256 = warden_registry::protocol::sha256_hex(&a);
+    forged.package_bytes = a.len() as u64;
+    let refusal = install::check_package(&a, &forged, &index).err().unwrap();
+    assert!(refusal.to_string().contains("node-a@1.0.0"), "{refusal}");
+    // One flipped bit in the component is caught by the hash before anything is parsed.
+    let entry_a = index.entry("node-a", "1.0.0").unwrap();
+    let mut flipped = a.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(install::check_package(&flipped, entry_a, &index).is_err());
+    assert!(install::check_package(&a, entry_a, &index).is_ok());
+}
+
+#[test]
+fn an_update_asking_for_more_stays_disabled_until_approved() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "widget", "1.0.0"))
+        .unwrap();
+    let host = host();
+    let first = install(&registry, &host, &acme.token, "widget").unwrap();
+    assert!(first.enabled && first.requested.is_empty());
+    // 1.1.0 asks for storage and a host it did not ask for before.
+    let more = pack_with(
+        &with_storage(),
+        "widget",
+        "1.1.0",
+        "acme",
+        &["api.example.com"],
+        &acme.key,
+    );
+    registry.publish(&acme.token, more).unwrap();
+    let update = install(&registry, &host, &acme.token, "widget").unwrap();
+    assert!(!update.enabled);
+    assert_eq!(update.pending(), vec!["storage-read", "storage-write"]);
+    assert_eq!(update.pending_hosts(), vec!["api.example.com"]);
+    assert!(
+        matches!(host.state.load("widget"), Err(InstallError::Refused(m)) if m.contains("warden approve"))
+    );
+    // Approving part of it is not enough; the grant is the intersection.
+    let partial = host
+        .state
+        .approve("widget", Some(vec!["storage-read".into()]), Some(vec![]))
+        .unwrap();
+    assert!(!partial.enabled);
+    assert_eq!(partial.grant().unwrap().to_string(), "storage-read");
+    let approved = host.state.approve("widget", None, None).unwrap();
+    assert!(approved.enabled);
+    assert_eq!(
+        approved.grant().unwrap().to_string(),
+        "storage-read,storage-write"
+    );
+    assert_eq!(approved.granted_hosts(), vec!["api.example.com"]);
+    let (package, _) = host.state.load("widget").unwrap();
+    assert_eq!(package.manifest.version, "1.1.0");
+
+    // An operator who approves less on a first install gets a disabled node, not a wider grant.
+    let other = self::host();
+    let narrow = block_on(install::install(
+        &registry.client(&acme.token),
+        &other.state,
+        InstallRequest {
+            name: "widget",
+            version: None,
+            registry_key: Some(&registry.public_key),
+            approve: Some(vec!["storage-read".into(), "http-get".into()]),
+            approve_hosts: Some(vec![]),
+            now: now(),
+        },
+    ))
+    .unwrap();
+    assert!(!narrow.enabled);
+    assert_eq!(narrow.grant().unwrap().to_string(), "storage-read");
+}
+
+#[test]
+fn installed_files_are_reverified_and_the_registry_checks_itself() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.0"))
+        .unwrap();
+    let host = host();
+    install(&registry, &host, &acme.token, "text-transform").unwrap();
+    let file = host
+        ._dir
+        .path()
+        .join("packages")
+        .join("text-transform-1.0.0.wpkg");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    assert!(
+        matches!(host.state.load("text-transform"), Err(InstallError::Refused(m)) if m.contains("altered"))
+    );
+
+    // The log the host checks holds the publish, and the index's checkpoint covers it.
+    let log: Vec<warden_registry::protocol::LogEntry> =
+        block_on(registry.client(&acme.token).get_json("v1/log")).unwrap();
+    assert_eq!(log.len(), 2, "the key and the publish");
+    let signed = registry.index(&acme.token);
+    let key = package::verifying_key_from_hex(&registry.public_key).unwrap();
+    let index = Index::verify(&signed, &key, now()).unwrap();
+    warden_registry::protocol::verify_log(&log, index.log_size, &index.log_head).unwrap();
+}
