@@ -331,8 +331,9 @@ pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
             let (store, _) = Store::open(&data, ttl).map_err(store_failure)?;
             let report = store.check().map_err(store_failure)?;
             out(&format!(
-                "{}: intact: {} versions verified, log of {} entries chains to index version {}\n",
+                "{}: intact (redb integrity check {:?}): {} versions verified, log of {} entries chains to index version {}\n",
                 data.display(),
+                report.integrity,
                 report.versions,
                 report.log_entries,
                 report.index_version
@@ -461,19 +462,18 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         let address = listener
             .local_addr()
             .map_err(|error| Failure::usage(error.to_string()))?;
-        let mut banner = format!(
-            "registry key: {}\nlistening on https://{address}\n",
-            store.public_key()
-        );
+        // "listening on" comes last: scripts may wait for it.
+        let mut banner = format!("registry key: {}\n", store.public_key());
+        if let Some(token) = bootstrap {
+            banner += &format!("owner token (shown once, keep it safe): {token}\n");
+        }
         if args.tls_cert.is_none() {
             banner += &format!(
                 "development certificate: {} (clients trust it with --ca-cert)\n",
                 tls::dev_certificate_path(&args.data).display()
             );
         }
-        if let Some(token) = bootstrap {
-            banner += &format!("owner token (shown once, keep it safe): {token}\n");
-        }
+        banner += &format!("listening on https://{address}\n");
         out(&banner);
         let router = server::router(Arc::new(store), max_package);
         tokio::select! {

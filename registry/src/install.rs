@@ -618,3 +618,99 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
     file.sync_all().map_err(fail)?;
     std::fs::rename(&temporary, path).map_err(fail)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Event, LOG_ROOT};
+    use ed25519_dalek::SigningKey;
+
+    fn index(key: &SigningKey, version: u64, log: &[LogEntry]) -> Index {
+        Index {
+            registry: hex(key.verifying_key().as_bytes()),
+            version,
+            issued_at: 0,
+            expires_at: 1_000,
+            log_size: log.len() as u64,
+            log_head: log.last().map(LogEntry::hash).unwrap_or(LOG_ROOT.into()),
+            packages: vec![],
+            keys: vec![],
+        }
+    }
+
+    fn log(versions: &[&str]) -> Vec<LogEntry> {
+        let mut entries: Vec<LogEntry> = Vec::new();
+        for (sequence, version) in versions.iter().enumerate() {
+            entries.push(LogEntry {
+                sequence: sequence as u64,
+                time: 0,
+                previous: entries
+                    .last()
+                    .map(LogEntry::hash)
+                    .unwrap_or(LOG_ROOT.into()),
+                event: Event::Yank {
+                    name: "a".into(),
+                    version: version.to_string(),
+                },
+            });
+        }
+        entries
+    }
+
+    fn remember(host: &HostState, signed: &Signed, index: &Index) {
+        host.put_registry(
+            "r",
+            &RegistryRecord {
+                public_key: index.registry.clone(),
+                index_version: index.version,
+                index_sha256: sha256_hex(signed.signed.as_bytes()),
+                log_size: index.log_size,
+                log_head: index.log_head.clone(),
+            },
+        )
+        .unwrap_or_default();
+    }
+
+    #[test]
+    fn two_different_indexes_with_one_version_are_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let first = index(&key, 5, &[]);
+        let signed = first.sign(&key);
+        assert!(accept_index(&host, "r", &signed, Some(&first.registry), 10).is_ok());
+        remember(&host, &signed, &first);
+        // The same version again is fine; a different document under that version is not.
+        assert!(accept_index(&host, "r", &signed, None, 10).is_ok());
+        let mut other = first.clone();
+        other.issued_at = 1;
+        let result = accept_index(&host, "r", &other.sign(&key), None, 10);
+        assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("two different")));
+    }
+
+    #[test]
+    fn a_rewritten_or_shortened_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let seen_log = log(&["1", "2"]);
+        let seen = index(&key, 1, &seen_log);
+        remember(&host, &seen.sign(&key), &seen);
+        let known = host.registry("r").unwrap_or_default();
+
+        // An extension of the log seen before passes.
+        let grown = log(&["1", "2", "3"]);
+        assert!(check_log(&grown, &index(&key, 2, &grown), known.as_ref()).is_ok());
+        // A different history of the same length or longer, even if signed, does not.
+        let forked = log(&["1", "X", "3"]);
+        let result = check_log(&forked, &index(&key, 2, &forked), known.as_ref());
+        assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("rewritten")));
+        // A log shorter than seen is refused with the index.
+        let short = log(&["1"]);
+        let result = accept_index(&host, "r", &index(&key, 2, &short).sign(&key), None, 10);
+        assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("shorter")));
+        // A log that does not chain to the signed checkpoint is refused.
+        let result = check_log(&grown[..2], &index(&key, 2, &grown), None);
+        assert!(matches!(result, Err(InstallError::Refused(_))));
+    }
+}

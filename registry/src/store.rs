@@ -105,11 +105,22 @@ pub struct Store {
     db: Database,
     key: SigningKey,
     index_ttl: u64,
+    integrity: Integrity,
+}
+
+/// What redb's integrity check found when the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Integrity {
+    #[default]
+    Passed,
+    Repaired,
 }
 
 /// What `check` found.
 #[derive(Debug, Default, Serialize)]
 pub struct CheckReport {
+    pub integrity: Integrity,
     pub versions: usize,
     pub log_entries: u64,
     pub index_version: u64,
@@ -133,16 +144,32 @@ impl Store {
             StoreError::Storage(format!("cannot create {}: {error}", dir.display()))
         })?;
         let key = load_or_create_key(dir)?;
-        let db = Database::create(dir.join("registry.redb")).map_err(|error| {
+        let mut db = Database::create(dir.join("registry.redb")).map_err(|error| {
             StoreError::Storage(format!(
                 "cannot open {}: {error}",
                 dir.join("registry.redb").display()
             ))
         })?;
+        // redb's own check of its pages and checksums, before anything is read.
+        let integrity = match db.check_integrity() {
+            Ok(true) => Integrity::Passed,
+            Ok(false) => {
+                tracing::warn!(
+                    "the registry database failed redb's integrity check and was repaired"
+                );
+                Integrity::Repaired
+            }
+            Err(error) => {
+                return Err(StoreError::Storage(format!(
+                    "the registry database is corrupt beyond repair: {error}"
+                )));
+            }
+        };
         let store = Store {
             db,
             key,
             index_ttl: index_ttl.max(1),
+            integrity,
         };
         let bootstrap = store.initialize()?;
         Ok((store, bootstrap))
@@ -909,6 +936,7 @@ impl Store {
             ));
         }
         Ok(CheckReport {
+            integrity: self.integrity,
             versions,
             log_entries: index.log_size,
             index_version: index.version,
