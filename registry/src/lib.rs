@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod fuzz_targets;
 pub mod install;
 pub mod names;
 pub mod protocol;

@@ -1,0 +1,46 @@
+//! The bodies of the fuzz targets, shared by `fuzz/` (cargo fuzz, libFuzzer) and the bounded
+//! mutation run in `tests/fuzz_parsers.rs` that CI executes on stable Rust. Each one feeds
+//! untrusted bytes to a parser and, when parsing succeeds, to its verifier: neither may panic,
+//! allocate without bound, or hang.
+
+use crate::protocol::{self, Index, LogEntry, Signed};
+use ed25519_dalek::SigningKey;
+use warden_host::package;
+
+/// A package file: the header, the length fields, the manifest, the signatures, the component.
+pub fn package(data: &[u8]) {
+    if let Ok(parsed) = package::decode(data) {
+        let _ = package::verify(&parsed, None);
+        let _ = package::encode(&parsed);
+    }
+}
+
+/// A manifest's JSON, and the statement a signature would cover.
+pub fn manifest(data: &[u8]) {
+    if let Ok(manifest) = serde_json::from_slice::<package::Manifest>(data) {
+        let _ = package::statement(&manifest);
+        let _ = package::validate_name(&manifest.name);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = package::verifying_key_from_hex(text);
+    }
+}
+
+/// A signed index as a host receives it, verified with a fixed registry key.
+pub fn index(data: &[u8]) {
+    let key = SigningKey::from_bytes(&[1; 32]).verifying_key();
+    if let Ok(signed) = serde_json::from_slice::<Signed>(data) {
+        let _ = Index::verify(&signed, &key, 0);
+    }
+    if let Ok(index) = serde_json::from_slice::<Index>(data) {
+        let _ = index.entry("a", "1.0.0");
+    }
+}
+
+/// A log as a host receives it, checked against a checkpoint.
+pub fn log(data: &[u8]) {
+    if let Ok(entries) = serde_json::from_slice::<Vec<LogEntry>>(data) {
+        let size = entries.len() as u64;
+        let _ = protocol::verify_log(&entries, size, protocol::LOG_ROOT);
+    }
+}
