@@ -68,6 +68,9 @@ enum Command {
         /// Also require a signature by the public key in FILE (repeatable).
         #[arg(long = "trust", value_name = "FILE")]
         trusted: Vec<PathBuf>,
+        /// Require signatures by at least N distinct --trust keys (a key counts once).
+        #[arg(long, value_name = "N", requires = "trusted")]
+        threshold: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -118,9 +121,9 @@ struct PackArgs {
     /// Semantic version, such as 1.0.0.
     #[arg(long)]
     version: String,
-    /// The secret key file from `warden keygen`.
-    #[arg(long)]
-    key: PathBuf,
+    /// The secret key file from `warden keygen`; repeat for co-signers.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
     #[arg(long, default_value = "")]
     description: String,
     #[arg(long, default_value = "")]
@@ -260,8 +263,9 @@ pub fn main() -> ExitCode {
         Command::Verify {
             package,
             trusted,
+            threshold,
             json,
-        } => verify_command(&package, &trusted, json),
+        } => verify_command(&package, &trusted, threshold, json),
         Command::Publish { package, remote } => {
             crate::registry_cli::publish_command(&package, &remote)
         }
@@ -443,11 +447,14 @@ fn pack_command(args: PackArgs) -> Result<(), Failure> {
     let component = std::fs::read(&component_path).map_err(|error| {
         Failure::usage(format!("cannot read {}: {error}", component_path.display()))
     })?;
-    let secret = std::fs::read_to_string(&args.key)
-        .map_err(|error| Failure::usage(format!("cannot read {}: {error}", args.key.display())))?;
-    let key = package::signing_key_from_hex(&secret).ok_or_else(|| {
-        Failure::usage(format!("{} is not a warden secret key", args.key.display()))
-    })?;
+    let mut keys = Vec::new();
+    for path in &args.keys {
+        let secret = std::fs::read_to_string(path)
+            .map_err(|error| Failure::usage(format!("cannot read {}: {error}", path.display())))?;
+        keys.push(package::signing_key_from_hex(&secret).ok_or_else(|| {
+            Failure::usage(format!("{} is not a warden secret key", path.display()))
+        })?);
+    }
     let manifest = package::Manifest {
         name: args.name.clone(),
         version: args.version.clone(),
@@ -460,8 +467,19 @@ fn pack_command(args: PackArgs) -> Result<(), Failure> {
         component_sha256: String::new(),
         component_bytes: 0,
     };
-    let bytes = package::pack(&component, manifest, &key)
+    let (first, cosigners) = keys
+        .split_first()
+        .ok_or_else(|| Failure::usage("give a signing key with --key"))?;
+    let mut bytes = package::pack(&component, manifest, first)
         .map_err(|error| Failure::usage(error.to_string()))?;
+    if !cosigners.is_empty() {
+        let mut signed =
+            package::decode(&bytes).map_err(|error| Failure::usage(error.to_string()))?;
+        for key in cosigners {
+            package::add_signature(&mut signed, key);
+        }
+        bytes = package::encode(&signed);
+    }
     let destination = args
         .out
         .unwrap_or_else(|| PathBuf::from(format!("{}-{}.wpkg", args.name, args.version)));
@@ -472,7 +490,12 @@ fn pack_command(args: PackArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn verify_command(path: &Path, trusted: &[PathBuf], as_json: bool) -> Result<(), Failure> {
+fn verify_command(
+    path: &Path,
+    trusted: &[PathBuf],
+    threshold: Option<usize>,
+    as_json: bool,
+) -> Result<(), Failure> {
     let refused =
         |error: package::PackageError| Failure::usage(format!("{}: {error}", path.display()));
     let mut keys = Vec::new();
@@ -488,8 +511,11 @@ fn verify_command(path: &Path, trusted: &[PathBuf], as_json: bool) -> Result<(),
         package::PackageError::Io(..) => Failure::usage(error.to_string()),
         other => refused(other),
     })?;
-    let signers = package::verify(&package, (!trusted.is_empty()).then_some(keys.as_slice()))
-        .map_err(refused)?;
+    let signers = match threshold {
+        Some(threshold) => package::verify_threshold(&package, &keys, threshold),
+        None => package::verify(&package, (!trusted.is_empty()).then_some(keys.as_slice())),
+    }
+    .map_err(refused)?;
     let manifest = &package.manifest;
     let signers: Vec<String> = signers
         .iter()

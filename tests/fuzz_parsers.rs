@@ -120,7 +120,12 @@ fn the_manifest_parser_survives_mutations() {
     let package = package::decode(&seed_package()).unwrap();
     let manifest = serde_json::to_vec(&package.manifest).unwrap();
     let key = package.signatures[0].public_key.clone().into_bytes();
-    run("manifest", &[manifest, key], 100_000, fuzz_targets::manifest);
+    run(
+        "manifest",
+        &[manifest, key],
+        100_000,
+        fuzz_targets::manifest,
+    );
 }
 
 #[test]

@@ -243,3 +243,64 @@ fn pack_refuses_bad_names_and_versions() {
         );
     }
 }
+
+#[test]
+fn co_signers_meet_a_threshold_and_a_repeated_key_counts_once() {
+    let first = fixture();
+    let second = fixture();
+    let node = example("text-transform", Target::Unknown);
+    let both = first.dir.join("both.wpkg");
+    ok(&warden(&[
+        "pack",
+        node.to_str().unwrap(),
+        "--name",
+        "text-transform",
+        "--version",
+        "1.0.0",
+        "--key",
+        first.key.to_str().unwrap(),
+        "--key",
+        second.key.to_str().unwrap(),
+        "--out",
+        both.to_str().unwrap(),
+    ]));
+    let verify = |path: &Path| {
+        warden(&[
+            "verify",
+            path.to_str().unwrap(),
+            "--trust",
+            first.public.to_str().unwrap(),
+            "--trust",
+            second.public.to_str().unwrap(),
+            "--threshold",
+            "2",
+        ])
+    };
+    ok(&verify(&both));
+    // The first signer's signature twice is still one key: below a threshold of two.
+    let mut doubled = package::read_file(&both).unwrap();
+    let again = doubled.signatures[0].clone();
+    doubled.signatures[1] = again;
+    let doubled_path = first.dir.join("doubled.wpkg");
+    std::fs::write(&doubled_path, package::encode(&doubled)).unwrap();
+    let refused = verify(&doubled_path);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("1 distinct trusted keys signed"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // The same key given twice as trusted does not count twice either.
+    let single = pack(&first, &node, "text-transform", "1.0.1");
+    let twice = warden(&[
+        "verify",
+        single.to_str().unwrap(),
+        "--trust",
+        first.public.to_str().unwrap(),
+        "--trust",
+        first.public.to_str().unwrap(),
+        "--threshold",
+        "2",
+    ]);
+    assert_eq!(twice.status.code(), Some(2));
+}

@@ -818,3 +818,30 @@ fn installed_files_are_reverified_and_the_registry_checks_itself() {
     let index = Index::verify(&signed, &key, now()).unwrap();
     warden_registry::protocol::verify_log(&log, index.log_size, &index.log_head).unwrap();
 }
+
+#[test]
+fn the_registry_speaks_http2_over_tls() {
+    let registry = Registry::start(3600);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(registry.ca.clone()))
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let address = registry.url.trim_start_matches("https://").to_string();
+    let negotiated = block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
+    });
+    assert_eq!(negotiated.as_deref(), Some(b"h2".as_slice()));
+}

@@ -94,6 +94,8 @@ pub enum PackageError {
     WeakKey(String),
     #[error("no signature is from a trusted key")]
     Untrusted,
+    #[error("{count} distinct trusted keys signed the package; {threshold} are required")]
+    BelowThreshold { count: usize, threshold: usize },
     #[error("cannot read {0}: {1}")]
     Io(String, String),
 }
@@ -168,6 +170,14 @@ pub fn verifying_key_from_hex(text: &str) -> Result<VerifyingKey, PackageError> 
     if key.is_weak() {
         return Err(PackageError::WeakKey(text.trim().to_string()));
     }
+    // One key, one spelling: an encoding of y at or above the field prime names the same
+    // point as the canonical one and could pass as a second, distinct key.
+    if key.to_edwards().compress().to_bytes() != bytes {
+        return Err(PackageError::Malformed(
+            "public key",
+            "it is not the canonical encoding of its point".into(),
+        ));
+    }
     Ok(key)
 }
 
@@ -205,16 +215,22 @@ pub fn pack(
     manifest.component_bytes = component.len() as u64;
     manifest.wit = WIT_VERSION.to_string();
     check_fields(&manifest)?;
-    let signature = key.sign(&statement(&manifest));
-    let signatures = vec![PackageSignature {
+    let mut package = Package {
+        manifest,
+        signatures: Vec::new(),
+        component: component.to_vec(),
+    };
+    add_signature(&mut package, key);
+    Ok(encode(&package))
+}
+
+/// Adds `key`'s signature over the package's statement (a co-signer, for thresholds).
+pub fn add_signature(package: &mut Package, key: &SigningKey) {
+    let signature = key.sign(&statement(&package.manifest));
+    package.signatures.push(PackageSignature {
         public_key: public_key_hex(key),
         signature: hex(&signature.to_bytes()),
-    }];
-    Ok(encode(&Package {
-        manifest,
-        signatures,
-        component: component.to_vec(),
-    }))
+    });
 }
 
 fn check_fields(manifest: &Manifest) -> Result<(), PackageError> {
@@ -369,7 +385,7 @@ pub fn verify(
         return Err(PackageError::Unsigned);
     }
     let statement = statement(manifest);
-    let mut signers = Vec::new();
+    let mut signers: Vec<VerifyingKey> = Vec::new();
     for entry in &package.signatures {
         let key = verifying_key_from_hex(&entry.public_key)?;
         let bytes = unhex::<64>(&entry.signature)
@@ -381,12 +397,36 @@ pub fn verify(
                 entry.public_key
             ))
         })?;
-        signers.push(key);
+        // A key that signed twice counts once.
+        if !signers.contains(&key) {
+            signers.push(key);
+        }
     }
     if let Some(trusted) = trusted
         && !signers.iter().any(|signer| trusted.contains(signer))
     {
         return Err(PackageError::Untrusted);
+    }
+    Ok(signers)
+}
+
+/// Verifies like [`verify`] and also requires signatures by at least `threshold` distinct
+/// keys of `trusted`; a key that signed twice, or appears twice in `trusted`, counts once.
+pub fn verify_threshold(
+    package: &Package,
+    trusted: &[VerifyingKey],
+    threshold: usize,
+) -> Result<Vec<VerifyingKey>, PackageError> {
+    let signers = verify(package, None)?;
+    let count = signers
+        .iter()
+        .filter(|signer| trusted.contains(signer))
+        .count();
+    if count < threshold.max(1) {
+        return Err(PackageError::BelowThreshold {
+            count,
+            threshold: threshold.max(1),
+        });
     }
     Ok(signers)
 }
@@ -423,6 +463,26 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn non_canonical_keys_are_refused() {
+        // y = p + k for small k: the same points as y = k, spelled differently.
+        let mut decompressed = 0;
+        for k in 0u8..19 {
+            let mut bytes = [0xffu8; 32];
+            bytes[0] = 0xed + k;
+            bytes[31] = 0x7f;
+            if VerifyingKey::from_bytes(&bytes).is_ok() {
+                decompressed += 1;
+                assert!(verifying_key_from_hex(&hex(&bytes)).is_err(), "{k}");
+            }
+        }
+        assert!(decompressed > 0, "no non-canonical encoding was tried");
+        let good = generate_key()
+            .map(|key| public_key_hex(&key))
+            .unwrap_or_default();
+        assert!(verifying_key_from_hex(&good).is_ok());
     }
 
     #[test]
