@@ -69,7 +69,36 @@ fn test() -> Result<(), String> {
     run(command)?;
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
-    run(doc)
+    run(doc)?;
+    audit()
+}
+
+/// Checks Cargo.lock against the RustSec advisory database, offline: the one in
+/// $WARDEN_ADVISORY_DB, or ../shared/advisory-db beside the repository. cargo-audit is
+/// installed from crates.io when missing. Any vulnerable dependency fails the run.
+fn audit() -> Result<(), String> {
+    let db = std::env::var_os("WARDEN_ADVISORY_DB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/advisory-db"));
+    if !db.is_dir() {
+        println!(
+            "xtask: no advisory database at {}; dependency audit skipped (set WARDEN_ADVISORY_DB)",
+            db.display()
+        );
+        return Ok(());
+    }
+    let installed = cargo()
+        .args(["audit", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !installed {
+        let mut install = cargo();
+        install.args(["install", "cargo-audit", "--locked"]);
+        run(install)?;
+    }
+    let mut audit = cargo();
+    audit.args(["audit", "--no-fetch", "--db"]).arg(&db);
+    run(audit)
 }
 
 /// Runs `warden ARGS`, echoing the command and its stdout; the node's log passes through on stderr.
@@ -177,8 +206,131 @@ fn demo() -> Result<(), String> {
         ])?;
     }
     let _ = std::fs::remove_dir_all(&data);
+    registry_demo()?;
     println!(
-        "\nThe demo ran every example node. Next: target/debug/warden --help, docs/capabilities.md."
+        "\nThe demo ran every example node. Next: target/debug/warden --help, docs/capabilities.md, docs/registry.md."
     );
     Ok(())
+}
+
+/// Publishes a signed node to a registry on loopback and installs and runs it from there.
+fn registry_demo() -> Result<(), String> {
+    use std::io::{BufRead, BufReader};
+    println!("\n# A registry on loopback (TLS, HTTP/2): sign, publish, install, run.");
+    let dir = std::env::temp_dir().join(format!("warden-registry-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    let path = |name: &str| dir.join(name).to_string_lossy().to_string();
+    let mut server = Command::new(root().join("target/debug/warden"))
+        .args([
+            "registry",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            &path("registry"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot start the registry: {error}"))?;
+    let mut url = String::new();
+    let mut owner = String::new();
+    if let Some(stdout) = server.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("  registry: {line}");
+            if let Some(token) = line
+                .split_whitespace()
+                .find(|word| word.starts_with("wdn_pat_"))
+            {
+                owner = token.to_string();
+            }
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                url = rest.trim().to_string();
+                break;
+            }
+        }
+    }
+    let result = (|| {
+        if url.is_empty() || owner.is_empty() {
+            return Err("the registry did not start".to_string());
+        }
+        let ca = path("registry/tls/cert.pem");
+        let common = ["--registry", url.as_str(), "--ca-cert", ca.as_str()];
+        let with = |args: &[&str], token: &str| -> Vec<String> {
+            let mut all: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+            all.extend(common.iter().map(|arg| arg.to_string()));
+            all.extend(["--token".to_string(), token.to_string()]);
+            all
+        };
+        let call = |args: Vec<String>| {
+            let borrowed: Vec<&str> = args.iter().map(String::as_str).collect();
+            warden(&borrowed)
+        };
+        call(with(
+            &[
+                "registry",
+                "user",
+                "alice",
+                "--role",
+                "publisher",
+                "--publisher",
+                "acme",
+            ],
+            &owner,
+        ))?;
+        let alice = call(with(&["registry", "token", "--user", "alice"], &owner))?
+            .trim()
+            .to_string();
+        warden(&["keygen", "--out", &path("acme")])?;
+        call(with(
+            &["registry", "key", "acme", &path("acme.pub")],
+            &alice,
+        ))?;
+        let text = component("text-transform")?;
+        let package = path("text-transform-1.0.0.wpkg");
+        warden(&[
+            "pack",
+            &text,
+            "--name",
+            "text-transform",
+            "--version",
+            "1.0.0",
+            "--publisher",
+            "acme",
+            "--key",
+            &path("acme.key"),
+            "--out",
+            &package,
+        ])?;
+        call(with(&["publish", &package], &alice))?;
+        let state = path("host");
+        call(with(
+            &[
+                "install",
+                "text-transform",
+                "--state",
+                &state,
+                "--registry-key",
+                &path("registry/registry.pub"),
+            ],
+            &alice,
+        ))?;
+        warden(&[
+            "run",
+            "--installed",
+            "text-transform",
+            "--state",
+            &state,
+            "--node",
+            "text-transform",
+            "--input",
+            "text=installed from a signed registry",
+        ])?;
+        Ok(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
