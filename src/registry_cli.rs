@@ -84,6 +84,12 @@ pub enum RegistryCommand {
         #[arg(long, default_value = "warden-registry", value_name = "DIR")]
         data: PathBuf,
     },
+    /// Replace a stopped registry's signing key. Hosts follow the change through a root
+    /// document signed by the old key and the new one.
+    RotateKey {
+        #[arg(long, default_value = "warden-registry", value_name = "DIR")]
+        data: PathBuf,
+    },
     /// Create a user.
     User {
         name: String,
@@ -331,12 +337,23 @@ pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
             let (store, _) = Store::open(&data, ttl).map_err(store_failure)?;
             let report = store.check().map_err(store_failure)?;
             out(&format!(
-                "{}: intact (redb integrity check {:?}): {} versions verified, log of {} entries chains to index version {}\n",
+                "{}: intact (redb integrity check {:?}): root version {}, {} versions verified, log of {} entries chains to index version {}\n",
                 data.display(),
                 report.integrity,
+                report.root_version,
                 report.versions,
                 report.log_entries,
                 report.index_version
+            ));
+            Ok(())
+        }
+        RegistryCommand::RotateKey { data } => {
+            let (mut store, _) = Store::open(&data, DEFAULT_INDEX_TTL).map_err(store_failure)?;
+            let root = store.rotate_key(&data).map_err(store_failure)?;
+            out(&format!(
+                "registry key: {} (root version {}; the old key signed it in and is no longer used)\n",
+                store.public_key(),
+                root.version
             ));
             Ok(())
         }

@@ -31,6 +31,27 @@ impl Registry {
     fn start(index_ttl: u64) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let (store, bootstrap) = Store::open(dir.path(), index_ttl).unwrap();
+        let owner = bootstrap.expect("a new registry issues an owner token");
+        Registry::serve(dir, store, owner, "127.0.0.1:0")
+    }
+
+    /// Stops serving, lets `change` work on the stopped registry's directory, and serves again.
+    fn restart(self, change: impl FnOnce(&Path)) -> Registry {
+        let Registry {
+            dir,
+            owner,
+            url,
+            _runtime,
+            ..
+        } = self;
+        _runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        change(dir.path());
+        let (store, _) = Store::open(dir.path(), 3600).unwrap();
+        // The same address: hosts know a registry by its URL.
+        Registry::serve(dir, store, owner, url.trim_start_matches("https://"))
+    }
+
+    fn serve(dir: tempfile::TempDir, store: Store, owner: String, address: &str) -> Registry {
         let public_key = store.public_key();
         let tls = tls::server_config(dir.path(), None, None).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -39,7 +60,7 @@ impl Registry {
             .build()
             .unwrap();
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(address))
             .unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let router = server::router(Arc::new(store), server::DEFAULT_MAX_PACKAGE_BYTES);
@@ -47,7 +68,7 @@ impl Registry {
         let pem = std::fs::read(tls::dev_certificate_path(dir.path())).unwrap();
         let ca = warden_host::http::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
         Registry {
-            owner: bootstrap.expect("a new registry issues an owner token"),
+            owner,
             dir,
             url,
             ca,
@@ -121,6 +142,10 @@ impl Registry {
 
     fn index(&self, token: &str) -> Signed {
         block_on(self.client(token).get_json("v1/index")).unwrap()
+    }
+
+    fn roots(&self) -> Vec<warden_registry::protocol::SignedRoot> {
+        block_on(self.client(&self.owner).get_json("v1/roots")).unwrap()
     }
 
     fn cert_path(&self) -> PathBuf {
@@ -605,6 +630,7 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
         &host.state,
         registry.client(&acme.token).base(),
         &old_index,
+        &registry.roots(),
         None,
         now(),
     );
@@ -844,4 +870,143 @@ fn the_registry_speaks_http2_over_tls() {
         tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
     });
     assert_eq!(negotiated.as_deref(), Some(b"h2".as_slice()));
+}
+
+#[test]
+fn a_rotated_registry_key_is_followed_through_signed_roots() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.0"))
+        .unwrap();
+    let host = host();
+    install(&registry, &host, &acme.token, "text-transform").unwrap();
+    let first_key = registry.public_key.clone();
+
+    // Rotate the stopped registry's key, then serve again.
+    let mut rotated_root = None;
+    let mut registry = registry.restart(|dir| {
+        let (mut store, _) = Store::open(dir, 3600).unwrap();
+        rotated_root = Some(store.rotate_key(dir).unwrap());
+        assert!(store.check().is_ok());
+    });
+    let root = rotated_root.unwrap();
+    assert_eq!(root.version, 2);
+    let new_key = std::fs::read_to_string(registry.dir.path().join("registry.pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(new_key, first_key);
+    assert_eq!(root.keys, vec![new_key.clone()]);
+    registry.public_key = new_key.clone();
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.1.0"))
+        .unwrap();
+
+    // The host pinned the first key; it follows the root signed by old and new and updates.
+    let updated = block_on(install::install(
+        &registry.client(&acme.token),
+        &host.state,
+        InstallRequest {
+            name: "text-transform",
+            version: None,
+            registry_key: None,
+            approve: None,
+            approve_hosts: None,
+            now: now(),
+        },
+    ))
+    .unwrap();
+    assert_eq!(updated.version, "1.1.0");
+    let record = host
+        .state
+        .registry(registry.client(&acme.token).base())
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.root.version, 2);
+    assert_eq!(record.root.keys, vec![new_key.clone()]);
+
+    // A new host given only the old key also reaches the new root; a key no root lists fails.
+    let fresh = self::host();
+    block_on(install::install(
+        &registry.client(&acme.token),
+        &fresh.state,
+        InstallRequest {
+            name: "text-transform",
+            version: None,
+            registry_key: Some(&first_key),
+            approve: None,
+            approve_hosts: None,
+            now: now(),
+        },
+    ))
+    .unwrap();
+    let stranger = self::host();
+    let unknown = block_on(install::install(
+        &registry.client(&acme.token),
+        &stranger.state,
+        InstallRequest {
+            name: "text-transform",
+            version: None,
+            registry_key: Some(&package::public_key_hex(&package::generate_key().unwrap())),
+            approve: None,
+            approve_hosts: None,
+            now: now(),
+        },
+    ));
+    refused(unknown, "no root");
+
+    // A root chain that skips a version, or a new root signed by the new key alone, is refused.
+    let roots = registry.roots();
+    let old_root = warden_registry::protocol::Root::parse(&roots[0]).unwrap();
+    let thief = package::generate_key().unwrap();
+    let hijack = warden_registry::protocol::Root {
+        version: 2,
+        keys: vec![package::public_key_hex(&thief)],
+        threshold: 1,
+        issued_at: now(),
+    }
+    .sign(&[&thief]);
+    assert!(
+        install::follow_roots(Some(&old_root), None, &[roots[0].clone(), hijack], "r").is_err()
+    );
+    let mut skipping = warden_registry::protocol::Root::parse(&roots[1]).unwrap();
+    skipping.version = 3;
+    let skipped = skipping.sign(&[]);
+    assert!(install::follow_roots(Some(&old_root), None, &[skipped], "r").is_err());
+}
+
+#[test]
+fn an_interrupted_rotation_is_finished_or_discarded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), 3600).unwrap();
+    let key = store.public_key();
+    drop(store);
+    // A crash after the new key was written but before the database committed: discarded.
+    let stray = package::generate_key().unwrap();
+    package::write_secret_file(
+        &dir.path().join("registry.key.next"),
+        &package::secret_key_hex(&stray),
+    )
+    .unwrap();
+    let (mut store, _) = Store::open(dir.path(), 3600).unwrap();
+    assert_eq!(store.public_key(), key);
+    assert!(!dir.path().join("registry.key.next").exists());
+    assert!(store.check().is_ok());
+
+    // A crash after the database committed but before the new key was moved into place:
+    // finished. (Put the files back as they were at that moment.)
+    let old_secret = std::fs::read_to_string(dir.path().join("registry.key")).unwrap();
+    let root = store.rotate_key(dir.path()).unwrap();
+    drop(store);
+    std::fs::rename(
+        dir.path().join("registry.key"),
+        dir.path().join("registry.key.next"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("registry.key"), old_secret).unwrap();
+    let (store, _) = Store::open(dir.path(), 3600).unwrap();
+    assert_eq!(vec![store.public_key()], root.keys);
+    assert!(!dir.path().join("registry.key.next").exists());
+    assert!(store.check().is_ok());
 }

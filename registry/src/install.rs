@@ -11,7 +11,7 @@
 //! publisher's, added before and not revoked at publication).
 
 use crate::client::{Client, ClientError};
-use crate::protocol::{self, Index, IndexEntry, LogEntry, Signed, sha256_hex};
+use crate::protocol::{self, Index, IndexEntry, LogEntry, Root, Signed, SignedRoot, sha256_hex};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -45,7 +45,8 @@ fn refused(why: impl Into<String>) -> InstallError {
 /// What the host remembers of a registry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryRecord {
-    pub public_key: String,
+    /// The registry's root of trust as this host last accepted it.
+    pub root: Root,
     pub index_version: u64,
     pub index_sha256: String,
     pub log_size: u64,
@@ -310,34 +311,75 @@ pub struct InstallRequest<'a> {
     pub now: u64,
 }
 
-/// Verifies a signed index against what this host has seen of `registry` and records it.
-/// Returns the index and the record as it was before.
-pub fn accept_index(
-    host: &HostState,
-    registry: &str,
-    signed: &Signed,
+/// Follows the registry's root documents from what this host trusts (the root it accepted
+/// before, or the key the operator gave on first use) to the newest, each step signed by a
+/// threshold of the old keys and of the new.
+pub fn follow_roots(
+    known: Option<&Root>,
     registry_key: Option<&str>,
-    now: u64,
-) -> Result<(Index, Option<RegistryRecord>), InstallError> {
-    let known = host.registry(registry)?;
-    let key_hex = match (&known, registry_key) {
-        (Some(known), Some(given)) if known.public_key != given.trim() => {
+    roots: &[SignedRoot],
+    registry: &str,
+) -> Result<Root, InstallError> {
+    let bad = |error: protocol::ProtocolError| refused(error.to_string());
+    let mut current = match (known, registry_key) {
+        (Some(known), Some(given)) if !known.keys.iter().any(|key| key == given.trim()) => {
             return Err(refused(format!(
-                "the registry key given is not the one pinned for {registry} ({}); a registry's key never changes silently",
-                known.public_key
+                "the registry key given is not one pinned for {registry} ({}); a registry's key changes only through a root signed by the old and the new keys",
+                known.keys.join(", ")
             )));
         }
-        (Some(known), _) => known.public_key.clone(),
-        (None, Some(given)) => given.trim().to_string(),
+        (Some(known), _) => known.clone(),
+        (None, Some(given)) => {
+            let given = given.trim();
+            package::verifying_key_from_hex(given)
+                .map_err(|error| InstallError::Usage(format!("--registry-key: {error}")))?;
+            // The newest root that lists the key the operator vouched for.
+            roots
+                .iter()
+                .rev()
+                .find_map(|signed| Root::verify_pinned(signed, given).ok())
+                .ok_or_else(|| {
+                    refused(format!(
+                        "no root of {registry} lists the key {given}; check the key you were given"
+                    ))
+                })?
+        }
         (None, None) => {
             return Err(InstallError::Usage(format!(
                 "this host has not used {registry} before: pass its public key with --registry-key (the registry prints it and writes it to registry.pub in its data directory)"
             )));
         }
     };
-    let key = package::verifying_key_from_hex(&key_hex)
-        .map_err(|error| InstallError::Usage(error.to_string()))?;
-    let index = Index::verify(signed, &key, now).map_err(|error| refused(error.to_string()))?;
+    for signed in roots {
+        let version = Root::parse(signed).map_err(bad)?.version;
+        if version <= current.version {
+            continue;
+        }
+        current = current.verify_next(signed).map_err(bad)?;
+    }
+    Ok(current)
+}
+
+/// Verifies a signed index against what this host has seen of `registry`: the root chain, the
+/// signature, the expiry, no rollback, no equivocation. Returns the index, the root it was
+/// verified with, and the record as it was before.
+pub fn accept_index(
+    host: &HostState,
+    registry: &str,
+    signed: &Signed,
+    roots: &[SignedRoot],
+    registry_key: Option<&str>,
+    now: u64,
+) -> Result<(Index, Root, Option<RegistryRecord>), InstallError> {
+    let known = host.registry(registry)?;
+    let root = follow_roots(
+        known.as_ref().map(|known| &known.root),
+        registry_key,
+        roots,
+        registry,
+    )?;
+    let index =
+        Index::verify_with_root(signed, &root, now).map_err(|error| refused(error.to_string()))?;
     let digest = sha256_hex(signed.signed.as_bytes());
     if let Some(known) = &known {
         if index.version < known.index_version {
@@ -358,7 +400,7 @@ pub fn accept_index(
             ));
         }
     }
-    Ok((index, known))
+    Ok((index, root, known))
 }
 
 /// Checks the log: it chains to the index's signed checkpoint and extends what was seen.
@@ -482,8 +524,16 @@ pub async fn install(
         check_names(names)?;
     }
     let registry = client.base().to_string();
+    let roots: Vec<SignedRoot> = client.get_json("v1/roots").await?;
     let signed: Signed = client.get_json("v1/index").await?;
-    let (index, known) = accept_index(host, &registry, &signed, request.registry_key, request.now)?;
+    let (index, root, known) = accept_index(
+        host,
+        &registry,
+        &signed,
+        &roots,
+        request.registry_key,
+        request.now,
+    )?;
     let log: Vec<LogEntry> = client.get_json("v1/log").await?;
     check_log(&log, &index, known.as_ref())?;
     // The index is authentic and newer: remember it now, so a later rollback is refused even
@@ -491,7 +541,7 @@ pub async fn install(
     host.put_registry(
         &registry,
         &RegistryRecord {
-            public_key: index.registry.clone(),
+            root,
             index_version: index.version,
             index_sha256: sha256_hex(signed.signed.as_bytes()),
             log_size: index.log_size,
@@ -657,11 +707,20 @@ mod tests {
         entries
     }
 
+    fn root_of(index: &Index) -> Root {
+        Root {
+            version: 1,
+            keys: vec![index.registry.clone()],
+            threshold: 1,
+            issued_at: 0,
+        }
+    }
+
     fn remember(host: &HostState, signed: &Signed, index: &Index) {
         host.put_registry(
             "r",
             &RegistryRecord {
-                public_key: index.registry.clone(),
+                root: root_of(index),
                 index_version: index.version,
                 index_sha256: sha256_hex(signed.signed.as_bytes()),
                 log_size: index.log_size,
@@ -678,13 +737,14 @@ mod tests {
         let key = SigningKey::from_bytes(&[7; 32]);
         let first = index(&key, 5, &[]);
         let signed = first.sign(&key);
-        assert!(accept_index(&host, "r", &signed, Some(&first.registry), 10).is_ok());
+        let roots = vec![root_of(&first).sign(&[&key])];
+        assert!(accept_index(&host, "r", &signed, &roots, Some(&first.registry), 10).is_ok());
         remember(&host, &signed, &first);
         // The same version again is fine; a different document under that version is not.
-        assert!(accept_index(&host, "r", &signed, None, 10).is_ok());
+        assert!(accept_index(&host, "r", &signed, &roots, None, 10).is_ok());
         let mut other = first.clone();
         other.issued_at = 1;
-        let result = accept_index(&host, "r", &other.sign(&key), None, 10);
+        let result = accept_index(&host, "r", &other.sign(&key), &roots, None, 10);
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("two different")));
     }
 
@@ -707,7 +767,14 @@ mod tests {
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("rewritten")));
         // A log shorter than seen is refused with the index.
         let short = log(&["1"]);
-        let result = accept_index(&host, "r", &index(&key, 2, &short).sign(&key), None, 10);
+        let result = accept_index(
+            &host,
+            "r",
+            &index(&key, 2, &short).sign(&key),
+            &[],
+            None,
+            10,
+        );
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("shorter")));
         // A log that does not chain to the signed checkpoint is refused.
         let result = check_log(&grown[..2], &index(&key, 2, &grown), None);

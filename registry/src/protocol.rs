@@ -13,6 +13,7 @@ use warden_host::package::{self, hex, unhex};
 const INDEX_DOMAIN: &[u8] = b"warden registry index v1\n";
 const LOG_DOMAIN: &[u8] = b"warden registry log entry v1\n";
 const KEY_DOMAIN: &[u8] = b"warden publisher key v1\n";
+const ROOT_DOMAIN: &[u8] = b"warden registry root v1\n";
 
 /// The largest signed index a host reads.
 pub const MAX_INDEX_BYTES: usize = 32 * 1024 * 1024;
@@ -29,6 +30,8 @@ pub enum ProtocolError {
     Expired { expired: u64, now: u64 },
     #[error("the log does not chain: {0}")]
     BrokenLog(String),
+    #[error("the registry's root {0}")]
+    BadRoot(String),
 }
 
 /// Seconds since the Unix epoch.
@@ -153,6 +156,27 @@ impl Index {
         Ok(index)
     }
 
+    /// Verifies with whichever key of `root` the index names: its signature by that key first,
+    /// then that it is unexpired at `now`.
+    pub fn verify_with_root(
+        signed: &Signed,
+        root: &Root,
+        now: u64,
+    ) -> Result<Index, ProtocolError> {
+        let mut last = ProtocolError::BadSignature("index");
+        for key in &root.keys {
+            let Ok(key) = package::verifying_key_from_hex(key) else {
+                continue;
+            };
+            match Index::verify(signed, &key, now) {
+                Ok(index) => return Ok(index),
+                Err(ProtocolError::BadSignature(what)) => last = ProtocolError::BadSignature(what),
+                Err(other) => return Err(other),
+            }
+        }
+        Err(last)
+    }
+
     pub fn entry(&self, name: &str, version: &str) -> Option<&IndexEntry> {
         self.packages
             .iter()
@@ -266,6 +290,144 @@ pub fn verify_key_statement(
 
 pub use package::verifying_key_from_hex;
 
+/// The registry's root of trust: the keys that may sign its index, and how many of them must
+/// sign the next root. Version 1 is the key a host pins first; every later version must be
+/// signed by a threshold of the keys of the version before it and of its own, so a stolen
+/// old key alone cannot hand the registry to someone else, and no version can be skipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Root {
+    pub version: u64,
+    pub keys: Vec<String>,
+    pub threshold: usize,
+    pub issued_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootSignature {
+    pub public_key: String,
+    pub signature: String,
+}
+
+/// A root document and the signatures over it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRoot {
+    pub signed: String,
+    pub signatures: Vec<RootSignature>,
+}
+
+impl Root {
+    pub fn sign(&self, keys: &[&SigningKey]) -> SignedRoot {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        let mut message = ROOT_DOMAIN.to_vec();
+        message.extend_from_slice(text.as_bytes());
+        SignedRoot {
+            signatures: keys
+                .iter()
+                .map(|key| RootSignature {
+                    public_key: hex(key.verifying_key().as_bytes()),
+                    signature: hex(&key.sign(&message).to_bytes()),
+                })
+                .collect(),
+            signed: text,
+        }
+    }
+
+    pub fn parse(signed: &SignedRoot) -> Result<Root, ProtocolError> {
+        let root: Root = serde_json::from_str(&signed.signed)
+            .map_err(|error| ProtocolError::Malformed("root", error.to_string()))?;
+        let mut distinct = root.keys.clone();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() != root.keys.len() {
+            return Err(ProtocolError::BadRoot(format!(
+                "version {} lists a key twice",
+                root.version
+            )));
+        }
+        if root.keys.is_empty() || root.threshold == 0 || root.threshold > root.keys.len() {
+            return Err(ProtocolError::BadRoot(format!(
+                "version {} needs {} of {} keys, which can never or always be met",
+                root.version,
+                root.threshold,
+                root.keys.len()
+            )));
+        }
+        Ok(root)
+    }
+
+    /// How many distinct keys of `self` made a valid signature over `signed`. A key that
+    /// signed twice, or is listed twice, counts once.
+    pub fn signers_of(&self, signed: &SignedRoot) -> usize {
+        let mut message = ROOT_DOMAIN.to_vec();
+        message.extend_from_slice(signed.signed.as_bytes());
+        let mut counted: Vec<String> = Vec::new();
+        for entry in &signed.signatures {
+            if counted.contains(&entry.public_key) || !self.keys.contains(&entry.public_key) {
+                continue;
+            }
+            let valid = package::verifying_key_from_hex(&entry.public_key)
+                .ok()
+                .zip(unhex::<64>(&entry.signature))
+                .is_some_and(|(key, bytes)| {
+                    key.verify_strict(&message, &Signature::from_bytes(&bytes))
+                        .is_ok()
+                });
+            if valid {
+                counted.push(entry.public_key.clone());
+            }
+        }
+        counted.len()
+    }
+
+    /// Accepts `next` as the root after `self`: exactly one version later, and signed by a
+    /// threshold of this root's keys and a threshold of its own.
+    pub fn verify_next(&self, next: &SignedRoot) -> Result<Root, ProtocolError> {
+        let root = Root::parse(next)?;
+        if root.version != self.version + 1 {
+            return Err(ProtocolError::BadRoot(format!(
+                "version {} cannot follow version {}: versions are never skipped",
+                root.version, self.version
+            )));
+        }
+        let old = self.signers_of(next);
+        if old < self.threshold {
+            return Err(ProtocolError::BadRoot(format!(
+                "version {} is signed by {old} of the previous root's keys, {} are required",
+                root.version, self.threshold
+            )));
+        }
+        let new = root.signers_of(next);
+        if new < root.threshold {
+            return Err(ProtocolError::BadRoot(format!(
+                "version {} is signed by {new} of its own keys, {} are required",
+                root.version, root.threshold
+            )));
+        }
+        Ok(root)
+    }
+
+    /// Accepts `signed` as a root an operator vouched for by giving one of its keys: it must
+    /// list that key and carry a threshold of its own keys' signatures.
+    pub fn verify_pinned(signed: &SignedRoot, pinned_key: &str) -> Result<Root, ProtocolError> {
+        let root = Root::parse(signed)?;
+        if !root.keys.iter().any(|key| key == pinned_key) {
+            return Err(ProtocolError::BadRoot(
+                "does not list the pinned key".into(),
+            ));
+        }
+        if root.signers_of(signed) < root.threshold {
+            return Err(ProtocolError::BadRoot(format!(
+                "version {} lacks a threshold of its own signatures",
+                root.version
+            )));
+        }
+        Ok(root)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +524,75 @@ mod tests {
         let mut dropped = entries.clone();
         dropped.remove(1);
         assert!(verify_log(&dropped, 2, &previous).is_err());
+    }
+
+    fn root(version: u64, keys: &[&SigningKey], threshold: usize) -> Root {
+        Root {
+            version,
+            keys: keys
+                .iter()
+                .map(|key| hex(key.verifying_key().as_bytes()))
+                .collect(),
+            threshold,
+            issued_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_new_root_needs_a_threshold_of_old_and_new_keys() {
+        let (a, b, c) = (key(1), key(2), key(3));
+        let first = root(1, &[&a], 1);
+        let second = root(2, &[&b, &c], 2);
+        assert_eq!(
+            first.verify_next(&second.sign(&[&a, &b, &c])),
+            Ok(second.clone())
+        );
+        // The old key alone (a thief's rotation), the new keys alone, or too few new ones.
+        for signers in [vec![&a], vec![&b, &c], vec![&a, &b]] {
+            assert!(
+                matches!(
+                    first.verify_next(&second.sign(&signers)),
+                    Err(ProtocolError::BadRoot(_))
+                ),
+                "{}",
+                signers.len()
+            );
+        }
+        // A key that signed twice counts once toward the threshold.
+        let mut doubled = second.sign(&[&a, &b]);
+        doubled.signatures.push(doubled.signatures[1].clone());
+        assert!(first.verify_next(&doubled).is_err());
+        // So does a key listed twice in the root.
+        let mut listed_twice = root(2, &[&b, &b], 2);
+        listed_twice.threshold = 2;
+        assert!(first.verify_next(&listed_twice.sign(&[&a, &b])).is_err());
+    }
+
+    #[test]
+    fn root_versions_cannot_be_skipped_or_replayed() {
+        let (a, b) = (key(1), key(2));
+        let first = root(1, &[&a], 1);
+        let third = root(3, &[&b], 1);
+        assert!(matches!(
+            first.verify_next(&third.sign(&[&a, &b])),
+            Err(ProtocolError::BadRoot(m)) if m.contains("skipped")
+        ));
+        assert!(first.verify_next(&first.sign(&[&a])).is_err());
+        // An impossible threshold is refused outright.
+        let impossible = root(2, &[&b], 2);
+        assert!(first.verify_next(&impossible.sign(&[&a, &b])).is_err());
+    }
+
+    #[test]
+    fn an_index_verifies_with_any_key_of_its_root() {
+        let (a, b) = (key(1), key(2));
+        let both = root(2, &[&a, &b], 1);
+        let signed = index(&b, 100).sign(&b);
+        assert!(Index::verify_with_root(&signed, &both, 50).is_ok());
+        assert_eq!(
+            Index::verify_with_root(&signed, &root(1, &[&a], 1), 50),
+            Err(ProtocolError::BadSignature("index"))
+        );
     }
 
     #[test]

@@ -80,6 +80,7 @@ async fn caller(store: &Shared, headers: &HeaderMap, permission: Permissions) ->
 pub fn router(store: Arc<Store>, max_package_bytes: usize) -> Router {
     Router::new()
         .route("/v1/registry", get(registry_info))
+        .route("/v1/roots", get(roots))
         .route("/v1/index", get(index))
         .route("/v1/log", get(log))
         .route("/v1/audit", get(audit))
@@ -101,6 +102,12 @@ pub fn router(store: Arc<Store>, max_package_bytes: usize) -> Router {
 
 async fn registry_info(State(store): State<Shared>) -> Json<serde_json::Value> {
     Json(json!({ "public_key": store.public_key() }))
+}
+
+/// The root documents are public: they are how a host learns, from the key it pinned, which
+/// keys the registry signs with now.
+async fn roots(State(store): State<Shared>) -> Api<Response> {
+    Ok(Json(blocking(move || store.roots()).await?).into_response())
 }
 
 async fn index(State(store): State<Shared>, headers: HeaderMap) -> Api<Response> {

@@ -9,7 +9,8 @@
 use crate::auth::{self, Permissions, TokenKind, TokenRecord};
 use crate::names;
 use crate::protocol::{
-    self, Event, Index, IndexEntry, KeyEntry, LOG_ROOT, LogEntry, Signed, now, sha256_hex,
+    self, Event, Index, IndexEntry, KeyEntry, LOG_ROOT, LogEntry, Root, Signed, SignedRoot, now,
+    sha256_hex,
 };
 use ed25519_dalek::SigningKey;
 use redb::{
@@ -121,6 +122,7 @@ pub enum Integrity {
 #[derive(Debug, Default, Serialize)]
 pub struct CheckReport {
     pub integrity: Integrity,
+    pub root_version: u64,
     pub versions: usize,
     pub log_entries: u64,
     pub index_version: u64,
@@ -222,6 +224,25 @@ impl Store {
                     "created the owner user and its first token",
                 )?;
                 bootstrap = Some(token);
+            }
+            let has_roots = txn
+                .open_table(META)
+                .map_err(storage)?
+                .get("roots")
+                .map_err(storage)?
+                .is_some();
+            if !has_roots {
+                let first = Root {
+                    version: 1,
+                    keys: vec![self.public_key()],
+                    threshold: 1,
+                    issued_at: now(),
+                };
+                let roots = vec![first.sign(&[&self.key])];
+                txn.open_table(META)
+                    .map_err(storage)?
+                    .insert("roots", json(&roots).as_slice())
+                    .map_err(storage)?;
             }
             let has_index = txn
                 .open_table(META)
@@ -781,6 +802,62 @@ impl Store {
         Ok(())
     }
 
+    /// The chain of root documents, oldest first.
+    pub fn roots(&self) -> Result<Vec<SignedRoot>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let meta = txn.open_table(META).map_err(storage)?;
+        let bytes = meta
+            .get("roots")
+            .map_err(storage)?
+            .ok_or_else(|| StoreError::Storage("the root documents are missing".into()))?;
+        parse("roots", bytes.value())
+    }
+
+    /// Replaces the registry's signing key (run with the registry stopped): a new root, one
+    /// version up and signed by the old key and the new one, makes the new key the one hosts
+    /// accept; the index is re-signed with it. The new key is written to `registry.key.next`
+    /// first and moved into place only after the database commits, and `open` finishes or
+    /// discards a rotation that a crash interrupted.
+    pub fn rotate_key(&mut self, dir: &Path) -> Result<Root, StoreError> {
+        let next_path = dir.join("registry.key.next");
+        let _ = std::fs::remove_file(&next_path);
+        let new_key =
+            package::generate_key().map_err(|error| StoreError::Storage(error.to_string()))?;
+        package::write_secret_file(&next_path, &package::secret_key_hex(&new_key))
+            .map_err(StoreError::Storage)?;
+        let mut roots = self.roots()?;
+        let current = roots
+            .last()
+            .map(Root::parse)
+            .transpose()
+            .map_err(|error| StoreError::Storage(error.to_string()))?
+            .ok_or_else(|| StoreError::Storage("the root documents are missing".into()))?;
+        let next = Root {
+            version: current.version + 1,
+            keys: vec![package::public_key_hex(&new_key)],
+            threshold: 1,
+            issued_at: now(),
+        };
+        roots.push(next.sign(&[&self.key, &new_key]));
+        let old_key = std::mem::replace(&mut self.key, new_key);
+        let committed = (|| {
+            let txn = self.write()?;
+            txn.open_table(META)
+                .map_err(storage)?
+                .insert("roots", json(&roots).as_slice())
+                .map_err(storage)?;
+            self.reissue_index(&txn)?;
+            txn.commit().map_err(storage)
+        })();
+        if let Err(error) = committed {
+            self.key = old_key;
+            let _ = std::fs::remove_file(&next_path);
+            return Err(error);
+        }
+        finish_rotation(dir, &self.key)?;
+        Ok(next)
+    }
+
     /// The signed index; re-signed (one version up) once half its lifetime has passed, so what
     /// hosts get is always fresh.
     pub fn index(&self) -> Result<Signed, StoreError> {
@@ -889,6 +966,24 @@ impl Store {
     /// Re-verifies everything stored: each version's file, the log's chain, and that the
     /// signed index matches the log and lists exactly the stored versions.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let roots = self.roots()?;
+        let mut current: Option<Root> = None;
+        for signed in &roots {
+            let root = match &current {
+                None => Root::parse(signed).and_then(|root| {
+                    let own = root.keys.first().cloned().unwrap_or_default();
+                    Root::verify_pinned(signed, &own)
+                }),
+                Some(previous) => previous.verify_next(signed),
+            }
+            .map_err(|error| StoreError::Storage(error.to_string()))?;
+            current = Some(root);
+        }
+        if !current.is_some_and(|root| root.keys.contains(&self.public_key())) {
+            return Err(StoreError::Storage(
+                "the registry's key is not in its newest root".into(),
+            ));
+        }
         let signed = self.stored_index()?;
         let index: Index = parse("index", signed.signed.as_bytes())?;
         let log = self.log()?;
@@ -937,6 +1032,7 @@ impl Store {
         }
         Ok(CheckReport {
             integrity: self.integrity,
+            root_version: roots.len() as u64,
             versions,
             log_entries: index.log_size,
             index_version: index.version,
@@ -1008,8 +1104,58 @@ fn audit(txn: &WriteTransaction, actor: &str, action: &str) -> Result<(), StoreE
     Ok(())
 }
 
+/// Moves a committed rotation's key into place.
+fn finish_rotation(dir: &Path, key: &SigningKey) -> Result<(), StoreError> {
+    std::fs::rename(dir.join("registry.key.next"), dir.join("registry.key")).map_err(|error| {
+        StoreError::Storage(format!(
+            "cannot move the new registry key into place: {error}"
+        ))
+    })?;
+    std::fs::write(
+        dir.join("registry.pub"),
+        format!("{}\n", package::public_key_hex(key)),
+    )
+    .map_err(|error| StoreError::Storage(format!("cannot write registry.pub: {error}")))
+}
+
+/// The newest root's keys in the database at `path`, if it exists (for recovering a rotation).
+fn newest_root_keys(path: &Path) -> Result<Vec<String>, StoreError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let db = Database::create(path).map_err(storage)?;
+    let txn = db.begin_read().map_err(storage)?;
+    let Ok(meta) = txn.open_table(META) else {
+        return Ok(Vec::new());
+    };
+    let Some(bytes) = meta.get("roots").map_err(storage)? else {
+        return Ok(Vec::new());
+    };
+    let roots: Vec<SignedRoot> = parse("roots", bytes.value())?;
+    Ok(roots
+        .last()
+        .and_then(|root| Root::parse(root).ok())
+        .map(|root| root.keys)
+        .unwrap_or_default())
+}
+
 /// The registry's signing key: `registry.key` (hex, mode 0600) and `registry.pub` in `dir`.
 fn load_or_create_key(dir: &Path) -> Result<SigningKey, StoreError> {
+    let next = dir.join("registry.key.next");
+    if let Ok(text) = std::fs::read_to_string(&next) {
+        // A rotation was interrupted: finish it if the database committed it, else drop it.
+        let committed = package::signing_key_from_hex(&text).filter(|key| {
+            newest_root_keys(&dir.join("registry.redb"))
+                .unwrap_or_default()
+                .contains(&package::public_key_hex(key))
+        });
+        match committed {
+            Some(key) => finish_rotation(dir, &key)?,
+            None => {
+                let _ = std::fs::remove_file(&next);
+            }
+        }
+    }
     let path: PathBuf = dir.join("registry.key");
     match std::fs::read_to_string(&path) {
         Ok(text) => package::signing_key_from_hex(&text).ok_or_else(|| {
