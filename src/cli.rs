@@ -91,6 +91,18 @@ enum Command {
         /// Approve only these hosts (repeatable); everything pending by default.
         #[arg(long = "host", value_name = "PATTERN")]
         hosts: Option<Vec<String>>,
+        /// Approve up to this limits preset; what is pending by default.
+        #[arg(long, value_name = "restrictive|default|permissive")]
+        preset: Option<String>,
+        #[command(flatten)]
+        state: crate::registry_cli::StateDir,
+    },
+    /// Re-verify a registry's newest signed state and block installed nodes it no longer
+    /// vouches for (a revoked signing key): the kill switch. Run it more often than the
+    /// registry's index lifetime.
+    Sync {
+        #[command(flatten)]
+        remote: crate::registry_cli::Remote,
         #[command(flatten)]
         state: crate::registry_cli::StateDir,
     },
@@ -143,8 +155,9 @@ struct PackArgs {
 struct RunArgs {
     /// The node component (.wasm), or with --installed the name of an installed node.
     node_file: PathBuf,
-    /// Run an installed node: its package is re-verified, and its grant, allowed hosts and
-    /// preset are what was approved at install (--grant and --allow-host are refused).
+    /// Run an installed node: its package is re-verified, its grant and allowed hosts are what
+    /// the operator approved of what it requests (--grant and --allow-host are refused), and it
+    /// runs under the limits preset it requested and the operator approved.
     #[arg(long, conflicts_with_all = ["grant", "allow_hosts"])]
     installed: bool,
     #[command(flatten)]
@@ -158,12 +171,9 @@ struct RunArgs {
     /// Capabilities to grant, comma-separated: names or sets (standard, storage-all, all, none).
     #[arg(long, default_value = "standard", value_name = "CAP[,CAP]...")]
     grant: String,
-    #[arg(
-        long,
-        default_value = "default",
-        value_name = "default|restrictive|permissive"
-    )]
-    preset: String,
+    /// The limits preset: `default` unless given (with --installed, the approved one).
+    #[arg(long, value_name = "default|restrictive|permissive")]
+    preset: Option<String>,
     /// Memory limit, such as 64MiB (overrides the preset).
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
@@ -274,8 +284,10 @@ pub fn main() -> ExitCode {
             name,
             grant,
             hosts,
+            preset,
             state,
-        } => crate::registry_cli::approve_command(&name, grant, hosts, &state),
+        } => crate::registry_cli::approve_command(&name, grant, hosts, preset, &state),
+        Command::Sync { remote, state } => crate::registry_cli::sync_command(&remote, &state),
         Command::Yank { node, remote } => crate::registry_cli::yank_command(&node, &remote),
         Command::Registry(command) => crate::registry_cli::registry_command(command),
         Command::Capabilities { markdown } => {
@@ -597,6 +609,8 @@ fn split_pair<'a>(flag: &str, pair: &'a str) -> Result<(&'a str, &'a str), Failu
 fn limits(args: &RunArgs) -> Result<Limits, Failure> {
     let preset: Preset = args
         .preset
+        .as_deref()
+        .unwrap_or("default")
         .parse()
         .map_err(|error: warden_host::limits::UnknownPreset| Failure::usage(error.to_string()))?;
     let mut limits = Limits::preset(preset);
@@ -641,8 +655,8 @@ fn run_source(args: &mut RunArgs) -> Result<(NodeComponent, Capabilities, Vec<St
         .open()?
         .load(&name)
         .map_err(|error| Failure::usage(error.to_string()))?;
-    if args.preset == "default" {
-        args.preset = record.limits.clone();
+    if args.preset.is_none() {
+        args.preset = Some(record.limits.clone());
     }
     let grant = record
         .grant()

@@ -15,7 +15,7 @@ use warden_registry::client::{Client, ClientError, Credential};
 use warden_registry::install::{self, HostState, InstallError, InstallRequest};
 use warden_registry::protocol;
 use warden_registry::server::{self, DEFAULT_MAX_PACKAGE_BYTES};
-use warden_registry::store::{DEFAULT_INDEX_TTL, Store, StoreError};
+use warden_registry::store::{DEFAULT_INDEX_TTL, DEFAULT_TOKEN_TTL, Store, StoreError};
 use warden_registry::tls;
 
 /// How to reach a registry.
@@ -69,6 +69,9 @@ pub struct InstallArgs {
     /// Hosts to approve (repeatable); on a first install, what the package requests.
     #[arg(long = "approve-host", value_name = "PATTERN")]
     approve_hosts: Option<Vec<String>>,
+    /// The loosest limits preset to approve; on a first install, what the package requests.
+    #[arg(long, value_name = "restrictive|default|permissive")]
+    approve_preset: Option<String>,
     #[command(flatten)]
     state: StateDir,
     #[arg(long)]
@@ -83,6 +86,18 @@ pub enum RegistryCommand {
     Check {
         #[arg(long, default_value = "warden-registry", value_name = "DIR")]
         data: PathBuf,
+    },
+    /// Issue a token with local access to a stopped registry (when the owner's are lost).
+    Recover {
+        #[arg(long, default_value = "warden-registry", value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long, default_value = "owner")]
+        user: String,
+        #[arg(long, value_enum, default_value = "pat")]
+        kind: KindArg,
+        /// Lifetime, such as 1d (90 days by default).
+        #[arg(long)]
+        ttl: Option<String>,
     },
     /// Replace a stopped registry's signing key. Hosts follow the change through a root
     /// document signed by the old key and the new one.
@@ -143,6 +158,29 @@ pub enum KindArg {
     ApiKey,
 }
 
+impl From<KindArg> for TokenKind {
+    fn from(kind: KindArg) -> TokenKind {
+        match kind {
+            KindArg::Pat => TokenKind::Pat,
+            KindArg::ApiKey => TokenKind::ApiKey,
+        }
+    }
+}
+
+/// A token lifetime in whole seconds, at least one.
+fn token_ttl(text: Option<String>) -> Result<Option<u64>, Failure> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let seconds = parse_duration(&text)
+        .map_err(|error| Failure::usage(format!("--ttl: {error}")))?
+        .as_secs();
+    if seconds == 0 {
+        return Err(Failure::usage("--ttl: a token lives at least 1s"));
+    }
+    Ok(Some(seconds))
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// Where the database, the registry's signing key and the development certificate live.
@@ -182,9 +220,9 @@ fn client_failure(error: ClientError) -> Failure {
 }
 
 fn store_failure(error: StoreError) -> Failure {
-    Failure {
-        code: 1,
-        message: error.to_string(),
+    match error {
+        StoreError::Storage(message) => Failure { code: 1, message },
+        other => Failure::usage(other.to_string()),
     }
 }
 
@@ -259,6 +297,7 @@ pub fn install_command(args: InstallArgs) -> Result<(), Failure> {
                 registry_key: key.as_deref(),
                 approve: args.approve,
                 approve_hosts: args.approve_hosts,
+                approve_limits: args.approve_preset,
                 now: protocol::now(),
             },
         ))
@@ -282,9 +321,12 @@ pub fn install_command(args: InstallArgs) -> Result<(), Failure> {
         ));
         if !record.enabled {
             out(&format!(
-                "disabled: this version also requests capabilities [{}] and hosts [{}]; approve them with `warden approve {}`\n",
+                "disabled: this version also requests capabilities [{}], hosts [{}], limits {}; approve them with `warden approve {}`\n",
                 record.pending().join(","),
                 record.pending_hosts().join(","),
+                record
+                    .pending_limits()
+                    .unwrap_or_else(|| "as approved".into()),
                 record.name
             ));
         }
@@ -296,14 +338,15 @@ pub fn approve_command(
     name: &str,
     capabilities: Option<Vec<String>>,
     hosts: Option<Vec<String>>,
+    preset: Option<String>,
     state: &StateDir,
 ) -> Result<(), Failure> {
     let host = state.open()?;
     let record = host
-        .approve(name, capabilities, hosts)
+        .approve(name, capabilities, hosts, preset)
         .map_err(install_failure)?;
     out(&format!(
-        "{}@{} {}: approved capabilities [{}], hosts [{}]\n",
+        "{}@{} {}: approved capabilities [{}], hosts [{}], limits up to {}\n",
         record.name,
         record.version,
         if record.enabled {
@@ -312,8 +355,32 @@ pub fn approve_command(
             "still disabled"
         },
         record.approved.join(","),
-        record.approved_hosts.join(",")
+        record.approved_hosts.join(","),
+        record.approved_limits
     ));
+    Ok(())
+}
+
+pub fn sync_command(remote: &Remote, state: &StateDir) -> Result<(), Failure> {
+    let client = remote.client()?;
+    let host = state.open()?;
+    let blocked = tokio()?
+        .block_on(install::sync(&client, &host, protocol::now()))
+        .map_err(install_failure)?;
+    if blocked.is_empty() {
+        out(&format!(
+            "{}: verified; every node installed from it may run\n",
+            client.base()
+        ));
+    }
+    for record in blocked {
+        out(&format!(
+            "blocked {}@{}: {}\n",
+            record.name,
+            record.version,
+            record.blocked.unwrap_or_default()
+        ));
+    }
     Ok(())
 }
 
@@ -332,9 +399,23 @@ pub fn yank_command(node: &str, remote: &Remote) -> Result<(), Failure> {
 pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
     match command {
         RegistryCommand::Serve(args) => serve_command(args),
+        RegistryCommand::Recover {
+            data,
+            user,
+            kind,
+            ttl,
+        } => {
+            let store = Store::open_existing(&data, DEFAULT_INDEX_TTL).map_err(store_failure)?;
+            let ttl = token_ttl(ttl)?.unwrap_or(DEFAULT_TOKEN_TTL);
+            let (token, record) = store
+                .issue_token_offline(&user, kind.into(), ttl)
+                .map_err(store_failure)?;
+            out(&format!("{token}\n"));
+            eprintln!("token {} for `{user}` (shown once)", record.id);
+            Ok(())
+        }
         RegistryCommand::Check { data } => {
-            let ttl = DEFAULT_INDEX_TTL;
-            let (store, _) = Store::open(&data, ttl).map_err(store_failure)?;
+            let store = Store::open_existing(&data, DEFAULT_INDEX_TTL).map_err(store_failure)?;
             let report = store.check().map_err(store_failure)?;
             out(&format!(
                 "{}: intact (redb integrity check {:?}): root version {}, {} versions verified, log of {} entries chains to index version {}\n",
@@ -348,7 +429,8 @@ pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
             Ok(())
         }
         RegistryCommand::RotateKey { data } => {
-            let (mut store, _) = Store::open(&data, DEFAULT_INDEX_TTL).map_err(store_failure)?;
+            let mut store =
+                Store::open_existing(&data, DEFAULT_INDEX_TTL).map_err(store_failure)?;
             let root = store.rotate_key(&data).map_err(store_failure)?;
             out(&format!(
                 "registry key: {} (root version {}; the old key signed it in and is no longer used)\n",
@@ -388,14 +470,8 @@ pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
                 out(&format!("revoked token {id}\n"));
                 return Ok(());
             }
-            let ttl = ttl
-                .map(|text| parse_duration(&text).map(|duration| duration.as_secs()))
-                .transpose()
-                .map_err(|error| Failure::usage(format!("--ttl: {error}")))?;
-            let kind = match kind {
-                KindArg::Pat => TokenKind::Pat,
-                KindArg::ApiKey => TokenKind::ApiKey,
-            };
+            let ttl = token_ttl(ttl)?;
+            let kind = TokenKind::from(kind);
             let issued: Json = tokio()?
                 .block_on(client.post_json(
                     "v1/tokens",

@@ -236,6 +236,7 @@ fn install_at(
             registry_key: Some(&registry.public_key),
             approve: None,
             approve_hosts: None,
+            approve_limits: None,
             now: at,
         },
     ))
@@ -505,8 +506,20 @@ fn tokens_and_permissions() {
     // An API key works in X-API-Key.
     registry.publish(&api_key, package).unwrap();
 
-    // An expired token.
-    let expired = registry.token("alice", "pat", Some(0));
+    // Lifetimes outside 1 second to a year are refused.
+    for ttl in [0, 400 * 86_400] {
+        assert_eq!(
+            status(registry.post(
+                &registry.owner,
+                "v1/tokens",
+                json!({ "user": "alice", "kind": "pat", "ttl": ttl })
+            )),
+            400
+        );
+    }
+    // An expired token (a one-second token, two seconds later).
+    let expired = registry.token("alice", "pat", Some(1));
+    std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(
         status(registry.publish(&expired, acme.pack(&plain(), "text-transform", "1.0.1"))),
         401
@@ -656,6 +669,7 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
             registry_key: Some(&package::public_key_hex(&package::generate_key().unwrap())),
             approve: None,
             approve_hosts: None,
+            approve_limits: None,
             now: now(),
         },
     ));
@@ -692,6 +706,7 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
             registry_key: Some(&second.public_key),
             approve: None,
             approve_hosts: None,
+            approve_limits: None,
             now: now(),
         },
     ));
@@ -711,6 +726,7 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
             registry_key: Some(&second.public_key),
             approve: None,
             approve_hosts: None,
+            approve_limits: None,
             now: now(),
         },
     ));
@@ -780,11 +796,16 @@ fn an_update_asking_for_more_stays_disabled_until_approved() {
     // Approving part of it is not enough; the grant is the intersection.
     let partial = host
         .state
-        .approve("widget", Some(vec!["storage-read".into()]), Some(vec![]))
+        .approve(
+            "widget",
+            Some(vec!["storage-read".into()]),
+            Some(vec![]),
+            None,
+        )
         .unwrap();
     assert!(!partial.enabled);
     assert_eq!(partial.grant().unwrap().to_string(), "storage-read");
-    let approved = host.state.approve("widget", None, None).unwrap();
+    let approved = host.state.approve("widget", None, None, None).unwrap();
     assert!(approved.enabled);
     assert_eq!(
         approved.grant().unwrap().to_string(),
@@ -805,6 +826,7 @@ fn an_update_asking_for_more_stays_disabled_until_approved() {
             registry_key: Some(&registry.public_key),
             approve: Some(vec!["storage-read".into(), "http-get".into()]),
             approve_hosts: Some(vec![]),
+            approve_limits: None,
             now: now(),
         },
     ))
@@ -913,6 +935,7 @@ fn a_rotated_registry_key_is_followed_through_signed_roots() {
             registry_key: None,
             approve: None,
             approve_hosts: None,
+            approve_limits: None,
             now: now(),
         },
     ))
@@ -937,6 +960,7 @@ fn a_rotated_registry_key_is_followed_through_signed_roots() {
             registry_key: Some(&first_key),
             approve: None,
             approve_hosts: None,
+            approve_limits: None,
             now: now(),
         },
     ))
@@ -951,6 +975,7 @@ fn a_rotated_registry_key_is_followed_through_signed_roots() {
             registry_key: Some(&package::public_key_hex(&package::generate_key().unwrap())),
             approve: None,
             approve_hosts: None,
+            approve_limits: None,
             now: now(),
         },
     ));

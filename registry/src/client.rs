@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use url::Url;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// The largest JSON answer read.
-const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
+/// The largest JSON answer read unless a call says otherwise.
+const MAX_JSON_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -200,7 +200,16 @@ impl Client {
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let bytes = self.send(Method::GET, path, None, MAX_JSON_BYTES).await?;
+        self.get_json_limited(path, MAX_JSON_BYTES).await
+    }
+
+    /// Like `get_json`, reading at most `limit` bytes.
+    pub async fn get_json_limited<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        limit: usize,
+    ) -> Result<T, ClientError> {
+        let bytes = self.send(Method::GET, path, None, limit).await?;
         serde_json::from_slice(&bytes).map_err(|error| ClientError::Malformed(error.to_string()))
     }
 

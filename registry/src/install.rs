@@ -64,12 +64,19 @@ pub struct Installed {
     /// What the signed manifest requests.
     pub requested: Vec<String>,
     pub requested_hosts: Vec<String>,
+    /// The limits preset the package requests; it runs under it once approved.
     pub limits: String,
     /// What the operator approved (it may cover more than this version requests).
     pub approved: Vec<String>,
     pub approved_hosts: Vec<String>,
+    /// The loosest limits preset the operator approved.
+    pub approved_limits: String,
     /// False while the version requests something not approved.
     pub enabled: bool,
+    /// Why the registry's newest signed state forbids running it (a revoked signing key, or
+    /// the version no longer listed); set by `sync`, cleared by an install that passes.
+    #[serde(default)]
+    pub blocked: Option<String>,
 }
 
 impl Installed {
@@ -88,6 +95,15 @@ impl Installed {
             .filter(|host| !self.approved_hosts.contains(host))
             .cloned()
             .collect()
+    }
+
+    /// The requested preset, when it is looser than the approved one.
+    pub fn pending_limits(&self) -> Option<String> {
+        let looser = match (looseness(&self.limits), looseness(&self.approved_limits)) {
+            (Ok(requested), Ok(approved)) => requested > approved,
+            _ => true,
+        };
+        looser.then(|| self.limits.clone())
     }
 
     /// The grant: what was approved intersected with what the package requests.
@@ -116,7 +132,9 @@ impl Installed {
     }
 
     fn refresh(&mut self) {
-        self.enabled = self.pending().is_empty() && self.pending_hosts().is_empty();
+        self.enabled = self.pending().is_empty()
+            && self.pending_hosts().is_empty()
+            && self.pending_limits().is_none();
     }
 }
 
@@ -226,12 +244,21 @@ impl HostState {
                 "`{name}` is not installed; install it with `warden install {name} --registry URL`"
             ))
         })?;
+        if let Some(reason) = &record.blocked {
+            return Err(refused(format!(
+                "{name}@{} is blocked: {reason}",
+                record.version
+            )));
+        }
         if !record.enabled {
             return Err(refused(format!(
-                "{name}@{} is disabled until its new requests are approved: capabilities [{}], hosts [{}]; run `warden approve {name}`",
+                "{name}@{} is disabled until its new requests are approved: capabilities [{}], hosts [{}], limits {}; run `warden approve {name}`",
                 record.version,
                 record.pending().join(","),
-                record.pending_hosts().join(",")
+                record.pending_hosts().join(","),
+                record
+                    .pending_limits()
+                    .unwrap_or_else(|| "as approved".into())
             )));
         }
         let path = self.package_path(&record.name, &record.version);
@@ -249,13 +276,15 @@ impl HostState {
         Ok((package, record))
     }
 
-    /// Approves what `name`'s installed version requests (or only `capabilities`/`hosts` when
-    /// given) and enables it when nothing requested is left unapproved.
+    /// Approves what `name`'s installed version requests: each of `capabilities`, `hosts` and
+    /// `limits` that is `None` approves what is pending of it. Enables the node when nothing
+    /// requested is left unapproved.
     pub fn approve(
         &self,
         name: &str,
         capabilities: Option<Vec<String>>,
         hosts: Option<Vec<String>>,
+        limits: Option<String>,
     ) -> Result<Installed, InstallError> {
         let mut record = self
             .installed(name)?
@@ -265,6 +294,17 @@ impl HostState {
         }
         let capabilities = capabilities.unwrap_or_else(|| record.pending());
         let hosts = hosts.unwrap_or_else(|| record.pending_hosts());
+        match limits {
+            Some(preset) => {
+                looseness(&preset)?;
+                record.approved_limits = preset;
+            }
+            None => {
+                if let Some(pending) = record.pending_limits() {
+                    record.approved_limits = pending;
+                }
+            }
+        }
         for capability in capabilities {
             if !record.approved.contains(&capability) {
                 record.approved.push(capability);
@@ -290,15 +330,34 @@ impl HostState {
 }
 
 /// Refuses capability names this host does not know, so a typo cannot approve nothing.
+/// Approvals name single capabilities, as manifests do; sets such as `all` are refused, so an
+/// approval is always exactly what the operator read.
 fn check_names(names: &[String]) -> Result<(), InstallError> {
     for name in names {
-        name.parse::<Capabilities>()
-            .map_err(|error| InstallError::Usage(error.to_string()))?;
+        if !warden_host::CAPABILITIES
+            .iter()
+            .any(|info| info.name == name)
+        {
+            return Err(InstallError::Usage(format!(
+                "`{name}` is not a capability name; approve capabilities one by one by the names `warden capabilities` lists"
+            )));
+        }
     }
     Ok(())
 }
 
+/// How loose a limits preset is: approving one approves every tighter one.
+fn looseness(preset: &str) -> Result<u8, InstallError> {
+    match preset.parse::<warden_host::Preset>() {
+        Ok(warden_host::Preset::Restrictive) => Ok(0),
+        Ok(warden_host::Preset::Default) => Ok(1),
+        Ok(warden_host::Preset::Permissive) => Ok(2),
+        Err(error) => Err(InstallError::Usage(error.to_string())),
+    }
+}
+
 /// What an install asks for.
+#[derive(Default)]
 pub struct InstallRequest<'a> {
     pub name: &'a str,
     pub version: Option<&'a str>,
@@ -307,6 +366,9 @@ pub struct InstallRequest<'a> {
     /// Capabilities the operator approves; on a first install, what the package requests.
     pub approve: Option<Vec<String>>,
     pub approve_hosts: Option<Vec<String>>,
+    /// The loosest limits preset the operator approves; on a first install, what the package
+    /// requests.
+    pub approve_limits: Option<String>,
     /// The time to check expiry against (the clock, except in tests).
     pub now: u64,
 }
@@ -513,31 +575,83 @@ pub fn check_package(
     Ok(package)
 }
 
-/// Installs a node from the registry behind `client`. See the module documentation for what
-/// is checked; any failure leaves the installed state as it was.
-pub async fn install(
+/// Whether one of `signers` is a key of the entry's publisher that the index says was added
+/// before, and not revoked at, the entry's publication.
+fn valid_signer(signers: &[String], entry: &IndexEntry, index: &Index) -> bool {
+    signers.iter().any(|signer| {
+        index.key(signer).is_some_and(|key| {
+            key.publisher == entry.publisher
+                && key.added_at <= entry.published_at
+                && key
+                    .revoked_at
+                    .is_none_or(|revoked| entry.published_at < revoked)
+        })
+    })
+}
+
+/// Fetches and verifies the registry's newest signed state (roots, index, log, with every
+/// check `install` makes) and blocks each node installed from it whose signing key has since
+/// been revoked for its publication time, or whose version the index no longer lists as
+/// installed. This is the kill switch: run it on a schedule shorter than the index lifetime.
+/// Returns the nodes it blocked.
+pub async fn sync(
     client: &Client,
     host: &HostState,
-    request: InstallRequest<'_>,
-) -> Result<Installed, InstallError> {
-    if let Some(names) = &request.approve {
-        check_names(names)?;
+    now: u64,
+) -> Result<Vec<Installed>, InstallError> {
+    let registry = client.base().to_string();
+    let (index, _) = fetch_verified(client, host, None, now).await?;
+    let mut blocked = Vec::new();
+    for mut record in host.all_installed()? {
+        if record.registry != registry || record.blocked.is_some() {
+            continue;
+        }
+        let reason = match index.entry(&record.name, &record.version) {
+            Some(entry) if entry.package_sha256 != record.package_sha256 => {
+                Some("the registry's index lists other bytes for this version".to_string())
+            }
+            Some(entry) if !valid_signer(&entry.signers, entry, &index) => Some(format!(
+                "the key that signed it was revoked by `{}`; install a version signed by a current key",
+                entry.publisher
+            )),
+            Some(_) => None,
+            None => Some("the registry's index no longer lists this version".to_string()),
+        };
+        if let Some(reason) = reason {
+            record.blocked = Some(reason);
+            let txn = host.write()?;
+            txn.open_table(INSTALLED)
+                .map_err(state)?
+                .insert(
+                    record.name.as_str(),
+                    serde_json::to_vec(&record).unwrap_or_default().as_slice(),
+                )
+                .map_err(state)?;
+            txn.commit().map_err(state)?;
+            blocked.push(record);
+        }
     }
+    Ok(blocked)
+}
+
+/// Fetches roots, index and log, verifies them against what the host has seen, and records
+/// the accepted index (so a later rollback is refused even if what follows fails).
+async fn fetch_verified(
+    client: &Client,
+    host: &HostState,
+    registry_key: Option<&str>,
+    now: u64,
+) -> Result<(Index, Vec<LogEntry>), InstallError> {
     let registry = client.base().to_string();
     let roots: Vec<SignedRoot> = client.get_json("v1/roots").await?;
-    let signed: Signed = client.get_json("v1/index").await?;
-    let (index, root, known) = accept_index(
-        host,
-        &registry,
-        &signed,
-        &roots,
-        request.registry_key,
-        request.now,
-    )?;
-    let log: Vec<LogEntry> = client.get_json("v1/log").await?;
+    let signed: Signed = client
+        .get_json_limited("v1/index", protocol::MAX_INDEX_BYTES)
+        .await?;
+    let (index, root, known) = accept_index(host, &registry, &signed, &roots, registry_key, now)?;
+    let log: Vec<LogEntry> = client
+        .get_json_limited("v1/log", protocol::MAX_LOG_BYTES)
+        .await?;
     check_log(&log, &index, known.as_ref())?;
-    // The index is authentic and newer: remember it now, so a later rollback is refused even
-    // if this install fails.
     host.put_registry(
         &registry,
         &RegistryRecord {
@@ -548,6 +662,24 @@ pub async fn install(
             log_head: index.log_head.clone(),
         },
     )?;
+    Ok((index, log))
+}
+
+/// Installs a node from the registry behind `client`. See the module documentation for what
+/// is checked; any failure leaves the installed state as it was.
+pub async fn install(
+    client: &Client,
+    host: &HostState,
+    request: InstallRequest<'_>,
+) -> Result<Installed, InstallError> {
+    if let Some(names) = &request.approve {
+        check_names(names)?;
+    }
+    if let Some(preset) = &request.approve_limits {
+        looseness(preset)?;
+    }
+    let registry = client.base().to_string();
+    let (index, log) = fetch_verified(client, host, request.registry_key, request.now).await?;
     let entry = choose(&index, request.name, request.version)?;
     let logged = log.iter().any(|logged| {
         matches!(&logged.event, protocol::Event::Publish { name, version, package_sha256, .. }
@@ -609,13 +741,19 @@ pub async fn install(
         limits: manifest.limits.clone(),
         approved: Vec::new(),
         approved_hosts: Vec::new(),
+        approved_limits: String::new(),
         enabled: false,
+        blocked: None,
     };
     match &previous {
         // An update keeps what was approved; anything new waits for `warden approve`.
         Some(previous) => {
             record.approved = previous.approved.clone();
             record.approved_hosts = previous.approved_hosts.clone();
+            record.approved_limits = request
+                .approve_limits
+                .clone()
+                .unwrap_or_else(|| previous.approved_limits.clone());
             for extra in request.approve.unwrap_or_default() {
                 if !record.approved.contains(&extra) {
                     record.approved.push(extra);
@@ -633,6 +771,9 @@ pub async fn install(
             record.approved_hosts = request
                 .approve_hosts
                 .unwrap_or_else(|| record.requested_hosts.clone());
+            record.approved_limits = request
+                .approve_limits
+                .unwrap_or_else(|| record.limits.clone());
         }
     }
     record.refresh();

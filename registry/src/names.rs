@@ -1,8 +1,8 @@
 //! Lookalike names. Two names collide when they are equal after folding case, dropping the
 //! separators `-`, `_` and `.`, and mapping characters and pairs that read alike (`0`/`o`,
 //! `1`/`l`/`i`, `rn`/`m`, `vv`/`w`, ...) to one spelling. The registry refuses a new name
-//! that collides with a name another publisher owns, so `text_transform`, `Text-Transform`
-//! and `text-transf0rm` cannot squat on `text-transform`.
+//! that collides with any existing name, whoever owns it, so `text_transform`,
+//! `Text-Transform` and `text-transf0rm` cannot squat on `text-transform`.
 //!
 //! Package names are ASCII already (`warden_host::package::validate_name`), so Unicode
 //! confusables never reach this point; non-ASCII characters are still folded through

@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
@@ -62,6 +62,25 @@ async fn blocking<T: Send + 'static>(
 
 type Shared = Arc<Store>;
 
+/// What every handler can reach: the store, and the largest package accepted.
+#[derive(Clone)]
+pub struct AppState {
+    store: Shared,
+    max_package_bytes: usize,
+}
+
+impl axum::extract::FromRef<AppState> for Shared {
+    fn from_ref(app: &AppState) -> Shared {
+        app.store.clone()
+    }
+}
+
+/// The largest JSON request body (users, tokens, keys): small, so nothing large is read
+/// on any route but publish, which checks the caller before it reads.
+const MAX_JSON_BODY: usize = 64 * 1024;
+/// How long a client may take to send a package.
+const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 async fn caller(store: &Shared, headers: &HeaderMap, permission: Permissions) -> Api<Caller> {
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let (kind, token) = auth::presented(text("x-api-key"), text(header::AUTHORIZATION.as_str()))
@@ -96,8 +115,11 @@ pub fn router(store: Arc<Store>, max_package_bytes: usize) -> Router {
         .route("/v1/users", post(create_user))
         .route("/v1/tokens", post(issue_token))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
-        .layer(DefaultBodyLimit::max(max_package_bytes))
-        .with_state(store)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .with_state(AppState {
+            store,
+            max_package_bytes,
+        })
 }
 
 async fn registry_info(State(store): State<Shared>) -> Json<serde_json::Value> {
@@ -126,8 +148,42 @@ async fn audit(State(store): State<Shared>, headers: HeaderMap) -> Api<Response>
     Ok(Json(blocking(move || store.audit_trail()).await?).into_response())
 }
 
-async fn publish(State(store): State<Shared>, headers: HeaderMap, body: Bytes) -> Api<Response> {
+async fn publish(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Api<Response> {
+    let store = app.store;
+    // Authenticate before reading anything: an anonymous caller cannot make the registry
+    // buffer a package.
     let who = caller(&store, &headers, Permissions::PUBLISH_NODES).await?;
+    let too_large = || {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the package is over this registry's {}-byte limit",
+                app.max_package_bytes
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > app.max_package_bytes as u64) {
+        return Err(too_large());
+    }
+    let body: Bytes = tokio::time::timeout(
+        UPLOAD_TIMEOUT,
+        axum::body::to_bytes(body, app.max_package_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            "the package did not arrive in time".into(),
+        )
+    })?
+    .map_err(|_| too_large())?;
     let entry = blocking(move || store.publish(&who, &body)).await?;
     tracing::info!(name = %entry.name, version = %entry.version, "published");
     Ok((StatusCode::CREATED, Json(entry)).into_response())
@@ -295,7 +351,18 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router
                 }
                 Err(_) => return,
             };
-            if let Err(error) = auto::Builder::new(TokioExecutor::new())
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A client that trickles its request headers (slowloris) is cut off.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30));
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(std::time::Duration::from_secs(30))
+                .max_concurrent_streams(64);
+            if let Err(error) = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

@@ -37,6 +37,8 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub const DEFAULT_INDEX_TTL: u64 = 24 * 60 * 60;
 /// How long a token is valid by default.
 pub const DEFAULT_TOKEN_TTL: u64 = 90 * 24 * 60 * 60;
+/// The longest a token may live.
+pub const MAX_TOKEN_TTL: u64 = 366 * 24 * 60 * 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -175,6 +177,49 @@ impl Store {
         };
         let bootstrap = store.initialize()?;
         Ok((store, bootstrap))
+    }
+
+    /// Opens an existing registry; refuses a directory that holds none (so a mistyped path
+    /// does not silently become a new registry).
+    pub fn open_existing(dir: &Path, index_ttl: u64) -> Result<Store, StoreError> {
+        if !dir.join("registry.redb").is_file() || !dir.join("registry.key").is_file() {
+            return Err(StoreError::NotFound(format!(
+                "{} holds no registry (no registry.redb and registry.key)",
+                dir.display()
+            )));
+        }
+        Store::open(dir, index_ttl).map(|(store, _)| store)
+    }
+
+    /// Issues a token with local access to a stopped registry: how an operator recovers when
+    /// the owner's tokens are lost or expired. Recorded in the audit trail.
+    pub fn issue_token_offline(
+        &self,
+        user: &str,
+        kind: TokenKind,
+        ttl: u64,
+    ) -> Result<(String, TokenRecord), StoreError> {
+        let txn = self.write()?;
+        let issued = {
+            if txn
+                .open_table(USERS)
+                .map_err(storage)?
+                .get(user)
+                .map_err(storage)?
+                .is_none()
+            {
+                return Err(StoreError::NotFound(format!("no user `{user}`")));
+            }
+            let issued = insert_token(&txn, user, kind, ttl.clamp(1, MAX_TOKEN_TTL))?;
+            audit(
+                &txn,
+                "local operator",
+                &format!("issued token {} for `{user}` offline", issued.1.id),
+            )?;
+            issued
+        };
+        txn.commit().map_err(storage)?;
+        Ok(issued)
     }
 
     pub fn public_key(&self) -> String {
@@ -362,19 +407,25 @@ impl Store {
         kind: TokenKind,
         ttl: u64,
     ) -> Result<(String, TokenRecord), StoreError> {
-        if user != caller.user.name {
-            caller.require(Permissions::MANAGE_USERS)?;
+        if !(1..=MAX_TOKEN_TTL).contains(&ttl) {
+            return Err(StoreError::BadRequest(format!(
+                "a token lives from 1 second to {} days",
+                MAX_TOKEN_TTL / 86_400
+            )));
         }
         let txn = self.write()?;
         let issued = {
-            if txn
+            let target: User = match txn
                 .open_table(USERS)
                 .map_err(storage)?
                 .get(user)
                 .map_err(storage)?
-                .is_none()
             {
-                return Err(StoreError::NotFound(format!("no user `{user}`")));
+                Some(bytes) => parse("user", bytes.value())?,
+                None => return Err(StoreError::NotFound(format!("no user `{user}`"))),
+            };
+            if user != caller.user.name {
+                Self::may_manage(caller, &target)?;
             }
             let issued = insert_token(&txn, user, kind, ttl)?;
             audit(
@@ -404,7 +455,16 @@ impl Store {
                 None => return Err(StoreError::NotFound(format!("no token `{id}`"))),
             };
             if record.user != caller.user.name {
-                caller.require(Permissions::MANAGE_USERS)?;
+                let target: User = match txn
+                    .open_table(USERS)
+                    .map_err(storage)?
+                    .get(record.user.as_str())
+                    .map_err(storage)?
+                {
+                    Some(bytes) => parse("user", bytes.value())?,
+                    None => return Err(StoreError::NotFound(format!("no user `{}`", record.user))),
+                };
+                Self::may_manage(caller, &target)?;
             }
             record.revoked = true;
             tokens
@@ -430,6 +490,21 @@ impl Store {
             }
         }
         Ok(found)
+    }
+
+    /// Acting on another user's tokens needs manage-users and every permission that user
+    /// holds: an admin cannot mint or revoke an owner's tokens.
+    fn may_manage(caller: &Caller, target: &User) -> Result<(), StoreError> {
+        caller.require(Permissions::MANAGE_USERS)?;
+        let theirs = auth::permissions_of(&target.roles).map_err(StoreError::Storage)?;
+        if caller.permissions.contains(theirs) {
+            Ok(())
+        } else {
+            Err(StoreError::Forbidden(format!(
+                "`{}` holds permissions `{}` lacks; only a user holding all of them manages its tokens",
+                target.name, caller.user.name
+            )))
+        }
     }
 
     fn may_act_for(caller: &Caller, publisher: &str) -> Result<(), StoreError> {
@@ -476,6 +551,15 @@ impl Store {
                 .filter(|key| key.revoked_at.is_none())
                 .collect();
             let signer = if current.is_empty() && existing.is_empty() {
+                None
+            } else if current.is_empty() {
+                // Every key is revoked (perhaps by a thief with a stolen token): only an admin
+                // can give the publisher a key again. The log records the key as not signed in.
+                if !caller.is_admin() {
+                    return Err(StoreError::Forbidden(format!(
+                        "every key of `{publisher}` is revoked; an admin must register its new key"
+                    )));
+                }
                 None
             } else {
                 let (by, signature) = signed_by.ok_or_else(|| {
@@ -914,7 +998,7 @@ impl Store {
         Ok(bytes)
     }
 
-    /// The versions published under `name`, oldest first.
+    /// The versions published under `name`, lowest first.
     pub fn versions(&self, name: &str) -> Result<Vec<IndexEntry>, StoreError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let mut found = Vec::new();
@@ -930,6 +1014,7 @@ impl Store {
             }
             found.push(parse::<IndexEntry>("version", value.value())?);
         }
+        found.sort_by_key(|entry| semver::Version::parse(&entry.version).ok());
         Ok(found)
     }
 
