@@ -1035,3 +1035,196 @@ fn an_interrupted_rotation_is_finished_or_discarded_on_open() {
     assert!(!dir.path().join("registry.key.next").exists());
     assert!(store.check().is_ok());
 }
+
+#[test]
+fn admins_cannot_take_over_owners_and_a_locked_out_publisher_is_recovered_by_an_admin() {
+    let registry = Registry::start(3600);
+    let admin = registry.user("ada", &["admin"], None);
+    // An admin holds manage-users but not owner: it cannot mint or revoke the owner's tokens.
+    assert_eq!(
+        status(registry.post(
+            &admin,
+            "v1/tokens",
+            json!({ "user": "owner", "kind": "pat" })
+        )),
+        403
+    );
+    let owner_token = registry
+        .post(&registry.owner, "v1/tokens", json!({ "kind": "pat" }))
+        .unwrap();
+    let id = owner_token["record"]["id"].as_str().unwrap();
+    assert_eq!(
+        status(registry.post(&admin, &format!("v1/tokens/{id}/revoke"), json!({}))),
+        403
+    );
+    // It can manage users below it.
+    registry.user("rita", &["reader"], None);
+    registry
+        .post(
+            &admin,
+            "v1/tokens",
+            json!({ "user": "rita", "kind": "api-key" }),
+        )
+        .unwrap();
+
+    // A thief with a publisher's token revokes every key: the publisher cannot add one back...
+    let acme = registry.publisher("alice", "acme");
+    let old = package::public_key_hex(&acme.key);
+    registry
+        .post(
+            &acme.token,
+            &format!("v1/publishers/acme/keys/{old}/revoke"),
+            json!({}),
+        )
+        .unwrap();
+    let fresh = package::public_key_hex(&package::generate_key().unwrap());
+    assert_eq!(
+        status(registry.post(
+            &acme.token,
+            "v1/publishers/acme/keys",
+            json!({ "public_key": fresh })
+        )),
+        403
+    );
+    // ...but an admin can, and the same key is never registered twice.
+    registry
+        .post(
+            &admin,
+            "v1/publishers/acme/keys",
+            json!({ "public_key": fresh }),
+        )
+        .unwrap();
+    assert_eq!(
+        status(registry.post(
+            &admin,
+            "v1/publishers/acme/keys",
+            json!({ "public_key": fresh })
+        )),
+        409
+    );
+}
+
+#[test]
+fn request_sizes_are_bounded_and_checked_after_authentication() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    let big = vec![0u8; server::DEFAULT_MAX_PACKAGE_BYTES + 1];
+    // Anonymous: refused before the body is read.
+    let anonymous = Client::new(&registry.url, std::slice::from_ref(&registry.ca), None).unwrap();
+    let answer = block_on(anonymous.send(
+        hyper::Method::POST,
+        "v1/packages",
+        Some(("application/octet-stream", big.clone())),
+        1 << 20,
+    ));
+    assert!(matches!(answer, Err(ClientError::Status { status, .. }) if status == 401));
+    // Authenticated but over the limit.
+    assert_eq!(status(registry.publish(&acme.token, big)), 413);
+    // JSON bodies are small.
+    let huge_name = "x".repeat(100 * 1024);
+    assert_eq!(
+        status(registry.post(
+            &registry.owner,
+            "v1/users",
+            json!({ "name": huge_name, "roles": [] })
+        )),
+        413
+    );
+    // Plain HTTP is never used for a registry.
+    assert!(Client::new("http://127.0.0.1:1", &[], None).is_err());
+}
+
+#[test]
+fn an_update_asking_for_looser_limits_waits_for_approval() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "widget", "1.0.0"))
+        .unwrap();
+    let host = host();
+    let first = install(&registry, &host, &acme.token, "widget").unwrap();
+    assert_eq!(first.approved_limits, "default");
+    let mut manifest = package::decode(&acme.pack(&plain(), "widget", "1.1.0"))
+        .unwrap()
+        .manifest;
+    manifest.limits = "permissive".into();
+    let looser = package::pack(&std::fs::read(plain()).unwrap(), manifest, &acme.key).unwrap();
+    registry.publish(&acme.token, looser).unwrap();
+    let update = install(&registry, &host, &acme.token, "widget").unwrap();
+    assert!(!update.enabled);
+    assert_eq!(update.pending_limits().as_deref(), Some("permissive"));
+    // Approving only capabilities leaves the preset pending when one is named.
+    let still = host
+        .state
+        .approve("widget", Some(vec![]), Some(vec![]), Some("default".into()))
+        .unwrap();
+    assert!(!still.enabled);
+    let approved = host.state.approve("widget", None, None, None).unwrap();
+    assert!(approved.enabled && approved.approved_limits == "permissive");
+    // Sets and unknown names are not approvals.
+    for bad in ["all", "standard", "storage-al"] {
+        assert!(matches!(
+            host.state
+                .approve("widget", Some(vec![bad.into()]), None, None),
+            Err(InstallError::Usage(_))
+        ));
+    }
+}
+
+#[test]
+fn sync_blocks_nodes_whose_signing_key_was_revoked() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.0"))
+        .unwrap();
+    let host = host();
+    install(&registry, &host, &acme.token, "text-transform").unwrap();
+    let client = registry.client(&acme.token);
+    assert!(
+        block_on(install::sync(&client, &host.state, now()))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(host.state.load("text-transform").is_ok());
+    // The key turns out to have been stolen from the start: revoke it back to when it was added.
+    let old = package::public_key_hex(&acme.key);
+    registry
+        .post(
+            &acme.token,
+            &format!("v1/publishers/acme/keys/{old}/revoke"),
+            json!({ "revoked_at": 0 }),
+        )
+        .unwrap();
+    let blocked = block_on(install::sync(&client, &host.state, now())).unwrap();
+    assert_eq!(blocked.len(), 1);
+    assert!(matches!(
+        host.state.load("text-transform"),
+        Err(InstallError::Refused(m)) if m.contains("blocked") && m.contains("revoked")
+    ));
+}
+
+#[test]
+fn offline_recovery_needs_an_existing_registry() {
+    let empty = tempfile::tempdir().unwrap();
+    assert!(Store::open_existing(empty.path(), 3600).is_err());
+    assert!(!empty.path().join("registry.redb").exists());
+    let registry = Registry::start(3600);
+    let registry = registry.restart(|dir| {
+        let store = Store::open_existing(dir, 3600).unwrap();
+        let (token, _) = store
+            .issue_token_offline("owner", warden_registry::auth::TokenKind::Pat, 3600)
+            .unwrap();
+        std::fs::write(dir.join("recovered"), token).unwrap();
+    });
+    let token = std::fs::read_to_string(registry.dir.path().join("recovered")).unwrap();
+    registry
+        .post(
+            &token,
+            "v1/users",
+            json!({ "name": "newbie", "roles": ["reader"] }),
+        )
+        .unwrap();
+    let trail: Json = block_on(registry.client(&token).get_json("v1/audit")).unwrap();
+    assert!(trail.to_string().contains("offline"));
+}
