@@ -137,6 +137,7 @@ fn the_index_and_log_parsers_survive_mutations() {
             publisher: "acme".into(),
             public_key: "ab".repeat(32),
             signed_by: None,
+            signature: None,
         },
         Event::Publish {
             name: "a".into(),

@@ -1228,3 +1228,43 @@ fn offline_recovery_needs_an_existing_registry() {
     let trail: Json = block_on(registry.client(&token).get_json("v1/audit")).unwrap();
     assert!(trail.to_string().contains("offline"));
 }
+
+#[test]
+fn a_key_slipped_into_the_database_is_never_signed() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.0"))
+        .unwrap();
+    // Someone with write access to the stopped registry's disk adds a key for `acme`.
+    let intruder = package::generate_key().unwrap();
+    let registry = registry.restart(|dir| {
+        let db = redb::Database::create(dir.join("registry.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&str, &[u8]> =
+                redb::TableDefinition::new("publisher_keys");
+            let mut keys = txn.open_table(table).unwrap();
+            let entry = json!({
+                "publisher": "acme",
+                "public_key": package::public_key_hex(&intruder),
+                "added_at": 0,
+                "revoked_at": null
+            });
+            let public_key = package::public_key_hex(&intruder);
+            keys.insert(public_key.as_str(), entry.to_string().as_bytes())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        // The offline check sees it.
+        let store = Store::open_existing(dir, 3600).unwrap();
+        let error = store.check().err().unwrap();
+        assert!(error.to_string().contains("publisher keys"), "{error}");
+    });
+    // The registry refuses to sign an index with it, so the intruder's package never lands.
+    let forged = pack_with(&plain(), "text-transform", "6.6.6", "acme", &[], &intruder);
+    assert_eq!(status(registry.publish(&acme.token, forged)), 500);
+    let index = registry.index(&acme.token);
+    assert!(!index.signed.contains(&package::public_key_hex(&intruder)));
+}

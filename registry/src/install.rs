@@ -472,6 +472,8 @@ pub fn check_log(
     known: Option<&RegistryRecord>,
 ) -> Result<(), InstallError> {
     protocol::verify_log(entries, index.log_size, &index.log_head)
+        .and_then(|()| protocol::replay(entries))
+        .and_then(|replayed| protocol::index_matches_log(index, &replayed))
         .map_err(|error| refused(error.to_string()))?;
     if let Some(known) = known
         && known.log_size > 0
@@ -816,7 +818,9 @@ mod tests {
     use crate::protocol::{Event, LOG_ROOT};
     use ed25519_dalek::SigningKey;
 
+    /// An index that lists exactly what `log` publishes.
     fn index(key: &SigningKey, version: u64, log: &[LogEntry]) -> Index {
+        let replayed = protocol::replay(log).unwrap_or_default();
         Index {
             registry: hex(key.verifying_key().as_bytes()),
             version,
@@ -824,8 +828,23 @@ mod tests {
             expires_at: 1_000,
             log_size: log.len() as u64,
             log_head: log.last().map(LogEntry::hash).unwrap_or(LOG_ROOT.into()),
-            packages: vec![],
-            keys: vec![],
+            packages: replayed
+                .versions
+                .iter()
+                .map(|((name, version), published)| IndexEntry {
+                    name: name.clone(),
+                    version: version.clone(),
+                    publisher: published.publisher.clone(),
+                    package_sha256: published.package_sha256.clone(),
+                    package_bytes: 1,
+                    component_sha256: String::new(),
+                    capabilities: vec![],
+                    signers: vec![],
+                    published_at: published.published_at,
+                    yanked: published.yanked,
+                })
+                .collect(),
+            keys: replayed.keys.values().cloned().collect(),
         }
     }
 
@@ -839,9 +858,11 @@ mod tests {
                     .last()
                     .map(LogEntry::hash)
                     .unwrap_or(LOG_ROOT.into()),
-                event: Event::Yank {
+                event: Event::Publish {
                     name: "a".into(),
                     version: version.to_string(),
+                    publisher: "p".into(),
+                    package_sha256: "00".repeat(32),
                 },
             });
         }
@@ -920,5 +941,21 @@ mod tests {
         // A log that does not chain to the signed checkpoint is refused.
         let result = check_log(&grown[..2], &index(&key, 2, &grown), None);
         assert!(matches!(result, Err(InstallError::Refused(_))));
+        // An index that lists a version, or a key, the log never recorded is refused.
+        let mut padded = index(&key, 2, &grown);
+        let mut extra = padded.packages[0].clone();
+        extra.version = "9".into();
+        padded.packages.push(extra);
+        let result = check_log(&grown, &padded, known.as_ref());
+        assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("other versions")));
+        let mut keyed = index(&key, 2, &grown);
+        keyed.keys.push(crate::protocol::KeyEntry {
+            publisher: "p".into(),
+            public_key: "ab".repeat(32),
+            added_at: 0,
+            revoked_at: None,
+        });
+        let result = check_log(&grown, &keyed, known.as_ref());
+        assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("publisher keys")));
     }
 }

@@ -205,8 +205,10 @@ pub enum Event {
     KeyAdded {
         publisher: String,
         public_key: String,
-        /// The existing key that signed this one in, for a rotation.
+        /// The existing key that signed this one in, for a rotation, and its signature over
+        /// the key statement, so anyone reading the log can check the rotation.
         signed_by: Option<String>,
+        signature: Option<String>,
     },
     KeyRevoked {
         publisher: String,
@@ -289,6 +291,179 @@ pub fn verify_key_statement(
 }
 
 pub use package::verifying_key_from_hex;
+
+/// A package version as the log records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub publisher: String,
+    pub package_sha256: String,
+    pub published_at: u64,
+    pub yanked: bool,
+}
+
+/// The state the log describes: every publisher key and every version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// By public key.
+    pub keys: std::collections::BTreeMap<String, KeyEntry>,
+    /// By (name, version).
+    pub versions: std::collections::BTreeMap<(String, String), Published>,
+}
+
+/// Replays the log, checking each rotation's signature by a key of the same publisher that was
+/// current at that point. A key added without a signature is a publisher's first key, or one an
+/// admin added after all its keys were revoked. What the registry's tables and signed index say
+/// must equal what this returns.
+pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
+    let broken = |entry: &LogEntry, why: String| {
+        ProtocolError::BrokenLog(format!("entry {}: {why}", entry.sequence))
+    };
+    let mut state = Replayed::default();
+    for entry in entries {
+        match &entry.event {
+            Event::KeyAdded {
+                publisher,
+                public_key,
+                signed_by,
+                signature,
+            } => {
+                if state.keys.contains_key(public_key) {
+                    return Err(broken(entry, "a key is added twice".into()));
+                }
+                let current: Vec<&KeyEntry> = state
+                    .keys
+                    .values()
+                    .filter(|key| &key.publisher == publisher && key.revoked_at.is_none())
+                    .collect();
+                match (signed_by, signature) {
+                    (Some(by), Some(signature)) => {
+                        let valid = current.iter().any(|key| &key.public_key == by)
+                            && verifying_key_from_hex(by).is_ok_and(|by| {
+                                verify_key_statement(publisher, public_key, &by, signature)
+                            });
+                        if !valid {
+                            return Err(broken(
+                                entry,
+                                format!(
+                                    "the rotation to {public_key} is not signed by a current key of `{publisher}`"
+                                ),
+                            ));
+                        }
+                    }
+                    (None, None) if current.is_empty() => {}
+                    _ => {
+                        return Err(broken(
+                            entry,
+                            format!(
+                                "{public_key} was added to `{publisher}` without a current key's signature"
+                            ),
+                        ));
+                    }
+                }
+                state.keys.insert(
+                    public_key.clone(),
+                    KeyEntry {
+                        publisher: publisher.clone(),
+                        public_key: public_key.clone(),
+                        added_at: entry.time,
+                        revoked_at: None,
+                    },
+                );
+            }
+            Event::KeyRevoked {
+                publisher,
+                public_key,
+                revoked_at,
+            } => match state.keys.get_mut(public_key) {
+                Some(key) if &key.publisher == publisher && key.revoked_at.is_none() => {
+                    key.revoked_at = Some(*revoked_at);
+                }
+                _ => {
+                    return Err(broken(
+                        entry,
+                        format!(
+                            "revokes {public_key}, which is not a current key of `{publisher}`"
+                        ),
+                    ));
+                }
+            },
+            Event::Publish {
+                name,
+                version,
+                publisher,
+                package_sha256,
+            } => {
+                let published = Published {
+                    publisher: publisher.clone(),
+                    package_sha256: package_sha256.clone(),
+                    published_at: entry.time,
+                    yanked: false,
+                };
+                if state
+                    .versions
+                    .insert((name.clone(), version.clone()), published)
+                    .is_some()
+                {
+                    return Err(broken(
+                        entry,
+                        format!("{name}@{version} is published twice"),
+                    ));
+                }
+            }
+            Event::Yank { name, version } => {
+                match state.versions.get_mut(&(name.clone(), version.clone())) {
+                    Some(published) if !published.yanked => published.yanked = true,
+                    _ => {
+                        return Err(broken(
+                            entry,
+                            format!(
+                                "yanks {name}@{version}, which is not published or yanked already"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(state)
+}
+
+/// Checks that an index lists exactly the keys and versions its log describes.
+pub fn index_matches_log(index: &Index, replayed: &Replayed) -> Result<(), ProtocolError> {
+    let keys: std::collections::BTreeMap<String, KeyEntry> = index
+        .keys
+        .iter()
+        .map(|key| (key.public_key.clone(), key.clone()))
+        .collect();
+    if keys.len() != index.keys.len() || keys != replayed.keys {
+        return Err(ProtocolError::BrokenLog(
+            "the index's publisher keys are not the ones its log adds and revokes".into(),
+        ));
+    }
+    if index.packages.len() != replayed.versions.len() {
+        return Err(ProtocolError::BrokenLog(
+            "the index lists other versions than its log publishes".into(),
+        ));
+    }
+    for entry in &index.packages {
+        let logged = replayed
+            .versions
+            .get(&(entry.name.clone(), entry.version.clone()));
+        let same = logged.is_some_and(|logged| {
+            logged.publisher == entry.publisher
+                && logged.package_sha256 == entry.package_sha256
+                && logged.published_at == entry.published_at
+                && logged.yanked == entry.yanked
+        });
+        if !same {
+            return Err(ProtocolError::BrokenLog(format!(
+                "the index's {}@{} is not what its log records",
+                entry.name, entry.version
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// The registry's root of trust: the keys that may sign its index, and how many of them must
 /// sign the next root. Version 1 is the key a host pins first; every later version must be
@@ -592,6 +767,94 @@ mod tests {
         assert_eq!(
             Index::verify_with_root(&signed, &root(1, &[&a], 1), 50),
             Err(ProtocolError::BadSignature("index"))
+        );
+    }
+
+    fn logged(events: Vec<Event>) -> Vec<LogEntry> {
+        let mut entries: Vec<LogEntry> = Vec::new();
+        for event in events {
+            entries.push(LogEntry {
+                sequence: entries.len() as u64,
+                time: entries.len() as u64,
+                previous: entries
+                    .last()
+                    .map(LogEntry::hash)
+                    .unwrap_or(LOG_ROOT.into()),
+                event,
+            });
+        }
+        entries
+    }
+
+    fn added(publisher: &str, new: &SigningKey, by: Option<&SigningKey>) -> Event {
+        let public_key = hex(new.verifying_key().as_bytes());
+        Event::KeyAdded {
+            publisher: publisher.into(),
+            signature: by.map(|by| sign_key_statement(publisher, &public_key, by)),
+            signed_by: by.map(|by| hex(by.verifying_key().as_bytes())),
+            public_key,
+        }
+    }
+
+    #[test]
+    fn replaying_the_log_checks_every_rotation() {
+        let (a, b, c) = (key(1), key(2), key(3));
+        let good = logged(vec![added("acme", &a, None), added("acme", &b, Some(&a))]);
+        let state = replay(&good).unwrap_or_default();
+        assert_eq!(state.keys.len(), 2);
+        // A second key with no signature, or signed by a key of another publisher.
+        assert!(
+            replay(&logged(vec![
+                added("acme", &a, None),
+                added("acme", &b, None)
+            ]))
+            .is_err()
+        );
+        assert!(
+            replay(&logged(vec![
+                added("acme", &a, None),
+                added("evil", &c, None),
+                added("acme", &b, Some(&c)),
+            ]))
+            .is_err()
+        );
+        // A revoked key cannot sign in a successor.
+        let revoked = Event::KeyRevoked {
+            publisher: "acme".into(),
+            public_key: hex(a.verifying_key().as_bytes()),
+            revoked_at: 1,
+        };
+        assert!(
+            replay(&logged(vec![
+                added("acme", &a, None),
+                revoked.clone(),
+                added("acme", &b, Some(&a)),
+            ]))
+            .is_err()
+        );
+        // With every key revoked, an unsigned key (an admin's recovery) is accepted.
+        assert!(
+            replay(&logged(vec![
+                added("acme", &a, None),
+                revoked,
+                added("acme", &b, None)
+            ]))
+            .is_ok()
+        );
+        // A version published twice, or a yank of nothing.
+        let publish = Event::Publish {
+            name: "n".into(),
+            version: "1.0.0".into(),
+            publisher: "acme".into(),
+            package_sha256: "00".repeat(32),
+        };
+        assert!(replay(&logged(vec![publish.clone(), publish])).is_err());
+        assert!(
+            replay(&logged(vec![Event::Yank {
+                name: "n".into(),
+                version: "1.0.0".into()
+            }]))
+            .is_err()
         );
     }
 

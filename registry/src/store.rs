@@ -579,7 +579,7 @@ impl Store {
                         "the key statement's signature does not verify".into(),
                     ));
                 }
-                Some(by.to_string())
+                Some((by.to_string(), signature.to_string()))
             };
             let entry = KeyEntry {
                 publisher: publisher.to_string(),
@@ -597,7 +597,8 @@ impl Store {
                 Event::KeyAdded {
                     publisher: publisher.to_string(),
                     public_key: public_key.to_string(),
-                    signed_by: signer,
+                    signed_by: signer.as_ref().map(|(by, _)| by.clone()),
+                    signature: signer.map(|(_, signature)| signature),
                 },
             )?;
             entry
@@ -862,12 +863,18 @@ impl Store {
             let (_, value) = item.map_err(storage)?;
             keys.push(parse::<KeyEntry>("publisher key", value.value())?);
         }
-        let log = txn.open_table(LOG).map_err(storage)?;
-        let (log_size, log_head) = match log.last().map_err(storage)? {
-            Some((sequence, bytes)) => (
-                sequence.value() + 1,
-                parse::<LogEntry>("log entry", bytes.value())?.hash(),
-            ),
+        let mut entries = Vec::new();
+        for item in txn
+            .open_table(LOG)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (_, value) = item.map_err(storage)?;
+            entries.push(parse::<LogEntry>("log entry", value.value())?);
+        }
+        let (log_size, log_head) = match entries.last() {
+            Some(last) => (entries.len() as u64, last.hash()),
             None => (0, LOG_ROOT.to_string()),
         };
         let issued_at = now();
@@ -881,6 +888,14 @@ impl Store {
             packages,
             keys,
         };
+        // The tables are not trusted: what is signed must be what the log says happened.
+        protocol::replay(&entries)
+            .and_then(|replayed| protocol::index_matches_log(&index, &replayed))
+            .map_err(|error| {
+                StoreError::Storage(format!(
+                    "refusing to sign an index that disagrees with the log ({error}); run `warden registry check`"
+                ))
+            })?;
         meta.insert("index", json(&index.sign(&self.key)).as_slice())
             .map_err(storage)?;
         Ok(())
@@ -1074,7 +1089,27 @@ impl Store {
         let log = self.log()?;
         protocol::verify_log(&log, index.log_size, &index.log_head)
             .map_err(|error| StoreError::Storage(error.to_string()))?;
+        let replayed =
+            protocol::replay(&log).map_err(|error| StoreError::Storage(error.to_string()))?;
+        protocol::index_matches_log(&index, &replayed)
+            .map_err(|error| StoreError::Storage(error.to_string()))?;
         let txn = self.db.begin_read().map_err(storage)?;
+        let mut stored_keys = std::collections::BTreeMap::new();
+        for item in txn
+            .open_table(KEYS)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (_, value) = item.map_err(storage)?;
+            let key: KeyEntry = parse("publisher key", value.value())?;
+            stored_keys.insert(key.public_key.clone(), key);
+        }
+        if stored_keys != replayed.keys {
+            return Err(StoreError::Storage(
+                "the stored publisher keys are not the ones the log adds and revokes".into(),
+            ));
+        }
         let blobs = txn.open_table(BLOBS).map_err(storage)?;
         let mut versions = 0;
         for item in txn
