@@ -104,6 +104,17 @@ pub enum RegistryCommand {
     RotateKey {
         #[arg(long, default_value = "warden-registry", value_name = "DIR")]
         data: PathBuf,
+        /// Also list this offline public key in the new root (repeatable). With
+        /// --threshold 2 or more, a stolen signing key alone can no longer rotate the root.
+        #[arg(long = "root-key", value_name = "PUBLIC_KEY_FILE")]
+        root_keys: Vec<PathBuf>,
+        /// How many of the new root's keys must sign the root after it.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+        /// The secret key file of an offline root key, current or new (repeatable), as many
+        /// as the current root's threshold and the new one's need.
+        #[arg(long = "cosign", value_name = "SECRET_KEY_FILE")]
+        cosigners: Vec<PathBuf>,
     },
     /// Create a user.
     User {
@@ -428,10 +439,27 @@ pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
             ));
             Ok(())
         }
-        RegistryCommand::RotateKey { data } => {
+        RegistryCommand::RotateKey {
+            data,
+            root_keys,
+            threshold,
+            cosigners,
+        } => {
+            let mut offline = Vec::new();
+            for path in &root_keys {
+                offline.push(read_text(path)?.trim().to_string());
+            }
+            let mut secrets = Vec::new();
+            for path in &cosigners {
+                secrets.push(package::signing_key_from_hex(&read_text(path)?).ok_or_else(
+                    || Failure::usage(format!("{} is not a warden secret key", path.display())),
+                )?);
+            }
             let mut store =
                 Store::open_existing(&data, DEFAULT_INDEX_TTL).map_err(store_failure)?;
-            let root = store.rotate_key(&data).map_err(store_failure)?;
+            let root = store
+                .rotate_root(&data, &offline, threshold, &secrets)
+                .map_err(store_failure)?;
             out(&format!(
                 "registry key: {} (root version {}; the old key signed it in and is no longer used)\n",
                 store.public_key(),

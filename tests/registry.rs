@@ -1268,3 +1268,41 @@ fn a_key_slipped_into_the_database_is_never_signed() {
     let index = registry.index(&acme.token);
     assert!(!index.signed.contains(&package::public_key_hex(&intruder)));
 }
+
+#[test]
+fn a_root_with_offline_keys_cannot_be_rotated_by_the_signing_key_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(dir.path(), 3600).unwrap();
+    let offline = package::generate_key().unwrap();
+    let offline_hex = package::public_key_hex(&offline);
+    // Listing an offline key with a threshold of two needs that key's signature too.
+    assert!(
+        store
+            .rotate_root(dir.path(), std::slice::from_ref(&offline_hex), 2, &[])
+            .is_err()
+    );
+    let root = store
+        .rotate_root(
+            dir.path(),
+            std::slice::from_ref(&offline_hex),
+            2,
+            std::slice::from_ref(&offline),
+        )
+        .unwrap();
+    assert_eq!((root.version, root.keys.len(), root.threshold), (2, 2, 2));
+    // A thief holding only the online signing key cannot make the next root.
+    let refused = store.rotate_key(dir.path()).err().unwrap();
+    assert!(refused.to_string().contains("--cosign"), "{refused}");
+    assert!(!dir.path().join("registry.key.next").exists());
+    // With the offline key co-signing, the operator can.
+    let third = store
+        .rotate_root(
+            dir.path(),
+            std::slice::from_ref(&offline_hex),
+            2,
+            &[offline],
+        )
+        .unwrap();
+    assert_eq!(third.version, 3);
+    assert!(store.check().is_ok());
+}

@@ -467,8 +467,10 @@ pub fn index_matches_log(index: &Index, replayed: &Replayed) -> Result<(), Proto
 
 /// The registry's root of trust: the keys that may sign its index, and how many of them must
 /// sign the next root. Version 1 is the key a host pins first; every later version must be
-/// signed by a threshold of the keys of the version before it and of its own, so a stolen
-/// old key alone cannot hand the registry to someone else, and no version can be skipped.
+/// signed by a threshold of the keys of the version before it and of its own, and no version
+/// can be skipped. With one key and a threshold of one (the default) whoever holds that key
+/// controls the next root; a root with offline keys and a threshold above one keeps a stolen
+/// signing key from handing the registry to someone else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Root {

@@ -918,6 +918,21 @@ impl Store {
     /// first and moved into place only after the database commits, and `open` finishes or
     /// discards a rotation that a crash interrupted.
     pub fn rotate_key(&mut self, dir: &Path) -> Result<Root, StoreError> {
+        self.rotate_root(dir, &[], 1, &[])
+    }
+
+    /// Rotates to a root of the new signing key plus `offline_keys`, `threshold` of which must
+    /// sign the root after it. `cosigners` are the secret keys of the other root keys, current
+    /// and new, as many as the two thresholds need (listing an offline key in a root with a
+    /// threshold above one proves its possession). The new root is checked as a host would
+    /// check it before anything is committed.
+    pub fn rotate_root(
+        &mut self,
+        dir: &Path,
+        offline_keys: &[String],
+        threshold: usize,
+        cosigners: &[SigningKey],
+    ) -> Result<Root, StoreError> {
         let next_path = dir.join("registry.key.next");
         let _ = std::fs::remove_file(&next_path);
         let new_key =
@@ -931,13 +946,28 @@ impl Store {
             .transpose()
             .map_err(|error| StoreError::Storage(error.to_string()))?
             .ok_or_else(|| StoreError::Storage("the root documents are missing".into()))?;
+        let mut keys = vec![package::public_key_hex(&new_key)];
+        for key in offline_keys {
+            package::verifying_key_from_hex(key)
+                .map_err(|error| StoreError::BadRequest(format!("root key {key}: {error}")))?;
+            keys.push(key.trim().to_string());
+        }
         let next = Root {
             version: current.version + 1,
-            keys: vec![package::public_key_hex(&new_key)],
-            threshold: 1,
+            keys,
+            threshold,
             issued_at: now(),
         };
-        roots.push(next.sign(&[&self.key, &new_key]));
+        let mut signers = vec![&self.key, &new_key];
+        signers.extend(cosigners.iter());
+        let signed = next.sign(&signers);
+        if let Err(error) = current.verify_next(&signed) {
+            let _ = std::fs::remove_file(&next_path);
+            return Err(StoreError::BadRequest(format!(
+                "{error}; give the secret keys of the other root keys (current and new) with --cosign"
+            )));
+        }
+        roots.push(signed);
         let old_key = std::mem::replace(&mut self.key, new_key);
         let committed = (|| {
             let txn = self.write()?;
