@@ -15,7 +15,9 @@ use warden_registry::client::{Client, ClientError, Credential};
 use warden_registry::install::{self, HostState, InstallError, InstallRequest};
 use warden_registry::protocol;
 use warden_registry::server::{self, DEFAULT_MAX_PACKAGE_BYTES};
-use warden_registry::store::{DEFAULT_INDEX_TTL, DEFAULT_TOKEN_TTL, Store, StoreError};
+use warden_registry::store::{
+    DEFAULT_INDEX_TTL, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, Store, StoreError,
+};
 use warden_registry::tls;
 
 /// How to reach a registry.
@@ -353,6 +355,22 @@ pub fn approve_command(
     state: &StateDir,
 ) -> Result<(), Failure> {
     let host = state.open()?;
+    // Naming any of --grant, --host or --preset approves exactly what is named: the others
+    // stay as they are. With none of them, everything pending is approved.
+    let (capabilities, hosts, preset) =
+        if capabilities.is_none() && hosts.is_none() && preset.is_none() {
+            (None, None, None)
+        } else {
+            let current = host
+                .installed(name)
+                .map_err(install_failure)?
+                .ok_or_else(|| Failure::usage(format!("`{name}` is not installed")))?;
+            (
+                Some(capabilities.unwrap_or_default()),
+                Some(hosts.unwrap_or_default()),
+                Some(preset.unwrap_or(current.approved_limits)),
+            )
+        };
     let record = host
         .approve(name, capabilities, hosts, preset)
         .map_err(install_failure)?;
@@ -378,12 +396,17 @@ pub fn sync_command(remote: &Remote, state: &StateDir) -> Result<(), Failure> {
     let blocked = tokio()?
         .block_on(install::sync(&client, &host, protocol::now()))
         .map_err(install_failure)?;
-    if blocked.is_empty() {
-        out(&format!(
-            "{}: verified; every node installed from it may run\n",
-            client.base()
-        ));
-    }
+    let still_blocked = host
+        .all_installed()
+        .map_err(install_failure)?
+        .into_iter()
+        .filter(|record| record.registry == client.base() && record.blocked.is_some())
+        .count();
+    out(&format!(
+        "{}: verified; {} newly blocked, {still_blocked} blocked in all\n",
+        client.base(),
+        blocked.len()
+    ));
     for record in blocked {
         out(&format!(
             "blocked {}@{}: {}\n",
@@ -418,6 +441,9 @@ pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
         } => {
             let store = Store::open_existing(&data, DEFAULT_INDEX_TTL).map_err(store_failure)?;
             let ttl = token_ttl(ttl)?.unwrap_or(DEFAULT_TOKEN_TTL);
+            if ttl > MAX_TOKEN_TTL {
+                return Err(Failure::usage("--ttl: a token lives at most 366 days"));
+            }
             let (token, record) = store
                 .issue_token_offline(&user, kind.into(), ttl)
                 .map_err(store_failure)?;
@@ -561,6 +587,7 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|error| Failure::usage(format!("--max-package: {error}")))?
         .min(DEFAULT_MAX_PACKAGE_BYTES as u64 * 4) as usize;
     let (store, bootstrap) = Store::open(&args.data, ttl).map_err(store_failure)?;
+    store.record_index_ttl().map_err(store_failure)?;
     let tls = tls::server_config(
         &args.data,
         args.tls_cert.as_deref(),

@@ -189,7 +189,26 @@ fn the_index_and_log_parsers_survive_mutations() {
     };
     let signed = serde_json::to_vec(&index.sign(&key)).unwrap();
     let bare = serde_json::to_vec(&index).unwrap();
-    run("index", &[signed, bare], 100_000, fuzz_targets::index);
+    let next = ed25519_dalek::SigningKey::from_bytes(&[2; 32]);
+    let roots = vec![
+        warden_registry::protocol::Root {
+            version: 2,
+            keys: vec![
+                package::public_key_hex(&next),
+                package::public_key_hex(&key),
+            ],
+            threshold: 2,
+            issued_at: 1,
+        }
+        .sign(&[&key, &next]),
+    ];
+    let roots = serde_json::to_vec(&roots).unwrap();
+    run(
+        "index",
+        &[signed, bare, roots],
+        100_000,
+        fuzz_targets::index,
+    );
     run(
         "log",
         &[serde_json::to_vec(&log).unwrap()],

@@ -182,6 +182,35 @@ fn every_tampering_is_refused() {
         matches!(transplanted, Err(PackageError::BadSignature(_))),
         "{transplanted:?}"
     );
+    // A malleated signature: S + L (the group order) verifies under lax rules, not strict ones.
+    let malleated = tampered(&counter, |p| {
+        let mut bytes: Vec<u8> = (0..64)
+            .map(|i| u8::from_str_radix(&p.signatures[0].signature[i * 2..i * 2 + 2], 16).unwrap())
+            .collect();
+        let order: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for (byte, add) in bytes[32..].iter_mut().zip(order) {
+            let sum = *byte as u16 + add as u16 + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        p.signatures[0].signature = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    });
+    assert!(
+        matches!(malleated, Err(PackageError::BadSignature(_))),
+        "{malleated:?}"
+    );
+    // A small-order R with S = 0 (a CCTV edge case that lax verifiers accept for weak keys).
+    let small_order = tampered(&counter, |p| {
+        p.signatures[0].signature = format!("01{}", "0".repeat(126));
+    });
+    assert!(
+        matches!(small_order, Err(PackageError::BadSignature(_))),
+        "{small_order:?}"
+    );
     let unsigned = tampered(&counter, |p| p.signatures.clear());
     assert_eq!(unsigned, Err(PackageError::Unsigned));
     // A component swapped for another, with the manifest's hash updated, breaks the signature.

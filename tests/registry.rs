@@ -1306,3 +1306,82 @@ fn a_root_with_offline_keys_cannot_be_rotated_by_the_signing_key_alone() {
     assert_eq!(third.version, 3);
     assert!(store.check().is_ok());
 }
+
+#[test]
+fn approving_named_capabilities_leaves_hosts_and_limits_pending() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    registry
+        .publish(&acme.token, acme.pack(&plain(), "widget", "1.0.0"))
+        .unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    {
+        let host = Host {
+            state: HostState::open(state_dir.path()).unwrap(),
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        install(&registry, &host, &acme.token, "widget").unwrap();
+        let more = pack_with(
+            &with_storage(),
+            "widget",
+            "1.1.0",
+            "acme",
+            &["api.example.com"],
+            &acme.key,
+        );
+        registry.publish(&acme.token, more).unwrap();
+        assert!(
+            !install(&registry, &host, &acme.token, "widget")
+                .unwrap()
+                .enabled
+        );
+    }
+    let approve = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("approve")
+            .arg("widget")
+            .args(args)
+            .arg("--state")
+            .arg(state_dir.path())
+            .output()
+            .unwrap()
+    };
+    let named = approve(&["--grant", "storage-read,storage-write"]);
+    let said = String::from_utf8_lossy(&named.stdout).into_owned();
+    assert!(
+        said.contains("still disabled") && said.contains("hosts []"),
+        "{said}"
+    );
+    let refused = approve(&["--grant", "all"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let rest = approve(&[]);
+    let said = String::from_utf8_lossy(&rest.stdout).into_owned();
+    assert!(
+        said.contains("enabled") && said.contains("api.example.com"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_registry_whose_key_is_missing_does_not_start_with_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path(), 3600).unwrap());
+    std::fs::remove_file(dir.path().join("registry.key")).unwrap();
+    let refused = Store::open(dir.path(), 3600).err().unwrap();
+    assert!(refused.to_string().contains("restore the key"), "{refused}");
+    assert!(!dir.path().join("registry.key").exists());
+}
+
+#[test]
+fn offline_work_signs_with_the_servers_index_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), 600).unwrap();
+    store.record_index_ttl().unwrap();
+    drop(store);
+    let mut store = Store::open_existing(dir.path(), 86_400).unwrap();
+    store.rotate_key(dir.path()).unwrap();
+    let signed = store.index().unwrap();
+    let key = package::verifying_key_from_hex(&store.public_key()).unwrap();
+    let index = Index::verify(&signed, &key, now()).unwrap();
+    assert_eq!(index.expires_at - index.issued_at, 600);
+}

@@ -25,6 +25,14 @@ struct Server {
     owner: Option<String>,
 }
 
+impl Drop for Server {
+    /// A failing test must not leave a registry running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(data: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["registry", "serve", "--listen", "127.0.0.1:0", "--data"])

@@ -3,7 +3,7 @@
 //! untrusted bytes to a parser and, when parsing succeeds, to its verifier: neither may panic,
 //! allocate without bound, or hang.
 
-use crate::protocol::{self, Index, LogEntry, Signed};
+use crate::protocol::{self, Index, LogEntry, Root, Signed, SignedRoot};
 use ed25519_dalek::SigningKey;
 use warden_host::package;
 
@@ -34,6 +34,20 @@ pub fn index(data: &[u8]) {
     }
     if let Ok(index) = serde_json::from_slice::<Index>(data) {
         let _ = index.entry("a", "1.0.0");
+    }
+    if let Ok(roots) = serde_json::from_slice::<Vec<SignedRoot>>(data) {
+        let first = Root {
+            version: 1,
+            keys: vec![warden_host::package::public_key_hex(
+                &SigningKey::from_bytes(&[1; 32]),
+            )],
+            threshold: 1,
+            issued_at: 0,
+        };
+        for signed in &roots {
+            let _ = first.verify_next(signed);
+            let _ = Root::verify_pinned(signed, &first.keys[0]);
+        }
     }
 }
 

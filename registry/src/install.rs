@@ -53,6 +53,10 @@ pub struct RegistryRecord {
     pub log_head: String,
 }
 
+fn default_preset() -> String {
+    "default".into()
+}
+
 /// An installed node and its grant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Installed {
@@ -70,6 +74,7 @@ pub struct Installed {
     pub approved: Vec<String>,
     pub approved_hosts: Vec<String>,
     /// The loosest limits preset the operator approved.
+    #[serde(default = "default_preset")]
     pub approved_limits: String,
     /// False while the version requests something not approved.
     pub enabled: bool,
@@ -234,6 +239,24 @@ impl HostState {
         self.dir
             .join("packages")
             .join(format!("{name}-{version}.wpkg"))
+    }
+
+    /// The keys whose signatures the installed package file carries and that verify (the
+    /// index's own list of signers is not relied on).
+    fn installed_signers(&self, record: &Installed) -> Result<Vec<String>, InstallError> {
+        let path = self.package_path(&record.name, &record.version);
+        let bytes = std::fs::read(&path).map_err(|error| {
+            InstallError::State(format!("cannot read {}: {error}", path.display()))
+        })?;
+        if sha256_hex(&bytes) != record.package_sha256 {
+            return Ok(Vec::new());
+        }
+        let Ok(package) = package::decode(&bytes) else {
+            return Ok(Vec::new());
+        };
+        Ok(package::verify(&package, None)
+            .map(|signers| signers.iter().map(|key| hex(key.as_bytes())).collect())
+            .unwrap_or_default())
     }
 
     /// The installed package of `name`, re-verified (the file is not trusted), with its record.
@@ -612,10 +635,12 @@ pub async fn sync(
             Some(entry) if entry.package_sha256 != record.package_sha256 => {
                 Some("the registry's index lists other bytes for this version".to_string())
             }
-            Some(entry) if !valid_signer(&entry.signers, entry, &index) => Some(format!(
-                "the key that signed it was revoked by `{}`; install a version signed by a current key",
-                entry.publisher
-            )),
+            Some(entry) if !valid_signer(&host.installed_signers(&record)?, entry, &index) => {
+                Some(format!(
+                    "the key that signed it was revoked by `{}`; install a version signed by a current key",
+                    entry.publisher
+                ))
+            }
             Some(_) => None,
             None => Some("the registry's index no longer lists this version".to_string()),
         };

@@ -319,6 +319,8 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
         ProtocolError::BrokenLog(format!("entry {}: {why}", entry.sequence))
     };
     let mut state = Replayed::default();
+    // A name belongs to the publisher who first published it.
+    let mut owners: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
     for entry in entries {
         match &entry.event {
             Event::KeyAdded {
@@ -393,6 +395,13 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
                 publisher,
                 package_sha256,
             } => {
+                let owner = *owners.entry(name.as_str()).or_insert(publisher.as_str());
+                if owner != publisher {
+                    return Err(broken(
+                        entry,
+                        format!("`{publisher}` publishes `{name}`, which belongs to `{owner}`"),
+                    ));
+                }
                 let published = Published {
                     publisher: publisher.clone(),
                     package_sha256: package_sha256.clone(),
@@ -850,7 +859,17 @@ mod tests {
             publisher: "acme".into(),
             package_sha256: "00".repeat(32),
         };
-        assert!(replay(&logged(vec![publish.clone(), publish])).is_err());
+        assert!(replay(&logged(vec![publish.clone(), publish.clone()])).is_err());
+        // A name published by a second publisher.
+        let mut taken = publish.clone();
+        if let Event::Publish {
+            publisher, version, ..
+        } = &mut taken
+        {
+            *publisher = "evil".into();
+            *version = "2.0.0".into();
+        }
+        assert!(replay(&logged(vec![publish, taken])).is_err());
         assert!(
             replay(&logged(vec![Event::Yank {
                 name: "n".into(),

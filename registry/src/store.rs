@@ -148,6 +148,17 @@ impl Store {
             StoreError::Storage(format!("cannot create {}: {error}", dir.display()))
         })?;
         let key = load_or_create_key(dir)?;
+        // registry.pub follows the key (a crash may have left it behind after a rotation).
+        let public = format!("{}\n", package::public_key_hex(&key));
+        if std::fs::read_to_string(dir.join("registry.pub"))
+            .ok()
+            .as_deref()
+            != Some(public.as_str())
+        {
+            std::fs::write(dir.join("registry.pub"), &public).map_err(|error| {
+                StoreError::Storage(format!("cannot write registry.pub: {error}"))
+            })?;
+        }
         let mut db = Database::create(dir.join("registry.redb")).map_err(|error| {
             StoreError::Storage(format!(
                 "cannot open {}: {error}",
@@ -188,7 +199,29 @@ impl Store {
                 dir.display()
             )));
         }
-        Store::open(dir, index_ttl).map(|(store, _)| store)
+        let (store, _) = Store::open(dir, index_ttl)?;
+        // Offline work re-signs the index with the lifetime the server last used.
+        let stored = {
+            let txn = store.db.begin_read().map_err(storage)?;
+            let meta = txn.open_table(META).map_err(storage)?;
+            meta.get("index_ttl")
+                .map_err(storage)?
+                .and_then(|bytes| bytes.value().try_into().ok().map(u64::from_le_bytes))
+        };
+        Ok(Store {
+            index_ttl: stored.unwrap_or(store.index_ttl),
+            ..store
+        })
+    }
+
+    /// Remembers the index lifetime the server runs with, for offline work.
+    pub fn record_index_ttl(&self) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        txn.open_table(META)
+            .map_err(storage)?
+            .insert("index_ttl", self.index_ttl.to_le_bytes().as_slice())
+            .map_err(storage)?;
+        txn.commit().map_err(storage)
     }
 
     /// Issues a token with local access to a stopped registry: how an operator recovers when
@@ -1314,6 +1347,15 @@ fn load_or_create_key(dir: &Path) -> Result<SigningKey, StoreError> {
                 path.display()
             ))
         }),
+        Err(error)
+            if error.kind() == std::io::ErrorKind::NotFound
+                && dir.join("registry.redb").exists() =>
+        {
+            Err(StoreError::Storage(format!(
+                "{} is missing but the registry's database exists: restore the key from a backup (a new key would be in no root, and hosts would refuse it)",
+                path.display()
+            )))
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let key =
                 package::generate_key().map_err(|error| StoreError::Storage(error.to_string()))?;
