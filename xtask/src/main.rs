@@ -11,7 +11,16 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "demo" => install_targets().and_then(|()| demo()),
         "test" => install_targets().and_then(|()| test()),
-        _ => Err("usage: cargo xtask demo | cargo xtask test".to_string()),
+        "fuzz" => {
+            let seconds = std::env::args()
+                .nth(2)
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(60);
+            fuzz(seconds)
+        }
+        _ => Err(
+            "usage: cargo xtask demo | cargo xtask test | cargo xtask fuzz [SECONDS]".to_string(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,7 +79,50 @@ fn test() -> Result<(), String> {
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
     run(doc)?;
-    audit()
+    audit()?;
+    fuzz(15)
+}
+
+const FUZZ_TARGETS: [&str; 4] = ["package", "manifest", "index", "log"];
+
+/// Runs each cargo-fuzz target (libFuzzer, nightly) for `seconds`, when nightly Rust and
+/// cargo-fuzz are installed. Without them only the bounded stable mutation run in
+/// tests/fuzz_parsers.rs, part of the test suite, exercises the same targets.
+fn fuzz(seconds: u64) -> Result<(), String> {
+    let dir = root().join("fuzz");
+    // The rustup proxy, not $CARGO: only the proxy understands `+nightly`.
+    let nightly = || {
+        let mut command = Command::new("cargo");
+        command.current_dir(&dir).arg("+nightly");
+        command
+    };
+    let available = nightly()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !available {
+        println!(
+            "xtask: cargo-fuzz on nightly is not installed, so the libFuzzer run is skipped (the \
+             stable mutation run in tests/fuzz_parsers.rs ran); to add it: rustup toolchain \
+             install nightly && cargo install cargo-fuzz"
+        );
+        return Ok(());
+    }
+    for target in FUZZ_TARGETS {
+        println!("xtask: fuzzing {target} for {seconds} s");
+        let mut command = nightly();
+        command.args([
+            "fuzz",
+            "run",
+            target,
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-rss_limit_mb=2048",
+            "-timeout=10",
+        ]);
+        run(command)?;
+    }
+    Ok(())
 }
 
 /// Checks Cargo.lock against the RustSec advisory database, offline: the one in
