@@ -12,21 +12,6 @@ use warden_host::package::{self, Manifest};
 use warden_registry::fuzz_targets;
 use warden_registry::protocol::{Event, Index, IndexEntry, KeyEntry, LOG_ROOT, LogEntry};
 
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound.max(1) as u64) as usize
-    }
-}
-
 const INTERESTING: [u8; 12] = [
     0, 1, 0x7f, 0x80, 0xff, b'"', b'{', b'}', b'[', b',', b':', b'9',
 ];

@@ -216,6 +216,16 @@ fn host() -> Host {
     }
 }
 
+/// An install of the newest version of `name`, approving what it requests, checked now.
+fn asking<'a>(name: &'a str, registry_key: Option<&'a str>) -> InstallRequest<'a> {
+    InstallRequest {
+        name,
+        registry_key,
+        now: now(),
+        ..InstallRequest::default()
+    }
+}
+
 fn install_at(
     registry: &Registry,
     host: &Host,
@@ -663,15 +673,10 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
     let impostor = block_on(install::install(
         &registry.client(&acme.token),
         &host.state,
-        InstallRequest {
-            name: "text-transform",
-            version: None,
-            registry_key: Some(&package::public_key_hex(&package::generate_key().unwrap())),
-            approve: None,
-            approve_hosts: None,
-            approve_limits: None,
-            now: now(),
-        },
+        asking(
+            "text-transform",
+            Some(&package::public_key_hex(&package::generate_key().unwrap())),
+        ),
     ));
     refused(impostor, "pinned");
 
@@ -700,15 +705,7 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
     let mixed = block_on(install::install(
         &second.client(&other.token),
         &reopened.state,
-        InstallRequest {
-            name: "counter",
-            version: None,
-            registry_key: Some(&second.public_key),
-            approve: None,
-            approve_hosts: None,
-            approve_limits: None,
-            now: now(),
-        },
+        asking("counter", Some(&second.public_key)),
     ));
     refused(mixed, "combination");
     second
@@ -720,15 +717,7 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
     let hijacked = block_on(install::install(
         &second.client(&other.token),
         &reopened.state,
-        InstallRequest {
-            name: "text-transform",
-            version: None,
-            registry_key: Some(&second.public_key),
-            approve: None,
-            approve_hosts: None,
-            approve_limits: None,
-            now: now(),
-        },
+        asking("text-transform", Some(&second.public_key)),
     ));
     refused(hijacked, "publisher");
 }
@@ -929,15 +918,7 @@ fn a_rotated_registry_key_is_followed_through_signed_roots() {
     let updated = block_on(install::install(
         &registry.client(&acme.token),
         &host.state,
-        InstallRequest {
-            name: "text-transform",
-            version: None,
-            registry_key: None,
-            approve: None,
-            approve_hosts: None,
-            approve_limits: None,
-            now: now(),
-        },
+        asking("text-transform", None),
     ))
     .unwrap();
     assert_eq!(updated.version, "1.1.0");
@@ -954,30 +935,17 @@ fn a_rotated_registry_key_is_followed_through_signed_roots() {
     block_on(install::install(
         &registry.client(&acme.token),
         &fresh.state,
-        InstallRequest {
-            name: "text-transform",
-            version: None,
-            registry_key: Some(&first_key),
-            approve: None,
-            approve_hosts: None,
-            approve_limits: None,
-            now: now(),
-        },
+        asking("text-transform", Some(&first_key)),
     ))
     .unwrap();
     let stranger = self::host();
     let unknown = block_on(install::install(
         &registry.client(&acme.token),
         &stranger.state,
-        InstallRequest {
-            name: "text-transform",
-            version: None,
-            registry_key: Some(&package::public_key_hex(&package::generate_key().unwrap())),
-            approve: None,
-            approve_hosts: None,
-            approve_limits: None,
-            now: now(),
-        },
+        asking(
+            "text-transform",
+            Some(&package::public_key_hex(&package::generate_key().unwrap())),
+        ),
     ));
     refused(unknown, "no root");
 

@@ -83,18 +83,6 @@ fn check(data: &Path) -> String {
     report
 }
 
-/// A small xorshift generator; the seed is printed so a failure can be replayed.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn sigkill_during_publishes_loses_nothing_acknowledged_and_leaves_nothing_torn() {
     let seed = std::env::var("WARDEN_CRASH_SEED")

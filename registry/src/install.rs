@@ -183,14 +183,41 @@ impl HostState {
         Ok(txn)
     }
 
-    pub fn registry(&self, url: &str) -> Result<Option<RegistryRecord>, InstallError> {
+    /// The JSON record under `key` in `table`.
+    fn record<T: for<'a> Deserialize<'a>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, InstallError> {
         let txn = self.db.begin_read().map_err(state)?;
-        let table = txn.open_table(REGISTRIES).map_err(state)?;
+        let table = txn.open_table(table).map_err(state)?;
         table
-            .get(url)
+            .get(key)
             .map_err(state)?
             .map(|bytes| parse(bytes.value()))
             .transpose()
+    }
+
+    /// Stores `value` as JSON under `key` in `table`, in a transaction of its own.
+    fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), InstallError> {
+        let txn = self.write()?;
+        txn.open_table(table)
+            .map_err(state)?
+            .insert(
+                key,
+                serde_json::to_vec(value).unwrap_or_default().as_slice(),
+            )
+            .map_err(state)?;
+        txn.commit().map_err(state)
+    }
+
+    pub fn registry(&self, url: &str) -> Result<Option<RegistryRecord>, InstallError> {
+        self.record(REGISTRIES, url)
     }
 
     pub fn highest_seen(&self, name: &str) -> Result<Option<semver::Version>, InstallError> {
@@ -203,13 +230,7 @@ impl HostState {
     }
 
     pub fn installed(&self, name: &str) -> Result<Option<Installed>, InstallError> {
-        let txn = self.db.begin_read().map_err(state)?;
-        let table = txn.open_table(INSTALLED).map_err(state)?;
-        table
-            .get(name)
-            .map_err(state)?
-            .map(|bytes| parse(bytes.value()))
-            .transpose()
+        self.record(INSTALLED, name)
     }
 
     pub fn all_installed(&self) -> Result<Vec<Installed>, InstallError> {
@@ -224,15 +245,7 @@ impl HostState {
     }
 
     fn put_registry(&self, url: &str, record: &RegistryRecord) -> Result<(), InstallError> {
-        let txn = self.write()?;
-        txn.open_table(REGISTRIES)
-            .map_err(state)?
-            .insert(
-                url,
-                serde_json::to_vec(record).unwrap_or_default().as_slice(),
-            )
-            .map_err(state)?;
-        txn.commit().map_err(state)
+        self.put(REGISTRIES, url, record)
     }
 
     fn package_path(&self, name: &str, version: &str) -> PathBuf {
@@ -339,15 +352,7 @@ impl HostState {
             }
         }
         record.refresh();
-        let txn = self.write()?;
-        txn.open_table(INSTALLED)
-            .map_err(state)?
-            .insert(
-                name,
-                serde_json::to_vec(&record).unwrap_or_default().as_slice(),
-            )
-            .map_err(state)?;
-        txn.commit().map_err(state)?;
+        self.put(INSTALLED, name, &record)?;
         Ok(record)
     }
 }
@@ -646,15 +651,7 @@ pub async fn sync(
         };
         if let Some(reason) = reason {
             record.blocked = Some(reason);
-            let txn = host.write()?;
-            txn.open_table(INSTALLED)
-                .map_err(state)?
-                .insert(
-                    record.name.as_str(),
-                    serde_json::to_vec(&record).unwrap_or_default().as_slice(),
-                )
-                .map_err(state)?;
-            txn.commit().map_err(state)?;
+            host.put(INSTALLED, &record.name, &record)?;
             blocked.push(record);
         }
     }

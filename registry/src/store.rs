@@ -134,6 +134,23 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// Every record of a table of JSON values, in key order.
+fn values<K, T>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    what: &str,
+) -> Result<Vec<T>, StoreError>
+where
+    K: redb::Key + 'static,
+    T: for<'a> Deserialize<'a>,
+{
+    let mut found = Vec::new();
+    for item in table.iter().map_err(storage)? {
+        let (_, value) = item.map_err(storage)?;
+        found.push(parse(what, value.value())?);
+    }
+    Ok(found)
+}
+
 fn parse<T: for<'a> Deserialize<'a>>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|error| StoreError::Storage(format!("a stored {what} is corrupt: {error}")))
@@ -513,16 +530,11 @@ impl Store {
         txn: &WriteTransaction,
         publisher: &str,
     ) -> Result<Vec<KeyEntry>, StoreError> {
-        let keys = txn.open_table(KEYS).map_err(storage)?;
-        let mut found = Vec::new();
-        for item in keys.iter().map_err(storage)? {
-            let (_, value) = item.map_err(storage)?;
-            let key: KeyEntry = parse("publisher key", value.value())?;
-            if key.publisher == publisher {
-                found.push(key);
-            }
-        }
-        Ok(found)
+        let keys: Vec<KeyEntry> = values(&txn.open_table(KEYS).map_err(storage)?, "publisher key")?;
+        Ok(keys
+            .into_iter()
+            .filter(|key| key.publisher == publisher)
+            .collect())
     }
 
     /// Acting on another user's tokens needs manage-users and every permission that user
@@ -876,36 +888,10 @@ impl Store {
             }
             None => 1,
         };
-        let mut packages = Vec::new();
-        for item in txn
-            .open_table(VERSIONS)
-            .map_err(storage)?
-            .iter()
-            .map_err(storage)?
-        {
-            let (_, value) = item.map_err(storage)?;
-            packages.push(parse::<IndexEntry>("version", value.value())?);
-        }
-        let mut keys = Vec::new();
-        for item in txn
-            .open_table(KEYS)
-            .map_err(storage)?
-            .iter()
-            .map_err(storage)?
-        {
-            let (_, value) = item.map_err(storage)?;
-            keys.push(parse::<KeyEntry>("publisher key", value.value())?);
-        }
-        let mut entries = Vec::new();
-        for item in txn
-            .open_table(LOG)
-            .map_err(storage)?
-            .iter()
-            .map_err(storage)?
-        {
-            let (_, value) = item.map_err(storage)?;
-            entries.push(parse::<LogEntry>("log entry", value.value())?);
-        }
+        let packages: Vec<IndexEntry> =
+            values(&txn.open_table(VERSIONS).map_err(storage)?, "version")?;
+        let keys: Vec<KeyEntry> = values(&txn.open_table(KEYS).map_err(storage)?, "publisher key")?;
+        let entries: Vec<LogEntry> = values(&txn.open_table(LOG).map_err(storage)?, "log entry")?;
         let (log_size, log_head) = match entries.last() {
             Some(last) => (entries.len() as u64, last.hash()),
             None => (0, LOG_ROOT.to_string()),
@@ -1098,32 +1084,12 @@ impl Store {
 
     pub fn log(&self) -> Result<Vec<LogEntry>, StoreError> {
         let txn = self.db.begin_read().map_err(storage)?;
-        let mut entries = Vec::new();
-        for item in txn
-            .open_table(LOG)
-            .map_err(storage)?
-            .iter()
-            .map_err(storage)?
-        {
-            let (_, value) = item.map_err(storage)?;
-            entries.push(parse::<LogEntry>("log entry", value.value())?);
-        }
-        Ok(entries)
+        values(&txn.open_table(LOG).map_err(storage)?, "log entry")
     }
 
     pub fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {
         let txn = self.db.begin_read().map_err(storage)?;
-        let mut entries = Vec::new();
-        for item in txn
-            .open_table(AUDIT)
-            .map_err(storage)?
-            .iter()
-            .map_err(storage)?
-        {
-            let (_, value) = item.map_err(storage)?;
-            entries.push(parse::<AuditEntry>("audit entry", value.value())?);
-        }
-        Ok(entries)
+        values(&txn.open_table(AUDIT).map_err(storage)?, "audit entry")
     }
 
     /// Re-verifies everything stored: each version's file, the log's chain, and that the
@@ -1157,17 +1123,11 @@ impl Store {
         protocol::index_matches_log(&index, &replayed)
             .map_err(|error| StoreError::Storage(error.to_string()))?;
         let txn = self.db.begin_read().map_err(storage)?;
-        let mut stored_keys = std::collections::BTreeMap::new();
-        for item in txn
-            .open_table(KEYS)
-            .map_err(storage)?
-            .iter()
-            .map_err(storage)?
-        {
-            let (_, value) = item.map_err(storage)?;
-            let key: KeyEntry = parse("publisher key", value.value())?;
-            stored_keys.insert(key.public_key.clone(), key);
-        }
+        let stored_keys: std::collections::BTreeMap<String, KeyEntry> =
+            values::<_, KeyEntry>(&txn.open_table(KEYS).map_err(storage)?, "publisher key")?
+                .into_iter()
+                .map(|key| (key.public_key.clone(), key))
+                .collect();
         if stored_keys != replayed.keys {
             return Err(StoreError::Storage(
                 "the stored publisher keys are not the ones the log adds and revokes".into(),

@@ -138,3 +138,20 @@ where
     });
     receiver.recv().unwrap()
 }
+
+/// A small xorshift generator: tests that want randomness print their seed so a failure can be
+/// replayed.
+pub struct Random(pub u64);
+
+impl Random {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+}
