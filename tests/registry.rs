@@ -963,6 +963,36 @@ fn a_rotated_registry_key_is_followed_through_signed_roots() {
     assert!(
         install::follow_roots(Some(&old_root), None, &[roots[0].clone(), hijack], "r").is_err()
     );
+    // First use: a root that lists the operator's key but is signed only by an impostor's key
+    // is refused, and so is a real root followed by one the impostor signed alone.
+    let impostor = warden_registry::protocol::Root {
+        version: 99,
+        keys: vec![first_key.clone(), package::public_key_hex(&thief)],
+        threshold: 1,
+        issued_at: now(),
+    }
+    .sign(&[&thief]);
+    let first_use = install::follow_roots(None, Some(&first_key), &[impostor], "r");
+    assert!(
+        matches!(&first_use, Err(InstallError::Refused(m)) if m.contains("no root")),
+        "{first_use:?}"
+    );
+    let forged_next = warden_registry::protocol::Root {
+        version: 2,
+        keys: vec![package::public_key_hex(&thief)],
+        threshold: 1,
+        issued_at: now(),
+    }
+    .sign(&[&thief]);
+    assert!(
+        install::follow_roots(
+            None,
+            Some(&first_key),
+            &[roots[0].clone(), forged_next],
+            "r"
+        )
+        .is_err()
+    );
     let mut skipping = warden_registry::protocol::Root::parse(&roots[1]).unwrap();
     skipping.version = 3;
     let skipped = skipping.sign(&[]);

@@ -423,10 +423,10 @@ pub fn follow_roots(
             let given = given.trim();
             package::verifying_key_from_hex(given)
                 .map_err(|error| InstallError::Usage(format!("--registry-key: {error}")))?;
-            // The newest root that lists the key the operator vouched for.
+            // The oldest root the key the operator vouched for signed and is listed in; every
+            // later root must then follow from it by thresholds.
             roots
                 .iter()
-                .rev()
                 .find_map(|signed| Root::verify_pinned(signed, given).ok())
                 .ok_or_else(|| {
                     refused(format!(
@@ -969,6 +969,12 @@ mod tests {
         extra.version = "9".into();
         padded.packages.push(extra);
         let result = check_log(&grown, &padded, known.as_ref());
+        assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("other versions")));
+        // A version listed twice in place of another the log records.
+        let mut doubled = index(&key, 2, &grown);
+        let first = doubled.packages[0].clone();
+        doubled.packages[1] = first;
+        let result = check_log(&grown, &doubled, known.as_ref());
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("other versions")));
         let mut keyed = index(&key, 2, &grown);
         keyed.keys.push(crate::protocol::KeyEntry {

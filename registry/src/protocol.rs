@@ -321,6 +321,9 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
     let mut state = Replayed::default();
     // A name belongs to the publisher who first published it.
     let mut owners: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    // Each publisher's keys that are not revoked, so a rotation is checked in O(log n).
+    let mut current_keys: std::collections::BTreeMap<&str, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
     for entry in entries {
         match &entry.event {
             Event::KeyAdded {
@@ -332,14 +335,13 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
                 if state.keys.contains_key(public_key) {
                     return Err(broken(entry, "a key is added twice".into()));
                 }
-                let current: Vec<&KeyEntry> = state
-                    .keys
-                    .values()
-                    .filter(|key| &key.publisher == publisher && key.revoked_at.is_none())
-                    .collect();
+                let current: Vec<&String> = current_keys
+                    .get(publisher.as_str())
+                    .map(|keys| keys.iter().collect())
+                    .unwrap_or_default();
                 match (signed_by, signature) {
                     (Some(by), Some(signature)) => {
-                        let valid = current.iter().any(|key| &key.public_key == by)
+                        let valid = current.iter().any(|key| *key == by)
                             && verifying_key_from_hex(by).is_ok_and(|by| {
                                 verify_key_statement(publisher, public_key, &by, signature)
                             });
@@ -362,6 +364,10 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
                         ));
                     }
                 }
+                current_keys
+                    .entry(publisher.as_str())
+                    .or_default()
+                    .insert(public_key.clone());
                 state.keys.insert(
                     public_key.clone(),
                     KeyEntry {
@@ -379,6 +385,9 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
             } => match state.keys.get_mut(public_key) {
                 Some(key) if &key.publisher == publisher && key.revoked_at.is_none() => {
                     key.revoked_at = Some(*revoked_at);
+                    if let Some(keys) = current_keys.get_mut(publisher.as_str()) {
+                        keys.remove(public_key);
+                    }
                 }
                 _ => {
                     return Err(broken(
@@ -449,7 +458,12 @@ pub fn index_matches_log(index: &Index, replayed: &Replayed) -> Result<(), Proto
             "the index's publisher keys are not the ones its log adds and revokes".into(),
         ));
     }
-    if index.packages.len() != replayed.versions.len() {
+    let listed: std::collections::BTreeSet<(&str, &str)> = index
+        .packages
+        .iter()
+        .map(|entry| (entry.name.as_str(), entry.version.as_str()))
+        .collect();
+    if listed.len() != index.packages.len() || index.packages.len() != replayed.versions.len() {
         return Err(ProtocolError::BrokenLog(
             "the index lists other versions than its log publishes".into(),
         ));
@@ -524,6 +538,16 @@ impl Root {
     pub fn parse(signed: &SignedRoot) -> Result<Root, ProtocolError> {
         let root: Root = serde_json::from_str(&signed.signed)
             .map_err(|error| ProtocolError::Malformed("root", error.to_string()))?;
+        for key in &root.keys {
+            let canonical =
+                verifying_key_from_hex(key).is_ok_and(|parsed| hex(parsed.as_bytes()) == *key);
+            if !canonical {
+                return Err(ProtocolError::BadRoot(format!(
+                    "version {} lists `{key}`, which is not a public key in 64 lowercase hex digits",
+                    root.version
+                )));
+            }
+        }
         let mut distinct = root.keys.clone();
         distinct.sort();
         distinct.dedup();
@@ -596,13 +620,26 @@ impl Root {
     }
 
     /// Accepts `signed` as a root an operator vouched for by giving one of its keys: it must
-    /// list that key and carry a threshold of its own keys' signatures.
+    /// list that key, be signed by it, and carry a threshold of its own keys' signatures.
     pub fn verify_pinned(signed: &SignedRoot, pinned_key: &str) -> Result<Root, ProtocolError> {
         let root = Root::parse(signed)?;
         if !root.keys.iter().any(|key| key == pinned_key) {
             return Err(ProtocolError::BadRoot(
                 "does not list the pinned key".into(),
             ));
+        }
+        // Listing the key proves nothing (anyone can write it down): the key itself must have
+        // signed this root.
+        let only_pinned = Root {
+            keys: vec![pinned_key.to_string()],
+            threshold: 1,
+            ..root.clone()
+        };
+        if only_pinned.signers_of(signed) == 0 {
+            return Err(ProtocolError::BadRoot(format!(
+                "version {} is not signed by the pinned key",
+                root.version
+            )));
         }
         if root.signers_of(signed) < root.threshold {
             return Err(ProtocolError::BadRoot(format!(
