@@ -832,12 +832,12 @@ fn installed_files_are_reverified_and_the_registry_checks_itself() {
         .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.0"))
         .unwrap();
     let host = host();
-    install(&registry, &host, &acme.token, "text-transform").unwrap();
+    let installed = install(&registry, &host, &acme.token, "text-transform").unwrap();
     let file = host
         ._dir
         .path()
         .join("packages")
-        .join("text-transform-1.0.0.wpkg");
+        .join(format!("{}.wpkg", installed.package_sha256));
     let mut bytes = std::fs::read(&file).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
@@ -1196,6 +1196,13 @@ fn sync_blocks_nodes_whose_signing_key_was_revoked() {
         .unwrap();
     let blocked = block_on(install::sync(&client, &host.state, now())).unwrap();
     assert_eq!(blocked.len(), 1);
+    assert!(
+        blocked[0]
+            .blocked
+            .as_deref()
+            .unwrap_or_default()
+            .contains("revoked")
+    );
     assert!(matches!(
         host.state.load("text-transform"),
         Err(InstallError::Refused(m)) if m.contains("blocked") && m.contains("revoked")
@@ -1382,4 +1389,59 @@ fn offline_work_signs_with_the_servers_index_lifetime() {
     let key = package::verifying_key_from_hex(&store.public_key()).unwrap();
     let index = Index::verify(&signed, &key, now()).unwrap();
     assert_eq!(index.expires_at - index.issued_at, 600);
+}
+
+#[test]
+fn sync_blocks_an_unreadable_install_and_goes_on() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    for name in ["first-node", "second-node"] {
+        registry
+            .publish(&acme.token, acme.pack(&plain(), name, "1.0.0"))
+            .unwrap();
+    }
+    let host = host();
+    let first = install(&registry, &host, &acme.token, "first-node").unwrap();
+    install(&registry, &host, &acme.token, "second-node").unwrap();
+    // The first node's file is lost (a disk failure, a careless cleanup).
+    std::fs::remove_file(
+        host._dir
+            .path()
+            .join("packages")
+            .join(format!("{}.wpkg", first.package_sha256)),
+    )
+    .unwrap();
+    let blocked = block_on(install::sync(
+        &registry.client(&acme.token),
+        &host.state,
+        now(),
+    ))
+    .unwrap();
+    assert_eq!(blocked.len(), 1);
+    assert_eq!(blocked[0].name, "first-node");
+    assert!(host.state.load("second-node").is_ok());
+}
+
+#[test]
+fn a_key_is_registered_in_one_spelling_only() {
+    let registry = Registry::start(3600);
+    let token = registry.user("alice", &["publisher"], Some("acme"));
+    let key = package::public_key_hex(&package::generate_key().unwrap());
+    for spelling in [format!("{key}\n"), format!(" {key}"), key.to_uppercase()] {
+        assert_eq!(
+            status(registry.post(
+                &token,
+                "v1/publishers/acme/keys",
+                json!({ "public_key": spelling })
+            )),
+            400
+        );
+    }
+    registry
+        .post(
+            &token,
+            "v1/publishers/acme/keys",
+            json!({ "public_key": key }),
+        )
+        .unwrap();
 }

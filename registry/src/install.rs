@@ -248,16 +248,18 @@ impl HostState {
         self.put(REGISTRIES, url, record)
     }
 
-    fn package_path(&self, name: &str, version: &str) -> PathBuf {
+    /// Package files are named by their SHA-256: no two packages share a path, and a file is
+    /// never overwritten with other bytes.
+    fn package_path(&self, package_sha256: &str) -> PathBuf {
         self.dir
             .join("packages")
-            .join(format!("{name}-{version}.wpkg"))
+            .join(format!("{package_sha256}.wpkg"))
     }
 
     /// The keys whose signatures the installed package file carries and that verify (the
     /// index's own list of signers is not relied on).
     fn installed_signers(&self, record: &Installed) -> Result<Vec<String>, InstallError> {
-        let path = self.package_path(&record.name, &record.version);
+        let path = self.package_path(&record.package_sha256);
         let bytes = std::fs::read(&path).map_err(|error| {
             InstallError::State(format!("cannot read {}: {error}", path.display()))
         })?;
@@ -297,7 +299,7 @@ impl HostState {
                     .unwrap_or_else(|| "as approved".into())
             )));
         }
-        let path = self.package_path(&record.name, &record.version);
+        let path = self.package_path(&record.package_sha256);
         let bytes = std::fs::read(&path).map_err(|error| {
             InstallError::State(format!("cannot read {}: {error}", path.display()))
         })?;
@@ -640,9 +642,16 @@ pub async fn sync(
             Some(entry) if entry.package_sha256 != record.package_sha256 => {
                 Some("the registry's index lists other bytes for this version".to_string())
             }
-            Some(entry) if !valid_signer(&host.installed_signers(&record)?, entry, &index) => {
+            Some(entry)
+                if !valid_signer(
+                    // An unreadable file has no valid signer: it is blocked, and sync goes on.
+                    &host.installed_signers(&record).unwrap_or_default(),
+                    entry,
+                    &index,
+                ) =>
+            {
                 Some(format!(
-                    "the key that signed it was revoked by `{}`; install a version signed by a current key",
+                    "its installed file carries no signature by a key of `{}` valid at its publication (revoked, or the file is unreadable); install a version signed by a current key",
                     entry.publisher
                 ))
             }
@@ -734,6 +743,15 @@ pub async fn install(
             entry.name, previous.publisher, entry.publisher
         )));
     }
+    if let Some(previous) = &previous
+        && previous.version == entry.version
+        && previous.package_sha256 != entry.package_sha256
+    {
+        return Err(refused(format!(
+            "{}@{} is installed with other bytes than the registry now lists: a version never changes",
+            entry.name, entry.version
+        )));
+    }
     for other in host.all_installed()? {
         if other.name == entry.name {
             continue;
@@ -802,7 +820,7 @@ pub async fn install(
     }
     record.refresh();
 
-    let destination = host.package_path(&record.name, &record.version);
+    let destination = host.package_path(&record.package_sha256);
     write_durably(&destination, &bytes)?;
     let txn = host.write()?;
     {
@@ -831,7 +849,11 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
     let mut file = std::fs::File::create(&temporary).map_err(fail)?;
     file.write_all(bytes).map_err(fail)?;
     file.sync_all().map_err(fail)?;
-    std::fs::rename(&temporary, path).map_err(fail)
+    std::fs::rename(&temporary, path).map_err(fail)?;
+    if let Some(parent) = path.parent() {
+        crate::store::sync_dir(parent).map_err(InstallError::State)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

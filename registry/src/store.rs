@@ -35,6 +35,8 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// How long a signed index is valid by default: hosts refuse it after this.
 pub const DEFAULT_INDEX_TTL: u64 = 24 * 60 * 60;
+/// The longest an index may be valid.
+pub const MAX_INDEX_TTL: u64 = 366 * 24 * 60 * 60;
 /// How long a token is valid by default.
 pub const DEFAULT_TOKEN_TTL: u64 = 90 * 24 * 60 * 60;
 /// The longest a token may live.
@@ -164,23 +166,12 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|error| {
             StoreError::Storage(format!("cannot create {}: {error}", dir.display()))
         })?;
-        let key = load_or_create_key(dir)?;
-        // registry.pub follows the key (a crash may have left it behind after a rotation).
-        let public = format!("{}\n", package::public_key_hex(&key));
-        if std::fs::read_to_string(dir.join("registry.pub"))
-            .ok()
-            .as_deref()
-            != Some(public.as_str())
-        {
-            std::fs::write(dir.join("registry.pub"), &public).map_err(|error| {
-                StoreError::Storage(format!("cannot write registry.pub: {error}"))
-            })?;
-        }
-        let mut db = Database::create(dir.join("registry.redb")).map_err(|error| {
-            StoreError::Storage(format!(
-                "cannot open {}: {error}",
-                dir.join("registry.redb").display()
-            ))
+        let database = dir.join("registry.redb");
+        let existed = database.exists();
+        // The database first: its lock keeps a second process from touching the key files
+        // while this one works (a rotation in progress included).
+        let mut db = Database::create(&database).map_err(|error| {
+            StoreError::Storage(format!("cannot open {}: {error}", database.display()))
         })?;
         // redb's own check of its pages and checksums, before anything is read.
         let integrity = match db.check_integrity() {
@@ -197,10 +188,22 @@ impl Store {
                 )));
             }
         };
+        let key = load_or_create_key(dir, &db, existed)?;
+        // registry.pub follows the key (a crash may have left it behind after a rotation).
+        let public = format!("{}\n", package::public_key_hex(&key));
+        if std::fs::read_to_string(dir.join("registry.pub"))
+            .ok()
+            .as_deref()
+            != Some(public.as_str())
+        {
+            std::fs::write(dir.join("registry.pub"), &public).map_err(|error| {
+                StoreError::Storage(format!("cannot write registry.pub: {error}"))
+            })?;
+        }
         let store = Store {
             db,
             key,
-            index_ttl: index_ttl.max(1),
+            index_ttl: index_ttl.clamp(1, MAX_INDEX_TTL),
             integrity,
         };
         let bootstrap = store.initialize()?;
@@ -226,7 +229,7 @@ impl Store {
                 .and_then(|bytes| bytes.value().try_into().ok().map(u64::from_le_bytes))
         };
         Ok(Store {
-            index_ttl: stored.unwrap_or(store.index_ttl),
+            index_ttl: stored.unwrap_or(store.index_ttl).clamp(1, MAX_INDEX_TTL),
             ..store
         })
     }
@@ -574,8 +577,14 @@ impl Store {
     ) -> Result<KeyEntry, StoreError> {
         caller.require(Permissions::MANAGE_KEYS)?;
         Self::may_act_for(caller, publisher)?;
-        package::verifying_key_from_hex(public_key)
+        let parsed = package::verifying_key_from_hex(public_key)
             .map_err(|error| StoreError::BadRequest(error.to_string()))?;
+        // One spelling per key: exactly its 64 lowercase hex digits.
+        if hex(parsed.as_bytes()) != public_key {
+            return Err(StoreError::BadRequest(
+                "give the public key as exactly 64 lowercase hex digits".into(),
+            ));
+        }
         let time = now();
         let txn = self.write()?;
         let entry = {
@@ -901,7 +910,7 @@ impl Store {
             registry: self.public_key(),
             version,
             issued_at,
-            expires_at: issued_at + self.index_ttl,
+            expires_at: issued_at.saturating_add(self.index_ttl),
             log_size,
             log_head,
             packages,
@@ -958,6 +967,7 @@ impl Store {
             package::generate_key().map_err(|error| StoreError::Storage(error.to_string()))?;
         package::write_secret_file(&next_path, &package::secret_key_hex(&new_key))
             .map_err(StoreError::Storage)?;
+        sync_dir(dir).map_err(StoreError::Storage)?;
         let mut roots = self.roots()?;
         let current = roots
             .last()
@@ -998,8 +1008,9 @@ impl Store {
             txn.commit().map_err(storage)
         })();
         if let Err(error) = committed {
+            // The commit may or may not have reached the disk: keep registry.key.next, and let
+            // the next open decide from the database whether the rotation happened.
             self.key = old_key;
-            let _ = std::fs::remove_file(&next_path);
             return Err(error);
         }
         finish_rotation(dir, &self.key)?;
@@ -1254,6 +1265,7 @@ fn finish_rotation(dir: &Path, key: &SigningKey) -> Result<(), StoreError> {
             "cannot move the new registry key into place: {error}"
         ))
     })?;
+    sync_dir(dir).map_err(StoreError::Storage)?;
     std::fs::write(
         dir.join("registry.pub"),
         format!("{}\n", package::public_key_hex(key)),
@@ -1261,15 +1273,20 @@ fn finish_rotation(dir: &Path, key: &SigningKey) -> Result<(), StoreError> {
     .map_err(|error| StoreError::Storage(format!("cannot write registry.pub: {error}")))
 }
 
-/// The newest root's keys in the database at `path`, if it exists (for recovering a rotation).
-fn newest_root_keys(path: &Path) -> Result<Vec<String>, StoreError> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let db = Database::create(path).map_err(storage)?;
+/// Makes a rename in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), String> {
+    std::fs::File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(|error| format!("cannot sync {}: {error}", dir.display()))
+}
+
+/// The newest root's keys in `db` (none in a new database).
+fn newest_root_keys(db: &Database) -> Result<Vec<String>, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
-    let Ok(meta) = txn.open_table(META) else {
-        return Ok(Vec::new());
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(error) => return Err(storage(error)),
     };
     let Some(bytes) = meta.get("roots").map_err(storage)? else {
         return Ok(Vec::new());
@@ -1283,15 +1300,15 @@ fn newest_root_keys(path: &Path) -> Result<Vec<String>, StoreError> {
 }
 
 /// The registry's signing key: `registry.key` (hex, mode 0600) and `registry.pub` in `dir`.
-fn load_or_create_key(dir: &Path) -> Result<SigningKey, StoreError> {
+/// Called with the database open (and so locked) by this process.
+fn load_or_create_key(dir: &Path, db: &Database, existed: bool) -> Result<SigningKey, StoreError> {
     let next = dir.join("registry.key.next");
     if let Ok(text) = std::fs::read_to_string(&next) {
         // A rotation was interrupted: finish it if the database committed it, else drop it.
-        let committed = package::signing_key_from_hex(&text).filter(|key| {
-            newest_root_keys(&dir.join("registry.redb"))
-                .unwrap_or_default()
-                .contains(&package::public_key_hex(key))
-        });
+        // If the database cannot say, nothing is touched.
+        let newest = newest_root_keys(db)?;
+        let committed = package::signing_key_from_hex(&text)
+            .filter(|key| newest.contains(&package::public_key_hex(key)));
         match committed {
             Some(key) => finish_rotation(dir, &key)?,
             None => {
@@ -1307,10 +1324,7 @@ fn load_or_create_key(dir: &Path) -> Result<SigningKey, StoreError> {
                 path.display()
             ))
         }),
-        Err(error)
-            if error.kind() == std::io::ErrorKind::NotFound
-                && dir.join("registry.redb").exists() =>
-        {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && existed => {
             Err(StoreError::Storage(format!(
                 "{} is missing but the registry's database exists: restore the key from a backup (a new key would be in no root, and hosts would refuse it)",
                 path.display()
