@@ -341,7 +341,7 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
                     .unwrap_or_default();
                 match (signed_by, signature) {
                     (Some(by), Some(signature)) => {
-                        let valid = current.iter().any(|key| *key == by)
+                        let valid = current.contains(&by)
                             && verifying_key_from_hex(by).is_ok_and(|by| {
                                 verify_key_statement(publisher, public_key, &by, signature)
                             });
