@@ -85,9 +85,11 @@ fn test() -> Result<(), String> {
 
 const FUZZ_TARGETS: [&str; 4] = ["package", "manifest", "index", "log"];
 
-/// Runs each cargo-fuzz target (libFuzzer, nightly) for `seconds`, when nightly Rust and
-/// cargo-fuzz are installed. Without them only the bounded stable mutation run in
-/// tests/fuzz_parsers.rs, part of the test suite, exercises the same targets.
+/// Runs each cargo-fuzz target (libFuzzer, nightly) for `seconds`. Nightly Rust and
+/// cargo-fuzz are installed when missing (with rustup and from crates.io); when that is not
+/// possible here, or the fuzz build fails on this nightly, the libFuzzer run is skipped with a
+/// message, and only the bounded stable mutation run in tests/fuzz_parsers.rs (part of the
+/// suite) has exercised the same targets. A crash found while fuzzing fails the run.
 fn fuzz(seconds: u64) -> Result<(), String> {
     let dir = root().join("fuzz");
     // The rustup proxy, not $CARGO: only the proxy understands `+nightly`.
@@ -96,17 +98,36 @@ fn fuzz(seconds: u64) -> Result<(), String> {
         command.current_dir(&dir).arg("+nightly");
         command
     };
-    let available = nightly()
-        .args(["fuzz", "--version"])
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !available {
+    let works = |mut command: Command| command.output().is_ok_and(|output| output.status.success());
+    let skip = |why: &str| {
         println!(
-            "xtask: cargo-fuzz on nightly is not installed, so the libFuzzer run is skipped (the \
-             stable mutation run in tests/fuzz_parsers.rs ran); to add it: rustup toolchain \
-             install nightly && cargo install cargo-fuzz"
+            "xtask: {why}, so the libFuzzer run is skipped (the stable mutation run in \
+             tests/fuzz_parsers.rs ran)"
         );
-        return Ok(());
+        Ok(())
+    };
+    let mut has_nightly = nightly();
+    has_nightly.arg("--version");
+    if !works(has_nightly) {
+        let mut install = Command::new("rustup");
+        install.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
+        if run(install).is_err() {
+            return skip("nightly Rust cannot be installed here");
+        }
+    }
+    let mut has_fuzz = nightly();
+    has_fuzz.args(["fuzz", "--version"]);
+    if !works(has_fuzz) {
+        let mut install = cargo();
+        install.args(["install", "cargo-fuzz", "--locked"]);
+        if run(install).is_err() {
+            return skip("cargo-fuzz cannot be installed here");
+        }
+    }
+    let mut build = nightly();
+    build.args(["fuzz", "build"]);
+    if run(build).is_err() {
+        return skip("the fuzz targets do not build on this nightly");
     }
     for target in FUZZ_TARGETS {
         println!("xtask: fuzzing {target} for {seconds} s");
