@@ -32,7 +32,20 @@ impl Registry {
         let dir = tempfile::tempdir().unwrap();
         let (store, bootstrap) = Store::open(dir.path(), index_ttl).unwrap();
         let owner = bootstrap.expect("a new registry issues an owner token");
-        Registry::serve(dir, store, owner, "127.0.0.1:0")
+        Registry::serve(
+            dir,
+            store,
+            owner,
+            "127.0.0.1:0",
+            server::DEFAULT_MAX_DOWNLOADS,
+        )
+    }
+
+    /// A registry that serves at most `downloads` package downloads at once.
+    fn start_with_downloads(downloads: usize) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, bootstrap) = Store::open(dir.path(), 3600).unwrap();
+        Registry::serve(dir, store, bootstrap.unwrap(), "127.0.0.1:0", downloads)
     }
 
     /// Stops serving, lets `change` work on the stopped registry's directory, and serves again.
@@ -48,10 +61,22 @@ impl Registry {
         change(dir.path());
         let (store, _) = Store::open(dir.path(), 3600).unwrap();
         // The same address: hosts know a registry by its URL.
-        Registry::serve(dir, store, owner, url.trim_start_matches("https://"))
+        Registry::serve(
+            dir,
+            store,
+            owner,
+            url.trim_start_matches("https://"),
+            server::DEFAULT_MAX_DOWNLOADS,
+        )
     }
 
-    fn serve(dir: tempfile::TempDir, store: Store, owner: String, address: &str) -> Registry {
+    fn serve(
+        dir: tempfile::TempDir,
+        store: Store,
+        owner: String,
+        address: &str,
+        downloads: usize,
+    ) -> Registry {
         let public_key = store.public_key();
         let tls = tls::server_config(dir.path(), None, None).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -63,7 +88,11 @@ impl Registry {
             .block_on(tokio::net::TcpListener::bind(address))
             .unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
-        let router = server::router(Arc::new(store), server::DEFAULT_MAX_PACKAGE_BYTES);
+        let router = server::router_with(
+            Arc::new(store),
+            server::DEFAULT_MAX_PACKAGE_BYTES,
+            downloads,
+        );
         runtime.spawn(server::serve(listener, tls, router));
         let pem = std::fs::read(tls::dev_certificate_path(dir.path())).unwrap();
         let ca = warden_host::http::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
@@ -1444,4 +1473,97 @@ fn a_key_is_registered_in_one_spelling_only() {
             json!({ "public_key": key }),
         )
         .unwrap();
+}
+
+#[test]
+fn downloads_in_flight_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let registry = Registry::start_with_downloads(1);
+    let acme = registry.publisher("alice", "acme");
+    // A valid node padded with a 24 MiB custom section: more than loopback buffers hold.
+    let mut component = std::fs::read(plain()).unwrap();
+    let payload = 24 * 1024 * 1024 + 4;
+    component.push(0);
+    let mut size = payload as u64;
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        component.push(if size == 0 { byte } else { byte | 0x80 });
+        if size == 0 {
+            break;
+        }
+    }
+    component.extend_from_slice(&[3, b'p', b'a', b'd']);
+    component.resize(component.len() + payload - 4, 0);
+    let padded = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(padded.path(), &component).unwrap();
+    registry
+        .publish(&acme.token, acme.pack(padded.path(), "big", "1.0.0"))
+        .unwrap();
+
+    // A client that asks for the package and never reads it holds the only download slot.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(registry.ca.clone()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let address = registry.url.trim_start_matches("https://").to_string();
+    let request = format!(
+        "GET /v1/packages/big/1.0.0 HTTP/1.1\r\nhost: {address}\r\nauthorization: PAT {}\r\n\r\n",
+        acme.token
+    );
+    let stalled = runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(request.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        tls
+    });
+    let client = registry.client(&acme.token);
+    let get = || block_on(client.send(hyper::Method::GET, "v1/packages/big/1.0.0", None, 64 << 20));
+    // Wait (boundedly) for the stalled request to take the slot; then the next is refused.
+    let mut refused = false;
+    for _ in 0..100 {
+        match get() {
+            Err(ClientError::Status { status, .. }) if status == 503 => {
+                refused = true;
+                break;
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    assert!(
+        refused,
+        "a second download was served while the first held the slot"
+    );
+    // Closing the stalled connection frees the slot.
+    drop(stalled);
+    drop(runtime);
+    let mut served = false;
+    for _ in 0..100 {
+        if get().is_ok() {
+            served = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        served,
+        "the slot was not freed when the stalled client went away"
+    );
 }

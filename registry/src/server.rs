@@ -67,7 +67,12 @@ type Shared = Arc<Store>;
 pub struct AppState {
     store: Shared,
     max_package_bytes: usize,
+    /// Package downloads in flight; each holds its package in memory until it is sent.
+    downloads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Package downloads served at once by default; more wait for none and get 503.
+pub const DEFAULT_MAX_DOWNLOADS: usize = 16;
 
 impl axum::extract::FromRef<AppState> for Shared {
     fn from_ref(app: &AppState) -> Shared {
@@ -97,6 +102,12 @@ async fn caller(store: &Shared, headers: &HeaderMap, permission: Permissions) ->
 }
 
 pub fn router(store: Arc<Store>, max_package_bytes: usize) -> Router {
+    router_with(store, max_package_bytes, DEFAULT_MAX_DOWNLOADS)
+}
+
+/// The API with at most `max_downloads` package downloads in flight, so the memory that
+/// downloads hold is bounded by `max_downloads` × the largest package.
+pub fn router_with(store: Arc<Store>, max_package_bytes: usize, max_downloads: usize) -> Router {
     Router::new()
         .route("/v1/registry", get(registry_info))
         .route("/v1/roots", get(roots))
@@ -119,6 +130,7 @@ pub fn router(store: Arc<Store>, max_package_bytes: usize) -> Router {
         .with_state(AppState {
             store,
             max_package_bytes,
+            downloads: Arc::new(tokio::sync::Semaphore::new(max_downloads.max(1))),
         })
 }
 
@@ -200,13 +212,62 @@ async fn versions(
 }
 
 async fn download(
-    State(store): State<Shared>,
+    State(app): State<AppState>,
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
 ) -> Api<Response> {
+    let store = app.store;
     caller(&store, &headers, Permissions::READ_NODES).await?;
+    let permit = app.downloads.try_acquire_owned().map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the registry is serving as many downloads as it allows; retry shortly".into(),
+        )
+    })?;
     let bytes = blocking(move || store.package(&name, &version)).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let body = HeldBody {
+        bytes: Bytes::from(bytes),
+        _permit: permit,
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        axum::body::Body::new(body),
+    )
+        .into_response())
+}
+
+/// A response body that hands out its bytes a slice at a time, so the connection pulls them
+/// as it sends, and keeps its download permit until the last slice is taken or the connection
+/// is gone.
+struct HeldBody {
+    bytes: Bytes,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        const SLICE: usize = 64 * 1024;
+        let this = self.get_mut();
+        if this.bytes.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let slice = this.bytes.split_to(SLICE.min(this.bytes.len()));
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(slice))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.bytes.len() as u64)
+    }
 }
 
 async fn yank(
