@@ -268,7 +268,8 @@ pub fn publish_command(path: &Path, remote: &Remote) -> Result<(), Failure> {
     package::verify(&package, None)
         .map_err(|error| Failure::usage(format!("{}: {error}", path.display())))?;
     let bytes = package::encode(&package);
-    let entry: Json = tokio()?
+    // The answer is the new index entry; it must be JSON, its content is not needed here.
+    let _: Json = tokio()?
         .block_on(client.send(
             hyper::Method::POST,
             "v1/packages",
@@ -285,7 +286,6 @@ pub fn publish_command(path: &Path, remote: &Remote) -> Result<(), Failure> {
         package.manifest.version,
         client.base()
     ));
-    let _ = entry;
     Ok(())
 }
 

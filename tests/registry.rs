@@ -177,9 +177,39 @@ impl Registry {
         block_on(self.client(&self.owner).get_json("v1/roots")).unwrap()
     }
 
+    /// Its loopback address, as `IP:PORT`.
+    fn address(&self) -> String {
+        self.url.trim_start_matches("https://").to_string()
+    }
+
     fn cert_path(&self) -> PathBuf {
         tls::dev_certificate_path(self.dir.path())
     }
+}
+
+/// A TLS connection to `address` trusting only `ca`, offering the `alpn` protocols.
+async fn connect_tls(
+    address: String,
+    ca: Vec<u8>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(ca))
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
 }
 
 struct Publisher {
@@ -888,25 +918,9 @@ fn installed_files_are_reverified_and_the_registry_checks_itself() {
 #[test]
 fn the_registry_speaks_http2_over_tls() {
     let registry = Registry::start(3600);
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(registry.ca.clone()))
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let address = registry.url.trim_start_matches("https://").to_string();
+    let (address, ca) = (registry.address(), registry.ca.clone());
     let negotiated = block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let tls = connect_tls(address, ca, &[b"h2"]).await;
         tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
     });
     assert_eq!(negotiated.as_deref(), Some(b"h2".as_slice()));
@@ -1507,29 +1521,13 @@ fn downloads_in_flight_are_bounded() {
         .enable_all()
         .build()
         .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(registry.ca.clone()))
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let address = registry.url.trim_start_matches("https://").to_string();
+    let (address, ca) = (registry.address(), registry.ca.clone());
     let request = format!(
         "GET /v1/packages/big/1.0.0 HTTP/1.1\r\nhost: {address}\r\nauthorization: PAT {}\r\n\r\n",
         acme.token
     );
     let stalled = runtime.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let mut tls = connect_tls(address, ca, &[]).await;
         tls.write_all(request.as_bytes()).await.unwrap();
         tls.flush().await.unwrap();
         tls

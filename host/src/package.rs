@@ -275,28 +275,9 @@ pub fn decode(bytes: &[u8]) -> Result<Package, PackageError> {
         rest = tail;
         Ok(head)
     };
-    let manifest_len =
-        u32::from_le_bytes(take(4)?.try_into().map_err(|_| PackageError::BadLength)?) as usize;
-    if manifest_len > MAX_MANIFEST_BYTES {
-        return Err(PackageError::TooLarge {
-            what: "manifest",
-            size: manifest_len as u64,
-            limit: MAX_MANIFEST_BYTES as u64,
-        });
-    }
-    let manifest: Manifest = serde_json::from_slice(take(manifest_len)?)
-        .map_err(|error| PackageError::Malformed("manifest", error.to_string()))?;
-    let signatures_len =
-        u32::from_le_bytes(take(4)?.try_into().map_err(|_| PackageError::BadLength)?) as usize;
-    if signatures_len > MAX_SIGNATURES_BYTES {
-        return Err(PackageError::TooLarge {
-            what: "signatures",
-            size: signatures_len as u64,
-            limit: MAX_SIGNATURES_BYTES as u64,
-        });
-    }
-    let signatures: Vec<PackageSignature> = serde_json::from_slice(take(signatures_len)?)
-        .map_err(|error| PackageError::Malformed("signatures", error.to_string()))?;
+    let manifest: Manifest = json_section(&mut take, "manifest", MAX_MANIFEST_BYTES)?;
+    let signatures: Vec<PackageSignature> =
+        json_section(&mut take, "signatures", MAX_SIGNATURES_BYTES)?;
     let component_len =
         u64::from_le_bytes(take(8)?.try_into().map_err(|_| PackageError::BadLength)?);
     if component_len > component::MAX_COMPONENT_BYTES as u64 {
@@ -315,6 +296,25 @@ pub fn decode(bytes: &[u8]) -> Result<Package, PackageError> {
         signatures,
         component,
     })
+}
+
+/// Reads a `u32` length, checks it against `limit`, and parses that many bytes as JSON.
+fn json_section<'a, T: serde::de::DeserializeOwned>(
+    take: &mut impl FnMut(usize) -> Result<&'a [u8], PackageError>,
+    what: &'static str,
+    limit: usize,
+) -> Result<T, PackageError> {
+    let length =
+        u32::from_le_bytes(take(4)?.try_into().map_err(|_| PackageError::BadLength)?) as usize;
+    if length > limit {
+        return Err(PackageError::TooLarge {
+            what,
+            size: length as u64,
+            limit: limit as u64,
+        });
+    }
+    serde_json::from_slice(take(length)?)
+        .map_err(|error| PackageError::Malformed(what, error.to_string()))
 }
 
 /// Reads a package file, refusing one larger than any valid package before reading it whole.
