@@ -433,7 +433,7 @@ fn licenses(mode: Inventory) -> Result<(), String> {
         std::fs::create_dir_all(dir)
             .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
     }
-    println!("xtask: generating the license inventory with cargo-about (about 2 minutes)");
+    println!("xtask: generating the license inventory with cargo-about (about 2 CPU-minutes)");
     let mut generate = Command::new(&about);
     generate
         .current_dir(root())
