@@ -50,7 +50,7 @@ fn calls_slow() -> NodeComponent {
 fn request_with(functions: Functions) -> RunRequest {
     RunRequest {
         functions: Some(Arc::new(functions)),
-        ..RunRequest::default()
+        ..hostile::request()
     }
 }
 
@@ -78,7 +78,7 @@ fn a_blocking_host_function_ends_with_the_deadline_and_stalls_no_other_run() {
         // While the first run waits on the handler, other runs go on.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let before = Instant::now();
-        other.run(RunRequest::default()).await.unwrap();
+        other.run(hostile::request()).await.unwrap();
         let other_took = before.elapsed();
         let result = held.await.unwrap();
         let took = started.elapsed();
@@ -142,7 +142,7 @@ fn a_blocking_log_sink_ends_with_the_deadline() {
             on_log: Some(Arc::new(|_: &LogRecord| {
                 std::thread::sleep(Duration::from_secs(5))
             })),
-            ..RunRequest::default()
+            ..hostile::request()
         };
         prepared.run(request).await
     });
@@ -197,7 +197,7 @@ fn a_log_flood_costs_what_it_carries_and_keeps_the_cap() {
                         std::sync::atomic::Ordering::Relaxed,
                     );
                 })),
-                ..RunRequest::default()
+                ..hostile::request()
             };
             prepared.run(request).await
         })

@@ -9,21 +9,25 @@
 //! - `65536..`: the heap that `cabi_realloc` hands the host, grown as needed.
 
 use std::path::Path;
+use warden_host::{RunContext, RunRequest};
 use wit_component::{ComponentEncoder, StringEncoding, embed_component_metadata};
 use wit_parser::Resolve;
-
-/// Where a body may put its data: `SCRATCH..65536`.
-pub const SCRATCH: u32 = 1024;
 
 /// A hostile component: `imports` are core import declarations (module names are the WIT
 /// interfaces, e.g. `(import "warden:node/log@0.1.0" "log" (func $log (param i32 i32 i32)))`),
 /// `data` extra data segments, and `body` the instructions `run` executes first. `run`'s
 /// sixteen parameters are locals 0 to 15; `$i` and `$j` are two free i32 locals.
 pub fn component(imports: &str, data: &str, body: &str) -> Vec<u8> {
+    component_with_memory(2, imports, data, body)
+}
+
+/// [`component`] with a memory of `pages` (64 KiB each) to begin with, for data segments above
+/// the first 128 KiB.
+pub fn component_with_memory(pages: u32, imports: &str, data: &str, body: &str) -> Vec<u8> {
     let wat = format!(
         r#"(module
   {imports}
-  (memory (export "memory") 2)
+  (memory (export "memory") {pages})
   (global $heap (mut i32) (i32.const 65536))
   (func (export "cabi_realloc") (param $old i32) (param $old_size i32) (param $align i32) (param $size i32) (result i32)
     (local $ptr i32) (local $end i32)
@@ -70,3 +74,12 @@ pub fn component(imports: &str, data: &str, body: &str) -> Vec<u8> {
 
 /// The import of the always-available `log` function, as `$log (level, ptr, len)`.
 pub const LOG: &str = r#"(import "warden:node/log@0.1.0" "log" (func $log (param i32 i32 i32)))"#;
+
+/// A request to run the hostile node, with a valid context and nothing else.
+pub fn request() -> RunRequest {
+    RunRequest {
+        node: Some("hostile".into()),
+        context: RunContext::for_node("hostile"),
+        ..RunRequest::default()
+    }
+}
