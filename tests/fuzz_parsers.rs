@@ -201,3 +201,54 @@ fn the_index_and_log_parsers_survive_mutations() {
         fuzz_targets::log,
     );
 }
+
+#[test]
+fn the_node_boundary_survives_mutations() {
+    // Bytes that decode to a node with pins of every type, and outputs for it.
+    let mut seed = vec![2u8];
+    for index in 0..6u8 {
+        seed.extend([4, b'n', b'o', b'd', b'e', 2, b'h', b'i', 0, 0, 3]);
+        seed.extend([
+            index & 1,
+            3,
+            b'p',
+            b'i',
+            b'n',
+            0,
+            index,
+            1,
+            4,
+            2,
+            b'o',
+            b'k',
+            2,
+            0,
+            1,
+        ]);
+        seed.extend([0x3f, 0xf0, 0, 0, 0, 0, 0, 0, 0x40, 0x24, 0, 0, 0, 0, 0, 0]);
+    }
+    seed.extend([
+        5, 3, b'p', b'i', b'n', 6, 7, b'{', b'"', b'a', b'"', b':', b'1', b'}',
+    ]);
+    let seeds = vec![seed, vec![0; 64], (0..=255).collect()];
+    run(
+        "node boundary",
+        &seeds,
+        20_000,
+        warden_host::fuzz_targets::node_boundary,
+    );
+}
+
+#[test]
+fn node_text_and_ui_documents_survive_mutations() {
+    let seeds = vec![
+        br#"{"version":"0.1","root":{"type":"column","children":[{"type":"image","src":"https://example.com/a.png"},{"type":"button","text":"Go","action":"submit"}]}}"#.to_vec(),
+        b"line\n\x1b[31mred\x1b[0m\r\n\xe2\x80\xaeevil\xc2\x9b\\u{1b}\n".to_vec(),
+    ];
+    run(
+        "node text",
+        &seeds,
+        20_000,
+        warden_host::fuzz_targets::node_text,
+    );
+}

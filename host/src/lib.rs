@@ -21,6 +21,8 @@ pub mod context;
 mod delivery;
 pub mod embedder;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod http;
 mod limiter;
 pub mod limits;

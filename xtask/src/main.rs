@@ -2,6 +2,7 @@
 //! `cargo xtask test` runs the whole test suite. Both install the wasm targets first.
 //! `cargo xtask deny` checks the dependency trees against deny.toml; `cargo xtask licenses`
 //! regenerates the license inventory in thirdparty/ (`--check`: fails when it is stale).
+//! `cargo xtask soak [--runs N]` runs the soak of tests/soak.rs longer than the test suite does.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
             fuzz(seconds)
         }
         "deny" => deny(),
+        "soak" => soak_runs().and_then(|runs| install_targets().and_then(|()| soak(runs))),
         "licenses" => match std::env::args().nth(2).as_deref() {
             None => licenses(Inventory::Write),
             Some("--check") => licenses(Inventory::Check),
@@ -31,7 +33,7 @@ fn main() -> ExitCode {
         },
         _ => Err(
             "usage: cargo xtask demo | cargo xtask test | cargo xtask fuzz [SECONDS] | \
-                  cargo xtask deny | cargo xtask licenses [--check]"
+                  cargo xtask deny | cargo xtask licenses [--check] | cargo xtask soak [--runs N]"
                 .to_string(),
         ),
     };
@@ -98,7 +100,38 @@ fn test() -> Result<(), String> {
     fuzz(15)
 }
 
-const FUZZ_TARGETS: [&str; 4] = ["package", "manifest", "index", "log"];
+/// The runs `cargo xtask soak` makes: `--runs N`, 5,000 when not given.
+fn soak_runs() -> Result<usize, String> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    match args.as_slice() {
+        [] => Ok(5_000),
+        [flag, runs] if flag == "--runs" => match runs.parse::<usize>() {
+            Ok(runs) if (1..=10_000_000).contains(&runs) => Ok(runs),
+            _ => Err(format!(
+                "--runs takes a number of runs from 1 to 10000000, not `{runs}`"
+            )),
+        },
+        _ => Err("usage: cargo xtask soak [--runs N]".into()),
+    }
+}
+
+/// Runs tests/soak.rs with `runs` runs (the test suite runs 600).
+fn soak(runs: usize) -> Result<(), String> {
+    let mut command = cargo();
+    command
+        .args(["test", "--test", "soak", "--", "--nocapture"])
+        .env("WARDEN_SOAK_RUNS", runs.to_string());
+    run(command)
+}
+
+const FUZZ_TARGETS: [&str; 6] = [
+    "package",
+    "manifest",
+    "index",
+    "log",
+    "node_boundary",
+    "node_text",
+];
 
 /// Runs each cargo-fuzz target (libFuzzer, nightly) for `seconds`. Nightly Rust and
 /// cargo-fuzz are installed when missing (with rustup and from crates.io); when that is not
