@@ -19,6 +19,9 @@ wasmtime::component::bindgen!({
         "warden:node/websocket.[method]connection.send": async,
         "warden:node/websocket.[method]connection.receive": async,
         "warden:node/websocket.[method]connection.close": async,
+        // The embedder's handler runs on a blocking thread, awaited, so a slow handler cannot
+        // hold the run past its deadline; a panicking one ends the run (trappable).
+        "warden:node/functions.call": async | trappable,
     },
     with: {
         "warden:node/models.generation": crate::models::Generation,

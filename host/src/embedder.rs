@@ -1,11 +1,13 @@
 //! Capabilities the embedder serves: `functions` (host functions it registers), `oauth` and
 //! `token` (credentials it holds), `a2ui` (UI documents it renders).
 
+use crate::allowlist::AllowedHosts;
 use crate::capability::Capabilities;
 use crate::value::Field;
 use serde_json::Value as Json;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// A host function a node may call by name.
 pub type FunctionHandler = Arc<dyn Fn(Vec<Field>) -> Result<Vec<Field>, String> + Send + Sync>;
@@ -45,8 +47,9 @@ impl Functions {
     }
 }
 
-/// An OAuth access token the embedder holds for the run's user.
-#[derive(Clone, Debug)]
+/// An OAuth access token the embedder holds for the run's user. `Debug` shows everything but
+/// the token.
+#[derive(Clone)]
 pub struct OAuthToken {
     pub provider: String,
     pub scopes: Vec<String>,
@@ -54,16 +57,40 @@ pub struct OAuthToken {
     pub expires_at_ms: Option<u64>,
 }
 
-/// An API token for a named service.
-#[derive(Clone, Debug)]
+/// An API token for a named service. `Debug` shows everything but the token.
+#[derive(Clone)]
 pub struct ServiceToken {
     pub service: String,
     pub scopes: Vec<String>,
     pub token: String,
 }
 
-/// Credentials for one run. Tokens never appear in logs or errors.
-#[derive(Clone, Default)]
+/// What `Debug` shows in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for OAuthToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthToken")
+            .field("provider", &self.provider)
+            .field("scopes", &self.scopes)
+            .field("token", &REDACTED)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceToken")
+            .field("service", &self.service)
+            .field("scopes", &self.scopes)
+            .field("token", &REDACTED)
+            .finish()
+    }
+}
+
+/// Credentials for one run. Tokens never appear in logs, errors or `Debug`.
+#[derive(Clone, Debug, Default)]
 pub struct Credentials {
     pub oauth: Vec<OAuthToken>,
     pub tokens: Vec<ServiceToken>,
@@ -74,8 +101,7 @@ pub(crate) fn covers(held: &[String], wanted: &[String]) -> bool {
     wanted.iter().all(|scope| held.contains(scope))
 }
 
-/// Called with each UI document a node renders (already validated).
-pub type UiSink = Arc<dyn Fn(&Json) + Send + Sync>;
+pub use crate::delivery::UiSink;
 
 /// The a2ui schema, shipped in docs/ and compiled in.
 pub const A2UI_SCHEMA: &str = include_str!("../../docs/a2ui.schema.json");
@@ -84,8 +110,23 @@ pub const MAX_UI_BYTES: usize = 256 * 1024;
 /// The deepest nesting of a UI document.
 pub const MAX_UI_DEPTH: usize = 32;
 
-/// Checks a UI document against the a2ui schema.
-pub fn validate_ui(document: &str) -> Result<Json, String> {
+/// The compiled-in schema, parsed once.
+fn schema() -> Result<&'static Json, String> {
+    static SCHEMA: OnceLock<Result<Json, String>> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            serde_json::from_str(A2UI_SCHEMA)
+                .map_err(|error| format!("the a2ui schema is broken: {error}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Checks a UI document against the a2ui schema, its nesting against [`MAX_UI_DEPTH`], and
+/// its links: an image `src` must be an https URL that `allowed` lets the node reach, and a
+/// button `action` an event name (letters, digits, `_`, `-`, `.`) or such a URL, so a
+/// document cannot point the embedder anywhere the node itself may not go.
+pub fn validate_ui(document: &str, allowed: &AllowedHosts) -> Result<Json, String> {
     if document.len() > MAX_UI_BYTES {
         return Err(format!(
             "the document is {} bytes; at most {MAX_UI_BYTES}",
@@ -94,17 +135,76 @@ pub fn validate_ui(document: &str) -> Result<Json, String> {
     }
     let value: Json = serde_json::from_str(document)
         .map_err(|error| format!("the document is not JSON: {error}"))?;
-    let schema: Json = serde_json::from_str(A2UI_SCHEMA)
-        .map_err(|error| format!("the a2ui schema is broken: {error}"))?;
-    check(&schema, &schema, &value, "$", 0)?;
+    let schema = schema()?;
+    check(schema, schema, &value, "$", 0)?;
+    if let Some(root) = value.get("root") {
+        check_widget(root, "$.root", 1, allowed)?;
+    }
     Ok(value)
+}
+
+/// Checks the nesting and the links of a widget (already valid against the schema).
+fn check_widget(
+    widget: &Json,
+    path: &str,
+    depth: usize,
+    allowed: &AllowedHosts,
+) -> Result<(), String> {
+    if depth > MAX_UI_DEPTH {
+        return Err(format!(
+            "{path}: widgets nested deeper than {MAX_UI_DEPTH} levels"
+        ));
+    }
+    if let Some(src) = widget.get("src").and_then(Json::as_str) {
+        check_link(src, allowed).map_err(|why| format!("{path}.src: {why}"))?;
+    }
+    if let Some(action) = widget.get("action").and_then(Json::as_str) {
+        let event_name = !action.is_empty()
+            && action
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !event_name {
+            check_link(action, allowed).map_err(|why| {
+                format!("{path}.action: not an event name (letters, digits, _ - .) and {why}")
+            })?;
+        }
+    }
+    let children = widget.get("children").and_then(Json::as_array);
+    for (index, child) in children.into_iter().flatten().enumerate() {
+        check_widget(
+            child,
+            &format!("{path}.children[{index}]"),
+            depth + 1,
+            allowed,
+        )?;
+    }
+    Ok(())
+}
+
+/// An https URL to a host the node may reach.
+fn check_link(url: &str, allowed: &AllowedHosts) -> Result<(), String> {
+    let scheme = url
+        .split_once(':')
+        .map(|(scheme, _)| scheme.trim().to_ascii_lowercase());
+    if scheme.as_deref() != Some("https") {
+        return Err(format!(
+            "`{}` is not an https URL; UI documents may link only to https URLs in the \
+             node's allowed_hosts",
+            url.chars().take(100).collect::<String>()
+        ));
+    }
+    allowed
+        .check_url(url)
+        .map(|_| ())
+        .map_err(|denied| denied.to_string())
 }
 
 /// A JSON Schema subset: `$ref` (to `#/definitions/…`), `type`, `enum`, `required`,
 /// `properties`, `additionalProperties: false`, `items`, `maxItems`, `maxLength`.
 fn check(root: &Json, schema: &Json, value: &Json, path: &str, depth: usize) -> Result<(), String> {
-    // A widget level costs a few steps (property, array item, $ref).
-    if depth > MAX_UI_DEPTH * 4 {
+    // A widget level costs a few steps (property, array item, $ref); `check_widget` counts
+    // the documented levels, this only keeps the recursion bounded.
+    if depth > MAX_UI_DEPTH * 4 + 8 {
         return Err(format!("{path}: nested deeper than {MAX_UI_DEPTH} levels"));
     }
     if let Some(reference) = schema.get("$ref").and_then(Json::as_str) {
@@ -204,7 +304,89 @@ mod tests {
     fn valid_documents_pass() {
         let document = r#"{"version":"0.1","root":{"type":"column","children":[
             {"type":"heading","text":"Hello"},{"type":"input","bind":"name"},{"type":"button","text":"Go","action":"submit"}]}}"#;
-        assert!(validate_ui(document).is_ok());
+        assert!(validate_ui(document, &AllowedHosts::default()).is_ok());
+    }
+
+    fn nested(levels: usize) -> String {
+        let mut deep = String::from(r#"{"version":"0.1","root":"#);
+        for _ in 1..levels {
+            deep.push_str(r#"{"type":"column","children":["#);
+        }
+        deep.push_str(r#"{"type":"text"}"#);
+        for _ in 1..levels {
+            deep.push_str("]}");
+        }
+        deep.push('}');
+        deep
+    }
+
+    #[test]
+    fn the_documented_depth_is_the_enforced_one() {
+        let none = AllowedHosts::default();
+        assert!(validate_ui(&nested(MAX_UI_DEPTH), &none).is_ok());
+        let error = validate_ui(&nested(MAX_UI_DEPTH + 1), &none).unwrap_err();
+        assert!(error.contains("nested deeper than 32"), "{error}");
+    }
+
+    #[test]
+    fn links_stay_inside_the_allowlist_and_https() {
+        let allowed = AllowedHosts::parse(&["images.example.com"]).unwrap();
+        let with = |field: &str, value: &str| {
+            let widget = serde_json::json!({"type": "image", field: value});
+            serde_json::json!({"version": "0.1", "root": widget}).to_string()
+        };
+        let good = [
+            ("src", "https://images.example.com/a.png"),
+            ("action", "submit"),
+            ("action", "form.save-2"),
+            ("action", "https://images.example.com/go"),
+        ];
+        for (field, value) in good {
+            assert!(
+                validate_ui(&with(field, value), &allowed).is_ok(),
+                "{field}={value}"
+            );
+        }
+        let bad = [
+            ("src", "https://evil.example.net/leak?data=secret"),
+            ("src", "http://images.example.com/a.png"),
+            ("src", "javascript:alert(1)"),
+            ("src", " JavaScript:alert(1)"),
+            ("src", "data:text/html,<script>"),
+            ("src", "//evil.example.net/x"),
+            ("src", "https://images.example.com@evil.example.net/"),
+            ("action", "javascript:fetch('https://evil.example.net')"),
+            ("action", "https://evil.example.net/"),
+            ("action", "http://images.example.com/"),
+            ("action", ""),
+        ];
+        for (field, value) in bad {
+            let error = validate_ui(&with(field, value), &allowed).unwrap_err();
+            assert!(error.contains(field), "{field}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print_through_debug() {
+        let credentials = Credentials {
+            oauth: vec![OAuthToken {
+                provider: "github".into(),
+                scopes: vec!["repo".into()],
+                token: "gho_secret1".into(),
+                expires_at_ms: None,
+            }],
+            tokens: vec![ServiceToken {
+                service: "stripe".into(),
+                scopes: vec![],
+                token: "sk_secret2".into(),
+            }],
+        };
+        let shown = format!("{credentials:?} {credentials:#?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            shown.contains("github") && shown.contains(REDACTED),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -229,21 +411,17 @@ mod tests {
                 "$.root.children[0].type: expected string",
             ),
         ];
+        let none = AllowedHosts::default();
         for (document, expected) in cases {
-            let error = validate_ui(document).unwrap_err();
+            let error = validate_ui(document, &none).unwrap_err();
             assert!(error.contains(expected), "{document}: {error}");
         }
-        let mut deep = String::from(r#"{"version":"0.1","root":"#);
-        for _ in 0..60 {
-            deep.push_str(r#"{"type":"column","children":["#);
-        }
-        deep.push_str(r#"{"type":"text"}"#);
-        for _ in 0..60 {
-            deep.push_str("]}");
-        }
-        deep.push('}');
-        assert!(validate_ui(&deep).unwrap_err().contains("nested deeper"));
-        assert!(validate_ui(&"x".repeat(MAX_UI_BYTES + 1)).is_err());
+        assert!(
+            validate_ui(&nested(60), &none)
+                .unwrap_err()
+                .contains("nested deeper")
+        );
+        assert!(validate_ui(&"x".repeat(MAX_UI_BYTES + 1), &none).is_err());
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum Error {
     /// The node returned outputs its pins do not declare.
     #[error("the node returned invalid outputs: {0}")]
     InvalidOutput(String),
+    /// The component describes its nodes beyond the host's bounds (too many, too large,
+    /// names twice).
+    #[error("the component's node descriptions are refused: {0}")]
+    InvalidDescription(String),
     #[error("bad input: {0}")]
     Input(#[from] InputError),
     #[error("the component provides no node `{name}`; it provides: {available}")]
@@ -43,6 +47,10 @@ pub enum Error {
     /// Every sandbox slot of the runtime is in use; try again when a run has finished.
     #[error("the runtime is busy: {0}; retry when a run finishes, or raise its concurrency")]
     Busy(String),
+    /// A callback of the embedder (a host function or a log, stream or UI sink) panicked or
+    /// blocked past the run's deadline: the embedder's fault, not the node's.
+    #[error("{0}; the run was stopped")]
+    Callback(#[from] crate::delivery::CallbackFailed),
     /// Wasmtime refused something the host set up; this is a bug in warden.
     #[error("internal error: {0}")]
     Internal(String),
@@ -58,11 +66,12 @@ impl Error {
             | Error::AmbiguousNode(_)
             | Error::Context(_)
             | Error::InvalidLimits(_)
+            | Error::InvalidDescription(_)
             | Error::Storage(_) => 2,
             Error::Refused(_) => 3,
             Error::Limit { .. } => 4,
             Error::NodeFailed(_) | Error::Trapped(_) | Error::InvalidOutput(_) => 5,
-            Error::Internal(_) | Error::Busy(_) => 1,
+            Error::Internal(_) | Error::Busy(_) | Error::Callback(_) => 1,
         }
     }
 

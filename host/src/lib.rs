@@ -18,6 +18,7 @@ pub mod capability;
 pub mod component;
 pub mod config;
 pub mod context;
+mod delivery;
 pub mod embedder;
 pub mod error;
 pub mod http;
@@ -40,6 +41,7 @@ pub mod websocket;
 pub use capability::{CAPABILITIES, Capabilities, CapabilityInfo};
 pub use config::WasmSecurityConfig;
 pub use context::RunContext;
+pub use delivery::{CallbackFailed, StreamSink};
 pub use error::Error;
 pub use limiter::LimitExceeded;
 pub use limits::{HostLimits, LimitKind, Limits, Preset};
@@ -48,6 +50,5 @@ pub use runtime::{
     DEFAULT_CONCURRENCY, EPOCH_TICK, NodeComponent, PreparedNode, RunOutcome, RunRequest, Runtime,
     RuntimeSettings,
 };
-pub use state::StreamSink;
 pub use storage::{Scope, Storage};
 pub use value::{Field, Value};

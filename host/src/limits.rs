@@ -44,6 +44,10 @@ pub struct HostLimits {
     pub storage_quota_bytes: u64,
     /// Bytes of one variable's value.
     pub variable_bytes: usize,
+    /// Bytes of all of a run's variables together, names and values.
+    pub variables_total_bytes: usize,
+    /// Bytes of all UI documents one run renders.
+    pub ui_bytes: usize,
     /// Bytes of one HTTP request body a node sends.
     pub http_request_bytes: usize,
     /// Bytes of one HTTP response body a node receives.
@@ -133,6 +137,8 @@ impl Limits {
                 storage_value_bytes: 256 * KIB as usize,
                 storage_quota_bytes: 16 * MIB,
                 variable_bytes: 256 * KIB as usize,
+                variables_total_bytes: MIB as usize,
+                ui_bytes: 256 * KIB as usize,
                 http_request_bytes: MIB as usize,
                 http_response_bytes: 4 * MIB as usize,
             },
@@ -157,6 +163,8 @@ impl Limits {
                 storage_value_bytes: 64 * MIB as usize,
                 storage_quota_bytes: 4 * GIB,
                 variable_bytes: 64 * MIB as usize,
+                variables_total_bytes: 256 * MIB as usize,
+                ui_bytes: 16 * MIB as usize,
                 http_request_bytes: 64 * MIB as usize,
                 http_response_bytes: 256 * MIB as usize,
             },
@@ -237,6 +245,8 @@ impl Default for HostLimits {
             storage_value_bytes: 4 * MIB as usize,
             storage_quota_bytes: 256 * MIB,
             variable_bytes: 4 * MIB as usize,
+            variables_total_bytes: 16 * MIB as usize,
+            ui_bytes: MIB as usize,
             http_request_bytes: 16 * MIB as usize,
             http_response_bytes: 32 * MIB as usize,
         }

@@ -1,7 +1,17 @@
 //! The node's log: records from the `log` interface and lines the node writes to stdout and
 //! stderr, capped in volume, handed to the embedder as they come and kept for the outcome.
+//!
+//! Node text is escaped on the way in: control characters (newlines, ANSI escapes, C1
+//! controls) and bidirectional overrides are written out as `\n`, `\u{1b}`, …, so a record is
+//! always one line that shows what the node wrote instead of obeying it. Every record costs
+//! [`RECORD_OVERHEAD`] bytes of the cap on top of its text, so empty records count too.
 
+use crate::delivery::Delivery;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
+
+/// What one record costs against the log cap beyond its text: about what the host keeps for it.
+pub const RECORD_OVERHEAD: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,23 +64,30 @@ pub struct RunLog {
 
 struct LogState {
     records: Vec<LogRecord>,
+    /// Bytes charged against the cap: escaped text plus [`RECORD_OVERHEAD`] per record.
     bytes: usize,
     cap: usize,
     dropped_bytes: usize,
-    sink: Option<LogSink>,
+    delivery: Delivery,
     /// Unfinished lines of stdout and stderr.
     pending: [Vec<u8>; 2],
 }
 
 impl RunLog {
-    pub fn new(cap: usize, sink: Option<LogSink>) -> Self {
+    /// A log that keeps at most `cap` bytes and calls no sink.
+    pub fn new(cap: usize) -> Self {
+        Self::delivered(cap, Delivery::none())
+    }
+
+    /// A log whose records are also handed to the embedder's log sink through `delivery`.
+    pub(crate) fn delivered(cap: usize, delivery: Delivery) -> Self {
         RunLog {
             inner: Arc::new(Mutex::new(LogState {
                 records: Vec::new(),
                 bytes: 0,
                 cap,
                 dropped_bytes: 0,
-                sink,
+                delivery,
                 pending: [Vec::new(), Vec::new()],
             })),
         }
@@ -81,32 +98,45 @@ impl RunLog {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn push(&self, level: Level, source: Source, message: String) {
+    /// Adds a record of node text (escaped here).
+    pub fn push(&self, level: Level, source: Source, message: &str) {
         self.state().push(level, source, message);
     }
 
-    /// Appends bytes the node wrote to stdout or stderr; complete lines become records.
+    /// Appends bytes the node wrote to stdout or stderr; complete lines become records. Each
+    /// byte is looked at once, so the cost is linear in what the node wrote.
     pub fn write_stream(&self, source: Source, bytes: &[u8]) {
         let mut state = self.state();
         let index = usize::from(source == Source::Stderr);
-        // Past the cap nothing more is kept; do not let the line buffer grow either.
-        if state.bytes >= state.cap {
-            state.dropped_bytes += bytes.len();
-            return;
-        }
-        state.pending[index].extend_from_slice(bytes);
-        while let Some(end) = state.pending[index].iter().position(|&byte| byte == b'\n') {
-            let line: Vec<u8> = state.pending[index].drain(..=end).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            state.push(stream_level(source), source, text);
-        }
-        let cap = state.cap;
-        if state.pending[index].len() > cap {
+        let mut rest = bytes;
+        while let Some(end) = rest.iter().position(|&byte| byte == b'\n') {
+            // Past the cap nothing more is kept; do not let the line buffer grow either.
+            if state.full() {
+                state.dropped_bytes += rest.len();
+                return;
+            }
+            state.pending[index].extend_from_slice(&rest[..end]);
             let line = std::mem::take(&mut state.pending[index]);
             state.push(
                 stream_level(source),
                 source,
-                String::from_utf8_lossy(&line).into_owned(),
+                &String::from_utf8_lossy(&line),
+            );
+            rest = &rest[end + 1..];
+        }
+        if state.full() {
+            state.dropped_bytes += rest.len();
+            return;
+        }
+        state.pending[index].extend_from_slice(rest);
+        // An unfinished line longer than what is left of the cap can only be cut: emit it now
+        // rather than hold it.
+        if state.pending[index].len() > state.room() {
+            let line = std::mem::take(&mut state.pending[index]);
+            state.push(
+                stream_level(source),
+                source,
+                &String::from_utf8_lossy(&line),
             );
         }
     }
@@ -121,7 +151,7 @@ impl RunLog {
                 state.push(
                     stream_level(source),
                     source,
-                    String::from_utf8_lossy(&line).into_owned(),
+                    &String::from_utf8_lossy(&line),
                 );
             }
         }
@@ -145,30 +175,63 @@ fn stream_level(source: Source) -> Level {
     }
 }
 
+/// Node text as one line that shows what it holds: control characters and bidirectional
+/// overrides written out (`\n`, `\t`, `\u{1b}`), backslashes doubled so an escape cannot be
+/// forged, everything else as it is. At most `limit` bytes of output are produced; the second
+/// value is how many bytes of `text` they show (less than its length when it was cut).
+pub fn escape_node_text(text: &str, limit: usize) -> (String, usize) {
+    let mut escaped = String::with_capacity(text.len().min(limit));
+    for (offset, character) in text.char_indices() {
+        let before = escaped.len();
+        match character {
+            '\\' => escaped.push_str("\\\\"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if c.is_control() || is_bidi_control(c) => {
+                let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => escaped.push(c),
+        }
+        if escaped.len() > limit {
+            escaped.truncate(before);
+            return (escaped, offset);
+        }
+    }
+    (escaped, text.len())
+}
+
+/// Characters that reorder the text around them on a terminal or a page.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 impl LogState {
-    fn push(&mut self, level: Level, source: Source, mut message: String) {
-        if self.bytes >= self.cap {
+    fn full(&self) -> bool {
+        self.bytes >= self.cap
+    }
+
+    /// Bytes of text the next record may still hold.
+    fn room(&self) -> usize {
+        self.cap.saturating_sub(self.bytes + RECORD_OVERHEAD)
+    }
+
+    fn push(&mut self, level: Level, source: Source, message: &str) {
+        if self.full() {
             self.dropped_bytes += message.len();
             return;
         }
-        let room = self.cap - self.bytes;
-        let mut truncated = false;
-        if message.len() > room {
-            let mut end = room;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.dropped_bytes += message.len() - end;
-            message.truncate(end);
-            truncated = true;
-        }
-        self.bytes += message.len();
+        let (escaped, shown) = escape_node_text(message, self.room());
+        let truncated = shown < message.len();
+        self.dropped_bytes += message.len() - shown;
+        let message = escaped;
+        self.bytes += message.len() + RECORD_OVERHEAD;
         self.emit(LogRecord {
             level,
             source,
             message,
         });
-        if truncated || self.bytes >= self.cap {
+        if truncated || self.full() {
             let notice = format!(
                 "log cap of {} bytes reached; further output of this run is dropped",
                 self.cap
@@ -183,9 +246,7 @@ impl LogState {
     }
 
     fn emit(&mut self, record: LogRecord) {
-        if let Some(sink) = &self.sink {
-            sink(&record);
-        }
+        self.delivery.log(&record);
         self.records.push(record);
     }
 }
@@ -196,11 +257,11 @@ mod tests {
 
     #[test]
     fn lines_are_split_and_the_cap_holds() {
-        let log = RunLog::new(20, None);
+        let log = RunLog::new(3 * RECORD_OVERHEAD + 20);
         log.write_stream(Source::Stdout, b"hello\nwor");
         log.write_stream(Source::Stdout, b"ld\n");
-        log.push(Level::Error, Source::Log, "0123456789abcdef".into());
-        log.push(Level::Info, Source::Log, "dropped".into());
+        log.push(Level::Error, Source::Log, "0123456789abcdef");
+        log.push(Level::Info, Source::Log, "dropped");
         let records = log.records();
         assert_eq!(records[0].message, "hello");
         assert_eq!(records[1].message, "world");
@@ -212,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_flood_without_newlines_stays_bounded() {
-        let log = RunLog::new(1000, None);
+        let log = RunLog::new(1000);
         for _ in 0..10_000 {
             log.write_stream(Source::Stderr, &[b'x'; 100]);
         }
@@ -225,5 +286,59 @@ mod tests {
             .sum();
         assert!(kept <= 1000);
         assert!(log.dropped_bytes() >= 1_000_000 - 1000 - 100);
+    }
+
+    #[test]
+    fn empty_records_count_against_the_cap() {
+        let cap = 64 * 1024;
+        let log = RunLog::new(cap);
+        for _ in 0..1_000_000 {
+            log.push(Level::Info, Source::Log, "");
+        }
+        log.write_stream(Source::Stdout, &[b'\n'; 1_000_000]);
+        let records = log.records();
+        // The cap's worth of empty records, and the notice.
+        assert_eq!(records.len(), cap / RECORD_OVERHEAD + 1);
+        assert_eq!(records.last().map(|r| r.source), Some(Source::Host));
+    }
+
+    #[test]
+    fn node_text_is_shown_not_obeyed() {
+        let log = RunLog::new(4096);
+        log.push(
+            Level::Info,
+            Source::Log,
+            "ok\nwarden: error: fake\u{1b}[2J\r\t\\u{1b}\u{202e}\u{9b}",
+        );
+        log.write_stream(Source::Stderr, b"a\x1b]0;title\x07b\n");
+        let records = log.records();
+        assert_eq!(
+            records[0].message,
+            "ok\\nwarden: error: fake\\u{1b}[2J\\r\\t\\\\u{1b}\\u{202e}\\u{9b}"
+        );
+        assert_eq!(records[1].message, "a\\u{1b}]0;title\\u{7}b");
+        for record in &records {
+            assert!(!record.message.chars().any(char::is_control), "{record:?}");
+        }
+    }
+
+    #[test]
+    fn escaping_is_cut_at_a_character_and_counts_what_it_shows() {
+        let (text, shown) = escape_node_text("ab\u{1b}cd", 4);
+        assert_eq!((text.as_str(), shown), ("ab", 2));
+        let (text, shown) = escape_node_text("héllo", 3);
+        assert_eq!((text.as_str(), shown), ("hé", 3));
+        let (text, shown) = escape_node_text("plain", 100);
+        assert_eq!((text.as_str(), shown), ("plain", 5));
+    }
+
+    #[test]
+    fn many_lines_in_one_write_cost_linear_time() {
+        // 512 KiB of one-byte lines in one write: splitting that moved the rest of the buffer
+        // for every line would move 64 GiB.
+        let log = RunLog::new(usize::MAX / 2);
+        let bytes = b"x\n".repeat(256 * 1024);
+        log.write_stream(Source::Stdout, &bytes);
+        assert_eq!(log.records().len(), 256 * 1024);
     }
 }

@@ -19,8 +19,9 @@ use url::{Host, Url};
 /// Bytes of one model response (a generation or a batch of embeddings).
 pub const MAX_MODEL_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
-/// An OpenAI-compatible endpoint, such as `http://127.0.0.1:8080/v1`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An OpenAI-compatible endpoint, such as `http://127.0.0.1:8080/v1`. `Debug` shows
+/// everything but the API key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ModelProvider {
     pub endpoint: String,
     /// Sent as `Authorization: Bearer …`; never shown to nodes or logged.
@@ -28,6 +29,56 @@ pub struct ModelProvider {
     /// Models nodes may use; any when empty.
     pub models: Vec<String>,
 }
+
+impl std::fmt::Debug for ModelProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelProvider")
+            .field("endpoint", &self.endpoint)
+            .field(
+                "api_key",
+                &self.api_key.as_ref().map(|_| crate::embedder::REDACTED),
+            )
+            .field("models", &self.models)
+            .finish()
+    }
+}
+
+/// The parts of an OpenAI-compatible answer the host reads. Everything else in an answer is
+/// skipped as it is parsed, never built into a tree: what the host holds stays within a small
+/// factor of what it hands the node.
+#[derive(serde::Deserialize)]
+struct EmbeddingsAnswer {
+    data: Vec<EmbeddingItem>,
+}
+
+#[derive(serde::Deserialize)]
+struct EmbeddingItem {
+    #[serde(default)]
+    index: u64,
+    embedding: Vec<f32>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatAnswer {
+    choices: Vec<ChatChoice>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatChoice {
+    #[serde(default)]
+    message: Option<ChatText>,
+    #[serde(default)]
+    delta: Option<ChatText>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatText {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// Bytes of a provider's error answer read for the operator's log; the node never sees them.
+const ERROR_EXCERPT_BYTES: usize = 512;
 
 impl ModelProvider {
     /// Checks the endpoint is an http(s) URL.
@@ -132,16 +183,20 @@ impl Models<'_> {
         )
         .await?;
         if !response.status().is_success() {
+            // The answer's body stays with the operator: a provider may echo the request,
+            // Authorization header and all, and the node must not read the operator's key.
             let status = response.status();
-            let text = read_all(response.into_body()).await.map(|bytes| {
-                String::from_utf8_lossy(&bytes)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            });
+            let excerpt = read_excerpt(response.into_body()).await;
+            let excerpt = match &provider.api_key {
+                Some(key) if !key.is_empty() => {
+                    excerpt.replace(key.as_str(), crate::embedder::REDACTED)
+                }
+                _ => excerpt,
+            };
+            tracing::warn!(%status, answer = %excerpt, "the model provider refused a request");
             return Err(HostError::Unavailable(format!(
-                "the model provider answered {status}: {}",
-                text.unwrap_or_default()
+                "the model provider answered {status}; its answer is in the host's log, not \
+                 shown to nodes"
             )));
         }
         Ok(response)
@@ -160,25 +215,12 @@ impl Models<'_> {
                 json!({ "model": model, "input": inputs }),
             )
             .await?;
-        let document = parse(&read_all(response.into_body()).await?)?;
-        let mut data: Vec<(u64, Vec<f32>)> = document["data"]
-            .as_array()
-            .ok_or_else(|| malformed("no `data` list"))?
-            .iter()
-            .map(|item| {
-                let index = item["index"].as_u64().unwrap_or(0);
-                let vector = item["embedding"].as_array().map(|values| {
-                    values
-                        .iter()
-                        .filter_map(Json::as_f64)
-                        .map(|v| v as f32)
-                        .collect()
-                });
-                vector
-                    .map(|vector| (index, vector))
-                    .ok_or_else(|| malformed("an item has no `embedding`"))
-            })
-            .collect::<Result<_, _>>()?;
+        let answer: EmbeddingsAnswer = parse(&read_all(response.into_body()).await?)?;
+        let mut data: Vec<(u64, Vec<f32>)> = answer
+            .data
+            .into_iter()
+            .map(|item| (item.index, item.embedding))
+            .collect();
         data.sort_by_key(|(index, _)| *index);
         Ok(data.into_iter().map(|(_, vector)| vector).collect())
     }
@@ -209,10 +251,13 @@ impl Models<'_> {
         let response = self
             .post(provider, "/chat/completions", Self::chat(&request, false))
             .await?;
-        let document = parse(&read_all(response.into_body()).await?)?;
-        document["choices"][0]["message"]["content"]
-            .as_str()
-            .map(String::from)
+        let answer: ChatAnswer = parse(&read_all(response.into_body()).await?)?;
+        answer
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|choice| choice.message)
+            .and_then(|message| message.content)
             .ok_or_else(|| malformed("no `choices[0].message.content`"))
     }
 
@@ -270,10 +315,14 @@ impl Generation {
 
     /// Moves complete `data:` events from the buffer to `pending`.
     fn parse_events(&mut self, at_end: bool) -> Result<(), HostError> {
-        while let Some(end) = self.buffer.iter().position(|&byte| byte == b'\n') {
-            let line: Vec<u8> = self.buffer.drain(..=end).collect();
-            self.event_line(&String::from_utf8_lossy(&line))?;
+        // One pass over the buffer, then one move of what is left: linear in what arrived.
+        let buffer = std::mem::take(&mut self.buffer);
+        let mut rest = buffer.as_slice();
+        while let Some(end) = rest.iter().position(|&byte| byte == b'\n') {
+            self.event_line(&String::from_utf8_lossy(&rest[..end]))?;
+            rest = &rest[end + 1..];
         }
+        self.buffer = rest.to_vec();
         if at_end && !self.buffer.is_empty() {
             let line = std::mem::take(&mut self.buffer);
             self.event_line(&String::from_utf8_lossy(&line))?;
@@ -290,11 +339,16 @@ impl Generation {
             self.body = None;
             return Ok(());
         }
-        let event = parse(data.as_bytes())?;
-        if let Some(piece) = event["choices"][0]["delta"]["content"].as_str()
+        let event: ChatAnswer = parse(data.as_bytes())?;
+        if let Some(piece) = event
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|choice| choice.delta)
+            .and_then(|delta| delta.content)
             && !piece.is_empty()
         {
-            self.pending.push_back(piece.to_string());
+            self.pending.push_back(piece);
         }
         Ok(())
     }
@@ -313,8 +367,26 @@ async fn read_all(body: Incoming) -> Result<Vec<u8>, HostError> {
         })
 }
 
-fn parse(bytes: &[u8]) -> Result<Json, HostError> {
-    serde_json::from_slice(bytes).map_err(|error| malformed(&format!("not JSON ({error})")))
+/// At most [`ERROR_EXCERPT_BYTES`] of an answer, for the operator's log.
+async fn read_excerpt(body: Incoming) -> String {
+    let mut body = body;
+    let mut excerpt = Vec::new();
+    while excerpt.len() < ERROR_EXCERPT_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = ERROR_EXCERPT_BYTES - excerpt.len();
+                    excerpt.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&excerpt).into_owned()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HostError> {
+    serde_json::from_slice(bytes).map_err(|error| malformed(&format!("{error}")))
 }
 
 fn malformed(what: &str) -> HostError {

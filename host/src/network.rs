@@ -61,6 +61,11 @@ impl NetworkPolicy {
         })
     }
 
+    /// The allowlist this policy enforces.
+    pub fn allowed_hosts(&self) -> &AllowedHosts {
+        &self.allowed
+    }
+
     fn deny(&self, message: String) -> bool {
         self.warn(message);
         false
@@ -68,7 +73,7 @@ impl NetworkPolicy {
 
     /// Tells the operator, in the run's log, what was denied and how to allow it.
     pub fn warn(&self, message: String) {
-        self.log.push(Level::Warn, Source::Host, message);
+        self.log.push(Level::Warn, Source::Host, &message);
     }
 
     /// Checks any URL against the allowlist.

@@ -6,7 +6,8 @@ use crate::capability::Capabilities;
 use crate::component::{self, ComponentSummary};
 use crate::config::WasmSecurityConfig;
 use crate::context::RunContext;
-use crate::embedder::{Credentials, Functions, UiSink};
+use crate::delivery::{CallbackFailed, Delivery, Sinks, StreamSink, UiSink};
+use crate::embedder::{Credentials, Functions};
 use crate::error::Error;
 use crate::http::TlsRoots;
 use crate::limiter::{LimitExceeded, Limiter};
@@ -15,9 +16,9 @@ use crate::linker;
 use crate::log::{LogRecord, LogSink, RunLog, Source};
 use crate::models::ModelProvider;
 use crate::network::NetworkPolicy;
-use crate::node_info::{Direction, NodeInfo};
+use crate::node_info::NodeInfo;
 use crate::preflight;
-use crate::state::{HostState, StreamSink};
+use crate::state::HostState;
 use crate::storage::{Storage, StorageError};
 use crate::value::{Field, Value, check_inputs};
 use crate::wasi;
@@ -467,7 +468,12 @@ impl PreparedNode {
     }
 
     /// A store for one call, with what `request` gives the node (its inputs were taken).
-    fn store(&self, request: RunRequest, log: RunLog) -> Result<Store<HostState>, Error> {
+    fn store(
+        &self,
+        request: RunRequest,
+        log: RunLog,
+        delivery: Delivery,
+    ) -> Result<Store<HostState>, Error> {
         let limits = &self.limits;
         let network = NetworkPolicy::new(self.allowed_hosts.clone(), log.clone());
         let files = match self.allow_wasi {
@@ -484,12 +490,12 @@ impl PreparedNode {
             storage: self.inner.storage.clone(),
             variables: request.variables,
             log,
-            stream: request.on_stream,
+            delivery,
             streamed_bytes: 0,
+            rendered_bytes: 0,
             capabilities: self.capabilities,
             functions: request.functions,
             credentials: request.credentials,
-            ui: request.on_ui,
             models: self.inner.models.clone(),
             limits: limits.host.clone(),
             deadline: Instant::now() + limits.timeout,
@@ -507,12 +513,12 @@ impl PreparedNode {
     }
 
     async fn describe(&self) -> Result<Vec<NodeInfo>, Error> {
-        let log = RunLog::new(self.limits.host.log_bytes, None);
+        let log = RunLog::new(self.limits.host.log_bytes);
         let request = RunRequest {
             context: RunContext::for_node("describe"),
             ..RunRequest::default()
         };
-        let mut store = self.store(request, log)?;
+        let mut store = self.store(request, log, Delivery::none())?;
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
             instance.warden_node_node().call_describe(&mut store).await
@@ -522,6 +528,7 @@ impl PreparedNode {
         if nodes.is_empty() {
             return Err(Error::Trapped("the component describes no nodes".into()));
         }
+        crate::node_info::check_descriptions(&nodes).map_err(Error::InvalidDescription)?;
         Ok(nodes)
     }
 
@@ -537,9 +544,15 @@ impl PreparedNode {
             self.limits.host.input_bytes,
         )?;
         let inputs = check_inputs(info, std::mem::take(&mut request.inputs))?;
-        let log = RunLog::new(self.limits.host.log_bytes, request.on_log.take());
+        let delivery = Delivery::new(Sinks {
+            log: request.on_log.take(),
+            stream: request.on_stream.take(),
+            ui: request.on_ui.take(),
+        });
+        let log = RunLog::delivered(self.limits.host.log_bytes, delivery.clone());
         let context = wit::RunContext::from(&request.context);
-        let mut store = self.store(request, log.clone())?;
+        let deadline = Instant::now() + self.limits.timeout;
+        let mut store = self.store(request, log.clone(), delivery.clone())?;
         let inputs: Vec<wit::Field> = inputs.into_iter().map(Into::into).collect();
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
@@ -550,9 +563,13 @@ impl PreparedNode {
         };
         let result = with_timeout(self.limits.timeout, call).await;
         log.flush();
+        // What the node produced reaches the embedder before the outcome does; a sink that
+        // panicked or still blocks at the deadline fails the run.
+        let delivered = delivery.finish(deadline).await;
         let outputs = result
             .map_err(|error| explain_trap(error, &log))?
             .map_err(Error::NodeFailed)?;
+        delivered.map_err(Error::Callback)?;
         let outputs: Vec<Field> = outputs.into_iter().map(Field::from).collect();
         self.check_outputs(info, &outputs)?;
         let fuel_consumed = match (self.limits.fuel, store.get_fuel()) {
@@ -603,30 +620,7 @@ impl PreparedNode {
             outputs,
             self.limits.host.output_bytes,
         )?;
-        for field in outputs {
-            let Some(pin) = info
-                .pins
-                .iter()
-                .find(|pin| pin.direction == Direction::Output && pin.name == field.name)
-            else {
-                return Err(Error::InvalidOutput(format!(
-                    "`{}` is not an output pin of `{}`",
-                    field.name, info.name
-                )));
-            };
-            if let Some(found) = field.value.data_type()
-                && pin.data_type != crate::node_info::DataType::Any
-                && found != pin.data_type
-            {
-                return Err(Error::InvalidOutput(format!(
-                    "output `{}` is declared {} but the node returned {}",
-                    field.name,
-                    pin.data_type.name(),
-                    found.name()
-                )));
-            }
-        }
-        Ok(())
+        crate::value::check_outputs(info, outputs).map_err(Error::InvalidOutput)
     }
 }
 
@@ -699,6 +693,9 @@ fn classify(error: wasmtime::Error) -> Error {
             };
         }
         return Error::Trapped(trap.to_string());
+    }
+    if let Some(failed) = error.downcast_ref::<CallbackFailed>() {
+        return Error::Callback(failed.clone());
     }
     if let Some(busy) = error.downcast_ref::<PoolConcurrencyLimitError>() {
         return Error::Busy(busy.to_string());

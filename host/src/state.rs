@@ -13,7 +13,8 @@ use crate::bindings::wit::{
 };
 use crate::capability::Capabilities;
 use crate::context::RunContext;
-use crate::embedder::{Credentials, Functions, UiSink, covers, validate_ui};
+use crate::delivery::{CallbackFailed, Delivery, panic_message};
+use crate::embedder::{Credentials, Functions, covers, validate_ui};
 use crate::http::{self, HttpLimits, TlsRoots};
 use crate::limiter::Limiter;
 use crate::limits::HostLimits;
@@ -32,9 +33,6 @@ use wasmtime::component::Resource;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Called with each streamed chunk as the node emits it.
-pub type StreamSink = Arc<dyn Fn(&Value) + Send + Sync>;
-
 /// How long a cache entry lives when the node gives no expiry.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60 * 60);
 /// The longest expiry a node may ask for.
@@ -43,6 +41,11 @@ pub const MAX_CACHE_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 pub const MAX_LIST: u32 = 10_000;
 /// The longest variable name.
 pub const MAX_VARIABLE_NAME: usize = 256;
+/// The most variables a run holds.
+pub const MAX_VARIABLES: usize = 10_000;
+/// What one streamed chunk costs against the stream cap beyond its value, so empty chunks
+/// count too.
+pub const CHUNK_OVERHEAD: usize = 32;
 
 pub(crate) struct HostState {
     pub wasi: WasiCtx,
@@ -52,8 +55,11 @@ pub(crate) struct HostState {
     pub storage: Storage,
     pub variables: BTreeMap<String, Value>,
     pub log: RunLog,
-    pub stream: Option<StreamSink>,
+    /// The embedder's stream and UI sinks (the log's are inside `log`).
+    pub delivery: Delivery,
     pub streamed_bytes: usize,
+    /// Bytes of UI documents rendered so far.
+    pub rendered_bytes: usize,
     pub limits: HostLimits,
     pub deadline: Instant,
     pub network: Arc<NetworkPolicy>,
@@ -62,7 +68,6 @@ pub(crate) struct HostState {
     pub capabilities: Capabilities,
     pub functions: Option<Arc<Functions>>,
     pub credentials: Option<Arc<Credentials>>,
-    pub ui: Option<UiSink>,
     pub models: Option<Arc<ModelProvider>>,
 }
 
@@ -148,7 +153,7 @@ impl log::Host for HostState {
             log::Level::Warn => Level::Warn,
             log::Level::Error => Level::Error,
         };
-        self.log.push(level, Source::Log, message);
+        self.log.push(level, Source::Log, &message);
     }
 }
 
@@ -229,6 +234,14 @@ fn validate_variable_name(name: &str) -> Result<(), HostError> {
     Ok(())
 }
 
+/// Bytes of names and values of a run's variables.
+pub(crate) fn variables_size(variables: &BTreeMap<String, Value>) -> usize {
+    variables
+        .iter()
+        .map(|(name, value)| name.len() + value.size())
+        .sum()
+}
+
 impl variables_read::Host for HostState {
     fn get(&mut self, name: String) -> Result<Option<types::Value>, HostError> {
         validate_variable_name(&name)?;
@@ -245,10 +258,20 @@ impl variables_write::Host for HostState {
         validate_variable_name(&name)?;
         let value = Value::from(value);
         self.check_value_size("variable", value.size(), self.limits.variable_bytes)?;
-        if !self.variables.contains_key(&name) && self.variables.len() >= 10_000 {
-            return Err(HostError::QuotaExceeded(
-                "a run holds at most 10000 variables".into(),
-            ));
+        let replaced = self.variables.get(&name).map(|old| name.len() + old.size());
+        if replaced.is_none() && self.variables.len() >= MAX_VARIABLES {
+            return Err(HostError::QuotaExceeded(format!(
+                "a run holds at most {MAX_VARIABLES} variables"
+            )));
+        }
+        let total =
+            variables_size(&self.variables) - replaced.unwrap_or(0) + name.len() + value.size();
+        if total > self.limits.variables_total_bytes {
+            return Err(HostError::QuotaExceeded(format!(
+                "the run's variables would take {total} bytes; the host keeps at most {} \
+                 (names and values)",
+                self.limits.variables_total_bytes
+            )));
         }
         self.variables.insert(name, value);
         Ok(())
@@ -284,7 +307,8 @@ impl cache_write::Host for HostState {
                 MAX_CACHE_TTL.as_secs() / 86_400
             )));
         }
-        let expires = now_ms().saturating_add(ttl.as_millis() as u64);
+        let now = now_ms();
+        let expires = now.saturating_add(ttl.as_millis() as u64);
         let quota = self.limits.storage_quota_bytes;
         Ok(self.storage.backend().cache_set(
             &self.cache_partition(scope),
@@ -292,6 +316,7 @@ impl cache_write::Host for HostState {
             &value,
             expires,
             quota,
+            now,
         )?)
     }
 
@@ -307,17 +332,19 @@ impl cache_write::Host for HostState {
 impl streaming::Host for HostState {
     fn emit(&mut self, chunk: types::Value) -> Result<(), HostError> {
         let chunk = Value::from(chunk);
-        let total = self.streamed_bytes.saturating_add(chunk.size());
+        let total = self
+            .streamed_bytes
+            .saturating_add(chunk.size())
+            .saturating_add(CHUNK_OVERHEAD);
         if total > self.limits.stream_bytes {
             return Err(HostError::TooLarge(format!(
-                "this run has streamed {} bytes; the host accepts at most {}",
+                "this run has streamed {} bytes (each chunk counts {CHUNK_OVERHEAD} more than \
+                 its value); the host accepts at most {}",
                 self.streamed_bytes, self.limits.stream_bytes
             )));
         }
         self.streamed_bytes = total;
-        if let Some(sink) = &self.stream {
-            sink(&chunk);
-        }
+        self.delivery.chunk(chunk);
         Ok(())
     }
 }
@@ -365,34 +392,49 @@ impl http_write::Host for HostState {
 }
 
 impl functions::Host for HostState {
-    fn call(
+    async fn call(
         &mut self,
         name: String,
         arguments: Vec<types::Field>,
-    ) -> Result<Vec<types::Field>, HostError> {
-        let function = self
+    ) -> wasmtime::Result<Result<Vec<types::Field>, HostError>> {
+        let Some(function) = self
             .functions
             .as_ref()
             .and_then(|functions| functions.get(&name))
-            .ok_or_else(|| {
-                HostError::Denied(format!("the host registered no function `{name}`"))
-            })?;
+        else {
+            return Ok(Err(HostError::Denied(format!(
+                "the host registered no function `{name}`"
+            ))));
+        };
         let missing = function.requires - self.capabilities;
         if !missing.is_empty() {
-            return Err(HostError::Denied(format!(
+            return Ok(Err(HostError::Denied(format!(
                 "`{name}` needs the capabilities {missing}, which this node was not granted"
-            )));
+            ))));
         }
         let handler = function.handler.clone();
         let arguments = arguments
             .into_iter()
             .map(crate::value::Field::from)
             .collect();
-        match handler(arguments) {
-            Ok(results) => Ok(results.into_iter().map(Into::into).collect()),
-            Err(message) => Err(HostError::Unavailable(format!(
+        // On a blocking thread: the handler may wait on anything, and the run's timeout still
+        // ends the run by dropping this future (the thread finishes on its own).
+        let outcome = tokio::task::spawn_blocking(move || handler(arguments)).await;
+        match outcome {
+            Ok(Ok(results)) => Ok(Ok(results.into_iter().map(Into::into).collect())),
+            Ok(Err(message)) => Ok(Err(HostError::Unavailable(format!(
                 "`{name}` failed: {message}"
-            ))),
+            )))),
+            Err(error) => {
+                let failure = match error.try_into_panic() {
+                    Ok(payload) => format!("panicked: {}", panic_message(payload.as_ref())),
+                    Err(error) => format!("did not finish: {error}"),
+                };
+                Err(wasmtime::Error::new(CallbackFailed {
+                    callback: format!("host function `{name}`"),
+                    failure,
+                }))
+            }
         }
     }
 }
@@ -445,11 +487,17 @@ impl token::Host for HostState {
 
 impl a2ui::Host for HostState {
     fn render(&mut self, document: String) -> Result<(), HostError> {
-        let document = validate_ui(&document)
-            .map_err(|error| HostError::Invalid(format!("the UI document is invalid: {error}")))?;
-        if let Some(sink) = &self.ui {
-            sink(&document);
+        let total = self.rendered_bytes.saturating_add(document.len());
+        if total > self.limits.ui_bytes {
+            return Err(HostError::TooLarge(format!(
+                "this run has rendered {} bytes of UI documents; the host accepts at most {}",
+                self.rendered_bytes, self.limits.ui_bytes
+            )));
         }
+        let document = validate_ui(&document, &self.network.allowed_hosts())
+            .map_err(|error| HostError::Invalid(format!("the UI document is invalid: {error}")))?;
+        self.rendered_bytes = total;
+        self.delivery.ui(document);
         Ok(())
     }
 }

@@ -140,6 +140,49 @@ pub enum InputError {
     InvalidJson { pin: String },
 }
 
+/// Whether `text` is one JSON document; checked without building it.
+pub fn is_json(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// Checks what a node returned against its output pins: every name is an output pin, once,
+/// with a value of the pin's type, and `json` values are JSON. The message says what is wrong.
+pub fn check_outputs(node: &NodeInfo, outputs: &[Field]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::with_capacity(outputs.len());
+    for field in outputs {
+        if !seen.insert(field.name.as_str()) {
+            return Err(format!("output `{}` was returned twice", field.name));
+        }
+        let Some(pin) = node
+            .pins
+            .iter()
+            .find(|pin| pin.direction == Direction::Output && pin.name == field.name)
+        else {
+            return Err(format!(
+                "`{}` is not an output pin of `{}`",
+                field.name, node.name
+            ));
+        };
+        if let Some(found) = field.value.data_type()
+            && pin.data_type != DataType::Any
+            && found != pin.data_type
+        {
+            return Err(format!(
+                "output `{}` is declared {} but the node returned {}",
+                field.name,
+                pin.data_type.name(),
+                found.name()
+            ));
+        }
+        if let Value::Json(text) = &field.value
+            && !is_json(text)
+        {
+            return Err(format!("output `{}` is not valid JSON", field.name));
+        }
+    }
+    Ok(())
+}
+
 /// Checks `inputs` against the input pins of `node`: names, types, ranges and allowed values.
 /// Missing inputs take the pin's default; a missing input without one is an error.
 pub fn check_inputs(node: &NodeInfo, inputs: Vec<Field>) -> Result<Vec<Field>, InputError> {
@@ -149,13 +192,9 @@ pub fn check_inputs(node: &NodeInfo, inputs: Vec<Field>) -> Result<Vec<Field>, I
         .filter(|pin| pin.direction == Direction::Input)
         .collect();
     let mut checked = Vec::with_capacity(pins.len());
+    let mut seen = std::collections::HashSet::with_capacity(inputs.len());
     for field in &inputs {
-        if inputs
-            .iter()
-            .filter(|other| other.name == field.name)
-            .count()
-            > 1
-        {
+        if !seen.insert(field.name.as_str()) {
             return Err(InputError::Duplicate {
                 pin: field.name.clone(),
             });
@@ -200,7 +239,7 @@ pub fn check_inputs(node: &NodeInfo, inputs: Vec<Field>) -> Result<Vec<Field>, I
             });
         }
         if let Value::Json(text) = &value
-            && serde_json::from_str::<serde_json::Value>(text).is_err()
+            && !is_json(text)
         {
             return Err(InputError::InvalidJson {
                 pin: pin.name.clone(),
@@ -243,6 +282,43 @@ pub fn check_inputs(node: &NodeInfo, inputs: Vec<Field>) -> Result<Vec<Field>, I
 mod tests {
     use super::*;
     use crate::node_info::{Pin, Range};
+
+    #[test]
+    fn outputs_get_the_checks_inputs_get() {
+        let mut info = node();
+        info.pins.push(Pin::output("doc", DataType::Json));
+        let field = |name: &str, value: Value| Field::new(name, value);
+        assert_eq!(
+            check_outputs(&info, &[field("result", Value::Text("x".into()))]),
+            Ok(())
+        );
+        let refused = [
+            (
+                vec![
+                    field("result", Value::Text("a".into())),
+                    field("result", Value::Text("b".into())),
+                ],
+                "returned twice",
+            ),
+            (
+                vec![field("doc", Value::Json("{".into()))],
+                "not valid JSON",
+            ),
+            (
+                vec![field("text", Value::Text("x".into()))],
+                "not an output pin",
+            ),
+            (vec![field("result", Value::Integer(1))], "declared text"),
+        ];
+        for (outputs, expected) in refused {
+            let error = check_outputs(&info, &outputs).unwrap_err();
+            assert!(error.contains(expected), "{error}");
+        }
+        assert_eq!(
+            check_outputs(&info, &[field("doc", Value::Json("{\"a\": [1]}".into()))]),
+            Ok(())
+        );
+    }
 
     fn node() -> NodeInfo {
         NodeInfo {

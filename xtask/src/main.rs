@@ -1,8 +1,11 @@
 //! `cargo xtask demo` builds the example nodes and runs them through the `warden` CLI;
 //! `cargo xtask test` runs the whole test suite. Both install the wasm targets first.
+//! `cargo xtask deny` checks the dependency trees against deny.toml; `cargo xtask licenses`
+//! regenerates the license inventory in thirdparty/ (`--check`: fails when it is stale).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Instant;
 
 const TARGETS: [&str; 2] = ["wasm32-unknown-unknown", "wasm32-wasip2"];
 
@@ -18,8 +21,18 @@ fn main() -> ExitCode {
                 .unwrap_or(60);
             fuzz(seconds)
         }
+        "deny" => deny(),
+        "licenses" => match std::env::args().nth(2).as_deref() {
+            None => licenses(Inventory::Write),
+            Some("--check") => licenses(Inventory::Check),
+            Some(other) => Err(format!(
+                "unknown argument `{other}`: use `cargo xtask licenses [--check]`"
+            )),
+        },
         _ => Err(
-            "usage: cargo xtask demo | cargo xtask test | cargo xtask fuzz [SECONDS]".to_string(),
+            "usage: cargo xtask demo | cargo xtask test | cargo xtask fuzz [SECONDS] | \
+                  cargo xtask deny | cargo xtask licenses [--check]"
+                .to_string(),
         ),
     };
     match result {
@@ -80,6 +93,8 @@ fn test() -> Result<(), String> {
     doc.args(["test", "--workspace", "--doc"]);
     run(doc)?;
     audit()?;
+    deny()?;
+    licenses(Inventory::Check)?;
     fuzz(15)
 }
 
@@ -172,6 +187,280 @@ fn audit() -> Result<(), String> {
     let mut audit = cargo();
     audit.args(["audit", "--no-fetch", "--db"]).arg(&db);
     run(audit)
+}
+
+/// The binary of the cargo subcommand `name` (cargo-deny, cargo-about): the prebuilt one in
+/// ../shared/bin beside the repository, else the one on PATH or in $CARGO_HOME/bin, else one
+/// installed now with `cargo install --locked name EXTRA`. None when none of that gives a binary
+/// that runs.
+fn tool(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let runs = |path: &PathBuf| {
+        Command::new(path)
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    let candidates = || {
+        let mut paths = vec![root().join("../shared/bin").join(name), PathBuf::from(name)];
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+        if let Some(home) = home {
+            paths.push(home.join("bin").join(name));
+        }
+        paths.into_iter().find(runs)
+    };
+    if let Some(found) = candidates() {
+        return Some(found);
+    }
+    let mut install = cargo();
+    install.args(["install", "--locked", name]).args(extra);
+    if let Err(error) = run(install) {
+        println!("xtask: {error}");
+        return None;
+    }
+    candidates()
+}
+
+/// Downloads every crate in `workspace`'s lock file, for every platform (crates.io only), so
+/// that cargo-deny and cargo-about can then run offline. The main workspace's Cargo.lock must be
+/// current (`--locked`); the other lock files are brought up to date first, as their own builds
+/// (`warden build`, `cargo fuzz`) do.
+fn fetch(workspace: &str) -> Result<(), String> {
+    let mut fetch = cargo();
+    fetch.arg("fetch");
+    if workspace == "." {
+        fetch.arg("--locked");
+    }
+    fetch.arg("--manifest-path").arg(manifest(workspace));
+    run(fetch)
+}
+
+/// The Cargo.toml of `workspace`, a directory relative to the repository root.
+fn manifest(workspace: &str) -> PathBuf {
+    match workspace {
+        "." => root().join("Cargo.toml"),
+        _ => root().join(workspace).join("Cargo.toml"),
+    }
+}
+
+/// The workspaces with a lock file of their own: the main one, the example nodes, the test nodes
+/// and the fuzz targets.
+const WORKSPACES: [&str; 4] = [".", "nodes", "tests/nodes", "fuzz"];
+
+/// The directory name cargo-deny gives its clone of https://github.com/rustsec/advisory-db.
+const DENY_DB: &str = "advisory-db-3157b0e258782691";
+
+/// Runs `cargo deny --offline check` with deny.toml on every workspace: advisories (the database
+/// of `audit`, copied to target/advisory-dbs as the git checkout cargo-deny reads), a license
+/// allowlist, bans on OpenSSL, native-tls and aws-lc, and crates.io as the only source. cargo-deny
+/// is installed when missing; when it cannot be, the check is skipped with a message. Any
+/// finding fails the run.
+fn deny() -> Result<(), String> {
+    let started = Instant::now();
+    let Some(deny) = tool("cargo-deny", &[]) else {
+        println!(
+            "xtask: cargo-deny is not in ../shared/bin, not on PATH and cannot be installed; \
+             cargo deny check skipped (install it with `cargo install --locked cargo-deny`)"
+        );
+        return Ok(());
+    };
+    let checks: &[&str] = match deny_database() {
+        Ok(()) => &["advisories", "bans", "licenses", "sources"],
+        Err(why) => {
+            println!(
+                "xtask: {why}; cargo deny checks bans, licenses and sources only (set \
+                 WARDEN_ADVISORY_DB to a copy of the RustSec advisory database)"
+            );
+            &["bans", "licenses", "sources"]
+        }
+    };
+    for workspace in WORKSPACES {
+        fetch(workspace)?;
+        println!(
+            "xtask: cargo deny check {} in {workspace}",
+            checks.join(" ")
+        );
+        let mut check = Command::new(&deny);
+        check
+            .current_dir(root())
+            .args(["--offline", "--manifest-path"])
+            .arg(manifest(workspace))
+            .arg("--config")
+            .arg(root().join("deny.toml"))
+            .arg("check")
+            .args(checks)
+            // The libfuzzer-sys exception is for fuzz/ only.
+            .args(["--allow", "license-exception-not-encountered"]);
+        if workspace != "." {
+            // The allowlist is the main workspace's; the smaller ones need only part of it.
+            check.args(["--allow", "license-not-encountered"]);
+        }
+        run(check)?;
+    }
+    println!(
+        "xtask: cargo deny passed on {} workspaces in {:.1} s",
+        WORKSPACES.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Copies the advisory database `audit` uses to target/advisory-dbs/advisory-db-3157b0e258782691
+/// (deny.toml's db-path) and makes the copy a git checkout, which cargo-deny needs even offline.
+/// The copy is made afresh each time; the database itself is never written to.
+fn deny_database() -> Result<(), String> {
+    let source = std::env::var_os("WARDEN_ADVISORY_DB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/advisory-db"));
+    if !source.is_dir() {
+        return Err(format!("no advisory database at {}", source.display()));
+    }
+    let copy = root().join("target/advisory-dbs").join(DENY_DB);
+    match std::fs::remove_dir_all(&copy) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(format!("cannot remove {}: {error}", copy.display())),
+    }
+    copy_tree(&source, &copy)?;
+    if copy.join(".git").exists() {
+        return Ok(());
+    }
+    let git = |args: &[&str]| {
+        let mut command = Command::new("git");
+        command
+            .current_dir(&copy)
+            .args([
+                "-c",
+                "init.defaultBranch=main",
+                "-c",
+                "user.name=xtask",
+                "-c",
+                "user.email=xtask@localhost",
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "gc.auto=0",
+                "-c",
+                "maintenance.auto=false",
+            ])
+            .args(args);
+        command
+            .output()
+            .map_err(|error| format!("cannot start git: {error}"))
+            .and_then(|output| {
+                if output.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "git {} failed in {}: {}",
+                        args.join(" "),
+                        copy.display(),
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    ))
+                }
+            })
+    };
+    git(&["init", "-q"])?;
+    git(&["add", "-A"])?;
+    git(&[
+        "commit",
+        "-q",
+        "--no-verify",
+        "-m",
+        "advisory database snapshot",
+    ])
+}
+
+/// Copies the files under `from` to `to`, as new files the current user owns (the source may be
+/// read-only).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to)
+        .map_err(|error| format!("cannot create {}: {error}", to.display()))?;
+    let entries = std::fs::read_dir(from)
+        .map_err(|error| format!("cannot read {}: {error}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|error| format!("cannot read {}: {error}", from.display()))?;
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &target)?;
+        } else {
+            let bytes = std::fs::read(&path)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+            std::fs::write(&target, bytes)
+                .map_err(|error| format!("cannot write {}: {error}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The third-party license inventory, generated by cargo-about from about.toml and the template.
+const INVENTORY: &str = "thirdparty/LICENSES.md";
+const INVENTORY_TEMPLATE: &str = "thirdparty/about.hbs";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Inventory {
+    /// Regenerate thirdparty/LICENSES.md.
+    Write,
+    /// Regenerate into target/ and fail when thirdparty/LICENSES.md differs.
+    Check,
+}
+
+/// Generates the license inventory of the main workspace's dependencies with cargo-about
+/// (offline, from the crates' own license files), into thirdparty/LICENSES.md or, to check it,
+/// into target/ to compare. cargo-about is installed when missing; when it cannot be, the check
+/// is skipped with a message, and regenerating fails.
+fn licenses(mode: Inventory) -> Result<(), String> {
+    let started = Instant::now();
+    let Some(about) = tool("cargo-about", &["--features", "cli"]) else {
+        let why = "cargo-about is not in ../shared/bin, not on PATH and cannot be installed";
+        let how = "install it with `cargo install --locked cargo-about --features cli`";
+        return match mode {
+            Inventory::Write => Err(format!("{why}; {how}")),
+            Inventory::Check => {
+                println!("xtask: {why}; license inventory check skipped ({how})");
+                Ok(())
+            }
+        };
+    };
+    fetch(".")?;
+    let output = match mode {
+        Inventory::Write => root().join(INVENTORY),
+        Inventory::Check => root().join("target/thirdparty/LICENSES.md"),
+    };
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    }
+    println!("xtask: generating the license inventory with cargo-about (about 2 CPU-minutes)");
+    let mut generate = Command::new(&about);
+    generate
+        .current_dir(root())
+        .args(["generate", "--frozen", "--workspace", "--fail", "--config"])
+        .arg(root().join("about.toml"))
+        .arg("--output-file")
+        .arg(&output)
+        .arg(root().join(INVENTORY_TEMPLATE));
+    run(generate)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if mode == Inventory::Write {
+        println!("xtask: wrote {INVENTORY} in {seconds:.1} s");
+        return Ok(());
+    }
+    let fresh = std::fs::read(&output)
+        .map_err(|error| format!("cannot read {}: {error}", output.display()))?;
+    let committed = std::fs::read(root().join(INVENTORY)).unwrap_or_default();
+    if fresh != committed {
+        return Err(format!(
+            "{INVENTORY} is stale: it does not match Cargo.lock, about.toml and \
+             {INVENTORY_TEMPLATE} (the fresh one is {}). Run `cargo xtask licenses` and commit \
+             the result",
+            output.display()
+        ));
+    }
+    println!("xtask: {INVENTORY} is up to date (checked in {seconds:.1} s)");
+    Ok(())
 }
 
 /// Runs `warden ARGS`, echoing the command and its stdout; the node's log passes through on stderr.

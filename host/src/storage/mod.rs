@@ -50,6 +50,8 @@ pub trait StorageBackend: Send + Sync {
         key: &str,
         now_ms: u64,
     ) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Stores an execution-cache entry. Entries expired at `now_ms` stop counting against
+    /// `quota`: a backend reclaims them (a bounded number per call) before it refuses a write.
     fn cache_set(
         &self,
         partition: &str,
@@ -57,6 +59,7 @@ pub trait StorageBackend: Send + Sync {
         value: &[u8],
         expires_at_ms: u64,
         quota: u64,
+        now_ms: u64,
     ) -> Result<(), StorageError>;
     fn cache_remove(&self, partition: &str, key: &str) -> Result<bool, StorageError>;
 }

@@ -1,13 +1,26 @@
 //! The default storage backend: one embedded redb database.
 
 use super::{StorageBackend, StorageError};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use std::path::Path;
 
 const DATA: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("data");
 const CACHE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("exec_cache");
 /// Bytes (keys plus values) held per partition, for quotas.
 const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
+/// The execution cache's entries by (partition, expiry, key), so expired ones are found without
+/// a scan.
+const EXPIRY: TableDefinition<(&str, u64, &str), ()> = TableDefinition::new("exec_cache_expiry");
+/// Expired cache entries one write reclaims at most: a write's cost stays bounded, and every
+/// entry is reclaimed once, by a write that needed the room.
+pub const RECLAIM_PER_WRITE: usize = 4096;
+
+/// The expiry a stored cache entry starts with.
+fn expiry_of(stored: &[u8]) -> Option<u64> {
+    stored
+        .split_first_chunk::<8>()
+        .map(|(expiry, _)| u64::from_le_bytes(*expiry))
+}
 
 /// Storage in a redb database, on disk or in memory.
 pub struct RedbStorage {
@@ -39,11 +52,14 @@ impl RedbStorage {
         txn.open_table(DATA).map_err(backend)?;
         txn.open_table(CACHE).map_err(backend)?;
         txn.open_table(USAGE).map_err(backend)?;
+        txn.open_table(EXPIRY).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStorage { db })
     }
 
     /// Inserts into `table`, keeping the partition's byte count and refusing to pass `quota`.
+    /// For the cache (`now_ms` given), entries expired at `now_ms` are reclaimed first when the
+    /// write would not fit, and the expiry index is kept.
     fn put(
         &self,
         table: TableDefinition<(&str, &str), &[u8]>,
@@ -51,24 +67,69 @@ impl RedbStorage {
         key: &str,
         stored: &[u8],
         quota: u64,
+        now_ms: Option<u64>,
     ) -> Result<(), StorageError> {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut data = txn.open_table(table).map_err(backend)?;
             let mut usage = txn.open_table(USAGE).map_err(backend)?;
+            let mut expiries = txn.open_table(EXPIRY).map_err(backend)?;
             let old = data
                 .get((partition, key))
                 .map_err(backend)?
-                .map(|value| (key.len() + value.value().len()) as u64)
-                .unwrap_or(0);
-            let current = usage
+                .map(|value| (value.value().len(), expiry_of(value.value())));
+            let old_bytes = old.map_or(0, |(len, _)| (key.len() + len) as u64);
+            let mut current = usage
                 .get(partition)
                 .map_err(backend)?
                 .map(|v| v.value())
                 .unwrap_or(0);
-            let needed = current.saturating_sub(old) + (key.len() + stored.len()) as u64;
+            let new_bytes = (key.len() + stored.len()) as u64;
+            if let Some(now) = now_ms
+                && current.saturating_sub(old_bytes) + new_bytes > quota
+            {
+                let expired: Vec<(u64, String)> = expiries
+                    .range((partition, 0, "")..(partition, now.saturating_add(1), ""))
+                    .map_err(backend)?
+                    .take(RECLAIM_PER_WRITE)
+                    .filter_map(|entry| entry.ok())
+                    .map(|(index, _)| {
+                        let (_, expiry, key) = index.value();
+                        (expiry, key.to_string())
+                    })
+                    .collect();
+                for (expiry, expired_key) in expired {
+                    expiries
+                        .remove((partition, expiry, expired_key.as_str()))
+                        .map_err(backend)?;
+                    // The key being written is replaced below, and counted there.
+                    if expired_key == key {
+                        continue;
+                    }
+                    if let Some(value) = data
+                        .remove((partition, expired_key.as_str()))
+                        .map_err(backend)?
+                    {
+                        current = current
+                            .saturating_sub((expired_key.len() + value.value().len()) as u64);
+                    }
+                }
+            }
+            let needed = current.saturating_sub(old_bytes) + new_bytes;
             if needed > quota {
                 return Err(StorageError::QuotaExceeded { needed, quota });
+            }
+            if now_ms.is_some() {
+                if let Some((_, Some(old_expiry))) = old {
+                    expiries
+                        .remove((partition, old_expiry, key))
+                        .map_err(backend)?;
+                }
+                if let Some(expiry) = expiry_of(stored) {
+                    expiries
+                        .insert((partition, expiry, key), ())
+                        .map_err(backend)?;
+                }
             }
             data.insert((partition, key), stored).map_err(backend)?;
             usage.insert(partition, needed).map_err(backend)?;
@@ -89,8 +150,17 @@ impl RedbStorage {
             let removed = data
                 .remove((partition, key))
                 .map_err(backend)?
-                .map(|value| (key.len() + value.value().len()) as u64);
-            if let Some(bytes) = removed {
+                .map(|value| {
+                    let value = value.value();
+                    ((key.len() + value.len()) as u64, expiry_of(value))
+                });
+            if table.name() == CACHE.name()
+                && let Some((_, Some(expiry))) = removed
+            {
+                let mut expiries = txn.open_table(EXPIRY).map_err(backend)?;
+                expiries.remove((partition, expiry, key)).map_err(backend)?;
+            }
+            if let Some((bytes, _)) = removed {
                 let current = usage
                     .get(partition)
                     .map_err(backend)?
@@ -124,7 +194,7 @@ impl StorageBackend for RedbStorage {
         value: &[u8],
         quota: u64,
     ) -> Result<(), StorageError> {
-        self.put(DATA, partition, key, value, quota)
+        self.put(DATA, partition, key, value, quota, None)
     }
 
     fn delete(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
@@ -194,11 +264,12 @@ impl StorageBackend for RedbStorage {
         value: &[u8],
         expires_at_ms: u64,
         quota: u64,
+        now_ms: u64,
     ) -> Result<(), StorageError> {
         let mut stored = Vec::with_capacity(8 + value.len());
         stored.extend_from_slice(&expires_at_ms.to_le_bytes());
         stored.extend_from_slice(value);
-        self.put(CACHE, partition, key, &stored, quota)
+        self.put(CACHE, partition, key, &stored, quota, Some(now_ms))
     }
 
     fn cache_remove(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
@@ -246,11 +317,44 @@ mod tests {
     #[test]
     fn cache_entries_expire() {
         let store = RedbStorage::in_memory().unwrap();
-        store.cache_set("c", "k", b"v", 1_000, 100).unwrap();
+        store.cache_set("c", "k", b"v", 1_000, 100, 0).unwrap();
         assert_eq!(store.cache_get("c", "k", 999).unwrap(), Some(b"v".to_vec()));
         assert_eq!(store.cache_get("c", "k", 1_000).unwrap(), None);
         assert!(store.cache_remove("c", "k").unwrap());
         assert_eq!(store.usage("c").unwrap(), 0);
+    }
+
+    #[test]
+    fn expired_cache_entries_stop_counting_against_the_quota() {
+        let store = RedbStorage::in_memory().unwrap();
+        // 10 entries of 1 + 8 + 10 bytes fill a quota of 190.
+        for index in 0..10u8 {
+            let key = [b'a' + index];
+            let key = std::str::from_utf8(&key).unwrap();
+            store.cache_set("c", key, &[0; 10], 1_000, 190, 0).unwrap();
+        }
+        let full = store.cache_set("c", "z", &[0; 10], 5_000, 190, 999);
+        assert!(
+            matches!(full, Err(StorageError::QuotaExceeded { .. })),
+            "{full:?}"
+        );
+        // Once they have expired, the same write fits, and only what lives is counted.
+        store
+            .cache_set("c", "z", &[0; 10], 5_000, 190, 1_000)
+            .unwrap();
+        assert_eq!(store.usage("c").unwrap(), 19);
+        assert_eq!(store.cache_get("c", "a", 1_000).unwrap(), None);
+        assert_eq!(store.cache_get("c", "z", 1_000).unwrap(), Some(vec![0; 10]));
+        // Replacing and removing keep the index: nothing is reclaimed twice.
+        store
+            .cache_set("c", "z", &[1; 10], 9_000, 190, 1_000)
+            .unwrap();
+        assert!(store.cache_remove("c", "z").unwrap());
+        assert_eq!(store.usage("c").unwrap(), 0);
+        store
+            .cache_set("c", "y", &[0; 100], 9_000, 190, 10_000)
+            .unwrap();
+        assert_eq!(store.usage("c").unwrap(), 109);
     }
 
     #[test]
