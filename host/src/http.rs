@@ -512,7 +512,7 @@ mod tests {
     fn reserved_headers_are_refused_before_sending() {
         let policy = NetworkPolicy::new(
             AllowedHosts::parse(&["127.0.0.1"]).unwrap(),
-            RunLog::new(64 * 1024, None),
+            RunLog::new(64 * 1024),
         );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
