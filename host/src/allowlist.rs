@@ -410,7 +410,14 @@ fn special_reason(address: IpAddr, range: &str) -> String {
             .unwrap_or_default(),
         IpAddr::V4(_) => String::new(),
     };
-    format!("{address} is a {range} address{embedded}, which a host name or `*` never allows")
+    let article = if range.starts_with(['a', 'e', 'i', 'o', 'u', 'I']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!(
+        "{address} is {article} {range} address{embedded}, which a host name or `*` never allows"
+    )
 }
 
 /// The special range an address is in, if any: every address that is not plain global unicast.
