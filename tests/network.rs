@@ -276,3 +276,157 @@ fn malformed_allow_host_patterns_are_refused_by_the_cli() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
 }
+
+/// A name allowed for one port resolves; its address then takes connects on that port only.
+/// Before, any address a lookup returned was open on every port and protocol for the run.
+#[test]
+fn a_resolved_address_keeps_the_scheme_and_port_of_its_pattern() {
+    let runtime = Runtime::new().unwrap();
+    let allowed = tcp_echo_server(1);
+    let other = tcp_echo_server(1);
+    let patterns = [
+        format!("tcp://localhost:{}", allowed.port()),
+        format!("tcp://127.0.0.1:{}", allowed.port()),
+    ];
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    let by_name = probe(
+        &runtime,
+        &config(&patterns),
+        "tcp-echo",
+        &format!("localhost:{}", allowed.port()),
+    );
+    assert_eq!(
+        text(&by_name, "reply").as_deref(),
+        Some("ping"),
+        "{:?} {}",
+        by_name.outputs,
+        host_warnings(&by_name)
+    );
+    // The same name, another port: the lookup succeeds, the connect is refused.
+    let elsewhere = probe(
+        &runtime,
+        &config(&patterns),
+        "tcp-echo",
+        &format!("localhost:{}", other.port()),
+    );
+    assert!(
+        text(&elsewhere, "reply").is_none() && text(&elsewhere, "error").is_some(),
+        "{:?}",
+        elsewhere.outputs
+    );
+    let warnings = host_warnings(&elsewhere);
+    assert!(
+        warnings.contains("tcp connection denied")
+            && warnings.contains(&format!("tcp://localhost:{}", other.port()))
+            && warnings.contains("resolved to"),
+        "{warnings}"
+    );
+
+    // A name allowed for https only: its address takes no tcp connect, not even on that port;
+    // the address is listed for another port only.
+    let https_only = [
+        format!("https://localhost:{}", other.port()),
+        format!("127.0.0.1:{}", allowed.port()),
+    ];
+    let https_only: Vec<&str> = https_only.iter().map(String::as_str).collect();
+    let outcome = probe(
+        &runtime,
+        &config(&https_only),
+        "tcp-echo",
+        &format!("localhost:{}", other.port()),
+    );
+    assert!(
+        text(&outcome, "error").is_some(),
+        "{:?} {}",
+        outcome.outputs,
+        host_warnings(&outcome)
+    );
+    assert!(
+        host_warnings(&outcome).contains("tcp connection denied"),
+        "{}",
+        host_warnings(&outcome)
+    );
+}
+
+#[test]
+fn udp_to_a_resolved_address_keeps_the_scheme_and_port_of_its_pattern() {
+    let runtime = Runtime::new().unwrap();
+    let allowed = udp_echo_server(1);
+    let other = udp_echo_server(1);
+    let patterns = [
+        format!("udp://localhost:{}", allowed.port()),
+        format!("udp://127.0.0.1:{}", allowed.port()),
+    ];
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    let by_name = probe(
+        &runtime,
+        &config(&patterns),
+        "udp-echo",
+        &format!("localhost:{}", allowed.port()),
+    );
+    assert_eq!(
+        text(&by_name, "reply").as_deref(),
+        Some("ping"),
+        "{:?} {}",
+        by_name.outputs,
+        host_warnings(&by_name)
+    );
+    let elsewhere = probe(
+        &runtime,
+        &config(&patterns),
+        "udp-echo",
+        &format!("localhost:{}", other.port()),
+    );
+    assert!(
+        text(&elsewhere, "error").is_some(),
+        "{:?}",
+        elsewhere.outputs
+    );
+    assert!(
+        host_warnings(&elsewhere).contains("udp connection denied"),
+        "{}",
+        host_warnings(&elsewhere)
+    );
+    // A literal address checks the port and the scheme too.
+    for pattern in [
+        format!("udp://127.0.0.1:{}", allowed.port()),
+        format!("tcp://127.0.0.1:{}", other.port()),
+    ] {
+        let denied = probe(
+            &runtime,
+            &config(&[&pattern]),
+            "udp-echo",
+            &other.to_string(),
+        );
+        assert!(
+            text(&denied, "error").is_some(),
+            "{pattern}: {:?}",
+            denied.outputs
+        );
+    }
+}
+
+/// IPv6 spellings that carry loopback are special: `*` does not reach them. (wasmtime-wasi
+/// itself refuses IPv4-compatible and IPv4-mapped remote addresses; Teredo, 6to4 and NAT64 reach
+/// the host's check.)
+#[test]
+fn ipv6_spellings_of_loopback_need_listing() {
+    let runtime = Runtime::new().unwrap();
+    for address in [
+        "[2001:0:4136:e378:8000:63bf:80ff:fffe]:9",
+        "[2002:7f00:1::1]:9",
+        "[64:ff9b::7f00:1]:9",
+    ] {
+        let denied = probe(&runtime, &config(&["*"]), "tcp-echo", address);
+        assert!(
+            text(&denied, "error").is_some(),
+            "{address}: {:?}",
+            denied.outputs
+        );
+        assert!(
+            host_warnings(&denied).contains("tcp connection denied"),
+            "{address}: {}",
+            host_warnings(&denied)
+        );
+    }
+}

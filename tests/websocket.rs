@@ -204,3 +204,45 @@ fn url_tricks_do_not_reach_other_hosts() {
         outcome.outputs
     );
 }
+
+/// IPv6 spellings that carry loopback or the metadata address are special ranges: `*` does not
+/// reach them (before, `::127.0.0.1` and Teredo passed as public addresses).
+#[test]
+fn ipv6_spellings_of_special_addresses_are_denied() {
+    let port = echo_server().port();
+    for url in [
+        format!("ws://[::127.0.0.1]:{port}/"),
+        format!("ws://[::ffff:0:127.0.0.1]:{port}/"),
+        format!("ws://[2001::5601:5601]:{port}/"),
+        format!("ws://[2001:0:4136:e378:8000:63bf:80ff:fffe]:{port}/"),
+        format!("ws://[64:ff9b::a9fe:a9fe]:{port}/"),
+    ] {
+        let outcome = exchange(&["*"], &url, "x");
+        let error = text(&outcome, "error").unwrap_or_default();
+        assert!(
+            error.starts_with("denied:") && error.contains("list the address"),
+            "{url}: {error}"
+        );
+    }
+}
+
+/// A name allowed on one port reaches its address on that port only, even where the address
+/// is listed for another port.
+#[test]
+fn a_resolved_address_keeps_the_port_of_its_pattern() {
+    let port = echo_server().port();
+    let url = format!("ws://localhost:{port}/");
+    let name = format!("ws://localhost:{port}");
+    let listed = format!("127.0.0.1:{port}");
+    let outcome = exchange(&[&name, &listed], &url, "by name");
+    assert_eq!(
+        text(&outcome, "reply").as_deref(),
+        Some("echo: by name"),
+        "{:?}",
+        outcome.outputs
+    );
+    let elsewhere = format!("127.0.0.1:{}", port.wrapping_add(1).max(1));
+    let outcome = exchange(&[&name, &elsewhere], &url, "x");
+    let error = text(&outcome, "error").unwrap_or_default();
+    assert!(error.starts_with("denied:"), "{error}");
+}

@@ -30,8 +30,9 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// The longest one request may take (the run's own deadline may be sooner).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Headers the host sets itself; a node cannot.
-const RESERVED: &[&str] = &[
+/// Headers the host sets itself (they route the request or frame the connection); a node
+/// cannot, over HTTP or WebSocket, and a request that tries is refused ([`refuse_reserved`]).
+pub(crate) const RESERVED: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",
@@ -149,6 +150,7 @@ pub(crate) async fn send(
         )));
     }
     check_headers(&request.headers, "request")?;
+    refuse_reserved(&request.headers, "an HTTP request")?;
     let mut method = request.method;
     let mut url = request.url;
     // http-get reads: GET and HEAD carry no body.
@@ -250,6 +252,31 @@ fn check_headers(headers: &[Header], what: &str) -> Result<(), HostError> {
     Ok(())
 }
 
+/// Refuses headers in [`RESERVED`] (any case): the host sets them from the URL and the
+/// connection, and a node setting `Host` could reach another virtual host than the one the
+/// allowlist checked.
+pub(crate) fn refuse_reserved(headers: &[Header], what: &str) -> Result<(), HostError> {
+    match headers
+        .iter()
+        .find(|header| is_reserved(&header.name, RESERVED))
+    {
+        Some(header) => Err(HostError::Invalid(format!(
+            "{what} cannot set the `{}` header: the host sets it; remove it from the request \
+             (the host owns {})",
+            header.name,
+            RESERVED.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether `name` is one of `list` (lower case), ignoring case and surrounding whitespace.
+pub(crate) fn is_reserved(name: &str, list: &[&str]) -> bool {
+    let name = name.trim();
+    list.iter()
+        .any(|reserved| name.eq_ignore_ascii_case(reserved))
+}
+
 /// Resolves the destination (checking every address), connects to a checked address, sends
 /// one request and returns the response with its body still to be read.
 pub(crate) async fn open(
@@ -276,7 +303,7 @@ pub(crate) async fn open(
     };
     let mut builder = hyper::Request::builder().method(method_name(method));
     for header in headers {
-        if RESERVED.contains(&header.name.to_ascii_lowercase().as_str()) {
+        if is_reserved(&header.name, RESERVED) {
             continue;
         }
         builder = builder.header(header.name.as_str(), header.value.as_str());
@@ -471,4 +498,55 @@ pub fn certificates_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String
         return Err("the PEM file holds no CERTIFICATE block".into());
     }
     Ok(certificates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allowlist::AllowedHosts;
+    use crate::log::RunLog;
+
+    /// A `Host` (or any reserved header) from the node is refused before anything is sent: it
+    /// would let the node pick a virtual host the allowlist never saw.
+    #[test]
+    fn reserved_headers_are_refused_before_sending() {
+        let policy = NetworkPolicy::new(
+            AllowedHosts::parse(&["127.0.0.1"]).unwrap(),
+            RunLog::new(64 * 1024),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let limits = HttpLimits {
+            request_body_bytes: 1024,
+            response_body_bytes: 1024,
+        };
+        for name in ["Host", "transfer-encoding", "Proxy-Connection"] {
+            let request = HttpRequest {
+                method: Method::Get,
+                url: "http://127.0.0.1:1/".into(),
+                headers: vec![Header {
+                    name: name.into(),
+                    value: "internal.example".into(),
+                }],
+                body: Vec::new(),
+            };
+            let result = runtime.block_on(send(
+                &TlsRoots::default(),
+                &policy,
+                request,
+                &[Method::Get],
+                "http-get",
+                Instant::now() + Duration::from_secs(5),
+                limits,
+            ));
+            match result {
+                Err(HostError::Invalid(message)) => {
+                    assert!(message.contains(&format!("`{name}`")), "{message}")
+                }
+                other => panic!("{name}: expected invalid, got {other:?}"),
+            }
+        }
+    }
 }

@@ -4,16 +4,19 @@
 //! - Every connect and datagram goes through a check of its address: a literal address must be
 //!   allowed by a pattern, and special ranges (loopback, private, metadata, …) must be listed.
 //! - A name may be resolved only if a pattern allows it; the addresses it resolves to are
-//!   filtered (special ranges need an explicit pattern) and remembered, and only those
-//!   remembered addresses may then be connected to under that name. So the address that was
-//!   checked is the address connected to; rebinding the name afterwards changes nothing.
+//!   filtered (special ranges need an explicit pattern) and remembered with the name. A connect
+//!   to a remembered address is then checked as a connect to that name: the pattern that allows
+//!   the name must also allow the connect's scheme (`tcp` or `udp`) and port, so a lookup never
+//!   widens a pattern. The address that was checked is the address connected to; rebinding the
+//!   name afterwards changes nothing.
 //! - Nodes may bind only ephemeral ports: they connect out, they do not listen.
 
 use crate::allowlist::{AllowedHosts, canonical_ip};
 use crate::log::{Level, RunLog, Source};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
+use url::Host;
 use wasmtime::component::{HasData, Resource};
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::SocketError;
@@ -23,14 +26,25 @@ use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{
 use wasmtime_wasi::p2::bindings::sockets::network::{self, ErrorCode, IpAddress, Network};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 
+/// Name-and-address pairs a run may remember from its lookups; past this, new ones are dropped
+/// (connects to them are then checked as bare addresses), so lookups cannot grow the host.
+pub(crate) const MAX_RESOLVED: usize = 4096;
+
 /// The network rules of one run.
 pub(crate) struct NetworkPolicy {
     allowed: AllowedHosts,
-    /// Addresses allowed names resolved to in this run.
-    resolved: Mutex<HashSet<IpAddr>>,
-    /// The name each open resolve stream is resolving.
-    lookups: Mutex<HashMap<u32, String>>,
+    /// Addresses allowed names resolved to in this run, each with the names (canonical) that
+    /// resolved to it.
+    resolved: Mutex<Resolved>,
+    /// The name each open resolve stream is resolving, as the node gave it and canonical.
+    lookups: Mutex<HashMap<u32, (String, Host<String>)>>,
     log: RunLog,
+}
+
+#[derive(Default)]
+struct Resolved {
+    names: HashMap<IpAddr, Vec<Host<String>>>,
+    pairs: usize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -117,33 +131,65 @@ impl NetworkPolicy {
             SocketAddrUse::TcpConnect => "tcp",
             SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => "udp",
         };
-        let ip = canonical_ip(address.ip());
-        if lock(&self.resolved).contains(&ip) {
+        let address = SocketAddr::new(canonical_ip(address.ip()), address.port());
+        let Err(mut denied) = self.allowed.check_socket(scheme, address) else {
             return true;
+        };
+        // An address a name resolved to is reachable as that name is, with the scheme and
+        // port its pattern allows, not on every port.
+        let names = lock(&self.resolved)
+            .names
+            .get(&address.ip())
+            .cloned()
+            .unwrap_or_default();
+        for name in &names {
+            match self.allowed.check_resolved_socket(scheme, name, address) {
+                Ok(()) => return true,
+                Err(by_name) => denied = by_name,
+            }
         }
-        match self
-            .allowed
-            .check_socket(scheme, SocketAddr::new(ip, address.port()))
-        {
-            Ok(()) => true,
-            Err(denied) => self.deny(format!("{scheme} connection denied: {denied}")),
-        }
+        self.deny(format!("{scheme} connection denied: {denied}"))
     }
 
-    fn allows_name(&self, name: &str) -> bool {
+    /// Whether `name` may be looked up; its canonical form if so.
+    fn allows_name(&self, name: &str) -> Option<Host<String>> {
         match self.allowed.check_name(name) {
-            Ok(()) => true,
-            Err(denied) => self.deny(format!("name lookup denied: {denied}")),
+            Ok(host) => Some(host),
+            Err(denied) => {
+                self.deny(format!("name lookup denied: {denied}"));
+                None
+            }
         }
     }
 
-    /// Whether an address `name` resolved to may be used; remembers it if so.
-    fn accept_resolved(&self, name: &str, address: IpAddr) -> bool {
+    /// Whether an address `name` resolved to may be used; remembers it with the name if so.
+    fn accept_resolved(&self, name: &str, host: &Host<String>, address: IpAddr) -> bool {
         let address = canonical_ip(address);
         if let Err(denied) = self.allowed.check_resolved_any(address) {
             return self.deny(format!("{name} resolved to {address}, dropped: {denied}"));
         }
-        lock(&self.resolved).insert(address);
+        if let Host::Domain(_) = host {
+            let mut resolved = lock(&self.resolved);
+            let known = resolved
+                .names
+                .get(&address)
+                .is_some_and(|names| names.contains(host));
+            if !known {
+                if resolved.pairs >= MAX_RESOLVED {
+                    drop(resolved);
+                    return self.deny(format!(
+                        "{name} resolved to {address}, dropped: this run already resolved \
+                         {MAX_RESOLVED} name and address pairs"
+                    ));
+                }
+                resolved.pairs += 1;
+                resolved
+                    .names
+                    .entry(address)
+                    .or_default()
+                    .push(host.clone());
+            }
+        }
         true
     }
 }
@@ -166,12 +212,12 @@ impl ip_name_lookup::Host for GuardedLookup<'_> {
         network: Resource<Network>,
         name: String,
     ) -> Result<Resource<ResolveAddressStream>, SocketError> {
-        if !self.policy.allows_name(&name) {
+        let Some(host) = self.policy.allows_name(&name) else {
             return Err(ErrorCode::PermanentResolverFailure.into());
-        }
+        };
         let stream =
             ip_name_lookup::Host::resolve_addresses(&mut self.sockets, network, name.clone())?;
-        lock(&self.policy.lookups).insert(stream.rep(), name);
+        lock(&self.policy.lookups).insert(stream.rep(), (name, host));
         Ok(stream)
     }
 }
@@ -181,10 +227,9 @@ impl HostResolveAddressStream for GuardedLookup<'_> {
         &mut self,
         stream: Resource<ResolveAddressStream>,
     ) -> Result<Option<IpAddress>, SocketError> {
-        let name = lock(&self.policy.lookups)
-            .get(&stream.rep())
-            .cloned()
-            .unwrap_or_default();
+        let Some((name, host)) = lock(&self.policy.lookups).get(&stream.rep()).cloned() else {
+            return Err(ErrorCode::InvalidState.into());
+        };
         loop {
             let next = self
                 .sockets
@@ -194,7 +239,7 @@ impl HostResolveAddressStream for GuardedLookup<'_> {
                 IpAddress::Ipv4((a, b, c, d)) => IpAddr::from([a, b, c, d]),
                 IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::from([a, b, c, d, e, f, g, h]),
             };
-            if self.policy.accept_resolved(&name, ip) {
+            if self.policy.accept_resolved(&name, &host, ip) {
                 return Ok(Some(address));
             }
         }

@@ -16,6 +16,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use url::Host;
 
+/// Handshake headers the WebSocket client computes itself, refused besides [`http::RESERVED`].
+const HANDSHAKE: &[&str] = &[
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-accept",
+    "sec-websocket-extensions",
+];
+
 /// The largest message a node may send or receive.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -38,6 +46,7 @@ pub(crate) async fn connect(
     headers: &[Header],
     deadline: Instant,
 ) -> Result<Connection, HostError> {
+    check_headers(headers)?;
     let destination = policy
         .check_url(url)
         .map_err(|denied| http::deny(policy, &denied))?;
@@ -101,6 +110,23 @@ pub(crate) async fn connect(
     tokio::time::timeout(remaining, open)
         .await
         .map_err(|_| HostError::Unavailable(format!("connecting to {url} timed out")))?
+}
+
+/// The same reserved headers as HTTP (`Host`, `Connection`, `Upgrade`, …), refused the same
+/// way, and the handshake's own.
+fn check_headers(headers: &[Header]) -> Result<(), HostError> {
+    http::refuse_reserved(headers, "a WebSocket request")?;
+    match headers
+        .iter()
+        .find(|header| http::is_reserved(&header.name, HANDSHAKE))
+    {
+        Some(header) => Err(HostError::Invalid(format!(
+            "a WebSocket request cannot set the `{}` header: the host's WebSocket client sets \
+             it; remove it from the request",
+            header.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 impl Connection {
@@ -173,5 +199,55 @@ impl Connection {
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Ok(()),
             error => Err(failed(error)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allowlist::AllowedHosts;
+    use crate::log::RunLog;
+
+    fn header(name: &str, value: &str) -> Header {
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    /// A node may not route its handshake elsewhere with `Host`, nor take over the headers the
+    /// host and its WebSocket client set: the request is refused before any connection, with
+    /// the same error HTTP gives.
+    #[test]
+    fn reserved_headers_are_refused_like_http() {
+        let policy = NetworkPolicy::new(
+            AllowedHosts::parse(&["127.0.0.1"]).unwrap(),
+            RunLog::new(64 * 1024),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for name in ["Host", "host", "Connection", "upgrade", "Sec-WebSocket-Key"] {
+            let headers = [header("x-fine", "1"), header(name, "internal.example")];
+            let result = runtime.block_on(connect(
+                &TlsRoots::default(),
+                &policy,
+                "ws://127.0.0.1:1/",
+                &headers,
+                deadline,
+            ));
+            match result {
+                Err(HostError::Invalid(message)) => {
+                    assert!(message.contains(&format!("`{name}`")), "{message}")
+                }
+                Err(other) => panic!("{name}: expected invalid, got {other:?}"),
+                Ok(_) => panic!("{name}: connected"),
+            }
+        }
+        // HTTP refuses the same list with the same kind of error.
+        let http = http::refuse_reserved(&[header("HOST", "internal.example")], "an HTTP request");
+        assert!(matches!(http, Err(HostError::Invalid(message)) if message.contains("`HOST`")));
     }
 }

@@ -6,3 +6,4 @@ mod hostile;
 
 mod host_calls;
 mod memory;
+mod network;
