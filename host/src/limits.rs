@@ -48,6 +48,8 @@ pub struct HostLimits {
     pub variables_total_bytes: usize,
     /// Bytes of all UI documents one run renders.
     pub ui_bytes: usize,
+    /// WebSocket connections one run may hold open at once.
+    pub connections: usize,
     /// Bytes of one HTTP request body a node sends.
     pub http_request_bytes: usize,
     /// Bytes of one HTTP response body a node receives.
@@ -139,6 +141,7 @@ impl Limits {
                 variable_bytes: 256 * KIB as usize,
                 variables_total_bytes: MIB as usize,
                 ui_bytes: 256 * KIB as usize,
+                connections: 4,
                 http_request_bytes: MIB as usize,
                 http_response_bytes: 4 * MIB as usize,
             },
@@ -165,6 +168,7 @@ impl Limits {
                 variable_bytes: 64 * MIB as usize,
                 variables_total_bytes: 256 * MIB as usize,
                 ui_bytes: 16 * MIB as usize,
+                connections: 64,
                 http_request_bytes: 64 * MIB as usize,
                 http_response_bytes: 256 * MIB as usize,
             },
@@ -247,6 +251,7 @@ impl Default for HostLimits {
             variable_bytes: 4 * MIB as usize,
             variables_total_bytes: 16 * MIB as usize,
             ui_bytes: MIB as usize,
+            connections: 16,
             http_request_bytes: 16 * MIB as usize,
             http_response_bytes: 32 * MIB as usize,
         }

@@ -493,6 +493,7 @@ impl PreparedNode {
             delivery,
             streamed_bytes: 0,
             rendered_bytes: 0,
+            connections: Default::default(),
             capabilities: self.capabilities,
             functions: request.functions,
             credentials: request.credentials,

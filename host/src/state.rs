@@ -60,6 +60,8 @@ pub(crate) struct HostState {
     pub streamed_bytes: usize,
     /// Bytes of UI documents rendered so far.
     pub rendered_bytes: usize,
+    /// The run's open WebSocket connections.
+    pub connections: crate::websocket::Connections,
     pub limits: HostLimits,
     pub deadline: Instant,
     pub network: Arc<NetworkPolicy>,
@@ -494,7 +496,7 @@ impl a2ui::Host for HostState {
                 self.rendered_bytes, self.limits.ui_bytes
             )));
         }
-        let document = validate_ui(&document, &self.network.allowed_hosts())
+        let document = validate_ui(&document, self.network.allowed_hosts())
             .map_err(|error| HostError::Invalid(format!("the UI document is invalid: {error}")))?;
         self.rendered_bytes = total;
         self.delivery.ui(document);
@@ -560,9 +562,16 @@ impl websocket::Host for HostState {
         url: String,
         headers: Vec<types::Header>,
     ) -> Result<Resource<Connection>, HostError> {
-        let connection =
-            crate::websocket::connect(&self.tls, &self.network, &url, &headers, self.deadline)
-                .await?;
+        let slot = self.connections.take(self.limits.connections)?;
+        let connection = crate::websocket::connect(
+            &self.tls,
+            &self.network,
+            &url,
+            &headers,
+            self.deadline,
+            slot,
+        )
+        .await?;
         self.table
             .push(connection)
             .map_err(|error| HostError::Unavailable(format!("too many open connections: {error}")))

@@ -26,25 +26,74 @@ const HANDSHAKE: &[&str] = &[
 
 /// The largest message a node may send or receive.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes the client buffers before it writes them.
+const WRITE_BUFFER_BYTES: usize = 128 * 1024;
+/// The most a connection may hold unsent: one message past the buffer. A peer that floods
+/// pings and never reads would otherwise grow the queue of pongs without end; past this the
+/// connection fails instead.
+pub const MAX_UNSENT_BYTES: usize = WRITE_BUFFER_BYTES + MAX_MESSAGE_BYTES + 64 * 1024;
 
-/// An open connection.
-pub enum Connection {
+/// An open connection, with the slot it holds among the run's connections.
+pub struct Connection {
+    socket: Socket,
+    _slot: Slot,
+}
+
+enum Socket {
     Plain(Box<WebSocketStream<TcpStream>>),
     Tls(Box<WebSocketStream<TlsStream<TcpStream>>>),
     Closed,
+}
+
+/// Counts the open connections of one run; each [`Slot`] is one, given back when dropped.
+#[derive(Clone, Default)]
+pub(crate) struct Connections(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+/// One open connection of a run.
+pub(crate) struct Slot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Connections {
+    /// A slot, unless `cap` connections are open already.
+    pub fn take(&self, cap: usize) -> Result<Slot, HostError> {
+        use std::sync::atomic::Ordering;
+        let taken = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < cap).then_some(open + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Slot(self.0.clone())),
+            Err(open) => Err(HostError::QuotaExceeded(format!(
+                "this run has {open} WebSocket connections open, the most it may; close one \
+                 (drop it) before opening another"
+            ))),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn open(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 fn failed(error: impl std::fmt::Display) -> HostError {
     HostError::Unavailable(format!("the WebSocket failed: {error}"))
 }
 
-/// Opens a connection to `url` (ws or wss), checked against the allowlist.
+/// Opens a connection to `url` (ws or wss), checked against the allowlist, in `slot`.
 pub(crate) async fn connect(
     tls: &TlsRoots,
     policy: &NetworkPolicy,
     url: &str,
     headers: &[Header],
     deadline: Instant,
+    slot: Slot,
 ) -> Result<Connection, HostError> {
     check_headers(headers)?;
     let destination = policy
@@ -73,7 +122,9 @@ pub(crate) async fn connect(
     }
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_UNSENT_BYTES);
     let remaining = deadline
         .saturating_duration_since(Instant::now())
         .min(http::REQUEST_TIMEOUT);
@@ -98,18 +149,22 @@ pub(crate) async fn connect(
                 tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                     .await
                     .map_err(failed)?;
-            Ok(Connection::Tls(Box::new(socket)))
+            Ok::<Socket, HostError>(Socket::Tls(Box::new(socket)))
         } else {
             let (socket, _) =
                 tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                     .await
                     .map_err(failed)?;
-            Ok(Connection::Plain(Box::new(socket)))
+            Ok(Socket::Plain(Box::new(socket)))
         }
     };
-    tokio::time::timeout(remaining, open)
+    let socket = tokio::time::timeout(remaining, open)
         .await
-        .map_err(|_| HostError::Unavailable(format!("connecting to {url} timed out")))?
+        .map_err(|_| HostError::Unavailable(format!("connecting to {url} timed out")))??;
+    Ok(Connection {
+        socket,
+        _slot: slot,
+    })
 }
 
 /// The same reserved headers as HTTP (`Host`, `Connection`, `Upgrade`, …), refused the same
@@ -140,10 +195,10 @@ impl Connection {
                 "a message is at most {MAX_MESSAGE_BYTES} bytes"
             )));
         }
-        match self {
-            Connection::Plain(socket) => socket.send(frame).await.map_err(failed),
-            Connection::Tls(socket) => socket.send(frame).await.map_err(failed),
-            Connection::Closed => Err(HostError::Invalid("the connection is closed".into())),
+        match &mut self.socket {
+            Socket::Plain(socket) => socket.send(frame).await.map_err(failed),
+            Socket::Tls(socket) => socket.send(frame).await.map_err(failed),
+            Socket::Closed => Err(HostError::Invalid("the connection is closed".into())),
         }
     }
 
@@ -157,14 +212,14 @@ impl Connection {
         let limit = timeout.map_or(limit, |timeout| timeout.min(limit));
         let next = async {
             loop {
-                let frame = match self {
-                    Connection::Plain(socket) => socket.next().await,
-                    Connection::Tls(socket) => socket.next().await,
-                    Connection::Closed => return Ok(None),
+                let frame = match &mut self.socket {
+                    Socket::Plain(socket) => socket.next().await,
+                    Socket::Tls(socket) => socket.next().await,
+                    Socket::Closed => return Ok(None),
                 };
                 match frame {
                     None | Some(Ok(Frame::Close(_))) => {
-                        *self = Connection::Closed;
+                        self.socket = Socket::Closed;
                         return Ok(None);
                     }
                     Some(Ok(Frame::Text(text))) => {
@@ -179,6 +234,14 @@ impl Connection {
                             "a message was over the limit: {error}"
                         )));
                     }
+                    Some(Err(tungstenite::Error::WriteBufferFull(_))) => {
+                        // The peer sends (pings, say) but does not read our answers.
+                        self.socket = Socket::Closed;
+                        return Err(HostError::Unavailable(format!(
+                            "the peer does not read what the host sends it (over \
+                             {MAX_UNSENT_BYTES} bytes unsent); the connection was closed"
+                        )));
+                    }
                     Some(Err(error)) => return Err(failed(error)),
                 }
             }
@@ -189,12 +252,12 @@ impl Connection {
     }
 
     pub async fn close(&mut self) -> Result<(), HostError> {
-        let result = match self {
-            Connection::Plain(socket) => socket.as_mut().close(None).await,
-            Connection::Tls(socket) => socket.as_mut().close(None).await,
-            Connection::Closed => Ok(()),
+        let result = match &mut self.socket {
+            Socket::Plain(socket) => socket.as_mut().close(None).await,
+            Socket::Tls(socket) => socket.as_mut().close(None).await,
+            Socket::Closed => Ok(()),
         };
-        *self = Connection::Closed;
+        self.socket = Socket::Closed;
         result.or_else(|error| match error {
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Ok(()),
             error => Err(failed(error)),
@@ -205,6 +268,22 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_slots_are_capped_and_given_back() {
+        let connections = Connections::default();
+        let first = connections.take(2).unwrap();
+        let second = connections.take(2).unwrap();
+        assert!(matches!(
+            connections.take(2),
+            Err(HostError::QuotaExceeded(_))
+        ));
+        drop(first);
+        assert_eq!(connections.open(), 1);
+        let third = connections.take(2).unwrap();
+        drop((second, third));
+        assert_eq!(connections.open(), 0);
+    }
     use crate::allowlist::AllowedHosts;
     use crate::log::RunLog;
 
@@ -237,6 +316,7 @@ mod tests {
                 "ws://127.0.0.1:1/",
                 &headers,
                 deadline,
+                Connections::default().take(1).unwrap(),
             ));
             match result {
                 Err(HostError::Invalid(message)) => {
