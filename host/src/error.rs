@@ -43,6 +43,11 @@ pub enum Error {
     /// Every sandbox slot of the runtime is in use; try again when a run has finished.
     #[error("the runtime is busy: {0}; retry when a run finishes, or raise its concurrency")]
     Busy(String),
+    /// The host cannot set up a sandbox at all (out of memory or address space).
+    #[error(
+        "cannot set up a sandbox: {0}; the host is short of memory or address space (see `ulimit -v`)"
+    )]
+    Unavailable(String),
     /// Wasmtime refused something the host set up; this is a bug in warden.
     #[error("internal error: {0}")]
     Internal(String),
@@ -62,7 +67,7 @@ impl Error {
             Error::Refused(_) => 3,
             Error::Limit { .. } => 4,
             Error::NodeFailed(_) | Error::Trapped(_) | Error::InvalidOutput(_) => 5,
-            Error::Internal(_) | Error::Busy(_) => 1,
+            Error::Internal(_) | Error::Busy(_) | Error::Unavailable(_) => 1,
         }
     }
 
