@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use warden_host::allowlist::AllowedHosts;
 use warden_host::http::certificates_from_pem_or_der;
-use warden_host::limits::{parse_duration, parse_size};
+use warden_host::limits::{MAX_TIMEOUT, parse_duration, parse_size};
 use warden_host::log::LogRecord;
 use warden_host::models::ModelProvider;
 use warden_host::package;
@@ -237,9 +237,30 @@ impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         Failure {
             code: error.exit_code(),
-            message: error.to_string(),
+            message: with_causes(&error),
         }
     }
+}
+
+/// An error's message followed by each cause its message does not already say:
+/// `message: cause: cause`.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// Prints a warning of the runtime as one line on stderr.
+fn print_warning(message: &str) {
+    let message = message.replace(['\n', '\r'], " ");
+    eprintln!("warden: warning: {message}");
 }
 
 pub fn main() -> ExitCode {
@@ -348,7 +369,13 @@ pub(crate) fn tokio() -> Result<tokio::runtime::Runtime, Failure> {
 
 fn inspect_command(path: &Path, as_json: bool) -> Result<(), Failure> {
     let component = read_component(path)?;
-    let runtime = Runtime::new()?;
+    // One description, so a pool for one run of the default preset.
+    let runtime = Runtime::from_settings(RuntimeSettings {
+        concurrency: 1,
+        pool_limits: Limits::default(),
+        on_warning: Some(Arc::new(print_warning)),
+        ..RuntimeSettings::new(Storage::in_memory().map_err(Error::from)?)
+    });
     let nodes = tokio()?.block_on(runtime.describe(&component, &Limits::default()))?;
     let required = component.required_capabilities();
     let summary = component.summary();
@@ -621,15 +648,34 @@ fn limits(args: &RunArgs) -> Result<Limits, Failure> {
     if let Some(fuel) = &args.fuel {
         limits.fuel = match fuel.as_str() {
             "off" | "none" => None,
-            number => Some(number.replace('_', "").parse().map_err(|_| {
-                Failure::usage(format!("--fuel: `{number}` is not a whole number or `off`"))
-            })?),
+            number => {
+                let digits = number.replace('_', "");
+                if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+                    return Err(Failure::usage(format!(
+                        "--fuel: `{number}` is not a whole number or `off`"
+                    )));
+                }
+                Some(digits.parse().map_err(|_| {
+                    Failure::usage(format!(
+                        "--fuel: `{number}` is too large; the most is {}",
+                        u64::MAX
+                    ))
+                })?)
+            }
         };
     }
     if let Some(timeout) = &args.timeout {
         limits.timeout = parse_duration(timeout)
             .map_err(|error| Failure::usage(format!("--timeout: {error}")))?;
+        if limits.timeout > MAX_TIMEOUT {
+            return Err(Failure::usage(format!(
+                "--timeout: `{timeout}` is over the longest a run may take (24h)"
+            )));
+        }
     }
+    limits
+        .validate()
+        .map_err(|error| Failure::usage(format!("invalid limits: {error}")))?;
     Ok(limits)
 }
 
@@ -666,12 +712,71 @@ fn run_source(args: &mut RunArgs) -> Result<(NodeComponent, Capabilities, Vec<St
     Ok((component, grant, record.granted_hosts()))
 }
 
+/// `--input` pairs split into names and texts; each name once.
+fn input_pairs(args: &RunArgs) -> Result<Vec<(String, String)>, Failure> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for pair in &args.inputs {
+        let (name, text) = split_pair("--input", pair)?;
+        if pairs.iter().any(|(seen, _)| seen == name) {
+            return Err(Failure::usage(format!("--input `{name}` is given twice")));
+        }
+        pairs.push((name.to_string(), text.to_string()));
+    }
+    Ok(pairs)
+}
+
+/// The run's variables from `--var` pairs; each name once.
+fn variables(args: &RunArgs) -> Result<BTreeMap<String, Value>, Failure> {
+    let mut variables = BTreeMap::new();
+    for pair in &args.vars {
+        let (name, text) = split_pair("--var", pair)?;
+        let value = Value::parse_as(text, DataType::Any).map_err(Failure::usage)?;
+        if variables.insert(name.to_string(), value).is_some() {
+            return Err(Failure::usage(format!("--var `{name}` is given twice")));
+        }
+    }
+    Ok(variables)
+}
+
+/// The run's context; `node` names the node instance unless `--instance` does.
+fn run_context(args: &RunArgs, node: &str) -> Result<RunContext, Failure> {
+    let context = RunContext {
+        run_id: format!("run-{}", std::process::id()),
+        board_id: args.board.clone(),
+        user_id: args.user.clone(),
+        node_instance_id: args.instance.clone().unwrap_or_else(|| node.to_string()),
+        ..RunContext::for_node(node)
+    };
+    context.validate().map_err(|error| {
+        let flag = match error.field {
+            "board id" => "--board",
+            "user id" => "--user",
+            "node instance id" => "--instance",
+            _ => "the run context",
+        };
+        Failure::usage(format!("{flag}: {error}"))
+    })?;
+    Ok(context)
+}
+
 fn run_command(mut args: RunArgs) -> Result<(), Failure> {
+    // Everything given on the command line is checked before any node code runs (describing
+    // the component runs some): limits, ids, the syntax of inputs and variables.
+    let limits = limits(&args)?;
+    let input_pairs = input_pairs(&args)?;
+    let variables = variables(&args)?;
+    run_context(&args, args.node.as_deref().unwrap_or("node"))?;
     let (component, capabilities, hosts) = run_source(&mut args)?;
+    // An installed node brings its preset: check the limits again with it.
+    let limits = if args.installed {
+        self::limits(&args)?
+    } else {
+        limits
+    };
     let allowed_hosts = AllowedHosts::parse(&hosts)
         .map_err(|error| Failure::usage(format!("--allow-host: {error}")))?;
     let config = WasmSecurityConfig {
-        limits: limits(&args)?,
+        limits,
         capabilities,
         allow_wasi: args.allow_wasi,
         allow_wasi_network: args.allow_wasi_network,
@@ -696,7 +801,11 @@ fn run_command(mut args: RunArgs) -> Result<(), Failure> {
             })?,
         );
     }
+    // The CLI runs one node: a pool for exactly one run under its limits.
     let settings = RuntimeSettings {
+        concurrency: 1,
+        pool_limits: config.limits.clone(),
+        on_warning: Some(Arc::new(print_warning)),
         root_certificates: roots,
         files_dir: args.data.as_ref().map(|dir| dir.join("files")),
         models: match &args.models_endpoint {
@@ -717,8 +826,8 @@ fn run_command(mut args: RunArgs) -> Result<(), Failure> {
     let prepared = tokio.block_on(runtime.prepare(&component, &config))?;
     let node = prepared.node(args.node.as_deref())?;
     let mut inputs = Vec::new();
-    for pair in &args.inputs {
-        let (name, text) = split_pair("--input", pair)?;
+    for (name, text) in &input_pairs {
+        let (name, text) = (name.as_str(), text.as_str());
         let pin = node.inputs().find(|pin| pin.name == name).ok_or_else(|| {
             let known: Vec<&str> = node.inputs().map(|pin| pin.name.as_str()).collect();
             Failure::usage(format!(
@@ -731,19 +840,7 @@ fn run_command(mut args: RunArgs) -> Result<(), Failure> {
             .map_err(|error| Failure::usage(format!("--input {name}: {error}")))?;
         inputs.push(warden_host::Field::new(name, value));
     }
-    let mut variables = BTreeMap::new();
-    for pair in &args.vars {
-        let (name, text) = split_pair("--var", pair)?;
-        let value = Value::parse_as(text, DataType::Any).map_err(Failure::usage)?;
-        variables.insert(name.to_string(), value);
-    }
-    let context = RunContext {
-        run_id: format!("run-{}", std::process::id()),
-        board_id: args.board.clone(),
-        user_id: args.user.clone(),
-        node_instance_id: args.instance.clone().unwrap_or_else(|| node.name.clone()),
-        ..RunContext::for_node(&node.name)
-    };
+    let context = run_context(&args, &node.name)?;
     let as_json = args.json;
     let request = RunRequest {
         node: Some(node.name.clone()),

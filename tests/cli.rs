@@ -368,3 +368,194 @@ fn every_capability_has_a_docs_page() {
         assert!(page.contains("## How a denial looks"), "{}", info.name);
     }
 }
+
+#[test]
+fn values_are_checked_before_the_component_is_read() {
+    // The component path does not exist: each bad value must be the reported error, so it
+    // was checked before the file was read, let alone instantiated.
+    let long = "u".repeat(300);
+    let cases: [(&[&str], &str); 16] = [
+        (&["--timeout", "99999999999999999999s"], "--timeout"),
+        (&["--timeout", "999999999999999999d"], "too long"),
+        (&["--timeout", "25h"], "24h"),
+        (&["--timeout=-5s"], "--timeout"),
+        (&["--memory", "99999999999T"], "--memory"),
+        (&["--memory", "99999999999999999999999"], "too large"),
+        (&["--memory", "5GiB"], "invalid limits"),
+        (&["--fuel", "99999999999999999999999"], "too large"),
+        (&["--fuel=-1"], "--fuel"),
+        (&["--input", "oops"], "--input `oops` is not NAME=VALUE"),
+        (&["--input", "a=1", "--input", "a=2"], "given twice"),
+        (&["--var", "oops"], "--var `oops` is not NAME=VALUE"),
+        (&["--board", ""], "--board"),
+        (&["--user", long.as_str()], "--user"),
+        (&["--instance", "a\u{1}b"], "--instance"),
+        (&["--preset", "lenient"], "unknown preset"),
+    ];
+    for (extra, needle) in cases {
+        let args: Vec<&str> = ["run", "/no/such/node.wasm"]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        let stderr = fails(&warden(&args), 2, needle);
+        assert!(!stderr.contains("cannot read"), "{extra:?}: {stderr}");
+    }
+}
+
+#[test]
+fn errors_print_their_root_cause_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // A component whose `node` export has none of the functions the WIT gives it.
+    let empty_export = dir.path().join("empty-export.wasm");
+    let bytes = wat::parse_str(
+        r#"(component (instance $node) (export "warden:node/node@0.1.0" (instance $node)))"#,
+    )
+    .unwrap();
+    std::fs::write(&empty_export, bytes).unwrap();
+    let stderr = fails(
+        &warden(&["run", path(&empty_export), "--grant", "none"]),
+        2,
+        "does not match warden's WIT: ",
+    );
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    // The cause follows the colon: something more than the first line of a chain.
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("warden: error:"))
+        .unwrap();
+    let cause = line.split("does not match warden's WIT: ").nth(1).unwrap();
+    assert!(cause.len() > 10, "{line}");
+
+    // A trap says what trapped, not "error while executing at wasm backtrace:".
+    let limits = build_node("tests/nodes/limits", Target::Unknown, &[]);
+    let stderr = fails(
+        &warden(&["run", path(&limits), "--node", "panic", "--grant", "none"]),
+        5,
+        "unreachable",
+    );
+    assert!(!stderr.contains("backtrace:"), "{stderr}");
+}
+
+#[test]
+fn nested_components_over_the_instance_limit_exit_4_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nested.wasm");
+    let bytes = wat::parse_str(
+        r#"(component
+            (component $inner
+                (core module $m)
+                (core instance (instantiate $m))
+                (core instance (instantiate $m))
+                (core instance (instantiate $m))
+                (core instance (instantiate $m)))
+            (instance (instantiate $inner))
+            (instance (instantiate $inner))
+            (instance (instantiate $inner))
+            (instance $node)
+            (export "warden:node/node@0.1.0" (instance $node)))"#,
+    )
+    .unwrap();
+    std::fs::write(&file, bytes).unwrap();
+    fails(
+        &warden(&[
+            "run",
+            path(&file),
+            "--preset",
+            "restrictive",
+            "--grant",
+            "none",
+        ]),
+        2,
+        "does not match",
+    );
+    // 12 core instances; the restrictive preset allows 32, so lower it with a nested pair.
+    let file = dir.path().join("nested-more.wasm");
+    let bytes = wat::parse_str(
+        r#"(component
+            (component $inner
+                (core module $m)
+                (core instance (instantiate $m))
+                (core instance (instantiate $m))
+                (core instance (instantiate $m))
+                (core instance (instantiate $m)))
+            (component $outer
+                (alias outer 1 0 (component $i))
+                (instance (instantiate $i))
+                (instance (instantiate $i))
+                (instance (instantiate $i)))
+            (instance (instantiate $outer))
+            (instance (instantiate $outer))
+            (instance (instantiate $outer))
+            (instance $node)
+            (export "warden:node/node@0.1.0" (instance $node)))"#,
+    )
+    .unwrap();
+    std::fs::write(&file, bytes).unwrap();
+    fails(
+        &warden(&[
+            "run",
+            path(&file),
+            "--preset",
+            "restrictive",
+            "--grant",
+            "none",
+        ]),
+        4,
+        "limit hit: instances",
+    );
+}
+
+/// `warden` under `ulimit -v 8 GiB`.
+fn warden_under_ulimit(args: &[&str]) -> Output {
+    Command::new("sh")
+        .args(["-c", "ulimit -v 8388608 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn run_works_under_an_8_gib_address_space_limit() {
+    let limits = build_node("tests/nodes/limits", Target::Wasip2, &[]);
+    let limits = path(&limits);
+    let output = warden_under_ulimit(&["run", limits, "--node", "noop", "--grant", "none"]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let output = warden_under_ulimit(&["inspect", limits]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The permissive preset's pool (32 memories of 4 GiB) cannot be reserved: one warning,
+    // and the run still happens.
+    let output = warden_under_ulimit(&[
+        "run",
+        limits,
+        "--node",
+        "noop",
+        "--grant",
+        "none",
+        "--preset",
+        "permissive",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warden: warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    // A limit still names itself under the ulimit.
+    fails(
+        &warden_under_ulimit(&[
+            "run", limits, "--node", "grow", "--memory", "8MiB", "--grant", "none",
+        ]),
+        4,
+        "limit hit: memory",
+    );
+}

@@ -51,6 +51,11 @@ pub enum Error {
     /// blocked past the run's deadline: the embedder's fault, not the node's.
     #[error("{0}; the run was stopped")]
     Callback(#[from] crate::delivery::CallbackFailed),
+    /// The host cannot set up a sandbox at all (out of memory or address space).
+    #[error(
+        "cannot set up a sandbox: {0}; the host is short of memory or address space (see `ulimit -v`)"
+    )]
+    Unavailable(String),
     /// Wasmtime refused something the host set up; this is a bug in warden.
     #[error("internal error: {0}")]
     Internal(String),
@@ -71,7 +76,7 @@ impl Error {
             Error::Refused(_) => 3,
             Error::Limit { .. } => 4,
             Error::NodeFailed(_) | Error::Trapped(_) | Error::InvalidOutput(_) => 5,
-            Error::Internal(_) | Error::Busy(_) | Error::Callback(_) => 1,
+            Error::Internal(_) | Error::Busy(_) | Error::Callback(_) | Error::Unavailable(_) => 1,
         }
     }
 

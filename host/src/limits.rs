@@ -176,6 +176,9 @@ impl Limits {
     }
 }
 
+/// The longest timeout a run may have: one day.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// The smallest and largest wasm stack a runtime accepts.
 pub const STACK_RANGE: std::ops::RangeInclusive<usize> = (64 * KIB as usize)..=(8 * MIB as usize);
 
@@ -199,6 +202,12 @@ impl Limits {
         }
         if self.timeout.is_zero() {
             return Err("the timeout must be longer than zero".into());
+        }
+        if self.timeout > MAX_TIMEOUT {
+            return Err(format!(
+                "the timeout {:?} is over the longest a run may take (24h)",
+                self.timeout
+            ));
         }
         let counts = [
             (
@@ -323,23 +332,26 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| {
-        format!("`{text}` is not a size; write a number with an optional unit, such as 64MiB")
-    })?;
+    if digits.is_empty() {
+        return Err(format!(
+            "`{text}` is not a size; write a number with an optional unit, such as 64MiB"
+        ));
+    }
+    let too_large = || format!("`{text}` is too large");
+    let number: u64 = digits.parse().map_err(|_| too_large())?;
     let factor = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => KIB,
         "m" | "mb" | "mib" => MIB,
         "g" | "gb" | "gib" => GIB,
+        "t" | "tb" | "tib" => 1024 * GIB,
         other => {
             return Err(format!(
                 "unknown size unit `{other}` in `{text}`; use B, KiB, MiB or GiB"
             ));
         }
     };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    number.checked_mul(factor).ok_or_else(too_large)
 }
 
 /// Parses durations such as `500ms`, `10s`, `2m`, `10` (seconds).
@@ -349,15 +361,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| {
-        format!("`{text}` is not a duration; write a number with a unit, such as 500ms or 10s")
-    })?;
+    if digits.is_empty() {
+        return Err(format!(
+            "`{text}` is not a duration; write a number with a unit, such as 500ms or 10s"
+        ));
+    }
+    let too_long = || format!("`{text}` is too long");
+    let number: u64 = digits.parse().map_err(|_| too_long())?;
+    let seconds = |factor: u64| {
+        number
+            .checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(too_long)
+    };
     let duration = match unit.trim().to_ascii_lowercase().as_str() {
         "ms" => Duration::from_millis(number),
-        "" | "s" => Duration::from_secs(number),
-        "m" | "min" => Duration::from_secs(number.saturating_mul(60)),
-        "h" => Duration::from_secs(number.saturating_mul(3600)),
-        "d" => Duration::from_secs(number.saturating_mul(86_400)),
+        "" | "s" => seconds(1)?,
+        "m" | "min" => seconds(60)?,
+        "h" => seconds(3600)?,
+        "d" => seconds(86_400)?,
         other => {
             return Err(format!(
                 "unknown duration unit `{other}` in `{text}`; use ms, s, m, h or d"
@@ -420,6 +442,10 @@ mod tests {
                 max_instances: 10_000,
                 ..Limits::default()
             },
+            Limits {
+                timeout: Duration::from_secs(u64::MAX),
+                ..Limits::default()
+            },
         ];
         for limits in nonsense {
             assert!(limits.validate().is_err(), "{limits:?}");
@@ -440,6 +466,23 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+        for huge in [
+            "99999999999999999999s",
+            "999999999999999999d",
+            "999999999999999999h",
+        ] {
+            assert!(
+                parse_duration(huge).unwrap_err().contains("too long"),
+                "{huge}"
+            );
+        }
+        assert_eq!(parse_duration("1d"), Ok(MAX_TIMEOUT));
+        for huge in ["99999999999T", "99999999999999999999", "17179869184G"] {
+            assert!(
+                parse_size(huge).unwrap_err().contains("too large"),
+                "{huge}"
+            );
+        }
         assert_eq!("Restrictive".parse::<Preset>(), Ok(Preset::Restrictive));
         assert!("lenient".parse::<Preset>().is_err());
     }

@@ -25,37 +25,103 @@ use crate::wasi;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
-    Store, Trap,
+    Store, Trap, WasmBacktrace,
 };
 
 /// Nodes one runtime runs at once by default.
 pub const DEFAULT_CONCURRENCY: u32 = 64;
 
-/// Instances, memories, tables and fiber stacks come from pools sized for `concurrency` runs of
-/// the most permissive preset, so a run reuses warm slots instead of mapping fresh memory.
+/// The most runs one runtime may be sized for (`RuntimeSettings::concurrency` is clamped to it).
+pub const MAX_CONCURRENCY: u32 = 4096;
+
+/// Bytes of guard region Wasmtime places after each pooled linear memory (its 64-bit default).
+const MEMORY_GUARD_BYTES: u64 = 32 * 1024 * 1024;
+const WASM_PAGE: u64 = 64 * 1024;
+
+/// What a warning of the runtime is handed to: one line, without a trailing newline.
+pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The largest limits each field of `limits` may reach in a pool: the permissive preset.
+fn clamp_to_ceiling(limits: &Limits) -> Limits {
+    let ceiling = Limits::permissive();
+    Limits {
+        memory_bytes: limits.memory_bytes.clamp(WASM_PAGE, ceiling.memory_bytes),
+        max_tables: limits.max_tables.min(ceiling.max_tables),
+        max_table_elements: limits.max_table_elements.min(ceiling.max_table_elements),
+        max_memories: limits.max_memories.min(ceiling.max_memories),
+        max_instances: limits.max_instances.min(ceiling.max_instances),
+        ..limits.clone()
+    }
+}
+
+/// Whether a run under `limits` fits in slots sized for `pool`.
+fn fits_pool(limits: &Limits, pool: &Limits) -> bool {
+    limits.memory_bytes <= pool.memory_bytes
+        && limits.max_memories <= pool.max_memories
+        && limits.max_tables <= pool.max_tables
+        && limits.max_instances <= pool.max_instances
+        && limits.max_table_elements <= pool.max_table_elements
+}
+
+/// The bytes each pooled linear memory slot may grow to: the pool's memory limit, in whole
+/// wasm pages (every memory of a run together stays under the run's limit, so one memory can
+/// never need more).
+fn memory_slot_bytes(pool: &Limits) -> u64 {
+    pool.memory_bytes.div_ceil(WASM_PAGE).max(1) * WASM_PAGE
+}
+
+/// Instances, memories, tables and fiber stacks come from pools sized for `concurrency` runs
+/// under `pool` (every count is per run times the runs, so `concurrency` runs always fit).
 /// The per-run limits are still enforced by the store's limiter; the pool bounds are the
-/// ceiling above every preset.
-fn pooling(concurrency: u32) -> PoolingAllocationConfig {
-    let permissive = Limits::permissive();
-    let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(concurrency)
-        .total_core_instances(concurrency * 16)
-        .total_memories(concurrency * 2)
-        .total_tables(concurrency * 4)
+/// ceiling above them.
+fn pooling(concurrency: u32, pool: &Limits) -> PoolingAllocationConfig {
+    let mut config = PoolingAllocationConfig::new();
+    config
+        .total_component_instances(concurrency)
+        .total_core_instances(concurrency.saturating_mul(pool.max_instances.max(1)))
+        .total_memories(concurrency.saturating_mul(pool.max_memories))
+        .total_tables(concurrency.saturating_mul(pool.max_tables))
         .total_stacks(concurrency)
-        .max_core_instances_per_component(permissive.max_instances)
-        .max_memories_per_component(permissive.max_memories)
-        .max_tables_per_component(permissive.max_tables)
-        .table_elements(permissive.max_table_elements)
-        .max_memory_size(permissive.memory_bytes as usize);
-    pool
+        .max_core_instances_per_component(pool.max_instances)
+        .max_memories_per_component(pool.max_memories)
+        .max_tables_per_component(pool.max_tables)
+        // One core module may define every memory and table the run is allowed.
+        .max_memories_per_module(pool.max_memories)
+        .max_tables_per_module(pool.max_tables)
+        .table_elements(pool.max_table_elements)
+        .max_memory_size(memory_slot_bytes(pool) as usize);
+    config
+}
+
+/// Bytes of address space a pool for `concurrency` runs under `pool` reserves, roughly: the
+/// memory slots with their guards, the tables and the fiber stacks.
+pub fn pool_reservation_bytes(concurrency: u32, pool: &Limits) -> u64 {
+    let concurrency = u64::from(concurrency);
+    let memories = concurrency * u64::from(pool.max_memories);
+    let tables = concurrency * u64::from(pool.max_tables);
+    let stack = pool.wasm_stack_bytes as u64 + 2 * 1024 * 1024 + 4096;
+    memories * (memory_slot_bytes(pool) + MEMORY_GUARD_BYTES)
+        + tables * (pool.max_table_elements as u64 * 16)
+        + concurrency * stack
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1024.0 * 1024.0 * 1024.0))
+}
+
+/// An engine of the runtime: one per wasm stack size (Wasmtime sets the stack limit per
+/// engine), pooled or allocating on demand.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct EngineKey {
+    stack: usize,
+    pooled: bool,
 }
 
 /// How often the epoch ticker advances every engine's epoch: the timeout's resolution.
@@ -65,8 +131,17 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 #[derive(Clone)]
 pub struct RuntimeSettings {
     pub storage: Storage,
-    /// Nodes run at once; a run beyond that fails with [`Error::Busy`].
+    /// Nodes run at once (describing a component counts as a run); a run beyond that fails
+    /// with [`Error::Busy`]. At most [`MAX_CONCURRENCY`].
     pub concurrency: u32,
+    /// The largest limits the sandbox pool is sized for: `concurrency` runs under these always
+    /// find a slot. A run whose limits exceed them (more memory, memories, tables, instances
+    /// or table elements) runs on an engine that maps its memories on demand instead. The
+    /// default preset by default; the pool reserves address space (see
+    /// [`pool_reservation_bytes`]), so size it for what will actually run.
+    pub pool_limits: Limits,
+    /// Where the runtime's warnings go (one line each): `tracing::warn!` when `None`.
+    pub on_warning: Option<WarningSink>,
     /// Certificates (DER) the HTTP clients trust beside Mozilla's roots: an operator's CA.
     pub root_certificates: Vec<Vec<u8>>,
     /// Where node instances' private directories (`allow_wasi`) live; a temporary directory,
@@ -81,6 +156,8 @@ impl RuntimeSettings {
         RuntimeSettings {
             storage,
             concurrency: DEFAULT_CONCURRENCY,
+            pool_limits: Limits::default_preset(),
+            on_warning: None,
             root_certificates: Vec::new(),
             files_dir: None,
             models: None,
@@ -146,13 +223,19 @@ pub struct Runtime {
 }
 
 struct Inner {
-    /// One engine per wasm stack size (Wasmtime sets the stack limit per engine).
-    engines: Arc<Mutex<HashMap<usize, Engine>>>,
-    components: Mutex<HashMap<(String, usize), Component>>,
+    /// One engine per wasm stack size (Wasmtime sets the stack limit per engine), pooled or not.
+    engines: Arc<Mutex<HashMap<EngineKey, Engine>>>,
+    components: Mutex<HashMap<(String, EngineKey), Component>>,
     prepared: Mutex<HashMap<PreparedKey, PreparedNode>>,
     described: Mutex<HashMap<(String, usize), Vec<NodeInfo>>>,
     storage: Storage,
     concurrency: u32,
+    /// Runs (and descriptions) in flight, shared by every engine.
+    running: Arc<AtomicU32>,
+    pool_limits: Limits,
+    /// Set when the pool could not be reserved: every engine then allocates on demand.
+    pool_failed: AtomicBool,
+    warn: WarningSink,
     tls: TlsRoots,
     files: Arc<FilesRoot>,
     models: Option<Arc<ModelProvider>>,
@@ -163,7 +246,7 @@ struct Inner {
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PreparedKey {
     sha256: String,
-    stack: usize,
+    engine: EngineKey,
     granted: u32,
     allow_wasi: bool,
     allow_wasi_network: bool,
@@ -251,11 +334,16 @@ impl Runtime {
         let RuntimeSettings {
             storage,
             concurrency,
+            pool_limits,
+            on_warning,
             root_certificates,
             files_dir,
             models,
         } = settings;
-        let concurrency = concurrency.max(1);
+        let concurrency = concurrency.clamp(1, MAX_CONCURRENCY);
+        let warn = on_warning.unwrap_or_else(|| {
+            Arc::new(|message: &str| tracing::warn!("{message}")) as WarningSink
+        });
         let engines = Arc::new(Mutex::new(HashMap::new()));
         let ticker = Ticker::start(engines.clone());
         Runtime {
@@ -266,6 +354,10 @@ impl Runtime {
                 described: Mutex::new(HashMap::new()),
                 storage,
                 concurrency,
+                running: Arc::new(AtomicU32::new(0)),
+                pool_limits: clamp_to_ceiling(&pool_limits),
+                pool_failed: AtomicBool::new(false),
+                warn,
                 tls: TlsRoots::new(root_certificates),
                 files: FilesRoot::new(files_dir),
                 models: models.map(Arc::new),
@@ -278,41 +370,110 @@ impl Runtime {
         &self.inner.storage
     }
 
-    fn engine(&self, stack: usize) -> Result<Engine, Error> {
-        let mut engines = lock(&self.inner.engines);
-        if let Some(engine) = engines.get(&stack) {
-            return Ok(engine.clone());
-        }
-        let mut config = Config::new();
-        config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
-                self.inner.concurrency,
-            )))
-            .wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(stack)
-            // Host functions run on the same fiber stack, below the wasm part.
-            .async_stack_size(stack + 2 * 1024 * 1024);
-        let engine = Engine::new(&config).map_err(Error::internal)?;
-        engines.insert(stack, engine.clone());
-        Ok(engine)
+    /// Runs (and descriptions) in flight now.
+    pub fn running(&self) -> u32 {
+        self.inner.running.load(Ordering::SeqCst)
     }
 
-    fn compile(
-        &self,
-        node: &NodeComponent,
-        engine: &Engine,
-        stack: usize,
-    ) -> Result<Component, Error> {
-        let key = (node.summary.sha256.clone(), stack);
-        if let Some(component) = lock(&self.inner.components).get(&key) {
-            return Ok(component.clone());
+    /// The engine for runs under `limits`: the pooled one when they fit the pool and the pool
+    /// could be reserved, else one that maps memories on demand.
+    fn engine(&self, limits: &Limits) -> Result<(Engine, EngineKey), Error> {
+        let stack = limits.wasm_stack_bytes;
+        let pooled = fits_pool(limits, &self.inner.pool_limits)
+            && !self.inner.pool_failed.load(Ordering::SeqCst);
+        let key = EngineKey { stack, pooled };
+        let mut engines = lock(&self.inner.engines);
+        if let Some(engine) = engines.get(&key) {
+            return Ok((engine.clone(), key));
         }
-        let component = Component::new(engine, &node.bytes)
-            .map_err(|error| component::ComponentError::Malformed(format!("{error:#}")))?;
-        lock(&self.inner.components).insert(key, component.clone());
-        Ok(component)
+        if pooled {
+            let pool = &self.inner.pool_limits;
+            let mut config = base_config(stack);
+            config
+                .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
+                    self.inner.concurrency,
+                    pool,
+                )))
+                .memory_reservation(memory_slot_bytes(pool))
+                .memory_guard_size(MEMORY_GUARD_BYTES);
+            match Engine::new(&config) {
+                Ok(engine) => {
+                    engines.insert(key, engine.clone());
+                    return Ok((engine, key));
+                }
+                Err(error) => {
+                    // Address space is limited (`ulimit -v`, a container): run without the
+                    // pool rather than not at all, and say so once.
+                    if !self.inner.pool_failed.swap(true, Ordering::SeqCst) {
+                        (self.inner.warn)(&format!(
+                            "cannot reserve the sandbox pool ({} of address space for {} runs): \
+                             {}; sandboxes are allocated on demand instead \
+                             (raise `ulimit -v`, or lower the concurrency or the pool limits)",
+                            gib(pool_reservation_bytes(self.inner.concurrency, pool)),
+                            self.inner.concurrency,
+                            error_chain(&error),
+                        ));
+                    }
+                }
+            }
+        }
+        let key = EngineKey {
+            stack,
+            pooled: false,
+        };
+        if let Some(engine) = engines.get(&key) {
+            return Ok((engine.clone(), key));
+        }
+        let mut config = base_config(stack);
+        // Small reservations: a memory is mapped at its size plus room to grow, and moved when
+        // it outgrows that, so runs fit where address space is limited.
+        config
+            .allocation_strategy(InstanceAllocationStrategy::OnDemand)
+            .memory_reservation(0)
+            .memory_reservation_for_growth(16 * 1024 * 1024)
+            .memory_guard_size(64 * 1024);
+        let engine =
+            Engine::new(&config).map_err(|error| Error::Unavailable(error_chain(&error)))?;
+        engines.insert(key, engine.clone());
+        Ok((engine, key))
+    }
+
+    /// Compiles `node` for the engine of `limits` (cached), and checks the memories and tables
+    /// Wasmtime's flattened component really creates against `limits`.
+    fn compile(&self, node: &NodeComponent, limits: &Limits) -> Result<(Engine, Component), Error> {
+        let (engine, engine_key) = self.engine(limits)?;
+        let key = (node.summary.sha256.clone(), engine_key);
+        let cached = lock(&self.inner.components).get(&key).cloned();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(&engine, &node.bytes).map_err(|error| compile_error(&error))?;
+                lock(&self.inner.components).insert(key, component.clone());
+                component
+            }
+        };
+        // Exact counts, over nested components and repeated instantiation; `None` when the
+        // component instantiates a module it imports, which no host provides.
+        if let Some(required) = component.resources_required() {
+            let counts = [
+                (
+                    LimitKind::Memories,
+                    required.num_memories,
+                    limits.max_memories,
+                ),
+                (LimitKind::Tables, required.num_tables, limits.max_tables),
+            ];
+            for (kind, needed, allowed) in counts {
+                if needed > allowed {
+                    return Err(Error::Limit {
+                        kind,
+                        detail: format!("the component creates {needed}, the limit is {allowed}"),
+                    });
+                }
+            }
+        }
+        Ok((engine, component))
     }
 
     /// Preflight, compile and link a node for `config`: refuses it unless every import is
@@ -323,9 +484,11 @@ impl Runtime {
         config: &WasmSecurityConfig,
     ) -> Result<PreparedNode, Error> {
         config.limits.validate().map_err(Error::InvalidLimits)?;
+        check_counts(&node.summary, &config.limits)?;
+        let (engine, component) = self.compile(node, &config.limits)?;
         let key = PreparedKey {
             sha256: node.summary.sha256.clone(),
-            stack: config.limits.wasm_stack_bytes,
+            engine: self.engine(&config.limits)?.1,
             granted: config.capabilities.bits(),
             allow_wasi: config.allow_wasi,
             allow_wasi_network: config.allow_wasi_network,
@@ -333,11 +496,8 @@ impl Runtime {
         if let Some(prepared) = lock(&self.inner.prepared).get(&key) {
             return Ok(prepared.with_config(config));
         }
-        check_counts(&node.summary, &config.limits)?;
         preflight::check(&node.summary.imports, config)?;
         let nodes = self.describe(node, &config.limits).await?;
-        let engine = self.engine(config.limits.wasm_stack_bytes)?;
-        let component = self.compile(node, &engine, config.limits.wasm_stack_bytes)?;
         // Link what the grant allows, not what the node asked for: the preflight decided, and
         // the linker is the second wall, holding nothing beyond the grant.
         let linker =
@@ -361,8 +521,7 @@ impl Runtime {
             return Ok(nodes.clone());
         }
         check_counts(&node.summary, limits)?;
-        let engine = self.engine(limits.wasm_stack_bytes)?;
-        let component = self.compile(node, &engine, limits.wasm_stack_bytes)?;
+        let (engine, component) = self.compile(node, limits)?;
         let nothing = WasmSecurityConfig {
             limits: limits.clone(),
             capabilities: Capabilities::empty(),
@@ -388,8 +547,16 @@ impl Runtime {
         config: &WasmSecurityConfig,
         nodes: Vec<NodeInfo>,
     ) -> Result<PreparedNode, Error> {
-        let pre = linker.instantiate_pre(component).map_err(Error::internal)?;
-        let pre = NodeHostPre::new(pre).map_err(Error::internal)?;
+        // The preflight refused every ungranted import, so what fails here is a component
+        // whose imports or `node` export do not have the types the WIT gives them.
+        let mismatch = |error: wasmtime::Error| {
+            Error::Component(component::ComponentError::Malformed(format!(
+                "it does not match warden's WIT: {}",
+                error_chain(&error)
+            )))
+        };
+        let pre = linker.instantiate_pre(component).map_err(mismatch)?;
+        let pre = NodeHostPre::new(pre).map_err(mismatch)?;
         Ok(PreparedNode {
             inner: Arc::new(PreparedInner {
                 pre,
@@ -397,6 +564,8 @@ impl Runtime {
                 tls: self.inner.tls.clone(),
                 files: self.inner.files.clone(),
                 models: self.inner.models.clone(),
+                running: self.inner.running.clone(),
+                concurrency: self.inner.concurrency,
                 nodes,
             }),
             limits: config.limits.clone(),
@@ -446,7 +615,33 @@ struct PreparedInner {
     tls: TlsRoots,
     files: Arc<FilesRoot>,
     models: Option<Arc<ModelProvider>>,
+    running: Arc<AtomicU32>,
+    concurrency: u32,
     nodes: Vec<NodeInfo>,
+}
+
+/// One run's claim on the runtime's concurrency; released when dropped.
+struct RunSlot(Arc<AtomicU32>);
+
+impl RunSlot {
+    fn claim(running: &Arc<AtomicU32>, concurrency: u32) -> Result<Self, Error> {
+        running
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                (now < concurrency).then_some(now + 1)
+            })
+            .map_err(|_| {
+                Error::Busy(format!(
+                    "all {concurrency} runs of the runtime are in progress"
+                ))
+            })?;
+        Ok(RunSlot(running.clone()))
+    }
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl PreparedNode {
@@ -519,6 +714,7 @@ impl PreparedNode {
             context: RunContext::for_node("describe"),
             ..RunRequest::default()
         };
+        let _slot = RunSlot::claim(&self.inner.running, self.inner.concurrency)?;
         let mut store = self.store(request, log, Delivery::none())?;
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
@@ -545,6 +741,7 @@ impl PreparedNode {
             self.limits.host.input_bytes,
         )?;
         let inputs = check_inputs(info, std::mem::take(&mut request.inputs))?;
+        let _slot = RunSlot::claim(&self.inner.running, self.inner.concurrency)?;
         let delivery = Delivery::new(Sinks {
             log: request.on_log.take(),
             stream: request.on_stream.take(),
@@ -672,7 +869,9 @@ async fn with_timeout<T>(
     }
 }
 
-/// Maps a Wasmtime error to what happened, by type: a limit, an exit, a trap.
+/// Maps a Wasmtime error to what happened, by type: a limit, an exit, a trap. The message
+/// carries the root cause (the trap, or the last error of the chain) and, when Wasmtime
+/// recorded one, the wasm function the node was in.
 fn classify(error: wasmtime::Error) -> Error {
     if let Some(exceeded) = error.downcast_ref::<LimitExceeded>() {
         return Error::Limit {
@@ -693,7 +892,7 @@ fn classify(error: wasmtime::Error) -> Error {
                 detail: trap.to_string(),
             };
         }
-        return Error::Trapped(trap.to_string());
+        return Error::Trapped(with_frame(trap.to_string(), &error));
     }
     if let Some(failed) = error.downcast_ref::<CallbackFailed>() {
         return Error::Callback(failed.clone());
@@ -707,11 +906,135 @@ fn classify(error: wasmtime::Error) -> Error {
             exit.0
         ));
     }
-    Error::Trapped(first_line(&format!("{error}")))
+    if let Some((kind, detail)) = engine_limit(&error) {
+        return Error::Limit { kind, detail };
+    }
+    Error::Trapped(with_frame(error_chain(&error), &error))
+}
+
+/// The limits Wasmtime 48 enforces itself (the store's counts, the pool's bounds) fail with
+/// errors that carry no type, only these messages; `engine_limit_messages_are_recognised`
+/// pins them, so a Wasmtime upgrade that rewords one fails a test rather than a user.
+fn engine_limit(error: &wasmtime::Error) -> Option<(LimitKind, String)> {
+    const PATTERNS: [(&str, &str, LimitKind); 10] = [
+        (
+            "resource limit exceeded: instance count",
+            "",
+            LimitKind::Instances,
+        ),
+        (
+            "resource limit exceeded: memory count",
+            "",
+            LimitKind::Memories,
+        ),
+        (
+            "resource limit exceeded: table count",
+            "",
+            LimitKind::Tables,
+        ),
+        (
+            "The component transitively contains",
+            "core module instances",
+            LimitKind::Instances,
+        ),
+        (
+            "The component transitively contains",
+            "linear memories",
+            LimitKind::Memories,
+        ),
+        (
+            "The component transitively contains",
+            "tables",
+            LimitKind::Tables,
+        ),
+        ("defined memories count of", "", LimitKind::Memories),
+        ("defined tables count of", "", LimitKind::Tables),
+        ("memory has a minimum byte size of", "", LimitKind::Memory),
+        (
+            "has a minimum element size of",
+            "",
+            LimitKind::TableElements,
+        ),
+    ];
+    for cause in error.chain() {
+        let text = cause.to_string();
+        for (start, also, kind) in PATTERNS {
+            if text.contains(start) && text.contains(also) {
+                return Some((kind, first_line(&text)));
+            }
+        }
+    }
+    None
+}
+
+/// A compilation failure: a count over the pool's ceiling is a limit, the rest is malformed.
+fn compile_error(error: &wasmtime::Error) -> Error {
+    match engine_limit(error) {
+        Some((kind, detail)) => Error::Limit { kind, detail },
+        None => Error::Component(component::ComponentError::Malformed(error_chain(error))),
+    }
+}
+
+/// Every message of an error's chain, outermost first, on one line: `a: b: c`. Wasmtime's
+/// backtrace context (a header and a list of frames) is left out; see [`with_frame`].
+pub(crate) fn error_chain(error: &wasmtime::Error) -> String {
+    // The backtrace is a context of the chain, found by its type; its text is skipped.
+    let backtrace = error
+        .downcast_ref::<WasmBacktrace>()
+        .map(|backtrace| backtrace.to_string());
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if backtrace.as_ref() == Some(&text) {
+            continue;
+        }
+        let text = first_line(&text);
+        let text = text.trim().trim_end_matches(':').to_string();
+        if text.is_empty() || parts.iter().any(|part| part.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    if parts.is_empty() {
+        return "unknown error".into();
+    }
+    parts.join(": ")
+}
+
+/// Adds the innermost named wasm function of the error's backtrace, when short enough to read.
+fn with_frame(message: String, error: &wasmtime::Error) -> String {
+    let Some(backtrace) = error.downcast_ref::<WasmBacktrace>() else {
+        return message;
+    };
+    let name = backtrace.frames().iter().find_map(|frame| {
+        frame
+            .symbols()
+            .iter()
+            .find_map(|symbol| symbol.name())
+            .or(frame.func_name())
+            .map(str::to_string)
+    });
+    match name {
+        Some(name) if name.len() <= 120 => format!("{message} (in wasm function `{name}`)"),
+        _ => message,
+    }
 }
 
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_string()
+}
+
+/// The engine settings every engine of a runtime shares.
+fn base_config(stack: usize) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(stack)
+        // Host functions run on the same fiber stack, below the wasm part.
+        .async_stack_size(stack + 2 * 1024 * 1024);
+    config
 }
 
 /// Advances the epoch of every engine of a runtime; stops when the runtime is dropped.
@@ -721,7 +1044,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engines: Arc<Mutex<HashMap<usize, Engine>>>) -> Self {
+    fn start(engines: Arc<Mutex<HashMap<EngineKey, Engine>>>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
@@ -770,5 +1093,204 @@ mod tests {
             assert_eq!(dir.parent(), Some(root.path()), "{}", dir.display());
             assert!(dir.is_dir());
         }
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    /// A component that only looks like a node (enough to compile and count), after `body`.
+    fn component(body: &str) -> NodeComponent {
+        let bytes = wat::parse_str(format!(
+            r#"(component
+                {body}
+                (instance $node)
+                (export "warden:node/node@0.1.0" (instance $node)))"#
+        ))
+        .unwrap();
+        NodeComponent::from_bytes(bytes).unwrap()
+    }
+
+    fn runtime(concurrency: u32, pool_limits: Limits) -> (Runtime, Arc<Mutex<Vec<String>>>) {
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let sink = warnings.clone();
+        let runtime = Runtime::from_settings(RuntimeSettings {
+            concurrency,
+            pool_limits,
+            on_warning: Some(Arc::new(move |line: &str| {
+                lock(&sink).push(line.to_string())
+            })),
+            ..RuntimeSettings::new(Storage::in_memory().unwrap())
+        });
+        (runtime, warnings)
+    }
+
+    #[test]
+    fn a_module_with_two_memories_compiles_in_the_pool() {
+        let (runtime, warnings) = runtime(2, Limits::default());
+        let node = component(
+            r#"(core module $m (memory 1) (memory 1) (table 1 funcref) (table 1 funcref))
+               (core instance (instantiate $m))"#,
+        );
+        let (_, component) = runtime.compile(&node, &Limits::default()).unwrap();
+        assert_eq!(component.resources_required().unwrap().num_memories, 2);
+        assert!(lock(&warnings).is_empty());
+        assert!(lock(&runtime.inner.engines).keys().all(|key| key.pooled));
+    }
+
+    #[test]
+    fn counts_over_the_run_limits_are_limits_not_malformed() {
+        let (runtime, _) = runtime(1, Limits::default());
+        let node = component(
+            r#"(core module $m (memory 1) (memory 1))
+               (core instance (instantiate $m))
+               (core instance (instantiate $m))"#,
+        );
+        let limits = Limits {
+            max_memories: 3,
+            ..Limits::default()
+        };
+        assert_eq!(
+            check_counts(&node.summary, &limits).unwrap_err().limit(),
+            Some(LimitKind::Memories)
+        );
+        // Wasmtime's exact count, after compiling, says the same.
+        let error = runtime.compile(&node, &limits).unwrap_err();
+        assert_eq!(error.limit(), Some(LimitKind::Memories), "{error}");
+        assert_eq!(error.exit_code(), 4);
+    }
+
+    #[test]
+    fn the_pool_ceiling_gives_a_limit_when_a_component_exceeds_it() {
+        // The pool is sized for 2 memories per run; a run asking for 4 uses an on-demand
+        // engine, and a pooled compile of a 3-memory component names the memories limit.
+        let small = Limits {
+            max_memories: 2,
+            ..Limits::default()
+        };
+        let (runtime, _) = runtime(1, small.clone());
+        let node = component(
+            r#"(core module $m (memory 1))
+               (core instance (instantiate $m))
+               (core instance (instantiate $m))
+               (core instance (instantiate $m))"#,
+        );
+        let error = runtime.compile(&node, &small).unwrap_err();
+        assert_eq!(error.limit(), Some(LimitKind::Memories), "{error}");
+        let more = Limits {
+            max_memories: 4,
+            ..Limits::default()
+        };
+        runtime.compile(&node, &more).unwrap();
+        let keys: Vec<EngineKey> = lock(&runtime.inner.engines).keys().copied().collect();
+        assert!(keys.iter().any(|key| !key.pooled), "{keys:?}");
+    }
+
+    #[test]
+    fn engine_limit_messages_are_recognised() {
+        // The store's counts: Wasmtime's own errors, with no type, mapped by their text.
+        let engine = Engine::default();
+        let limits = Limits {
+            max_instances: 1,
+            max_memories: 1,
+            max_tables: 1,
+            ..Limits::default()
+        };
+        let cases = [
+            ("(module)", 2, LimitKind::Instances),
+            ("(module (memory 1) (memory 1))", 1, LimitKind::Memories),
+            (
+                "(module (table 1 funcref) (table 1 funcref))",
+                1,
+                LimitKind::Tables,
+            ),
+        ];
+        for (text, times, kind) in cases {
+            let module = wasmtime::Module::new(&engine, wat::parse_str(text).unwrap()).unwrap();
+            let mut store = Store::new(&engine, Limiter::new(&limits));
+            store.limiter(|limiter| limiter);
+            let mut result = Ok(());
+            for _ in 0..times {
+                result = result
+                    .and_then(|()| wasmtime::Instance::new(&mut store, &module, &[]).map(|_| ()));
+            }
+            let error = result.unwrap_err();
+            assert_eq!(classify(error).limit(), Some(kind), "{text}");
+        }
+        // The pool's bounds.
+        let (runtime, _) = runtime(1, limits.clone());
+        let cases = [
+            (
+                "(core module $m (memory 1) (memory 1)) (core instance (instantiate $m))",
+                LimitKind::Memories,
+            ),
+            (
+                "(core module $m (table 1 funcref) (table 1 funcref)) (core instance (instantiate $m))",
+                LimitKind::Tables,
+            ),
+            (
+                "(core module $m) (core instance (instantiate $m)) (core instance (instantiate $m))",
+                LimitKind::Instances,
+            ),
+            (
+                "(core module $m (memory 2000)) (core instance (instantiate $m))",
+                LimitKind::Memory,
+            ),
+            (
+                "(core module $m (table 200000 funcref)) (core instance (instantiate $m))",
+                LimitKind::TableElements,
+            ),
+        ];
+        for (text, kind) in cases {
+            let node = component(text);
+            let (engine, _) = runtime.engine(&limits).unwrap();
+            let error = Component::new(&engine, &node.bytes).unwrap_err();
+            assert_eq!(
+                compile_error(&error).limit(),
+                Some(kind),
+                "{text}: {error:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_carry_their_root_cause_and_frame() {
+        let error = wasmtime::Error::msg("the root cause").context("the outer step");
+        match classify(error) {
+            Error::Trapped(message) => assert_eq!(message, "the outer step: the root cause"),
+            other => panic!("{other}"),
+        }
+        let engine = Engine::default();
+        let wasm =
+            wat::parse_str(r#"(module (func $explode_here unreachable) (start $explode_here))"#)
+                .unwrap();
+        let module = wasmtime::Module::new(&engine, wasm).unwrap();
+        let mut store = Store::new(&engine, ());
+        let error = wasmtime::Instance::new(&mut store, &module, &[]).unwrap_err();
+        let message = classify(error).to_string();
+        assert!(message.contains("unreachable"), "{message}");
+        assert!(message.contains("explode_here"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn pools_are_sized_per_run() {
+        let one_default = pool_reservation_bytes(1, &Limits::default());
+        assert!(one_default < 1024 * 1024 * 1024, "{}", gib(one_default));
+        let many = pool_reservation_bytes(64, &Limits::default());
+        assert!(many >= 64 * 8 * 64 * 1024 * 1024, "{}", gib(many));
+    }
+
+    #[test]
+    fn a_run_beyond_the_concurrency_is_busy() {
+        let running = Arc::new(AtomicU32::new(0));
+        let first = RunSlot::claim(&running, 2).unwrap();
+        let second = RunSlot::claim(&running, 2).unwrap();
+        assert!(matches!(RunSlot::claim(&running, 2), Err(Error::Busy(_))));
+        drop(first);
+        let _third = RunSlot::claim(&running, 2).unwrap();
+        drop(second);
+        assert_eq!(running.load(Ordering::SeqCst), 1);
     }
 }
