@@ -323,7 +323,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            let message = failure.message.replace('\n', " ");
+            // Messages may carry a node's words (its error, its names): one line, shown.
+            let message = warden_host::log::one_line(&failure.message, 16 * 1024);
             eprintln!("warden: error: {message}");
             ExitCode::from(failure.code)
         }
@@ -847,7 +848,9 @@ fn run_command(mut args: RunArgs) -> Result<(), Failure> {
         context,
         inputs,
         variables,
-        on_log: Some(Arc::new(print_log)),
+        on_log: Some(Arc::new(move |record: &LogRecord| {
+            print_log(record, as_json)
+        })),
         on_stream: Some(Arc::new(move |chunk: &Value| {
             if !as_json {
                 out(&format!("{}\n", json!({ "chunk": chunk.to_json() })));
@@ -896,15 +899,22 @@ pub(crate) fn out(text: &str) {
     let _ = stdout.flush();
 }
 
-fn print_log(record: &LogRecord) {
+/// A node's log line on stderr: `[level source] text`, the text escaped by the host, so it
+/// is one line that never starts like warden's own `warden: ` lines; with `--json`, a JSON
+/// object per line (`{"log": {...}}`), so node text stays inside JSON strings.
+fn print_log(record: &LogRecord, as_json: bool) {
     let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(
-        stderr,
-        "[{} {}] {}",
-        record.level.name(),
-        source_name(record),
-        record.message
-    );
+    let _ = if as_json {
+        writeln!(stderr, "{}", json!({ "log": record }))
+    } else {
+        writeln!(
+            stderr,
+            "[{} {}] {}",
+            record.level.name(),
+            source_name(record),
+            record.message
+        )
+    };
 }
 
 fn source_name(record: &LogRecord) -> &'static str {

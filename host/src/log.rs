@@ -201,6 +201,30 @@ pub fn escape_node_text(text: &str, limit: usize) -> (String, usize) {
     (escaped, text.len())
 }
 
+/// Text that may hold a node's words (an error it returned, a name it chose) made safe for a
+/// one-line message: control characters and bidirectional overrides written out as in
+/// [`escape_node_text`], backslashes left as they are, and at most `limit` bytes kept (`…`
+/// marks a cut).
+pub fn one_line(text: &str, limit: usize) -> String {
+    let mut line = String::with_capacity(text.len().min(limit));
+    for character in text.chars() {
+        if line.len() >= limit {
+            line.push('…');
+            break;
+        }
+        match character {
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if c.is_control() || is_bidi_control(c) => {
+                let _ = write!(line, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => line.push(c),
+        }
+    }
+    line
+}
+
 /// Characters that reorder the text around them on a terminal or a page.
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -320,6 +344,16 @@ mod tests {
         for record in &records {
             assert!(!record.message.chars().any(char::is_control), "{record:?}");
         }
+    }
+
+    #[test]
+    fn one_line_keeps_messages_on_one_line_and_short() {
+        assert_eq!(
+            one_line("bad\nwarden: error: forged\u{1b}[0m C:\\path", 100),
+            "bad\\nwarden: error: forged\\u{1b}[0m C:\\path"
+        );
+        assert_eq!(one_line(&"x".repeat(10), 4), "xxxx…");
+        assert_eq!(one_line("\u{2066}\u{85}", 100), "\\u{2066}\\u{85}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::http::TlsRoots;
 use crate::limiter::{LimitExceeded, Limiter};
 use crate::limits::{LimitKind, Limits};
 use crate::linker;
-use crate::log::{LogRecord, LogSink, RunLog, Source};
+use crate::log::{LogRecord, LogSink, RunLog, Source, one_line};
 use crate::models::ModelProvider;
 use crate::network::NetworkPolicy;
 use crate::node_info::NodeInfo;
@@ -34,6 +34,9 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
     Store, Trap, WasmBacktrace,
 };
+
+/// The most bytes of an error a node returns that the host keeps (the rest is cut, marked `…`).
+pub const MAX_NODE_ERROR_BYTES: usize = 4096;
 
 /// Nodes one runtime runs at once by default.
 pub const DEFAULT_CONCURRENCY: u32 = 64;
@@ -766,7 +769,7 @@ impl PreparedNode {
         let delivered = delivery.finish(deadline).await;
         let outputs = result
             .map_err(|error| explain_trap(error, &log))?
-            .map_err(Error::NodeFailed)?;
+            .map_err(|message| Error::NodeFailed(one_line(&message, MAX_NODE_ERROR_BYTES)))?;
         delivered.map_err(Error::Callback)?;
         let outputs: Vec<Field> = outputs.into_iter().map(Field::from).collect();
         self.check_outputs(info, &outputs)?;
