@@ -21,6 +21,7 @@ pub mod context;
 mod delivery;
 pub mod embedder;
 pub mod error;
+mod files_quota;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;

@@ -50,6 +50,8 @@ pub struct HostLimits {
     pub ui_bytes: usize,
     /// WebSocket connections one run may hold open at once.
     pub connections: usize,
+    /// Bytes a node instance's private directory (`allow_wasi`) may hold.
+    pub files_bytes: u64,
     /// Bytes of one HTTP request body a node sends.
     pub http_request_bytes: usize,
     /// Bytes of one HTTP response body a node receives.
@@ -142,6 +144,7 @@ impl Limits {
                 variables_total_bytes: MIB as usize,
                 ui_bytes: 256 * KIB as usize,
                 connections: 4,
+                files_bytes: 16 * MIB,
                 http_request_bytes: MIB as usize,
                 http_response_bytes: 4 * MIB as usize,
             },
@@ -169,6 +172,7 @@ impl Limits {
                 variables_total_bytes: 256 * MIB as usize,
                 ui_bytes: 16 * MIB as usize,
                 connections: 64,
+                files_bytes: 4 * GIB,
                 http_request_bytes: 64 * MIB as usize,
                 http_response_bytes: 256 * MIB as usize,
             },
@@ -261,6 +265,7 @@ impl Default for HostLimits {
             variables_total_bytes: 16 * MIB as usize,
             ui_bytes: MIB as usize,
             connections: 16,
+            files_bytes: 256 * MIB,
             http_request_bytes: 16 * MIB as usize,
             http_response_bytes: 32 * MIB as usize,
         }
@@ -280,6 +285,8 @@ pub enum LimitKind {
     Instances,
     InputSize,
     OutputSize,
+    /// The byte quota of the node's private directory (`allow_wasi`).
+    Files,
 }
 
 impl LimitKind {
@@ -295,6 +302,7 @@ impl LimitKind {
             LimitKind::Instances => "instances",
             LimitKind::InputSize => "input size",
             LimitKind::OutputSize => "output size",
+            LimitKind::Files => "files",
         }
     }
 
@@ -315,6 +323,7 @@ impl LimitKind {
             LimitKind::OutputSize => {
                 "the node produced more output than the host accepts; a larger --preset allows more"
             }
+            LimitKind::Files => "remove files from the node's directory, or use a larger --preset",
         }
     }
 }

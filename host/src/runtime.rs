@@ -671,15 +671,12 @@ impl PreparedNode {
         request: RunRequest,
         log: RunLog,
         delivery: Delivery,
+        files: Option<&std::path::Path>,
     ) -> Result<Store<HostState>, Error> {
         let limits = &self.limits;
         let network = NetworkPolicy::new(self.allowed_hosts.clone(), log.clone());
-        let files = match self.allow_wasi {
-            true => Some(self.inner.files.node_dir(&request.context)?),
-            false => None,
-        };
         let state = HostState {
-            wasi: wasi::context(&log, self.capabilities, &network, files.as_deref())?,
+            wasi: wasi::context(&log, self.capabilities, &network, files)?,
             network,
             tls: self.inner.tls.clone(),
             table: ResourceTable::new(),
@@ -718,7 +715,7 @@ impl PreparedNode {
             ..RunRequest::default()
         };
         let _slot = RunSlot::claim(&self.inner.running, self.inner.concurrency)?;
-        let mut store = self.store(request, log, Delivery::none())?;
+        let mut store = self.store(request, log, Delivery::none(), None)?;
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
             instance.warden_node_node().call_describe(&mut store).await
@@ -753,7 +750,15 @@ impl PreparedNode {
         let log = RunLog::delivered(self.limits.host.log_bytes, delivery.clone());
         let context = wit::RunContext::from(&request.context);
         let deadline = Instant::now() + self.limits.timeout;
-        let mut store = self.store(request, log.clone(), delivery.clone())?;
+        let files = match self.allow_wasi {
+            true => Some(self.inner.files.node_dir(&request.context)?),
+            false => None,
+        };
+        let quota = self.limits.host.files_bytes;
+        if let Some(dir) = &files {
+            crate::files_quota::check(dir, quota).await?;
+        }
+        let mut store = self.store(request, log.clone(), delivery.clone(), files.as_deref())?;
         let inputs: Vec<wit::Field> = inputs.into_iter().map(Into::into).collect();
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
@@ -762,7 +767,14 @@ impl PreparedNode {
                 .call_run(&mut store, &info.name, &context, &inputs)
                 .await
         };
-        let result = with_timeout(self.limits.timeout, call).await;
+        let result = match files {
+            // The directory is measured while the node runs; over its quota, the run ends.
+            Some(dir) => tokio::select! {
+                result = with_timeout(self.limits.timeout, call) => result,
+                over = crate::files_quota::watch(dir, quota) => Err(over),
+            },
+            None => with_timeout(self.limits.timeout, call).await,
+        };
         log.flush();
         // What the node produced reaches the embedder before the outcome does; a sink that
         // panicked or still blocks at the deadline fails the run.

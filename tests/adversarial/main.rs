@@ -1,9 +1,14 @@
-//! Attacks on the sandbox's promises by hostile components written by hand in WAT against the
-//! project's WIT (not built with the SDK), one module per class. Each test asserts a measured
-//! bound: time past the deadline, bytes kept, peak memory, connections refused.
+//! Attacks on the sandbox's promises, one module per class, by hostile components written by
+//! hand in WAT against the project's WIT (not built with the SDK), except where the attack
+//! needs WASI from Rust's standard library (a node filling its directory, sockets), which use
+//! SDK test nodes. Each test asserts a measured bound: time past the deadline, bytes kept, peak
+//! memory, connections refused.
 
 mod hostile;
+#[path = "../support/mod.rs"]
+mod support;
 
+mod files;
 mod host_calls;
 mod memory;
 mod network;

@@ -122,6 +122,13 @@ fn touch() -> Result<(&'static str, String), NodeError> {
             _ => "filesystem-broken",
         };
     }
+    #[cfg(feature = "filesystem-flood")]
+    {
+        let chunk = vec![7u8; 1 << 20];
+        let written = (0..512).take_while(|index| std::fs::write(format!("/flood-{index}"), &chunk).is_ok()).count();
+        called = "filesystem-flood";
+        detail = written.to_string();
+    }
     Ok((called, detail))
 }
 
