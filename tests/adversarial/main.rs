@@ -13,3 +13,4 @@ mod host_calls;
 mod memory;
 mod network;
 mod output;
+mod websocket;
