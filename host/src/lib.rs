@@ -50,8 +50,9 @@ pub use limiter::LimitExceeded;
 pub use limits::{HostLimits, LimitKind, Limits, Preset};
 pub use node_info::{DataType, Direction, NodeInfo, Pin};
 pub use runtime::{
-    DEFAULT_CONCURRENCY, EPOCH_TICK, MAX_CONCURRENCY, NodeComponent, PreparedNode, RunOutcome,
-    RunRequest, Runtime, RuntimeSettings, WarningSink, pool_reservation_bytes,
+    DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, EPOCH_TICK, MAX_CONCURRENCY, NodeComponent,
+    PreparedNode, RunOutcome, RunRequest, Runtime, RuntimeSettings, WarningSink,
+    pool_reservation_bytes,
 };
 pub use storage::{Scope, Storage};
 pub use value::{Field, Value};

@@ -22,6 +22,7 @@ use crate::state::HostState;
 use crate::storage::{Storage, StorageError};
 use crate::value::{Field, Value, check_inputs};
 use crate::wasi;
+use crate::websocket::Connections;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -152,7 +153,13 @@ pub struct RuntimeSettings {
     pub files_dir: Option<PathBuf>,
     /// The provider behind the `models` capability, chosen by the operator.
     pub models: Option<ModelProvider>,
+    /// WebSocket connections all runs together may hold open (each run also has its own cap,
+    /// `HostLimits::connections`): what the runtime may spend of the process's descriptors.
+    pub max_connections: usize,
 }
+
+/// WebSocket connections all runs of a runtime may hold open by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 impl RuntimeSettings {
     pub fn new(storage: Storage) -> Self {
@@ -164,6 +171,7 @@ impl RuntimeSettings {
             root_certificates: Vec::new(),
             files_dir: None,
             models: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -242,6 +250,8 @@ struct Inner {
     tls: TlsRoots,
     files: Arc<FilesRoot>,
     models: Option<Arc<ModelProvider>>,
+    connections: Connections,
+    max_connections: usize,
     // Held for its Drop: the ticker stops with the runtime.
     _ticker: Ticker,
 }
@@ -342,6 +352,7 @@ impl Runtime {
             root_certificates,
             files_dir,
             models,
+            max_connections,
         } = settings;
         let concurrency = concurrency.clamp(1, MAX_CONCURRENCY);
         let warn = on_warning.unwrap_or_else(|| {
@@ -364,6 +375,8 @@ impl Runtime {
                 tls: TlsRoots::new(root_certificates),
                 files: FilesRoot::new(files_dir),
                 models: models.map(Arc::new),
+                connections: Connections::default(),
+                max_connections,
                 _ticker: ticker,
             }),
         }
@@ -569,6 +582,8 @@ impl Runtime {
                 models: self.inner.models.clone(),
                 running: self.inner.running.clone(),
                 concurrency: self.inner.concurrency,
+                connections: self.inner.connections.clone(),
+                max_connections: self.inner.max_connections,
                 nodes,
             }),
             limits: config.limits.clone(),
@@ -620,6 +635,8 @@ struct PreparedInner {
     models: Option<Arc<ModelProvider>>,
     running: Arc<AtomicU32>,
     concurrency: u32,
+    connections: Connections,
+    max_connections: usize,
     nodes: Vec<NodeInfo>,
 }
 
@@ -688,7 +705,8 @@ impl PreparedNode {
             delivery,
             streamed_bytes: 0,
             rendered_bytes: 0,
-            connections: Default::default(),
+            connections: Connections::default(),
+            runtime_connections: (self.inner.connections.clone(), self.inner.max_connections),
             capabilities: self.capabilities,
             functions: request.functions,
             credentials: request.credentials,

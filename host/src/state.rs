@@ -62,6 +62,8 @@ pub(crate) struct HostState {
     pub rendered_bytes: usize,
     /// The run's open WebSocket connections.
     pub connections: crate::websocket::Connections,
+    /// The runtime's open WebSocket connections, over all runs, and their cap.
+    pub runtime_connections: (crate::websocket::Connections, usize),
     pub limits: HostLimits,
     pub deadline: Instant,
     pub network: Arc<NetworkPolicy>,
@@ -562,7 +564,10 @@ impl websocket::Host for HostState {
         url: String,
         headers: Vec<types::Header>,
     ) -> Result<Resource<Connection>, HostError> {
-        let slot = self.connections.take(self.limits.connections)?;
+        let (runtime, runtime_cap) = &self.runtime_connections;
+        let slot = self
+            .connections
+            .take(self.limits.connections, runtime, *runtime_cap)?;
         let connection = crate::websocket::connect(
             &self.tls,
             &self.network,

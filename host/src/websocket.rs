@@ -7,6 +7,8 @@ use crate::bindings::wit::{Header, HostError};
 use crate::http::{self, TlsRoots};
 use crate::network::NetworkPolicy;
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -45,40 +47,64 @@ enum Socket {
     Closed,
 }
 
-/// Counts the open connections of one run; each [`Slot`] is one, given back when dropped.
+/// Counts open connections, of one run or of a whole runtime; a [`Slot`] is one of each,
+/// given back when dropped.
 #[derive(Clone, Default)]
-pub(crate) struct Connections(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+pub(crate) struct Connections(Arc<AtomicUsize>);
 
-/// One open connection of a run.
-pub(crate) struct Slot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+/// One open connection: its place among the run's and among the runtime's connections.
+pub(crate) struct Slot {
+    run: Arc<AtomicUsize>,
+    runtime: Arc<AtomicUsize>,
+}
+
+/// Counts one more in `counter` unless it is at `cap`; the count it was at otherwise.
+fn claim(counter: &AtomicUsize, cap: usize) -> Result<(), usize> {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+            (open < cap).then_some(open + 1)
+        })
+        .map(|_| ())
+}
 
 impl Connections {
-    /// A slot, unless `cap` connections are open already.
-    pub fn take(&self, cap: usize) -> Result<Slot, HostError> {
-        use std::sync::atomic::Ordering;
-        let taken = self
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < cap).then_some(open + 1)
-            });
-        match taken {
-            Ok(_) => Ok(Slot(self.0.clone())),
-            Err(open) => Err(HostError::QuotaExceeded(format!(
+    /// A slot, unless this run has `cap` connections open already, or the runtime
+    /// `runtime_cap` over all its runs.
+    pub fn take(
+        &self,
+        cap: usize,
+        runtime: &Connections,
+        runtime_cap: usize,
+    ) -> Result<Slot, HostError> {
+        claim(&self.0, cap).map_err(|open| {
+            HostError::QuotaExceeded(format!(
                 "this run has {open} WebSocket connections open, the most it may; close one \
                  (drop it) before opening another"
-            ))),
+            ))
+        })?;
+        if let Err(open) = claim(&runtime.0, runtime_cap) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+            return Err(HostError::Unavailable(format!(
+                "the host has {open} WebSocket connections open over all runs, the most it \
+                 allows; try again later"
+            )));
         }
+        Ok(Slot {
+            run: self.0.clone(),
+            runtime: runtime.0.clone(),
+        })
     }
 
     #[cfg(test)]
     pub fn open(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
+        self.0.load(Ordering::Acquire)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.run.fetch_sub(1, Ordering::AcqRel);
+        self.runtime.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -270,19 +296,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connection_slots_are_capped_and_given_back() {
-        let connections = Connections::default();
-        let first = connections.take(2).unwrap();
-        let second = connections.take(2).unwrap();
+    fn connection_slots_are_capped_per_run_and_per_runtime_and_given_back() {
+        let runtime = Connections::default();
+        let (a, b) = (Connections::default(), Connections::default());
+        let first = a.take(2, &runtime, 3).unwrap();
+        let second = a.take(2, &runtime, 3).unwrap();
         assert!(matches!(
-            connections.take(2),
+            a.take(2, &runtime, 3),
             Err(HostError::QuotaExceeded(_))
         ));
+        let third = b.take(2, &runtime, 3).unwrap();
+        // Run b is under its own cap, but the runtime is full; b's count is given back.
+        assert!(matches!(
+            b.take(2, &runtime, 3),
+            Err(HostError::Unavailable(_))
+        ));
+        assert_eq!((a.open(), b.open(), runtime.open()), (2, 1, 3));
         drop(first);
-        assert_eq!(connections.open(), 1);
-        let third = connections.take(2).unwrap();
-        drop((second, third));
-        assert_eq!(connections.open(), 0);
+        assert_eq!((a.open(), runtime.open()), (1, 2));
+        let fourth = b.take(2, &runtime, 3).unwrap();
+        drop((second, third, fourth));
+        assert_eq!((a.open(), b.open(), runtime.open()), (0, 0, 0));
     }
     use crate::allowlist::AllowedHosts;
     use crate::log::RunLog;
@@ -316,7 +350,9 @@ mod tests {
                 "ws://127.0.0.1:1/",
                 &headers,
                 deadline,
-                Connections::default().take(1).unwrap(),
+                Connections::default()
+                    .take(1, &Connections::default(), 1)
+                    .unwrap(),
             ));
             match result {
                 Err(HostError::Invalid(message)) => {
