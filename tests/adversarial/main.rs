@@ -7,3 +7,4 @@ mod hostile;
 mod host_calls;
 mod memory;
 mod network;
+mod output;
