@@ -257,6 +257,23 @@ pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
     message
 }
 
+/// A message as one line that obeys no terminal: newlines become spaces, and the other
+/// characters node text may carry into it (a node's name, a wasm function's name) that a
+/// terminal or viewer would act on are written out as `\u{…}`.
+fn one_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len());
+    for c in message.chars() {
+        match c {
+            '\n' => line.push(' '),
+            c if warden_host::log::is_escaped(c) => {
+                line.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => line.push(c),
+        }
+    }
+    line
+}
+
 /// Prints a warning of the runtime as one line on stderr.
 fn print_warning(message: &str) {
     let message = message.replace(['\n', '\r'], " ");
@@ -323,8 +340,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            let message = failure.message.replace('\n', " ");
-            eprintln!("warden: error: {message}");
+            eprintln!("warden: error: {}", one_line(&failure.message));
             ExitCode::from(failure.code)
         }
     }

@@ -42,6 +42,9 @@ pub const DEFAULT_CONCURRENCY: u32 = 64;
 pub const MAX_CONCURRENCY: u32 = 4096;
 
 /// Bytes of guard region Wasmtime places after each pooled linear memory (its 64-bit default).
+/// The most bytes of a node's own error message the host keeps (escaped, like its log).
+pub const MAX_NODE_ERROR_BYTES: usize = 4096;
+
 const MEMORY_GUARD_BYTES: u64 = 32 * 1024 * 1024;
 const WASM_PAGE: u64 = 64 * 1024;
 
@@ -766,7 +769,7 @@ impl PreparedNode {
         let delivered = delivery.finish(deadline).await;
         let outputs = result
             .map_err(|error| explain_trap(error, &log))?
-            .map_err(Error::NodeFailed)?;
+            .map_err(|message| Error::NodeFailed(node_error(&message)))?;
         delivered.map_err(Error::Callback)?;
         let outputs: Vec<Field> = outputs.into_iter().map(Field::from).collect();
         self.check_outputs(info, &outputs)?;
@@ -820,6 +823,16 @@ impl PreparedNode {
         )?;
         crate::value::check_outputs(info, outputs).map_err(Error::InvalidOutput)
     }
+}
+
+/// A node's error message as the host keeps and shows it: escaped like its log, so that it
+/// stays one line that obeys no terminal, and cut at [`MAX_NODE_ERROR_BYTES`].
+fn node_error(message: &str) -> String {
+    let (mut text, shown) = crate::log::escape_node_text(message, MAX_NODE_ERROR_BYTES);
+    if shown < message.len() {
+        text.push_str(&format!(" … ({} more bytes)", message.len() - shown));
+    }
+    text
 }
 
 /// Adds what the node said when it panicked (the SDK logs it) to a trap's message.
