@@ -366,6 +366,41 @@ mod tests {
         }
     }
 
+    /// A WHATWG parser (the url crate, browsers) reads `\\` as `/`, drops tabs and newlines and
+    /// trims spaces; other parsers an embedder may use (Python's urllib, for one) do not, and
+    /// read `https://images.example.com\\@evil.example.net/` as a link to evil.example.net.
+    /// Links are refused unless every parser reads them alike.
+    #[test]
+    fn links_that_parsers_read_differently_are_refused() {
+        let allowed = AllowedHosts::parse(&["images.example.com"]).unwrap();
+        let with = |field: &str, value: &str| {
+            let widget = serde_json::json!({"type": "image", field: value});
+            serde_json::json!({"version": "0.1", "root": widget}).to_string()
+        };
+        let bad = [
+            ("src", "https://images.example.com\\@evil.example.net/a.png"),
+            ("action", "https://images.example.com\\@evil.example.net/"),
+            ("src", "https://images.example.com\\evil.example.net/"),
+            ("src", "https://evil.example.net\t@images.example.com/"),
+            ("src", "https://images.exa\nmple.com/"),
+            ("src", " https://images.example.com/"),
+            ("src", "https://images.example.com/ \u{0}"),
+            ("src", "https:images.example.com/a.png"),
+            ("src", "https:/images.example.com/a.png"),
+        ];
+        for (field, value) in bad {
+            let result = validate_ui(&with(field, value), &allowed);
+            assert!(result.is_err(), "{field}={value:?} passed");
+        }
+        assert!(
+            validate_ui(
+                &with("src", "HTTPS://images.example.com/a%20b.png"),
+                &allowed
+            )
+            .is_ok()
+        );
+    }
+
     #[test]
     fn secrets_do_not_print_through_debug() {
         let credentials = Credentials {
