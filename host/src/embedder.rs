@@ -181,15 +181,22 @@ fn check_widget(
     Ok(())
 }
 
-/// An https URL to a host the node may reach.
+/// An https URL to a host the node may reach, written so that every URL parser reads the
+/// same host: it begins with `https://`, and holds no backslash (which WHATWG parsers read as
+/// `/` and others as part of the authority), no whitespace and no control characters (which
+/// WHATWG parsers drop or trim and others keep).
 fn check_link(url: &str, allowed: &AllowedHosts) -> Result<(), String> {
-    let scheme = url
-        .split_once(':')
-        .map(|(scheme, _)| scheme.trim().to_ascii_lowercase());
-    if scheme.as_deref() != Some("https") {
+    let plain = url
+        .get(..8)
+        .is_some_and(|start| start.eq_ignore_ascii_case("https://"))
+        && !url
+            .chars()
+            .any(|c| c == '\\' || c.is_whitespace() || c.is_control());
+    if !plain {
         return Err(format!(
-            "`{}` is not an https URL; UI documents may link only to https URLs in the \
-             node's allowed_hosts",
+            "`{}` is not a plain https URL (one that begins with https:// and holds no \
+             backslash, whitespace or control character); UI documents may link only to \
+             such URLs in the node's allowed_hosts",
             url.chars().take(100).collect::<String>()
         ));
     }
