@@ -181,15 +181,22 @@ fn check_widget(
     Ok(())
 }
 
-/// An https URL to a host the node may reach.
+/// An https URL to a host the node may reach, written so that every URL parser reads the
+/// same host: it begins with `https://`, and holds no backslash (which WHATWG parsers read as
+/// `/` and others as part of the authority), no whitespace and no control characters (which
+/// WHATWG parsers drop or trim and others keep).
 fn check_link(url: &str, allowed: &AllowedHosts) -> Result<(), String> {
-    let scheme = url
-        .split_once(':')
-        .map(|(scheme, _)| scheme.trim().to_ascii_lowercase());
-    if scheme.as_deref() != Some("https") {
+    let plain = url
+        .get(..8)
+        .is_some_and(|start| start.eq_ignore_ascii_case("https://"))
+        && !url
+            .chars()
+            .any(|c| c == '\\' || c.is_whitespace() || c.is_control());
+    if !plain {
         return Err(format!(
-            "`{}` is not an https URL; UI documents may link only to https URLs in the \
-             node's allowed_hosts",
+            "`{}` is not a plain https URL (one that begins with https:// and holds no \
+             backslash, whitespace or control character); UI documents may link only to \
+             such URLs in the node's allowed_hosts",
             url.chars().take(100).collect::<String>()
         ));
     }
@@ -364,6 +371,41 @@ mod tests {
             let error = validate_ui(&with(field, value), &allowed).unwrap_err();
             assert!(error.contains(field), "{field}={value}: {error}");
         }
+    }
+
+    /// A WHATWG parser (the url crate, browsers) reads `\\` as `/`, drops tabs and newlines and
+    /// trims spaces; other parsers an embedder may use (Python's urllib, for one) do not, and
+    /// read `https://images.example.com\\@evil.example.net/` as a link to evil.example.net.
+    /// Links are refused unless every parser reads them alike.
+    #[test]
+    fn links_that_parsers_read_differently_are_refused() {
+        let allowed = AllowedHosts::parse(&["images.example.com"]).unwrap();
+        let with = |field: &str, value: &str| {
+            let widget = serde_json::json!({"type": "image", field: value});
+            serde_json::json!({"version": "0.1", "root": widget}).to_string()
+        };
+        let bad = [
+            ("src", "https://images.example.com\\@evil.example.net/a.png"),
+            ("action", "https://images.example.com\\@evil.example.net/"),
+            ("src", "https://images.example.com\\evil.example.net/"),
+            ("src", "https://evil.example.net\t@images.example.com/"),
+            ("src", "https://images.exa\nmple.com/"),
+            ("src", " https://images.example.com/"),
+            ("src", "https://images.example.com/ \u{0}"),
+            ("src", "https:images.example.com/a.png"),
+            ("src", "https:/images.example.com/a.png"),
+        ];
+        for (field, value) in bad {
+            let result = validate_ui(&with(field, value), &allowed);
+            assert!(result.is_err(), "{field}={value:?} passed");
+        }
+        assert!(
+            validate_ui(
+                &with("src", "HTTPS://images.example.com/a%20b.png"),
+                &allowed
+            )
+            .is_ok()
+        );
     }
 
     #[test]

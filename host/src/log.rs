@@ -175,8 +175,8 @@ fn stream_level(source: Source) -> Level {
     }
 }
 
-/// Node text as one line that shows what it holds: control characters and bidirectional
-/// overrides written out (`\n`, `\t`, `\u{1b}`), backslashes doubled so an escape cannot be
+/// Node text as one line that shows what it holds: control characters, bidirectional
+/// overrides and line separators written out (`\n`, `\t`, `\u{1b}`), backslashes doubled so an escape cannot be
 /// forged, everything else as it is. At most `limit` bytes of output are produced; the second
 /// value is how many bytes of `text` they show (less than its length when it was cut).
 pub fn escape_node_text(text: &str, limit: usize) -> (String, usize) {
@@ -188,7 +188,7 @@ pub fn escape_node_text(text: &str, limit: usize) -> (String, usize) {
             '\n' => escaped.push_str("\\n"),
             '\r' => escaped.push_str("\\r"),
             '\t' => escaped.push_str("\\t"),
-            c if c.is_control() || is_bidi_control(c) => {
+            c if is_escaped(c) => {
                 let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
             }
             c => escaped.push(c),
@@ -216,13 +216,20 @@ pub fn one_line(text: &str, limit: usize) -> String {
             '\n' => line.push_str("\\n"),
             '\r' => line.push_str("\\r"),
             '\t' => line.push_str("\\t"),
-            c if c.is_control() || is_bidi_control(c) => {
+            c if is_escaped(c) => {
                 let _ = write!(line, "\\u{{{:x}}}", u32::from(c));
             }
             c => line.push(c),
         }
     }
     line
+}
+
+/// Characters node text shows as `\u{…}` escapes instead of holding: control characters,
+/// bidirectional controls, and the Unicode line and paragraph separators (U+2028, U+2029),
+/// which editors, browsers and JavaScript log viewers break lines at.
+pub fn is_escaped(c: char) -> bool {
+    c.is_control() || is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Characters that reorder the text around them on a terminal or a page.
