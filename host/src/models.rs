@@ -386,9 +386,41 @@ async fn read_excerpt(body: Incoming) -> String {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HostError> {
-    serde_json::from_slice(bytes).map_err(|error| malformed(&format!("{error}")))
+    // The kind and the place only: serde's own message quotes the answer, which the node must
+    // not read word for word.
+    serde_json::from_slice(bytes).map_err(|error| {
+        let kind = match error.classify() {
+            serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "not the expected fields or types",
+            serde_json::error::Category::Eof => "cut short",
+        };
+        malformed(&format!(
+            "{kind} (line {}, column {})",
+            error.line(),
+            error.column()
+        ))
+    })
 }
 
 fn malformed(what: &str) -> HostError {
     HostError::Unavailable(format!("the model provider's answer is malformed: {what}"))
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_answer_is_described_without_its_text() {
+        let answer = br#"{"data": [{"index": 0, "embedding": "sk-secret-echoed"}]}"#;
+        let Err(HostError::Unavailable(message)) = parse::<EmbeddingsAnswer>(answer) else {
+            panic!("a string where numbers belong was accepted");
+        };
+        assert!(!message.contains("secret"), "{message}");
+        assert!(
+            message.contains("not the expected fields or types"),
+            "{message}"
+        );
+    }
 }

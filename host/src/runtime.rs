@@ -700,6 +700,7 @@ impl PreparedNode {
             limiter: Limiter::new(limits),
             context: request.context,
             storage: self.inner.storage.clone(),
+            variables_bytes: crate::state::variables_size(&request.variables),
             variables: request.variables,
             log,
             delivery,

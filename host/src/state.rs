@@ -54,6 +54,8 @@ pub(crate) struct HostState {
     pub context: RunContext,
     pub storage: Storage,
     pub variables: BTreeMap<String, Value>,
+    /// Bytes of the names and values in `variables`, kept as they change.
+    pub variables_bytes: usize,
     pub log: RunLog,
     /// The embedder's stream and UI sinks (the log's are inside `log`).
     pub delivery: Delivery,
@@ -278,6 +280,7 @@ impl variables_write::Host for HostState {
             )));
         }
         self.variables.insert(name, value);
+        self.variables_bytes = total;
         Ok(())
     }
 }
