@@ -31,11 +31,20 @@ pub enum ClientError {
     Malformed(String),
 }
 
-/// How the client authenticates.
-#[derive(Clone, Debug)]
+/// How the client authenticates. `Debug` shows the kind, never the token.
+#[derive(Clone)]
 pub struct Credential {
     pub kind: TokenKind,
     pub token: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("kind", &self.kind)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Credential {
@@ -233,5 +242,18 @@ impl Client {
                 .map_err(|error| ClientError::Malformed(error.to_string()));
         }
         serde_json::from_slice(&bytes).map_err(|error| ClientError::Malformed(error.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_do_not_print_through_debug() {
+        let credential = Credential::from_token("wdn_pat_secretvalue");
+        let shown = format!("{credential:?} {credential:#?}");
+        assert!(!shown.contains("secretvalue"), "{shown}");
+        assert!(shown.contains("Pat"), "{shown}");
     }
 }
