@@ -89,14 +89,15 @@ fn hostile_node(kind: Kind) -> NodeComponent {
 }
 
 fn limits(kind: Kind) -> Limits {
-    let mut limits = Limits::default();
-    limits.fuel = Some(50_000_000);
-    limits.timeout = match kind {
-        Kind::Block => Duration::from_millis(300),
-        _ => Duration::from_secs(20),
-    };
-    limits.memory_bytes = 16 * 1024 * 1024;
-    limits
+    Limits {
+        fuel: Some(50_000_000),
+        timeout: match kind {
+            Kind::Block => Duration::from_millis(300),
+            _ => Duration::from_secs(20),
+        },
+        memory_bytes: 16 * 1024 * 1024,
+        ..Limits::default()
+    }
 }
 
 /// What a run of `kind` must end with, as a short word.
