@@ -430,3 +430,68 @@ fn ipv6_spellings_of_loopback_need_listing() {
         );
     }
 }
+
+/// Every socket a node holds is an entry of its run's resource table (a connected TCP stream
+/// takes three: the socket and its two streams), and the table has a cap: a node that connects
+/// again and again, holding every connection, is stopped far before it can use up the host's
+/// descriptors, and they all return when the run ends.
+#[test]
+fn a_node_cannot_hold_sockets_without_bound() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        // Each connection is accepted and closed at once: only the node's side stays open.
+        for stream in listener.incoming() {
+            drop(stream);
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let runtime = Runtime::new().unwrap();
+    let pattern = format!("tcp://{address}");
+    let config = config(&[pattern.as_str()]);
+    // Warm the runtime up (engine, pool, compiled node) before counting descriptors.
+    let _ = probe(&runtime, &config, "tcp-echo", "127.0.0.1:9");
+    let before = descriptors();
+    let node = test_node("net-probe", Target::Wasip2);
+    let request = request(
+        "net",
+        &[
+            ("op", Value::Text("tcp-hold".into())),
+            ("address", Value::Text(address.to_string())),
+        ],
+    );
+    let result = run(&runtime, &node, &config, request);
+    let after = descriptors();
+    let accepted = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "held: {accepted} connections accepted, descriptors {before} before, {after} after: {result:?}"
+    );
+    let cap = warden_host::Limits::default().host.resources;
+    assert!(
+        accepted <= cap,
+        "{accepted} connections for a table of {cap}"
+    );
+    match &result {
+        Ok(outcome) => {
+            let error = text(outcome, "error").unwrap_or_default();
+            assert!(
+                error.contains("held"),
+                "the node held every connection: {outcome:?}"
+            );
+        }
+        Err(error) => assert!(
+            matches!(
+                error,
+                warden_host::Error::Trapped(_) | warden_host::Error::Limit { .. }
+            ),
+            "{error}"
+        ),
+    }
+    assert!(
+        after <= before + 2,
+        "descriptors {before} before the run, {after} after"
+    );
+}

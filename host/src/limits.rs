@@ -52,6 +52,9 @@ pub struct HostLimits {
     pub connections: usize,
     /// Bytes a node instance's private directory (`allow_wasi`) may hold.
     pub files_bytes: u64,
+    /// Entries of the run's resource table: every socket, stream, pollable and connection a
+    /// node holds is one or more, so this bounds the descriptors a run can hold open.
+    pub resources: usize,
     /// Bytes of one HTTP request body a node sends.
     pub http_request_bytes: usize,
     /// Bytes of one HTTP response body a node receives.
@@ -145,6 +148,7 @@ impl Limits {
                 ui_bytes: 256 * KIB as usize,
                 connections: 4,
                 files_bytes: 16 * MIB,
+                resources: 256,
                 http_request_bytes: MIB as usize,
                 http_response_bytes: 4 * MIB as usize,
             },
@@ -173,6 +177,7 @@ impl Limits {
                 ui_bytes: 16 * MIB as usize,
                 connections: 64,
                 files_bytes: 4 * GIB,
+                resources: 4096,
                 http_request_bytes: 64 * MIB as usize,
                 http_response_bytes: 256 * MIB as usize,
             },
@@ -266,6 +271,7 @@ impl Default for HostLimits {
             ui_bytes: MIB as usize,
             connections: 16,
             files_bytes: 256 * MIB,
+            resources: 1024,
             http_request_bytes: 16 * MIB as usize,
             http_response_bytes: 32 * MIB as usize,
         }
@@ -287,6 +293,8 @@ pub enum LimitKind {
     OutputSize,
     /// The byte quota of the node's private directory (`allow_wasi`).
     Files,
+    /// The entries of the run's resource table: sockets, streams, connections held at once.
+    Resources,
 }
 
 impl LimitKind {
@@ -303,6 +311,7 @@ impl LimitKind {
             LimitKind::InputSize => "input size",
             LimitKind::OutputSize => "output size",
             LimitKind::Files => "files",
+            LimitKind::Resources => "resources",
         }
     }
 
@@ -324,6 +333,10 @@ impl LimitKind {
                 "the node produced more output than the host accepts; a larger --preset allows more"
             }
             LimitKind::Files => "remove files from the node's directory, or use a larger --preset",
+            LimitKind::Resources => {
+                "the node held too many sockets, streams or connections at once; a larger \
+                 --preset allows more"
+            }
         }
     }
 }

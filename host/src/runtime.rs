@@ -692,11 +692,13 @@ impl PreparedNode {
     ) -> Result<Store<HostState>, Error> {
         let limits = &self.limits;
         let network = NetworkPolicy::new(self.allowed_hosts.clone(), log.clone());
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.host.resources);
         let state = HostState {
             wasi: wasi::context(&log, self.capabilities, &network, files)?,
             network,
             tls: self.inner.tls.clone(),
-            table: ResourceTable::new(),
+            table,
             limiter: Limiter::new(limits),
             context: request.context,
             storage: self.inner.storage.clone(),
@@ -930,6 +932,14 @@ fn classify(error: wasmtime::Error) -> Error {
     }
     if let Some(failed) = error.downcast_ref::<CallbackFailed>() {
         return Error::Callback(failed.clone());
+    }
+    if let Some(wasmtime::component::ResourceTableError::Full) =
+        error.downcast_ref::<wasmtime::component::ResourceTableError>()
+    {
+        return Error::Limit {
+            kind: LimitKind::Resources,
+            detail: "the run's resource table is full".into(),
+        };
     }
     if let Some(busy) = error.downcast_ref::<PoolConcurrencyLimitError>() {
         return Error::Busy(busy.to_string());

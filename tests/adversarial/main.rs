@@ -5,6 +5,7 @@
 //! memory, connections refused.
 
 mod hostile;
+mod measure;
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -4,6 +4,7 @@
 //! its own so that other tests' allocations do not count.
 
 use crate::hostile;
+use crate::measure::{child, status_bytes};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_host::log::LogRecord;
@@ -88,14 +89,6 @@ fn flooding_node() -> (NodeComponent, usize) {
     (NodeComponent::from_bytes(component).unwrap(), len)
 }
 
-/// A field of /proc/self/status, in bytes.
-fn status_bytes(field: &str) -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with(field))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// The worst case the docs state for one run of the default preset (docs/limits.md): its
 /// memory, twice the log (kept, and queued for a slow sink), the stream queued for a slow
 /// sink, the variables, and the UI documents with their parsed trees.
@@ -147,8 +140,8 @@ fn memory_child() {
         .map(|(n, v)| n.len() + v.size())
         .sum();
     println!(
-        "MEASURED grown={grown} baseline={baseline} peak={peak} worst_case={} variables={variables} \
-         log_records={} document={document_len} streamed={}",
+        "MEASURED grown={grown}\tbaseline={baseline}\tpeak={peak}\tworst_case={}\t\
+         variables={variables}\tlog_records={}\tdocument={document_len}\tstreamed={}",
         documented_worst_case(&limits),
         outcome.log.len(),
         chunks.load(std::sync::atomic::Ordering::Relaxed),
@@ -158,35 +151,14 @@ fn memory_child() {
 
 #[test]
 fn a_node_pushing_every_cap_at_once_stays_under_the_worst_case() {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "memory::memory_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let measured = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("MEASURED "))
-        .unwrap_or_else(|| panic!("the child measured nothing: {stdout}"));
-    println!("{measured}");
-    let field = |name: &str| -> usize {
-        measured
-            .split_whitespace()
-            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {measured}"))
+    let field = child("memory::memory_child");
+    let number = |name: &str| -> usize {
+        field(name)
+            .parse()
+            .unwrap_or_else(|error| panic!("{name}: {error}"))
     };
-    let grown = field("grown");
-    let worst = field("worst_case");
+    let grown = number("grown");
+    let worst = number("worst_case");
     assert!(
         grown <= worst,
         "the host grew by {} MiB, the documented worst case is {} MiB",

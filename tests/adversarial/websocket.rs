@@ -6,6 +6,8 @@
 //! own, so that other tests' sockets and allocations do not count.
 
 use crate::hostile;
+use crate::measure::{child, status_bytes};
+use crate::support::serve_loopback;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,36 +39,12 @@ const HANDLES: u32 = 4096;
 /// unavailable).
 const QUOTA_EXCEEDED: u32 = 3;
 
-/// Starts a server on a loopback port, on a thread and runtime of its own; each connection is
-/// handed to `handle` on a task of its own.
-fn serve<F, Fut>(handle: F) -> SocketAddr
-where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            sender.send(listener.local_addr().unwrap()).unwrap();
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(handle(stream));
-            }
-        });
-    });
-    receiver.recv().unwrap()
-}
-
 /// A WebSocket server that counts the connections it accepts and holds each open until the
 /// client goes away.
 fn counting_server() -> (SocketAddr, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
     let counted = count.clone();
-    let address = serve(move |stream| {
+    let address = serve_loopback(move |stream| {
         counted.fetch_add(1, Ordering::SeqCst);
         async move {
             let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
@@ -192,42 +170,6 @@ fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// A field of /proc/self/status, in bytes.
-fn status_bytes(field: &str) -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with(field))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Runs `test` (an ignored test of this module) in a child process and returns the fields of
-/// the line it printed starting with `MEASURED `.
-fn child(test: &str) -> impl Fn(&str) -> String {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--ignored", "--nocapture"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "the child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let measured = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("MEASURED "))
-        .unwrap_or_else(|| panic!("the child measured nothing: {stdout}"))
-        .to_string();
-    println!("{measured}");
-    move |name: &str| {
-        measured
-            .split('\t')
-            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-            .unwrap_or_else(|| panic!("no {name} in {measured}"))
-            .to_string()
-    }
-}
-
 #[test]
 #[ignore = "run in a child process by a_node_cannot_hold_more_connections_than_the_cap"]
 fn connections_child() {
@@ -347,7 +289,7 @@ struct Flood {
 fn flooding_server() -> (SocketAddr, Flood) {
     let flood = Flood::default();
     let counted = flood.clone();
-    let address = serve(move |stream| {
+    let address = serve_loopback(move |stream| {
         let flood = counted.clone();
         async move {
             let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {

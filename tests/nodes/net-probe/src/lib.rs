@@ -23,6 +23,19 @@ fn udp_echo(address: &str, message: &str) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&reply[..size]).into_owned())
 }
 
+/// Connects to `address` again and again, holding every connection, until one fails or 2000
+/// are open; returns how many were open.
+fn tcp_hold(address: &str) -> std::io::Result<String> {
+    let mut held = Vec::new();
+    while held.len() < 2000 {
+        match TcpStream::connect(address) {
+            Ok(stream) => held.push(stream),
+            Err(error) => return Err(std::io::Error::other(format!("{} held; then {error}", held.len()))),
+        }
+    }
+    Ok(held.len().to_string())
+}
+
 fn resolve(name: &str) -> std::io::Result<String> {
     let addresses: Vec<String> = (name, 0).to_socket_addrs()?.map(|address| address.ip().to_string()).collect();
     Ok(addresses.join(","))
@@ -35,7 +48,7 @@ impl Node for NetProbe {
 
     fn info() -> NodeInfo {
         NodeInfo::new(Self::NAME, "Network probe")
-            .input(Pin::text("op").one_of(["tcp-echo", "udp-echo", "resolve"]))
+            .input(Pin::text("op").one_of(["tcp-echo", "udp-echo", "resolve", "tcp-hold"]))
             .input(Pin::text("address").default(""))
             .input(Pin::text("message").default("ping"))
             .output(Pin::text("reply"))
@@ -49,6 +62,7 @@ impl Node for NetProbe {
         let result = match op.as_str() {
             "tcp-echo" => tcp_echo(&address, &message),
             "udp-echo" => udp_echo(&address, &message),
+            "tcp-hold" => tcp_hold(&address),
             _ => resolve(&address),
         };
         match result {
