@@ -18,7 +18,34 @@ const IMPORTS: &str = r#"
   (import "warden:node/log@0.1.0" "log" (func $log (param i32 i32 i32)))
   (import "warden:node/variables-write@0.1.0" "set" (func $set (param i32 i32 i32 i64 i32 i32)))
   (import "warden:node/streaming@0.1.0" "emit" (func $emit (param i32 i64 i32 i32)))
-  (import "warden:node/a2ui@0.1.0" "render" (func $render (param i32 i32 i32)))"#;
+  (import "warden:node/a2ui@0.1.0" "render" (func $render (param i32 i32 i32)))
+  (import "warden:node/http-get@0.1.0" "fetch" (func $fetch (param i32 i32 i32 i32 i32 i32 i32 i32)))"#;
+
+/// The body the loopback server answers with: just under the default preset's response cap.
+const BODY_BYTES: usize = 30 * MIB;
+
+/// An HTTP server on loopback that answers every request with [`BODY_BYTES`] bytes.
+fn big_body_server() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                line.clear();
+            }
+            let mut stream = reader.into_inner();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {BODY_BYTES}\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&vec![b'b'; BODY_BYTES]);
+        }
+    });
+    address
+}
 
 /// Where the node keeps its big buffer, and how big it is.
 const BUFFER: u32 = 1 << 20;
@@ -38,11 +65,13 @@ fn ui_document() -> String {
     )
 }
 
-fn flooding_node() -> (NodeComponent, usize) {
+fn flooding_node(url: &str) -> (NodeComponent, usize) {
     let document = ui_document();
     let escaped = document.replace('\\', "\\\\").replace('"', "\\\"");
+    let url_len = url.len();
     let data = format!(
         r#"(data (i32.const 1024) "v0000000")
+  (data (i32.const 1100) "{url}")
   (data (i32.const {DOCUMENT}) "{escaped}")"#
     );
     let len = document.len();
@@ -77,6 +106,13 @@ fn flooding_node() -> (NodeComponent, usize) {
       (call $render (i32.const {DOCUMENT}) (i32.const {len}) (i32.const 2048))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br $again)))
+;; A response body just under the cap, while all of the above is held.
+    (call $fetch (i32.const 0) (i32.const 1100) (i32.const {url_len}) (i32.const 0) (i32.const 0)
+                 (i32.const 0) (i32.const 0) (i32.const 2048))
+    ;; Says so in the log ("http", the URL's first bytes) when the body arrived.
+    (if (i32.eqz (i32.load8_u (i32.const 2048)))
+      (then (if (i32.eq (i32.load (i32.const 2068)) (i32.const {BODY_BYTES}))
+        (then (call $log (i32.const 2) (i32.const 1100) (i32.const 4))))))
     ;; 2000 log records of 1 MiB.
     (local.set $i (i32.const 0))
     (block $done (loop $again
@@ -91,7 +127,8 @@ fn flooding_node() -> (NodeComponent, usize) {
 
 /// The worst case the docs state for one run of the default preset (docs/limits.md): its
 /// memory, twice the log (kept, and queued for a slow sink), the stream queued for a slow
-/// sink, the variables, and the UI documents with their parsed trees.
+/// sink, the variables, the UI documents with their parsed trees, and one HTTP response in
+/// flight.
 fn documented_worst_case(limits: &Limits) -> usize {
     let host = &limits.host;
     limits.memory_bytes as usize
@@ -99,15 +136,23 @@ fn documented_worst_case(limits: &Limits) -> usize {
         + host.stream_bytes
         + host.variables_total_bytes
         + 8 * host.ui_bytes
+        + host.http_response_bytes
 }
 
 #[test]
 #[ignore = "run in a child process by a_node_pushing_every_cap_at_once_stays_under_the_worst_case"]
 fn memory_child() {
-    let (node, document_len) = flooding_node();
+    let server = big_body_server();
+    let url = format!("http://{server}/big");
+    let (node, document_len) = flooding_node(&url);
     let warden = Runtime::new().unwrap();
     let config = WasmSecurityConfig {
-        capabilities: Capabilities::VARIABLES_WRITE | Capabilities::STREAMING | Capabilities::A2UI,
+        capabilities: Capabilities::VARIABLES_WRITE
+            | Capabilities::STREAMING
+            | Capabilities::A2UI
+            | Capabilities::HTTP_GET,
+        allowed_hosts: warden_host::allowlist::AllowedHosts::parse(&[format!("http://{server}")])
+            .unwrap(),
         ..WasmSecurityConfig::default()
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -147,6 +192,11 @@ fn memory_child() {
         chunks.load(std::sync::atomic::Ordering::Relaxed),
     );
     assert!(variables <= limits.host.variables_total_bytes);
+    let first = outcome
+        .log
+        .first()
+        .map(|record| &record.message[..record.message.len().min(40)]);
+    assert_eq!(first, Some("http"), "the response body did not arrive");
 }
 
 #[test]
