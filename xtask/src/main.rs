@@ -208,21 +208,20 @@ fn audit() -> Result<(), String> {
         );
         return Ok(());
     }
-    let installed = cargo()
-        .args(["audit", "--version"])
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !installed {
-        let mut install = cargo();
-        install.args(["install", "cargo-audit", "--locked"]);
-        run(install)?;
-    }
-    let mut audit = cargo();
-    audit.args(["audit", "--no-fetch", "--db"]).arg(&db);
+    // The prebuilt binary in ../shared/bin when there is one: installing takes about 6 minutes.
+    let binary = tool("cargo-audit", &[]).ok_or(
+        "cargo-audit is not in ../shared/bin, not on PATH and cannot be installed; install it \
+         with `cargo install --locked cargo-audit`",
+    )?;
+    let mut audit = Command::new(binary);
+    audit
+        .current_dir(root())
+        .args(["audit", "--no-fetch", "--db"])
+        .arg(&db);
     run(audit)
 }
 
-/// The binary of the cargo subcommand `name` (cargo-deny, cargo-about): the prebuilt one in
+/// The binary of the cargo subcommand `name` (cargo-audit, cargo-deny, cargo-about): the prebuilt one in
 /// ../shared/bin beside the repository, else the one on PATH or in $CARGO_HOME/bin, else one
 /// installed now with `cargo install --locked name EXTRA`. None when none of that gives a binary
 /// that runs.
