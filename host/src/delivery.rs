@@ -188,36 +188,26 @@ impl Queue {
 }
 
 fn deliver(sinks: &Sinks, event: &Event) -> Result<(), CallbackFailed> {
-    let (callback, outcome) = match event {
-        Event::Log(record) => (
-            "log sink",
-            sinks
-                .log
-                .as_ref()
-                .map(|sink| catch_unwind(AssertUnwindSafe(|| sink(record)))),
-        ),
-        Event::Chunk(chunk) => (
-            "stream sink",
-            sinks
-                .stream
-                .as_ref()
-                .map(|sink| catch_unwind(AssertUnwindSafe(|| sink(chunk)))),
-        ),
-        Event::Ui(document) => (
-            "UI sink",
-            sinks
-                .ui
-                .as_ref()
-                .map(|sink| catch_unwind(AssertUnwindSafe(|| sink(document)))),
-        ),
-    };
-    match outcome {
-        Some(Err(payload)) => Err(CallbackFailed {
-            callback: callback.into(),
-            failure: format!("panicked: {}", panic_message(payload.as_ref())),
-        }),
-        _ => Ok(()),
+    match event {
+        Event::Log(record) => call("log sink", sinks.log.as_deref(), record),
+        Event::Chunk(chunk) => call("stream sink", sinks.stream.as_deref(), chunk),
+        Event::Ui(document) => call("UI sink", sinks.ui.as_deref(), document),
     }
+}
+
+/// Calls `sink` (when there is one) with `value`, turning a panic into [`CallbackFailed`].
+fn call<T: ?Sized>(
+    callback: &str,
+    sink: Option<&(dyn Fn(&T) + Send + Sync)>,
+    value: &T,
+) -> Result<(), CallbackFailed> {
+    let Some(sink) = sink else {
+        return Ok(());
+    };
+    catch_unwind(AssertUnwindSafe(|| sink(value))).map_err(|payload| CallbackFailed {
+        callback: callback.into(),
+        failure: format!("panicked: {}", panic_message(payload.as_ref())),
+    })
 }
 
 #[cfg(test)]

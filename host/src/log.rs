@@ -183,15 +183,10 @@ pub fn escape_node_text(text: &str, limit: usize) -> (String, usize) {
     let mut escaped = String::with_capacity(text.len().min(limit));
     for (offset, character) in text.char_indices() {
         let before = escaped.len();
-        match character {
-            '\\' => escaped.push_str("\\\\"),
-            '\n' => escaped.push_str("\\n"),
-            '\r' => escaped.push_str("\\r"),
-            '\t' => escaped.push_str("\\t"),
-            c if is_escaped(c) => {
-                let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
-            }
-            c => escaped.push(c),
+        if character == '\\' {
+            escaped.push_str("\\\\");
+        } else {
+            push_shown(&mut escaped, character);
         }
         if escaped.len() > limit {
             escaped.truncate(before);
@@ -212,17 +207,23 @@ pub fn one_line(text: &str, limit: usize) -> String {
             line.push('…');
             break;
         }
-        match character {
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            '\t' => line.push_str("\\t"),
-            c if is_escaped(c) => {
-                let _ = write!(line, "\\u{{{:x}}}", u32::from(c));
-            }
-            c => line.push(c),
-        }
+        push_shown(&mut line, character);
     }
     line
+}
+
+/// Appends `c` as node text shows it: `\n`, `\r`, `\t`, `\u{…}` for the other characters
+/// [`is_escaped`] names, anything else as it is.
+fn push_shown(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if is_escaped(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+        c => out.push(c),
+    }
 }
 
 /// Characters node text shows as `\u{…}` escapes instead of holding: control characters,
