@@ -1,6 +1,7 @@
 //! The registry end to end, over real TLS on loopback: publishing, installing and running, and
 //! every refusal the registry and the host owe (docs/threat-model.md lists what each defends).
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use ed25519_dalek::SigningKey;
