@@ -306,13 +306,28 @@ fn co_signers_meet_a_threshold_and_a_repeated_key_counts_once() {
         ])
     };
     ok(&verify(&both));
-    // The first signer's signature twice is still one key: below a threshold of two.
+    // The first signer's signature twice is refused outright: a key signs a package once,
+    // and one signed package has one encoding.
     let mut doubled = package::read_file(&both).unwrap();
     let again = doubled.signatures[0].clone();
-    doubled.signatures[1] = again;
+    doubled.signatures[1] = again.clone();
     let doubled_path = first.dir.join("doubled.wpkg");
     std::fs::write(&doubled_path, package::encode(&doubled)).unwrap();
     let refused = verify(&doubled_path);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not in canonical form"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Listed once, a key still counts once: the first signer alone is below two.
+    let mut single_signer = package::read_file(&both).unwrap();
+    single_signer
+        .signatures
+        .retain(|entry| entry.public_key == again.public_key);
+    let single_path = first.dir.join("single.wpkg");
+    std::fs::write(&single_path, package::encode(&single_signer)).unwrap();
+    let refused = verify(&single_path);
     assert_eq!(refused.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("1 distinct trusted keys signed"),

@@ -10,6 +10,13 @@
 //! SHA-256 and length, so no field can change, and no signature can move to another package or
 //! version, without failing verification. Signatures are checked with `verify_strict`, and
 //! weak public keys are refused.
+//!
+//! One signed package has one byte string. Decoding refuses every encoding but the canonical
+//! one: each JSON section must be exactly what serializing its parsed value writes (no
+//! whitespace, escapes or key order of the encoder's own choosing), and the signatures must be
+//! in ascending order of public key with no key twice. Anyone can re-serialize a manifest; only
+//! the canonical bytes decode, so a package's SHA-256 (its content address in the registry and
+//! on hosts) names exactly one manifest and one set of signatures.
 
 use crate::component::{self, WIT_VERSION};
 use crate::preflight;
@@ -72,6 +79,10 @@ pub enum PackageError {
     },
     #[error("the package's {0} is malformed: {1}")]
     Malformed(&'static str, String),
+    #[error(
+        "the package's {0} is not in canonical form (compact JSON as warden writes it, signatures in ascending order of public key, no key twice); re-encode it with `warden pack`"
+    )]
+    NotCanonical(&'static str),
     #[error(
         "the package name `{0}` is invalid: use 1 to 64 lowercase letters, digits, `-`, `_` or `.`, starting with a letter"
     )]
@@ -224,13 +235,24 @@ pub fn pack(
     Ok(encode(&package))
 }
 
-/// Adds `key`'s signature over the package's statement (a co-signer, for thresholds).
+/// Adds `key`'s signature over the package's statement (a co-signer, for thresholds), in its
+/// place in the canonical order; a key that signed already is not added again.
 pub fn add_signature(package: &mut Package, key: &SigningKey) {
+    let public_key = public_key_hex(key);
+    let Err(position) = package
+        .signatures
+        .binary_search_by(|entry| entry.public_key.as_str().cmp(public_key.as_str()))
+    else {
+        return;
+    };
     let signature = key.sign(&statement(&package.manifest));
-    package.signatures.push(PackageSignature {
-        public_key: public_key_hex(key),
-        signature: hex(&signature.to_bytes()),
-    });
+    package.signatures.insert(
+        position,
+        PackageSignature {
+            public_key,
+            signature: hex(&signature.to_bytes()),
+        },
+    );
 }
 
 fn check_fields(manifest: &Manifest) -> Result<(), PackageError> {
@@ -278,6 +300,12 @@ pub fn decode(bytes: &[u8]) -> Result<Package, PackageError> {
     let manifest: Manifest = json_section(&mut take, "manifest", MAX_MANIFEST_BYTES)?;
     let signatures: Vec<PackageSignature> =
         json_section(&mut take, "signatures", MAX_SIGNATURES_BYTES)?;
+    let ascending = signatures
+        .windows(2)
+        .all(|pair| pair[0].public_key < pair[1].public_key);
+    if !ascending {
+        return Err(PackageError::NotCanonical("signatures"));
+    }
     let component_len =
         u64::from_le_bytes(take(8)?.try_into().map_err(|_| PackageError::BadLength)?);
     if component_len > component::MAX_COMPONENT_BYTES as u64 {
@@ -298,8 +326,9 @@ pub fn decode(bytes: &[u8]) -> Result<Package, PackageError> {
     })
 }
 
-/// Reads a `u32` length, checks it against `limit`, and parses that many bytes as JSON.
-fn json_section<'a, T: serde::de::DeserializeOwned>(
+/// Reads a `u32` length, checks it against `limit`, parses that many bytes as JSON, and
+/// refuses them unless they are exactly what serializing the parsed value writes.
+fn json_section<'a, T: serde::de::DeserializeOwned + Serialize>(
     take: &mut impl FnMut(usize) -> Result<&'a [u8], PackageError>,
     what: &'static str,
     limit: usize,
@@ -313,8 +342,13 @@ fn json_section<'a, T: serde::de::DeserializeOwned>(
             limit: limit as u64,
         });
     }
-    serde_json::from_slice(take(length)?)
-        .map_err(|error| PackageError::Malformed(what, error.to_string()))
+    let bytes = take(length)?;
+    let value: T = serde_json::from_slice(bytes)
+        .map_err(|error| PackageError::Malformed(what, error.to_string()))?;
+    if serde_json::to_vec(&value).ok().as_deref() != Some(bytes) {
+        return Err(PackageError::NotCanonical(what));
+    }
+    Ok(value)
 }
 
 /// Reads a package file, refusing one larger than any valid package before reading it whole.
@@ -483,6 +517,121 @@ mod tests {
             .map(|key| public_key_hex(&key))
             .unwrap_or_default();
         assert!(verifying_key_from_hex(&good).is_ok());
+    }
+
+    /// A package with two signatures (the component is not checked by `decode`).
+    fn two_signed() -> Package {
+        let mut package = Package {
+            manifest: Manifest {
+                name: "text-transform".into(),
+                version: "1.0.0".into(),
+                description: "caf\u{e9} \"quoted\"".into(),
+                publisher: "acme".into(),
+                capabilities: vec!["log".into()],
+                allowed_hosts: vec![],
+                limits: "default".into(),
+                wit: WIT_VERSION.into(),
+                component_sha256: "00".repeat(32),
+                component_bytes: 3,
+            },
+            signatures: Vec::new(),
+            component: vec![1, 2, 3],
+        };
+        for seed in [9u8, 3] {
+            add_signature(&mut package, &SigningKey::from_bytes(&[seed; 32]));
+        }
+        package
+    }
+
+    /// `package` encoded with its manifest section replaced by `manifest`.
+    fn with_sections(package: &Package, manifest: &[u8], signatures: &[u8]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(manifest);
+        bytes.extend_from_slice(&(signatures.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(signatures);
+        bytes.extend_from_slice(&(package.component.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&package.component);
+        bytes
+    }
+
+    #[test]
+    fn one_signed_package_has_one_byte_string() {
+        let package = two_signed();
+        let canonical = encode(&package);
+        assert_eq!(decode(&canonical).as_ref(), Ok(&package));
+        assert_eq!(
+            encode(&decode(&canonical).unwrap_or(package.clone())),
+            canonical
+        );
+        // Signatures are kept in ascending order of key, and a key signs once.
+        let keys: Vec<&str> = package
+            .signatures
+            .iter()
+            .map(|s| s.public_key.as_str())
+            .collect();
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "{keys:?}");
+        let mut again = package.clone();
+        add_signature(&mut again, &SigningKey::from_bytes(&[9; 32]));
+        assert_eq!(again.signatures.len(), 2);
+
+        let manifest = serde_json::to_string(&package.manifest).unwrap_or_default();
+        let signatures = serde_json::to_vec(&package.signatures).unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_str(&manifest).unwrap_or_default();
+        let spaced = serde_json::to_string_pretty(&value).unwrap_or_default();
+        let escaped = manifest.replacen("text-transform", "\\u0074ext-transform", 1);
+        let reordered = manifest.replacen(
+            "{\"name\":\"text-transform\",\"version\":\"1.0.0\",",
+            "{\"version\":\"1.0.0\",\"name\":\"text-transform\",",
+            1,
+        );
+        let trailing = format!("{manifest} ");
+        let unicode = manifest.replacen("caf\u{e9}", "caf\\u00e9", 1);
+        for (what, variant) in [
+            ("pretty-printed", &spaced),
+            ("escaped letter", &escaped),
+            ("keys reordered", &reordered),
+            ("trailing space", &trailing),
+            ("escaped accent", &unicode),
+        ] {
+            assert_ne!(
+                variant, &manifest,
+                "{what}: the variant did not change anything"
+            );
+            let parsed: Result<Manifest, _> = serde_json::from_str(variant);
+            assert_eq!(
+                parsed.ok().as_ref(),
+                Some(&package.manifest),
+                "{what}: not equivalent"
+            );
+            assert_eq!(
+                decode(&with_sections(&package, variant.as_bytes(), &signatures)),
+                Err(PackageError::NotCanonical("manifest")),
+                "{what}"
+            );
+        }
+        let mut reversed = package.signatures.clone();
+        reversed.reverse();
+        let mut doubled = package.signatures.clone();
+        doubled.insert(0, doubled[0].clone());
+        for (what, list) in [("reversed", reversed), ("a key twice", doubled)] {
+            let section = serde_json::to_vec(&list).unwrap_or_default();
+            assert_eq!(
+                decode(&with_sections(&package, manifest.as_bytes(), &section)),
+                Err(PackageError::NotCanonical("signatures")),
+                "{what}"
+            );
+        }
+        let spaced_signatures =
+            serde_json::to_string_pretty(&package.signatures).unwrap_or_default();
+        assert_eq!(
+            decode(&with_sections(
+                &package,
+                manifest.as_bytes(),
+                spaced_signatures.as_bytes()
+            )),
+            Err(PackageError::NotCanonical("signatures"))
+        );
     }
 
     #[test]

@@ -449,6 +449,21 @@ fn the_registry_refuses_tampered_packages() {
     // Bytes past the end of the package.
     let mut trailing = good.clone();
     trailing.extend_from_slice(b"unsigned");
+    // The same manifest and signature in other bytes (pretty-printed JSON): it would verify
+    // against a re-serialized statement, and give one signed package two content addresses.
+    let reencoded = {
+        let manifest = serde_json::to_vec_pretty(&original.manifest).unwrap();
+        let signatures = serde_json::to_vec(&original.signatures).unwrap();
+        let mut bytes = package::MAGIC.to_vec();
+        bytes.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&manifest);
+        bytes.extend_from_slice(&(signatures.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&signatures);
+        bytes.extend_from_slice(&(original.component.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&original.component);
+        bytes
+    };
+    assert_ne!(reencoded, good);
     for (what, bytes) in [
         ("flipped bit", package::encode(&flipped)),
         ("changed description", package::encode(&described)),
@@ -456,10 +471,14 @@ fn the_registry_refuses_tampered_packages() {
         ("transplanted signature", package::encode(&transplanted)),
         ("other version's statement", package::encode(&revised)),
         ("trailing bytes", trailing),
+        ("re-encoded manifest", reencoded.clone()),
     ] {
         assert_eq!(status(registry.publish(&acme.token, bytes)), 400, "{what}");
     }
     registry.publish(&acme.token, good).unwrap();
+    // Published or not, the re-encoding stays refused, not a second copy of the version.
+    let answer = registry.publish(&acme.token, reencoded);
+    assert_eq!(status(answer), 400);
 }
 
 #[test]
