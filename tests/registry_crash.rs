@@ -220,3 +220,80 @@ fn sigkill_during_publishes_loses_nothing_acknowledged_and_leaves_nothing_torn()
     server.child.wait().unwrap();
     check(data.path());
 }
+
+/// A first start killed at a random moment: its directory must start afterwards, as a new
+/// registry (nothing was committed) or as the whole registry the first start made.
+#[test]
+fn sigkill_during_first_starts_leaves_nothing_or_a_whole_registry() {
+    const FIRST_STARTS: usize = 40;
+    let seed = std::env::var("WARDEN_CRASH_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| now() | 1);
+    println!("first-start crash test seed: {seed} (replay with WARDEN_CRASH_SEED={seed})");
+    let mut random = Random(seed);
+    // How long a first start takes to listen: the kills land from its beginning to past it.
+    let calibrate = tempfile::tempdir().unwrap();
+    let began = std::time::Instant::now();
+    drop(start(calibrate.path()));
+    let full = began.elapsed().as_micros() as u64;
+    println!("a first start listens after {} ms", full / 1000);
+    let (mut fresh_again, mut kept) = (0, 0);
+    for round in 0..FIRST_STARTS {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["registry", "serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = random.next() % (full + full / 2).max(1);
+        std::thread::sleep(std::time::Duration::from_micros(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut printed = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut printed);
+        let listened = printed.contains("listening on");
+
+        let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["registry", "check", "--data"])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        let database = data.path().join("registry.redb").exists();
+        // Either no registry at all (check refuses a directory that holds none) or a whole one.
+        assert!(
+            output.status.success() || !database,
+            "round {round} (killed after {delay} µs): a database that does not check out: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let server = start(data.path());
+        if listened {
+            assert!(
+                server.owner.is_none(),
+                "round {round}: a registry that listened started afresh after the kill"
+            );
+        }
+        if server.owner.is_some() {
+            fresh_again += 1;
+        } else {
+            kept += 1;
+        }
+        drop(server);
+        check(data.path());
+        assert!(
+            !data.path().join(".registry-init").exists(),
+            "round {round}: the staging directory was left behind"
+        );
+        println!(
+            "round {round}: killed after {delay} µs, {}",
+            if listened {
+                "after listening"
+            } else {
+                "before listening"
+            }
+        );
+    }
+    println!("{fresh_again} restarts began afresh, {kept} found the registry the kill left");
+}

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use warden_host::package::{self, hex};
 
+/// The database's file name in a registry's data directory.
+const DATABASE: &str = "registry.redb";
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
@@ -162,12 +165,105 @@ impl Store {
     /// Opens the registry in `dir` (creating it, its database and its signing key when new).
     /// The second value is the owner's first token, when the registry was just created: it is
     /// shown once and stored only as a hash.
+    ///
+    /// A first start builds the whole registry under a temporary name and moves it into place
+    /// (see [`Store::create`]), so a kill at any moment leaves either no registry or a whole one.
     pub fn open(dir: &Path, index_ttl: u64) -> Result<(Store, Option<String>), StoreError> {
         std::fs::create_dir_all(dir).map_err(|error| {
             StoreError::Storage(format!("cannot create {}: {error}", dir.display()))
         })?;
-        let database = dir.join("registry.redb");
-        let existed = database.exists();
+        let bootstrap = if dir.join(DATABASE).exists() {
+            None
+        } else {
+            Store::create(dir, index_ttl)?
+        };
+        let store = Store::open_in_place(dir, index_ttl)?;
+        // A database that exists has its owner already; `initialize` only fills what a crash
+        // of an older build may have left out.
+        let late = store.initialize()?;
+        Ok((store, bootstrap.or(late)))
+    }
+
+    /// A first start: under a lock, builds the key and the initialized database in a staging
+    /// directory, then renames the key (unless one is there already) and the database into
+    /// `dir`, the database last. The database's arrival is the commit: before it, a restart
+    /// starts afresh (reusing a key that was moved in); after it, the registry is whole.
+    fn create(dir: &Path, index_ttl: u64) -> Result<Option<String>, StoreError> {
+        let fail = |what: &str, path: &Path, error: std::io::Error| {
+            StoreError::Storage(format!("cannot {what} {}: {error}", path.display()))
+        };
+        // Two first starts in one directory at once: the second waits, then finds the database.
+        let lock_path = dir.join(".registry-init.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|error| fail("create", &lock_path, error))?;
+        lock.lock()
+            .map_err(|error| fail("lock", &lock_path, error))?;
+        if dir.join(DATABASE).exists() {
+            return Ok(None);
+        }
+        let staging = dir.join(".registry-init");
+        match std::fs::remove_dir_all(&staging) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(fail("remove the leftover", &staging, error)),
+        }
+        std::fs::create_dir(&staging).map_err(|error| fail("create", &staging, error))?;
+        let key_path = dir.join("registry.key");
+        let (key, new_key) = match std::fs::read_to_string(&key_path) {
+            // A key moved in by a first start that died before its database: keep it.
+            Ok(text) => (
+                package::signing_key_from_hex(&text).ok_or_else(|| {
+                    StoreError::Storage(format!(
+                        "{} is not a registry key (64 hex digits)",
+                        key_path.display()
+                    ))
+                })?,
+                false,
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let key = package::generate_key()
+                    .map_err(|error| StoreError::Storage(error.to_string()))?;
+                package::write_secret_file(
+                    &staging.join("registry.key"),
+                    &package::secret_key_hex(&key),
+                )
+                .map_err(StoreError::Storage)?;
+                (key, true)
+            }
+            Err(error) => return Err(fail("read", &key_path, error)),
+        };
+        let staged = staging.join(DATABASE);
+        let db = Database::create(&staged).map_err(|error| {
+            StoreError::Storage(format!("cannot create {}: {error}", staged.display()))
+        })?;
+        let store = Store {
+            db,
+            key,
+            index_ttl: index_ttl.clamp(1, MAX_INDEX_TTL),
+            integrity: Integrity::Passed,
+        };
+        let bootstrap = store.initialize()?;
+        drop(store);
+        sync_dir(&staging).map_err(StoreError::Storage)?;
+        if new_key {
+            std::fs::rename(staging.join("registry.key"), &key_path)
+                .map_err(|error| fail("move the new key to", &key_path, error))?;
+            sync_dir(dir).map_err(StoreError::Storage)?;
+        }
+        std::fs::rename(&staged, dir.join(DATABASE))
+            .map_err(|error| fail("move the new database to", &dir.join(DATABASE), error))?;
+        sync_dir(dir).map_err(StoreError::Storage)?;
+        let _ = std::fs::remove_dir_all(&staging);
+        Ok(bootstrap)
+    }
+
+    /// Opens the database and key that are in `dir`.
+    fn open_in_place(dir: &Path, index_ttl: u64) -> Result<Store, StoreError> {
+        let database = dir.join(DATABASE);
         // The database first: its lock keeps a second process from touching the key files
         // while this one works (a rotation in progress included).
         let mut db = Database::create(&database).map_err(|error| {
@@ -188,7 +284,7 @@ impl Store {
                 )));
             }
         };
-        let key = load_or_create_key(dir, &db, existed)?;
+        let key = load_key(dir, &db)?;
         // registry.pub follows the key (a crash may have left it behind after a rotation).
         let public = format!("{}\n", package::public_key_hex(&key));
         if std::fs::read_to_string(dir.join("registry.pub"))
@@ -196,24 +292,20 @@ impl Store {
             .as_deref()
             != Some(public.as_str())
         {
-            std::fs::write(dir.join("registry.pub"), &public).map_err(|error| {
-                StoreError::Storage(format!("cannot write registry.pub: {error}"))
-            })?;
+            write_durably(&dir.join("registry.pub"), public.as_bytes())?;
         }
-        let store = Store {
+        Ok(Store {
             db,
             key,
             index_ttl: index_ttl.clamp(1, MAX_INDEX_TTL),
             integrity,
-        };
-        let bootstrap = store.initialize()?;
-        Ok((store, bootstrap))
+        })
     }
 
     /// Opens an existing registry; refuses a directory that holds none (so a mistyped path
     /// does not silently become a new registry).
     pub fn open_existing(dir: &Path, index_ttl: u64) -> Result<Store, StoreError> {
-        if !dir.join("registry.redb").is_file() || !dir.join("registry.key").is_file() {
+        if !dir.join(DATABASE).is_file() || !dir.join("registry.key").is_file() {
             return Err(StoreError::NotFound(format!(
                 "{} holds no registry (no registry.redb and registry.key)",
                 dir.display()
@@ -1266,11 +1358,10 @@ fn finish_rotation(dir: &Path, key: &SigningKey) -> Result<(), StoreError> {
         ))
     })?;
     sync_dir(dir).map_err(StoreError::Storage)?;
-    std::fs::write(
-        dir.join("registry.pub"),
-        format!("{}\n", package::public_key_hex(key)),
+    write_durably(
+        &dir.join("registry.pub"),
+        format!("{}\n", package::public_key_hex(key)).as_bytes(),
     )
-    .map_err(|error| StoreError::Storage(format!("cannot write registry.pub: {error}")))
 }
 
 /// Makes a rename in `dir` durable.
@@ -1299,9 +1390,11 @@ fn newest_root_keys(db: &Database) -> Result<Vec<String>, StoreError> {
         .unwrap_or_default())
 }
 
-/// The registry's signing key: `registry.key` (hex, mode 0600) and `registry.pub` in `dir`.
-/// Called with the database open (and so locked) by this process.
-fn load_or_create_key(dir: &Path, db: &Database, existed: bool) -> Result<SigningKey, StoreError> {
+/// The registry's signing key, `registry.key` (hex, mode 0600) in `dir`, after finishing or
+/// discarding a rotation a crash interrupted. Called with the database open (and so locked) by
+/// this process. A missing key is never replaced: a database exists, and a new key would be in
+/// none of its roots.
+fn load_key(dir: &Path, db: &Database) -> Result<SigningKey, StoreError> {
     let next = dir.join("registry.key.next");
     if let Ok(text) = std::fs::read_to_string(&next) {
         // A rotation was interrupted: finish it if the database committed it, else drop it.
@@ -1324,27 +1417,35 @@ fn load_or_create_key(dir: &Path, db: &Database, existed: bool) -> Result<Signin
                 path.display()
             ))
         }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound && existed => {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             Err(StoreError::Storage(format!(
                 "{} is missing but the registry's database exists: restore the key from a backup (a new key would be in no root, and hosts would refuse it)",
                 path.display()
             )))
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let key =
-                package::generate_key().map_err(|error| StoreError::Storage(error.to_string()))?;
-            package::write_secret_file(&path, &package::secret_key_hex(&key))
-                .map_err(StoreError::Storage)?;
-            std::fs::write(
-                dir.join("registry.pub"),
-                format!("{}\n", package::public_key_hex(&key)),
-            )
-            .map_err(|error| StoreError::Storage(format!("cannot write registry.pub: {error}")))?;
-            Ok(key)
         }
         Err(error) => Err(StoreError::Storage(format!(
             "cannot read {}: {error}",
             path.display()
         ))),
     }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it into place, so a
+/// crash leaves the old file or the new one, never a torn one.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let fail = |error: std::io::Error| {
+        StoreError::Storage(format!("cannot write {}: {error}", path.display()))
+    };
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".partial");
+    let temporary = PathBuf::from(temporary);
+    let mut file = std::fs::File::create(&temporary).map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&temporary, path).map_err(fail)?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent).map_err(StoreError::Storage)?;
+    }
+    Ok(())
 }

@@ -46,6 +46,9 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The development pair, made once. Each file is written under a temporary name and renamed
+/// into place, the certificate last, so a kill during a first start leaves no torn file: a
+/// missing certificate makes the next start generate the pair again.
 fn ensure_dev_certificate(data: &Path) -> Result<(PathBuf, PathBuf), String> {
     let cert_path = dev_certificate_path(data);
     let key_path = data.join("tls").join("key.pem");
@@ -58,9 +61,12 @@ fn ensure_dev_certificate(data: &Path) -> Result<(PathBuf, PathBuf), String> {
     let names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|error| format!("cannot make a development certificate: {error}"))?;
-    let _ = std::fs::remove_file(&key_path);
-    warden_host::package::write_secret_file(&key_path, &generated.signing_key.serialize_pem())?;
-    std::fs::write(&cert_path, generated.cert.pem())
-        .map_err(|error| format!("cannot write {}: {error}", cert_path.display()))?;
+    let staged_key = dir.join("key.pem.partial");
+    let _ = std::fs::remove_file(&staged_key);
+    warden_host::package::write_secret_file(&staged_key, &generated.signing_key.serialize_pem())?;
+    std::fs::rename(&staged_key, &key_path)
+        .map_err(|error| format!("cannot write {}: {error}", key_path.display()))?;
+    crate::store::write_durably(&cert_path, generated.cert.pem().as_bytes())
+        .map_err(|error| error.to_string())?;
     Ok((cert_path, key_path))
 }
