@@ -51,8 +51,11 @@ pub const DEFAULT_QUOTAS: Quotas = Quotas {
     tokens_per_user: 100,
     versions_per_publisher: 10_000,
     key_events_per_publisher: 100,
+    // 20 at once, 120 an hour.
     token_issuing: Rate::new(20, Duration::from_secs(30)),
+    // 30 at once, 60 an hour.
     publishing: Rate::new(30, Duration::from_secs(60)),
+    // 30 at once, 1,800 an hour.
     failed_authentications: Rate::new(30, Duration::from_secs(2)),
 };
 

@@ -5,7 +5,9 @@
 //! domain string and that text, so no re-serialization can change what a signature covers and
 //! a signature made for one kind of document never verifies as another.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+/// The key type that signs statements; re-exported for callers that sign them.
+pub use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use warden_host::package::{self, hex, unhex};

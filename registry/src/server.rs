@@ -354,7 +354,9 @@ async fn yank(
 #[serde(deny_unknown_fields)]
 struct AddKey {
     public_key: String,
-    /// The new key's own signature over the possession statement (registry, publisher, key).
+    /// The new key's own signature over the possession statement (registry, publisher, key);
+    /// missing, it is refused like a wrong one.
+    #[serde(default)]
     possession: String,
     /// For a rotation: the current key that signs the new one in, and its signature.
     signed_by: Option<String>,
