@@ -250,7 +250,8 @@ pub struct ServeArgs {
 
 /// A rate given as `N/DURATION`: a burst of N, refilled one every DURATION / N.
 fn rate(flag: &str, text: &str) -> Result<Rate, Failure> {
-    let bad = |why: String| Failure::usage(format!("--{flag}: {why} (give N/DURATION, such as 30/1m)"));
+    let bad =
+        |why: String| Failure::usage(format!("--{flag}: {why} (give N/DURATION, such as 30/1m)"));
     let (count, period) = text
         .split_once('/')
         .ok_or_else(|| bad(format!("`{text}` has no `/`")))?;
@@ -306,7 +307,9 @@ impl Remote {
         let token = match &self.token_file {
             Some(path) => Some(
                 read_text(path)
-                    .map_err(|failure| Failure::usage(format!("--token-file: {}", failure.message)))?
+                    .map_err(|failure| {
+                        Failure::usage(format!("--token-file: {}", failure.message))
+                    })?
                     .trim()
                     .to_string(),
             ),
@@ -319,7 +322,11 @@ impl Remote {
     /// The registry's identity (`protocol::registry_id`), from its root documents: what key
     /// possession and revocation statements name. Taken from the registry this command talks
     /// to over verified TLS.
-    fn registry_id(&self, client: &Client, runtime: &tokio::runtime::Runtime) -> Result<String, Failure> {
+    fn registry_id(
+        &self,
+        client: &Client,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<String, Failure> {
         let roots: Vec<protocol::SignedRoot> = runtime
             .block_on(client.get_json("v1/roots"))
             .map_err(client_failure)?;
@@ -627,7 +634,13 @@ pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
                 revoke_key_command(&remote, &publisher, &key, revoked_at, signer.as_ref())
             } else {
                 let secret = secret_key.unwrap_or_else(|| public_key.with_extension("key"));
-                add_key_command(&remote, &publisher, &key, &read_secret(&secret)?, signer.as_ref())
+                add_key_command(
+                    &remote,
+                    &publisher,
+                    &key,
+                    &read_secret(&secret)?,
+                    signer.as_ref(),
+                )
             }
         }
     }

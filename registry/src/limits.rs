@@ -211,13 +211,19 @@ mod tests {
             assert!(held <= 4, "{held}");
         }
         // The most recent keys are still limited.
-        assert!(limiter.at(&999, start + Duration::from_secs(1), 1.0).is_err());
+        assert!(
+            limiter
+                .at(&999, start + Duration::from_secs(1), 1.0)
+                .is_err()
+        );
     }
 
     #[test]
     fn ipv6_addresses_count_by_their_64() {
         let one: IpAddr = "2001:db8::1".parse().unwrap_or(IpAddr::from([0u8; 16]));
-        let two: IpAddr = "2001:db8::ffff:2".parse().unwrap_or(IpAddr::from([0u8; 16]));
+        let two: IpAddr = "2001:db8::ffff:2"
+            .parse()
+            .unwrap_or(IpAddr::from([0u8; 16]));
         let other: IpAddr = "2001:db8:0:1::1".parse().unwrap_or(IpAddr::from([0u8; 16]));
         assert_eq!(address_key(one), address_key(two));
         assert_ne!(address_key(one), address_key(other));

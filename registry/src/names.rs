@@ -96,15 +96,20 @@ mod tests {
     fn typos_are_near_misses() {
         let base = skeleton("text-transform");
         for typo in [
-            "text-transfrom", // swap
-            "text-transfor",  // deletion
+            "text-transfrom",  // swap
+            "text-transfor",   // deletion
             "text-transforms", // insertion
-            "text-transfarm", // substitution
+            "text-transfarm",  // substitution
             "ext-transform",
         ] {
             assert!(near_miss(&skeleton(typo), &base), "{typo}");
         }
-        for far in ["text-transformer", "text-trans", "counter", "text-transform"] {
+        for far in [
+            "text-transformer",
+            "text-trans",
+            "counter",
+            "text-transform",
+        ] {
             assert!(!near_miss(&skeleton(far), &base), "{far}");
         }
     }

@@ -1030,37 +1030,46 @@ mod tests {
         assert_eq!(state.keys.len(), 2);
         // A second key with no signature, or signed by a key of another publisher.
         assert!(
-            replay(&logged(vec![
-                added("acme", &a, None),
-                added("acme", &b, None)
-            ]), REGISTRY)
+            replay(
+                &logged(vec![added("acme", &a, None), added("acme", &b, None)]),
+                REGISTRY
+            )
             .is_err()
         );
         assert!(
-            replay(&logged(vec![
-                added("acme", &a, None),
-                added("evil", &c, None),
-                added("acme", &b, Some(&c)),
-            ]), REGISTRY)
+            replay(
+                &logged(vec![
+                    added("acme", &a, None),
+                    added("evil", &c, None),
+                    added("acme", &b, Some(&c)),
+                ]),
+                REGISTRY
+            )
             .is_err()
         );
         // A revoked key cannot sign in a successor.
         let revoked = revoked("acme", &a, 1);
         assert!(
-            replay(&logged(vec![
-                added("acme", &a, None),
-                revoked.clone(),
-                added("acme", &b, Some(&a)),
-            ]), REGISTRY)
+            replay(
+                &logged(vec![
+                    added("acme", &a, None),
+                    revoked.clone(),
+                    added("acme", &b, Some(&a)),
+                ]),
+                REGISTRY
+            )
             .is_err()
         );
         // With every key revoked, an unsigned key (an admin's recovery) is accepted.
         assert!(
-            replay(&logged(vec![
-                added("acme", &a, None),
-                revoked,
-                added("acme", &b, None)
-            ]), REGISTRY)
+            replay(
+                &logged(vec![
+                    added("acme", &a, None),
+                    revoked,
+                    added("acme", &b, None)
+                ]),
+                REGISTRY
+            )
             .is_ok()
         );
         // A version published twice, or a yank of nothing.
@@ -1082,10 +1091,13 @@ mod tests {
         }
         assert!(replay(&logged(vec![publish, taken]), REGISTRY).is_err());
         assert!(
-            replay(&logged(vec![Event::Yank {
-                name: "n".into(),
-                version: "1.0.0".into()
-            }]), REGISTRY)
+            replay(
+                &logged(vec![Event::Yank {
+                    name: "n".into(),
+                    version: "1.0.0".into()
+                }]),
+                REGISTRY
+            )
             .is_err()
         );
     }
@@ -1166,7 +1178,10 @@ mod tests {
             by_admin: false,
         };
         let state = with(signed(&b, 0, 0)).unwrap_or_default();
-        assert_eq!(state.keys.get(&a_hex).and_then(|key| key.revoked_at), Some(0));
+        assert_eq!(
+            state.keys.get(&a_hex).and_then(|key| key.revoked_at),
+            Some(0)
+        );
         // Signed by the revoked key itself, by a stranger, or over another time.
         assert!(with(signed(&a, 0, 0)).is_err());
         assert!(with(signed(&c, 0, 0)).is_err());

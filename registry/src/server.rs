@@ -80,7 +80,9 @@ async fn blocking_answer<T: Send + 'static>(
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result.map_err(store_error_response),
-        Err(error) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()),
+        Err(error) => {
+            Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response())
+        }
     }
 }
 

@@ -339,7 +339,8 @@ impl Store {
     /// The registry's identity (`protocol::registry_id`): what possession and revocation
     /// statements name.
     pub fn registry_id(&self) -> Result<String, StoreError> {
-        protocol::registry_id(&self.roots()?).map_err(|error| StoreError::Storage(error.to_string()))
+        protocol::registry_id(&self.roots()?)
+            .map_err(|error| StoreError::Storage(error.to_string()))
     }
 
     /// Whether `address` may still try to authenticate: `Err(wait)` once its failures have
@@ -598,7 +599,12 @@ impl Store {
     /// their chain no longer reaches a live token, and are pruned at the next issuance.
     pub fn revoke_token(&self, caller: &Caller, id: &str) -> Result<(), StoreError> {
         // An unknown id and another user's token get the same answer.
-        let refuse = || StoreError::Forbidden(format!("there is no token `{id}` that `{}` may revoke", caller.user.name));
+        let refuse = || {
+            StoreError::Forbidden(format!(
+                "there is no token `{id}` that `{}` may revoke",
+                caller.user.name
+            ))
+        };
         let txn = self.write()?;
         {
             let hash = txn
@@ -656,7 +662,9 @@ impl Store {
                 caller.user.name
             ))
         };
-        caller.require(Permissions::MANAGE_USERS).map_err(|_| refuse())?;
+        caller
+            .require(Permissions::MANAGE_USERS)
+            .map_err(|_| refuse())?;
         let target: User = match txn
             .open_table(USERS)
             .map_err(storage)?
@@ -932,7 +940,10 @@ impl Store {
         let count = history_count(txn, publisher, kind)?;
         let quotas = &self.rates.quotas;
         let (limit, flag) = match kind {
-            History::Versions => (quotas.versions_per_publisher, "--max-versions-per-publisher"),
+            History::Versions => (
+                quotas.versions_per_publisher,
+                "--max-versions-per-publisher",
+            ),
             History::KeyEvents => (
                 quotas.key_events_per_publisher,
                 "--max-key-events-per-publisher",
@@ -1548,7 +1559,12 @@ fn dead_reason(
 /// live ones. One pass over the table: it is bounded by that cap.
 fn prune_tokens(txn: &WriteTransaction, time: u64) -> Result<Vec<TokenRecord>, StoreError> {
     let mut all: BTreeMap<String, (String, TokenRecord)> = BTreeMap::new();
-    for item in txn.open_table(TOKENS).map_err(storage)?.iter().map_err(storage)? {
+    for item in txn
+        .open_table(TOKENS)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
         let (hash, bytes) = item.map_err(storage)?;
         let record: TokenRecord = parse("token", bytes.value())?;
         all.insert(record.id.clone(), (hash.value().to_string(), record));
@@ -1643,7 +1659,11 @@ impl History {
 
 /// How many events of `kind` `publisher`'s history holds: the kept count, or (for a database
 /// from before the counts, or a new publisher) counted from the log.
-fn history_count(txn: &WriteTransaction, publisher: &str, kind: History) -> Result<u64, StoreError> {
+fn history_count(
+    txn: &WriteTransaction,
+    publisher: &str,
+    kind: History,
+) -> Result<u64, StoreError> {
     if let Some(count) = txn
         .open_table(HISTORY)
         .map_err(storage)?
@@ -1653,7 +1673,12 @@ fn history_count(txn: &WriteTransaction, publisher: &str, kind: History) -> Resu
         return Ok(count.value());
     }
     let mut count = 0;
-    for item in txn.open_table(LOG).map_err(storage)?.iter().map_err(storage)? {
+    for item in txn
+        .open_table(LOG)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
         let (_, bytes) = item.map_err(storage)?;
         let entry: LogEntry = parse("log entry", bytes.value())?;
         count += u64::from(kind.counts(&entry.event, publisher));
@@ -1663,14 +1688,21 @@ fn history_count(txn: &WriteTransaction, publisher: &str, kind: History) -> Resu
 
 /// The time of the log's last entry (0 for an empty log).
 fn last_log_time(txn: &WriteTransaction) -> Result<u64, StoreError> {
-    match txn.open_table(LOG).map_err(storage)?.last().map_err(storage)? {
+    match txn
+        .open_table(LOG)
+        .map_err(storage)?
+        .last()
+        .map_err(storage)?
+    {
         Some((_, bytes)) => Ok(parse::<LogEntry>("log entry", bytes.value())?.time),
         None => Ok(0),
     }
 }
 
 /// The registry's identity, from the root documents in `meta`.
-fn registry_id_in(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<String, StoreError> {
+fn registry_id_in(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<String, StoreError> {
     let bytes = meta
         .get("roots")
         .map_err(storage)?

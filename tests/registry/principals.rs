@@ -56,9 +56,7 @@ fn raw_request(registry: &Registry, source: &str, request: &str) -> (u16, String
         .unwrap();
     runtime.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket
-            .bind(format!("{source}:0").parse().unwrap())
-            .unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
         let tcp = socket
             .connect(registry.address().parse().unwrap())
             .await
@@ -84,7 +82,11 @@ fn raw_request(registry: &Registry, source: &str, request: &str) -> (u16, String
         // not this test's concern.
         let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
         let text = String::from_utf8_lossy(&answer).into_owned();
-        let head = text.split("\r\n\r\n").next().unwrap_or_default().to_string();
+        let head = text
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let status = head
             .split_whitespace()
             .nth(1)
@@ -139,11 +141,8 @@ fn a_key_is_registered_only_with_its_own_signature_for_this_registry_and_publish
         if let Some(possession) = &possession {
             body["possession"] = json!(possession);
         }
-        let (code, message) = error_of(registry.post(
-            token,
-            &format!("v1/publishers/{publisher}/keys"),
-            body,
-        ));
+        let (code, message) =
+            error_of(registry.post(token, &format!("v1/publishers/{publisher}/keys"), body));
         assert_eq!(code, 403, "{publisher} {possession:?}: {message}");
         assert!(message.contains("possession"), "{message}");
     }
@@ -239,11 +238,8 @@ fn a_stolen_token_does_bounded_harm() {
     // it ever signed.
     let old = package::public_key_hex(&acme.key);
     let revoke = format!("v1/publishers/acme/keys/{old}/revoke");
-    let (code, message) = error_of(registry.post(
-        &grandchild_token,
-        &revoke,
-        json!({ "revoked_at": 0 }),
-    ));
+    let (code, message) =
+        error_of(registry.post(&grandchild_token, &revoke, json!({ "revoked_at": 0 })));
     assert_eq!(code, 403, "{message}");
     assert!(message.contains("another current key"), "{message}");
     // Nor with a signature by the key itself, or by a key that is not acme's.
@@ -532,13 +528,19 @@ fn a_publishers_history_has_a_quota() {
     }
     // Yanking does not give a version back: the log keeps it.
     registry
-        .post(&acme.token, "v1/packages/text-transform/1.0.1/yank", json!({}))
+        .post(
+            &acme.token,
+            "v1/packages/text-transform/1.0.1/yank",
+            json!({}),
+        )
         .unwrap();
-    let (code, message) = error_of(
-        registry.publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.2")),
-    );
+    let (code, message) =
+        error_of(registry.publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.2")));
     assert_eq!(code, 409, "{message}");
-    assert!(message.contains("--max-versions-per-publisher"), "{message}");
+    assert!(
+        message.contains("--max-versions-per-publisher"),
+        "{message}"
+    );
     // Two key events: the first key and one rotation; a third is refused.
     let next = package::generate_key().unwrap();
     registry
@@ -583,18 +585,15 @@ fn answers_do_not_tell_which_users_or_tokens_exist() {
         let (existing, about_owner) = error_of(issue(&registry, caller, Some("owner"), None));
         let (missing, about_nobody) = error_of(issue(&registry, caller, Some("nobody"), None));
         assert_eq!((existing, missing), (403, 403));
-        assert_eq!(about_owner.replace("owner", "X"), about_nobody.replace("nobody", "X"));
+        assert_eq!(
+            about_owner.replace("owner", "X"),
+            about_nobody.replace("nobody", "X")
+        );
         // Revoking another's token and a token that does not exist.
-        let (existing, about_real) = error_of(registry.post(
-            caller,
-            &format!("v1/tokens/{owners_id}/revoke"),
-            json!({}),
-        ));
-        let (missing, about_made_up) = error_of(registry.post(
-            caller,
-            "v1/tokens/0123456789abcdef/revoke",
-            json!({}),
-        ));
+        let (existing, about_real) =
+            error_of(registry.post(caller, &format!("v1/tokens/{owners_id}/revoke"), json!({})));
+        let (missing, about_made_up) =
+            error_of(registry.post(caller, "v1/tokens/0123456789abcdef/revoke", json!({})));
         assert_eq!((existing, missing), (403, 403));
         assert_eq!(
             about_real.replace(owners_id, "X"),
