@@ -1801,3 +1801,65 @@ fn load_or_create_key(dir: &Path, db: &Database, existed: bool) -> Result<Signin
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(id: &str, parent: Option<&str>, expires_at: u64) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            user: "u".into(),
+            kind: TokenKind::Pat,
+            created_at: 0,
+            expires_at,
+            revoked: false,
+            parent: parent.map(Into::into),
+            depth: 0,
+        }
+    }
+
+    fn reason(record: &TokenRecord, known: &[TokenRecord], time: u64) -> Option<&'static str> {
+        dead_reason(record, time, |id| {
+            Ok(known.iter().find(|token| token.id == id).cloned())
+        })
+        .unwrap_or(Some("lookup failed"))
+    }
+
+    #[test]
+    fn a_token_dies_with_any_token_above_it() {
+        let root = token("a", None, 100);
+        let child = token("b", Some("a"), 100);
+        let grandchild = token("c", Some("b"), 100);
+        let all = vec![root.clone(), child.clone(), grandchild.clone()];
+        assert_eq!(reason(&grandchild, &all, 10), None);
+        // The middle one gone (revoked records are deleted), revoked, or expired.
+        assert!(reason(&grandchild, &[root.clone(), grandchild.clone()], 10).is_some());
+        let revoked = TokenRecord {
+            revoked: true,
+            ..child.clone()
+        };
+        assert!(
+            reason(
+                &grandchild,
+                &[root.clone(), revoked, grandchild.clone()],
+                10
+            )
+            .is_some()
+        );
+        let expired = token("b", Some("a"), 5);
+        assert!(reason(&grandchild, &[root, expired, grandchild.clone()], 10).is_some());
+        // Its own expiry.
+        assert_eq!(reason(&grandchild, &all, 100), Some("the token expired"));
+    }
+
+    #[test]
+    fn a_chain_longer_than_allowed_is_refused_even_if_stored() {
+        // A forged cycle in the table cannot make authentication loop.
+        let looped = vec![token("a", Some("b"), 100), token("b", Some("a"), 100)];
+        assert_eq!(
+            reason(&looped[0], &looped, 10),
+            Some("the token's chain of issuers is too long")
+        );
+    }
+}
