@@ -13,6 +13,7 @@ use warden_host::package;
 use warden_registry::auth::TokenKind;
 use warden_registry::client::{Client, ClientError, Credential};
 use warden_registry::install::{self, HostState, InstallError, InstallRequest};
+use warden_registry::limits::{DEFAULT_QUOTAS, Quotas, Rate};
 use warden_registry::protocol;
 use warden_registry::server::{self, DEFAULT_MAX_PACKAGE_BYTES};
 use warden_registry::store::{
@@ -26,9 +27,14 @@ pub struct Remote {
     /// The registry's base URL, such as https://127.0.0.1:8443.
     #[arg(long, env = "WARDEN_REGISTRY")]
     registry: String,
-    /// A personal access token (wdn_pat_...) or an API key (wdn_key_...).
+    /// A personal access token (wdn_pat_...) or an API key (wdn_key_...). Given on the command
+    /// line it is visible to other local users (in ps and /proc); prefer --token-file or
+    /// $WARDEN_TOKEN.
     #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the token from FILE (surrounding whitespace ignored); wins over --token.
+    #[arg(long, value_name = "FILE", env = "WARDEN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Also trust the CA certificate(s) in FILE, such as a development registry's
     /// tls/cert.pem (repeatable).
     #[arg(long = "ca-cert", value_name = "FILE")]
@@ -146,19 +152,28 @@ pub enum RegistryCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Register a publisher's public key. A publisher's later keys are rotations and must be
-    /// signed in by a current key (--signed-by its secret key file).
+    /// Register a publisher's public key, proving possession with its secret key. A
+    /// publisher's later keys are rotations and must be signed in by a current key (--signed-by
+    /// its secret key file).
     Key {
         publisher: String,
         /// The public key file (from `warden keygen`) to add, or to revoke with --revoke.
         public_key: PathBuf,
+        /// The secret key file of the key added, which signs the proof of possession; by
+        /// default the `.key` file next to the `.pub` one.
+        #[arg(long, value_name = "SECRET_KEY_FILE", conflicts_with = "revoke")]
+        secret_key: Option<PathBuf>,
+        /// Adding: the current key that signs the new one in. With --revoke and --revoked-at
+        /// in the past: another current key of the publisher, which signs the back-dated
+        /// revocation.
         #[arg(long, value_name = "SECRET_KEY_FILE")]
         signed_by: Option<PathBuf>,
         /// Revoke the key instead of adding it.
         #[arg(long)]
         revoke: bool,
-        /// With --revoke: refuse what it signed from this Unix time on (now by default).
-        #[arg(long, value_name = "UNIX_SECONDS")]
+        /// With --revoke: refuse what it signed from this Unix time on (now by default). A time
+        /// in the past needs --signed-by another current key, or an admin's token.
+        #[arg(long, value_name = "UNIX_SECONDS", requires = "revoke")]
         revoked_at: Option<u64>,
         #[command(flatten)]
         remote: Remote,
@@ -212,6 +227,45 @@ pub struct ServeArgs {
     /// The largest package accepted.
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     max_package: String,
+    /// Live tokens one user may hold.
+    #[arg(long, default_value_t = DEFAULT_QUOTAS.tokens_per_user, value_name = "N")]
+    max_tokens_per_user: usize,
+    /// Versions one publisher may publish, ever (the log keeps every one).
+    #[arg(long, default_value_t = DEFAULT_QUOTAS.versions_per_publisher, value_name = "N")]
+    max_versions_per_publisher: u64,
+    /// Key additions and revocations one publisher's history may hold (admins are exempt).
+    #[arg(long, default_value_t = DEFAULT_QUOTAS.key_events_per_publisher, value_name = "N")]
+    max_key_events_per_publisher: u64,
+    /// Tokens one user may issue: N at once, refilled evenly over DURATION.
+    #[arg(long, default_value = "20/10m", value_name = "N/DURATION")]
+    token_rate: String,
+    /// Publishes one user may make: N at once, refilled evenly over DURATION.
+    #[arg(long, default_value = "30/30m", value_name = "N/DURATION")]
+    publish_rate: String,
+    /// Failed authentications one address (an IPv6 /64) may make: N at once, refilled evenly
+    /// over DURATION; past that its requests are refused with 429 until it refills.
+    #[arg(long, default_value = "30/1m", value_name = "N/DURATION")]
+    auth_failure_rate: String,
+}
+
+/// A rate given as `N/DURATION`: a burst of N, refilled one every DURATION / N.
+fn rate(flag: &str, text: &str) -> Result<Rate, Failure> {
+    let bad =
+        |why: String| Failure::usage(format!("--{flag}: {why} (give N/DURATION, such as 30/1m)"));
+    let (count, period) = text
+        .split_once('/')
+        .ok_or_else(|| bad(format!("`{text}` has no `/`")))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|count| *count > 0)
+        .ok_or_else(|| bad(format!("`{count}` is not a positive count")))?;
+    let period = parse_duration(period.trim()).map_err(|error| bad(error.to_string()))?;
+    if period.is_zero() {
+        return Err(bad("the duration is zero".into()));
+    }
+    Ok(Rate::new(count, period / count))
 }
 
 fn install_failure(error: InstallError) -> Failure {
@@ -250,8 +304,33 @@ impl Remote {
                 Failure::usage(format!("--ca-cert {}: {error}", file.display()))
             })?);
         }
-        let credential = self.token.as_deref().map(Credential::from_token);
+        let token = match &self.token_file {
+            Some(path) => Some(
+                read_text(path)
+                    .map_err(|failure| {
+                        Failure::usage(format!("--token-file: {}", failure.message))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => self.token.clone(),
+        };
+        let credential = token.as_deref().map(Credential::from_token);
         Client::new(&self.registry, &roots, credential).map_err(client_failure)
+    }
+
+    /// The registry's identity (`protocol::registry_id`), from its root documents: what key
+    /// possession and revocation statements name. Taken from the registry this command talks
+    /// to over verified TLS.
+    fn registry_id(
+        &self,
+        client: &Client,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<String, Failure> {
+        let roots: Vec<protocol::SignedRoot> = runtime
+            .block_on(client.get_json("v1/roots"))
+            .map_err(client_failure)?;
+        protocol::registry_id(&roots).map_err(|error| Failure::usage(error.to_string()))
     }
 }
 
@@ -541,42 +620,90 @@ pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
         RegistryCommand::Key {
             publisher,
             public_key,
+            secret_key,
             signed_by,
             revoke,
             revoked_at,
             remote,
         } => {
-            let client = remote.client()?;
             let key = read_text(&public_key)?.trim().to_string();
             package::verifying_key_from_hex(&key)
                 .map_err(|error| Failure::usage(format!("{}: {error}", public_key.display())))?;
-            let runtime = tokio()?;
+            let signer = signed_by.as_deref().map(read_secret).transpose()?;
             if revoke {
-                let _: Json = runtime
-                    .block_on(client.post_json(
-                        &format!("v1/publishers/{publisher}/keys/{key}/revoke"),
-                        &json!({ "revoked_at": revoked_at }),
-                    ))
-                    .map_err(client_failure)?;
-                out(&format!("revoked {key} of {publisher}\n"));
-                return Ok(());
+                revoke_key_command(&remote, &publisher, &key, revoked_at, signer.as_ref())
+            } else {
+                let secret = secret_key.unwrap_or_else(|| public_key.with_extension("key"));
+                add_key_command(
+                    &remote,
+                    &publisher,
+                    &key,
+                    &read_secret(&secret)?,
+                    signer.as_ref(),
+                )
             }
-            let mut body = json!({ "public_key": key });
-            if let Some(path) = signed_by {
-                let secret =
-                    package::signing_key_from_hex(&read_text(&path)?).ok_or_else(|| {
-                        Failure::usage(format!("{} is not a warden secret key", path.display()))
-                    })?;
-                body["signed_by"] = json!(package::public_key_hex(&secret));
-                body["signature"] = json!(protocol::sign_key_statement(&publisher, &key, &secret));
-            }
-            let _: Json = runtime
-                .block_on(client.post_json(&format!("v1/publishers/{publisher}/keys"), &body))
-                .map_err(client_failure)?;
-            out(&format!("added {key} to {publisher}\n"));
-            Ok(())
         }
     }
+}
+
+fn read_secret(path: &Path) -> Result<protocol::SigningKey, Failure> {
+    package::signing_key_from_hex(&read_text(path)?)
+        .ok_or_else(|| Failure::usage(format!("{} is not a warden secret key", path.display())))
+}
+
+fn add_key_command(
+    remote: &Remote,
+    publisher: &str,
+    key: &str,
+    secret: &protocol::SigningKey,
+    signed_by: Option<&protocol::SigningKey>,
+) -> Result<(), Failure> {
+    if package::public_key_hex(secret) != key {
+        return Err(Failure::usage(
+            "the secret key is not the one of the public key added; give it with --secret-key",
+        ));
+    }
+    let client = remote.client()?;
+    let runtime = tokio()?;
+    let registry = remote.registry_id(&client, &runtime)?;
+    let mut body = json!({
+        "public_key": key,
+        "possession": protocol::sign_possession(&registry, publisher, secret),
+    });
+    if let Some(by) = signed_by {
+        body["signed_by"] = json!(package::public_key_hex(by));
+        body["signature"] = json!(protocol::sign_key_statement(publisher, key, by));
+    }
+    let _: Json = runtime
+        .block_on(client.post_json(&format!("v1/publishers/{publisher}/keys"), &body))
+        .map_err(client_failure)?;
+    out(&format!("added {key} to {publisher}\n"));
+    Ok(())
+}
+
+fn revoke_key_command(
+    remote: &Remote,
+    publisher: &str,
+    key: &str,
+    revoked_at: Option<u64>,
+    signed_by: Option<&protocol::SigningKey>,
+) -> Result<(), Failure> {
+    let client = remote.client()?;
+    let runtime = tokio()?;
+    let mut body = json!({ "revoked_at": revoked_at });
+    if let (Some(by), Some(at)) = (signed_by, revoked_at) {
+        let registry = remote.registry_id(&client, &runtime)?;
+        body["signed_by"] = json!(package::public_key_hex(by));
+        body["signature"] = json!(protocol::sign_revocation(&registry, publisher, key, at, by));
+    }
+    let _: Json = runtime
+        .block_on(client.post_json(
+            &format!("v1/publishers/{publisher}/keys/{key}/revoke"),
+            &body,
+        ))
+        .map_err(client_failure)?;
+    out(&format!("revoked {key} of {publisher}\n"));
+    Ok(())
 }
 
 fn serve_command(args: ServeArgs) -> Result<(), Failure> {
@@ -587,6 +714,14 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|error| Failure::usage(format!("--max-package: {error}")))?
         .min(DEFAULT_MAX_PACKAGE_BYTES as u64 * 4) as usize;
     let (store, bootstrap) = Store::open(&args.data, ttl).map_err(store_failure)?;
+    let store = store.with_quotas(Quotas {
+        tokens_per_user: args.max_tokens_per_user,
+        versions_per_publisher: args.max_versions_per_publisher,
+        key_events_per_publisher: args.max_key_events_per_publisher,
+        token_issuing: rate("token-rate", &args.token_rate)?,
+        publishing: rate("publish-rate", &args.publish_rate)?,
+        failed_authentications: rate("auth-failure-rate", &args.auth_failure_rate)?,
+    });
     store.record_index_ttl().map_err(store_failure)?;
     let tls = tls::server_config(
         &args.data,

@@ -123,6 +123,7 @@ fn the_index_and_log_parsers_survive_mutations() {
             public_key: "ab".repeat(32),
             signed_by: None,
             signature: None,
+            possession: String::new(),
         },
         Event::Publish {
             name: "a".into(),
@@ -134,6 +135,9 @@ fn the_index_and_log_parsers_survive_mutations() {
             publisher: "acme".into(),
             public_key: "ab".repeat(32),
             revoked_at: 5,
+            signed_by: None,
+            signature: None,
+            by_admin: false,
         },
     ]
     .into_iter()

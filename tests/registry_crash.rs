@@ -35,7 +35,9 @@ impl Drop for Server {
 
 fn start(data: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["registry", "serve", "--listen", "127.0.0.1:0", "--data"])
+        .args(["registry", "serve", "--listen", "127.0.0.1:0"])
+        // It publishes hundreds of versions as fast as it can.
+        .args(["--publish-rate", "100000/1s", "--data"])
         .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -120,7 +122,11 @@ fn sigkill_during_publishes_loses_nothing_acknowledged_and_leaves_nothing_torn()
     let key = package::generate_key().unwrap();
     let _: serde_json::Value = block_on(client(&server.url, &token).post_json(
         "v1/publishers/acme/keys",
-        &json!({ "public_key": package::public_key_hex(&key) }),
+        // A new registry's identity is the key it was created with, its registry.pub.
+        &json!({
+            "public_key": package::public_key_hex(&key),
+            "possession": warden_registry::protocol::sign_possession(registry_key.trim(), "acme", &key),
+        }),
     ))
     .unwrap();
 

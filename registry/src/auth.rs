@@ -108,6 +108,13 @@ pub struct TokenRecord {
     pub created_at: u64,
     pub expires_at: u64,
     pub revoked: bool,
+    /// The id of the token that issued this one (none when issued offline or at creation):
+    /// revoking it revokes this one too.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// How many tokens up the chain of issuers go.
+    #[serde(default)]
+    pub depth: u32,
 }
 
 /// A new token of `kind`: its text (shown once) and the hash to store.

@@ -56,6 +56,6 @@ pub fn log(data: &[u8]) {
     if let Ok(entries) = serde_json::from_slice::<Vec<LogEntry>>(data) {
         let size = entries.len() as u64;
         let _ = protocol::verify_log(&entries, size, protocol::LOG_ROOT);
-        let _ = protocol::replay(&entries);
+        let _ = protocol::replay(&entries, protocol::LOG_ROOT);
     }
 }

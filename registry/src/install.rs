@@ -495,14 +495,17 @@ pub fn accept_index(
     Ok((index, root, known))
 }
 
-/// Checks the log: it chains to the index's signed checkpoint and extends what was seen.
+/// Checks the log of the registry `registry_id` (`protocol::registry_id` of its roots): it
+/// chains to the index's signed checkpoint, replays (key possession and revocation proofs
+/// name the registry) and extends what was seen.
 pub fn check_log(
     entries: &[LogEntry],
     index: &Index,
     known: Option<&RegistryRecord>,
+    registry_id: &str,
 ) -> Result<(), InstallError> {
     protocol::verify_log(entries, index.log_size, &index.log_head)
-        .and_then(|()| protocol::replay(entries))
+        .and_then(|()| protocol::replay(entries, registry_id))
         .and_then(|replayed| protocol::index_matches_log(index, &replayed))
         .map_err(|error| refused(error.to_string()))?;
     if let Some(known) = known
@@ -684,7 +687,8 @@ async fn fetch_verified(
     let log: Vec<LogEntry> = client
         .get_json_limited("v1/log", protocol::MAX_LOG_BYTES)
         .await?;
-    check_log(&log, &index, known.as_ref())?;
+    let registry_id = protocol::registry_id(&roots).map_err(|error| refused(error.to_string()))?;
+    check_log(&log, &index, known.as_ref(), &registry_id)?;
     host.put_registry(
         &registry,
         &RegistryRecord {
@@ -864,7 +868,7 @@ mod tests {
 
     /// An index that lists exactly what `log` publishes.
     fn index(key: &SigningKey, version: u64, log: &[LogEntry]) -> Index {
-        let replayed = protocol::replay(log).unwrap_or_default();
+        let replayed = protocol::replay(log, "r").unwrap_or_default();
         Index {
             registry: hex(key.verifying_key().as_bytes()),
             version,
@@ -966,10 +970,10 @@ mod tests {
 
         // An extension of the log seen before passes.
         let grown = log(&["1", "2", "3"]);
-        assert!(check_log(&grown, &index(&key, 2, &grown), known.as_ref()).is_ok());
+        assert!(check_log(&grown, &index(&key, 2, &grown), known.as_ref(), "r").is_ok());
         // A different history of the same length or longer, even if signed, does not.
         let forked = log(&["1", "X", "3"]);
-        let result = check_log(&forked, &index(&key, 2, &forked), known.as_ref());
+        let result = check_log(&forked, &index(&key, 2, &forked), known.as_ref(), "r");
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("rewritten")));
         // A log shorter than seen is refused with the index.
         let short = log(&["1"]);
@@ -983,20 +987,20 @@ mod tests {
         );
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("shorter")));
         // A log that does not chain to the signed checkpoint is refused.
-        let result = check_log(&grown[..2], &index(&key, 2, &grown), None);
+        let result = check_log(&grown[..2], &index(&key, 2, &grown), None, "r");
         assert!(matches!(result, Err(InstallError::Refused(_))));
         // An index that lists a version, or a key, the log never recorded is refused.
         let mut padded = index(&key, 2, &grown);
         let mut extra = padded.packages[0].clone();
         extra.version = "9".into();
         padded.packages.push(extra);
-        let result = check_log(&grown, &padded, known.as_ref());
+        let result = check_log(&grown, &padded, known.as_ref(), "r");
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("other versions")));
         // A version listed twice in place of another the log records.
         let mut doubled = index(&key, 2, &grown);
         let first = doubled.packages[0].clone();
         doubled.packages[1] = first;
-        let result = check_log(&grown, &doubled, known.as_ref());
+        let result = check_log(&grown, &doubled, known.as_ref(), "r");
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("other versions")));
         let mut keyed = index(&key, 2, &grown);
         keyed.keys.push(crate::protocol::KeyEntry {
@@ -1005,7 +1009,7 @@ mod tests {
             added_at: 0,
             revoked_at: None,
         });
-        let result = check_log(&grown, &keyed, known.as_ref());
+        let result = check_log(&grown, &keyed, known.as_ref(), "r");
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("publisher keys")));
     }
 }

@@ -5,7 +5,9 @@
 //! domain string and that text, so no re-serialization can change what a signature covers and
 //! a signature made for one kind of document never verifies as another.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+/// The key type that signs statements; re-exported for callers that sign them.
+pub use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use warden_host::package::{self, hex, unhex};
@@ -14,6 +16,8 @@ const INDEX_DOMAIN: &[u8] = b"warden registry index v1\n";
 const LOG_DOMAIN: &[u8] = b"warden registry log entry v1\n";
 const KEY_DOMAIN: &[u8] = b"warden publisher key v1\n";
 const ROOT_DOMAIN: &[u8] = b"warden registry root v1\n";
+const POSSESSION_DOMAIN: &[u8] = b"warden publisher key possession v1\n";
+const REVOCATION_DOMAIN: &[u8] = b"warden publisher key revocation v1\n";
 
 /// The largest signed index a host reads.
 pub const MAX_INDEX_BYTES: usize = 32 * 1024 * 1024;
@@ -209,11 +213,21 @@ pub enum Event {
         /// the key statement, so anyone reading the log can check the rotation.
         signed_by: Option<String>,
         signature: Option<String>,
+        /// The new key's own signature over the possession statement (registry, publisher,
+        /// key): nobody registers a key whose secret they do not hold.
+        possession: String,
     },
     KeyRevoked {
         publisher: String,
         public_key: String,
         revoked_at: u64,
+        /// For a revocation back-dated before the entry's time: another current key of the
+        /// publisher, and its signature over the revocation statement.
+        signed_by: Option<String>,
+        signature: Option<String>,
+        /// A back-dated revocation an admin made without a publisher key's signature: the
+        /// registry operator's word, marked as such so hosts can tell it apart.
+        by_admin: bool,
     },
 }
 
@@ -290,6 +304,100 @@ pub fn verify_key_statement(
     })
 }
 
+/// The statement by which a new key proves its holder registers it: it names the registry (its
+/// `registry_id`), the publisher and the key, so a proof made for one registry or publisher is
+/// worth nothing at another.
+pub fn possession_statement(registry: &str, publisher: &str, key: &str) -> Vec<u8> {
+    let mut bytes = POSSESSION_DOMAIN.to_vec();
+    bytes.extend(serde_json::to_vec(&(registry, publisher, key)).unwrap_or_default());
+    bytes
+}
+
+/// The new key's signature over its possession statement.
+pub fn sign_possession(registry: &str, publisher: &str, key: &SigningKey) -> String {
+    let public = hex(key.verifying_key().as_bytes());
+    hex(&key
+        .sign(&possession_statement(registry, publisher, &public))
+        .to_bytes())
+}
+
+/// Whether `signature` is `key`'s own signature over its possession statement.
+pub fn verify_possession(registry: &str, publisher: &str, key: &str, signature: &str) -> bool {
+    verifying_key_from_hex(key).is_ok_and(|verifying| {
+        verify_bytes(
+            &possession_statement(registry, publisher, key),
+            &verifying,
+            signature,
+        )
+    })
+}
+
+/// The statement by which one of a publisher's keys revokes another from `revoked_at` on.
+pub fn revocation_statement(
+    registry: &str,
+    publisher: &str,
+    key: &str,
+    revoked_at: u64,
+) -> Vec<u8> {
+    let mut bytes = REVOCATION_DOMAIN.to_vec();
+    bytes.extend(serde_json::to_vec(&(registry, publisher, key, revoked_at)).unwrap_or_default());
+    bytes
+}
+
+pub fn sign_revocation(
+    registry: &str,
+    publisher: &str,
+    key: &str,
+    revoked_at: u64,
+    by: &SigningKey,
+) -> String {
+    hex(&by
+        .sign(&revocation_statement(registry, publisher, key, revoked_at))
+        .to_bytes())
+}
+
+pub fn verify_revocation(
+    registry: &str,
+    publisher: &str,
+    key: &str,
+    revoked_at: u64,
+    by: &VerifyingKey,
+    signature: &str,
+) -> bool {
+    verify_bytes(
+        &revocation_statement(registry, publisher, key, revoked_at),
+        by,
+        signature,
+    )
+}
+
+fn verify_bytes(message: &[u8], by: &VerifyingKey, signature: &str) -> bool {
+    unhex::<64>(signature).is_some_and(|bytes| {
+        by.verify_strict(message, &Signature::from_bytes(&bytes))
+            .is_ok()
+    })
+}
+
+/// A registry's identity: the first key of its root version 1 (the `registry.pub` it was
+/// created with), stable across key rotations and URLs. Possession and revocation statements
+/// name it.
+pub fn registry_id(roots: &[SignedRoot]) -> Result<String, ProtocolError> {
+    let first = roots
+        .first()
+        .ok_or_else(|| ProtocolError::BadRoot("chain is empty".into()))?;
+    let root = Root::parse(first)?;
+    if root.version != 1 {
+        return Err(ProtocolError::BadRoot(format!(
+            "chain starts at version {}, not 1",
+            root.version
+        )));
+    }
+    root.keys
+        .first()
+        .cloned()
+        .ok_or_else(|| ProtocolError::BadRoot("version 1 lists no key".into()))
+}
+
 pub use package::verifying_key_from_hex;
 
 /// A package version as the log records it.
@@ -310,94 +418,33 @@ pub struct Replayed {
     pub versions: std::collections::BTreeMap<(String, String), Published>,
 }
 
-/// Replays the log, checking each rotation's signature by a key of the same publisher that was
-/// current at that point. A key added without a signature is a publisher's first key, or one an
-/// admin added after all its keys were revoked. What the registry's tables and signed index say
-/// must equal what this returns.
-pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
+/// Each publisher's keys that are not revoked, so a signature is checked in O(log n).
+type CurrentKeys<'a> = std::collections::BTreeMap<&'a str, std::collections::BTreeSet<String>>;
+
+/// Replays the log of the registry `registry` (its [`registry_id`]), checking every key event:
+/// each added key's proof of possession, each rotation's signature by a key of the same
+/// publisher that was current at that point, and each back-dated revocation's signature by
+/// another current key (or its mark as an admin's). A key added without a rotation signature
+/// is a publisher's first key, or one an admin added after all its keys were revoked. What the
+/// registry's tables and signed index say must equal what this returns.
+pub fn replay(entries: &[LogEntry], registry: &str) -> Result<Replayed, ProtocolError> {
     let broken = |entry: &LogEntry, why: String| {
         ProtocolError::BrokenLog(format!("entry {}: {why}", entry.sequence))
     };
     let mut state = Replayed::default();
     // A name belongs to the publisher who first published it.
     let mut owners: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
-    // Each publisher's keys that are not revoked, so a rotation is checked in O(log n).
-    let mut current_keys: std::collections::BTreeMap<&str, std::collections::BTreeSet<String>> =
-        std::collections::BTreeMap::new();
+    let mut current_keys = CurrentKeys::new();
     for entry in entries {
         match &entry.event {
-            Event::KeyAdded {
-                publisher,
-                public_key,
-                signed_by,
-                signature,
-            } => {
-                if state.keys.contains_key(public_key) {
-                    return Err(broken(entry, "a key is added twice".into()));
-                }
-                let current: Vec<&String> = current_keys
-                    .get(publisher.as_str())
-                    .map(|keys| keys.iter().collect())
-                    .unwrap_or_default();
-                match (signed_by, signature) {
-                    (Some(by), Some(signature)) => {
-                        let valid = current.contains(&by)
-                            && verifying_key_from_hex(by).is_ok_and(|by| {
-                                verify_key_statement(publisher, public_key, &by, signature)
-                            });
-                        if !valid {
-                            return Err(broken(
-                                entry,
-                                format!(
-                                    "the rotation to {public_key} is not signed by a current key of `{publisher}`"
-                                ),
-                            ));
-                        }
-                    }
-                    (None, None) if current.is_empty() => {}
-                    _ => {
-                        return Err(broken(
-                            entry,
-                            format!(
-                                "{public_key} was added to `{publisher}` without a current key's signature"
-                            ),
-                        ));
-                    }
-                }
-                current_keys
-                    .entry(publisher.as_str())
-                    .or_default()
-                    .insert(public_key.clone());
-                state.keys.insert(
-                    public_key.clone(),
-                    KeyEntry {
-                        publisher: publisher.clone(),
-                        public_key: public_key.clone(),
-                        added_at: entry.time,
-                        revoked_at: None,
-                    },
-                );
+            Event::KeyAdded { .. } => {
+                replay_key_added(entry, registry, &mut state, &mut current_keys)
+                    .map_err(|why| broken(entry, why))?;
             }
-            Event::KeyRevoked {
-                publisher,
-                public_key,
-                revoked_at,
-            } => match state.keys.get_mut(public_key) {
-                Some(key) if &key.publisher == publisher && key.revoked_at.is_none() => {
-                    key.revoked_at = Some(*revoked_at);
-                    if let Some(keys) = current_keys.get_mut(publisher.as_str()) {
-                        keys.remove(public_key);
-                    }
-                }
-                _ => {
-                    return Err(broken(
-                        entry,
-                        format!(
-                            "revokes {public_key}, which is not a current key of `{publisher}`"
-                        ),
-                    ));
-                }
-            },
+            Event::KeyRevoked { .. } => {
+                replay_key_revoked(entry, registry, &mut state, &mut current_keys)
+                    .map_err(|why| broken(entry, why))?;
+            }
             Event::Publish {
                 name,
                 version,
@@ -444,6 +491,123 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
         }
     }
     Ok(state)
+}
+
+/// A `KeyAdded` entry: its possession proof, and for a publisher with current keys, the
+/// rotation signature of one of them.
+fn replay_key_added<'a>(
+    entry: &'a LogEntry,
+    registry: &str,
+    state: &mut Replayed,
+    current_keys: &mut CurrentKeys<'a>,
+) -> Result<(), String> {
+    let Event::KeyAdded {
+        publisher,
+        public_key,
+        signed_by,
+        signature,
+        possession,
+    } = &entry.event
+    else {
+        return Ok(());
+    };
+    if state.keys.contains_key(public_key) {
+        return Err("a key is added twice".into());
+    }
+    if !verify_possession(registry, publisher, public_key, possession) {
+        return Err(format!(
+            "{public_key} was added to `{publisher}` without its own signature proving possession for this registry"
+        ));
+    }
+    let current = current_keys.get(publisher.as_str());
+    match (signed_by, signature) {
+        (Some(by), Some(signature)) => {
+            let valid = current.is_some_and(|keys| keys.contains(by))
+                && verifying_key_from_hex(by)
+                    .is_ok_and(|by| verify_key_statement(publisher, public_key, &by, signature));
+            if !valid {
+                return Err(format!(
+                    "the rotation to {public_key} is not signed by a current key of `{publisher}`"
+                ));
+            }
+        }
+        (None, None) if current.is_none_or(|keys| keys.is_empty()) => {}
+        _ => {
+            return Err(format!(
+                "{public_key} was added to `{publisher}` without a current key's signature"
+            ));
+        }
+    }
+    current_keys
+        .entry(publisher.as_str())
+        .or_default()
+        .insert(public_key.clone());
+    state.keys.insert(
+        public_key.clone(),
+        KeyEntry {
+            publisher: publisher.clone(),
+            public_key: public_key.clone(),
+            added_at: entry.time,
+            revoked_at: None,
+        },
+    );
+    Ok(())
+}
+
+/// A `KeyRevoked` entry: a current key of the publisher; if back-dated (before the entry's
+/// time), signed by another current key of the publisher or marked as an admin's.
+fn replay_key_revoked(
+    entry: &LogEntry,
+    registry: &str,
+    state: &mut Replayed,
+    current_keys: &mut CurrentKeys<'_>,
+) -> Result<(), String> {
+    let Event::KeyRevoked {
+        publisher,
+        public_key,
+        revoked_at,
+        signed_by,
+        signature,
+        by_admin,
+    } = &entry.event
+    else {
+        return Ok(());
+    };
+    let current = current_keys.get(publisher.as_str());
+    if !current.is_some_and(|keys| keys.contains(public_key)) {
+        return Err(format!(
+            "revokes {public_key}, which is not a current key of `{publisher}`"
+        ));
+    }
+    match (signed_by, signature, by_admin) {
+        (Some(by), Some(signature), false) => {
+            let valid = by != public_key
+                && current.is_some_and(|keys| keys.contains(by))
+                && verifying_key_from_hex(by).is_ok_and(|by| {
+                    verify_revocation(registry, publisher, public_key, *revoked_at, &by, signature)
+                });
+            if !valid {
+                return Err(format!(
+                    "the revocation of {public_key} is not signed by another current key of `{publisher}`"
+                ));
+            }
+        }
+        (None, None, true) => {}
+        (None, None, false) if *revoked_at >= entry.time => {}
+        _ => {
+            return Err(format!(
+                "revokes {public_key} back to {revoked_at}, before the entry's time {}, without another current key's signature or an admin's mark",
+                entry.time
+            ));
+        }
+    }
+    if let Some(keys) = current_keys.get_mut(publisher.as_str()) {
+        keys.remove(public_key);
+    }
+    if let Some(key) = state.keys.get_mut(public_key) {
+        key.revoked_at = Some(*revoked_at);
+    }
+    Ok(())
 }
 
 /// Checks that an index lists exactly the keys and versions its log describes.
@@ -834,13 +998,27 @@ mod tests {
         entries
     }
 
+    const REGISTRY: &str = "registry-one";
+
     fn added(publisher: &str, new: &SigningKey, by: Option<&SigningKey>) -> Event {
         let public_key = hex(new.verifying_key().as_bytes());
         Event::KeyAdded {
             publisher: publisher.into(),
             signature: by.map(|by| sign_key_statement(publisher, &public_key, by)),
             signed_by: by.map(|by| hex(by.verifying_key().as_bytes())),
+            possession: sign_possession(REGISTRY, publisher, new),
             public_key,
+        }
+    }
+
+    fn revoked(publisher: &str, key: &SigningKey, at: u64) -> Event {
+        Event::KeyRevoked {
+            publisher: publisher.into(),
+            public_key: hex(key.verifying_key().as_bytes()),
+            revoked_at: at,
+            signed_by: None,
+            signature: None,
+            by_admin: false,
         }
     }
 
@@ -848,45 +1026,50 @@ mod tests {
     fn replaying_the_log_checks_every_rotation() {
         let (a, b, c) = (key(1), key(2), key(3));
         let good = logged(vec![added("acme", &a, None), added("acme", &b, Some(&a))]);
-        let state = replay(&good).unwrap_or_default();
+        let state = replay(&good, REGISTRY).unwrap_or_default();
         assert_eq!(state.keys.len(), 2);
         // A second key with no signature, or signed by a key of another publisher.
         assert!(
-            replay(&logged(vec![
-                added("acme", &a, None),
-                added("acme", &b, None)
-            ]))
+            replay(
+                &logged(vec![added("acme", &a, None), added("acme", &b, None)]),
+                REGISTRY
+            )
             .is_err()
         );
         assert!(
-            replay(&logged(vec![
-                added("acme", &a, None),
-                added("evil", &c, None),
-                added("acme", &b, Some(&c)),
-            ]))
+            replay(
+                &logged(vec![
+                    added("acme", &a, None),
+                    added("evil", &c, None),
+                    added("acme", &b, Some(&c)),
+                ]),
+                REGISTRY
+            )
             .is_err()
         );
         // A revoked key cannot sign in a successor.
-        let revoked = Event::KeyRevoked {
-            publisher: "acme".into(),
-            public_key: hex(a.verifying_key().as_bytes()),
-            revoked_at: 1,
-        };
+        let revoked = revoked("acme", &a, 1);
         assert!(
-            replay(&logged(vec![
-                added("acme", &a, None),
-                revoked.clone(),
-                added("acme", &b, Some(&a)),
-            ]))
+            replay(
+                &logged(vec![
+                    added("acme", &a, None),
+                    revoked.clone(),
+                    added("acme", &b, Some(&a)),
+                ]),
+                REGISTRY
+            )
             .is_err()
         );
         // With every key revoked, an unsigned key (an admin's recovery) is accepted.
         assert!(
-            replay(&logged(vec![
-                added("acme", &a, None),
-                revoked,
-                added("acme", &b, None)
-            ]))
+            replay(
+                &logged(vec![
+                    added("acme", &a, None),
+                    revoked,
+                    added("acme", &b, None)
+                ]),
+                REGISTRY
+            )
             .is_ok()
         );
         // A version published twice, or a yank of nothing.
@@ -896,7 +1079,7 @@ mod tests {
             publisher: "acme".into(),
             package_sha256: "00".repeat(32),
         };
-        assert!(replay(&logged(vec![publish.clone(), publish.clone()])).is_err());
+        assert!(replay(&logged(vec![publish.clone(), publish.clone()]), REGISTRY).is_err());
         // A name published by a second publisher.
         let mut taken = publish.clone();
         if let Event::Publish {
@@ -906,12 +1089,15 @@ mod tests {
             *publisher = "evil".into();
             *version = "2.0.0".into();
         }
-        assert!(replay(&logged(vec![publish, taken])).is_err());
+        assert!(replay(&logged(vec![publish, taken]), REGISTRY).is_err());
         assert!(
-            replay(&logged(vec![Event::Yank {
-                name: "n".into(),
-                version: "1.0.0".into()
-            }]))
+            replay(
+                &logged(vec![Event::Yank {
+                    name: "n".into(),
+                    version: "1.0.0".into()
+                }]),
+                REGISTRY
+            )
             .is_err()
         );
     }
@@ -938,5 +1124,93 @@ mod tests {
             &old.verifying_key(),
             &signature
         ));
+    }
+
+    #[test]
+    fn replay_requires_each_keys_possession_for_this_registry_and_publisher() {
+        let (a, b) = (key(1), key(2));
+        assert!(replay(&logged(vec![added("acme", &a, None)]), REGISTRY).is_ok());
+        // The same log read as another registry's: the proofs name this one.
+        assert!(replay(&logged(vec![added("acme", &a, None)]), "registry-two").is_err());
+        // Someone registers a key they do not hold: the proof is by another key, or made for
+        // another publisher, or missing.
+        let public_key = hex(a.verifying_key().as_bytes());
+        for possession in [
+            sign_possession(REGISTRY, "evil", &b),
+            sign_possession(REGISTRY, "acme", &a).replace('0', "1"),
+            sign_possession(REGISTRY, "other", &a),
+            String::new(),
+        ] {
+            let forged = Event::KeyAdded {
+                publisher: "evil".into(),
+                public_key: public_key.clone(),
+                signed_by: None,
+                signature: None,
+                possession,
+            };
+            assert!(matches!(
+                replay(&logged(vec![forged]), REGISTRY),
+                Err(ProtocolError::BrokenLog(m)) if m.contains("possession")
+            ));
+        }
+    }
+
+    #[test]
+    fn a_back_dated_revocation_needs_another_keys_signature_or_an_admins_mark() {
+        let (a, b, c) = (key(1), key(2), key(3));
+        let a_hex = hex(a.verifying_key().as_bytes());
+        let keys = || vec![added("acme", &a, None), added("acme", &b, Some(&a))];
+        let with = |revocation: Event| {
+            let mut events = keys();
+            events.push(revocation);
+            replay(&logged(events), REGISTRY)
+        };
+        // At its entry's time (2) or later: no signature needed.
+        assert!(with(revoked("acme", &a, 2)).is_ok());
+        // Back-dated to 0 without a signature: refused.
+        assert!(with(revoked("acme", &a, 0)).is_err());
+        let signed = |by: &SigningKey, at_signed: u64, at: u64| Event::KeyRevoked {
+            publisher: "acme".into(),
+            public_key: a_hex.clone(),
+            revoked_at: at,
+            signed_by: Some(hex(by.verifying_key().as_bytes())),
+            signature: Some(sign_revocation(REGISTRY, "acme", &a_hex, at_signed, by)),
+            by_admin: false,
+        };
+        let state = with(signed(&b, 0, 0)).unwrap_or_default();
+        assert_eq!(
+            state.keys.get(&a_hex).and_then(|key| key.revoked_at),
+            Some(0)
+        );
+        // Signed by the revoked key itself, by a stranger, or over another time.
+        assert!(with(signed(&a, 0, 0)).is_err());
+        assert!(with(signed(&c, 0, 0)).is_err());
+        assert!(with(signed(&b, 1, 0)).is_err());
+        // An admin's back-dating is accepted and visible as such.
+        let by_admin = Event::KeyRevoked {
+            publisher: "acme".into(),
+            public_key: a_hex.clone(),
+            revoked_at: 0,
+            signed_by: None,
+            signature: None,
+            by_admin: true,
+        };
+        assert!(with(by_admin).is_ok());
+        // A key already revoked cannot sign another's back-dated revocation.
+        let mut events = keys();
+        events.push(revoked("acme", &b, 2));
+        events.push(signed(&b, 0, 0));
+        assert!(replay(&logged(events), REGISTRY).is_err());
+    }
+
+    #[test]
+    fn the_registry_id_is_the_first_key_of_root_version_one() {
+        let (a, b) = (key(1), key(2));
+        let first = root(1, &[&a], 1).sign(&[&a]);
+        let second = root(2, &[&b], 1).sign(&[&a, &b]);
+        let id = hex(a.verifying_key().as_bytes());
+        assert_eq!(registry_id(&[first.clone(), second.clone()]), Ok(id));
+        assert!(registry_id(&[second]).is_err());
+        assert!(registry_id(&[]).is_err());
     }
 }

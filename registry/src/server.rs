@@ -31,6 +31,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A rate limit's answer: 429 with `Retry-After` in whole seconds.
+fn too_many_requests(message: String, wait: std::time::Duration) -> Response {
+    let seconds = crate::limits::retry_after_seconds(wait).to_string();
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, seconds)],
+        Json(json!({ "error": message })),
+    )
+        .into_response()
+}
+
+/// A store error as an answer; rate limits carry `Retry-After`.
+fn store_error_response(error: StoreError) -> Response {
+    match error {
+        StoreError::TooManyRequests(message, wait) => too_many_requests(message, wait),
+        other => ApiError::from(other).into_response(),
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         let status = match &error {
@@ -39,6 +58,7 @@ impl From<StoreError> for ApiError {
             StoreError::Forbidden(_) => StatusCode::FORBIDDEN,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             StoreError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -49,6 +69,22 @@ impl From<StoreError> for ApiError {
 }
 
 type Api<T> = Result<T, ApiError>;
+
+/// What the handlers whose store calls are rate-limited answer: errors are whole responses,
+/// so a 429 keeps its `Retry-After`.
+type Answer = Result<Response, Response>;
+
+/// Like `blocking`, with a rate limit's error answered 429 and `Retry-After`.
+async fn blocking_answer<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(store_error_response),
+        Err(error) => {
+            Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response())
+        }
+    }
+}
 
 /// Runs a store operation off the async threads (redb waits for the disk).
 async fn blocking<T: Send + 'static>(
@@ -126,12 +162,45 @@ pub fn router_with(store: Arc<Store>, max_package_bytes: usize, max_downloads: u
         .route("/v1/users", post(create_user))
         .route("/v1/tokens", post(issue_token))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
+        .layer(axum::middleware::from_fn_with_state(
+            store.clone(),
+            limit_failed_authentications,
+        ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(AppState {
             store,
             max_package_bytes,
             downloads: Arc::new(tokio::sync::Semaphore::new(max_downloads.max(1))),
         })
+}
+
+/// Counts each 401 against the source address, and answers 429 without running the handler
+/// once an address has failed too often. The address comes from axum's `ConnectInfo`, which
+/// the serve loop adds to each request; without it (a router served some other way) nothing is
+/// limited here.
+async fn limit_failed_authentications(
+    State(store): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let address = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let Some(address) = address else {
+        return next.run(request).await;
+    };
+    if let Err(wait) = store.authentication_allowed(address) {
+        return too_many_requests(
+            "too many failed authentications from this address".into(),
+            wait,
+        );
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        store.authentication_failed(address);
+    }
+    response
 }
 
 async fn registry_info(State(store): State<Shared>) -> Json<serde_json::Value> {
@@ -169,6 +238,10 @@ async fn publish(
     // Authenticate before reading anything: an anonymous caller cannot make the registry
     // buffer a package.
     let who = caller(&store, &headers, Permissions::PUBLISH_NODES).await?;
+    // Over its publish rate, a caller is refused before its upload is read.
+    if let Err(error) = store.publish_allowed(&who) {
+        return Ok(store_error_response(error));
+    }
     let too_large = || {
         ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -283,6 +356,10 @@ async fn yank(
 #[serde(deny_unknown_fields)]
 struct AddKey {
     public_key: String,
+    /// The new key's own signature over the possession statement (registry, publisher, key);
+    /// missing, it is refused like a wrong one.
+    #[serde(default)]
+    possession: String,
     /// For a rotation: the current key that signs the new one in, and its signature.
     signed_by: Option<String>,
     signature: Option<String>,
@@ -297,7 +374,13 @@ async fn add_key(
     let who = caller(&store, &headers, Permissions::MANAGE_KEYS).await?;
     let entry = blocking(move || {
         let signed_by = body.signed_by.as_deref().zip(body.signature.as_deref());
-        store.add_key(&who, &publisher, &body.public_key, signed_by)
+        store.add_key(
+            &who,
+            &publisher,
+            &body.public_key,
+            &body.possession,
+            signed_by,
+        )
     })
     .await?;
     Ok((StatusCode::CREATED, Json(entry)).into_response())
@@ -308,6 +391,10 @@ async fn add_key(
 struct RevokeKey {
     /// Unix seconds from which the key's signatures are refused; now by default.
     revoked_at: Option<u64>,
+    /// For a back-dated revocation: another current key of the publisher and its signature
+    /// over the revocation statement (an admin may back-date without one).
+    signed_by: Option<String>,
+    signature: Option<String>,
 }
 
 async fn revoke_key(
@@ -317,8 +404,13 @@ async fn revoke_key(
     body: Option<Json<RevokeKey>>,
 ) -> Api<Response> {
     let who = caller(&store, &headers, Permissions::MANAGE_KEYS).await?;
-    let at = body.and_then(|Json(body)| body.revoked_at);
-    Ok(Json(blocking(move || store.revoke_key(&who, &publisher, &key, at)).await?).into_response())
+    let body = body.map(|Json(body)| body).unwrap_or_default();
+    let revoked = blocking(move || {
+        let signed_by = body.signed_by.as_deref().zip(body.signature.as_deref());
+        store.revoke_key(&who, &publisher, &key, body.revoked_at, signed_by)
+    })
+    .await?;
+    Ok(Json(revoked).into_response())
 }
 
 #[derive(Deserialize)]
@@ -354,9 +446,11 @@ async fn issue_token(
     State(store): State<Shared>,
     headers: HeaderMap,
     Json(body): Json<NewToken>,
-) -> Api<Response> {
-    let who = caller(&store, &headers, Permissions::empty()).await?;
-    let (token, record) = blocking(move || {
+) -> Answer {
+    let who = caller(&store, &headers, Permissions::empty())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let (token, record) = blocking_answer(move || {
         let user = body.user.unwrap_or_else(|| who.user.name.clone());
         store.issue_token(
             &who,
@@ -397,7 +491,12 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router
             }
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        // The peer's address, for the limit on failed authentications.
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        );
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),

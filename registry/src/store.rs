@@ -7,6 +7,7 @@
 //! re-verifies everything.
 
 use crate::auth::{self, Permissions, TokenKind, TokenRecord};
+use crate::limits::{DEFAULT_QUOTAS, Limiter, Quotas};
 use crate::names;
 use crate::protocol::{
     self, Event, Index, IndexEntry, KeyEntry, LOG_ROOT, LogEntry, Root, Signed, SignedRoot, now,
@@ -18,11 +19,16 @@ use redb::{
     WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use warden_host::package::{self, hex};
 
 /// The database's file name in a registry's data directory.
 const DATABASE: &str = "registry.redb";
+/// Where a first start builds the registry before moving it into place.
+const STAGING: &str = ".registry-init";
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -35,6 +41,8 @@ const VERSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ver
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// How many versions and key events each publisher's history holds, by (publisher, kind).
+const HISTORY: TableDefinition<(&str, &str), u64> = TableDefinition::new("publisher_history");
 
 /// How long a signed index is valid by default: hosts refuse it after this.
 pub const DEFAULT_INDEX_TTL: u64 = 24 * 60 * 60;
@@ -44,6 +52,9 @@ pub const MAX_INDEX_TTL: u64 = 366 * 24 * 60 * 60;
 pub const DEFAULT_TOKEN_TTL: u64 = 90 * 24 * 60 * 60;
 /// The longest a token may live.
 pub const MAX_TOKEN_TTL: u64 = 366 * 24 * 60 * 60;
+/// How many tokens deep a chain of tokens issued by tokens may go: authentication walks the
+/// chain, so its length is bounded.
+pub const MAX_TOKEN_DEPTH: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,6 +68,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A rate limit: try again after the duration.
+    #[error("{0}")]
+    TooManyRequests(String, Duration),
     #[error("the registry's storage failed: {0}")]
     Storage(String),
 }
@@ -80,6 +94,8 @@ pub struct Caller {
     pub user: User,
     pub permissions: Permissions,
     pub token_id: String,
+    /// The token it authenticated with: tokens it issues are its children.
+    pub token: TokenRecord,
 }
 
 impl Caller {
@@ -114,6 +130,36 @@ pub struct Store {
     key: SigningKey,
     index_ttl: u64,
     integrity: Integrity,
+    rates: Rates,
+}
+
+/// The quotas and the in-memory rate limiters that enforce their rates.
+struct Rates {
+    quotas: Quotas,
+    issuing: Limiter<String>,
+    publishing: Limiter<String>,
+    failed_authentications: Limiter<IpAddr>,
+}
+
+impl Rates {
+    fn new(quotas: Quotas) -> Rates {
+        Rates {
+            quotas,
+            issuing: Limiter::new(quotas.token_issuing),
+            publishing: Limiter::new(quotas.publishing),
+            failed_authentications: Limiter::new(quotas.failed_authentications),
+        }
+    }
+}
+
+fn too_many(what: &str, wait: Duration) -> StoreError {
+    StoreError::TooManyRequests(
+        format!(
+            "too many {what}; retry in {} s",
+            crate::limits::retry_after_seconds(wait)
+        ),
+        wait,
+    )
 }
 
 /// What redb's integrity check found when the store was opened.
@@ -173,6 +219,8 @@ impl Store {
             StoreError::Storage(format!("cannot create {}: {error}", dir.display()))
         })?;
         let bootstrap = if dir.join(DATABASE).exists() {
+            // A first start killed after its commit leaves its staging directory behind.
+            let _ = std::fs::remove_dir_all(dir.join(STAGING));
             None
         } else {
             Store::create(dir, index_ttl)?
@@ -205,7 +253,7 @@ impl Store {
         if dir.join(DATABASE).exists() {
             return Ok(None);
         }
-        let staging = dir.join(".registry-init");
+        let staging = dir.join(STAGING);
         match std::fs::remove_dir_all(&staging) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -245,6 +293,7 @@ impl Store {
             key,
             index_ttl: index_ttl.clamp(1, MAX_INDEX_TTL),
             integrity: Integrity::Passed,
+            rates: Rates::new(DEFAULT_QUOTAS),
         };
         let bootstrap = store.initialize()?;
         drop(store);
@@ -299,6 +348,7 @@ impl Store {
             key,
             index_ttl: index_ttl.clamp(1, MAX_INDEX_TTL),
             integrity,
+            rates: Rates::new(DEFAULT_QUOTAS),
         })
     }
 
@@ -355,7 +405,7 @@ impl Store {
             {
                 return Err(StoreError::NotFound(format!("no user `{user}`")));
             }
-            let issued = insert_token(&txn, user, kind, ttl.clamp(1, MAX_TOKEN_TTL))?;
+            let issued = insert_token(&txn, user, kind, ttl.clamp(1, MAX_TOKEN_TTL), None)?;
             audit(
                 &txn,
                 "local operator",
@@ -369,6 +419,49 @@ impl Store {
 
     pub fn public_key(&self) -> String {
         hex(self.key.verifying_key().as_bytes())
+    }
+
+    /// The same store held to `quotas` (the defaults are `limits::DEFAULT_QUOTAS`).
+    pub fn with_quotas(self, quotas: Quotas) -> Store {
+        Store {
+            rates: Rates::new(quotas),
+            ..self
+        }
+    }
+
+    pub fn quotas(&self) -> Quotas {
+        self.rates.quotas
+    }
+
+    /// The registry's identity (`protocol::registry_id`): what possession and revocation
+    /// statements name.
+    pub fn registry_id(&self) -> Result<String, StoreError> {
+        protocol::registry_id(&self.roots()?)
+            .map_err(|error| StoreError::Storage(error.to_string()))
+    }
+
+    /// Whether `address` may still try to authenticate: `Err(wait)` once its failures have
+    /// used up their budget.
+    pub fn authentication_allowed(&self, address: IpAddr) -> Result<(), Duration> {
+        self.rates
+            .failed_authentications
+            .peek(&crate::limits::address_key(address))
+    }
+
+    /// Counts a failed authentication from `address` against its budget.
+    pub fn authentication_failed(&self, address: IpAddr) {
+        let _ = self
+            .rates
+            .failed_authentications
+            .take(&crate::limits::address_key(address));
+    }
+
+    /// Refuses early a publish the caller's rate would refuse, before its upload is read.
+    pub fn publish_allowed(&self, caller: &Caller) -> Result<(), StoreError> {
+        self.rates
+            .publishing
+            .peek(&caller.user.name)
+            .map_err(|wait| too_many("publishes", wait))
     }
 
     fn write(&self) -> Result<WriteTransaction, StoreError> {
@@ -407,7 +500,8 @@ impl Store {
                     .map_err(storage)?
                     .insert("owner", json(&owner).as_slice())
                     .map_err(storage)?;
-                let (token, _) = insert_token(&txn, "owner", TokenKind::Pat, DEFAULT_TOKEN_TTL)?;
+                let (token, _) =
+                    insert_token(&txn, "owner", TokenKind::Pat, DEFAULT_TOKEN_TTL, None)?;
                 audit(
                     &txn,
                     "registry",
@@ -449,7 +543,8 @@ impl Store {
     }
 
     /// Checks a presented token: it must exist, be of the kind its header says, belong to a
-    /// user, and be neither revoked nor expired.
+    /// user, and be neither revoked nor expired, and so must every token up the chain that
+    /// issued it (revoking a token revokes what it issued).
     pub fn authenticate(&self, kind: TokenKind, token: &str) -> Result<Caller, StoreError> {
         let refuse = |why: &str| StoreError::Unauthorized(why.to_string());
         let txn = self.db.begin_read().map_err(storage)?;
@@ -459,7 +554,11 @@ impl Store {
             .map_err(storage)?
         {
             Some(bytes) => parse("token", bytes.value())?,
-            None => return Err(refuse("the token is not known to this registry")),
+            None => {
+                return Err(refuse(
+                    "the token is not known to this registry (revoked, expired or never issued); ask for a new one",
+                ));
+            }
         };
         if record.kind != kind {
             return Err(refuse(match kind {
@@ -469,11 +568,9 @@ impl Store {
                 TokenKind::Pat => "an API key goes in the X-API-Key header, not Authorization",
             }));
         }
-        if record.revoked {
-            return Err(refuse("the token was revoked; ask for a new one"));
-        }
-        if now() >= record.expires_at {
-            return Err(refuse("the token expired; ask for a new one"));
+        let ids = txn.open_table(TOKEN_IDS).map_err(storage)?;
+        if let Some(why) = dead_reason(&record, now(), |id| lookup_token(&tokens, &ids, id))? {
+            return Err(refuse(&format!("{why}; ask for a new one")));
         }
         let users = txn.open_table(USERS).map_err(storage)?;
         let user: User = match users.get(record.user.as_str()).map_err(storage)? {
@@ -484,7 +581,8 @@ impl Store {
         Ok(Caller {
             user,
             permissions,
-            token_id: record.id,
+            token_id: record.id.clone(),
+            token: record,
         })
     }
 
@@ -544,7 +642,8 @@ impl Store {
         Ok(user)
     }
 
-    /// Issues a token for `user` (the caller's own, or anyone's with manage-users).
+    /// Issues a token for `user` (the caller's own, or anyone's with manage-users), as a child
+    /// of the caller's token: it lives no longer than that token and dies when it is revoked.
     pub fn issue_token(
         &self,
         caller: &Caller,
@@ -558,21 +657,29 @@ impl Store {
                 MAX_TOKEN_TTL / 86_400
             )));
         }
+        if caller.token.depth >= MAX_TOKEN_DEPTH {
+            return Err(StoreError::BadRequest(format!(
+                "this token is {MAX_TOKEN_DEPTH} issuances away from an offline-issued one, the most allowed; issue from a token closer to it"
+            )));
+        }
+        self.rates
+            .issuing
+            .take(&caller.user.name)
+            .map_err(|wait| too_many("tokens issued", wait))?;
         let txn = self.write()?;
         let issued = {
-            let target: User = match txn
-                .open_table(USERS)
-                .map_err(storage)?
-                .get(user)
-                .map_err(storage)?
-            {
-                Some(bytes) => parse("user", bytes.value())?,
-                None => return Err(StoreError::NotFound(format!("no user `{user}`"))),
-            };
             if user != caller.user.name {
-                Self::may_manage(caller, &target)?;
+                Self::manageable(&txn, caller, user)?;
             }
-            let issued = insert_token(&txn, user, kind, ttl)?;
+            let live = prune_tokens(&txn, now())?;
+            let held = live.iter().filter(|token| token.user == user).count();
+            let cap = self.rates.quotas.tokens_per_user;
+            if held >= cap {
+                return Err(StoreError::Conflict(format!(
+                    "`{user}` holds {held} live tokens, the most this registry allows ({cap}); revoke one first (warden registry token --revoke ID)"
+                )));
+            }
+            let issued = insert_token(&txn, user, kind, ttl, Some(&caller.token))?;
             audit(
                 &txn,
                 &caller.user.name,
@@ -584,7 +691,17 @@ impl Store {
         Ok(issued)
     }
 
+    /// Revokes a token (the caller's own user's, or one it may manage) and with it every token
+    /// it issued. Its record is deleted; its children fail authentication from then on, since
+    /// their chain no longer reaches a live token, and are pruned at the next issuance.
     pub fn revoke_token(&self, caller: &Caller, id: &str) -> Result<(), StoreError> {
+        // An unknown id and another user's token get the same answer.
+        let refuse = || {
+            StoreError::Forbidden(format!(
+                "there is no token `{id}` that `{}` may revoke",
+                caller.user.name
+            ))
+        };
         let txn = self.write()?;
         {
             let hash = txn
@@ -593,27 +710,26 @@ impl Store {
                 .get(id)
                 .map_err(storage)?
                 .map(|hash| hash.value().to_string())
-                .ok_or_else(|| StoreError::NotFound(format!("no token `{id}`")))?;
-            let mut tokens = txn.open_table(TOKENS).map_err(storage)?;
-            let mut record: TokenRecord = match tokens.get(hash.as_str()).map_err(storage)? {
+                .ok_or_else(refuse)?;
+            let record: TokenRecord = match txn
+                .open_table(TOKENS)
+                .map_err(storage)?
+                .get(hash.as_str())
+                .map_err(storage)?
+            {
                 Some(bytes) => parse("token", bytes.value())?,
-                None => return Err(StoreError::NotFound(format!("no token `{id}`"))),
+                None => return Err(refuse()),
             };
             if record.user != caller.user.name {
-                let target: User = match txn
-                    .open_table(USERS)
-                    .map_err(storage)?
-                    .get(record.user.as_str())
-                    .map_err(storage)?
-                {
-                    Some(bytes) => parse("user", bytes.value())?,
-                    None => return Err(StoreError::NotFound(format!("no user `{}`", record.user))),
-                };
-                Self::may_manage(caller, &target)?;
+                Self::manageable(&txn, caller, &record.user).map_err(|_| refuse())?;
             }
-            record.revoked = true;
-            tokens
-                .insert(hash.as_str(), json(&record).as_slice())
+            txn.open_table(TOKENS)
+                .map_err(storage)?
+                .remove(hash.as_str())
+                .map_err(storage)?;
+            txn.open_table(TOKEN_IDS)
+                .map_err(storage)?
+                .remove(id)
                 .map_err(storage)?;
             audit(&txn, &caller.user.name, &format!("revoked token {id}"))?;
         }
@@ -633,17 +749,33 @@ impl Store {
     }
 
     /// Acting on another user's tokens needs manage-users and every permission that user
-    /// holds: an admin cannot mint or revoke an owner's tokens.
-    fn may_manage(caller: &Caller, target: &User) -> Result<(), StoreError> {
-        caller.require(Permissions::MANAGE_USERS)?;
+    /// holds: an admin cannot mint or revoke an owner's tokens. A user that does not exist gets
+    /// the same refusal as one the caller may not manage, so answers do not tell which names
+    /// exist.
+    fn manageable(txn: &WriteTransaction, caller: &Caller, name: &str) -> Result<User, StoreError> {
+        let refuse = || {
+            StoreError::Forbidden(format!(
+                "`{}` may not manage the tokens of `{name}`: that needs manage-users and every permission `{name}` holds (or there is no such user)",
+                caller.user.name
+            ))
+        };
+        caller
+            .require(Permissions::MANAGE_USERS)
+            .map_err(|_| refuse())?;
+        let target: User = match txn
+            .open_table(USERS)
+            .map_err(storage)?
+            .get(name)
+            .map_err(storage)?
+        {
+            Some(bytes) => parse("user", bytes.value())?,
+            None => return Err(refuse()),
+        };
         let theirs = auth::permissions_of(&target.roles).map_err(StoreError::Storage)?;
         if caller.permissions.contains(theirs) {
-            Ok(())
+            Ok(target)
         } else {
-            Err(StoreError::Forbidden(format!(
-                "`{}` holds permissions `{}` lacks; only a user holding all of them manages its tokens",
-                target.name, caller.user.name
-            )))
+            Err(refuse())
         }
     }
 
@@ -658,13 +790,17 @@ impl Store {
         }
     }
 
-    /// Registers a publisher's key. The first key needs only the caller's right to act for
-    /// the publisher; every later key is a rotation and must be signed in by a current key.
+    /// Registers a publisher's key. Every key proves possession: `possession` is its own
+    /// signature over `protocol::possession_statement` (this registry, the publisher, the key),
+    /// so nobody registers a key they do not hold. The first key needs only the caller's right
+    /// to act for the publisher; every later key is a rotation and must be signed in by a
+    /// current key.
     pub fn add_key(
         &self,
         caller: &Caller,
         publisher: &str,
         public_key: &str,
+        possession: &str,
         signed_by: Option<(&str, &str)>,
     ) -> Result<KeyEntry, StoreError> {
         caller.require(Permissions::MANAGE_KEYS)?;
@@ -677,10 +813,14 @@ impl Store {
                 "give the public key as exactly 64 lowercase hex digits".into(),
             ));
         }
-        let time = now();
         let txn = self.write()?;
         let entry = {
-            let existing = self.keys_of(&txn, publisher)?;
+            let registry = registry_id_in(&txn.open_table(META).map_err(storage)?)?;
+            if !protocol::verify_possession(&registry, publisher, public_key, possession) {
+                return Err(StoreError::Forbidden(format!(
+                    "the key's proof of possession does not verify: sign the possession statement for registry {registry}, publisher `{publisher}` and this key with the key itself (warden registry key does it from the secret key file)"
+                )));
+            }
             if txn
                 .open_table(KEYS)
                 .map_err(storage)?
@@ -692,41 +832,9 @@ impl Store {
                     "this key is registered already; a key is never registered twice".into(),
                 ));
             }
-            let current: Vec<&KeyEntry> = existing
-                .iter()
-                .filter(|key| key.revoked_at.is_none())
-                .collect();
-            let signer = if current.is_empty() && existing.is_empty() {
-                None
-            } else if current.is_empty() {
-                // Every key is revoked (perhaps by a thief with a stolen token): only an admin
-                // can give the publisher a key again. The log records the key as not signed in.
-                if !caller.is_admin() {
-                    return Err(StoreError::Forbidden(format!(
-                        "every key of `{publisher}` is revoked; an admin must register its new key"
-                    )));
-                }
-                None
-            } else {
-                let (by, signature) = signed_by.ok_or_else(|| {
-                    StoreError::Forbidden(format!(
-                        "`{publisher}` has keys already: a new key must be signed in by a current one (warden registry key --signed-by)"
-                    ))
-                })?;
-                if !current.iter().any(|key| key.public_key == by) {
-                    return Err(StoreError::Forbidden(
-                        "the signing-in key is not a current key of this publisher".into(),
-                    ));
-                }
-                let verifying = package::verifying_key_from_hex(by)
-                    .map_err(|error| StoreError::BadRequest(error.to_string()))?;
-                if !protocol::verify_key_statement(publisher, public_key, &verifying, signature) {
-                    return Err(StoreError::Forbidden(
-                        "the key statement's signature does not verify".into(),
-                    ));
-                }
-                Some((by.to_string(), signature.to_string()))
-            };
+            let signer = self.rotation_signer(&txn, caller, publisher, public_key, signed_by)?;
+            self.charge_history(&txn, caller, publisher, History::KeyEvents)?;
+            let time = now().max(last_log_time(&txn)?);
             let entry = KeyEntry {
                 publisher: publisher.to_string(),
                 public_key: public_key.to_string(),
@@ -745,6 +853,7 @@ impl Store {
                     public_key: public_key.to_string(),
                     signed_by: signer.as_ref().map(|(by, _)| by.clone()),
                     signature: signer.map(|(_, signature)| signature),
+                    possession: possession.to_string(),
                 },
             )?;
             entry
@@ -753,20 +862,76 @@ impl Store {
         Ok(entry)
     }
 
-    /// Revokes a key from `at` on (now by default; earlier when a compromise is found late).
+    /// Who signs in `public_key` for `publisher`: nobody for a first key or an admin's
+    /// recovery of a publisher whose keys are all revoked, else a current key.
+    fn rotation_signer(
+        &self,
+        txn: &WriteTransaction,
+        caller: &Caller,
+        publisher: &str,
+        public_key: &str,
+        signed_by: Option<(&str, &str)>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let existing = self.keys_of(txn, publisher)?;
+        let current: Vec<&KeyEntry> = existing
+            .iter()
+            .filter(|key| key.revoked_at.is_none())
+            .collect();
+        if existing.is_empty() {
+            return Ok(None);
+        }
+        if current.is_empty() {
+            // Every key is revoked (perhaps by a thief with a stolen token): only an admin
+            // can give the publisher a key again. The log records the key as not signed in.
+            if !caller.is_admin() {
+                return Err(StoreError::Forbidden(format!(
+                    "every key of `{publisher}` is revoked; an admin must register its new key"
+                )));
+            }
+            return Ok(None);
+        }
+        let (by, signature) = signed_by.ok_or_else(|| {
+            StoreError::Forbidden(format!(
+                "`{publisher}` has keys already: a new key must be signed in by a current one (warden registry key --signed-by)"
+            ))
+        })?;
+        if !current.iter().any(|key| key.public_key == by) {
+            return Err(StoreError::Forbidden(
+                "the signing-in key is not a current key of this publisher".into(),
+            ));
+        }
+        let verifying = package::verifying_key_from_hex(by)
+            .map_err(|error| StoreError::BadRequest(error.to_string()))?;
+        if !protocol::verify_key_statement(publisher, public_key, &verifying, signature) {
+            return Err(StoreError::Forbidden(
+                "the key statement's signature does not verify".into(),
+            ));
+        }
+        Ok(Some((by.to_string(), signature.to_string())))
+    }
+
+    /// Revokes a key from `at` on (now by default). A revocation back-dated before now voids
+    /// signatures already made, so it needs more than a token: a signature by another current
+    /// key of the publisher over `protocol::revocation_statement` (`signed_by`), or an admin,
+    /// whose back-dating the log marks as such.
     pub fn revoke_key(
         &self,
         caller: &Caller,
         publisher: &str,
         public_key: &str,
         at: Option<u64>,
+        signed_by: Option<(&str, &str)>,
     ) -> Result<KeyEntry, StoreError> {
         caller.require(Permissions::MANAGE_KEYS)?;
         Self::may_act_for(caller, publisher)?;
         let txn = self.write()?;
         let entry = {
-            let mut keys = txn.open_table(KEYS).map_err(storage)?;
-            let mut entry: KeyEntry = match keys.get(public_key).map_err(storage)? {
+            let mut entry: KeyEntry = match txn
+                .open_table(KEYS)
+                .map_err(storage)?
+                .get(public_key)
+                .map_err(storage)?
+            {
                 Some(bytes) => parse("publisher key", bytes.value())?,
                 None => return Err(StoreError::NotFound("no such key".into())),
             };
@@ -778,12 +943,21 @@ impl Store {
             if entry.revoked_at.is_some() {
                 return Err(StoreError::Conflict("the key is revoked already".into()));
             }
-            let time = now();
-            let revoked_at = at.unwrap_or(time).min(time).max(entry.added_at);
+            // The log's time, which never runs backwards: a revocation "now" is never read as
+            // back-dated.
+            let time = now().max(last_log_time(&txn)?);
+            let revoked_at = at.unwrap_or(time).min(time);
+            let (signer, by_admin) = if revoked_at >= time {
+                (None, false)
+            } else {
+                self.back_dating(&txn, caller, &entry, revoked_at, signed_by)?
+            };
+            self.charge_history(&txn, caller, publisher, History::KeyEvents)?;
             entry.revoked_at = Some(revoked_at);
-            keys.insert(public_key, json(&entry).as_slice())
+            txn.open_table(KEYS)
+                .map_err(storage)?
+                .insert(public_key, json(&entry).as_slice())
                 .map_err(storage)?;
-            drop(keys);
             self.append(
                 &txn,
                 time,
@@ -791,12 +965,99 @@ impl Store {
                     publisher: publisher.to_string(),
                     public_key: public_key.to_string(),
                     revoked_at,
+                    signed_by: signer.as_ref().map(|(by, _)| by.clone()),
+                    signature: signer.map(|(_, signature)| signature),
+                    by_admin,
                 },
             )?;
             entry
         };
         txn.commit().map_err(storage)?;
         Ok(entry)
+    }
+
+    /// What authorizes back-dating `key`'s revocation to `revoked_at`: another current key's
+    /// signature, or else an admin caller.
+    fn back_dating(
+        &self,
+        txn: &WriteTransaction,
+        caller: &Caller,
+        key: &KeyEntry,
+        revoked_at: u64,
+        signed_by: Option<(&str, &str)>,
+    ) -> Result<(Option<(String, String)>, bool), StoreError> {
+        let publisher = key.publisher.as_str();
+        let Some((by, signature)) = signed_by else {
+            if caller.is_admin() {
+                return Ok((None, true));
+            }
+            return Err(StoreError::Forbidden(format!(
+                "revoking a key back to {revoked_at}, before now, voids what it signed: it needs a signature by another current key of `{publisher}` (warden registry key --revoke --revoked-at T --signed-by OTHER.key) or an admin"
+            )));
+        };
+        let other_current = by != key.public_key
+            && self
+                .keys_of(txn, publisher)?
+                .iter()
+                .any(|other| other.public_key == by && other.revoked_at.is_none());
+        if !other_current {
+            return Err(StoreError::Forbidden(format!(
+                "a back-dated revocation is signed by another current key of `{publisher}`, not by the key revoked or a stranger"
+            )));
+        }
+        let registry = registry_id_in(&txn.open_table(META).map_err(storage)?)?;
+        let valid = package::verifying_key_from_hex(by).is_ok_and(|verifying| {
+            protocol::verify_revocation(
+                &registry,
+                publisher,
+                &key.public_key,
+                revoked_at,
+                &verifying,
+                signature,
+            )
+        });
+        if !valid {
+            return Err(StoreError::Forbidden(format!(
+                "the revocation's signature does not verify: sign the revocation statement for registry {registry}, publisher `{publisher}`, the key and revoked_at {revoked_at}"
+            )));
+        }
+        Ok((Some((by.to_string(), signature.to_string())), false))
+    }
+
+    /// Counts one more event of `kind` in `publisher`'s history, refusing past the quota. An
+    /// admin's key events are not counted against it (an admin recovers a locked-out
+    /// publisher whatever its history).
+    fn charge_history(
+        &self,
+        txn: &WriteTransaction,
+        caller: &Caller,
+        publisher: &str,
+        kind: History,
+    ) -> Result<(), StoreError> {
+        let count = history_count(txn, publisher, kind)?;
+        let quotas = &self.rates.quotas;
+        let (limit, flag) = match kind {
+            History::Versions => (
+                quotas.versions_per_publisher,
+                "--max-versions-per-publisher",
+            ),
+            History::KeyEvents => (
+                quotas.key_events_per_publisher,
+                "--max-key-events-per-publisher",
+            ),
+        };
+        let exempt = kind == History::KeyEvents && caller.is_admin();
+        if count >= limit && !exempt {
+            return Err(StoreError::Conflict(format!(
+                "`{publisher}` has {count} {} in its history, the most this registry allows; ask the registry's operator to raise {flag}",
+                kind.name()
+            )));
+        }
+        txn.open_table(HISTORY)
+            .map_err(storage)?
+            .insert((publisher, kind.name()), count + 1)
+            .map_err(storage)?;
+        Ok(())
     }
 
     /// Publishes a package: it must verify, be signed by a current key of the caller's
@@ -815,6 +1076,10 @@ impl Store {
                 manifest.publisher, caller.user.name
             ))
         })?;
+        self.rates
+            .publishing
+            .take(&caller.user.name)
+            .map_err(|wait| too_many("publishes", wait))?;
         let time = now();
         let txn = self.write()?;
         let entry = {
@@ -856,6 +1121,7 @@ impl Store {
                             existing.value()
                         )));
                     }
+                    near_miss(&skeletons, &names, &manifest.name, &manifest.publisher)?;
                     skeletons
                         .insert(skeleton.as_str(), manifest.name.as_str())
                         .map_err(storage)?;
@@ -865,6 +1131,7 @@ impl Store {
                 }
             }
             drop(names);
+            self.charge_history(&txn, caller, &manifest.publisher, History::Versions)?;
             let mut versions = txn.open_table(VERSIONS).map_err(storage)?;
             let id = (manifest.name.as_str(), manifest.version.as_str());
             if versions.get(id).map_err(storage)?.is_some() {
@@ -1009,7 +1276,8 @@ impl Store {
             keys,
         };
         // The tables are not trusted: what is signed must be what the log says happened.
-        protocol::replay(&entries)
+        let registry = registry_id_in(&meta)?;
+        protocol::replay(&entries, &registry)
             .and_then(|replayed| protocol::index_matches_log(&index, &replayed))
             .map_err(|error| {
                 StoreError::Storage(format!(
@@ -1221,8 +1489,8 @@ impl Store {
         let log = self.log()?;
         protocol::verify_log(&log, index.log_size, &index.log_head)
             .map_err(|error| StoreError::Storage(error.to_string()))?;
-        let replayed =
-            protocol::replay(&log).map_err(|error| StoreError::Storage(error.to_string()))?;
+        let replayed = protocol::replay(&log, &self.registry_id()?)
+            .map_err(|error| StoreError::Storage(error.to_string()))?;
         protocol::index_matches_log(&index, &replayed)
             .map_err(|error| StoreError::Storage(error.to_string()))?;
         let txn = self.db.begin_read().map_err(storage)?;
@@ -1310,16 +1578,25 @@ fn insert_token(
     user: &str,
     kind: TokenKind,
     ttl: u64,
+    parent: Option<&TokenRecord>,
 ) -> Result<(String, TokenRecord), StoreError> {
     let (token, hash) = auth::new_token(kind).map_err(StoreError::Storage)?;
     let time = now();
+    let mut expires_at = time.saturating_add(ttl);
+    if let Some(parent) = parent {
+        // A child never outlives its issuer, so pruning an expired token never strands a
+        // live one.
+        expires_at = expires_at.min(parent.expires_at);
+    }
     let record = TokenRecord {
         id: hash[..16].to_string(),
         user: user.to_string(),
         kind,
         created_at: time,
-        expires_at: time.saturating_add(ttl),
+        expires_at,
         revoked: false,
+        parent: parent.map(|parent| parent.id.clone()),
+        depth: parent.map_or(0, |parent| parent.depth + 1),
     };
     txn.open_table(TOKENS)
         .map_err(storage)?
@@ -1330,6 +1607,82 @@ fn insert_token(
         .insert(record.id.as_str(), hash.as_str())
         .map_err(storage)?;
     Ok((token, record))
+}
+
+/// The token with public id `id`.
+fn lookup_token(
+    tokens: &impl ReadableTable<&'static str, &'static [u8]>,
+    ids: &impl ReadableTable<&'static str, &'static str>,
+    id: &str,
+) -> Result<Option<TokenRecord>, StoreError> {
+    let Some(hash) = ids.get(id).map_err(storage)? else {
+        return Ok(None);
+    };
+    match tokens.get(hash.value()).map_err(storage)? {
+        Some(bytes) => parse("token", bytes.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Why `record` no longer authenticates at `time`, if it does not: it, or a token up the
+/// chain that issued it, is revoked, expired or gone (a revoked token's record is deleted).
+/// The walk is bounded by `MAX_TOKEN_DEPTH`.
+fn dead_reason(
+    record: &TokenRecord,
+    time: u64,
+    mut lookup: impl FnMut(&str) -> Result<Option<TokenRecord>, StoreError>,
+) -> Result<Option<&'static str>, StoreError> {
+    if record.revoked {
+        return Ok(Some("the token was revoked"));
+    }
+    if time >= record.expires_at {
+        return Ok(Some("the token expired"));
+    }
+    let mut parent = record.parent.clone();
+    for _ in 0..=MAX_TOKEN_DEPTH {
+        let Some(id) = parent else {
+            return Ok(None);
+        };
+        match lookup(&id)? {
+            Some(issuer) if !issuer.revoked && time < issuer.expires_at => parent = issuer.parent,
+            _ => return Ok(Some("the token that issued this token was revoked")),
+        }
+    }
+    Ok(Some("the token's chain of issuers is too long"))
+}
+
+/// Deletes every token that no longer authenticates, so the table holds live tokens only (at
+/// most the per-user cap each, plus those that died since the last issuance); returns the
+/// live ones. One pass over the table: it is bounded by that cap.
+fn prune_tokens(txn: &WriteTransaction, time: u64) -> Result<Vec<TokenRecord>, StoreError> {
+    let mut all: BTreeMap<String, (String, TokenRecord)> = BTreeMap::new();
+    for item in txn
+        .open_table(TOKENS)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
+        let (hash, bytes) = item.map_err(storage)?;
+        let record: TokenRecord = parse("token", bytes.value())?;
+        all.insert(record.id.clone(), (hash.value().to_string(), record));
+    }
+    let mut live = Vec::new();
+    let mut dead = Vec::new();
+    for (id, (hash, record)) in &all {
+        let lookup = |id: &str| Ok(all.get(id).map(|(_, record)| record.clone()));
+        if dead_reason(record, time, lookup)?.is_some() {
+            dead.push((id.as_str(), hash.as_str()));
+        } else {
+            live.push(record.clone());
+        }
+    }
+    let mut tokens = txn.open_table(TOKENS).map_err(storage)?;
+    let mut ids = txn.open_table(TOKEN_IDS).map_err(storage)?;
+    for (id, hash) in dead {
+        tokens.remove(hash).map_err(storage)?;
+        ids.remove(id).map_err(storage)?;
+    }
+    Ok(live)
 }
 
 fn audit(txn: &WriteTransaction, actor: &str, action: &str) -> Result<(), StoreError> {
@@ -1348,6 +1701,111 @@ fn audit(txn: &WriteTransaction, actor: &str, action: &str) -> Result<(), StoreE
         .insert(next, json(&entry).as_slice())
         .map_err(storage)?;
     Ok(())
+}
+
+/// Refuses a new name one edit or one swap of neighbours away (on the skeletons) from a name
+/// another publisher owns: `text-transfrom` next to `text-transform`. One scan of the names:
+/// new names are rare next to everything else a registry does.
+fn near_miss(
+    skeletons: &impl ReadableTable<&'static str, &'static str>,
+    names: &impl ReadableTable<&'static str, &'static str>,
+    name: &str,
+    publisher: &str,
+) -> Result<(), StoreError> {
+    let skeleton = names::skeleton(name);
+    for item in skeletons.iter().map_err(storage)? {
+        let (existing_skeleton, existing) = item.map_err(storage)?;
+        if !names::near_miss(&skeleton, existing_skeleton.value()) {
+            continue;
+        }
+        let existing = existing.value();
+        let owner = names.get(existing).map_err(storage)?;
+        if owner.is_some_and(|owner| owner.value() != publisher) {
+            return Err(StoreError::Conflict(format!(
+                "the name `{name}` is one typo away from `{existing}`, another publisher's; choose a clearly different name"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a publisher's history quota counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum History {
+    Versions,
+    KeyEvents,
+}
+
+impl History {
+    fn name(self) -> &'static str {
+        match self {
+            History::Versions => "versions",
+            History::KeyEvents => "key events",
+        }
+    }
+
+    fn counts(self, event: &Event, of: &str) -> bool {
+        match (self, event) {
+            (History::Versions, Event::Publish { publisher, .. }) => publisher == of,
+            (History::KeyEvents, Event::KeyAdded { publisher, .. })
+            | (History::KeyEvents, Event::KeyRevoked { publisher, .. }) => publisher == of,
+            _ => false,
+        }
+    }
+}
+
+/// How many events of `kind` `publisher`'s history holds: the kept count, or (for a database
+/// from before the counts, or a new publisher) counted from the log.
+fn history_count(
+    txn: &WriteTransaction,
+    publisher: &str,
+    kind: History,
+) -> Result<u64, StoreError> {
+    if let Some(count) = txn
+        .open_table(HISTORY)
+        .map_err(storage)?
+        .get((publisher, kind.name()))
+        .map_err(storage)?
+    {
+        return Ok(count.value());
+    }
+    let mut count = 0;
+    for item in txn
+        .open_table(LOG)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
+        let (_, bytes) = item.map_err(storage)?;
+        let entry: LogEntry = parse("log entry", bytes.value())?;
+        count += u64::from(kind.counts(&entry.event, publisher));
+    }
+    Ok(count)
+}
+
+/// The time of the log's last entry (0 for an empty log).
+fn last_log_time(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    match txn
+        .open_table(LOG)
+        .map_err(storage)?
+        .last()
+        .map_err(storage)?
+    {
+        Some((_, bytes)) => Ok(parse::<LogEntry>("log entry", bytes.value())?.time),
+        None => Ok(0),
+    }
+}
+
+/// The registry's identity, from the root documents in `meta`.
+fn registry_id_in(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<String, StoreError> {
+    let bytes = meta
+        .get("roots")
+        .map_err(storage)?
+        .ok_or_else(|| StoreError::Storage("the root documents are missing".into()))?;
+    let roots: Vec<SignedRoot> = parse("roots", bytes.value())?;
+    protocol::registry_id(&roots).map_err(|error| StoreError::Storage(error.to_string()))
 }
 
 /// Moves a committed rotation's key into place.
@@ -1448,4 +1906,66 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError>
         sync_dir(parent).map_err(StoreError::Storage)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(id: &str, parent: Option<&str>, expires_at: u64) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            user: "u".into(),
+            kind: TokenKind::Pat,
+            created_at: 0,
+            expires_at,
+            revoked: false,
+            parent: parent.map(Into::into),
+            depth: 0,
+        }
+    }
+
+    fn reason(record: &TokenRecord, known: &[TokenRecord], time: u64) -> Option<&'static str> {
+        dead_reason(record, time, |id| {
+            Ok(known.iter().find(|token| token.id == id).cloned())
+        })
+        .unwrap_or(Some("lookup failed"))
+    }
+
+    #[test]
+    fn a_token_dies_with_any_token_above_it() {
+        let root = token("a", None, 100);
+        let child = token("b", Some("a"), 100);
+        let grandchild = token("c", Some("b"), 100);
+        let all = vec![root.clone(), child.clone(), grandchild.clone()];
+        assert_eq!(reason(&grandchild, &all, 10), None);
+        // The middle one gone (revoked records are deleted), revoked, or expired.
+        assert!(reason(&grandchild, &[root.clone(), grandchild.clone()], 10).is_some());
+        let revoked = TokenRecord {
+            revoked: true,
+            ..child.clone()
+        };
+        assert!(
+            reason(
+                &grandchild,
+                &[root.clone(), revoked, grandchild.clone()],
+                10
+            )
+            .is_some()
+        );
+        let expired = token("b", Some("a"), 5);
+        assert!(reason(&grandchild, &[root, expired, grandchild.clone()], 10).is_some());
+        // Its own expiry.
+        assert_eq!(reason(&grandchild, &all, 100), Some("the token expired"));
+    }
+
+    #[test]
+    fn a_chain_longer_than_allowed_is_refused_even_if_stored() {
+        // A forged cycle in the table cannot make authentication loop.
+        let looped = vec![token("a", Some("b"), 100), token("b", Some("a"), 100)];
+        assert_eq!(
+            reason(&looped[0], &looped, 10),
+            Some("the token's chain of issuers is too long")
+        );
+    }
 }

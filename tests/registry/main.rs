@@ -4,6 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod principals;
+
 use ed25519_dalek::SigningKey;
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
@@ -146,17 +148,38 @@ impl Registry {
     fn publisher(&self, user: &str, publisher: &str) -> Publisher {
         let token = self.user(user, &["publisher"], Some(publisher));
         let key = package::generate_key().unwrap();
-        self.post(
-            &token,
-            &format!("v1/publishers/{publisher}/keys"),
-            json!({ "public_key": package::public_key_hex(&key) }),
-        )
-        .unwrap();
+        self.add_key(&token, publisher, &key, None).unwrap();
         Publisher {
             name: publisher.to_string(),
             token,
             key,
         }
+    }
+
+    /// The registry's identity, which key possession and revocation statements name.
+    fn id(&self) -> String {
+        warden_registry::protocol::registry_id(&self.roots()).unwrap()
+    }
+
+    /// Registers `key` for `publisher` with its proof of possession, signed in by `by`.
+    fn add_key(
+        &self,
+        token: &str,
+        publisher: &str,
+        key: &SigningKey,
+        by: Option<&SigningKey>,
+    ) -> Result<Json, ClientError> {
+        use warden_registry::protocol::{sign_key_statement, sign_possession};
+        let public_key = package::public_key_hex(key);
+        let mut body = json!({
+            "public_key": public_key,
+            "possession": sign_possession(&self.id(), publisher, key),
+        });
+        if let Some(by) = by {
+            body["signed_by"] = json!(package::public_key_hex(by));
+            body["signature"] = json!(sign_key_statement(publisher, &public_key, by));
+        }
+        self.post(token, &format!("v1/publishers/{publisher}/keys"), body)
     }
 
     fn publish(&self, token: &str, bytes: Vec<u8>) -> Result<Json, ClientError> {
@@ -645,12 +668,13 @@ fn keys_rotate_and_revocation_binds_registry_and_hosts() {
         .unwrap();
     let next = package::generate_key().unwrap();
     let next_hex = package::public_key_hex(&next);
+    let possession = warden_registry::protocol::sign_possession(&registry.id(), "acme", &next);
     // A second key needs the signature of a current one.
     assert_eq!(
         status(registry.post(
             &acme.token,
             "v1/publishers/acme/keys",
-            json!({ "public_key": next_hex })
+            json!({ "public_key": next_hex, "possession": possession })
         )),
         403
     );
@@ -660,7 +684,7 @@ fn keys_rotate_and_revocation_binds_registry_and_hosts() {
         status(registry.post(
             &acme.token,
             "v1/publishers/acme/keys",
-            json!({ "public_key": next_hex, "signed_by": package::public_key_hex(&stranger), "signature": forged }),
+            json!({ "public_key": next_hex, "possession": possession, "signed_by": package::public_key_hex(&stranger), "signature": forged }),
         )),
         403
     );
@@ -674,22 +698,20 @@ fn keys_rotate_and_revocation_binds_registry_and_hosts() {
         )),
         400
     );
-    let signature = warden_registry::protocol::sign_key_statement("acme", &next_hex, &acme.key);
     registry
-        .post(
-            &acme.token,
-            "v1/publishers/acme/keys",
-            json!({ "public_key": next_hex, "signed_by": package::public_key_hex(&acme.key), "signature": signature }),
-        )
+        .add_key(&acme.token, "acme", &next, Some(&acme.key))
         .unwrap();
 
-    // Revoke the first key back to when it was added: everything it signed is refused.
+    // Revoke the first key back to when it was added: everything it signed is refused. A
+    // back-dated revocation is signed by another current key.
     let old = package::public_key_hex(&acme.key);
+    let signature =
+        warden_registry::protocol::sign_revocation(&registry.id(), "acme", &old, 0, &next);
     registry
         .post(
             &acme.token,
             &format!("v1/publishers/acme/keys/{old}/revoke"),
-            json!({ "revoked_at": 0 }),
+            json!({ "revoked_at": 0, "signed_by": next_hex, "signature": signature }),
         )
         .unwrap();
     assert_eq!(
@@ -1138,31 +1160,14 @@ fn admins_cannot_take_over_owners_and_a_locked_out_publisher_is_recovered_by_an_
             json!({}),
         )
         .unwrap();
-    let fresh = package::public_key_hex(&package::generate_key().unwrap());
+    let fresh = package::generate_key().unwrap();
     assert_eq!(
-        status(registry.post(
-            &acme.token,
-            "v1/publishers/acme/keys",
-            json!({ "public_key": fresh })
-        )),
+        status(registry.add_key(&acme.token, "acme", &fresh, None)),
         403
     );
     // ...but an admin can, and the same key is never registered twice.
-    registry
-        .post(
-            &admin,
-            "v1/publishers/acme/keys",
-            json!({ "public_key": fresh }),
-        )
-        .unwrap();
-    assert_eq!(
-        status(registry.post(
-            &admin,
-            "v1/publishers/acme/keys",
-            json!({ "public_key": fresh })
-        )),
-        409
-    );
+    registry.add_key(&admin, "acme", &fresh, None).unwrap();
+    assert_eq!(status(registry.add_key(&admin, "acme", &fresh, None)), 409);
 }
 
 #[test]
@@ -1248,11 +1253,12 @@ fn sync_blocks_nodes_whose_signing_key_was_revoked() {
             .is_empty()
     );
     assert!(host.state.load("text-transform").is_ok());
-    // The key turns out to have been stolen from the start: revoke it back to when it was added.
+    // The key turns out to have been stolen from the start: revoke it back to when it was
+    // added (acme has no other key to sign that, so an admin does it).
     let old = package::public_key_hex(&acme.key);
     registry
         .post(
-            &acme.token,
+            &registry.owner,
             &format!("v1/publishers/acme/keys/{old}/revoke"),
             json!({ "revoked_at": 0 }),
         )
@@ -1489,7 +1495,8 @@ fn sync_blocks_an_unreadable_install_and_goes_on() {
 fn a_key_is_registered_in_one_spelling_only() {
     let registry = Registry::start(3600);
     let token = registry.user("alice", &["publisher"], Some("acme"));
-    let key = package::public_key_hex(&package::generate_key().unwrap());
+    let secret = package::generate_key().unwrap();
+    let key = package::public_key_hex(&secret);
     for spelling in [format!("{key}\n"), format!(" {key}"), key.to_uppercase()] {
         assert_eq!(
             status(registry.post(
@@ -1500,13 +1507,7 @@ fn a_key_is_registered_in_one_spelling_only() {
             400
         );
     }
-    registry
-        .post(
-            &token,
-            "v1/publishers/acme/keys",
-            json!({ "public_key": key }),
-        )
-        .unwrap();
+    registry.add_key(&token, "acme", &secret, None).unwrap();
 }
 
 #[test]

@@ -1,0 +1,241 @@
+//! Quotas and rate limits: what one principal may cost the registry.
+//!
+//! Rates are token buckets kept in memory, one per user (token issuing, publishing) or per
+//! source address (failed authentications). A bucket holds up to `burst` requests and refills
+//! one every `every`; a request finding it empty is answered 429 with `Retry-After`. The map of
+//! buckets is bounded: when it is full, buckets that have refilled (which carry no information)
+//! are dropped, then the one touched longest ago. Buckets are not persisted: a restart forgives
+//! everyone, which bounds nothing less than a restart does anyway.
+//!
+//! Hand-written rather than `governor`: a keyed governor limiter needs its own pruning for a
+//! bounded map too, and pulls in several crates for about eighty lines.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A rate: up to `burst` at once, then one per `every`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub burst: u32,
+    pub every: Duration,
+}
+
+impl Rate {
+    pub const fn new(burst: u32, every: Duration) -> Rate {
+        Rate { burst, every }
+    }
+}
+
+/// What one principal may hold and how fast it may act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quotas {
+    /// Live (unexpired, unrevoked) tokens per user.
+    pub tokens_per_user: usize,
+    /// Versions a publisher may publish, ever (yanked ones count: the log keeps them).
+    pub versions_per_publisher: u64,
+    /// Key additions and revocations a publisher's history may hold. An admin's recovery of a
+    /// locked-out publisher is not counted against it.
+    pub key_events_per_publisher: u64,
+    /// Tokens a user may be issued (by anyone), per user.
+    pub token_issuing: Rate,
+    /// Publishes per user.
+    pub publishing: Rate,
+    /// Failed authentications per source address (an IPv6 address counts by its /64).
+    pub failed_authentications: Rate,
+}
+
+pub const DEFAULT_QUOTAS: Quotas = Quotas {
+    tokens_per_user: 100,
+    versions_per_publisher: 10_000,
+    key_events_per_publisher: 100,
+    // 20 at once, 120 an hour.
+    token_issuing: Rate::new(20, Duration::from_secs(30)),
+    // 30 at once, 60 an hour.
+    publishing: Rate::new(30, Duration::from_secs(60)),
+    // 30 at once, 1,800 an hour.
+    failed_authentications: Rate::new(30, Duration::from_secs(2)),
+};
+
+impl Default for Quotas {
+    fn default() -> Quotas {
+        DEFAULT_QUOTAS
+    }
+}
+
+/// Buckets kept per limiter at most.
+const MAX_BUCKETS: usize = 65_536;
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// A keyed token-bucket limiter with a bounded number of keys.
+#[derive(Debug)]
+pub struct Limiter<K> {
+    rate: Rate,
+    capacity: usize,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Eq + Hash + Clone> Limiter<K> {
+    pub fn new(rate: Rate) -> Limiter<K> {
+        Limiter::with_capacity(rate, MAX_BUCKETS)
+    }
+
+    fn with_capacity(rate: Rate, capacity: usize) -> Limiter<K> {
+        Limiter {
+            rate,
+            capacity: capacity.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request from `key`'s bucket; `Err(wait)` when it is empty, with how long until
+    /// one is available.
+    pub fn take(&self, key: &K) -> Result<(), Duration> {
+        self.at(key, Instant::now(), 1.0)
+    }
+
+    /// Whether `key` could make a request now, without taking it.
+    pub fn peek(&self, key: &K) -> Result<(), Duration> {
+        self.at(key, Instant::now(), 0.0)
+    }
+
+    fn at(&self, key: &K, now: Instant, cost: f64) -> Result<(), Duration> {
+        let burst = f64::from(self.rate.burst.max(1));
+        let per_second = 1.0 / self.rate.every.as_secs_f64().max(1e-3);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !buckets.contains_key(key) && buckets.len() >= self.capacity {
+            evict(&mut buckets, self.capacity, now, burst, per_second);
+        }
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= cost;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) / per_second;
+            Err(Duration::from_secs_f64(wait.max(0.0)))
+        }
+    }
+}
+
+/// Makes room for one bucket: drops the full ones, or else the one touched longest ago.
+fn evict<K: Eq + Hash + Clone>(
+    buckets: &mut HashMap<K, Bucket>,
+    capacity: usize,
+    now: Instant,
+    burst: f64,
+    per_second: f64,
+) {
+    buckets.retain(|_, bucket| {
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens + elapsed * per_second < burst
+    });
+    if buckets.len() < capacity {
+        return;
+    }
+    if let Some(oldest) = buckets
+        .iter()
+        .min_by_key(|(_, bucket)| bucket.updated)
+        .map(|(key, _)| key.clone())
+    {
+        buckets.remove(&oldest);
+    }
+}
+
+/// The key a source address is limited by: an IPv4 address, or an IPv6 address's /64 (one
+/// host usually holds a whole /64, so counting addresses would count nothing).
+pub fn address_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+    }
+}
+
+/// Whole seconds to wait, at least one (what `Retry-After` carries).
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_empties_then_refills() {
+        let limiter = Limiter::new(Rate::new(3, Duration::from_secs(10)));
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.at(&"alice", start, 1.0).is_ok());
+        }
+        let wait = limiter.at(&"alice", start, 1.0).err();
+        assert!(wait.is_some_and(|wait| wait > Duration::from_secs(9)));
+        // Another key has its own bucket.
+        assert!(limiter.at(&"bob", start, 1.0).is_ok());
+        // Ten seconds later one request is available again, not two.
+        let later = start + Duration::from_secs(10);
+        assert!(limiter.at(&"alice", later, 1.0).is_ok());
+        assert!(limiter.at(&"alice", later, 1.0).is_err());
+        // Peeking takes nothing.
+        let much_later = later + Duration::from_secs(10);
+        assert!(limiter.at(&"alice", much_later, 0.0).is_ok());
+        assert!(limiter.at(&"alice", much_later, 1.0).is_ok());
+        assert!(limiter.at(&"alice", much_later, 1.0).is_err());
+    }
+
+    #[test]
+    fn the_map_of_buckets_stays_bounded() {
+        let limiter = Limiter::with_capacity(Rate::new(1, Duration::from_secs(3600)), 4);
+        let start = Instant::now();
+        for key in 0..1000u32 {
+            let _ = limiter.at(&key, start + Duration::from_millis(u64::from(key)), 1.0);
+            let held = limiter.buckets.lock().map(|map| map.len()).unwrap_or(0);
+            assert!(held <= 4, "{held}");
+        }
+        // The most recent keys are still limited.
+        assert!(
+            limiter
+                .at(&999, start + Duration::from_secs(1), 1.0)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let one: IpAddr = "2001:db8::1".parse().unwrap_or(IpAddr::from([0u8; 16]));
+        let two: IpAddr = "2001:db8::ffff:2"
+            .parse()
+            .unwrap_or(IpAddr::from([0u8; 16]));
+        let other: IpAddr = "2001:db8:0:1::1".parse().unwrap_or(IpAddr::from([0u8; 16]));
+        assert_eq!(address_key(one), address_key(two));
+        assert_ne!(address_key(one), address_key(other));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap_or(IpAddr::from([0u8; 4]));
+        assert_eq!(address_key(v4), v4);
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(5)), 5);
+        assert_eq!(retry_after_seconds(Duration::from_millis(5_001)), 6);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+    }
+}
