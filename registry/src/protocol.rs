@@ -17,8 +17,13 @@ const ROOT_DOMAIN: &[u8] = b"warden registry root v1\n";
 
 /// The largest signed index a host reads.
 pub const MAX_INDEX_BYTES: usize = 32 * 1024 * 1024;
-/// The largest log a host reads.
+/// The largest log a host reads in one answer (the whole log, as old clients ask for it).
 pub const MAX_LOG_BYTES: usize = 64 * 1024 * 1024;
+/// The most entries one page of `GET /v1/log?from=N` holds.
+pub const MAX_LOG_PAGE_ENTRIES: u64 = 1000;
+/// A page of the log stops growing once it holds this many bytes of JSON (it always holds at
+/// least one entry); hosts read a page up to twice this.
+pub const MAX_LOG_PAGE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -240,9 +245,25 @@ impl LogEntry {
 
 /// Checks that `entries` chain from the root and end at `head` after `size` entries.
 pub fn verify_log(entries: &[LogEntry], size: u64, head: &str) -> Result<(), ProtocolError> {
-    let mut previous = LOG_ROOT.to_string();
-    for (position, entry) in entries.iter().enumerate() {
-        if entry.sequence != position as u64 {
+    let previous = verify_page(entries, 0, LOG_ROOT)?;
+    if entries.len() as u64 != size || previous != head {
+        return Err(ProtocolError::BrokenLog(format!(
+            "{} entries ending at {previous}, the signed checkpoint says {size} ending at {head}",
+            entries.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `page` holds entries `from`, `from + 1`, … and chains from `previous` (the hash
+/// of entry `from - 1`, or `LOG_ROOT`); returns the hash of its last entry. A page proves
+/// nothing alone: only a signed checkpoint it ends at (`verify_log`, or the host's own check)
+/// makes its entries the registry's.
+pub fn verify_page(page: &[LogEntry], from: u64, previous: &str) -> Result<String, ProtocolError> {
+    let mut previous = previous.to_string();
+    for (offset, entry) in page.iter().enumerate() {
+        let position = from.saturating_add(offset as u64);
+        if entry.sequence != position {
             return Err(ProtocolError::BrokenLog(format!(
                 "entry {position} says it is number {}",
                 entry.sequence
@@ -255,13 +276,7 @@ pub fn verify_log(entries: &[LogEntry], size: u64, head: &str) -> Result<(), Pro
         }
         previous = entry.hash();
     }
-    if entries.len() as u64 != size || previous != head {
-        return Err(ProtocolError::BrokenLog(format!(
-            "{} entries ending at {previous}, the signed checkpoint says {size} ending at {head}",
-            entries.len()
-        )));
-    }
-    Ok(())
+    Ok(previous)
 }
 
 /// The statement by which a publisher's existing key signs in a new one (a rotation).
@@ -312,8 +327,8 @@ pub struct Replayed {
 
 /// Replays the log, checking each rotation's signature by a key of the same publisher that was
 /// current at that point. A key added without a signature is a publisher's first key, or one an
-/// admin added after all its keys were revoked. What the registry's tables and signed index say
-/// must equal what this returns.
+/// admin added after all its keys were revoked. Entry times never go backwards. What the
+/// registry's tables and signed index say must equal what this returns.
 pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
     let broken = |entry: &LogEntry, why: String| {
         ProtocolError::BrokenLog(format!("entry {}: {why}", entry.sequence))
@@ -324,7 +339,20 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, ProtocolError> {
     // Each publisher's keys that are not revoked, so a rotation is checked in O(log n).
     let mut current_keys: std::collections::BTreeMap<&str, std::collections::BTreeSet<String>> =
         std::collections::BTreeMap::new();
+    let mut last_time = 0;
     for entry in entries {
+        // Times only move forward: otherwise a registry could back-date a publish below its
+        // key's revocation, and hosts would take it as signed while the key was valid.
+        if entry.time < last_time {
+            return Err(broken(
+                entry,
+                format!(
+                    "its time {} is before the time {last_time} of the entry before it",
+                    entry.time
+                ),
+            ));
+        }
+        last_time = entry.time;
         match &entry.event {
             Event::KeyAdded {
                 publisher,
@@ -649,6 +677,40 @@ impl Root {
         }
         Ok(root)
     }
+}
+
+/// A registry's identity: the first key of its root version 1 (the `registry.pub` it was created
+/// with), in hex. It stays the same across key rotations and whatever URL the registry is
+/// reached at, so hosts key what they remember of a registry by it.
+///
+/// `roots` must be the whole chain from version 1: version 1 signed by that first key itself
+/// (so no chain can claim another registry's identity without its key) and by a threshold of
+/// its own keys, and every later root following the one before (`Root::verify_next`). A host
+/// that trusts a later root must still check that the chain holds that root.
+pub fn registry_id(roots: &[SignedRoot]) -> Result<String, ProtocolError> {
+    let first = roots
+        .first()
+        .ok_or_else(|| ProtocolError::BadRoot("chain is empty".into()))?;
+    let root = Root::parse(first)?;
+    if root.version != 1 {
+        return Err(ProtocolError::BadRoot(format!(
+            "chain starts at version {}, not 1",
+            root.version
+        )));
+    }
+    let id = root
+        .keys
+        .first()
+        .cloned()
+        .ok_or_else(|| ProtocolError::BadRoot("version 1 lists no key".into()))?;
+    Root::verify_pinned(first, &id).map_err(|_| {
+        ProtocolError::BadRoot("version 1 is not signed by its own first key".into())
+    })?;
+    let mut current = root;
+    for signed in &roots[1..] {
+        current = current.verify_next(signed)?;
+    }
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -587,6 +587,7 @@ impl Store {
         }
         let time = now();
         let txn = self.write()?;
+        let time = Self::log_time(&txn, time)?;
         let entry = {
             let existing = self.keys_of(&txn, publisher)?;
             if txn
@@ -686,7 +687,7 @@ impl Store {
             if entry.revoked_at.is_some() {
                 return Err(StoreError::Conflict("the key is revoked already".into()));
             }
-            let time = now();
+            let time = Self::log_time(&txn, now())?;
             let revoked_at = at.unwrap_or(time).min(time).max(entry.added_at);
             entry.revoked_at = Some(revoked_at);
             keys.insert(public_key, json(&entry).as_slice())
@@ -725,6 +726,7 @@ impl Store {
         })?;
         let time = now();
         let txn = self.write()?;
+        let time = Self::log_time(&txn, time)?;
         let entry = {
             let keys = self.keys_of(&txn, &manifest.publisher)?;
             let accepted: Vec<String> = signers
@@ -863,20 +865,34 @@ impl Store {
         Ok(entry)
     }
 
+    /// The time the next log entry gets: `now`, or the last entry's time if the clock stepped
+    /// back, since hosts refuse a log whose times go backwards. Callers that also store the
+    /// time (`published_at`, `added_at`) take it from here, inside the same transaction, so
+    /// the table and the log agree.
+    fn log_time(txn: &WriteTransaction, now: u64) -> Result<u64, StoreError> {
+        let log = txn.open_table(LOG).map_err(storage)?;
+        let last = match log.last().map_err(storage)? {
+            Some((_, bytes)) => parse::<LogEntry>("log entry", bytes.value())?.time,
+            None => 0,
+        };
+        Ok(now.max(last))
+    }
+
     /// Appends to the log and signs a new index, inside the caller's transaction.
     fn append(&self, txn: &WriteTransaction, time: u64, event: Event) -> Result<(), StoreError> {
         {
             let mut log = txn.open_table(LOG).map_err(storage)?;
-            let (sequence, previous) = match log.last().map_err(storage)? {
+            let (sequence, previous, last_time) = match log.last().map_err(storage)? {
                 Some((sequence, bytes)) => {
                     let last: LogEntry = parse("log entry", bytes.value())?;
-                    (sequence.value() + 1, last.hash())
+                    (sequence.value() + 1, last.hash(), last.time)
                 }
-                None => (0, LOG_ROOT.to_string()),
+                None => (0, LOG_ROOT.to_string(), 0),
             };
             let entry = LogEntry {
                 sequence,
-                time,
+                // Never below the last entry's time (a clock stepped back).
+                time: time.max(last_time),
                 previous,
                 event,
             };
@@ -1096,6 +1112,29 @@ impl Store {
     pub fn log(&self) -> Result<Vec<LogEntry>, StoreError> {
         let txn = self.db.begin_read().map_err(storage)?;
         values(&txn.open_table(LOG).map_err(storage)?, "log entry")
+    }
+
+    /// Entries `from`, `from + 1`, … of the log: at most `limit` of them, and no more once
+    /// their JSON reaches `max_bytes` (but always one, if there is one). Empty past the end.
+    pub fn log_range(
+        &self,
+        from: u64,
+        limit: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let log = txn.open_table(LOG).map_err(storage)?;
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for item in log.range(from..).map_err(storage)? {
+            if page.len() as u64 >= limit || (bytes >= max_bytes && !page.is_empty()) {
+                break;
+            }
+            let (_, value) = item.map_err(storage)?;
+            bytes += value.value().len() + 1;
+            page.push(parse("log entry", value.value())?);
+        }
+        Ok(page)
     }
 
     pub fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {

@@ -308,6 +308,7 @@ fn install_at(
             approve_hosts: None,
             approve_limits: None,
             now: at,
+            accept_publisher_change: false,
         },
     ))
 }
@@ -877,6 +878,7 @@ fn an_update_asking_for_more_stays_disabled_until_approved() {
             approve_hosts: Some(vec![]),
             approve_limits: None,
             now: now(),
+            accept_publisher_change: false,
         },
     ))
     .unwrap();
