@@ -1567,4 +1567,78 @@ mod tests {
         let result = check_log(&grown, &keyed, known.as_ref());
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("publisher keys")));
     }
+
+    #[test]
+    fn a_state_of_the_old_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        {
+            // What an earlier build wrote: records keyed by URL, no format.
+            let db = Database::create(dir.path().join("host.redb"))
+                .unwrap_or_else(|error| panic!("{error}"));
+            let txn = db.begin_write().unwrap_or_else(|error| panic!("{error}"));
+            txn.open_table(REGISTRIES)
+                .unwrap_or_else(|error| panic!("{error}"))
+                .insert("https://r.example/", b"{}".as_slice())
+                .unwrap_or_else(|error| panic!("{error}"));
+            txn.commit().unwrap_or_else(|error| panic!("{error}"));
+        }
+        let refused = HostState::open(dir.path())
+            .err()
+            .map(|error| error.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|m| m.contains("move the state directory aside")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_first_start_cleans_up_what_a_killed_one_left() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        // A start killed while it wrote the new state leaves a torn temporary behind.
+        std::fs::write(dir.path().join("host.redb.new"), b"torn")
+            .unwrap_or_else(|error| panic!("{error}"));
+        let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        assert!(!dir.path().join("host.redb.new").exists());
+        assert!(host.all_installed().unwrap_or_default().is_empty());
+        drop(host);
+        std::fs::write(dir.path().join("host.redb.new"), b"torn")
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(HostState::open(dir.path()).is_ok());
+        assert!(!dir.path().join("host.redb.new").exists());
+    }
+
+    #[test]
+    fn the_lineage_follows_signed_rotations_only() {
+        let key = |seed: u8| SigningKey::from_bytes(&[seed; 32]);
+        let public = |key: &SigningKey| hex(key.verifying_key().as_bytes());
+        let added = |new: &SigningKey, by: Option<&SigningKey>| Event::KeyAdded {
+            publisher: "acme".into(),
+            public_key: public(new),
+            signed_by: by.map(public),
+            signature: by.map(|by| protocol::sign_key_statement("acme", &public(new), by)),
+        };
+        let (a, b, c, other) = (key(1), key(2), key(3), key(4));
+        let events = [
+            added(&a, None),
+            added(&b, Some(&a)),
+            // An admin's unsigned key after every key was revoked, and a key it signs in.
+            added(&c, None),
+            added(&other, Some(&c)),
+        ];
+        let entries: Vec<LogEntry> = events
+            .into_iter()
+            .enumerate()
+            .map(|(sequence, event)| LogEntry {
+                sequence: sequence as u64,
+                time: 0,
+                previous: String::new(),
+                event,
+            })
+            .collect();
+        let keys = lineage(&[public(&a)], &entries, "acme");
+        assert_eq!(keys, [public(&a), public(&b)].into_iter().collect());
+        assert!(lineage(&[public(&a)], &entries, "evil").len() == 1);
+    }
 }

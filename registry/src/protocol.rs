@@ -1001,4 +1001,61 @@ mod tests {
             &signature
         ));
     }
+
+    #[test]
+    fn log_times_never_go_backwards() {
+        let (a, b) = (key(1), key(2));
+        let mut entries = logged(vec![added("acme", &a, None), added("acme", &b, Some(&a))]);
+        entries[0].time = 100;
+        entries[1].time = 100;
+        assert!(replay(&entries).is_ok(), "equal times are fine");
+        entries[1].time = 99;
+        assert!(matches!(
+            replay(&entries),
+            Err(ProtocolError::BrokenLog(m)) if m.contains("before the time 100")
+        ));
+    }
+
+    #[test]
+    fn a_page_must_chain_from_the_verified_head() {
+        let entries = logged(vec![
+            added("acme", &key(1), None),
+            added("acme", &key(2), Some(&key(1))),
+            added("acme", &key(3), Some(&key(2))),
+        ]);
+        let head = verify_page(&entries[..1], 0, LOG_ROOT).unwrap_or_default();
+        assert_eq!(head, entries[0].hash());
+        assert_eq!(verify_page(&entries[1..], 1, &head), Ok(entries[2].hash()));
+        // The same page presented at another position, or after another head.
+        assert!(verify_page(&entries[1..], 2, &head).is_err());
+        assert!(verify_page(&entries[1..], 1, LOG_ROOT).is_err());
+        // A page with an entry left out.
+        assert!(verify_page(&entries[2..], 1, &head).is_err());
+    }
+
+    #[test]
+    fn a_registry_id_is_the_first_key_of_a_self_signed_version_one() {
+        let (a, b, thief) = (key(1), key(2), key(9));
+        let first = root(1, &[&a], 1);
+        let second = root(2, &[&b], 1);
+        let chain = vec![first.sign(&[&a]), second.sign(&[&a, &b])];
+        let id = hex(a.verifying_key().as_bytes());
+        assert_eq!(registry_id(&chain), Ok(id.clone()));
+        assert_eq!(registry_id(&chain[..1]), Ok(id.clone()));
+        // Not a chain from version 1, or empty.
+        assert!(registry_id(&chain[1..]).is_err());
+        assert!(registry_id(&[]).is_err());
+        // A version 1 that names someone else's key first, signed by the thief who lists it:
+        // claiming another registry's identity needs that registry's key.
+        let claimed = Root {
+            version: 1,
+            keys: vec![id.clone(), hex(thief.verifying_key().as_bytes())],
+            threshold: 1,
+            issued_at: 0,
+        };
+        assert!(registry_id(&[claimed.sign(&[&thief])]).is_err());
+        // A later root that does not follow.
+        let forged = root(2, &[&thief], 1).sign(&[&thief]);
+        assert!(registry_id(&[chain[0].clone(), forged]).is_err());
+    }
 }

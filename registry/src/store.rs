@@ -1387,3 +1387,120 @@ fn load_or_create_key(dir: &Path, db: &Database, existed: bool) -> Result<Signin
         ))),
     }
 }
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    fn owner(store: &Store, token: &str) -> Caller {
+        store
+            .authenticate(TokenKind::Pat, token)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn new_key() -> String {
+        package::public_key_hex(&package::generate_key().unwrap_or_else(|error| panic!("{error}")))
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_move_log_time_backwards() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let (store, token) =
+            Store::open(dir.path(), 3600).unwrap_or_else(|error| panic!("{error}"));
+        let owner = owner(&store, &token.unwrap_or_default());
+        let first = new_key();
+        store
+            .add_key(&owner, "acme", &first, None)
+            .unwrap_or_else(|error| panic!("{error}"));
+        // As if the clock had been an hour ahead when that entry was written.
+        let ahead = now() + 3600;
+        {
+            let txn = store.write().unwrap_or_else(|error| panic!("{error}"));
+            {
+                let mut log = txn
+                    .open_table(LOG)
+                    .unwrap_or_else(|error| panic!("{error}"));
+                let mut entry: LogEntry = parse(
+                    "log entry",
+                    log.get(0)
+                        .ok()
+                        .flatten()
+                        .map(|bytes| bytes.value().to_vec())
+                        .unwrap_or_default()
+                        .as_slice(),
+                )
+                .unwrap_or_else(|error| panic!("{error}"));
+                entry.time = ahead;
+                log.insert(0, json(&entry).as_slice())
+                    .unwrap_or_else(|error| panic!("{error}"));
+                let mut keys = txn
+                    .open_table(KEYS)
+                    .unwrap_or_else(|error| panic!("{error}"));
+                let mut key: KeyEntry = parse(
+                    "key",
+                    keys.get(first.as_str())
+                        .ok()
+                        .flatten()
+                        .map(|bytes| bytes.value().to_vec())
+                        .unwrap_or_default()
+                        .as_slice(),
+                )
+                .unwrap_or_else(|error| panic!("{error}"));
+                key.added_at = ahead;
+                keys.insert(first.as_str(), json(&key).as_slice())
+                    .unwrap_or_else(|error| panic!("{error}"));
+            }
+            txn.commit().unwrap_or_else(|error| panic!("{error}"));
+        }
+        // The next change happens "earlier" by the clock: it is logged at the last time, and
+        // the log still replays and signs.
+        let revoked = store
+            .revoke_key(&owner, "acme", &first, None)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(revoked.revoked_at, Some(ahead));
+        let log = store.log().unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[1].time, ahead);
+        assert!(protocol::replay(&log).is_ok());
+        assert!(store.check().is_ok());
+    }
+
+    #[test]
+    fn log_pages_are_bounded_by_count_and_bytes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let (store, token) =
+            Store::open(dir.path(), 3600).unwrap_or_else(|error| panic!("{error}"));
+        let owner = owner(&store, &token.unwrap_or_default());
+        for publisher in ["a", "b", "c", "d", "e"] {
+            store
+                .add_key(&owner, publisher, &new_key(), None)
+                .unwrap_or_else(|error| panic!("{error}"));
+        }
+        let all = store.log().unwrap_or_else(|error| panic!("{error}"));
+        let page = store
+            .log_range(1, 2, usize::MAX)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(page, all[1..3].to_vec());
+        // A byte bound below one entry still returns one entry, so paging always progresses.
+        let page = store
+            .log_range(0, 1000, 1)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(page, all[..1].to_vec());
+        let page = store
+            .log_range(3, 1000, usize::MAX)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(page, all[3..].to_vec());
+        assert!(
+            store
+                .log_range(5, 1000, usize::MAX)
+                .unwrap_or_default()
+                .is_empty()
+        );
+        assert!(
+            store
+                .log_range(u64::MAX, 1000, usize::MAX)
+                .unwrap_or_default()
+                .is_empty()
+        );
+    }
+}
