@@ -1207,7 +1207,7 @@ pub async fn install(
             entry.name, entry.version
         )));
     }
-    check_one_snapshot(host, id, entry, index)?;
+    check_one_snapshot(host, entry, index)?;
     let path = format!("v1/packages/{}/{}", entry.name, entry.version);
     let limit = (entry.package_bytes as usize).min(crate::server::DEFAULT_MAX_PACKAGE_BYTES * 4);
     let bytes = client.send(hyper::Method::GET, &path, None, limit).await?;
@@ -1315,16 +1315,15 @@ fn check_no_downgrade(
     Ok(())
 }
 
-/// Refuses an install that would leave this registry's installed nodes in a combination no
-/// single signed index listed. Nodes from other registries are their own snapshots.
+/// Refuses an install that would leave the installed nodes in a combination no single signed
+/// index listed (so a host's nodes all come from one registry, under any of its URLs).
 fn check_one_snapshot(
     host: &HostState,
-    id: &str,
     entry: &IndexEntry,
     index: &Index,
 ) -> Result<(), InstallError> {
     for other in host.all_installed()? {
-        if other.name == entry.name || other.registry != id {
+        if other.name == entry.name {
             continue;
         }
         let listed = index

@@ -4,6 +4,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod host_log;
+mod host_pinning;
+
 use ed25519_dalek::SigningKey;
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
@@ -325,6 +328,10 @@ fn install(
 fn refused(result: Result<Installed, InstallError>, containing: &str) {
     match result {
         Err(InstallError::Refused(message)) => {
+            assert!(message.contains(containing), "{message}")
+        }
+        Err(change @ InstallError::PublisherChange { .. }) => {
+            let message = change.to_string();
             assert!(message.contains(containing), "{message}")
         }
         other => panic!("expected a refusal containing `{containing}`, got {other:?}"),
