@@ -219,10 +219,11 @@ impl HostState {
             InstallError::State(format!("cannot create {}: {error}", dir.display()))
         })?;
         let path = dir.join("host.redb");
-        let temporary = dir.join("host.redb.new");
-        if path.exists() {
-            remove_if_present(&temporary)?;
-        } else {
+        // What starts killed before they finished left behind.
+        remove_temporaries(dir)?;
+        if !path.exists() {
+            // Named for this process, so no two first starts ever write or link the same file.
+            let temporary = dir.join(format!("{TEMPORARY_PREFIX}{}", std::process::id()));
             create_state(&path, &temporary)?;
         }
         let db = Database::create(&path).map_err(|error| {
@@ -527,6 +528,26 @@ impl HostState {
     }
 }
 
+/// The name a new state is made under, before it is linked into place as `host.redb`.
+const TEMPORARY_PREFIX: &str = "host.redb.new.";
+
+/// Removes every temporary state in `dir`. One a concurrent first start is still writing is
+/// removed too: that start then fails to link it and says so, and nothing torn is ever linked.
+fn remove_temporaries(dir: &Path) -> Result<(), InstallError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|error| InstallError::State(format!("cannot read {}: {error}", dir.display())))?;
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(TEMPORARY_PREFIX))
+        {
+            remove_if_present(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 fn remove_if_present(path: &Path) -> Result<(), InstallError> {
     match std::fs::remove_file(path) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(InstallError::State(
@@ -558,8 +579,6 @@ fn create_state(path: &Path, temporary: &Path) -> Result<(), InstallError> {
     let fail = |error: std::io::Error| {
         InstallError::State(format!("cannot create {}: {error}", path.display()))
     };
-    // A leftover of a start that was killed before it finished.
-    remove_if_present(temporary)?;
     {
         let db = Database::create(temporary).map_err(|error| {
             InstallError::State(format!("cannot create {}: {error}", temporary.display()))
@@ -570,8 +589,15 @@ fn create_state(path: &Path, temporary: &Path) -> Result<(), InstallError> {
         .and_then(|file| file.sync_all())
         .map_err(fail)?;
     match std::fs::hard_link(temporary, path) {
-        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(fail(error)),
-        _ => {}
+        Ok(()) => {}
+        // Another start made the state meanwhile: use that one.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        // A file system without hard links: a rename is as atomic, but may replace a state a
+        // concurrent first start made.
+        Err(error) if error.kind() == std::io::ErrorKind::Unsupported => {
+            std::fs::rename(temporary, path).map_err(fail)?;
+        }
+        Err(error) => return Err(fail(error)),
     }
     if let Some(parent) = path.parent() {
         crate::store::sync_dir(parent).map_err(InstallError::State)?;
@@ -1596,16 +1622,16 @@ mod tests {
     fn a_first_start_cleans_up_what_a_killed_one_left() {
         let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
         // A start killed while it wrote the new state leaves a torn temporary behind.
-        std::fs::write(dir.path().join("host.redb.new"), b"torn")
-            .unwrap_or_else(|error| panic!("{error}"));
+        let torn = dir.path().join(format!("{TEMPORARY_PREFIX}4242"));
+        std::fs::write(&torn, b"torn").unwrap_or_else(|error| panic!("{error}"));
         let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
-        assert!(!dir.path().join("host.redb.new").exists());
+        assert!(!torn.exists());
         assert!(host.all_installed().unwrap_or_default().is_empty());
         drop(host);
-        std::fs::write(dir.path().join("host.redb.new"), b"torn")
-            .unwrap_or_else(|error| panic!("{error}"));
+        // One left beside a whole state (a start killed while another succeeded) goes too.
+        std::fs::write(&torn, b"torn").unwrap_or_else(|error| panic!("{error}"));
         assert!(HostState::open(dir.path()).is_ok());
-        assert!(!dir.path().join("host.redb.new").exists());
+        assert!(!torn.exists());
     }
 
     #[test]
