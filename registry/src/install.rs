@@ -47,7 +47,7 @@ pub enum InstallError {
     /// An update from another registry, another publisher, or signed by a key outside the
     /// lineage the host accepted: refused unless the operator accepts it with `command`.
     #[error(
-        "refused: {reason}. This is a publisher change; nothing approved before carries over. If you trust the new publisher, accept it with `{command}`"
+        "refused: {reason}. This is a publisher change; nothing approved before carries over. If you trust the new publisher, accept it with `{command}` (plus the --token and --ca-cert you used)"
     )]
     PublisherChange {
         name: String,
