@@ -106,6 +106,13 @@ enum Command {
         #[command(flatten)]
         state: crate::registry_cli::StateDir,
     },
+    /// List installed nodes, the registries they came from, and accepted publisher changes.
+    Installed {
+        #[command(flatten)]
+        state: crate::registry_cli::StateDir,
+        #[arg(long)]
+        json: bool,
+    },
     /// Yank a published version: hosts will not install it anew.
     Yank {
         /// NAME@VERSION
@@ -309,6 +316,7 @@ pub fn main() -> ExitCode {
             state,
         } => crate::registry_cli::approve_command(&name, grant, hosts, preset, &state),
         Command::Sync { remote, state } => crate::registry_cli::sync_command(&remote, &state),
+        Command::Installed { state, json } => crate::registry_cli::installed_command(&state, json),
         Command::Yank { node, remote } => crate::registry_cli::yank_command(&node, &remote),
         Command::Registry(command) => crate::registry_cli::registry_command(command),
         Command::Capabilities { markdown } => {

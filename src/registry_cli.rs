@@ -80,6 +80,11 @@ pub struct InstallArgs {
     /// The loosest limits preset to approve; on a first install, what the package requests.
     #[arg(long, value_name = "restrictive|default|permissive")]
     approve_preset: Option<String>,
+    /// Accept an update from another registry or publisher, or signed by a key outside the
+    /// ones accepted before. Approvals start afresh, as on a first install; the change is
+    /// recorded (`warden installed` shows it).
+    #[arg(long)]
+    accept_publisher_change: bool,
     #[command(flatten)]
     state: StateDir,
     #[arg(long)]
@@ -391,6 +396,7 @@ pub fn install_command(args: InstallArgs) -> Result<(), Failure> {
                 approve_hosts: args.approve_hosts,
                 approve_limits: args.approve_preset,
                 now: protocol::now(),
+                accept_publisher_change: args.accept_publisher_change,
             },
         ))
         .map_err(install_failure)?;
@@ -401,9 +407,10 @@ pub fn install_command(args: InstallArgs) -> Result<(), Failure> {
         ));
     } else {
         out(&format!(
-            "installed {}@{} from {} (publisher {}): granted [{}]\n",
+            "installed {}@{} from {} (registry {}, publisher {}): granted [{}]\n",
             record.name,
             record.version,
+            record.registry_url,
             record.registry,
             record.publisher,
             record
@@ -472,21 +479,18 @@ pub fn approve_command(
 pub fn sync_command(remote: &Remote, state: &StateDir) -> Result<(), Failure> {
     let client = remote.client()?;
     let host = state.open()?;
-    let blocked = tokio()?
-        .block_on(install::sync(&client, &host, protocol::now()))
+    let report = tokio()?
+        .block_on(install::sync_report(&client, &host, protocol::now()))
         .map_err(install_failure)?;
-    let still_blocked = host
-        .all_installed()
-        .map_err(install_failure)?
-        .into_iter()
-        .filter(|record| record.registry == client.base() && record.blocked.is_some())
-        .count();
     out(&format!(
-        "{}: verified; {} newly blocked, {still_blocked} blocked in all\n",
-        client.base(),
-        blocked.len()
+        "{} (registry {}): verified, {} new log entries; {} newly blocked, {} blocked in all\n",
+        report.url,
+        report.registry,
+        report.log_entries_fetched,
+        report.blocked.len(),
+        report.blocked_in_all
     ));
-    for record in blocked {
+    for record in report.blocked {
         out(&format!(
             "blocked {}@{}: {}\n",
             record.name,
@@ -494,6 +498,71 @@ pub fn sync_command(remote: &Remote, state: &StateDir) -> Result<(), Failure> {
             record.blocked.unwrap_or_default()
         ));
     }
+    Ok(())
+}
+
+/// `warden installed`: what this host installed, from which registry and publisher, the
+/// registries it follows, and the publisher changes its operator accepted.
+pub fn installed_command(state: &StateDir, as_json: bool) -> Result<(), Failure> {
+    let host = state.open()?;
+    let installed = host.all_installed().map_err(install_failure)?;
+    let registries = host.registries().map_err(install_failure)?;
+    let changes = host.publisher_changes().map_err(install_failure)?;
+    if as_json {
+        out(&format!(
+            "{:#}\n",
+            json!({ "installed": installed, "registries": registries, "publisher_changes": changes })
+        ));
+        return Ok(());
+    }
+    let mut text = String::new();
+    for record in &installed {
+        let status = match (&record.blocked, record.enabled) {
+            (Some(reason), _) => format!("blocked: {reason}"),
+            (None, true) => "enabled".to_string(),
+            (None, false) => "disabled until approved".to_string(),
+        };
+        text += &format!(
+            "{}@{} publisher {} (keys {}) from registry {} at {}: {status}\n",
+            record.name,
+            record.version,
+            record.publisher,
+            record.publisher_keys.join(","),
+            record.registry,
+            record.registry_url
+        );
+    }
+    for registry in &registries {
+        text += &format!(
+            "registry {} last reached at {}: root version {}, index version {}, log of {} entries verified\n",
+            registry.id,
+            registry.url,
+            registry.root.version,
+            registry.index_version,
+            registry.log_size
+        );
+    }
+    for change in &changes {
+        text += &format!(
+            "publisher change accepted at {}: {} {} -> {}, registry {} -> {} ({}), publisher {} -> {}, keys [{}] -> [{}]: {}\n",
+            change.time,
+            change.name,
+            change.old_version,
+            change.new_version,
+            change.old_registry,
+            change.new_registry,
+            change.new_registry_url,
+            change.old_publisher,
+            change.new_publisher,
+            change.old_keys.join(","),
+            change.new_keys.join(","),
+            change.reason
+        );
+    }
+    if text.is_empty() {
+        text = "nothing installed\n".into();
+    }
+    out(&text);
     Ok(())
 }
 

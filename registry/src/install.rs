@@ -1,26 +1,42 @@
 //! The host side: installing from a registry, and what a host remembers between installs.
 //!
-//! A host keeps its own redb file (`host.redb` in its state directory) with, per registry, the
-//! pinned registry key, the highest index version and the log checkpoint it has seen; per node
-//! name, the highest version it has seen and what is installed, with the grant. An install
+//! A host keeps its own redb file (`host.redb` in its state directory) with, per registry
+//! identity (`protocol::registry_id`, stable across key rotations and URLs), the root it
+//! follows, the highest index version, the log checkpoint it has seen and the verified log up
+//! to it; per node name, the highest version it has seen and what is installed, with the
+//! grant, the registry identity and the publisher keys it was accepted under. An install
 //! verifies, in this order and before anything is compiled: the index (signature, registry,
-//! expiry, no rollback, no equivocation), the log (it chains to the signed checkpoint, extends
-//! the one seen before, and records the publish), the choice (not yanked, no downgrade, same
-//! publisher, the other installed nodes listed by this same index), the package (its hash as
-//! indexed, its manifest, component, capabilities and signatures) and its signing key (the
-//! publisher's, added before and not revoked at publication).
+//! expiry, no rollback, no equivocation), the log (the entries after the host's checkpoint,
+//! fetched in pages, chain to the signed checkpoint; the whole history replays), the choice
+//! (not yanked, no downgrade, the same registry and publisher, the other installed nodes of
+//! that registry listed by this same index), the package (its hash as indexed, its manifest,
+//! component, capabilities and signatures) and its signing key (the publisher's, added before
+//! and not revoked at publication, and in the lineage of keys the host accepted before).
 
 use crate::client::{Client, ClientError};
-use crate::protocol::{self, Index, IndexEntry, LogEntry, Root, Signed, SignedRoot, sha256_hex};
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use crate::protocol::{
+    self, Index, IndexEntry, LogEntry, Replayed, Root, Signed, SignedRoot, sha256_hex,
+};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use warden_host::Capabilities;
 use warden_host::package::{self, Package, hex};
 
+/// Registry identity → `RegistryRecord`.
 const REGISTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("registries");
 const SEEN: TableDefinition<&str, &str> = TableDefinition::new("highest_seen");
 const INSTALLED: TableDefinition<&str, &[u8]> = TableDefinition::new("installed");
+/// `format` → the state's format number, as little-endian u64.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// (registry identity, sequence) → a log entry, verified up to the registry's checkpoint.
+const LOG_ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log_entries");
+/// Number → `PublisherChange`, in the order they were accepted.
+const PUBLISHER_CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("publisher_changes");
+
+/// The format of `host.redb` this build writes: 2 keys registries by identity.
+const STATE_FORMAT: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -28,6 +44,16 @@ pub enum InstallError {
     Client(#[from] ClientError),
     #[error("refused: {0}")]
     Refused(String),
+    /// An update from another registry, another publisher, or signed by a key outside the
+    /// lineage the host accepted: refused unless the operator accepts it with `command`.
+    #[error(
+        "refused: {reason}. This is a publisher change; nothing approved before carries over. If you trust the new publisher, accept it with `{command}` (plus the --token and --ca-cert you used)"
+    )]
+    PublisherChange {
+        name: String,
+        reason: String,
+        command: String,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("the host's state failed: {0}")]
@@ -42,15 +68,39 @@ fn refused(why: impl Into<String>) -> InstallError {
     InstallError::Refused(why.into())
 }
 
-/// What the host remembers of a registry.
+/// What the host remembers of a registry, under its identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryRecord {
+    /// `protocol::registry_id`: the first key of its root version 1.
+    pub id: String,
+    /// Where it was last reached (any URL serving the same identity shares this record).
+    pub url: String,
     /// The registry's root of trust as this host last accepted it.
     pub root: Root,
     pub index_version: u64,
     pub index_sha256: String,
+    /// The verified log checkpoint; the entries up to it are kept in `log_entries`.
     pub log_size: u64,
     pub log_head: String,
+}
+
+/// An accepted publisher change, as the host's audit records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublisherChange {
+    /// Unix seconds (the host's clock) when the operator accepted it.
+    pub time: u64,
+    pub name: String,
+    pub old_version: String,
+    pub new_version: String,
+    pub old_registry: String,
+    pub new_registry: String,
+    pub new_registry_url: String,
+    pub old_publisher: String,
+    pub new_publisher: String,
+    pub old_keys: Vec<String>,
+    pub new_keys: Vec<String>,
+    /// Why it was a change (another registry, another publisher, a key outside the lineage).
+    pub reason: String,
 }
 
 fn default_preset() -> String {
@@ -62,8 +112,14 @@ fn default_preset() -> String {
 pub struct Installed {
     pub name: String,
     pub version: String,
+    /// The identity of the registry it came from (`protocol::registry_id`).
     pub registry: String,
+    /// Where that registry was reached for this install.
+    pub registry_url: String,
     pub publisher: String,
+    /// The publisher's keys this host accepts for updates: its keys when first installed, and
+    /// every key the registry's log shows signed in by one of them since.
+    pub publisher_keys: Vec<String>,
     pub package_sha256: String,
     /// What the signed manifest requests.
     pub requested: Vec<String>,
@@ -155,21 +211,25 @@ fn parse<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, InstallError> {
 }
 
 impl HostState {
+    /// Opens the state in `dir`, creating it when new. A new `host.redb` is made complete
+    /// under a temporary name and then linked into place, so a process killed at any moment
+    /// leaves either no state or a whole one (and the next start removes the temporary).
     pub fn open(dir: &Path) -> Result<HostState, InstallError> {
         std::fs::create_dir_all(dir.join("packages")).map_err(|error| {
             InstallError::State(format!("cannot create {}: {error}", dir.display()))
         })?;
-        let db = Database::create(dir.join("host.redb")).map_err(|error| {
-            InstallError::State(format!(
-                "cannot open {}: {error}",
-                dir.join("host.redb").display()
-            ))
+        let path = dir.join("host.redb");
+        // What starts killed before they finished left behind.
+        remove_temporaries(dir)?;
+        if !path.exists() {
+            // Named for this process, so no two first starts ever write or link the same file.
+            let temporary = dir.join(format!("{TEMPORARY_PREFIX}{}", std::process::id()));
+            create_state(&path, &temporary)?;
+        }
+        let db = Database::create(&path).map_err(|error| {
+            InstallError::State(format!("cannot open {}: {error}", path.display()))
         })?;
-        let txn = db.begin_write().map_err(state)?;
-        txn.open_table(REGISTRIES).map_err(state)?;
-        txn.open_table(SEEN).map_err(state)?;
-        txn.open_table(INSTALLED).map_err(state)?;
-        txn.commit().map_err(state)?;
+        check_format(&db, &path)?;
         Ok(HostState {
             db,
             dir: dir.to_path_buf(),
@@ -216,8 +276,85 @@ impl HostState {
         txn.commit().map_err(state)
     }
 
-    pub fn registry(&self, url: &str) -> Result<Option<RegistryRecord>, InstallError> {
-        self.record(REGISTRIES, url)
+    /// The record of the registry with identity `id`, or else of the one last reached at the
+    /// URL `id` (as the client spells it, ending in `/`).
+    pub fn registry(&self, id: &str) -> Result<Option<RegistryRecord>, InstallError> {
+        if let Some(record) = self.record(REGISTRIES, id)? {
+            return Ok(Some(record));
+        }
+        Ok(self
+            .registries()?
+            .into_iter()
+            .find(|record| record.url == id))
+    }
+
+    /// The record of the registry with identity `id`.
+    pub fn registry_by_id(&self, id: &str) -> Result<Option<RegistryRecord>, InstallError> {
+        self.record(REGISTRIES, id)
+    }
+
+    /// Every registry this host has used.
+    pub fn registries(&self) -> Result<Vec<RegistryRecord>, InstallError> {
+        let txn = self.db.begin_read().map_err(state)?;
+        let table = txn.open_table(REGISTRIES).map_err(state)?;
+        let mut all = Vec::new();
+        for item in table.iter().map_err(state)? {
+            let (_, value) = item.map_err(state)?;
+            all.push(parse(value.value())?);
+        }
+        Ok(all)
+    }
+
+    /// The log of registry `id` as far as this host has verified it.
+    pub fn log_entries(&self, id: &str) -> Result<Vec<LogEntry>, InstallError> {
+        let txn = self.db.begin_read().map_err(state)?;
+        let table = txn.open_table(LOG_ENTRIES).map_err(state)?;
+        let mut entries = Vec::new();
+        for item in table.range((id, 0)..=(id, u64::MAX)).map_err(state)? {
+            let (_, value) = item.map_err(state)?;
+            entries.push(parse(value.value())?);
+        }
+        Ok(entries)
+    }
+
+    /// The publisher changes the operator accepted, oldest first.
+    pub fn publisher_changes(&self) -> Result<Vec<PublisherChange>, InstallError> {
+        let txn = self.db.begin_read().map_err(state)?;
+        let table = txn.open_table(PUBLISHER_CHANGES).map_err(state)?;
+        let mut all = Vec::new();
+        for item in table.iter().map_err(state)? {
+            let (_, value) = item.map_err(state)?;
+            all.push(parse(value.value())?);
+        }
+        Ok(all)
+    }
+
+    /// Records a registry's newly verified state and the log entries that extend what was
+    /// kept, in one transaction: the kept log always ends at the recorded checkpoint.
+    fn record_verified(
+        &self,
+        record: &RegistryRecord,
+        new_entries: &[LogEntry],
+    ) -> Result<(), InstallError> {
+        let txn = self.write()?;
+        {
+            let mut log = txn.open_table(LOG_ENTRIES).map_err(state)?;
+            for entry in new_entries {
+                log.insert(
+                    (record.id.as_str(), entry.sequence),
+                    serde_json::to_vec(entry).unwrap_or_default().as_slice(),
+                )
+                .map_err(state)?;
+            }
+            txn.open_table(REGISTRIES)
+                .map_err(state)?
+                .insert(
+                    record.id.as_str(),
+                    serde_json::to_vec(record).unwrap_or_default().as_slice(),
+                )
+                .map_err(state)?;
+        }
+        txn.commit().map_err(state)
     }
 
     pub fn highest_seen(&self, name: &str) -> Result<Option<semver::Version>, InstallError> {
@@ -237,15 +374,47 @@ impl HostState {
         let txn = self.db.begin_read().map_err(state)?;
         let table = txn.open_table(INSTALLED).map_err(state)?;
         let mut all = Vec::new();
-        for item in redb::ReadableTable::iter(&table).map_err(state)? {
+        for item in table.iter().map_err(state)? {
             let (_, value) = item.map_err(state)?;
             all.push(parse(value.value())?);
         }
         Ok(all)
     }
 
-    fn put_registry(&self, url: &str, record: &RegistryRecord) -> Result<(), InstallError> {
-        self.put(REGISTRIES, url, record)
+    /// Records an install (and the publisher change it accepted, if any) in one transaction:
+    /// the new highest version, the installed record, the audit entry.
+    fn record_install(
+        &self,
+        record: &Installed,
+        change: Option<&PublisherChange>,
+    ) -> Result<(), InstallError> {
+        let txn = self.write()?;
+        {
+            let mut seen = txn.open_table(SEEN).map_err(state)?;
+            seen.insert(record.name.as_str(), record.version.as_str())
+                .map_err(state)?;
+            txn.open_table(INSTALLED)
+                .map_err(state)?
+                .insert(
+                    record.name.as_str(),
+                    serde_json::to_vec(record).unwrap_or_default().as_slice(),
+                )
+                .map_err(state)?;
+            if let Some(change) = change {
+                let mut changes = txn.open_table(PUBLISHER_CHANGES).map_err(state)?;
+                let next = changes
+                    .last()
+                    .map_err(state)?
+                    .map_or(0, |(number, _)| number.value() + 1);
+                changes
+                    .insert(
+                        next,
+                        serde_json::to_vec(change).unwrap_or_default().as_slice(),
+                    )
+                    .map_err(state)?;
+            }
+        }
+        txn.commit().map_err(state)
     }
 
     /// Package files are named by their SHA-256: no two packages share a path, and a file is
@@ -359,6 +528,121 @@ impl HostState {
     }
 }
 
+/// The name a new state is made under, before it is linked into place as `host.redb`.
+const TEMPORARY_PREFIX: &str = "host.redb.new.";
+
+/// Removes every temporary state in `dir`. One a concurrent first start is still writing is
+/// removed too: that start then fails to link it and says so, and nothing torn is ever linked.
+fn remove_temporaries(dir: &Path) -> Result<(), InstallError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|error| InstallError::State(format!("cannot read {}: {error}", dir.display())))?;
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(TEMPORARY_PREFIX))
+        {
+            remove_if_present(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<(), InstallError> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(InstallError::State(
+            format!("cannot remove {}: {error}", path.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The tables of a state, created in `db` (idempotent), with the format recorded.
+fn create_tables(db: &Database) -> Result<(), InstallError> {
+    let mut txn = db.begin_write().map_err(state)?;
+    txn.set_durability(Durability::Immediate).map_err(state)?;
+    txn.open_table(REGISTRIES).map_err(state)?;
+    txn.open_table(SEEN).map_err(state)?;
+    txn.open_table(INSTALLED).map_err(state)?;
+    txn.open_table(LOG_ENTRIES).map_err(state)?;
+    txn.open_table(PUBLISHER_CHANGES).map_err(state)?;
+    txn.open_table(META)
+        .map_err(state)?
+        .insert("format", STATE_FORMAT.to_le_bytes().as_slice())
+        .map_err(state)?;
+    txn.commit().map_err(state)
+}
+
+/// Makes a new state at `temporary`, syncs it, and links it to `path`. A link, unlike a
+/// rename, never replaces a state another process made meanwhile.
+fn create_state(path: &Path, temporary: &Path) -> Result<(), InstallError> {
+    let fail = |error: std::io::Error| {
+        InstallError::State(format!("cannot create {}: {error}", path.display()))
+    };
+    {
+        let db = Database::create(temporary).map_err(|error| {
+            InstallError::State(format!("cannot create {}: {error}", temporary.display()))
+        })?;
+        create_tables(&db)?;
+    }
+    std::fs::File::open(temporary)
+        .and_then(|file| file.sync_all())
+        .map_err(fail)?;
+    match std::fs::hard_link(temporary, path) {
+        Ok(()) => {}
+        // Another start made the state meanwhile: use that one.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        // A file system without hard links: a rename is as atomic, but may replace a state a
+        // concurrent first start made.
+        Err(error) if error.kind() == std::io::ErrorKind::Unsupported => {
+            std::fs::rename(temporary, path).map_err(fail)?;
+        }
+        Err(error) => return Err(fail(error)),
+    }
+    if let Some(parent) = path.parent() {
+        crate::store::sync_dir(parent).map_err(InstallError::State)?;
+    }
+    remove_if_present(temporary)
+}
+
+/// Refuses a state written in another format (there is no migration); an empty state of the
+/// old format is simply brought up to this one.
+fn check_format(db: &Database, path: &Path) -> Result<(), InstallError> {
+    let format = {
+        let txn = db.begin_read().map_err(state)?;
+        let stored = match txn.open_table(META) {
+            Ok(meta) => meta
+                .get("format")
+                .map_err(state)?
+                .map(|bytes| bytes.value().to_vec()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(state(error)),
+        };
+        let empty = |table: TableDefinition<&str, &[u8]>| match txn.open_table(table) {
+            Ok(table) => redb::ReadableTableMetadata::is_empty(&table).map_err(state),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(true),
+            Err(error) => Err(state(error)),
+        };
+        match stored {
+            Some(bytes) => Some(
+                <[u8; 8]>::try_from(bytes.as_slice())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0),
+            ),
+            None if empty(REGISTRIES)? && empty(INSTALLED)? => None,
+            None => Some(1),
+        }
+    };
+    match format {
+        None => create_tables(db),
+        Some(STATE_FORMAT) => Ok(()),
+        Some(other) => Err(InstallError::State(format!(
+            "{} is in state format {other}, and this warden reads only format {STATE_FORMAT} (registries kept by identity, not URL) and has no migration: move the state directory aside and install your nodes again",
+            path.display()
+        ))),
+    }
+}
+
 /// Refuses capability names this host does not know, so a typo cannot approve nothing.
 /// Approvals name single capabilities, as manifests do; sets such as `all` are refused, so an
 /// approval is always exactly what the operator read.
@@ -401,6 +685,10 @@ pub struct InstallRequest<'a> {
     pub approve_limits: Option<String>,
     /// The time to check expiry against (the clock, except in tests).
     pub now: u64,
+    /// Accept an update from another registry or publisher, or signed by a key outside the
+    /// lineage accepted before (`--accept-publisher-change`). Its approvals start afresh, as
+    /// on a first install, and the change is recorded.
+    pub accept_publisher_change: bool,
 }
 
 /// Follows the registry's root documents from what this host trusts (the root it accepted
@@ -452,24 +740,54 @@ pub fn follow_roots(
     Ok(current)
 }
 
-/// Verifies a signed index against what this host has seen of `registry`: the root chain, the
-/// signature, the expiry, no rollback, no equivocation. Returns the index, the root it was
-/// verified with, and the record as it was before.
+/// An index accepted by `accept_index`.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The registry's identity (`protocol::registry_id`).
+    pub id: String,
+    pub index: Index,
+    /// The root it was verified with.
+    pub root: Root,
+    /// What the host remembered of this registry before.
+    pub known: Option<RegistryRecord>,
+}
+
+/// Verifies a signed index served at `url` against what this host has seen of the registry
+/// with the identity its roots prove: the root chain, the signature, the expiry, no rollback,
+/// no equivocation. Whatever URL served it, a registry's record is found by its identity.
 pub fn accept_index(
     host: &HostState,
-    registry: &str,
+    url: &str,
     signed: &Signed,
     roots: &[SignedRoot],
     registry_key: Option<&str>,
     now: u64,
-) -> Result<(Index, Root, Option<RegistryRecord>), InstallError> {
-    let known = host.registry(registry)?;
-    let root = follow_roots(
-        known.as_ref().map(|known| &known.root),
-        registry_key,
-        roots,
-        registry,
-    )?;
+) -> Result<Accepted, InstallError> {
+    let id = protocol::registry_id(roots).map_err(|error| {
+        refused(format!(
+            "{url} serves a root chain that does not prove a registry identity: {error}"
+        ))
+    })?;
+    let known = host.registry_by_id(&id)?;
+    let registry_key = registry_key.map(str::trim);
+    if let Some(known) = &known {
+        // The chain proving the identity must hold the root this host follows, or the
+        // server only claims to be that registry.
+        let held = roots
+            .get((known.root.version as usize).wrapping_sub(1))
+            .and_then(|signed| Root::parse(signed).ok())
+            .is_some_and(|root| root == known.root);
+        if !held {
+            return Err(refused(format!(
+                "{url} claims to be registry {id}, but its root chain does not hold version {} that this host follows for it",
+                known.root.version
+            )));
+        }
+    }
+    // The identity key itself is a fine thing for an operator to give for a known registry
+    // (a mirror, for instance): the root followed is the one this host holds.
+    let given = registry_key.filter(|key| known.is_none() || *key != id);
+    let root = follow_roots(known.as_ref().map(|known| &known.root), given, roots, url)?;
     let index =
         Index::verify_with_root(signed, &root, now).map_err(|error| refused(error.to_string()))?;
     let digest = sha256_hex(signed.signed.as_bytes());
@@ -492,21 +810,27 @@ pub fn accept_index(
             ));
         }
     }
-    Ok((index, root, known))
+    Ok(Accepted {
+        id,
+        index,
+        root,
+        known,
+    })
 }
 
-/// Checks the log of the registry `registry_id` (`protocol::registry_id` of its roots): it
-/// chains to the index's signed checkpoint, replays (key possession and revocation proofs
-/// name the registry) and extends what was seen.
+/// Checks the whole log of the registry `registry_id` (`protocol::registry_id` of its roots):
+/// it chains to the index's signed checkpoint, extends what was seen, replays (key possession
+/// and revocation proofs name the registry), and describes exactly the index's keys and
+/// versions. Returns the replayed state.
 pub fn check_log(
     entries: &[LogEntry],
     index: &Index,
     known: Option<&RegistryRecord>,
     registry_id: &str,
-) -> Result<(), InstallError> {
-    protocol::verify_log(entries, index.log_size, &index.log_head)
+) -> Result<Replayed, InstallError> {
+    let replayed = protocol::verify_log(entries, index.log_size, &index.log_head)
         .and_then(|()| protocol::replay(entries, registry_id))
-        .and_then(|replayed| protocol::index_matches_log(index, &replayed))
+        .and_then(|replayed| protocol::index_matches_log(index, &replayed).map(|()| replayed))
         .map_err(|error| refused(error.to_string()))?;
     if let Some(known) = known
         && known.log_size > 0
@@ -520,7 +844,53 @@ pub fn check_log(
             ));
         }
     }
-    Ok(())
+    Ok(replayed)
+}
+
+/// Fetches the log entries after `from` (whose last hash is `head`) up to the index's signed
+/// checkpoint, a page at a time, each page chaining from the one before. Entries the host
+/// verified before are not fetched again.
+pub async fn fetch_log(
+    client: &Client,
+    from: u64,
+    head: &str,
+    index: &Index,
+) -> Result<Vec<LogEntry>, InstallError> {
+    let mut fetched = Vec::new();
+    let mut next = from;
+    let mut previous = head.to_string();
+    while next < index.log_size {
+        let want = (index.log_size - next).min(protocol::MAX_LOG_PAGE_ENTRIES);
+        let mut page: Vec<LogEntry> = client
+            .get_json_limited(
+                &format!("v1/log?from={next}&limit={want}"),
+                2 * protocol::MAX_LOG_PAGE_BYTES,
+            )
+            .await?;
+        if page.is_empty() {
+            return Err(refused(format!(
+                "the registry's log ends after {next} entries, its signed index says {}",
+                index.log_size
+            )));
+        }
+        // Entries past the checkpoint are not signed yet; they are fetched again later.
+        page.truncate(want as usize);
+        previous = protocol::verify_page(&page, next, &previous).map_err(|error| {
+            refused(format!(
+                "the registry's log does not extend what this host verified before: {error}"
+            ))
+        })?;
+        next += page.len() as u64;
+        fetched.extend(page);
+    }
+    if previous != index.log_head {
+        return Err(refused(if from > 0 {
+            "the registry's log was rewritten since this host last saw it (it does not end at the signed checkpoint)"
+        } else {
+            "the registry's log does not end at its signed checkpoint"
+        }));
+    }
+    Ok(fetched)
 }
 
 /// Picks the version to install: the one asked for, or the highest not yanked.
@@ -562,6 +932,16 @@ pub fn check_package(
     entry: &IndexEntry,
     index: &Index,
 ) -> Result<Package, InstallError> {
+    check_package_signers(bytes, entry, index).map(|(package, _)| package)
+}
+
+/// `check_package`, also returning the keys (hex) whose signatures on the package verify and
+/// that were valid keys of its publisher when it was published.
+pub fn check_package_signers(
+    bytes: &[u8],
+    entry: &IndexEntry,
+    index: &Index,
+) -> Result<(Package, Vec<String>), InstallError> {
     if bytes.len() as u64 != entry.package_bytes || sha256_hex(bytes) != entry.package_sha256 {
         return Err(refused(format!(
             "the file served for {}@{} is not the one the signed index lists",
@@ -592,22 +972,18 @@ pub fn check_package(
             "the package's manifest differs from its index entry",
         ));
     }
-    let valid_signer = signers.iter().any(|signer| {
-        index.key(&hex(signer.as_bytes())).is_some_and(|key| {
-            key.publisher == entry.publisher
-                && key.added_at <= entry.published_at
-                && key
-                    .revoked_at
-                    .is_none_or(|revoked| entry.published_at < revoked)
-        })
-    });
-    if !valid_signer {
+    let valid: Vec<String> = signers
+        .iter()
+        .map(|signer| hex(signer.as_bytes()))
+        .filter(|signer| valid_signer(std::slice::from_ref(signer), entry, index))
+        .collect();
+    if valid.is_empty() {
         return Err(refused(format!(
             "{}@{} is not signed by a key of `{}` that was valid when it was published (revoked or unknown key)",
             entry.name, entry.version, entry.publisher
         )));
     }
-    Ok(package)
+    Ok((package, valid))
 }
 
 /// Whether one of `signers` is a key of the entry's publisher that the index says was added
@@ -624,6 +1000,20 @@ fn valid_signer(signers: &[String], entry: &IndexEntry, index: &Index) -> bool {
     })
 }
 
+/// What `sync` did.
+#[derive(Clone, Debug)]
+pub struct SyncReport {
+    /// The registry's identity, and the URL it was reached at.
+    pub registry: String,
+    pub url: String,
+    /// The nodes this sync blocked.
+    pub blocked: Vec<Installed>,
+    /// The nodes of this registry blocked now, by this sync or before.
+    pub blocked_in_all: usize,
+    /// How many log entries were fetched (those verified before are not fetched again).
+    pub log_entries_fetched: u64,
+}
+
 /// Fetches and verifies the registry's newest signed state (roots, index, log, with every
 /// check `install` makes) and blocks each node installed from it whose signing key has since
 /// been revoked for its publication time, or whose version the index no longer lists as
@@ -634,11 +1024,28 @@ pub async fn sync(
     host: &HostState,
     now: u64,
 ) -> Result<Vec<Installed>, InstallError> {
-    let registry = client.base().to_string();
-    let (index, _) = fetch_verified(client, host, None, now).await?;
+    sync_report(client, host, now)
+        .await
+        .map(|report| report.blocked)
+}
+
+/// `sync`, reporting what it did. It covers every node installed from this registry's
+/// identity, whatever URL it was installed from.
+pub async fn sync_report(
+    client: &Client,
+    host: &HostState,
+    now: u64,
+) -> Result<SyncReport, InstallError> {
+    let verified = fetch_verified(client, host, None, now).await?;
+    let index = &verified.index;
     let mut blocked = Vec::new();
+    let mut blocked_in_all = 0;
     for mut record in host.all_installed()? {
-        if record.registry != registry || record.blocked.is_some() {
+        if record.registry != verified.id {
+            continue;
+        }
+        if record.blocked.is_some() {
+            blocked_in_all += 1;
             continue;
         }
         let reason = match index.entry(&record.name, &record.version) {
@@ -650,7 +1057,7 @@ pub async fn sync(
                     // An unreadable file has no valid signer: it is blocked, and sync goes on.
                     &host.installed_signers(&record).unwrap_or_default(),
                     entry,
-                    &index,
+                    index,
                 ) =>
             {
                 Some(format!(
@@ -664,42 +1071,122 @@ pub async fn sync(
         if let Some(reason) = reason {
             record.blocked = Some(reason);
             host.put(INSTALLED, &record.name, &record)?;
+            blocked_in_all += 1;
             blocked.push(record);
         }
     }
-    Ok(blocked)
+    Ok(SyncReport {
+        registry: verified.id,
+        url: client.base().to_string(),
+        blocked,
+        blocked_in_all,
+        log_entries_fetched: verified.fetched,
+    })
 }
 
-/// Fetches roots, index and log, verifies them against what the host has seen, and records
-/// the accepted index (so a later rollback is refused even if what follows fails).
+/// A registry's newest state, verified.
+struct Verified {
+    id: String,
+    index: Index,
+    /// The whole log, as kept and as fetched now.
+    entries: Vec<LogEntry>,
+    replayed: Replayed,
+    fetched: u64,
+}
+
+/// Fetches roots, index and the log entries this host has not verified yet, verifies them
+/// against what the host has seen, and records the accepted index and log (so a later
+/// rollback is refused even if what follows fails).
 async fn fetch_verified(
     client: &Client,
     host: &HostState,
     registry_key: Option<&str>,
     now: u64,
-) -> Result<(Index, Vec<LogEntry>), InstallError> {
-    let registry = client.base().to_string();
+) -> Result<Verified, InstallError> {
+    let url = client.base().to_string();
     let roots: Vec<SignedRoot> = client.get_json("v1/roots").await?;
     let signed: Signed = client
         .get_json_limited("v1/index", protocol::MAX_INDEX_BYTES)
         .await?;
-    let (index, root, known) = accept_index(host, &registry, &signed, &roots, registry_key, now)?;
-    let log: Vec<LogEntry> = client
-        .get_json_limited("v1/log", protocol::MAX_LOG_BYTES)
-        .await?;
-    let registry_id = protocol::registry_id(&roots).map_err(|error| refused(error.to_string()))?;
-    check_log(&log, &index, known.as_ref(), &registry_id)?;
-    host.put_registry(
-        &registry,
+    let Accepted {
+        id,
+        index,
+        root,
+        known,
+    } = accept_index(host, &url, &signed, &roots, registry_key, now)?;
+    let mut entries = host.log_entries(&id)?;
+    let (from, head) = match &known {
+        Some(known) => (known.log_size, known.log_head.clone()),
+        None => (0, protocol::LOG_ROOT.to_string()),
+    };
+    if entries.len() as u64 != from {
+        return Err(InstallError::State(format!(
+            "the kept log of registry {id} holds {} entries, its record says {from}",
+            entries.len()
+        )));
+    }
+    let new_entries = fetch_log(client, from, &head, &index).await?;
+    let fetched = new_entries.len() as u64;
+    entries.extend_from_slice(&new_entries);
+    let replayed = check_log(&entries, &index, known.as_ref(), &id)?;
+    host.record_verified(
         &RegistryRecord {
+            id: id.clone(),
+            url,
             root,
             index_version: index.version,
             index_sha256: sha256_hex(signed.signed.as_bytes()),
             log_size: index.log_size,
             log_head: index.log_head.clone(),
         },
+        &new_entries,
     )?;
-    Ok((index, log))
+    Ok(Verified {
+        id,
+        index,
+        entries,
+        replayed,
+        fetched,
+    })
+}
+
+/// The keys of `publisher` this host accepts, given the ones it `accepted` before: those, and
+/// every key the log shows signed in (a rotation whose signature replay checked) by one of
+/// them. A key added without such a signature (an admin's after every key was revoked) is not
+/// in the lineage.
+fn lineage(accepted: &[String], entries: &[LogEntry], publisher: &str) -> BTreeSet<String> {
+    let mut keys: BTreeSet<String> = accepted.iter().cloned().collect();
+    for entry in entries {
+        if let protocol::Event::KeyAdded {
+            publisher: of,
+            public_key,
+            signed_by: Some(by),
+            ..
+        } = &entry.event
+            && of == publisher
+            && keys.contains(by)
+        {
+            keys.insert(public_key.clone());
+        }
+    }
+    keys
+}
+
+/// Why installing `entry` from registry `id` over `previous` is a publisher change, judged
+/// before the download: another registry, or another publisher name.
+fn changed_origin(previous: &Installed, id: &str, entry: &IndexEntry) -> Option<String> {
+    if previous.registry != id {
+        return Some(format!(
+            "`{}` was installed from registry {} (last reached at {}); this is registry {id}",
+            previous.name, previous.registry, previous.registry_url
+        ));
+    }
+    (previous.publisher != entry.publisher).then(|| {
+        format!(
+            "`{}` was installed from the publisher `{}`, the registry now lists `{}`",
+            previous.name, previous.publisher, entry.publisher
+        )
+    })
 }
 
 /// Installs a node from the registry behind `client`. See the module documentation for what
@@ -715,39 +1202,32 @@ pub async fn install(
     if let Some(preset) = &request.approve_limits {
         looseness(preset)?;
     }
-    let registry = client.base().to_string();
-    let (index, log) = fetch_verified(client, host, request.registry_key, request.now).await?;
-    let entry = choose(&index, request.name, request.version)?;
-    let logged = log.iter().any(|logged| {
-        matches!(&logged.event, protocol::Event::Publish { name, version, package_sha256, .. }
-            if *name == entry.name && *version == entry.version && *package_sha256 == entry.package_sha256)
-    });
+    let url = client.base().to_string();
+    let verified = fetch_verified(client, host, request.registry_key, request.now).await?;
+    let (id, index) = (&verified.id, &verified.index);
+    let entry = choose(index, request.name, request.version)?;
+    let logged = verified
+        .replayed
+        .versions
+        .get(&(entry.name.clone(), entry.version.clone()))
+        .is_some_and(|logged| logged.package_sha256 == entry.package_sha256);
     if !logged {
         return Err(refused(format!(
             "{}@{} is not in the registry's log",
             entry.name, entry.version
         )));
     }
-    let chosen =
-        semver::Version::parse(&entry.version).map_err(|error| refused(error.to_string()))?;
-    if let Some(highest) = host.highest_seen(&entry.name)?
-        && chosen < highest
-    {
-        return Err(refused(format!(
-            "{}@{} is older than {highest}, which this host has installed before (a downgrade)",
-            entry.name, entry.version
-        )));
-    }
     let previous = host.installed(&entry.name)?;
+    let mut change = previous
+        .as_ref()
+        .and_then(|previous| changed_origin(previous, id, entry));
+    check_no_downgrade(
+        host,
+        entry,
+        change.is_some() && request.accept_publisher_change,
+    )?;
     if let Some(previous) = &previous
-        && previous.publisher != entry.publisher
-    {
-        return Err(refused(format!(
-            "`{}` was installed from the publisher `{}`, the registry now lists `{}`",
-            entry.name, previous.publisher, entry.publisher
-        )));
-    }
-    if let Some(previous) = &previous
+        && change.is_none()
         && previous.version == entry.version
         && previous.package_sha256 != entry.package_sha256
     {
@@ -756,6 +1236,121 @@ pub async fn install(
             entry.name, entry.version
         )));
     }
+    check_one_snapshot(host, entry, index)?;
+    let path = format!("v1/packages/{}/{}", entry.name, entry.version);
+    let limit = (entry.package_bytes as usize).min(crate::server::DEFAULT_MAX_PACKAGE_BYTES * 4);
+    let bytes = client.send(hyper::Method::GET, &path, None, limit).await?;
+    let (package, signers) = check_package_signers(&bytes, entry, index)?;
+    // The publisher's keys this host accepts after this install.
+    let mut publisher_keys: Vec<String> = match &previous {
+        Some(previous) if change.is_none() => lineage(
+            &previous.publisher_keys,
+            &verified.entries,
+            &entry.publisher,
+        )
+        .into_iter()
+        .collect(),
+        // First use of this name, or a change: the publisher's keys as the log shows them.
+        _ => publisher_keys_of(&verified.replayed, &entry.publisher),
+    };
+    if change.is_none() && !signers.iter().any(|key| publisher_keys.contains(key)) {
+        change = Some(format!(
+            "{}@{} is signed by {}, not by a key this host accepted for `{}` nor one they signed in (a key registered without such a signature, as an admin does after every key was revoked)",
+            entry.name,
+            entry.version,
+            signers.join(", "),
+            entry.publisher
+        ));
+        publisher_keys = publisher_keys_of(&verified.replayed, &entry.publisher);
+    }
+    let accepted_change = match (&previous, change) {
+        (Some(previous), Some(reason)) => {
+            if !request.accept_publisher_change {
+                return Err(InstallError::PublisherChange {
+                    name: entry.name.clone(),
+                    reason,
+                    command: format!(
+                        "warden install {}@{} --registry {} --accept-publisher-change",
+                        entry.name,
+                        entry.version,
+                        url.trim_end_matches('/')
+                    ),
+                });
+            }
+            Some(PublisherChange {
+                time: protocol::now(),
+                name: entry.name.clone(),
+                old_version: previous.version.clone(),
+                new_version: entry.version.clone(),
+                old_registry: previous.registry.clone(),
+                new_registry: id.clone(),
+                new_registry_url: url.clone(),
+                old_publisher: previous.publisher.clone(),
+                new_publisher: entry.publisher.clone(),
+                old_keys: previous.publisher_keys.clone(),
+                new_keys: publisher_keys.clone(),
+                reason,
+            })
+        }
+        _ => None,
+    };
+    let manifest = &package.manifest;
+    let mut record = Installed {
+        name: entry.name.clone(),
+        version: entry.version.clone(),
+        registry: id.clone(),
+        registry_url: url,
+        publisher: entry.publisher.clone(),
+        publisher_keys,
+        package_sha256: entry.package_sha256.clone(),
+        requested: manifest.capabilities.clone(),
+        requested_hosts: manifest.allowed_hosts.clone(),
+        limits: manifest.limits.clone(),
+        approved: Vec::new(),
+        approved_hosts: Vec::new(),
+        approved_limits: String::new(),
+        enabled: false,
+        blocked: None,
+    };
+    // An update keeps what was approved; a first install or an accepted change starts afresh.
+    let kept = previous.filter(|_| accepted_change.is_none());
+    approve_for(&mut record, kept.as_ref(), request);
+    record.refresh();
+
+    let destination = host.package_path(&record.package_sha256);
+    write_durably(&destination, &bytes)?;
+    host.record_install(&record, accepted_change.as_ref())?;
+    Ok(record)
+}
+
+/// Refuses a version below the highest this host installed of the name, unless the operator
+/// is accepting a publisher change (another publisher's versions are another line).
+fn check_no_downgrade(
+    host: &HostState,
+    entry: &IndexEntry,
+    accepting_change: bool,
+) -> Result<(), InstallError> {
+    let chosen =
+        semver::Version::parse(&entry.version).map_err(|error| refused(error.to_string()))?;
+    if let Some(highest) = host.highest_seen(&entry.name)?
+        && chosen < highest
+        && !accepting_change
+    {
+        return Err(refused(format!(
+            "{}@{} is older than {highest}, which this host has installed before (a downgrade)",
+            entry.name, entry.version
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an install that would leave the installed nodes in a combination no single signed
+/// index listed (so a host's nodes all come from one registry, under any of its URLs).
+fn check_one_snapshot(
+    host: &HostState,
+    entry: &IndexEntry,
+    index: &Index,
+) -> Result<(), InstallError> {
     for other in host.all_installed()? {
         if other.name == entry.name {
             continue;
@@ -770,35 +1365,28 @@ pub async fn install(
             )));
         }
     }
-    let path = format!("v1/packages/{}/{}", entry.name, entry.version);
-    let limit = (entry.package_bytes as usize).min(crate::server::DEFAULT_MAX_PACKAGE_BYTES * 4);
-    let bytes = client.send(hyper::Method::GET, &path, None, limit).await?;
-    let package = check_package(&bytes, entry, &index)?;
-    let manifest = &package.manifest;
+    Ok(())
+}
 
-    let mut record = Installed {
-        name: entry.name.clone(),
-        version: entry.version.clone(),
-        registry: registry.clone(),
-        publisher: entry.publisher.clone(),
-        package_sha256: entry.package_sha256.clone(),
-        requested: manifest.capabilities.clone(),
-        requested_hosts: manifest.allowed_hosts.clone(),
-        limits: manifest.limits.clone(),
-        approved: Vec::new(),
-        approved_hosts: Vec::new(),
-        approved_limits: String::new(),
-        enabled: false,
-        blocked: None,
-    };
-    match &previous {
-        // An update keeps what was approved; anything new waits for `warden approve`.
+/// Every key the replayed log gives `publisher`, revoked ones included.
+fn publisher_keys_of(replayed: &Replayed, publisher: &str) -> Vec<String> {
+    replayed
+        .keys
+        .values()
+        .filter(|key| key.publisher == publisher)
+        .map(|key| key.public_key.clone())
+        .collect()
+}
+
+/// Sets what `record` approves: for an update (`kept`), what was approved before plus what
+/// the request adds; otherwise what the request names, or what the package requests.
+fn approve_for(record: &mut Installed, kept: Option<&Installed>, request: InstallRequest<'_>) {
+    match kept {
         Some(previous) => {
             record.approved = previous.approved.clone();
             record.approved_hosts = previous.approved_hosts.clone();
             record.approved_limits = request
                 .approve_limits
-                .clone()
                 .unwrap_or_else(|| previous.approved_limits.clone());
             for extra in request.approve.unwrap_or_default() {
                 if !record.approved.contains(&extra) {
@@ -811,7 +1399,6 @@ pub async fn install(
                 }
             }
         }
-        // A first install approves what the operator says, or what the package asks for.
         None => {
             record.approved = request.approve.unwrap_or_else(|| record.requested.clone());
             record.approved_hosts = request
@@ -822,25 +1409,6 @@ pub async fn install(
                 .unwrap_or_else(|| record.limits.clone());
         }
     }
-    record.refresh();
-
-    let destination = host.package_path(&record.package_sha256);
-    write_durably(&destination, &bytes)?;
-    let txn = host.write()?;
-    {
-        let mut seen = txn.open_table(SEEN).map_err(state)?;
-        seen.insert(record.name.as_str(), record.version.as_str())
-            .map_err(state)?;
-        txn.open_table(INSTALLED)
-            .map_err(state)?
-            .insert(
-                record.name.as_str(),
-                serde_json::to_vec(&record).unwrap_or_default().as_slice(),
-            )
-            .map_err(state)?;
-    }
-    txn.commit().map_err(state)?;
-    Ok(record)
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it into place.
@@ -927,17 +1495,31 @@ mod tests {
     }
 
     fn remember(host: &HostState, signed: &Signed, index: &Index) {
-        host.put_registry(
-            "r",
+        host.record_verified(
             &RegistryRecord {
+                id: index.registry.clone(),
+                url: "r".into(),
                 root: root_of(index),
                 index_version: index.version,
                 index_sha256: sha256_hex(signed.signed.as_bytes()),
                 log_size: index.log_size,
                 log_head: index.log_head.clone(),
             },
+            &[],
         )
         .unwrap_or_default();
+    }
+
+    fn roots(key: &SigningKey) -> Vec<SignedRoot> {
+        vec![
+            Root {
+                version: 1,
+                keys: vec![hex(key.verifying_key().as_bytes())],
+                threshold: 1,
+                issued_at: 0,
+            }
+            .sign(&[key]),
+        ]
     }
 
     #[test]
@@ -947,7 +1529,7 @@ mod tests {
         let key = SigningKey::from_bytes(&[7; 32]);
         let first = index(&key, 5, &[]);
         let signed = first.sign(&key);
-        let roots = vec![root_of(&first).sign(&[&key])];
+        let roots = roots(&key);
         assert!(accept_index(&host, "r", &signed, &roots, Some(&first.registry), 10).is_ok());
         remember(&host, &signed, &first);
         // The same version again is fine; a different document under that version is not.
@@ -967,6 +1549,7 @@ mod tests {
         let seen = index(&key, 1, &seen_log);
         remember(&host, &seen.sign(&key), &seen);
         let known = host.registry("r").unwrap_or_default();
+        assert!(known.is_some());
 
         // An extension of the log seen before passes.
         let grown = log(&["1", "2", "3"]);
@@ -981,7 +1564,7 @@ mod tests {
             &host,
             "r",
             &index(&key, 2, &short).sign(&key),
-            &[],
+            &roots(&key),
             None,
             10,
         );
@@ -1011,5 +1594,80 @@ mod tests {
         });
         let result = check_log(&grown, &keyed, known.as_ref(), "r");
         assert!(matches!(result, Err(InstallError::Refused(m)) if m.contains("publisher keys")));
+    }
+
+    #[test]
+    fn a_state_of_the_old_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        {
+            // What an earlier build wrote: records keyed by URL, no format.
+            let db = Database::create(dir.path().join("host.redb"))
+                .unwrap_or_else(|error| panic!("{error}"));
+            let txn = db.begin_write().unwrap_or_else(|error| panic!("{error}"));
+            txn.open_table(REGISTRIES)
+                .unwrap_or_else(|error| panic!("{error}"))
+                .insert("https://r.example/", b"{}".as_slice())
+                .unwrap_or_else(|error| panic!("{error}"));
+            txn.commit().unwrap_or_else(|error| panic!("{error}"));
+        }
+        let refused = HostState::open(dir.path())
+            .err()
+            .map(|error| error.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|m| m.contains("move the state directory aside")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_first_start_cleans_up_what_a_killed_one_left() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        // A start killed while it wrote the new state leaves a torn temporary behind.
+        let torn = dir.path().join(format!("{TEMPORARY_PREFIX}4242"));
+        std::fs::write(&torn, b"torn").unwrap_or_else(|error| panic!("{error}"));
+        let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        assert!(!torn.exists());
+        assert!(host.all_installed().unwrap_or_default().is_empty());
+        drop(host);
+        // One left beside a whole state (a start killed while another succeeded) goes too.
+        std::fs::write(&torn, b"torn").unwrap_or_else(|error| panic!("{error}"));
+        assert!(HostState::open(dir.path()).is_ok());
+        assert!(!torn.exists());
+    }
+
+    #[test]
+    fn the_lineage_follows_signed_rotations_only() {
+        let key = |seed: u8| SigningKey::from_bytes(&[seed; 32]);
+        let public = |key: &SigningKey| hex(key.verifying_key().as_bytes());
+        let added = |new: &SigningKey, by: Option<&SigningKey>| Event::KeyAdded {
+            publisher: "acme".into(),
+            public_key: public(new),
+            signed_by: by.map(public),
+            signature: by.map(|by| protocol::sign_key_statement("acme", &public(new), by)),
+            possession: protocol::sign_possession("r", "acme", new),
+        };
+        let (a, b, c, other) = (key(1), key(2), key(3), key(4));
+        let events = [
+            added(&a, None),
+            added(&b, Some(&a)),
+            // An admin's unsigned key after every key was revoked, and a key it signs in.
+            added(&c, None),
+            added(&other, Some(&c)),
+        ];
+        let entries: Vec<LogEntry> = events
+            .into_iter()
+            .enumerate()
+            .map(|(sequence, event)| LogEntry {
+                sequence: sequence as u64,
+                time: 0,
+                previous: String::new(),
+                event,
+            })
+            .collect();
+        let keys = lineage(&[public(&a)], &entries, "acme");
+        assert_eq!(keys, [public(&a), public(&b)].into_iter().collect());
+        assert!(lineage(&[public(&a)], &entries, "evil").len() == 1);
     }
 }

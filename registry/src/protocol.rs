@@ -21,8 +21,13 @@ const REVOCATION_DOMAIN: &[u8] = b"warden publisher key revocation v1\n";
 
 /// The largest signed index a host reads.
 pub const MAX_INDEX_BYTES: usize = 32 * 1024 * 1024;
-/// The largest log a host reads.
+/// The largest log a host reads in one answer (the whole log, as old clients ask for it).
 pub const MAX_LOG_BYTES: usize = 64 * 1024 * 1024;
+/// The most entries one page of `GET /v1/log?from=N` holds.
+pub const MAX_LOG_PAGE_ENTRIES: u64 = 1000;
+/// A page of the log stops growing once it holds this many bytes of JSON (it always holds at
+/// least one entry); hosts read a page up to twice this.
+pub const MAX_LOG_PAGE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -254,9 +259,25 @@ impl LogEntry {
 
 /// Checks that `entries` chain from the root and end at `head` after `size` entries.
 pub fn verify_log(entries: &[LogEntry], size: u64, head: &str) -> Result<(), ProtocolError> {
-    let mut previous = LOG_ROOT.to_string();
-    for (position, entry) in entries.iter().enumerate() {
-        if entry.sequence != position as u64 {
+    let previous = verify_page(entries, 0, LOG_ROOT)?;
+    if entries.len() as u64 != size || previous != head {
+        return Err(ProtocolError::BrokenLog(format!(
+            "{} entries ending at {previous}, the signed checkpoint says {size} ending at {head}",
+            entries.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `page` holds entries `from`, `from + 1`, … and chains from `previous` (the hash
+/// of entry `from - 1`, or `LOG_ROOT`); returns the hash of its last entry. A page proves
+/// nothing alone: only a signed checkpoint it ends at (`verify_log`, or the host's own check)
+/// makes its entries the registry's.
+pub fn verify_page(page: &[LogEntry], from: u64, previous: &str) -> Result<String, ProtocolError> {
+    let mut previous = previous.to_string();
+    for (offset, entry) in page.iter().enumerate() {
+        let position = from.saturating_add(offset as u64);
+        if entry.sequence != position {
             return Err(ProtocolError::BrokenLog(format!(
                 "entry {position} says it is number {}",
                 entry.sequence
@@ -269,13 +290,7 @@ pub fn verify_log(entries: &[LogEntry], size: u64, head: &str) -> Result<(), Pro
         }
         previous = entry.hash();
     }
-    if entries.len() as u64 != size || previous != head {
-        return Err(ProtocolError::BrokenLog(format!(
-            "{} entries ending at {previous}, the signed checkpoint says {size} ending at {head}",
-            entries.len()
-        )));
-    }
-    Ok(())
+    Ok(previous)
 }
 
 /// The statement by which a publisher's existing key signs in a new one (a rotation).
@@ -378,26 +393,6 @@ fn verify_bytes(message: &[u8], by: &VerifyingKey, signature: &str) -> bool {
     })
 }
 
-/// A registry's identity: the first key of its root version 1 (the `registry.pub` it was
-/// created with), stable across key rotations and URLs. Possession and revocation statements
-/// name it.
-pub fn registry_id(roots: &[SignedRoot]) -> Result<String, ProtocolError> {
-    let first = roots
-        .first()
-        .ok_or_else(|| ProtocolError::BadRoot("chain is empty".into()))?;
-    let root = Root::parse(first)?;
-    if root.version != 1 {
-        return Err(ProtocolError::BadRoot(format!(
-            "chain starts at version {}, not 1",
-            root.version
-        )));
-    }
-    root.keys
-        .first()
-        .cloned()
-        .ok_or_else(|| ProtocolError::BadRoot("version 1 lists no key".into()))
-}
-
 pub use package::verifying_key_from_hex;
 
 /// A package version as the log records it.
@@ -426,7 +421,8 @@ type CurrentKeys<'a> = std::collections::BTreeMap<&'a str, std::collections::BTr
 /// publisher that was current at that point, and each back-dated revocation's signature by
 /// another current key (or its mark as an admin's). A key added without a rotation signature
 /// is a publisher's first key, or one an admin added after all its keys were revoked. What the
-/// registry's tables and signed index say must equal what this returns.
+/// registry's tables and signed index say must equal what this returns. Entry times never go
+/// backwards.
 pub fn replay(entries: &[LogEntry], registry: &str) -> Result<Replayed, ProtocolError> {
     let broken = |entry: &LogEntry, why: String| {
         ProtocolError::BrokenLog(format!("entry {}: {why}", entry.sequence))
@@ -435,7 +431,20 @@ pub fn replay(entries: &[LogEntry], registry: &str) -> Result<Replayed, Protocol
     // A name belongs to the publisher who first published it.
     let mut owners: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
     let mut current_keys = CurrentKeys::new();
+    let mut last_time = 0;
     for entry in entries {
+        // Times only move forward: otherwise a registry could back-date a publish below its
+        // key's revocation, and hosts would take it as signed while the key was valid.
+        if entry.time < last_time {
+            return Err(broken(
+                entry,
+                format!(
+                    "its time {} is before the time {last_time} of the entry before it",
+                    entry.time
+                ),
+            ));
+        }
+        last_time = entry.time;
         match &entry.event {
             Event::KeyAdded { .. } => {
                 replay_key_added(entry, registry, &mut state, &mut current_keys)
@@ -813,6 +822,41 @@ impl Root {
         }
         Ok(root)
     }
+}
+
+/// A registry's identity: the first key of its root version 1 (the `registry.pub` it was created
+/// with), in hex. It stays the same across key rotations and whatever URL the registry is
+/// reached at, so hosts key what they remember of a registry by it, and possession and
+/// revocation statements name it.
+///
+/// `roots` must be the whole chain from version 1: version 1 signed by that first key itself
+/// (so no chain can claim another registry's identity without its key) and by a threshold of
+/// its own keys, and every later root following the one before (`Root::verify_next`). A host
+/// that trusts a later root must still check that the chain holds that root.
+pub fn registry_id(roots: &[SignedRoot]) -> Result<String, ProtocolError> {
+    let first = roots
+        .first()
+        .ok_or_else(|| ProtocolError::BadRoot("chain is empty".into()))?;
+    let root = Root::parse(first)?;
+    if root.version != 1 {
+        return Err(ProtocolError::BadRoot(format!(
+            "chain starts at version {}, not 1",
+            root.version
+        )));
+    }
+    let id = root
+        .keys
+        .first()
+        .cloned()
+        .ok_or_else(|| ProtocolError::BadRoot("version 1 lists no key".into()))?;
+    Root::verify_pinned(first, &id).map_err(|_| {
+        ProtocolError::BadRoot("version 1 is not signed by its own first key".into())
+    })?;
+    let mut current = root;
+    for signed in &roots[1..] {
+        current = current.verify_next(signed)?;
+    }
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -1212,5 +1256,62 @@ mod tests {
         assert_eq!(registry_id(&[first.clone(), second.clone()]), Ok(id));
         assert!(registry_id(&[second]).is_err());
         assert!(registry_id(&[]).is_err());
+    }
+
+    #[test]
+    fn log_times_never_go_backwards() {
+        let (a, b) = (key(1), key(2));
+        let mut entries = logged(vec![added("acme", &a, None), added("acme", &b, Some(&a))]);
+        entries[0].time = 100;
+        entries[1].time = 100;
+        assert!(replay(&entries, REGISTRY).is_ok(), "equal times are fine");
+        entries[1].time = 99;
+        assert!(matches!(
+            replay(&entries, REGISTRY),
+            Err(ProtocolError::BrokenLog(m)) if m.contains("before the time 100")
+        ));
+    }
+
+    #[test]
+    fn a_page_must_chain_from_the_verified_head() {
+        let entries = logged(vec![
+            added("acme", &key(1), None),
+            added("acme", &key(2), Some(&key(1))),
+            added("acme", &key(3), Some(&key(2))),
+        ]);
+        let head = verify_page(&entries[..1], 0, LOG_ROOT).unwrap_or_default();
+        assert_eq!(head, entries[0].hash());
+        assert_eq!(verify_page(&entries[1..], 1, &head), Ok(entries[2].hash()));
+        // The same page presented at another position, or after another head.
+        assert!(verify_page(&entries[1..], 2, &head).is_err());
+        assert!(verify_page(&entries[1..], 1, LOG_ROOT).is_err());
+        // A page with an entry left out.
+        assert!(verify_page(&entries[2..], 1, &head).is_err());
+    }
+
+    #[test]
+    fn a_registry_id_is_the_first_key_of_a_self_signed_version_one() {
+        let (a, b, thief) = (key(1), key(2), key(9));
+        let first = root(1, &[&a], 1);
+        let second = root(2, &[&b], 1);
+        let chain = vec![first.sign(&[&a]), second.sign(&[&a, &b])];
+        let id = hex(a.verifying_key().as_bytes());
+        assert_eq!(registry_id(&chain), Ok(id.clone()));
+        assert_eq!(registry_id(&chain[..1]), Ok(id.clone()));
+        // Not a chain from version 1, or empty.
+        assert!(registry_id(&chain[1..]).is_err());
+        assert!(registry_id(&[]).is_err());
+        // A version 1 that names someone else's key first, signed by the thief who lists it:
+        // claiming another registry's identity needs that registry's key.
+        let claimed = Root {
+            version: 1,
+            keys: vec![id.clone(), hex(thief.verifying_key().as_bytes())],
+            threshold: 1,
+            issued_at: 0,
+        };
+        assert!(registry_id(&[claimed.sign(&[&thief])]).is_err());
+        // A later root that does not follow.
+        let forged = root(2, &[&thief], 1).sign(&[&thief]);
+        assert!(registry_id(&[chain[0].clone(), forged]).is_err());
     }
 }

@@ -219,9 +219,45 @@ async fn index(State(store): State<Shared>, headers: HeaderMap) -> Api<Response>
     Ok(Json(signed).into_response())
 }
 
-async fn log(State(store): State<Shared>, headers: HeaderMap) -> Api<Response> {
+/// The whole log without a query (what older hosts ask for); with `?from=N[&limit=M]` one page
+/// of entries from N on, bounded by `protocol::MAX_LOG_PAGE_ENTRIES` and `MAX_LOG_PAGE_BYTES`,
+/// so hosts fetch only what they have not verified yet.
+async fn log(
+    State(store): State<Shared>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Api<Response> {
     caller(&store, &headers, Permissions::READ_NODES).await?;
-    Ok(Json(blocking(move || store.log()).await?).into_response())
+    let Some(query) = query else {
+        return Ok(Json(blocking(move || store.log()).await?).into_response());
+    };
+    let (from, limit) = log_page(&query).map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?;
+    let page =
+        blocking(move || store.log_range(from, limit, crate::protocol::MAX_LOG_PAGE_BYTES)).await?;
+    Ok(Json(page).into_response())
+}
+
+/// `from` (required) and `limit` (at most `MAX_LOG_PAGE_ENTRIES`, which is also the default)
+/// of a log page request; anything else is refused.
+fn log_page(query: &str) -> Result<(u64, u64), String> {
+    let mut from = None;
+    let mut limit = crate::protocol::MAX_LOG_PAGE_ENTRIES;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let number = value
+            .parse::<u64>()
+            .map_err(|_| format!("`{name}` must be a whole number, not `{value}`"))?;
+        match name.as_ref() {
+            "from" => from = Some(number),
+            "limit" => limit = number.clamp(1, crate::protocol::MAX_LOG_PAGE_ENTRIES),
+            _ => {
+                return Err(format!(
+                    "unknown query parameter `{name}`; give from=N and limit=M"
+                ));
+            }
+        }
+    }
+    let from = from.ok_or("a page of the log needs from=N (the first entry wanted)")?;
+    Ok((from, limit))
 }
 
 async fn audit(State(store): State<Shared>, headers: HeaderMap) -> Api<Response> {

@@ -834,7 +834,7 @@ impl Store {
             }
             let signer = self.rotation_signer(&txn, caller, publisher, public_key, signed_by)?;
             self.charge_history(&txn, caller, publisher, History::KeyEvents)?;
-            let time = now().max(last_log_time(&txn)?);
+            let time = Self::log_time(&txn, now())?;
             let entry = KeyEntry {
                 publisher: publisher.to_string(),
                 public_key: public_key.to_string(),
@@ -945,7 +945,7 @@ impl Store {
             }
             // The log's time, which never runs backwards: a revocation "now" is never read as
             // back-dated.
-            let time = now().max(last_log_time(&txn)?);
+            let time = Self::log_time(&txn, now())?;
             let revoked_at = at.unwrap_or(time).min(time);
             let (signer, by_admin) = if revoked_at >= time {
                 (None, false)
@@ -1082,6 +1082,7 @@ impl Store {
             .map_err(|wait| too_many("publishes", wait))?;
         let time = now();
         let txn = self.write()?;
+        let time = Self::log_time(&txn, time)?;
         let entry = {
             let keys = self.keys_of(&txn, &manifest.publisher)?;
             let accepted: Vec<String> = signers
@@ -1222,20 +1223,34 @@ impl Store {
         Ok(entry)
     }
 
+    /// The time the next log entry gets: `now`, or the last entry's time if the clock stepped
+    /// back, since hosts refuse a log whose times go backwards. Callers that also store the
+    /// time (`published_at`, `added_at`) take it from here, inside the same transaction, so
+    /// the table and the log agree.
+    fn log_time(txn: &WriteTransaction, now: u64) -> Result<u64, StoreError> {
+        let log = txn.open_table(LOG).map_err(storage)?;
+        let last = match log.last().map_err(storage)? {
+            Some((_, bytes)) => parse::<LogEntry>("log entry", bytes.value())?.time,
+            None => 0,
+        };
+        Ok(now.max(last))
+    }
+
     /// Appends to the log and signs a new index, inside the caller's transaction.
     fn append(&self, txn: &WriteTransaction, time: u64, event: Event) -> Result<(), StoreError> {
         {
             let mut log = txn.open_table(LOG).map_err(storage)?;
-            let (sequence, previous) = match log.last().map_err(storage)? {
+            let (sequence, previous, last_time) = match log.last().map_err(storage)? {
                 Some((sequence, bytes)) => {
                     let last: LogEntry = parse("log entry", bytes.value())?;
-                    (sequence.value() + 1, last.hash())
+                    (sequence.value() + 1, last.hash(), last.time)
                 }
-                None => (0, LOG_ROOT.to_string()),
+                None => (0, LOG_ROOT.to_string(), 0),
             };
             let entry = LogEntry {
                 sequence,
-                time,
+                // Never below the last entry's time (a clock stepped back).
+                time: time.max(last_time),
                 previous,
                 event,
             };
@@ -1456,6 +1471,29 @@ impl Store {
     pub fn log(&self) -> Result<Vec<LogEntry>, StoreError> {
         let txn = self.db.begin_read().map_err(storage)?;
         values(&txn.open_table(LOG).map_err(storage)?, "log entry")
+    }
+
+    /// Entries `from`, `from + 1`, … of the log: at most `limit` of them, and no more once
+    /// their JSON reaches `max_bytes` (but always one, if there is one). Empty past the end.
+    pub fn log_range(
+        &self,
+        from: u64,
+        limit: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let log = txn.open_table(LOG).map_err(storage)?;
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for item in log.range(from..).map_err(storage)? {
+            if page.len() as u64 >= limit || (bytes >= max_bytes && !page.is_empty()) {
+                break;
+            }
+            let (_, value) = item.map_err(storage)?;
+            bytes += value.value().len() + 1;
+            page.push(parse("log entry", value.value())?);
+        }
+        Ok(page)
     }
 
     pub fn audit_trail(&self) -> Result<Vec<AuditEntry>, StoreError> {
@@ -1783,19 +1821,6 @@ fn history_count(
     Ok(count)
 }
 
-/// The time of the log's last entry (0 for an empty log).
-fn last_log_time(txn: &WriteTransaction) -> Result<u64, StoreError> {
-    match txn
-        .open_table(LOG)
-        .map_err(storage)?
-        .last()
-        .map_err(storage)?
-    {
-        Some((_, bytes)) => Ok(parse::<LogEntry>("log entry", bytes.value())?.time),
-        None => Ok(0),
-    }
-}
-
 /// The registry's identity, from the root documents in `meta`.
 fn registry_id_in(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -1966,6 +1991,131 @@ mod tests {
         assert_eq!(
             reason(&looped[0], &looped, 10),
             Some("the token's chain of issuers is too long")
+        );
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    fn owner(store: &Store, token: &str) -> Caller {
+        store
+            .authenticate(TokenKind::Pat, token)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Registers a new key, with its proof of possession, for `publisher`; returns it in hex.
+    fn add_new_key(store: &Store, owner: &Caller, publisher: &str) -> String {
+        let key = package::generate_key().unwrap_or_else(|error| panic!("{error}"));
+        let public = package::public_key_hex(&key);
+        let registry = store
+            .registry_id()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let possession = protocol::sign_possession(&registry, publisher, &key);
+        store
+            .add_key(owner, publisher, &public, &possession, None)
+            .unwrap_or_else(|error| panic!("{error}"));
+        public
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_move_log_time_backwards() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let (store, token) =
+            Store::open(dir.path(), 3600).unwrap_or_else(|error| panic!("{error}"));
+        let owner = owner(&store, &token.unwrap_or_default());
+        let first = add_new_key(&store, &owner, "acme");
+        // As if the clock had been an hour ahead when that entry was written.
+        let ahead = now() + 3600;
+        {
+            let txn = store.write().unwrap_or_else(|error| panic!("{error}"));
+            {
+                let mut log = txn
+                    .open_table(LOG)
+                    .unwrap_or_else(|error| panic!("{error}"));
+                let mut entry: LogEntry = parse(
+                    "log entry",
+                    log.get(0)
+                        .ok()
+                        .flatten()
+                        .map(|bytes| bytes.value().to_vec())
+                        .unwrap_or_default()
+                        .as_slice(),
+                )
+                .unwrap_or_else(|error| panic!("{error}"));
+                entry.time = ahead;
+                log.insert(0, json(&entry).as_slice())
+                    .unwrap_or_else(|error| panic!("{error}"));
+                let mut keys = txn
+                    .open_table(KEYS)
+                    .unwrap_or_else(|error| panic!("{error}"));
+                let mut key: KeyEntry = parse(
+                    "key",
+                    keys.get(first.as_str())
+                        .ok()
+                        .flatten()
+                        .map(|bytes| bytes.value().to_vec())
+                        .unwrap_or_default()
+                        .as_slice(),
+                )
+                .unwrap_or_else(|error| panic!("{error}"));
+                key.added_at = ahead;
+                keys.insert(first.as_str(), json(&key).as_slice())
+                    .unwrap_or_else(|error| panic!("{error}"));
+            }
+            txn.commit().unwrap_or_else(|error| panic!("{error}"));
+        }
+        // The next change happens "earlier" by the clock: it is logged at the last time, and
+        // the log still replays and signs.
+        let revoked = store
+            .revoke_key(&owner, "acme", &first, None, None)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(revoked.revoked_at, Some(ahead));
+        let log = store.log().unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[1].time, ahead);
+        let registry = store
+            .registry_id()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(protocol::replay(&log, &registry).is_ok());
+        assert!(store.check().is_ok());
+    }
+
+    #[test]
+    fn log_pages_are_bounded_by_count_and_bytes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let (store, token) =
+            Store::open(dir.path(), 3600).unwrap_or_else(|error| panic!("{error}"));
+        let owner = owner(&store, &token.unwrap_or_default());
+        for publisher in ["a", "b", "c", "d", "e"] {
+            add_new_key(&store, &owner, publisher);
+        }
+        let all = store.log().unwrap_or_else(|error| panic!("{error}"));
+        let page = store
+            .log_range(1, 2, usize::MAX)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(page, all[1..3].to_vec());
+        // A byte bound below one entry still returns one entry, so paging always progresses.
+        let page = store
+            .log_range(0, 1000, 1)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(page, all[..1].to_vec());
+        let page = store
+            .log_range(3, 1000, usize::MAX)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(page, all[3..].to_vec());
+        assert!(
+            store
+                .log_range(5, 1000, usize::MAX)
+                .unwrap_or_default()
+                .is_empty()
+        );
+        assert!(
+            store
+                .log_range(u64::MAX, 1000, usize::MAX)
+                .unwrap_or_default()
+                .is_empty()
         );
     }
 }

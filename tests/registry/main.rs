@@ -4,6 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod host_log;
+mod host_pinning;
 mod principals;
 
 use ed25519_dalek::SigningKey;
@@ -331,6 +333,7 @@ fn install_at(
             approve_hosts: None,
             approve_limits: None,
             now: at,
+            accept_publisher_change: false,
         },
     ))
 }
@@ -347,6 +350,10 @@ fn install(
 fn refused(result: Result<Installed, InstallError>, containing: &str) {
     match result {
         Err(InstallError::Refused(message)) => {
+            assert!(message.contains(containing), "{message}")
+        }
+        Err(change @ InstallError::PublisherChange { .. }) => {
+            let message = change.to_string();
             assert!(message.contains(containing), "{message}")
         }
         other => panic!("expected a refusal containing `{containing}`, got {other:?}"),
@@ -918,6 +925,7 @@ fn an_update_asking_for_more_stays_disabled_until_approved() {
             approve_hosts: Some(vec![]),
             approve_limits: None,
             now: now(),
+            accept_publisher_change: false,
         },
     ))
     .unwrap();
