@@ -238,8 +238,9 @@ async fn publish(
     // Authenticate before reading anything: an anonymous caller cannot make the registry
     // buffer a package.
     let who = caller(&store, &headers, Permissions::PUBLISH_NODES).await?;
-    // Over its publish rate, a caller is refused before its upload is read.
-    if let Err(error) = store.publish_allowed(&who) {
+    // Over its publish rate, a caller is refused before its upload is read; an admitted upload
+    // has paid already.
+    if let Err(error) = store.admit_publish(&who) {
         return Ok(store_error_response(error));
     }
     let too_large = || {
