@@ -202,15 +202,20 @@ fn evict<K: Eq + Hash + Clone>(
 }
 
 /// The key a source address is limited by: an IPv4 address, or an IPv6 address's /64 (one
-/// host usually holds a whole /64, so counting addresses would count nothing).
+/// host usually holds a whole /64, so counting addresses would count nothing). An IPv4 client
+/// of a dual-stack listener arrives as `::ffff:a.b.c.d` and counts as its IPv4 address: all of
+/// them share one /64, and would share one budget.
 pub fn address_key(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
+            }
+        },
     }
 }
 
@@ -328,6 +333,15 @@ mod tests {
         assert_ne!(address_key(one), address_key(other));
         let v4: IpAddr = "192.0.2.7".parse().unwrap_or(IpAddr::from([0u8; 4]));
         assert_eq!(address_key(v4), v4);
+        // IPv4 clients of a dual-stack listener: each its own key, not one shared /64.
+        let mapped: IpAddr = "::ffff:192.0.2.7"
+            .parse()
+            .unwrap_or(IpAddr::from([0u8; 16]));
+        let neighbour: IpAddr = "::ffff:198.51.100.1"
+            .parse()
+            .unwrap_or(IpAddr::from([0u8; 16]));
+        assert_eq!(address_key(mapped), v4);
+        assert_ne!(address_key(mapped), address_key(neighbour));
     }
 
     #[test]
