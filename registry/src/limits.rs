@@ -101,20 +101,48 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
         self.at(key, Instant::now(), 1.0)
     }
 
-    /// Whether `key` could make a request now, without taking it.
+    /// Whether `key` could make a request now, without taking it. A key without a bucket has
+    /// a full one, so peeking creates none: only what is charged fills the map.
     pub fn peek(&self, key: &K) -> Result<(), Duration> {
         self.at(key, Instant::now(), 0.0)
     }
 
-    fn at(&self, key: &K, now: Instant, cost: f64) -> Result<(), Duration> {
+    /// Charges one request to `key` whatever its bucket holds, going into debt if it is empty:
+    /// for what is counted after the fact (a failure), where every request that passed `peek`
+    /// while others were in flight must still be paid for.
+    pub fn charge(&self, key: &K) {
+        self.charge_at(key, Instant::now());
+    }
+
+    fn charge_at(&self, key: &K, now: Instant) {
+        let (burst, per_second) = self.per_second();
+        let mut buckets = self.lock();
+        let bucket = self.bucket(&mut buckets, key, now, burst, per_second);
+        bucket.tokens -= 1.0;
+    }
+
+    fn per_second(&self) -> (f64, f64) {
         let burst = f64::from(self.rate.burst.max(1));
-        let per_second = 1.0 / self.rate.every.as_secs_f64().max(1e-3);
-        let mut buckets = self
-            .buckets
+        (burst, 1.0 / self.rate.every.as_secs_f64().max(1e-3))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Bucket>> {
+        self.buckets
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `key`'s bucket, refilled up to `now`; made (full) if it has none.
+    fn bucket<'a>(
+        &self,
+        buckets: &'a mut HashMap<K, Bucket>,
+        key: &K,
+        now: Instant,
+        burst: f64,
+        per_second: f64,
+    ) -> &'a mut Bucket {
         if !buckets.contains_key(key) && buckets.len() >= self.capacity {
-            evict(&mut buckets, self.capacity, now, burst, per_second);
+            evict(buckets, self.capacity, now, burst, per_second);
         }
         let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: burst,
@@ -123,17 +151,29 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.updated = now;
+        bucket
+    }
+
+    fn at(&self, key: &K, now: Instant, cost: f64) -> Result<(), Duration> {
+        let (burst, per_second) = self.per_second();
+        let mut buckets = self.lock();
+        if cost == 0.0 && !buckets.contains_key(key) {
+            return Ok(());
+        }
+        let bucket = self.bucket(&mut buckets, key, now, burst, per_second);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= cost;
             Ok(())
         } else {
-            let wait = (1.0 - bucket.tokens) / per_second;
-            Err(Duration::from_secs_f64(wait.max(0.0)))
+            // A debt (or a period near `Duration::MAX`) can make this longer than a Duration.
+            let wait = ((1.0 - bucket.tokens) / per_second).max(0.0);
+            Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX))
         }
     }
 }
 
-/// Makes room for one bucket: drops the full ones, or else the one touched longest ago.
+/// Makes room: drops the full buckets, or else the eighth touched longest ago (a batch, so a
+/// map kept full by many addresses is not scanned again for every new one).
 fn evict<K: Eq + Hash + Clone>(
     buckets: &mut HashMap<K, Bucket>,
     capacity: usize,
@@ -148,31 +188,41 @@ fn evict<K: Eq + Hash + Clone>(
     if buckets.len() < capacity {
         return;
     }
-    if let Some(oldest) = buckets
+    let mut by_age: Vec<(Instant, K)> = buckets
         .iter()
-        .min_by_key(|(_, bucket)| bucket.updated)
-        .map(|(key, _)| key.clone())
-    {
-        buckets.remove(&oldest);
+        .map(|(key, bucket)| (bucket.updated, key.clone()))
+        .collect();
+    let drop = (capacity / 8).max(1).min(by_age.len());
+    if drop < by_age.len() {
+        by_age.select_nth_unstable_by_key(drop, |(updated, _)| *updated);
+    }
+    for (_, key) in by_age.into_iter().take(drop) {
+        buckets.remove(&key);
     }
 }
 
 /// The key a source address is limited by: an IPv4 address, or an IPv6 address's /64 (one
-/// host usually holds a whole /64, so counting addresses would count nothing).
+/// host usually holds a whole /64, so counting addresses would count nothing). An IPv4 client
+/// of a dual-stack listener arrives as `::ffff:a.b.c.d` and counts as its IPv4 address: all of
+/// them share one /64, and would share one budget.
 pub fn address_key(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
+            }
+        },
     }
 }
 
 /// Whole seconds to wait, at least one (what `Retry-After` carries).
 pub fn retry_after_seconds(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+    wait.as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero())))
 }
 
 #[cfg(test)]
@@ -219,6 +269,60 @@ mod tests {
     }
 
     #[test]
+    fn failures_beyond_the_bucket_are_still_counted() {
+        // Requests in flight all pass `peek` before any of them fails; each failure must still
+        // count, or concurrency multiplies the budget.
+        let limiter = Limiter::new(Rate::new(3, Duration::from_secs(10)));
+        let start = Instant::now();
+        for _ in 0..20 {
+            limiter.charge_at(&"mallory", start);
+        }
+        // 20 failures against a budget of 3: 18 refills (180 s) before one more is allowed.
+        let wait = limiter.at(&"mallory", start, 0.0).err();
+        assert!(
+            wait.is_some_and(|wait| wait >= Duration::from_secs(179)),
+            "{wait:?}"
+        );
+        assert!(
+            limiter
+                .at(&"mallory", start + Duration::from_secs(175), 0.0)
+                .is_err()
+        );
+        assert!(
+            limiter
+                .at(&"mallory", start + Duration::from_secs(181), 0.0)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn peeking_creates_no_bucket() {
+        let limiter = Limiter::<u32>::with_capacity(Rate::new(1, Duration::from_secs(3600)), 4);
+        let start = Instant::now();
+        for key in 0..1000u32 {
+            assert!(limiter.at(&key, start, 0.0).is_ok());
+        }
+        let held = limiter
+            .buckets
+            .lock()
+            .map(|map| map.len())
+            .unwrap_or(usize::MAX);
+        assert_eq!(held, 0);
+    }
+
+    #[test]
+    fn huge_periods_and_debts_do_not_panic() {
+        let limiter = Limiter::new(Rate::new(1, Duration::MAX));
+        let start = Instant::now();
+        for _ in 0..1000 {
+            limiter.charge_at(&1u8, start);
+        }
+        let wait = limiter.at(&1u8, start, 1.0).err();
+        assert!(wait.is_some_and(|wait| wait > Duration::from_secs(1 << 40)));
+        assert!(retry_after_seconds(Duration::MAX) >= u64::MAX - 1);
+    }
+
+    #[test]
     fn ipv6_addresses_count_by_their_64() {
         let one: IpAddr = "2001:db8::1".parse().unwrap_or(IpAddr::from([0u8; 16]));
         let two: IpAddr = "2001:db8::ffff:2"
@@ -229,6 +333,15 @@ mod tests {
         assert_ne!(address_key(one), address_key(other));
         let v4: IpAddr = "192.0.2.7".parse().unwrap_or(IpAddr::from([0u8; 4]));
         assert_eq!(address_key(v4), v4);
+        // IPv4 clients of a dual-stack listener: each its own key, not one shared /64.
+        let mapped: IpAddr = "::ffff:192.0.2.7"
+            .parse()
+            .unwrap_or(IpAddr::from([0u8; 16]));
+        let neighbour: IpAddr = "::ffff:198.51.100.1"
+            .parse()
+            .unwrap_or(IpAddr::from([0u8; 16]));
+        assert_eq!(address_key(mapped), v4);
+        assert_ne!(address_key(mapped), address_key(neighbour));
     }
 
     #[test]

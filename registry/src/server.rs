@@ -274,10 +274,6 @@ async fn publish(
     // Authenticate before reading anything: an anonymous caller cannot make the registry
     // buffer a package.
     let who = caller(&store, &headers, Permissions::PUBLISH_NODES).await?;
-    // Over its publish rate, a caller is refused before its upload is read.
-    if let Err(error) = store.publish_allowed(&who) {
-        return Ok(store_error_response(error));
-    }
     let too_large = || {
         ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -292,6 +288,11 @@ async fn publish(
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > app.max_package_bytes as u64) {
         return Err(too_large());
+    }
+    // Over its publish rate, a caller is refused before its upload is read; an admitted upload
+    // has paid already.
+    if let Err(error) = store.admit_publish(&who) {
+        return Ok(store_error_response(error));
     }
     let body: Bytes = tokio::time::timeout(
         UPLOAD_TIMEOUT,

@@ -448,19 +448,23 @@ impl Store {
             .peek(&crate::limits::address_key(address))
     }
 
-    /// Counts a failed authentication from `address` against its budget.
+    /// Counts a failed authentication from `address` against its budget, into debt if the
+    /// budget is spent: requests in flight together all passed `authentication_allowed`, and
+    /// each failure among them must still be paid for with waiting.
     pub fn authentication_failed(&self, address: IpAddr) {
-        let _ = self
-            .rates
+        self.rates
             .failed_authentications
-            .take(&crate::limits::address_key(address));
+            .charge(&crate::limits::address_key(address));
     }
 
-    /// Refuses early a publish the caller's rate would refuse, before its upload is read.
-    pub fn publish_allowed(&self, caller: &Caller) -> Result<(), StoreError> {
+    /// Takes one publish from the caller's rate, before its upload is read: every upload
+    /// admitted is paid for at once, so uploads started together cannot all pass a check
+    /// that none of them has paid for yet (each holds up to a package in memory). A refused or
+    /// failed publish is not given back. `publish` itself does not count: call this first.
+    pub fn admit_publish(&self, caller: &Caller) -> Result<(), StoreError> {
         self.rates
             .publishing
-            .peek(&caller.user.name)
+            .take(&caller.user.name)
             .map_err(|wait| too_many("publishes", wait))
     }
 
@@ -833,7 +837,7 @@ impl Store {
                 ));
             }
             let signer = self.rotation_signer(&txn, caller, publisher, public_key, signed_by)?;
-            self.charge_history(&txn, caller, publisher, History::KeyEvents)?;
+            self.charge_history(&txn, caller, publisher, History::KeyEvents, true)?;
             let time = Self::log_time(&txn, now())?;
             let entry = KeyEntry {
                 publisher: publisher.to_string(),
@@ -946,13 +950,18 @@ impl Store {
             // The log's time, which never runs backwards: a revocation "now" is never read as
             // back-dated.
             let time = Self::log_time(&txn, now())?;
-            let revoked_at = at.unwrap_or(time).min(time);
-            let (signer, by_admin) = if revoked_at >= time {
+            // "From now" is the second after the log's last entry: a version published in this
+            // same second (before this revocation: a revoked key publishes nothing) stays valid
+            // on hosts, which accept a signature made strictly before `revoked_at`. Anything
+            // earlier is back-dating.
+            let from_now = time.saturating_add(1);
+            let revoked_at = at.unwrap_or(from_now).min(from_now);
+            let (signer, by_admin) = if revoked_at >= from_now {
                 (None, false)
             } else {
                 self.back_dating(&txn, caller, &entry, revoked_at, signed_by)?
             };
-            self.charge_history(&txn, caller, publisher, History::KeyEvents)?;
+            self.charge_history(&txn, caller, publisher, History::KeyEvents, false)?;
             entry.revoked_at = Some(revoked_at);
             txn.open_table(KEYS)
                 .map_err(storage)?
@@ -1024,15 +1033,18 @@ impl Store {
         Ok((Some((by.to_string(), signature.to_string())), false))
     }
 
-    /// Counts one more event of `kind` in `publisher`'s history, refusing past the quota. An
-    /// admin's key events are not counted against it (an admin recovers a locked-out
-    /// publisher whatever its history).
+    /// Counts one more event of `kind` in `publisher`'s history, refusing past the quota
+    /// unless `refusable` is false. An admin's key events are not counted against it (an admin
+    /// recovers a locked-out publisher whatever its history), nor are revocations: a publisher
+    /// must always be able to revoke a stolen key, and revocations are bounded by additions
+    /// anyway (a key is revoked once).
     fn charge_history(
         &self,
         txn: &WriteTransaction,
         caller: &Caller,
         publisher: &str,
         kind: History,
+        refusable: bool,
     ) -> Result<(), StoreError> {
         let count = history_count(txn, publisher, kind)?;
         let quotas = &self.rates.quotas;
@@ -1046,7 +1058,7 @@ impl Store {
                 "--max-key-events-per-publisher",
             ),
         };
-        let exempt = kind == History::KeyEvents && caller.is_admin();
+        let exempt = !refusable || (kind == History::KeyEvents && caller.is_admin());
         if count >= limit && !exempt {
             return Err(StoreError::Conflict(format!(
                 "`{publisher}` has {count} {} in its history, the most this registry allows; ask the registry's operator to raise {flag}",
@@ -1062,7 +1074,8 @@ impl Store {
 
     /// Publishes a package: it must verify, be signed by a current key of the caller's
     /// publisher, take a name that publisher owns (or a new one no other name looks like),
-    /// and be a version not published before.
+    /// and be a version not published before. The caller's publish rate is taken by
+    /// `admit_publish`, before the upload is read.
     pub fn publish(&self, caller: &Caller, bytes: &[u8]) -> Result<IndexEntry, StoreError> {
         caller.require(Permissions::PUBLISH_NODES)?;
         let package =
@@ -1076,14 +1089,11 @@ impl Store {
                 manifest.publisher, caller.user.name
             ))
         })?;
-        self.rates
-            .publishing
-            .take(&caller.user.name)
-            .map_err(|wait| too_many("publishes", wait))?;
-        let time = now();
         let txn = self.write()?;
-        let time = Self::log_time(&txn, time)?;
         let entry = {
+            // The log's clock, as for key events: a version is never dated before the key that
+            // signed it was added, even if the system clock stepped back.
+            let time = Self::log_time(&txn, now())?;
             let keys = self.keys_of(&txn, &manifest.publisher)?;
             let accepted: Vec<String> = signers
                 .iter()
@@ -1132,7 +1142,7 @@ impl Store {
                 }
             }
             drop(names);
-            self.charge_history(&txn, caller, &manifest.publisher, History::Versions)?;
+            self.charge_history(&txn, caller, &manifest.publisher, History::Versions, true)?;
             let mut versions = txn.open_table(VERSIONS).map_err(storage)?;
             let id = (manifest.name.as_str(), manifest.version.as_str());
             if versions.get(id).map_err(storage)?.is_some() {
@@ -1209,9 +1219,10 @@ impl Store {
                 .insert((name, version), json(&entry).as_slice())
                 .map_err(storage)?;
             drop(versions);
+            let time = Self::log_time(&txn, now())?;
             self.append(
                 &txn,
-                now(),
+                time,
                 Event::Yank {
                     name: name.to_string(),
                     version: version.to_string(),
@@ -2067,11 +2078,11 @@ mod log_tests {
             txn.commit().unwrap_or_else(|error| panic!("{error}"));
         }
         // The next change happens "earlier" by the clock: it is logged at the last time, and
-        // the log still replays and signs.
+        // the log still replays and signs. "From now" is the second after the log's time.
         let revoked = store
             .revoke_key(&owner, "acme", &first, None, None)
             .unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(revoked.revoked_at, Some(ahead));
+        assert_eq!(revoked.revoked_at, Some(ahead + 1));
         let log = store.log().unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(log.len(), 2);
         assert_eq!(log[1].time, ahead);

@@ -49,51 +49,67 @@ fn error_of(result: Result<Json, ClientError>) -> (u16, String) {
 /// One HTTP/1.1 request over TLS from the loopback address `source` (127.0.0.1, 127.0.0.2,
 /// ...): the response's status and head.
 fn raw_request(registry: &Registry, source: &str, request: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-        let tcp = socket
-            .connect(registry.address().parse().unwrap())
-            .await
-            .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(rustls::pki_types::CertificateDer::from(registry.ca.clone()))
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let mut tls = connect_from(registry, source).await;
         tls.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        // The server closes after answering (Connection: close); a missing close_notify is
-        // not this test's concern.
-        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        let head = text
-            .split("\r\n\r\n")
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        (status, head.to_ascii_lowercase())
+        read_answer(&mut tls).await
     })
+}
+
+/// The status and (lowercased) head of the answer on `tls`, read until the server closes
+/// (requests say `Connection: close`) or for 10 s at most.
+async fn read_answer(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    // A missing close_notify is not these tests' concern.
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase())
+}
+
+/// A TLS connection to the registry from the loopback address `source`.
+async fn connect_from(
+    registry: &Registry,
+    source: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let tcp = socket
+        .connect(registry.address().parse().unwrap())
+        .await
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(registry.ca.clone()))
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
 }
 
 fn get_index_request(registry: &Registry, token: &str) -> String {
@@ -541,29 +557,31 @@ fn a_publishers_history_has_a_quota() {
         message.contains("--max-versions-per-publisher"),
         "{message}"
     );
-    // Two key events: the first key and one rotation; a third is refused.
+    // Two key events: the first key and one rotation; a third key is refused.
     let next = package::generate_key().unwrap();
     registry
         .add_key(&acme.token, "acme", &next, Some(&acme.key))
         .unwrap();
-    let old = package::public_key_hex(&acme.key);
-    let (code, message) = error_of(registry.post(
-        &acme.token,
-        &format!("v1/publishers/acme/keys/{old}/revoke"),
-        json!({}),
-    ));
+    let third = package::generate_key().unwrap();
+    let (code, message) = error_of(registry.add_key(&acme.token, "acme", &third, Some(&next)));
     assert_eq!(code, 409, "{message}");
     assert!(
         message.contains("--max-key-events-per-publisher"),
         "{message}"
     );
-    // An admin is not held to it (recovering a locked-out publisher must stay possible).
+    // Revoking is never refused: a publisher at its quota must still be able to revoke a
+    // stolen key (and a key is revoked once, so additions bound revocations).
+    let old = package::public_key_hex(&acme.key);
     registry
         .post(
-            &registry.owner,
+            &acme.token,
             &format!("v1/publishers/acme/keys/{old}/revoke"),
             json!({}),
         )
+        .unwrap();
+    // An admin is not held to it (recovering a locked-out publisher must stay possible).
+    registry
+        .add_key(&registry.owner, "acme", &third, Some(&next))
         .unwrap();
     // Another publisher has its own history.
     let ajax = registry.publisher("bob", "ajax");
@@ -636,4 +654,169 @@ fn names_one_typo_from_another_publishers_are_refused() {
             .publish(&evil.token, evil.pack(&plain(), name, "1.0.0"))
             .unwrap();
     }
+}
+
+// Attacks on the protections above (review): each of these failed before its fix.
+
+/// The `Retry-After` of a (lowercased) answer head.
+fn retry_after(head: &str) -> u64 {
+    head.lines()
+        .find_map(|line| line.strip_prefix("retry-after: "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no retry-after in {head}"))
+}
+
+#[test]
+fn failed_authentications_in_flight_together_are_all_counted() {
+    let registry = start_with(Quotas {
+        failed_authentications: Rate::new(3, Duration::from_secs(3600)),
+        ..DEFAULT_QUOTAS
+    });
+    let guess = get_index_request(&registry, &format!("wdn_pat_{}", "1".repeat(64)));
+    const GUESSES: usize = 48;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let codes: Vec<u16> = runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        // Connect first, then send every guess at once, so that they are in flight together
+        // (as many HTTP/2 streams or connections would be).
+        let mut connections = Vec::new();
+        for _ in 0..GUESSES {
+            connections.push(connect_from(&registry, "127.0.0.4").await);
+        }
+        let sent: Vec<_> = connections
+            .into_iter()
+            .map(|mut tls| {
+                let guess = guess.clone();
+                tokio::spawn(async move {
+                    tls.write_all(guess.as_bytes()).await.unwrap();
+                    read_answer(&mut tls).await.0
+                })
+            })
+            .collect();
+        let mut codes = Vec::new();
+        for answer in sent {
+            codes.push(answer.await.unwrap());
+        }
+        codes
+    });
+    let failed = codes.iter().filter(|code| **code == 401).count() as u64;
+    let limited = codes.iter().filter(|code| **code == 429).count() as u64;
+    assert_eq!(failed + limited, GUESSES as u64, "{codes:?}");
+    assert!(failed >= 3, "{codes:?}");
+    // Every failure beyond the three allowed is paid for with an hour of waiting, however
+    // many got through together.
+    let (code, head) = raw_request(&registry, "127.0.0.4", &guess);
+    assert_eq!(code, 429, "{head}");
+    let wait = retry_after(&head);
+    assert!(
+        wait >= (failed - 3) * 3600,
+        "{failed} failures got through, yet the address may retry in {wait} s"
+    );
+}
+
+#[test]
+fn uploads_past_the_publish_rate_are_refused_before_they_are_read() {
+    let registry = start_with(Quotas {
+        publishing: Rate::new(1, Duration::from_secs(3600)),
+        ..DEFAULT_QUOTAS
+    });
+    let acme = registry.publisher("alice", "acme");
+    let upload = format!(
+        "POST /v1/packages HTTP/1.1\r\nhost: {}\r\nauthorization: PAT {}\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000000\r\nconnection: close\r\n\r\npartial",
+        registry.address(),
+        acme.token
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        // Two uploads start and stall (a slow or malicious client): the registry must not
+        // wait for both bodies when the caller's rate allows one publish.
+        let mut stalled = Vec::new();
+        for _ in 0..2 {
+            let mut tls = connect_from(&registry, "127.0.0.1").await;
+            tls.write_all(upload.as_bytes()).await.unwrap();
+            tls.flush().await.unwrap();
+            stalled.push(tls);
+        }
+        let answers: Vec<_> = stalled
+            .into_iter()
+            .map(|mut tls| tokio::spawn(async move { (read_answer(&mut tls).await, tls) }))
+            .collect();
+        // One answer comes at once (429); the other upload is still waiting for its body. Keep
+        // its connection until the end.
+        let mut codes = Vec::new();
+        let mut open = Vec::new();
+        for answer in answers {
+            let ((code, head), tls) = answer.await.unwrap();
+            if code != 0 {
+                assert_eq!(code, 429, "{head}");
+                assert!(head.contains("retry-after: "), "{head}");
+            }
+            codes.push(code);
+            open.push(tls);
+        }
+        codes.sort();
+        assert_eq!(codes, [0, 429], "one refused at once, one still reading");
+    });
+}
+
+#[test]
+fn a_revocation_from_now_voids_nothing_already_published() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    let published = registry
+        .publish(&acme.token, acme.pack(&plain(), "text-transform", "1.0.0"))
+        .unwrap();
+    let published_at = published["published_at"].as_u64().unwrap();
+    let key = package::public_key_hex(&acme.key);
+    let revoke = format!("v1/publishers/acme/keys/{key}/revoke");
+    // A thief with the token names the second of the last publish: that voids it, so it is
+    // back-dating and needs another key's signature.
+    let (code, message) =
+        error_of(registry.post(&acme.token, &revoke, json!({ "revoked_at": published_at })));
+    assert_eq!(code, 403, "{message}");
+    // Revoking from now, in the same second as the publish, leaves the version valid.
+    let revoked = registry.post(&acme.token, &revoke, json!({})).unwrap();
+    assert!(
+        revoked["revoked_at"].as_u64().unwrap() > published_at,
+        "{revoked} after a publish at {published_at}"
+    );
+    let host = host();
+    install(&registry, &host, &acme.token, "text-transform").unwrap();
+}
+
+#[test]
+fn a_huge_revoked_at_or_ttl_is_refused_or_clamped_without_harm() {
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    let key = package::public_key_hex(&acme.key);
+    let revoke = format!("v1/publishers/acme/keys/{key}/revoke");
+    // Beyond u64 and negative: refused as malformed, nothing changes.
+    for body in [
+        r#"{"revoked_at": 18446744073709551616}"#,
+        r#"{"revoked_at": -1}"#,
+    ] {
+        let body: Json = serde_json::from_str(body).unwrap();
+        let code = status(registry.post(&acme.token, &revoke, body));
+        assert!((400..500).contains(&code), "{code}");
+    }
+    for ttl in [0, u64::MAX] {
+        assert_eq!(status(issue(&registry, &acme.token, None, Some(ttl))), 400);
+    }
+    // u64::MAX is the future: revoked from now, not later.
+    let revoked = registry
+        .post(&acme.token, &revoke, json!({ "revoked_at": u64::MAX }))
+        .unwrap();
+    assert!(
+        revoked["revoked_at"].as_u64().unwrap() <= now() + 2,
+        "{revoked}"
+    );
 }
