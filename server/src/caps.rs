@@ -79,7 +79,8 @@ impl Caps {
     }
 
     /// Connections open now.
-    pub(crate) fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
