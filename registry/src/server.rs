@@ -241,8 +241,9 @@ async fn publish(
     let entry = blocking(move || {
         use std::io::Read;
         let mut bytes = Vec::with_capacity(length);
-        file.read_to_end(&mut bytes)
-            .map_err(|error| StoreError::Storage(format!("cannot read a spooled upload: {error}")))?;
+        file.read_to_end(&mut bytes).map_err(|error| {
+            StoreError::Storage(format!("cannot read a spooled upload: {error}"))
+        })?;
         store.publish(&who, &bytes)
     })
     .await?;
@@ -269,9 +270,10 @@ async fn spool(
     dir: &FsPath,
 ) -> Api<(std::fs::File, usize)> {
     let place = dir.to_path_buf();
-    let file = on_disk(move || tempfile::tempfile_in(&place), || {
-        format!("cannot create a file in {}", dir.display())
-    })
+    let file = on_disk(
+        move || tempfile::tempfile_in(&place),
+        || format!("cannot create a file in {}", dir.display()),
+    )
     .await?;
     let mut spooled = Spooled {
         file,
@@ -295,9 +297,10 @@ async fn spool(
         }
         spooled.pending.extend_from_slice(&data);
         if spooled.pending.len() >= SPOOL_CHUNK {
-            spooled = on_disk(move || spooled.write_out().map(|()| spooled), || {
-                "cannot write an upload".into()
-            })
+            spooled = on_disk(
+                move || spooled.write_out().map(|()| spooled),
+                || "cannot write an upload".into(),
+            )
             .await?;
         }
     }

@@ -286,13 +286,19 @@ mod tests {
         // 10 bytes every 500 ms: 20 bytes/s, below 100 bytes/s.
         let began = Instant::now();
         let failed = loop {
-            sender.send(Bytes::from_static(b"0123456789")).await.unwrap();
+            sender
+                .send(Bytes::from_static(b"0123456789"))
+                .await
+                .unwrap();
             match body.frame().await.unwrap() {
                 Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                 Err(error) => break error,
             }
         };
-        assert_eq!(body_timeout(failed.as_ref()), Some(BodyTimeout::TooSlow(100)));
+        assert_eq!(
+            body_timeout(failed.as_ref()),
+            Some(BodyTimeout::TooSlow(100))
+        );
         let took = Instant::now() - began;
         assert!(took >= Duration::from_millis(2000) && took <= Duration::from_millis(4000));
     }

@@ -155,11 +155,8 @@ struct Connection {
 impl Connection {
     async fn run(mut self, acceptor: TlsAcceptor, stream: TcpStream) {
         let peer = self.peer;
-        let tls = match tokio::time::timeout(
-            self.limits.handshake_timeout,
-            acceptor.accept(stream),
-        )
-        .await
+        let tls = match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(stream))
+            .await
         {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {

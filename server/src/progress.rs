@@ -167,8 +167,7 @@ impl Progress {
         if self.bytes_read.load(Ordering::Relaxed) == 0 {
             return (age > limits.first_byte_timeout).then_some(Verdict::Silent);
         }
-        if self.preface.load(Ordering::Relaxed) != PREFACE_DECIDED && age > limits.header_timeout
-        {
+        if self.preface.load(Ordering::Relaxed) != PREFACE_DECIDED && age > limits.header_timeout {
             return Some(Verdict::PartialPreface);
         }
         let blocked = self.write_blocked_since.load(Ordering::Relaxed);
@@ -278,10 +277,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         polled
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.progress.on_write(polled.is_pending());
         polled

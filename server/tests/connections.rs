@@ -31,7 +31,9 @@ use warden_server::{ServerLimits, body_timeout};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 const BIG: usize = 32 * 1024 * 1024;
@@ -357,7 +359,11 @@ async fn three_hundred_idle_connections_do_not_keep_others_out_and_are_closed() 
         "300 idle connections grew memory by {grown} KiB"
     );
     // Each is closed once it has sent nothing for the first-byte timeout.
-    all_closed_within(idle, opened_in + limits.first_byte_timeout + Duration::from_secs(2)).await;
+    all_closed_within(
+        idle,
+        opened_in + limits.first_byte_timeout + Duration::from_secs(2),
+    )
+    .await;
     assert!(began.elapsed() >= limits.first_byte_timeout);
     assert!(
         eventually(Duration::from_secs(2), || open_fds() <= fds_before + 5).await,
@@ -406,7 +412,9 @@ async fn trickled_headers_are_cut_after_the_header_timeout() {
         readers.push(reader);
         // A header byte every 100 ms, forever: each read makes progress, the headers never end.
         trickling.spawn(async move {
-            let _ = writer.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nx-slow: ").await;
+            let _ = writer
+                .write_all(b"GET / HTTP/1.1\r\nhost: test\r\nx-slow: ")
+                .await;
             loop {
                 if writer.write_all(b"a").await.is_err() || writer.flush().await.is_err() {
                     return;
@@ -445,7 +453,10 @@ async fn stalled_and_crawling_bodies_get_408() {
             })
             .await
             .expect("no answer to a stalled body within 5 s");
-            (began.elapsed(), String::from_utf8_lossy(&answer).into_owned())
+            (
+                began.elapsed(),
+                String::from_utf8_lossy(&answer).into_owned(),
+            )
         });
     }
     // A body crawling at 1 KiB/s, far below the 64 KiB/s minimum: it never stalls for a
@@ -595,7 +606,8 @@ async fn http2_connections_are_closed_when_idle_or_when_pings_go_unanswered() {
         .await
         .unwrap();
     // Reading takes the server's frames (its pings included) without answering them.
-    let within = limits.h2_keep_alive_interval + limits.h2_keep_alive_timeout + Duration::from_secs(3);
+    let within =
+        limits.h2_keep_alive_interval + limits.h2_keep_alive_timeout + Duration::from_secs(3);
     closed_within(&mut silent, within).await;
 }
 
@@ -618,7 +630,10 @@ async fn connections_are_capped_per_address_and_in_total() {
     let refused = tokio::time::timeout(Duration::from_secs(2), tls_from(&server, loopback(2), &[]))
         .await
         .expect("a refused connection was left hanging");
-    assert!(refused.is_err(), "an 11th connection from one address was admitted");
+    assert!(
+        refused.is_err(),
+        "an 11th connection from one address was admitted"
+    );
     // Other addresses are not affected.
     legitimate(&server).await;
     let mut others = Vec::new();
@@ -702,7 +717,10 @@ async fn shutdown_stops_accepting_and_closes_connections_within_the_grace() {
         .await
         .expect("a response in flight did not finish within the grace")
         .ok();
-    assert!(rest.len() + first.len() > BIG, "the response in flight was cut");
+    assert!(
+        rest.len() + first.len() > BIG,
+        "the response in flight was cut"
+    );
     all_closed_within(vec![quiet], within).await;
     assert!(
         eventually(Duration::from_secs(2), || {

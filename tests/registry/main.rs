@@ -4,6 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod dos;
+
 use ed25519_dalek::SigningKey;
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
