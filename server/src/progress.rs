@@ -95,9 +95,9 @@ impl Progress {
         }
         let start = usize::from(matched);
         let take = bytes.len().min(H2_PREFACE.len() - start);
-        let next = if bytes[..take] != H2_PREFACE[start..start + take] {
-            PREFACE_DECIDED
-        } else if start + take == H2_PREFACE.len() {
+        let next = if bytes[..take] != H2_PREFACE[start..start + take]
+            || start + take == H2_PREFACE.len()
+        {
             PREFACE_DECIDED
         } else {
             // Below 24, so it fits.

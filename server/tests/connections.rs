@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,13 +28,7 @@ use tokio_rustls::client::TlsStream;
 use warden_server::{ServerLimits, body_timeout};
 
 /// Descriptor and memory counts are process-wide: the tests that take them run alone.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const BIG: usize = 32 * 1024 * 1024;
 
@@ -327,7 +321,7 @@ async fn eventually(within: Duration, condition: impl Fn() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_idle_connections_do_not_keep_others_out_and_are_closed() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let limits = ServerLimits {
         first_byte_timeout: Duration::from_secs(4),
         ..short()
@@ -374,7 +368,7 @@ async fn three_hundred_idle_connections_do_not_keep_others_out_and_are_closed() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_an_http2_preface_is_cut_after_the_header_timeout() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     // The first-byte timeout is long: only the preface rule can close these in time.
     let limits = ServerLimits {
         first_byte_timeout: Duration::from_secs(30),
@@ -397,7 +391,7 @@ async fn half_an_http2_preface_is_cut_after_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_headers_are_cut_after_the_header_timeout() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let limits = ServerLimits {
         first_byte_timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(30),
@@ -430,7 +424,7 @@ async fn trickled_headers_are_cut_after_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_crawling_bodies_get_408() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     // The read timeout comes before the rate is judged, so each rule shows on its own.
     let limits = ServerLimits {
         rate_grace: Duration::from_secs(2),
@@ -509,7 +503,7 @@ async fn stalled_and_crawling_bodies_get_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_a_response_loses_it() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let limits = short();
     let server = start(limits.clone());
     let began = Instant::now();
@@ -568,7 +562,7 @@ async fn a_client_that_stops_reading_a_response_loses_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_connections_are_closed_when_idle_or_when_pings_go_unanswered() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let limits = ServerLimits {
         idle_timeout: Duration::from_secs(1),
         ..short()
@@ -613,7 +607,7 @@ async fn http2_connections_are_closed_when_idle_or_when_pings_go_unanswered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_capped_per_address_and_in_total() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let limits = ServerLimits {
         max_connections: 40,
         max_connections_per_ip: 10,
@@ -690,7 +684,7 @@ async fn connections_are_capped_per_address_and_in_total() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_accepting_and_closes_connections_within_the_grace() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = ServerLimits {
         first_byte_timeout: Duration::from_secs(30),
