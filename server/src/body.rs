@@ -50,8 +50,10 @@ pub(crate) struct RequestBody<B> {
     grace: Duration,
     /// When the handler first asked for data.
     started: Option<Instant>,
-    /// When data last arrived (or reading began).
-    last_data: Instant,
+    /// Since when the handler has been waiting for data it asked for. Only this time counts
+    /// against the read timeout: data that is already there when the handler comes back for
+    /// it arrived in time, however busy the server was.
+    waiting_since: Option<Instant>,
     bytes: u64,
     /// Fires at the earlier of the read deadline and the moment the rate would fall below
     /// the minimum if nothing more arrives; made on the first wait, so bodies that are
@@ -61,21 +63,20 @@ pub(crate) struct RequestBody<B> {
 
 impl<B> RequestBody<B> {
     pub(crate) fn new(inner: B, limits: &ServerLimits) -> RequestBody<B> {
-        let now = Instant::now();
         RequestBody {
             inner,
             read_timeout: limits.body_read_timeout,
             min_rate: limits.min_body_rate,
             grace: limits.rate_grace,
             started: None,
-            last_data: now,
+            waiting_since: None,
             bytes: 0,
             timer: None,
         }
     }
 
-    fn deadline(&self, started: Instant) -> Instant {
-        let read = self.last_data + self.read_timeout;
+    fn deadline(&self, started: Instant, waiting_since: Instant) -> Instant {
+        let read = waiting_since + self.read_timeout;
         if self.min_rate == 0 {
             return read;
         }
@@ -88,7 +89,10 @@ impl<B> RequestBody<B> {
     }
 
     fn check(&self, started: Instant, now: Instant) -> Result<(), BodyTimeout> {
-        if now.saturating_duration_since(self.last_data) >= self.read_timeout {
+        let waited = self
+            .waiting_since
+            .map(|since| now.saturating_duration_since(since));
+        if waited.is_some_and(|waited| waited >= self.read_timeout) {
             return Err(BodyTimeout::Stalled(self.read_timeout));
         }
         let elapsed = now.saturating_duration_since(started);
@@ -112,26 +116,27 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let started = *this.started.get_or_insert_with(|| {
-            // The read timer starts when the handler starts reading, not when the request
-            // arrived: time spent authenticating is not the client's.
-            this.last_data = Instant::now();
-            this.last_data
-        });
+        // The rate is measured from when the handler starts reading, not from when the request
+        // arrived: time spent authenticating is not the client's.
+        let started = *this.started.get_or_insert_with(Instant::now);
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let now = Instant::now();
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
-                    this.check(started, now).map_err(BoxError::from)?;
-                    this.last_data = now;
+                    let now = Instant::now();
+                    let too_slow = too_slow(this.bytes, now - started, this.grace, this.min_rate);
+                    if too_slow {
+                        return Poll::Ready(Some(Err(BodyTimeout::TooSlow(this.min_rate).into())));
+                    }
                 }
+                this.waiting_since = None;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let deadline = this.deadline(started);
+                let waiting_since = *this.waiting_since.get_or_insert_with(Instant::now);
+                let deadline = this.deadline(started, waiting_since);
                 let mut timer = this
                     .timer
                     .take()

@@ -485,7 +485,7 @@ async fn stalled_and_crawling_bodies_get_408() {
     }
     let (took, answer) = crawler.await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("minimum"), "{answer}");
+    assert!(answer.contains("minimum"), "after {took:?}: {answer}");
     assert!(took >= limits.rate_grace, "{took:?}");
     // A body sent at once is read whole.
     let mut stream = tls(&server).await;
