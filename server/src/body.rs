@@ -82,10 +82,13 @@ impl<B> RequestBody<B> {
         }
         // The rate first falls below the minimum at bytes / rate seconds, and is judged from
         // the grace on.
-        let rate_ok_for = Duration::from_secs_f64(self.bytes as f64 / self.min_rate as f64)
+        let rate_ok_for = Duration::try_from_secs_f64(self.bytes as f64 / self.min_rate as f64)
+            .unwrap_or(Duration::MAX)
             .max(self.grace)
-            + Duration::from_millis(1);
-        read.min(started + rate_ok_for)
+            .saturating_add(Duration::from_millis(1));
+        started
+            .checked_add(rate_ok_for)
+            .map_or(read, |rate| read.min(rate))
     }
 
     fn check(&self, started: Instant, now: Instant) -> Result<(), BodyTimeout> {

@@ -45,6 +45,9 @@ pub struct ServerLimits {
     pub shutdown_grace: Duration,
 }
 
+/// The longest duration a limit may hold.
+const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// Default connections open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Default connections open at once from one address.
@@ -76,9 +79,9 @@ impl Default for ServerLimits {
 impl ServerLimits {
     /// The same limits with zero durations and caps raised to their smallest working value,
     /// so a misconfiguration cannot turn a timeout off or refuse every connection (hyper also
-    /// panics on some zero durations).
+    /// panics on some zero durations), and durations held to a year, so no deadline overflows.
     pub fn sanitized(&self) -> ServerLimits {
-        let at_least = |duration: Duration| duration.max(Duration::from_millis(10));
+        let at_least = |duration: Duration| duration.clamp(Duration::from_millis(10), YEAR);
         ServerLimits {
             handshake_timeout: at_least(self.handshake_timeout),
             first_byte_timeout: at_least(self.first_byte_timeout),
@@ -94,7 +97,7 @@ impl ServerLimits {
             h2_max_concurrent_streams: self.h2_max_concurrent_streams.max(1),
             max_connections: self.max_connections.max(1),
             max_connections_per_ip: self.max_connections_per_ip.max(1),
-            shutdown_grace: self.shutdown_grace,
+            shutdown_grace: self.shutdown_grace.min(YEAR),
         }
     }
 
@@ -141,6 +144,14 @@ mod tests {
         assert_eq!(zero.max_connections, 1);
         assert_eq!(zero.max_connections_per_ip, 1);
         assert_eq!(zero.h2_max_concurrent_streams, 1);
+        let huge = ServerLimits {
+            send_timeout: Duration::MAX,
+            shutdown_grace: Duration::MAX,
+            ..ServerLimits::default()
+        }
+        .sanitized();
+        assert_eq!(huge.send_timeout, YEAR);
+        assert_eq!(huge.shutdown_grace, YEAR);
     }
 
     #[test]
