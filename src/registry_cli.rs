@@ -232,6 +232,20 @@ pub struct ServeArgs {
     /// The largest package accepted.
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     max_package: String,
+    /// Connections open at once; past it new ones are closed before the TLS handshake. Keep it
+    /// well below the process's file limit (`ulimit -n`).
+    #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    max_connections: usize,
+    /// Connections open at once from one IPv4 address (or one IPv6 /64).
+    #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_CONNECTIONS_PER_IP, value_name = "N")]
+    max_connections_per_ip: usize,
+    /// Package uploads received at once; more get 503. Each may hold a package in memory while
+    /// it is verified.
+    #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_UPLOADS, value_name = "N")]
+    max_uploads: usize,
+    /// Package downloads served at once; more get 503. Each holds its package in memory.
+    #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_DOWNLOADS, value_name = "N")]
+    max_downloads: usize,
     /// Live tokens one user may hold.
     #[arg(long, default_value_t = DEFAULT_QUOTAS.tokens_per_user, value_name = "N")]
     max_tokens_per_user: usize,
@@ -827,10 +841,25 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         }
         banner += &format!("listening on https://{address}\n");
         out(&banner);
-        let router = server::router(Arc::new(store), max_package);
-        tokio::select! {
-            () = server::serve(listener, tls, router) => Ok(()),
-            _ = tokio::signal::ctrl_c() => Ok(()),
-        }
+        let router = server::api(
+            Arc::new(store),
+            server::ApiLimits {
+                max_package_bytes: max_package,
+                max_downloads: args.max_downloads,
+                max_uploads: args.max_uploads,
+                // Uploads are spooled on the registry's own disk.
+                spool: args.data.clone(),
+            },
+        );
+        let limits = server::ServerLimits {
+            max_connections: args.max_connections,
+            max_connections_per_ip: args.max_connections_per_ip,
+            ..server::ServerLimits::default()
+        };
+        let interrupted = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        server::serve_with(listener, tls, router, limits, interrupted).await;
+        Ok(())
     })
 }

@@ -11,14 +11,13 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+pub use warden_server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, ServerLimits};
 
 /// The largest package the registry accepts by default.
 pub const DEFAULT_MAX_PACKAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -105,10 +104,41 @@ pub struct AppState {
     max_package_bytes: usize,
     /// Package downloads in flight; each holds its package in memory until it is sent.
     downloads: Arc<tokio::sync::Semaphore>,
+    /// Package uploads in flight; each holds its package in memory while it is verified.
+    uploads: Arc<tokio::sync::Semaphore>,
+    /// Where uploads are written while they arrive.
+    spool: Arc<PathBuf>,
 }
 
 /// Package downloads served at once by default; more wait for none and get 503.
 pub const DEFAULT_MAX_DOWNLOADS: usize = 16;
+/// Package uploads received at once by default; more wait for none and get 503.
+pub const DEFAULT_MAX_UPLOADS: usize = 4;
+
+/// What the API holds at once, and where it spools uploads. Memory for packages is bounded by
+/// (`max_downloads` + `max_uploads`) × `max_package_bytes`.
+#[derive(Clone, Debug)]
+pub struct ApiLimits {
+    pub max_package_bytes: usize,
+    pub max_downloads: usize,
+    pub max_uploads: usize,
+    /// The directory uploads are written to while they arrive (as unnamed files, gone on
+    /// every path): the registry's data directory, so they land on the disk the operator
+    /// provisioned rather than in a /tmp that may be held in memory.
+    pub spool: PathBuf,
+}
+
+impl ApiLimits {
+    /// The default limits, spooling uploads in `spool`.
+    pub fn new(spool: impl Into<PathBuf>) -> ApiLimits {
+        ApiLimits {
+            max_package_bytes: DEFAULT_MAX_PACKAGE_BYTES,
+            max_downloads: DEFAULT_MAX_DOWNLOADS,
+            max_uploads: DEFAULT_MAX_UPLOADS,
+            spool: spool.into(),
+        }
+    }
+}
 
 impl axum::extract::FromRef<AppState> for Shared {
     fn from_ref(app: &AppState) -> Shared {
@@ -141,9 +171,21 @@ pub fn router(store: Arc<Store>, max_package_bytes: usize) -> Router {
     router_with(store, max_package_bytes, DEFAULT_MAX_DOWNLOADS)
 }
 
-/// The API with at most `max_downloads` package downloads in flight, so the memory that
-/// downloads hold is bounded by `max_downloads` × the largest package.
+/// The API with at most `max_downloads` package downloads in flight, spooling uploads in the
+/// system's temporary directory (`warden registry serve` uses [`api`] with its data directory).
 pub fn router_with(store: Arc<Store>, max_package_bytes: usize, max_downloads: usize) -> Router {
+    api(
+        store,
+        ApiLimits {
+            max_package_bytes,
+            max_downloads,
+            ..ApiLimits::new(std::env::temp_dir())
+        },
+    )
+}
+
+/// The API under `limits`.
+pub fn api(store: Arc<Store>, limits: ApiLimits) -> Router {
     Router::new()
         .route("/v1/registry", get(registry_info))
         .route("/v1/roots", get(roots))
@@ -169,8 +211,10 @@ pub fn router_with(store: Arc<Store>, max_package_bytes: usize, max_downloads: u
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(AppState {
             store,
-            max_package_bytes,
-            downloads: Arc::new(tokio::sync::Semaphore::new(max_downloads.max(1))),
+            max_package_bytes: limits.max_package_bytes,
+            downloads: Arc::new(tokio::sync::Semaphore::new(limits.max_downloads.max(1))),
+            uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads.max(1))),
+            spool: Arc::new(limits.spool),
         })
 }
 
@@ -272,31 +316,30 @@ async fn publish(
 ) -> Api<Response> {
     let store = app.store;
     // Authenticate before reading anything: an anonymous caller cannot make the registry
-    // buffer a package.
+    // spool a package.
     let who = caller(&store, &headers, Permissions::PUBLISH_NODES).await?;
-    let too_large = || {
-        ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the package is over this registry's {}-byte limit",
-                app.max_package_bytes
-            ),
-        )
-    };
+    let too_large = too_large(app.max_package_bytes);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > app.max_package_bytes as u64) {
-        return Err(too_large());
+        return Err(too_large);
     }
+    // Held until the package is committed or refused: it bounds the packages in memory.
+    let _permit = app.uploads.try_acquire_owned().map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the registry is receiving as many uploads as it allows; retry shortly".into(),
+        )
+    })?;
     // Over its publish rate, a caller is refused before its upload is read; an admitted upload
     // has paid already.
     if let Err(error) = store.admit_publish(&who) {
         return Ok(store_error_response(error));
     }
-    let body: Bytes = tokio::time::timeout(
+    let (mut file, length) = tokio::time::timeout(
         UPLOAD_TIMEOUT,
-        axum::body::to_bytes(body, app.max_package_bytes),
+        spool(body, app.max_package_bytes, &app.spool),
     )
     .await
     .map_err(|_| {
@@ -304,11 +347,118 @@ async fn publish(
             StatusCode::REQUEST_TIMEOUT,
             "the package did not arrive in time".into(),
         )
-    })?
-    .map_err(|_| too_large())?;
-    let entry = blocking(move || store.publish(&who, &body)).await?;
+    })??;
+    let entry = blocking(move || {
+        use std::io::Read;
+        let mut bytes = Vec::with_capacity(length);
+        file.read_to_end(&mut bytes).map_err(|error| {
+            StoreError::Storage(format!("cannot read a spooled upload: {error}"))
+        })?;
+        store.publish(&who, &bytes)
+    })
+    .await?;
     tracing::info!(name = %entry.name, version = %entry.version, "published");
     Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the package is over this registry's {limit}-byte limit"),
+    )
+}
+
+/// How much of an upload is gathered in memory before it is written out.
+const SPOOL_CHUNK: usize = 1024 * 1024;
+
+/// Writes a request body to an unnamed file in `dir` as it arrives, so an upload costs disk
+/// rather than memory until it is whole (at most `SPOOL_CHUNK` of it is in memory). Returns
+/// the file, rewound, and its length.
+async fn spool(
+    mut body: axum::body::Body,
+    limit: usize,
+    dir: &FsPath,
+) -> Api<(std::fs::File, usize)> {
+    let place = dir.to_path_buf();
+    let file = on_disk(
+        move || tempfile::tempfile_in(&place),
+        || format!("cannot create a file in {}", dir.display()),
+    )
+    .await?;
+    let mut spooled = Spooled {
+        file,
+        pending: Vec::with_capacity(SPOOL_CHUNK),
+        length: 0,
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| match warden_server::body_timeout(&error) {
+            Some(timeout) => ApiError(StatusCode::REQUEST_TIMEOUT, timeout.to_string()),
+            None => ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the upload broke off: {error}"),
+            ),
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        spooled.length += data.len();
+        if spooled.length > limit {
+            return Err(too_large(limit));
+        }
+        spooled.pending.extend_from_slice(&data);
+        if spooled.pending.len() >= SPOOL_CHUNK {
+            spooled = on_disk(
+                move || spooled.write_out().map(|()| spooled),
+                || "cannot write an upload".into(),
+            )
+            .await?;
+        }
+    }
+    let length = spooled.length;
+    let file = on_disk(
+        move || {
+            spooled.write_out()?;
+            let mut file = spooled.file;
+            std::io::Seek::rewind(&mut file)?;
+            Ok(file)
+        },
+        || "cannot write an upload".into(),
+    )
+    .await?;
+    Ok((file, length))
+}
+
+/// An upload on its way to disk.
+struct Spooled {
+    file: std::fs::File,
+    pending: Vec<u8>,
+    length: usize,
+}
+
+impl Spooled {
+    fn write_out(&mut self) -> std::io::Result<()> {
+        std::io::Write::write_all(&mut self.file, &self.pending)?;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// Runs file work off the async threads; a failure is the registry's (500), logged.
+async fn on_disk<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    what: impl FnOnce() -> String,
+) -> Api<T> {
+    let done = tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    done.map_err(|error| {
+        let what = what();
+        tracing::error!("{what}: {error}");
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the registry cannot store uploads: {what}: {error}"),
+        )
+    })
 }
 
 async fn versions(
@@ -514,57 +664,20 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Serves `router` over TLS on `listener` until the task is dropped. Each connection is its
-/// own task; a failed handshake or connection ends only that connection.
+/// Serves `router` over TLS on `listener` under the default [`ServerLimits`] until the task
+/// is dropped. The connection handling (timeouts, caps) is warden-server's.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!("accept failed: {error}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        // The peer's address, for the limit on failed authentications.
-        let service = TowerToHyperService::new(
-            router
-                .clone()
-                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-        );
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {error}");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // A client that trickles its request headers (slowloris) is cut off.
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(30));
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(std::time::Duration::from_secs(30))
-                .max_concurrent_streams(64);
-            if let Err(error) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, "connection ended: {error}");
-            }
-        });
-    }
+    warden_server::serve(listener, tls, router, ServerLimits::default()).await
+}
+
+/// Serves `router` under `limits` until `shutdown` completes, then lets connections finish
+/// within `limits.shutdown_grace`.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    limits: ServerLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    warden_server::serve_with_shutdown(listener, tls, router, limits, shutdown).await
 }
