@@ -607,6 +607,23 @@ fn demo() -> Result<(), String> {
     Ok(())
 }
 
+/// Writes `secret` to a new file at `path` that only its owner can read; returns the path.
+fn secret_file(path: &str, secret: &str) -> Result<String, String> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut file| file.write_all(secret.as_bytes()))
+        .map_err(|error| format!("cannot write {path}: {error}"))?;
+    Ok(path.to_string())
+}
+
 /// Publishes a signed node to a registry on loopback and installs and runs it from there.
 fn registry_demo() -> Result<(), String> {
     use std::io::{BufRead, BufReader};
@@ -651,12 +668,15 @@ fn registry_demo() -> Result<(), String> {
         }
         let ca = path("registry/tls/cert.pem");
         let common = ["--registry", url.as_str(), "--ca-cert", ca.as_str()];
-        let with = |args: &[&str], token: &str| -> Vec<String> {
+        // Tokens go in files readable by their owner only: on the command line, other local
+        // users could read them in the process list.
+        let with = |args: &[&str], token_file: &str| -> Vec<String> {
             let mut all: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
             all.extend(common.iter().map(|arg| arg.to_string()));
-            all.extend(["--token".to_string(), token.to_string()]);
+            all.extend(["--token-file".to_string(), token_file.to_string()]);
             all
         };
+        let owner = secret_file(&path("owner.token"), &owner)?;
         let call = |args: Vec<String>| {
             let borrowed: Vec<&str> = args.iter().map(String::as_str).collect();
             warden(&borrowed)
@@ -673,9 +693,8 @@ fn registry_demo() -> Result<(), String> {
             ],
             &owner,
         ))?;
-        let alice = call(with(&["registry", "token", "--user", "alice"], &owner))?
-            .trim()
-            .to_string();
+        let alice = call(with(&["registry", "token", "--user", "alice"], &owner))?;
+        let alice = secret_file(&path("alice.token"), alice.trim())?;
         warden(&["keygen", "--out", &path("acme")])?;
         call(with(
             &["registry", "key", "acme", &path("acme.pub")],
