@@ -32,8 +32,9 @@ pub struct Remote {
     /// $WARDEN_TOKEN.
     #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Read the token from FILE (surrounding whitespace ignored); wins over --token.
-    #[arg(long, value_name = "FILE", env = "WARDEN_TOKEN_FILE")]
+    /// Read the token from FILE (surrounding whitespace ignored); wins over --token. Also taken
+    /// from $WARDEN_TOKEN_FILE when that is set and not empty.
+    #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// Also trust the CA certificate(s) in FILE, such as a development registry's
     /// tls/cert.pem (repeatable).
@@ -323,16 +324,27 @@ impl Remote {
                 Failure::usage(format!("--ca-cert {}: {error}", file.display()))
             })?);
         }
-        let token = match &self.token_file {
-            Some(path) => Some(
-                read_text(path)
-                    .map_err(|failure| {
-                        Failure::usage(format!("--token-file: {}", failure.message))
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            None => self.token.clone(),
+        // Read by hand rather than by clap, so an empty variable means "not set".
+        let file = self.token_file.clone().or_else(|| {
+            std::env::var_os("WARDEN_TOKEN_FILE")
+                .filter(|value| !value.is_empty())
+                .map(PathBuf::from)
+        });
+        let token = match &file {
+            Some(path) => {
+                let text = read_text(path).map_err(|failure| {
+                    Failure::usage(format!("--token-file: {}", failure.message))
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(Failure::usage(format!(
+                        "--token-file: {} is empty; put the token in it",
+                        path.display()
+                    )));
+                }
+                Some(token.to_string())
+            }
+            None => self.token.clone().filter(|token| !token.trim().is_empty()),
         };
         let credential = token.as_deref().map(Credential::from_token);
         Client::new(&self.registry, &roots, credential).map_err(client_failure)
