@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod host_attacks;
 mod host_log;
 mod host_pinning;
 mod principals;
