@@ -1717,6 +1717,73 @@ mod tests {
     }
 
     #[test]
+    fn a_root_grafted_onto_another_chain_takes_no_registrys_log() {
+        let (k1, k2, thief, publisher) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+            SigningKey::from_bytes(&[3; 32]),
+            SigningKey::from_bytes(&[4; 32]),
+        );
+        let public = |key: &SigningKey| hex(key.verifying_key().as_bytes());
+        let root = |version: u64, key: &SigningKey| Root {
+            version,
+            keys: vec![public(key)],
+            threshold: 1,
+            issued_at: 0,
+        };
+        // Registry R: created with k1 (its identity), rotated to k2.
+        let genuine = vec![root(1, &k1).sign(&[&k1]), root(2, &k2).sign(&[&k1, &k2])];
+        // The thief's chain: its own version 1, then R's public version 2 with the thief's
+        // signature added, which makes it "follow" the thief's root. The chain verifies.
+        let mut grafted_two = genuine[1].clone();
+        grafted_two
+            .signatures
+            .extend(root(2, &k2).sign(&[&thief]).signatures);
+        let grafted = vec![root(1, &thief).sign(&[&thief]), grafted_two];
+        assert_eq!(protocol::registry_id(&grafted), Ok(public(&thief)));
+        // R's log and index, served through the grafted chain to a host given R's current key.
+        let log = vec![LogEntry {
+            sequence: 0,
+            time: 0,
+            previous: LOG_ROOT.into(),
+            event: Event::KeyAdded {
+                publisher: "acme".into(),
+                public_key: public(&publisher),
+                signed_by: None,
+                signature: None,
+                possession: protocol::sign_possession(&public(&k1), "acme", &publisher),
+            },
+        }];
+        let keys = protocol::replay(&log, &public(&k1))
+            .unwrap_or_default()
+            .keys
+            .into_values()
+            .collect();
+        let signed = Index {
+            keys,
+            ..index(&k2, 1, &log)
+        }
+        .sign(&k2);
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        let accepted = accept_index(&host, "m", &signed, &grafted, Some(&public(&k2)), 10);
+        // The index verifies under R's keys, yet the identity is the thief's: what stops the
+        // graft is the log, whose possession proofs name R's identity.
+        let accepted = accepted.unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(accepted.id, public(&thief));
+        let result = check_log(&log, &accepted.index, None, &accepted.id);
+        assert!(
+            matches!(&result, Err(InstallError::Refused(m)) if m.contains("possession")),
+            "{result:?}"
+        );
+        // Through R's own chain the same index and log are R's.
+        let honest = accept_index(&host, "m", &signed, &genuine, Some(&public(&k2)), 10)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(honest.id, public(&k1));
+        assert!(check_log(&log, &honest.index, None, &honest.id).is_ok());
+    }
+
+    #[test]
     fn a_short_log_page_must_be_cut_at_the_byte_bound() {
         let yank = |sequence: u64, name: String| LogEntry {
             sequence,
