@@ -880,7 +880,7 @@ pub async fn fetch_log(
                 "the registry's log does not extend what this host verified before: {error}"
             ))
         })?;
-        check_page_fullness(&page, next, want)?;
+        check_page_fullness(&page, next, want, index.log_size)?;
         next += page.len() as u64;
         fetched.extend(page);
     }
@@ -899,7 +899,12 @@ pub async fn fetch_log(
 /// required, against differences in how the bytes are counted). Otherwise a server (a mirror
 /// needs no key for it) could answer one entry at a time, each answer taking up to the
 /// client's timeout, and stretch a sync over days while it holds the host's state.
-fn check_page_fullness(page: &[LogEntry], from: u64, want: u64) -> Result<(), InstallError> {
+fn check_page_fullness(
+    page: &[LogEntry],
+    from: u64,
+    want: u64,
+    log_size: u64,
+) -> Result<(), InstallError> {
     if page.len() as u64 >= want {
         return Ok(());
     }
@@ -909,7 +914,7 @@ fn check_page_fullness(page: &[LogEntry], from: u64, want: u64) -> Result<(), In
         .sum();
     if bytes < protocol::MAX_LOG_PAGE_BYTES / 2 {
         return Err(refused(format!(
-            "the registry's log page from entry {from} holds {} of the {want} entries asked for and {bytes} bytes: a page is cut short only at {} bytes (a server stalling the fetch?)",
+            "the registry's log page from entry {from} holds {} of the {want} entries asked for ({bytes} bytes), and its signed index counts {log_size}: a page stops short only at {} bytes, so this server is stalling the fetch or lacks the log it signed",
             page.len(),
             protocol::MAX_LOG_PAGE_BYTES
         )));
@@ -1796,17 +1801,17 @@ mod tests {
         };
         let small = vec![yank(5, "a".into())];
         assert!(
-            check_page_fullness(&small, 5, 1).is_ok(),
+            check_page_fullness(&small, 5, 1, 6).is_ok(),
             "all that was asked"
         );
-        let result = check_page_fullness(&small, 5, 2);
+        let result = check_page_fullness(&small, 5, 2, 7);
         assert!(
-            matches!(&result, Err(InstallError::Refused(m)) if m.contains("cut short")),
+            matches!(&result, Err(InstallError::Refused(m)) if m.contains("stops short")),
             "{result:?}"
         );
         // An honest page cut at the byte bound: its entries hold that much JSON.
         let big = "b".repeat(protocol::MAX_LOG_PAGE_BYTES / 2);
-        assert!(check_page_fullness(&[yank(5, big)], 5, 1000).is_ok());
+        assert!(check_page_fullness(&[yank(5, big)], 5, 1000, 2000).is_ok());
     }
 
     #[test]

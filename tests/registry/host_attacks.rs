@@ -82,7 +82,7 @@ fn a_mirror_that_dribbles_the_log_in_short_pages_is_refused() {
     let host = host();
     refused(
         install_forged(&url, &ca, &host, &key, "text-transform@1.0.0"),
-        "cut short",
+        "holds 1 of the 4 entries",
     );
     assert_eq!(forged.lock().unwrap().asked, vec![0], "one page, then stop");
     assert!(host.state.registries().unwrap().is_empty());
@@ -93,4 +93,37 @@ fn a_mirror_that_dribbles_the_log_in_short_pages_is_refused() {
     drop(served);
     assert!(install_forged(&url, &ca, &host, &key, "text-transform@1.0.0").is_ok());
     assert_eq!(forged.lock().unwrap().asked, vec![0]);
+}
+
+#[test]
+fn log_pages_past_the_checkpoint_or_short_of_it() {
+    let forged: Shared = Arc::default();
+    let (_dir, url, ca, _runtime) = serve_forged(forged.clone());
+    let mut crafter = Crafter::new();
+    let key = package::public_key_hex(&crafter.registry);
+    let whole = chain(vec![
+        (100, crafter.key_added()),
+        (150, crafter.published("1.0.0")),
+        (160, crafter.published("1.1.0")),
+        (170, crafter.published("1.2.0")),
+    ]);
+    // The signed index stops at three entries; the server's log ends at two.
+    crafter.serve(&forged, whole[..3].to_vec());
+    forged.lock().unwrap().log.truncate(2);
+    let host = host();
+    refused(
+        install_forged(&url, &ca, &host, &key, "text-transform@1.0.0"),
+        "holds 2 of the 3 entries asked for",
+    );
+    assert!(host.state.registries().unwrap().is_empty());
+    // The server answers more than asked (an entry past the signed checkpoint, which it may
+    // well hold): the host keeps exactly what the index signs, and fetches the rest later.
+    forged.lock().unwrap().log = whole.clone();
+    install_forged(&url, &ca, &host, &key, "text-transform@1.0.0").unwrap();
+    assert_eq!(host.state.log_entries(&key).unwrap(), whole[..3].to_vec());
+    crafter.serve(&forged, whole.clone());
+    forged.lock().unwrap().asked.clear();
+    install_forged(&url, &ca, &host, &key, "text-transform@1.2.0").unwrap();
+    assert_eq!(forged.lock().unwrap().asked, vec![3]);
+    assert_eq!(host.state.log_entries(&key).unwrap(), whole);
 }

@@ -176,7 +176,9 @@ pub(super) struct Forged {
 
 pub(super) type Shared = Arc<Mutex<Forged>>;
 
-pub(super) fn serve_forged(forged: Shared) -> (tempfile::TempDir, String, Vec<u8>, tokio::runtime::Runtime) {
+pub(super) fn serve_forged(
+    forged: Shared,
+) -> (tempfile::TempDir, String, Vec<u8>, tokio::runtime::Runtime) {
     use axum::extract::{Path as UrlPath, RawQuery};
     use axum::routing::get;
     let dir = tempfile::tempdir().unwrap();
