@@ -1857,7 +1857,8 @@ mod tests {
         // The index the tests' helper makes lists the keys and versions the log replays to.
         let valid = |log: &[LogEntry]| {
             let index = index(&SigningKey::from_bytes(&[9; 32]), 1, log);
-            index.keys.len() == 1 && valid_signer(&[public.clone()], &index.packages[0], &index)
+            index.keys.len() == 1
+                && valid_signer(std::slice::from_ref(&public), &index.packages[0], &index)
         };
         // The largest time everywhere replays (no overflow), and a revocation at the very time
         // of the publish voids it: signatures from `revoked_at` on are refused.
