@@ -880,6 +880,7 @@ pub async fn fetch_log(
                 "the registry's log does not extend what this host verified before: {error}"
             ))
         })?;
+        check_page_fullness(&page, next, want, index.log_size)?;
         next += page.len() as u64;
         fetched.extend(page);
     }
@@ -891,6 +892,34 @@ pub async fn fetch_log(
         }));
     }
     Ok(fetched)
+}
+
+/// Refuses a page with fewer entries than asked that is not cut at the page's byte bound (a
+/// registry fills every page to `limit` entries or `MAX_LOG_PAGE_BYTES`; half of that is
+/// required, against differences in how the bytes are counted). Otherwise a server (a mirror
+/// needs no key for it) could answer one entry at a time, each answer taking up to the
+/// client's timeout, and stretch a sync over days while it holds the host's state.
+fn check_page_fullness(
+    page: &[LogEntry],
+    from: u64,
+    want: u64,
+    log_size: u64,
+) -> Result<(), InstallError> {
+    if page.len() as u64 >= want {
+        return Ok(());
+    }
+    let bytes: usize = page
+        .iter()
+        .map(|entry| serde_json::to_vec(entry).map_or(0, |json| json.len() + 1))
+        .sum();
+    if bytes < protocol::MAX_LOG_PAGE_BYTES / 2 {
+        return Err(refused(format!(
+            "the registry's log page from entry {from} holds {} of the {want} entries asked for ({bytes} bytes), and its signed index counts {log_size}: a page stops short only at {} bytes, so this server is stalling the fetch or lacks the log it signed",
+            page.len(),
+            protocol::MAX_LOG_PAGE_BYTES
+        )));
+    }
+    Ok(())
 }
 
 /// Picks the version to install: the one asked for, or the highest not yanked.
@@ -1152,9 +1181,16 @@ async fn fetch_verified(
 
 /// The keys of `publisher` this host accepts, given the ones it `accepted` before: those, and
 /// every key the log shows signed in (a rotation whose signature replay checked) by one of
-/// them. A key added without such a signature (an admin's after every key was revoked) is not
-/// in the lineage.
-fn lineage(accepted: &[String], entries: &[LogEntry], publisher: &str) -> BTreeSet<String> {
+/// them before that key's revocation time. A key added without such a signature (an admin's
+/// after every key was revoked) is not in the lineage, nor is one signed in by a key whose
+/// revocation was later back-dated below the rotation (`replayed`, the final state, tells):
+/// that revocation voids what the key signed from then on, its rotation statements included.
+fn lineage(
+    accepted: &[String],
+    entries: &[LogEntry],
+    replayed: &Replayed,
+    publisher: &str,
+) -> BTreeSet<String> {
     let mut keys: BTreeSet<String> = accepted.iter().cloned().collect();
     for entry in entries {
         if let protocol::Event::KeyAdded {
@@ -1165,11 +1201,23 @@ fn lineage(accepted: &[String], entries: &[LogEntry], publisher: &str) -> BTreeS
         } = &entry.event
             && of == publisher
             && keys.contains(by)
+            && !revoked_before(replayed, by, entry.time)
         {
             keys.insert(public_key.clone());
         }
     }
     keys
+}
+
+/// Whether `key`'s revocation time is before `time`. A revocation at the same second as a
+/// rotation is not taken as voiding it: the log orders the rotation first (a revoked key
+/// cannot sign one), and rotating to a new key and revoking the old one at once is routine.
+fn revoked_before(replayed: &Replayed, key: &str, time: u64) -> bool {
+    replayed
+        .keys
+        .get(key)
+        .and_then(|entry| entry.revoked_at)
+        .is_some_and(|revoked| revoked < time)
 }
 
 /// Why installing `entry` from registry `id` over `previous` is a publisher change, judged
@@ -1246,6 +1294,7 @@ pub async fn install(
         Some(previous) if change.is_none() => lineage(
             &previous.publisher_keys,
             &verified.entries,
+            &verified.replayed,
             &entry.publisher,
         )
         .into_iter()
@@ -1666,8 +1715,215 @@ mod tests {
                 event,
             })
             .collect();
-        let keys = lineage(&[public(&a)], &entries, "acme");
+        let replayed = Replayed::default();
+        let keys = lineage(&[public(&a)], &entries, &replayed, "acme");
         assert_eq!(keys, [public(&a), public(&b)].into_iter().collect());
-        assert!(lineage(&[public(&a)], &entries, "evil").len() == 1);
+        assert!(lineage(&[public(&a)], &entries, &replayed, "evil").len() == 1);
+    }
+
+    #[test]
+    fn a_root_grafted_onto_another_chain_takes_no_registrys_log() {
+        let (k1, k2, thief, publisher) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+            SigningKey::from_bytes(&[3; 32]),
+            SigningKey::from_bytes(&[4; 32]),
+        );
+        let public = |key: &SigningKey| hex(key.verifying_key().as_bytes());
+        let root = |version: u64, key: &SigningKey| Root {
+            version,
+            keys: vec![public(key)],
+            threshold: 1,
+            issued_at: 0,
+        };
+        // Registry R: created with k1 (its identity), rotated to k2.
+        let genuine = vec![root(1, &k1).sign(&[&k1]), root(2, &k2).sign(&[&k1, &k2])];
+        // The thief's chain: its own version 1, then R's public version 2 with the thief's
+        // signature added, which makes it "follow" the thief's root. The chain verifies.
+        let mut grafted_two = genuine[1].clone();
+        grafted_two
+            .signatures
+            .extend(root(2, &k2).sign(&[&thief]).signatures);
+        let grafted = vec![root(1, &thief).sign(&[&thief]), grafted_two];
+        assert_eq!(protocol::registry_id(&grafted), Ok(public(&thief)));
+        // R's log and index, served through the grafted chain to a host given R's current key.
+        let log = vec![LogEntry {
+            sequence: 0,
+            time: 0,
+            previous: LOG_ROOT.into(),
+            event: Event::KeyAdded {
+                publisher: "acme".into(),
+                public_key: public(&publisher),
+                signed_by: None,
+                signature: None,
+                possession: protocol::sign_possession(&public(&k1), "acme", &publisher),
+            },
+        }];
+        let keys = protocol::replay(&log, &public(&k1))
+            .unwrap_or_default()
+            .keys
+            .into_values()
+            .collect();
+        let signed = Index {
+            keys,
+            ..index(&k2, 1, &log)
+        }
+        .sign(&k2);
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        let accepted = accept_index(&host, "m", &signed, &grafted, Some(&public(&k2)), 10);
+        // The index verifies under R's keys, yet the identity is the thief's: what stops the
+        // graft is the log, whose possession proofs name R's identity.
+        let accepted = accepted.unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(accepted.id, public(&thief));
+        let result = check_log(&log, &accepted.index, None, &accepted.id);
+        assert!(
+            matches!(&result, Err(InstallError::Refused(m)) if m.contains("possession")),
+            "{result:?}"
+        );
+        // Through R's own chain the same index and log are R's.
+        let honest = accept_index(&host, "m", &signed, &genuine, Some(&public(&k2)), 10)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(honest.id, public(&k1));
+        assert!(check_log(&log, &honest.index, None, &honest.id).is_ok());
+    }
+
+    #[test]
+    fn a_short_log_page_must_be_cut_at_the_byte_bound() {
+        let yank = |sequence: u64, name: String| LogEntry {
+            sequence,
+            time: 0,
+            previous: String::new(),
+            event: Event::Yank {
+                name,
+                version: "1.0.0".into(),
+            },
+        };
+        let small = vec![yank(5, "a".into())];
+        assert!(
+            check_page_fullness(&small, 5, 1, 6).is_ok(),
+            "all that was asked"
+        );
+        let result = check_page_fullness(&small, 5, 2, 7);
+        assert!(
+            matches!(&result, Err(InstallError::Refused(m)) if m.contains("stops short")),
+            "{result:?}"
+        );
+        // An honest page cut at the byte bound: its entries hold that much JSON.
+        let big = "b".repeat(protocol::MAX_LOG_PAGE_BYTES / 2);
+        assert!(check_page_fullness(&[yank(5, big)], 5, 1000, 2000).is_ok());
+    }
+
+    #[test]
+    fn extreme_and_equal_log_times() {
+        let publisher = SigningKey::from_bytes(&[1; 32]);
+        let public = hex(publisher.verifying_key().as_bytes());
+        let entries = |times: [u64; 3], revoked_at: u64| -> Vec<LogEntry> {
+            let events = [
+                Event::KeyAdded {
+                    publisher: "acme".into(),
+                    public_key: public.clone(),
+                    signed_by: None,
+                    signature: None,
+                    possession: protocol::sign_possession("r", "acme", &publisher),
+                },
+                Event::Publish {
+                    name: "a".into(),
+                    version: "1.0.0".into(),
+                    publisher: "acme".into(),
+                    package_sha256: "00".repeat(32),
+                },
+                Event::KeyRevoked {
+                    publisher: "acme".into(),
+                    public_key: public.clone(),
+                    revoked_at,
+                    signed_by: None,
+                    signature: None,
+                    by_admin: false,
+                },
+            ];
+            events
+                .into_iter()
+                .zip(times)
+                .enumerate()
+                .map(|(sequence, (event, time))| LogEntry {
+                    sequence: sequence as u64,
+                    time,
+                    previous: String::new(),
+                    event,
+                })
+                .collect()
+        };
+        // The index the tests' helper makes lists the keys and versions the log replays to.
+        let valid = |log: &[LogEntry]| {
+            let index = index(&SigningKey::from_bytes(&[9; 32]), 1, log);
+            index.keys.len() == 1
+                && valid_signer(std::slice::from_ref(&public), &index.packages[0], &index)
+        };
+        // The largest time everywhere replays (no overflow), and a revocation at the very time
+        // of the publish voids it: signatures from `revoked_at` on are refused.
+        let max = entries([u64::MAX; 3], u64::MAX);
+        assert!(protocol::replay(&max, "r").is_ok());
+        assert!(!valid(&max));
+        let same_second = entries([100, 100, 100], 100);
+        assert!(protocol::replay(&same_second, "r").is_ok());
+        assert!(!valid(&same_second));
+        // A second later, the publish stands.
+        assert!(valid(&entries([100, 100, 101], 101)));
+        // Revoking from before the entry's time needs a signature or an admin's mark.
+        assert!(protocol::replay(&entries([100, 100, 101], 100), "r").is_err());
+    }
+
+    #[test]
+    fn a_rotation_voided_by_its_signers_back_dated_revocation_leaves_the_lineage() {
+        let key = |seed: u8| SigningKey::from_bytes(&[seed; 32]);
+        let public = |key: &SigningKey| hex(key.verifying_key().as_bytes());
+        let added = |new: &SigningKey, by: Option<&SigningKey>| Event::KeyAdded {
+            publisher: "acme".into(),
+            public_key: public(new),
+            signed_by: by.map(public),
+            signature: by.map(|by| protocol::sign_key_statement("acme", &public(new), by)),
+            possession: protocol::sign_possession("r", "acme", new),
+        };
+        let (a, b, c) = (key(1), key(2), key(3));
+        // A thief holding `a` signs in `b` at 20, and `b` signs in `c`; the publisher then
+        // revokes `a` back to `revoked_at` (an admin's mark: nobody else holds a key).
+        let lineage_with = |revoked_at: u64| {
+            let events = [
+                (10, added(&a, None)),
+                (20, added(&b, Some(&a))),
+                (30, added(&c, Some(&b))),
+                (
+                    40,
+                    Event::KeyRevoked {
+                        publisher: "acme".into(),
+                        public_key: public(&a),
+                        revoked_at,
+                        signed_by: None,
+                        signature: None,
+                        by_admin: true,
+                    },
+                ),
+            ];
+            let entries: Vec<LogEntry> = events
+                .into_iter()
+                .enumerate()
+                .map(|(sequence, (time, event))| LogEntry {
+                    sequence: sequence as u64,
+                    time,
+                    previous: String::new(),
+                    event,
+                })
+                .collect();
+            let replayed = protocol::replay(&entries, "r").unwrap_or_default();
+            assert_eq!(replayed.keys.len(), 3, "the log replays");
+            lineage(&[public(&a)], &entries, &replayed, "acme")
+        };
+        // Revoked from 15: the rotation at 20 is void, and so is what the voided key signed.
+        assert_eq!(lineage_with(15), [public(&a)].into_iter().collect());
+        // Revoked at the rotation's own second, or after it: the rotation stands.
+        let all: BTreeSet<String> = [public(&a), public(&b), public(&c)].into_iter().collect();
+        assert_eq!(lineage_with(20), all);
+        assert_eq!(lineage_with(40), all);
     }
 }

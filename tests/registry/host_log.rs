@@ -163,18 +163,22 @@ fn hosts_fetch_only_the_log_entries_they_have_not_verified() {
 
 /// What a malicious registry serves: correctly signed by its own key, crafted otherwise.
 #[derive(Default)]
-struct Forged {
+pub(super) struct Forged {
     roots: Vec<SignedRoot>,
     index: Option<Signed>,
-    log: Vec<LogEntry>,
+    pub(super) log: Vec<LogEntry>,
     packages: BTreeMap<String, Vec<u8>>,
     /// The `from` of every page asked for.
-    asked: Vec<u64>,
+    pub(super) asked: Vec<u64>,
+    /// The most entries one page holds (`None`: what was asked for).
+    pub(super) page_cap: Option<usize>,
 }
 
-type Shared = Arc<Mutex<Forged>>;
+pub(super) type Shared = Arc<Mutex<Forged>>;
 
-fn serve_forged(forged: Shared) -> (tempfile::TempDir, String, Vec<u8>, tokio::runtime::Runtime) {
+pub(super) fn serve_forged(
+    forged: Shared,
+) -> (tempfile::TempDir, String, Vec<u8>, tokio::runtime::Runtime) {
     use axum::extract::{Path as UrlPath, RawQuery};
     use axum::routing::get;
     let dir = tempfile::tempdir().unwrap();
@@ -206,8 +210,10 @@ fn serve_forged(forged: Shared) -> (tempfile::TempDir, String, Vec<u8>, tokio::r
                 };
                 let from = number("from").unwrap_or(0);
                 forged.asked.push(from as u64);
-                let end =
-                    (from + number("limit").unwrap_or(usize::MAX - from)).min(forged.log.len());
+                let limit = number("limit")
+                    .unwrap_or(usize::MAX - from)
+                    .min(forged.page_cap.unwrap_or(usize::MAX));
+                let end = (from + limit).min(forged.log.len());
                 axum::Json(forged.log.get(from..end).unwrap_or_default().to_vec())
             }),
         )
@@ -229,7 +235,7 @@ fn serve_forged(forged: Shared) -> (tempfile::TempDir, String, Vec<u8>, tokio::r
 }
 
 /// A log of `events` at `times`, chained.
-fn chain(events: Vec<(u64, Event)>) -> Vec<LogEntry> {
+pub(super) fn chain(events: Vec<(u64, Event)>) -> Vec<LogEntry> {
     let mut entries: Vec<LogEntry> = Vec::new();
     for (time, event) in events {
         entries.push(LogEntry {
@@ -246,15 +252,15 @@ fn chain(events: Vec<(u64, Event)>) -> Vec<LogEntry> {
 }
 
 /// The malicious registry's keys, packages and index signing.
-struct Crafter {
-    registry: SigningKey,
+pub(super) struct Crafter {
+    pub(super) registry: SigningKey,
     publisher: SigningKey,
     packages: BTreeMap<String, Vec<u8>>,
     version: u64,
 }
 
 impl Crafter {
-    fn new() -> Crafter {
+    pub(super) fn new() -> Crafter {
         let publisher = package::generate_key().unwrap();
         let packages = ["1.0.0", "1.1.0", "1.2.0"]
             .iter()
@@ -283,7 +289,7 @@ impl Crafter {
         ]
     }
 
-    fn key_added(&self) -> Event {
+    pub(super) fn key_added(&self) -> Event {
         Event::KeyAdded {
             publisher: "acme".into(),
             public_key: package::public_key_hex(&self.publisher),
@@ -297,7 +303,7 @@ impl Crafter {
         }
     }
 
-    fn published(&self, version: &str) -> Event {
+    pub(super) fn published(&self, version: &str) -> Event {
         Event::Publish {
             name: "text-transform".into(),
             version: version.into(),
@@ -372,7 +378,7 @@ impl Crafter {
     }
 
     /// Serves `log` with a signed index of it.
-    fn serve(&mut self, forged: &Shared, log: Vec<LogEntry>) {
+    pub(super) fn serve(&mut self, forged: &Shared, log: Vec<LogEntry>) {
         let index = self.index(&log);
         let mut forged = forged.lock().unwrap();
         forged.roots = self.roots();
@@ -382,7 +388,7 @@ impl Crafter {
     }
 }
 
-fn install_forged(
+pub(super) fn install_forged(
     url: &str,
     ca: &[u8],
     host: &Host,

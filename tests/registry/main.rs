@@ -5,6 +5,7 @@
 mod support;
 
 mod dos;
+mod host_attacks;
 mod host_log;
 mod host_pinning;
 mod principals;
