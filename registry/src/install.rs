@@ -1181,10 +1181,10 @@ async fn fetch_verified(
 
 /// The keys of `publisher` this host accepts, given the ones it `accepted` before: those, and
 /// every key the log shows signed in (a rotation whose signature replay checked) by one of
-/// them before that key's revocation time. A key added without such a signature (an admin's
-/// after every key was revoked) is not in the lineage, nor is one signed in by a key whose
-/// revocation was later back-dated below the rotation (`replayed`, the final state, tells):
-/// that revocation voids what the key signed from then on, its rotation statements included.
+/// them. A key added without such a signature (an admin's after every key was revoked) is not
+/// in the lineage, nor is one that a later back-dated revocation of its signer voided
+/// (`protocol::voided_by_revocation`; `replayed`, the final state, lists them): that revocation
+/// voids what the key signed from then on, its rotation statements included.
 fn lineage(
     accepted: &[String],
     entries: &[LogEntry],
@@ -1201,23 +1201,12 @@ fn lineage(
         } = &entry.event
             && of == publisher
             && keys.contains(by)
-            && !revoked_before(replayed, by, entry.time)
+            && !replayed.voided.contains(public_key)
         {
             keys.insert(public_key.clone());
         }
     }
     keys
-}
-
-/// Whether `key`'s revocation time is before `time`. A revocation at the same second as a
-/// rotation is not taken as voiding it: the log orders the rotation first (a revoked key
-/// cannot sign one), and rotating to a new key and revoking the old one at once is routine.
-fn revoked_before(replayed: &Replayed, key: &str, time: u64) -> bool {
-    replayed
-        .keys
-        .get(key)
-        .and_then(|entry| entry.revoked_at)
-        .is_some_and(|revoked| revoked < time)
 }
 
 /// Why installing `entry` from registry `id` over `previous` is a publisher change, judged

@@ -409,6 +409,11 @@ pub struct Published {
 pub struct Replayed {
     /// By public key.
     pub keys: std::collections::BTreeMap<String, KeyEntry>,
+    /// Which key signed each rotated-in key in (a publisher's first key, and a key an admin
+    /// registered with every key revoked, have none).
+    pub signed_in_by: std::collections::BTreeMap<String, String>,
+    /// Keys a back-dated revocation voided from their start ([`voided_by_revocation`]).
+    pub voided: std::collections::BTreeSet<String>,
     /// By (name, version).
     pub versions: std::collections::BTreeMap<(String, String), Published>,
 }
@@ -551,6 +556,9 @@ fn replay_key_added<'a>(
         .entry(publisher.as_str())
         .or_default()
         .insert(public_key.clone());
+    if let Some(by) = signed_by {
+        state.signed_in_by.insert(public_key.clone(), by.clone());
+    }
     state.keys.insert(
         public_key.clone(),
         KeyEntry {
@@ -616,7 +624,65 @@ fn replay_key_revoked(
     if let Some(key) = state.keys.get_mut(public_key) {
         key.revoked_at = Some(*revoked_at);
     }
+    let spared = if *by_admin {
+        None
+    } else {
+        signed_by.as_deref()
+    };
+    for (voided, at) in voided_by_revocation(state, public_key, *revoked_at, spared) {
+        if let Some(keys) = current_keys.get_mut(publisher.as_str()) {
+            keys.remove(&voided);
+        }
+        if let Some(key) = state.keys.get_mut(&voided) {
+            key.revoked_at = Some(at);
+        }
+        state.voided.insert(voided);
+    }
     Ok(())
+}
+
+/// The keys a revocation of `key` back to `revoked_at` voids, with the revocation time each
+/// then gets. A key `key` signed in after `revoked_at` was signed in by a key already
+/// compromised, and so was every key signed in below it, at any time: each is revoked from the
+/// moment it was added, so nothing it signed stays valid. A rotation in the same second as the
+/// revocation time stands (the log orders the rotation first, and rotating to a new key and
+/// revoking the old one at once is routine). The key that signed the revocation, if any, is
+/// `spared` with everything below it: its holder vouches for it (a thief holding it could
+/// revoke the old key anyway); an admin's back-dating spares nothing. The registry applies this
+/// to its keys when it records the revocation, and every replay (the registry's own, `registry
+/// check`, hosts') derives the same, so an index that leaves such a key valid is refused.
+pub fn voided_by_revocation(
+    state: &Replayed,
+    key: &str,
+    revoked_at: u64,
+    spared: Option<&str>,
+) -> Vec<(String, u64)> {
+    let mut voided: Vec<(String, u64)> = Vec::new();
+    // A key, and the time after which what it signed in is void (none: all of it).
+    let mut pending: Vec<(String, Option<u64>)> = vec![(key.to_string(), Some(revoked_at))];
+    while let Some((signer, void_after)) = pending.pop() {
+        for (child, by) in &state.signed_in_by {
+            if *by != signer
+                || spared == Some(child.as_str())
+                || voided.iter().any(|(done, _)| done == child)
+            {
+                continue;
+            }
+            let Some(entry) = state.keys.get(child) else {
+                continue;
+            };
+            if void_after.is_some_and(|after| entry.added_at <= after) {
+                continue;
+            }
+            let at = entry.added_at;
+            if entry.revoked_at.is_none_or(|current| current > at) {
+                voided.push((child.clone(), at));
+            }
+            // Everything a voided key signed in is void, whenever it was signed.
+            pending.push((child.clone(), None));
+        }
+    }
+    voided
 }
 
 /// Checks that an index lists exactly the keys and versions its log describes.
@@ -1064,6 +1130,73 @@ mod tests {
             signature: None,
             by_admin: false,
         }
+    }
+
+    #[test]
+    fn a_back_dated_revocation_voids_the_keys_its_key_signed_in_after_it() {
+        // Times are positions: a at 0, b at 1 (signed in by a), c at 2 (by b), d at 3 (by a),
+        // e at 4 (by c); then a is revoked back to 1 by an admin at 5.
+        let (a, b, c, d, e) = (key(1), key(2), key(3), key(4), key(5));
+        let public = |key: &SigningKey| hex(key.verifying_key().as_bytes());
+        let by_admin = |key: &SigningKey, at: u64| Event::KeyRevoked {
+            publisher: "acme".into(),
+            public_key: public(key),
+            revoked_at: at,
+            signed_by: None,
+            signature: None,
+            by_admin: true,
+        };
+        let events = vec![
+            added("acme", &a, None),
+            added("acme", &b, Some(&a)),
+            added("acme", &c, Some(&b)),
+            added("acme", &d, Some(&a)),
+            added("acme", &e, Some(&c)),
+            by_admin(&a, 1),
+        ];
+        let state = replay(&logged(events.clone()), REGISTRY).unwrap_or_default();
+        let revoked_at = |key: &SigningKey| state.keys.get(&public(key)).and_then(|k| k.revoked_at);
+        assert_eq!(revoked_at(&a), Some(1));
+        // b was signed in at 1, the revocation's own second: it stands, and so does c below it.
+        assert_eq!(revoked_at(&b), None);
+        assert_eq!(revoked_at(&c), None);
+        // d was signed in by a at 3, after a was compromised: void from its start.
+        assert_eq!(revoked_at(&d), Some(3));
+        // Back to 0 instead: b is void from 1, and everything below it whenever it came: c
+        // from 2, e from 4; d from 3.
+        let mut earlier = events.clone();
+        earlier[5] = by_admin(&a, 0);
+        let state = replay(&logged(earlier.clone()), REGISTRY).unwrap_or_default();
+        let revoked_at = |key: &SigningKey| state.keys.get(&public(key)).and_then(|k| k.revoked_at);
+        assert_eq!(
+            [&b, &c, &d, &e].map(revoked_at),
+            [Some(1), Some(2), Some(3), Some(4)]
+        );
+        // Signed by b instead of an admin's mark: b vouches for itself and what it signed in
+        // (c, e); d is still void.
+        let mut vouched = earlier.clone();
+        vouched[5] = Event::KeyRevoked {
+            publisher: "acme".into(),
+            public_key: public(&a),
+            revoked_at: 0,
+            signed_by: Some(public(&b)),
+            signature: Some(sign_revocation(REGISTRY, "acme", &public(&a), 0, &b)),
+            by_admin: false,
+        };
+        let state = replay(&logged(vouched), REGISTRY).unwrap_or_default();
+        let revoked_at = |key: &SigningKey| state.keys.get(&public(key)).and_then(|k| k.revoked_at);
+        assert_eq!(
+            [&b, &c, &d, &e].map(revoked_at),
+            [None, None, Some(3), None]
+        );
+        assert_eq!(state.voided, [public(&d)].into_iter().collect());
+        // A voided key is no longer current: it cannot sign a rotation or be revoked again.
+        let mut after = earlier.clone();
+        after.push(added("acme", &key(6), Some(&d)));
+        assert!(replay(&logged(after), REGISTRY).is_err());
+        let mut again = earlier;
+        again.push(revoked("acme", &d, 7));
+        assert!(replay(&logged(again), REGISTRY).is_err());
     }
 
     #[test]

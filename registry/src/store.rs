@@ -962,11 +962,42 @@ impl Store {
                 self.back_dating(&txn, caller, &entry, revoked_at, signed_by)?
             };
             self.charge_history(&txn, caller, publisher, History::KeyEvents, false)?;
+            // Keys this key signed in after `revoked_at` were signed by a compromised key: they
+            // are revoked from their own start, as every replay of the log derives.
+            let voided = {
+                let registry = registry_id_in(&txn.open_table(META).map_err(storage)?)?;
+                let log: Vec<LogEntry> =
+                    values(&txn.open_table(LOG).map_err(storage)?, "log entry")?;
+                let state = protocol::replay(&log, &registry).map_err(|error| {
+                    StoreError::Storage(format!(
+                        "the log does not replay ({error}); run `warden registry check`"
+                    ))
+                })?;
+                let spared = signer.as_ref().map(|(by, _)| by.as_str());
+                protocol::voided_by_revocation(&state, public_key, revoked_at, spared)
+            };
             entry.revoked_at = Some(revoked_at);
-            txn.open_table(KEYS)
-                .map_err(storage)?
-                .insert(public_key, json(&entry).as_slice())
+            let mut keys = txn.open_table(KEYS).map_err(storage)?;
+            keys.insert(public_key, json(&entry).as_slice())
                 .map_err(storage)?;
+            for (key, at) in &voided {
+                let mut child: KeyEntry = match keys.get(key.as_str()).map_err(storage)? {
+                    Some(bytes) => parse("publisher key", bytes.value())?,
+                    None => continue,
+                };
+                child.revoked_at = Some(*at);
+                keys.insert(key.as_str(), json(&child).as_slice())
+                    .map_err(storage)?;
+            }
+            drop(keys);
+            if !voided.is_empty() {
+                tracing::warn!(
+                    publisher,
+                    revoked = public_key,
+                    voided = ?voided.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>(),
+                    "a back-dated revocation voids keys the revoked key signed in after it"
+                );
+            }
             self.append(
                 &txn,
                 time,

@@ -10,7 +10,7 @@ fn update(registry: &Registry, host: &Host, token: &str, node: &str) -> Installe
 }
 
 #[test]
-fn a_key_signed_in_after_its_signers_back_dated_revocation_is_a_publisher_change() {
+fn a_key_signed_in_after_its_signers_back_dated_revocation_is_void_everywhere() {
     let registry = Registry::start(3600);
     let acme = registry.publisher("alice", "acme");
     registry
@@ -47,12 +47,11 @@ fn a_key_signed_in_after_its_signers_back_dated_revocation_is_a_publisher_change
         json!({ "revoked_at": 1 }),
     );
     assert!(revoked.is_ok(), "{revoked:?}");
-    let result = install(&registry, &host, &acme.token, "text-transform@1.1.0");
-    let reason = match result {
-        Err(InstallError::PublisherChange { reason, .. }) => reason,
-        other => panic!("expected a publisher change, got {other:?}"),
-    };
-    assert!(reason.contains(&thief_hex), "{reason}");
+    // Not even a publisher change an operator could accept: the thief's key is void.
+    refused(
+        install(&registry, &host, &acme.token, "text-transform@1.1.0"),
+        "valid when it was published",
+    );
     assert_eq!(
         host.state
             .installed("text-transform")
@@ -60,6 +59,34 @@ fn a_key_signed_in_after_its_signers_back_dated_revocation_is_a_publisher_change
             .unwrap()
             .version,
         "1.0.0"
+    );
+
+    // The key signed in by a key after its revocation time is void from its start in the
+    // signed index (every replay derives it), so hosts refuse what it signed even on a first
+    // install, and `sync` blocks it where it was installed before the theft was found.
+    let signed: Signed = block_on(registry.client(&acme.token).get_json("v1/index")).unwrap();
+    let index: Index = serde_json::from_str(&signed.signed).unwrap();
+    let voided = index.key(&thief_hex).unwrap();
+    assert_eq!(voided.revoked_at, Some(voided.added_at));
+    refused(
+        install(
+            &registry,
+            &super::host(),
+            &acme.token,
+            "text-transform@1.1.0",
+        ),
+        "valid when it was published",
+    );
+    let blocked = block_on(install::sync(
+        &registry.client(&acme.token),
+        &control.state,
+        now(),
+    ))
+    .unwrap();
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert!(
+        control.state.load("text-transform").is_err(),
+        "the thief's version still runs"
     );
 }
 
