@@ -239,6 +239,30 @@ pub struct ServeArgs {
     /// Connections open at once from one IPv4 address (or one IPv6 /64).
     #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_CONNECTIONS_PER_IP, value_name = "N")]
     max_connections_per_ip: usize,
+    /// How long a client may take for its TLS handshake (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    handshake_timeout: Option<String>,
+    /// How long a client may stay silent after its TLS handshake (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    first_byte_timeout: Option<String>,
+    /// How long a request's headers may take to arrive; also the wait for the next request on
+    /// a kept-alive HTTP/1.1 connection (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    header_timeout: Option<String>,
+    /// How long a request body may pause before the request gets 408 (default 15s).
+    #[arg(long, value_name = "DURATION")]
+    body_read_timeout: Option<String>,
+    /// How long a client may leave a response untaken before its connection is closed
+    /// (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    send_timeout: Option<String>,
+    /// How long a connection may stay open with no request in flight (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// The slowest a request or response body may average, per second, once it has run for
+    /// 10 seconds (default 16KiB); lower it for clients on slow links.
+    #[arg(long, value_name = "SIZE")]
+    min_transfer_rate: Option<String>,
     /// Package uploads received at once; more get 503. Each may hold a package in memory while
     /// it is verified.
     #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_UPLOADS, value_name = "N")]
@@ -265,6 +289,57 @@ pub struct ServeArgs {
     /// over DURATION; past that its requests are refused with 429 until it refills.
     #[arg(long, default_value = "30/1m", value_name = "N/DURATION")]
     auth_failure_rate: String,
+}
+
+/// The connection limits `serve` was given; the library's defaults for the rest.
+fn server_limits(args: &ServeArgs) -> Result<server::ServerLimits, Failure> {
+    let mut limits = server::ServerLimits {
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        ..server::ServerLimits::default()
+    };
+    let timeouts = [
+        (
+            "handshake-timeout",
+            &args.handshake_timeout,
+            &mut limits.handshake_timeout,
+        ),
+        (
+            "first-byte-timeout",
+            &args.first_byte_timeout,
+            &mut limits.first_byte_timeout,
+        ),
+        (
+            "header-timeout",
+            &args.header_timeout,
+            &mut limits.header_timeout,
+        ),
+        (
+            "body-read-timeout",
+            &args.body_read_timeout,
+            &mut limits.body_read_timeout,
+        ),
+        ("send-timeout", &args.send_timeout, &mut limits.send_timeout),
+        ("idle-timeout", &args.idle_timeout, &mut limits.idle_timeout),
+    ];
+    for (flag, text, field) in timeouts {
+        let Some(text) = text else { continue };
+        let duration =
+            parse_duration(text).map_err(|error| Failure::usage(format!("--{flag}: {error}")))?;
+        if duration.is_zero() {
+            return Err(Failure::usage(format!(
+                "--{flag}: a timeout must be longer than 0"
+            )));
+        }
+        *field = duration;
+    }
+    if let Some(text) = &args.min_transfer_rate {
+        let rate = parse_size(text)
+            .map_err(|error| Failure::usage(format!("--min-transfer-rate: {error}")))?;
+        limits.min_body_rate = rate;
+        limits.min_send_rate = rate;
+    }
+    Ok(limits)
 }
 
 /// A rate given as `N/DURATION`: a burst of N, refilled one every DURATION / N.
@@ -812,6 +887,7 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         args.tls_key.as_deref(),
     )
     .map_err(Failure::usage)?;
+    let limits = server_limits(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -851,11 +927,6 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
                 spool: args.data.clone(),
             },
         );
-        let limits = server::ServerLimits {
-            max_connections: args.max_connections,
-            max_connections_per_ip: args.max_connections_per_ip,
-            ..server::ServerLimits::default()
-        };
         let interrupted = async {
             let _ = tokio::signal::ctrl_c().await;
         };

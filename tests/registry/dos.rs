@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden_registry::server::{ApiLimits, ServerLimits};
 
+mod flood;
+
 /// A `warden registry serve` child process, killed when dropped.
 struct Served {
     child: Child,
