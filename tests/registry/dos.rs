@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden_registry::server::{ApiLimits, ServerLimits};
 
 mod flood;
+mod shares;
 
 /// A `warden registry serve` child process, killed when dropped.
 struct Served {

@@ -17,7 +17,7 @@ const PER_ADDRESS: usize = 64;
 
 impl Served {
     /// The harness's `Registry` helpers (users, keys, publish, install) pointed at the child.
-    fn handle(&self) -> Registry {
+    pub(super) fn handle(&self) -> Registry {
         let public_key = std::fs::read_to_string(self.data.path().join("registry.pub")).unwrap();
         Registry {
             dir: tempfile::tempdir().unwrap(),
