@@ -270,6 +270,13 @@ pub struct ServeArgs {
     /// Package downloads served at once; more get 503. Each holds its package in memory.
     #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_DOWNLOADS, value_name = "N")]
     max_downloads: usize,
+    /// Package uploads one user may have in flight; more get 429.
+    #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_UPLOADS_PER_USER, value_name = "N")]
+    max_uploads_per_user: usize,
+    /// Package downloads one user may have in flight; more get 429. Hosts that share a token
+    /// share its downloads.
+    #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_DOWNLOADS_PER_USER, value_name = "N")]
+    max_downloads_per_user: usize,
     /// Live tokens one user may hold.
     #[arg(long, default_value_t = DEFAULT_QUOTAS.tokens_per_user, value_name = "N")]
     max_tokens_per_user: usize,
@@ -923,6 +930,8 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
                 max_package_bytes: max_package,
                 max_downloads: args.max_downloads,
                 max_uploads: args.max_uploads,
+                max_downloads_per_user: args.max_downloads_per_user,
+                max_uploads_per_user: args.max_uploads_per_user,
                 // Uploads are spooled on the registry's own disk.
                 spool: args.data.clone(),
             },

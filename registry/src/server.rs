@@ -3,6 +3,7 @@
 //! The API is described in `docs/registry.md`.
 
 use crate::auth::{self, Permissions, TokenKind};
+use crate::slots::{Busy, Slot, Slots};
 use crate::store::{Caller, DEFAULT_TOKEN_TTL, Store, StoreError};
 use axum::Json;
 use axum::Router;
@@ -103,9 +104,9 @@ pub struct AppState {
     store: Shared,
     max_package_bytes: usize,
     /// Package downloads in flight; each holds its package in memory until it is sent.
-    downloads: Arc<tokio::sync::Semaphore>,
+    downloads: Arc<Slots>,
     /// Package uploads in flight; each holds its package in memory while it is verified.
-    uploads: Arc<tokio::sync::Semaphore>,
+    uploads: Arc<Slots>,
     /// Where uploads are written while they arrive.
     spool: Arc<PathBuf>,
 }
@@ -114,6 +115,10 @@ pub struct AppState {
 pub const DEFAULT_MAX_DOWNLOADS: usize = 16;
 /// Package uploads received at once by default; more wait for none and get 503.
 pub const DEFAULT_MAX_UPLOADS: usize = 4;
+/// Package downloads one user may have in flight by default; more get 429.
+pub const DEFAULT_MAX_DOWNLOADS_PER_USER: usize = 4;
+/// Package uploads one user may have in flight by default; more get 429.
+pub const DEFAULT_MAX_UPLOADS_PER_USER: usize = 1;
 
 /// What the API holds at once, and where it spools uploads. Memory for packages is bounded by
 /// (`max_downloads` + `max_uploads`) × `max_package_bytes`.
@@ -122,6 +127,10 @@ pub struct ApiLimits {
     pub max_package_bytes: usize,
     pub max_downloads: usize,
     pub max_uploads: usize,
+    /// Downloads and uploads one user may have in flight: a client that moves bytes just
+    /// above the minimum rate holds its slot for long, so one user must not hold them all.
+    pub max_downloads_per_user: usize,
+    pub max_uploads_per_user: usize,
     /// The directory uploads are written to while they arrive (as unnamed files, gone on
     /// every path): the registry's data directory, so they land on the disk the operator
     /// provisioned rather than in a /tmp that may be held in memory.
@@ -135,6 +144,8 @@ impl ApiLimits {
             max_package_bytes: DEFAULT_MAX_PACKAGE_BYTES,
             max_downloads: DEFAULT_MAX_DOWNLOADS,
             max_uploads: DEFAULT_MAX_UPLOADS,
+            max_downloads_per_user: DEFAULT_MAX_DOWNLOADS_PER_USER,
+            max_uploads_per_user: DEFAULT_MAX_UPLOADS_PER_USER,
             spool: spool.into(),
         }
     }
@@ -212,8 +223,12 @@ pub fn api(store: Arc<Store>, limits: ApiLimits) -> Router {
         .with_state(AppState {
             store,
             max_package_bytes: limits.max_package_bytes,
-            downloads: Arc::new(tokio::sync::Semaphore::new(limits.max_downloads.max(1))),
-            uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads.max(1))),
+            downloads: Slots::new(
+                "downloads",
+                limits.max_downloads,
+                limits.max_downloads_per_user,
+            ),
+            uploads: Slots::new("uploads", limits.max_uploads, limits.max_uploads_per_user),
             spool: Arc::new(limits.spool),
         })
 }
@@ -326,12 +341,10 @@ async fn publish(
         return Err(too_large);
     }
     // Held until the package is committed or refused: it bounds the packages in memory.
-    let _permit = app.uploads.try_acquire_owned().map_err(|_| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the registry is receiving as many uploads as it allows; retry shortly".into(),
-        )
-    })?;
+    let _slot = match app.uploads.take(&who.user.name) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(busy(refused)),
+    };
     // Over its publish rate, a caller is refused before its upload is read; an admitted upload
     // has paid already.
     if let Err(error) = store.admit_publish(&who) {
@@ -359,6 +372,17 @@ async fn publish(
     .await?;
     tracing::info!(name = %entry.name, version = %entry.version, "published");
     Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+/// No transfer slot: 503 when the registry is full, 429 when the caller holds its share
+/// (with a `Retry-After` guess: a transfer in flight takes seconds at least).
+fn busy(busy: Busy) -> Response {
+    match busy {
+        Busy::Full(_) => {
+            ApiError(StatusCode::SERVICE_UNAVAILABLE, busy.to_string()).into_response()
+        }
+        Busy::Share(..) => too_many_requests(busy.to_string(), std::time::Duration::from_secs(5)),
+    }
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -477,17 +501,15 @@ async fn download(
     Path((name, version)): Path<(String, String)>,
 ) -> Api<Response> {
     let store = app.store;
-    caller(&store, &headers, Permissions::READ_NODES).await?;
-    let permit = app.downloads.try_acquire_owned().map_err(|_| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the registry is serving as many downloads as it allows; retry shortly".into(),
-        )
-    })?;
+    let who = caller(&store, &headers, Permissions::READ_NODES).await?;
+    let slot = match app.downloads.take(&who.user.name) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(busy(refused)),
+    };
     let bytes = blocking(move || store.package(&name, &version)).await?;
     let body = HeldBody {
         bytes: Bytes::from(bytes),
-        _permit: permit,
+        _slot: slot,
     };
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
@@ -497,11 +519,11 @@ async fn download(
 }
 
 /// A response body that hands out its bytes a slice at a time, so the connection pulls them
-/// as it sends, and keeps its download permit until the last slice is taken or the connection
+/// as it sends, and keeps its download slot until the last slice is taken or the connection
 /// is gone.
 struct HeldBody {
     bytes: Bytes,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl http_body::Body for HeldBody {

@@ -114,7 +114,7 @@ async fn upload_status(address: &str, ca: &[u8], token: &str) -> String {
 
 #[test]
 fn paused_uploads_cost_disk_not_memory_and_uploads_past_the_cap_get_503() {
-    let served = Served::start(&["--max-uploads", "4"]);
+    let served = Served::start(&["--max-uploads", "4", "--max-uploads-per-user", "4"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (address, ca, owner) = (
         served.address.clone(),

@@ -248,12 +248,10 @@ fn hundreds_of_connections_holding_without_progress_leave_a_real_registry_usable
     std::thread::sleep(Duration::from_secs(1));
     let (fds_before, rss_before) = (served.open_fds(), served.status("VmRSS:"));
 
+    // The authenticated attacker: another publisher of acme.
+    let mallory = registry.user("mallory", &["publisher"], Some("acme"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (address, ca, token) = (
-        served.address.clone(),
-        served.ca.clone(),
-        acme.token.clone(),
-    );
+    let (address, ca, token) = (served.address.clone(), served.ca.clone(), mallory);
     let began = Instant::now();
     let (held, mut stalled_upload, stalled_download) = runtime.block_on(async {
         // An authenticated publish that stops after 64 KiB of a 4 MiB package, and an

@@ -31,7 +31,8 @@ fn read_slowly(mut tls: Tls) -> tokio::task::JoinHandle<()> {
 
 #[test]
 fn one_user_reading_slowly_cannot_take_every_download_slot() {
-    let served = Served::start(&["--max-downloads", "4"]);
+    // The default share: a quarter of the slots.
+    let served = Served::start(&["--max-downloads", "4", "--max-downloads-per-user", "1"]);
     let registry = served.handle();
     let acme = registry.publisher("alice", "acme");
     let padded = padded_node(24 * 1024 * 1024);
