@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden_registry::server::{ApiLimits, ServerLimits};
 
+mod files;
 mod flood;
 mod shares;
 
@@ -31,8 +32,22 @@ impl Drop for Served {
 
 impl Served {
     fn start(extra: &[&str]) -> Served {
+        Served::start_with_files(None, extra)
+    }
+
+    /// A child whose open files are limited to `files` (soft and hard), when given.
+    fn start_with_files(files: Option<u64>, extra: &[&str]) -> Served {
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        let mut command = match files {
+            Some(files) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={files}:{files}"));
+                command.arg(env!("CARGO_BIN_EXE_warden"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_warden")),
+        };
+        let mut child = command
             .args(["registry", "serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data.path())
             .args(extra)

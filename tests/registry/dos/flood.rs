@@ -32,7 +32,10 @@ impl Served {
 
 /// A TCP connection from `from` (Linux routes all of 127/8 to loopback), so that each kind of
 /// attacker has its own address under the per-address cap.
-async fn tcp_from(address: &str, from: Ipv4Addr) -> std::io::Result<tokio::net::TcpStream> {
+pub(super) async fn tcp_from(
+    address: &str,
+    from: Ipv4Addr,
+) -> std::io::Result<tokio::net::TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(IpAddr::V4(from), 0))?;
     socket.connect(address.parse().unwrap()).await
@@ -58,7 +61,7 @@ async fn tls_from(address: &str, ca: &[u8], from: Ipv4Addr, alpn: &[&[u8]]) -> T
         .unwrap()
 }
 
-fn loopback(last: u8) -> Ipv4Addr {
+pub(super) fn loopback(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
 }
 
