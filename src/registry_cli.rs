@@ -94,7 +94,7 @@ pub struct InstallArgs {
 #[derive(Subcommand)]
 pub enum RegistryCommand {
     /// Run the registry: HTTPS (HTTP/2) over rustls, storage in DATA/registry.redb.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Re-verify everything a stopped registry stores: records, files, log and index.
     Check {
         #[arg(long, default_value = "warden-registry", value_name = "DIR")]
@@ -676,7 +676,7 @@ pub fn yank_command(node: &str, remote: &Remote) -> Result<(), Failure> {
 
 pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
     match command {
-        RegistryCommand::Serve(args) => serve_command(args),
+        RegistryCommand::Serve(args) => serve_command(*args),
         RegistryCommand::Recover {
             data,
             user,
@@ -894,7 +894,18 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         args.tls_key.as_deref(),
     )
     .map_err(Failure::usage)?;
-    let limits = server_limits(&args)?;
+    let mut limits = server_limits(&args)?;
+    // Descriptors the registry keeps for itself: the database, a spool file per upload in
+    // flight, the runtime's own and the standard streams.
+    let reserve = 32u64.saturating_add(args.max_uploads as u64);
+    let files = server::fit_file_limit(&mut limits, reserve);
+    if let (Some(given), Some(open_files)) = (files.lowered_from, files.open_files) {
+        eprintln!(
+            "warden: warning: --max-connections lowered from {given} to {}: this process may open \
+             only {open_files} files and keeps {reserve} for its own; raise `ulimit -n` for more",
+            limits.max_connections
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

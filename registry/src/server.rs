@@ -18,7 +18,10 @@ use serde_json::json;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-pub use warden_server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, ServerLimits};
+pub use warden_server::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, FileLimit, ServerLimits,
+    fit_file_limit,
+};
 
 /// The largest package the registry accepts by default.
 pub const DEFAULT_MAX_PACKAGE_BYTES: usize = 64 * 1024 * 1024;

@@ -12,11 +12,13 @@
 
 mod body;
 mod caps;
+mod files;
 mod limits;
 mod progress;
 
 pub use body::{BodyTimeout, body_timeout};
 pub use caps::Refusal;
+pub use files::{FileLimit, fit_file_limit};
 pub use limits::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, ServerLimits};
 pub use progress::Verdict;
 
