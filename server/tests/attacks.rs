@@ -123,7 +123,7 @@ fn router(seen: Arc<Seen>) -> Router {
                 seen.requests.fetch_add(1, Ordering::SeqCst);
                 async move {
                     Body::new(Held {
-                        bytes: Bytes::from(vec![7u8; 4 << 20]),
+                        bytes: Bytes::from(vec![7u8; 32 << 20]),
                         seen,
                     })
                 }
@@ -131,7 +131,7 @@ fn router(seen: Arc<Seen>) -> Router {
         )
 }
 
-/// A 4 MiB response handed out 64 KiB at a time; counts itself released when dropped.
+/// A 32 MiB response (more than loopback's socket buffers hold) handed out 64 KiB at a time; counts itself released when dropped.
 struct Held {
     bytes: Bytes,
     seen: Arc<Seen>,
@@ -488,4 +488,88 @@ async fn a_response_given_no_window_is_dropped_after_the_send_timeout() {
     );
     assert!(ended, "a response given no window kept its connection");
     assert_eq!(server.seen.released.load(Ordering::SeqCst), 1);
+}
+
+/// Reads until the server closes the connection; false if it is still open past `within`.
+async fn cut_within(stream: &mut TlsStream<TcpStream>, within: Duration) -> bool {
+    let mut buffer = vec![0u8; 64 * 1024];
+    tokio::time::timeout(within, async {
+        while let Ok(read) = stream.read(&mut buffer).await {
+            if read == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_after_a_get_is_answered_does_not_keep_the_connection() {
+    let _serial = SERIAL.lock().await;
+    let limits = ServerLimits {
+        // Only the header timeout (1 s) and the idle one (3 s) may act.
+        idle_timeout: Duration::from_secs(3),
+        ..short()
+    };
+    let server = start(limits.clone());
+    let mut stream = tls(&server, &[]).await;
+    // A GET that announces a 10 MB body the handler never reads, then trickles it.
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\ncontent-length: 10000000\r\n\r\n")
+        .await
+        .unwrap();
+    let began = Instant::now();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let trickle = tokio::spawn(async move {
+        loop {
+            if writer.write_all(&[b'a'; 100]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut buffer = vec![0u8; 4096];
+    let cut = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(read) = reader.read(&mut buffer).await {
+            if read == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok();
+    eprintln!("GET with a trickled body: cut {cut} after {:?}", began.elapsed());
+    trickle.abort();
+    assert!(cut, "a trickled body after an answered GET kept the connection");
+    assert_eq!(server.seen.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_behind_a_response_never_read_are_dropped_with_it() {
+    let _serial = SERIAL.lock().await;
+    let limits = short();
+    let server = start(limits.clone());
+    let mut stream = tls(&server, &[]).await;
+    // One large response, then ten thousand requests pipelined behind it, never read.
+    let mut requests = b"GET /big HTTP/1.1\r\nhost: test\r\n\r\n".to_vec();
+    requests.extend(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n".repeat(10_000));
+    let rss_before = rss_kib();
+    let began = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(3), stream.write_all(&requests)).await;
+    // Nothing is read until the send timeout has passed; then what the sockets hold drains
+    // and the connection ends.
+    tokio::time::sleep(limits.send_timeout * 5 / 4 + Duration::from_secs(1)).await;
+    let handled = server.seen.requests.load(Ordering::SeqCst);
+    let cut = cut_within(&mut stream, Duration::from_secs(3)).await;
+    eprintln!(
+        "pipelined: cut {cut} after {:?}, {handled} requests handled, RSS +{} kB",
+        began.elapsed(),
+        rss_kib().saturating_sub(rss_before)
+    );
+    assert!(cut, "a connection with pipelined requests behind a stall stayed open");
+    // Requests wait behind the response in hyper's buffer: none is handled past the stall.
+    assert_eq!(handled, 1, "requests behind a stalled response were handled");
+    assert_eq!(server.seen.released.load(Ordering::SeqCst), 1);
+    legitimate(&server).await;
 }
