@@ -539,9 +539,15 @@ async fn a_body_trickled_after_a_get_is_answered_does_not_keep_the_connection() 
     })
     .await
     .is_ok();
-    eprintln!("GET with a trickled body: cut {cut} after {:?}", began.elapsed());
+    eprintln!(
+        "GET with a trickled body: cut {cut} after {:?}",
+        began.elapsed()
+    );
     trickle.abort();
-    assert!(cut, "a trickled body after an answered GET kept the connection");
+    assert!(
+        cut,
+        "a trickled body after an answered GET kept the connection"
+    );
     assert_eq!(server.seen.requests.load(Ordering::SeqCst), 1);
 }
 
@@ -567,9 +573,15 @@ async fn pipelined_requests_behind_a_response_never_read_are_dropped_with_it() {
         began.elapsed(),
         rss_kib().saturating_sub(rss_before)
     );
-    assert!(cut, "a connection with pipelined requests behind a stall stayed open");
+    assert!(
+        cut,
+        "a connection with pipelined requests behind a stall stayed open"
+    );
     // Requests wait behind the response in hyper's buffer: none is handled past the stall.
-    assert_eq!(handled, 1, "requests behind a stalled response were handled");
+    assert_eq!(
+        handled, 1,
+        "requests behind a stalled response were handled"
+    );
     assert_eq!(server.seen.released.load(Ordering::SeqCst), 1);
     legitimate(&server).await;
 }

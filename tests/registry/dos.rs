@@ -12,6 +12,7 @@ use warden_registry::server::{ApiLimits, ServerLimits};
 
 mod files;
 mod flood;
+mod resets;
 mod shares;
 
 /// A `warden registry serve` child process, killed when dropped.

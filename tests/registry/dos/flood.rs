@@ -41,7 +41,7 @@ pub(super) async fn tcp_from(
     socket.connect(address.parse().unwrap()).await
 }
 
-async fn tls_from(address: &str, ca: &[u8], from: Ipv4Addr, alpn: &[&[u8]]) -> Tls {
+pub(super) async fn tls_from(address: &str, ca: &[u8], from: Ipv4Addr, alpn: &[&[u8]]) -> Tls {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(ca.to_vec()))
