@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden_registry::server::{ApiLimits, ServerLimits};
 
+mod dual_stack;
 mod files;
 mod flood;
 mod resets;
@@ -48,9 +49,13 @@ impl Served {
             }
             None => Command::new(env!("CARGO_BIN_EXE_warden")),
         };
+        command
+            .args(["registry", "serve", "--data"])
+            .arg(data.path());
+        if !extra.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = command
-            .args(["registry", "serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data.path())
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
