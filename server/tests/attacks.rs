@@ -585,3 +585,34 @@ async fn pipelined_requests_behind_a_response_never_read_are_dropped_with_it() {
     assert_eq!(server.seen.released.load(Ordering::SeqCst), 1);
     legitimate(&server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_unfinished_headers_cost_bounded_memory_per_connection() {
+    let _serial = SERIAL.lock().await;
+    let limits = ServerLimits {
+        header_timeout: Duration::from_secs(10),
+        first_byte_timeout: Duration::from_secs(10),
+        ..short()
+    };
+    let server = start(limits);
+    legitimate(&server).await;
+    let rss_before = rss_kib();
+    // 100 connections, each with most of a 400 KB header sent and the block left open.
+    let mut header = b"GET / HTTP/1.1\r\nhost: test\r\nx-pad: ".to_vec();
+    header.resize(390 * 1024, b'a');
+    let mut open = Vec::new();
+    for _ in 0..100 {
+        let mut stream = tls(&server, &[]).await;
+        stream.write_all(&header).await.unwrap();
+        stream.flush().await.unwrap();
+        open.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss_kib().saturating_sub(rss_before);
+    let per_connection = grown / 100;
+    eprintln!("100 connections with 390 KB of unfinished headers: RSS +{grown} kB, {per_connection} kB each (client and server)");
+    legitimate(&server).await;
+    // The server holds at most 64 KiB of unfinished headers per connection; the rest waits
+    // in the socket (the client's side of this process holds its TLS buffers, a few KiB).
+    assert!(per_connection < 128, "{per_connection} kB per connection");
+}
