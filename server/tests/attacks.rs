@@ -487,6 +487,11 @@ async fn a_response_given_no_window_is_dropped_after_the_send_timeout() {
         server.seen.released.load(Ordering::SeqCst)
     );
     assert!(ended, "a response given no window kept its connection");
+    // The stream's task drops the body just after the connection ends.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while server.seen.released.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(server.seen.released.load(Ordering::SeqCst), 1);
 }
 
@@ -596,10 +601,18 @@ async fn large_unfinished_headers_cost_bounded_memory_per_connection() {
     };
     let server = start(limits);
     legitimate(&server).await;
+    // A head of 390 KB (hyper's default buffer took it whole) ends the connection.
+    let mut huge = b"GET / HTTP/1.1\r\nhost: test\r\nx-pad: ".to_vec();
+    huge.resize(390 * 1024, b'a');
+    let mut stream = tls(&server, &[]).await;
+    let _ = stream.write_all(&huge).await;
+    let mut answer = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut answer)).await;
+    assert!(ended.is_ok(), "a 390 KB request head was kept");
+    // 100 connections, each with 60 KiB of a head sent and the head left open.
     let rss_before = rss_kib();
-    // 100 connections, each with most of a 400 KB header sent and the block left open.
     let mut header = b"GET / HTTP/1.1\r\nhost: test\r\nx-pad: ".to_vec();
-    header.resize(390 * 1024, b'a');
+    header.resize(60 * 1024, b'a');
     let mut open = Vec::new();
     for _ in 0..100 {
         let mut stream = tls(&server, &[]).await;
@@ -610,9 +623,11 @@ async fn large_unfinished_headers_cost_bounded_memory_per_connection() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let grown = rss_kib().saturating_sub(rss_before);
     let per_connection = grown / 100;
-    eprintln!("100 connections with 390 KB of unfinished headers: RSS +{grown} kB, {per_connection} kB each (client and server)");
+    eprintln!(
+        "100 connections with 60 KiB of unfinished headers: RSS +{grown} kB, {per_connection} kB each (client and server)"
+    );
     legitimate(&server).await;
-    // The server holds at most 64 KiB of unfinished headers per connection; the rest waits
-    // in the socket (the client's side of this process holds its TLS buffers, a few KiB).
-    assert!(per_connection < 128, "{per_connection} kB per connection");
+    // The server holds at most 64 KiB of an unfinished head per connection (it held 440 KB
+    // with hyper's default); TLS buffers and the task come on top.
+    assert!(per_connection < 192, "{per_connection} kB per connection");
 }
