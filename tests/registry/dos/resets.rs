@@ -44,7 +44,7 @@ fn goaway_code(frames: &[u8]) -> Option<u32> {
 }
 
 #[test]
-fn streams_reset_after_they_are_accepted_do_not_pile_up_work() {
+fn streams_reset_after_they_are_accepted_end_the_connection_and_pile_up_nothing() {
     let served = Served::start(&[]);
     let registry = served.handle();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -114,12 +114,14 @@ fn streams_reset_after_they_are_accepted_do_not_pile_up_work() {
     );
     roots.unwrap();
     assert!(answered_in < Duration::from_secs(5));
-    // h2 counts the resets and ends the connection with ENHANCE_YOUR_CALM long before the
-    // work could pile up.
+    // h2 counts the resets and ends the connection with ENHANCE_YOUR_CALM. How many streams
+    // it takes depends on how many the server had finished before their reset arrived
+    // (128 alone, 26,624 in 5 s under a loaded machine): those are plain requests, which no
+    // rate limit bounds. What must hold is that nothing piles up.
     assert_eq!(goaway, Some(11), "GOAWAY error code");
-    assert!(sent < 2000, "{sent} streams were reset on one connection");
+    let grown = rss_during.saturating_sub(rss_before);
     assert!(
-        threads_during <= threads_before + 64,
-        "{threads_during} threads"
+        grown < 32 * 1024,
+        "{sent} reset streams grew the registry by {grown} kB"
     );
 }
