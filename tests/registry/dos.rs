@@ -13,6 +13,7 @@ use warden_registry::server::{ApiLimits, ServerLimits};
 mod dual_stack;
 mod files;
 mod flood;
+mod json;
 mod resets;
 mod shares;
 
