@@ -160,9 +160,64 @@ impl axum::extract::FromRef<AppState> for Shared {
     }
 }
 
-/// The largest JSON request body (users, tokens, keys): small, so nothing large is read
-/// on any route but publish, which checks the caller before it reads.
-const MAX_JSON_BODY: usize = 64 * 1024;
+/// The largest JSON request body (users, tokens, keys; the largest real one, a key rotation,
+/// is under 1 KiB). Small, because an HTTP/2 client may send one on each of its streams at
+/// once: 64 streams × 64 connections per address × this is what one address can make the
+/// registry hold, and only after it authenticated (see `json_body`).
+const MAX_JSON_BODY: usize = 16 * 1024;
+
+/// Reads a JSON request body. Handlers call it only once the caller is authenticated: with
+/// axum's `Json` extractor the body was read before the handler ran, so anonymous clients
+/// could make the registry buffer a body on every HTTP/2 stream (72 MiB from 16 connections).
+async fn json_body<T: serde::de::DeserializeOwned>(body: axum::body::Body) -> Api<T> {
+    optional_json_body(body).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "send the request's JSON body".into(),
+        )
+    })
+}
+
+/// Like `json_body`, with an empty body read as none.
+async fn optional_json_body<T: serde::de::DeserializeOwned>(
+    body: axum::body::Body,
+) -> Api<Option<T>> {
+    let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
+        .await
+        .map_err(body_error)?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|error| {
+        // As axum's `Json` answered: 422 for a well-formed body of the wrong shape.
+        let status = match error.classify() {
+            serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, format!("the JSON body is not valid: {error}"))
+    })
+}
+
+/// Why a request body could not be read: too large (413), too slow (408), or broken off.
+fn body_error(error: axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a JSON body is at most {MAX_JSON_BODY} bytes"),
+            );
+        }
+        source = cause.source();
+    }
+    match warden_server::body_timeout(&error) {
+        Some(timeout) => ApiError(StatusCode::REQUEST_TIMEOUT, timeout.to_string()),
+        None => ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the request body broke off: {error}"),
+        ),
+    }
+}
 /// How long a client may take to send a package.
 const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -581,9 +636,10 @@ async fn add_key(
     State(store): State<Shared>,
     headers: HeaderMap,
     Path(publisher): Path<String>,
-    Json(body): Json<AddKey>,
+    body: axum::body::Body,
 ) -> Api<Response> {
     let who = caller(&store, &headers, Permissions::MANAGE_KEYS).await?;
+    let body: AddKey = json_body(body).await?;
     let entry = blocking(move || {
         let signed_by = body.signed_by.as_deref().zip(body.signature.as_deref());
         store.add_key(
@@ -613,10 +669,11 @@ async fn revoke_key(
     State(store): State<Shared>,
     headers: HeaderMap,
     Path((publisher, key)): Path<(String, String)>,
-    body: Option<Json<RevokeKey>>,
+    body: axum::body::Body,
 ) -> Api<Response> {
     let who = caller(&store, &headers, Permissions::MANAGE_KEYS).await?;
-    let body = body.map(|Json(body)| body).unwrap_or_default();
+    // The body is optional: none revokes from now.
+    let body: RevokeKey = optional_json_body(body).await?.unwrap_or_default();
     let revoked = blocking(move || {
         let signed_by = body.signed_by.as_deref().zip(body.signature.as_deref());
         store.revoke_key(&who, &publisher, &key, body.revoked_at, signed_by)
@@ -636,9 +693,10 @@ struct NewUser {
 async fn create_user(
     State(store): State<Shared>,
     headers: HeaderMap,
-    Json(body): Json<NewUser>,
+    body: axum::body::Body,
 ) -> Api<Response> {
     let who = caller(&store, &headers, Permissions::MANAGE_USERS).await?;
+    let body: NewUser = json_body(body).await?;
     let user =
         blocking(move || store.create_user(&who, &body.name, &body.roles, body.publisher)).await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
@@ -657,11 +715,12 @@ struct NewToken {
 async fn issue_token(
     State(store): State<Shared>,
     headers: HeaderMap,
-    Json(body): Json<NewToken>,
+    body: axum::body::Body,
 ) -> Answer {
     let who = caller(&store, &headers, Permissions::empty())
         .await
         .map_err(IntoResponse::into_response)?;
+    let body: NewToken = json_body(body).await.map_err(IntoResponse::into_response)?;
     let (token, record) = blocking_answer(move || {
         let user = body.user.unwrap_or_else(|| who.user.name.clone());
         store.issue_token(

@@ -27,13 +27,15 @@ impl hyper::body::Body for Stalled {
     }
 }
 
-/// An anonymous HTTP/2 connection with `streams` requests to `path`, each with 60 KiB of a
-/// 65,000-byte JSON body sent.
+/// An HTTP/2 connection with `streams` requests to `path`, each with `sent` bytes of a JSON
+/// body of `sent` + 1000 bytes, and `token`'s credentials if given.
 async fn stalled_json(
     address: &str,
     ca: &[u8],
     path: &str,
     streams: usize,
+    sent: usize,
+    token: Option<&str>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let tls = tls_from(address, ca, loopback(2), &[b"h2"]).await;
     let io = hyper_util::rt::TokioIo::new(tls);
@@ -46,11 +48,15 @@ async fn stalled_json(
     })];
     for _ in 0..streams {
         let mut sender = sender.clone();
-        let request = hyper::Request::post(format!("https://{address}{path}"))
+        let mut request = hyper::Request::post(format!("https://{address}{path}"))
             .header("content-type", "application/json")
-            .header("content-length", "65000")
+            .header("content-length", (sent + 1000).to_string());
+        if let Some(token) = token {
+            request = request.header("authorization", format!("PAT {token}"));
+        }
+        let request = request
             .body(Stalled {
-                first: Some(Bytes::from(vec![b' '; 60 * 1024])),
+                first: Some(Bytes::from(vec![b' '; sent])),
             })
             .unwrap();
         tasks.push(tokio::spawn(async move {
@@ -61,7 +67,7 @@ async fn stalled_json(
 }
 
 #[test]
-fn anonymous_json_bodies_on_http2_streams_are_not_buffered_per_stream() {
+fn json_bodies_are_read_only_after_authentication_and_bounded_per_stream() {
     let served = Served::start(&[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (address, ca) = (served.address.clone(), served.ca.clone());
@@ -69,7 +75,7 @@ fn anonymous_json_bodies_on_http2_streams_are_not_buffered_per_stream() {
     let held = runtime.block_on(async {
         let mut held = Vec::new();
         for _ in 0..16 {
-            held.extend(stalled_json(&address, &ca, "/v1/users", 64).await);
+            held.extend(stalled_json(&address, &ca, "/v1/users", 64, 60 * 1024, None).await);
         }
         held
     });
@@ -80,6 +86,29 @@ fn anonymous_json_bodies_on_http2_streams_are_not_buffered_per_stream() {
     assert!(
         grown < 16 * 1024,
         "anonymous JSON bodies grew the registry by {grown} kB"
+    );
+    for task in held {
+        task.abort();
+    }
+
+    // A token holder may send bodies, each under the 16 KiB limit: 1024 streams hold at most
+    // 16 MiB, and only for the body timeouts.
+    let token = served.owner.clone();
+    let rss_before = served.status("VmRSS:");
+    let held = runtime.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            let sent = 15 * 1024;
+            held.extend(stalled_json(&address, &ca, "/v1/tokens", 64, sent, Some(&token)).await);
+        }
+        held
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = served.status("VmRSS:").saturating_sub(rss_before);
+    eprintln!("16 authenticated connections x 64 streams x 15 KiB of JSON: RSS +{grown} kB");
+    assert!(
+        grown < 32 * 1024,
+        "JSON bodies grew the registry by {grown} kB"
     );
     for task in held {
         task.abort();
