@@ -218,6 +218,7 @@ fn body_error(error: axum::Error) -> ApiError {
         ),
     }
 }
+
 /// How long a client may take to send a package.
 const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
