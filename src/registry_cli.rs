@@ -95,7 +95,7 @@ pub struct InstallArgs {
 #[derive(Subcommand)]
 pub enum RegistryCommand {
     /// Run the registry: HTTPS (HTTP/2) over rustls, storage in DATA/registry.redb.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Re-verify everything a stopped registry stores: records, files, log and index.
     Check {
         #[arg(long, default_value = "warden-registry", value_name = "DIR")]
@@ -240,6 +240,30 @@ pub struct ServeArgs {
     /// Connections open at once from one IPv4 address (or one IPv6 /64).
     #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_CONNECTIONS_PER_IP, value_name = "N")]
     max_connections_per_ip: usize,
+    /// How long a client may take for its TLS handshake (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    handshake_timeout: Option<String>,
+    /// How long a client may stay silent after its TLS handshake (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    first_byte_timeout: Option<String>,
+    /// How long a request's headers may take to arrive; also the wait for the next request on
+    /// a kept-alive HTTP/1.1 connection (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    header_timeout: Option<String>,
+    /// How long a request body may pause before the request gets 408 (default 15s).
+    #[arg(long, value_name = "DURATION")]
+    body_read_timeout: Option<String>,
+    /// How long a client may leave a response untaken before its connection is closed
+    /// (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    send_timeout: Option<String>,
+    /// How long a connection may stay open with no request in flight (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// The slowest a request or response body may average, per second, once it has run for
+    /// 10 seconds (default 16KiB); lower it for clients on slow links.
+    #[arg(long, value_name = "SIZE")]
+    min_transfer_rate: Option<String>,
     /// Package uploads received at once; more get 503. Each may hold a package in memory while
     /// it is verified.
     #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_UPLOADS, value_name = "N")]
@@ -247,6 +271,13 @@ pub struct ServeArgs {
     /// Package downloads served at once; more get 503. Each holds its package in memory.
     #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_DOWNLOADS, value_name = "N")]
     max_downloads: usize,
+    /// Package uploads one user may have in flight; more get 429.
+    #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_UPLOADS_PER_USER, value_name = "N")]
+    max_uploads_per_user: usize,
+    /// Package downloads one user may have in flight; more get 429. Hosts that share a token
+    /// share its downloads.
+    #[arg(long, default_value_t = warden_registry::server::DEFAULT_MAX_DOWNLOADS_PER_USER, value_name = "N")]
+    max_downloads_per_user: usize,
     /// Live tokens one user may hold.
     #[arg(long, default_value_t = DEFAULT_QUOTAS.tokens_per_user, value_name = "N")]
     max_tokens_per_user: usize,
@@ -266,6 +297,57 @@ pub struct ServeArgs {
     /// over DURATION; past that its requests are refused with 429 until it refills.
     #[arg(long, default_value = "30/1m", value_name = "N/DURATION")]
     auth_failure_rate: String,
+}
+
+/// The connection limits `serve` was given; the library's defaults for the rest.
+fn server_limits(args: &ServeArgs) -> Result<server::ServerLimits, Failure> {
+    let mut limits = server::ServerLimits {
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        ..server::ServerLimits::default()
+    };
+    let timeouts = [
+        (
+            "handshake-timeout",
+            &args.handshake_timeout,
+            &mut limits.handshake_timeout,
+        ),
+        (
+            "first-byte-timeout",
+            &args.first_byte_timeout,
+            &mut limits.first_byte_timeout,
+        ),
+        (
+            "header-timeout",
+            &args.header_timeout,
+            &mut limits.header_timeout,
+        ),
+        (
+            "body-read-timeout",
+            &args.body_read_timeout,
+            &mut limits.body_read_timeout,
+        ),
+        ("send-timeout", &args.send_timeout, &mut limits.send_timeout),
+        ("idle-timeout", &args.idle_timeout, &mut limits.idle_timeout),
+    ];
+    for (flag, text, field) in timeouts {
+        let Some(text) = text else { continue };
+        let duration =
+            parse_duration(text).map_err(|error| Failure::usage(format!("--{flag}: {error}")))?;
+        if duration.is_zero() {
+            return Err(Failure::usage(format!(
+                "--{flag}: a timeout must be longer than 0"
+            )));
+        }
+        *field = duration;
+    }
+    if let Some(text) = &args.min_transfer_rate {
+        let rate = parse_size(text)
+            .map_err(|error| Failure::usage(format!("--min-transfer-rate: {error}")))?;
+        limits.min_body_rate = rate;
+        limits.min_send_rate = rate;
+    }
+    Ok(limits)
 }
 
 /// A rate given as `N/DURATION`: a burst of N, refilled one every DURATION / N.
@@ -606,7 +688,7 @@ pub fn yank_command(node: &str, remote: &Remote) -> Result<(), Failure> {
 
 pub fn registry_command(command: RegistryCommand) -> Result<(), Failure> {
     match command {
-        RegistryCommand::Serve(args) => serve_command(args),
+        RegistryCommand::Serve(args) => serve_command(*args),
         RegistryCommand::Recover {
             data,
             user,
@@ -824,6 +906,18 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         args.tls_key.as_deref(),
     )
     .map_err(Failure::usage)?;
+    let mut limits = server_limits(&args)?;
+    // Descriptors the registry keeps for itself: the database, a spool file per upload in
+    // flight, the runtime's own and the standard streams.
+    let reserve = 32u64.saturating_add(args.max_uploads as u64);
+    let files = server::fit_file_limit(&mut limits, reserve);
+    if let (Some(given), Some(open_files)) = (files.lowered_from, files.open_files) {
+        eprintln!(
+            "warden: warning: --max-connections lowered from {given} to {}: this process may open \
+             only {open_files} files and keeps {reserve} for its own; raise `ulimit -n` for more",
+            limits.max_connections
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -859,15 +953,12 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
                 max_package_bytes: max_package,
                 max_downloads: args.max_downloads,
                 max_uploads: args.max_uploads,
+                max_downloads_per_user: args.max_downloads_per_user,
+                max_uploads_per_user: args.max_uploads_per_user,
                 // Uploads are spooled on the registry's own disk.
                 spool: args.data.clone(),
             },
         );
-        let limits = server::ServerLimits {
-            max_connections: args.max_connections,
-            max_connections_per_ip: args.max_connections_per_ip,
-            ..server::ServerLimits::default()
-        };
         let interrupted = async {
             let _ = tokio::signal::ctrl_c().await;
         };

@@ -3,6 +3,7 @@
 //! The API is described in `docs/registry.md`.
 
 use crate::auth::{self, Permissions, TokenKind};
+use crate::slots::{Busy, Slot, Slots};
 use crate::store::{Caller, DEFAULT_TOKEN_TTL, Store, StoreError};
 use axum::Json;
 use axum::Router;
@@ -17,7 +18,10 @@ use serde_json::json;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-pub use warden_server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, ServerLimits};
+pub use warden_server::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, FileLimit, ServerLimits,
+    fit_file_limit,
+};
 
 /// The largest package the registry accepts by default.
 pub const DEFAULT_MAX_PACKAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -103,9 +107,9 @@ pub struct AppState {
     store: Shared,
     max_package_bytes: usize,
     /// Package downloads in flight; each holds its package in memory until it is sent.
-    downloads: Arc<tokio::sync::Semaphore>,
+    downloads: Arc<Slots>,
     /// Package uploads in flight; each holds its package in memory while it is verified.
-    uploads: Arc<tokio::sync::Semaphore>,
+    uploads: Arc<Slots>,
     /// Where uploads are written while they arrive.
     spool: Arc<PathBuf>,
 }
@@ -114,6 +118,10 @@ pub struct AppState {
 pub const DEFAULT_MAX_DOWNLOADS: usize = 16;
 /// Package uploads received at once by default; more wait for none and get 503.
 pub const DEFAULT_MAX_UPLOADS: usize = 4;
+/// Package downloads one user may have in flight by default; more get 429.
+pub const DEFAULT_MAX_DOWNLOADS_PER_USER: usize = 4;
+/// Package uploads one user may have in flight by default; more get 429.
+pub const DEFAULT_MAX_UPLOADS_PER_USER: usize = 1;
 
 /// What the API holds at once, and where it spools uploads. Memory for packages is bounded by
 /// (`max_downloads` + `max_uploads`) × `max_package_bytes`.
@@ -122,6 +130,10 @@ pub struct ApiLimits {
     pub max_package_bytes: usize,
     pub max_downloads: usize,
     pub max_uploads: usize,
+    /// Downloads and uploads one user may have in flight: a client that moves bytes just
+    /// above the minimum rate holds its slot for long, so one user must not hold them all.
+    pub max_downloads_per_user: usize,
+    pub max_uploads_per_user: usize,
     /// The directory uploads are written to while they arrive (as unnamed files, gone on
     /// every path): the registry's data directory, so they land on the disk the operator
     /// provisioned rather than in a /tmp that may be held in memory.
@@ -135,6 +147,8 @@ impl ApiLimits {
             max_package_bytes: DEFAULT_MAX_PACKAGE_BYTES,
             max_downloads: DEFAULT_MAX_DOWNLOADS,
             max_uploads: DEFAULT_MAX_UPLOADS,
+            max_downloads_per_user: DEFAULT_MAX_DOWNLOADS_PER_USER,
+            max_uploads_per_user: DEFAULT_MAX_UPLOADS_PER_USER,
             spool: spool.into(),
         }
     }
@@ -146,9 +160,65 @@ impl axum::extract::FromRef<AppState> for Shared {
     }
 }
 
-/// The largest JSON request body (users, tokens, keys): small, so nothing large is read
-/// on any route but publish, which checks the caller before it reads.
-const MAX_JSON_BODY: usize = 64 * 1024;
+/// The largest JSON request body (users, tokens, keys; the largest real one, a key rotation,
+/// is under 1 KiB). Small, because an HTTP/2 client may send one on each of its streams at
+/// once: 64 streams × 64 connections per address × this is what one address can make the
+/// registry hold, and only after it authenticated (see `json_body`).
+const MAX_JSON_BODY: usize = 16 * 1024;
+
+/// Reads a JSON request body. Handlers call it only once the caller is authenticated: with
+/// axum's `Json` extractor the body was read before the handler ran, so anonymous clients
+/// could make the registry buffer a body on every HTTP/2 stream (72 MiB from 16 connections).
+async fn json_body<T: serde::de::DeserializeOwned>(body: axum::body::Body) -> Api<T> {
+    optional_json_body(body).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "send the request's JSON body".into(),
+        )
+    })
+}
+
+/// Like `json_body`, with an empty body read as none.
+async fn optional_json_body<T: serde::de::DeserializeOwned>(
+    body: axum::body::Body,
+) -> Api<Option<T>> {
+    let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
+        .await
+        .map_err(body_error)?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|error| {
+        // As axum's `Json` answered: 422 for a well-formed body of the wrong shape.
+        let status = match error.classify() {
+            serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, format!("the JSON body is not valid: {error}"))
+    })
+}
+
+/// Why a request body could not be read: too large (413), too slow (408), or broken off.
+fn body_error(error: axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a JSON body is at most {MAX_JSON_BODY} bytes"),
+            );
+        }
+        source = cause.source();
+    }
+    match warden_server::body_timeout(&error) {
+        Some(timeout) => ApiError(StatusCode::REQUEST_TIMEOUT, timeout.to_string()),
+        None => ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the request body broke off: {error}"),
+        ),
+    }
+}
+
 /// How long a client may take to send a package.
 const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -212,8 +282,12 @@ pub fn api(store: Arc<Store>, limits: ApiLimits) -> Router {
         .with_state(AppState {
             store,
             max_package_bytes: limits.max_package_bytes,
-            downloads: Arc::new(tokio::sync::Semaphore::new(limits.max_downloads.max(1))),
-            uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads.max(1))),
+            downloads: Slots::new(
+                "downloads",
+                limits.max_downloads,
+                limits.max_downloads_per_user,
+            ),
+            uploads: Slots::new("uploads", limits.max_uploads, limits.max_uploads_per_user),
             spool: Arc::new(limits.spool),
         })
 }
@@ -326,12 +400,10 @@ async fn publish(
         return Err(too_large);
     }
     // Held until the package is committed or refused: it bounds the packages in memory.
-    let _permit = app.uploads.try_acquire_owned().map_err(|_| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the registry is receiving as many uploads as it allows; retry shortly".into(),
-        )
-    })?;
+    let _slot = match app.uploads.take(&who.user.name) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(busy(refused)),
+    };
     // Over its publish rate, a caller is refused before its upload is read; an admitted upload
     // has paid already.
     if let Err(error) = store.admit_publish(&who) {
@@ -359,6 +431,17 @@ async fn publish(
     .await?;
     tracing::info!(name = %entry.name, version = %entry.version, "published");
     Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+/// No transfer slot: 503 when the registry is full, 429 when the caller holds its share
+/// (with a `Retry-After` guess: a transfer in flight takes seconds at least).
+fn busy(busy: Busy) -> Response {
+    match busy {
+        Busy::Full(_) => {
+            ApiError(StatusCode::SERVICE_UNAVAILABLE, busy.to_string()).into_response()
+        }
+        Busy::Share(..) => too_many_requests(busy.to_string(), std::time::Duration::from_secs(5)),
+    }
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -477,17 +560,15 @@ async fn download(
     Path((name, version)): Path<(String, String)>,
 ) -> Api<Response> {
     let store = app.store;
-    caller(&store, &headers, Permissions::READ_NODES).await?;
-    let permit = app.downloads.try_acquire_owned().map_err(|_| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the registry is serving as many downloads as it allows; retry shortly".into(),
-        )
-    })?;
+    let who = caller(&store, &headers, Permissions::READ_NODES).await?;
+    let slot = match app.downloads.take(&who.user.name) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(busy(refused)),
+    };
     let bytes = blocking(move || store.package(&name, &version)).await?;
     let body = HeldBody {
         bytes: Bytes::from(bytes),
-        _permit: permit,
+        _slot: slot,
     };
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
@@ -497,11 +578,11 @@ async fn download(
 }
 
 /// A response body that hands out its bytes a slice at a time, so the connection pulls them
-/// as it sends, and keeps its download permit until the last slice is taken or the connection
+/// as it sends, and keeps its download slot until the last slice is taken or the connection
 /// is gone.
 struct HeldBody {
     bytes: Bytes,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl http_body::Body for HeldBody {
@@ -556,9 +637,10 @@ async fn add_key(
     State(store): State<Shared>,
     headers: HeaderMap,
     Path(publisher): Path<String>,
-    Json(body): Json<AddKey>,
+    body: axum::body::Body,
 ) -> Api<Response> {
     let who = caller(&store, &headers, Permissions::MANAGE_KEYS).await?;
+    let body: AddKey = json_body(body).await?;
     let entry = blocking(move || {
         let signed_by = body.signed_by.as_deref().zip(body.signature.as_deref());
         store.add_key(
@@ -588,10 +670,11 @@ async fn revoke_key(
     State(store): State<Shared>,
     headers: HeaderMap,
     Path((publisher, key)): Path<(String, String)>,
-    body: Option<Json<RevokeKey>>,
+    body: axum::body::Body,
 ) -> Api<Response> {
     let who = caller(&store, &headers, Permissions::MANAGE_KEYS).await?;
-    let body = body.map(|Json(body)| body).unwrap_or_default();
+    // The body is optional: none revokes from now.
+    let body: RevokeKey = optional_json_body(body).await?.unwrap_or_default();
     let revoked = blocking(move || {
         let signed_by = body.signed_by.as_deref().zip(body.signature.as_deref());
         store.revoke_key(&who, &publisher, &key, body.revoked_at, signed_by)
@@ -611,9 +694,10 @@ struct NewUser {
 async fn create_user(
     State(store): State<Shared>,
     headers: HeaderMap,
-    Json(body): Json<NewUser>,
+    body: axum::body::Body,
 ) -> Api<Response> {
     let who = caller(&store, &headers, Permissions::MANAGE_USERS).await?;
+    let body: NewUser = json_body(body).await?;
     let user =
         blocking(move || store.create_user(&who, &body.name, &body.roles, body.publisher)).await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
@@ -632,11 +716,12 @@ struct NewToken {
 async fn issue_token(
     State(store): State<Shared>,
     headers: HeaderMap,
-    Json(body): Json<NewToken>,
+    body: axum::body::Body,
 ) -> Answer {
     let who = caller(&store, &headers, Permissions::empty())
         .await
         .map_err(IntoResponse::into_response)?;
+    let body: NewToken = json_body(body).await.map_err(IntoResponse::into_response)?;
     let (token, record) = blocking_answer(move || {
         let user = body.user.unwrap_or_else(|| who.user.name.clone());
         store.issue_token(

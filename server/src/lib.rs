@@ -12,11 +12,13 @@
 
 mod body;
 mod caps;
+mod files;
 mod limits;
 mod progress;
 
 pub use body::{BodyTimeout, body_timeout};
 pub use caps::Refusal;
+pub use files::{FileLimit, fit_file_limit};
 pub use limits::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, ServerLimits};
 pub use progress::Verdict;
 
@@ -218,6 +220,12 @@ impl Connection {
     }
 }
 
+/// The most an HTTP/1.1 connection buffers: a request's head must fit (hyper closes the
+/// connection otherwise). hyper's default, about 400 KB, let each connection hold that much of
+/// an unfinished head for the whole header timeout: 200 MB over 512 connections. Requests to
+/// the registry have heads of well under 8 KiB.
+const H1_MAX_BUFFER: usize = 64 * 1024;
+
 fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper restarts the header timer when a kept-alive connection waits for its next
@@ -225,7 +233,8 @@ fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(H1_MAX_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden_registry::server::{ApiLimits, ServerLimits};
 
+mod dual_stack;
+mod files;
+mod flood;
+mod json;
+mod resets;
+mod shares;
+
 /// A `warden registry serve` child process, killed when dropped.
 struct Served {
     child: Child,
@@ -28,10 +35,28 @@ impl Drop for Served {
 
 impl Served {
     fn start(extra: &[&str]) -> Served {
+        Served::start_with_files(None, extra)
+    }
+
+    /// A child whose open files are limited to `files` (soft and hard), when given.
+    fn start_with_files(files: Option<u64>, extra: &[&str]) -> Served {
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args(["registry", "serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data.path())
+        let mut command = match files {
+            Some(files) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={files}:{files}"));
+                command.arg(env!("CARGO_BIN_EXE_warden"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_warden")),
+        };
+        command
+            .args(["registry", "serve", "--data"])
+            .arg(data.path());
+        if !extra.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -111,7 +136,7 @@ async fn upload_status(address: &str, ca: &[u8], token: &str) -> String {
 
 #[test]
 fn paused_uploads_cost_disk_not_memory_and_uploads_past_the_cap_get_503() {
-    let served = Served::start(&["--max-uploads", "4"]);
+    let served = Served::start(&["--max-uploads", "4", "--max-uploads-per-user", "4"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (address, ca, owner) = (
         served.address.clone(),
