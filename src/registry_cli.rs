@@ -883,7 +883,31 @@ fn revoke_key_command(
     Ok(())
 }
 
+/// Sends the server's own messages to stderr, at the level `$WARDEN_LOG` names (`error`,
+/// `warn`, `info`, `debug` or `trace`; `info` by default).
+fn log_to_stderr() -> Result<(), Failure> {
+    let level = match std::env::var("WARDEN_LOG") {
+        Ok(text) if !text.trim().is_empty() => {
+            text.trim().parse::<tracing::Level>().map_err(|_| {
+                Failure::usage(format!(
+                    "WARDEN_LOG=`{text}`: give error, warn, info, debug or trace"
+                ))
+            })?
+        }
+        _ => tracing::Level::INFO,
+    };
+    // A second call (tests run commands in one process) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+    Ok(())
+}
+
 fn serve_command(args: ServeArgs) -> Result<(), Failure> {
+    log_to_stderr()?;
     let ttl = parse_duration(&args.index_ttl)
         .map_err(|error| Failure::usage(format!("--index-ttl: {error}")))?
         .as_secs();

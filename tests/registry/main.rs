@@ -84,6 +84,21 @@ impl Registry {
         address: &str,
         downloads: usize,
     ) -> Registry {
+        let limits = server::ApiLimits {
+            max_downloads: downloads,
+            ..server::ApiLimits::new(dir.path())
+        };
+        Registry::serve_with(dir, store, owner, address, limits)
+    }
+
+    /// Serves `store` under the API limits given.
+    fn serve_with(
+        dir: tempfile::TempDir,
+        store: Store,
+        owner: String,
+        address: &str,
+        limits: server::ApiLimits,
+    ) -> Registry {
         let public_key = store.public_key();
         let tls = tls::server_config(dir.path(), None, None).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -95,11 +110,7 @@ impl Registry {
             .block_on(tokio::net::TcpListener::bind(address))
             .unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
-        let router = server::router_with(
-            Arc::new(store),
-            server::DEFAULT_MAX_PACKAGE_BYTES,
-            downloads,
-        );
+        let router = server::api(Arc::new(store), limits);
         runtime.spawn(server::serve(listener, tls, router));
         let pem = std::fs::read(tls::dev_certificate_path(dir.path())).unwrap();
         let ca = warden_host::http::certificates_from_pem_or_der(&pem).unwrap()[0].clone();

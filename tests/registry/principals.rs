@@ -66,10 +66,18 @@ fn raw_request(registry: &Registry, source: &str, request: &str) -> (u16, String
 async fn read_answer(
     tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
 ) -> (u16, String) {
+    read_answer_within(tls, Duration::from_secs(10)).await
+}
+
+/// Like `read_answer`, waiting at most `wait`.
+async fn read_answer_within(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    wait: Duration,
+) -> (u16, String) {
     use tokio::io::AsyncReadExt;
     let mut answer = Vec::new();
     // A missing close_notify is not these tests' concern.
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    let _ = tokio::time::timeout(wait, tls.read_to_end(&mut answer)).await;
     let text = String::from_utf8_lossy(&answer).into_owned();
     let head = text
         .split("\r\n\r\n")
@@ -720,10 +728,19 @@ fn failed_authentications_in_flight_together_are_all_counted() {
 
 #[test]
 fn uploads_past_the_publish_rate_are_refused_before_they_are_read() {
-    let registry = start_with(Quotas {
+    // Two uploads in flight are within alice's share of the upload slots: what refuses the
+    // second is the publish rate.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, bootstrap) = Store::open(dir.path(), 3600).unwrap();
+    let limits = server::ApiLimits {
+        max_uploads_per_user: 2,
+        ..server::ApiLimits::new(dir.path())
+    };
+    let store = store.with_quotas(Quotas {
         publishing: Rate::new(1, Duration::from_secs(3600)),
         ..DEFAULT_QUOTAS
     });
+    let registry = Registry::serve_with(dir, store, bootstrap.unwrap(), "127.0.0.1:0", limits);
     let acme = registry.publisher("alice", "acme");
     let upload = format!(
         "POST /v1/packages HTTP/1.1\r\nhost: {}\r\nauthorization: PAT {}\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000000\r\nconnection: close\r\n\r\npartial",
@@ -748,7 +765,14 @@ fn uploads_past_the_publish_rate_are_refused_before_they_are_read() {
         }
         let answers: Vec<_> = stalled
             .into_iter()
-            .map(|mut tls| tokio::spawn(async move { (read_answer(&mut tls).await, tls) }))
+            // The refusal comes at once; the stalled one would get 408 once its body falls
+            // below the minimum rate (10 s), so wait well short of that.
+            .map(|mut tls| {
+                tokio::spawn(async move {
+                    let answer = read_answer_within(&mut tls, Duration::from_secs(4)).await;
+                    (answer, tls)
+                })
+            })
             .collect();
         // One answer comes at once (429); the other upload is still waiting for its body. Keep
         // its connection until the end.
