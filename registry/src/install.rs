@@ -288,6 +288,21 @@ impl HostState {
             .find(|record| record.url == id))
     }
 
+    /// Every record of `table`, in key order.
+    fn every<K: redb::Key + 'static, T: for<'a> Deserialize<'a>>(
+        &self,
+        table: TableDefinition<'_, K, &'static [u8]>,
+    ) -> Result<Vec<T>, InstallError> {
+        let txn = self.db.begin_read().map_err(state)?;
+        let table = txn.open_table(table).map_err(state)?;
+        let mut all = Vec::new();
+        for item in redb::ReadableTable::iter(&table).map_err(state)? {
+            let (_, value) = item.map_err(state)?;
+            all.push(parse(value.value())?);
+        }
+        Ok(all)
+    }
+
     /// The record of the registry with identity `id`.
     pub fn registry_by_id(&self, id: &str) -> Result<Option<RegistryRecord>, InstallError> {
         self.record(REGISTRIES, id)
@@ -295,14 +310,7 @@ impl HostState {
 
     /// Every registry this host has used.
     pub fn registries(&self) -> Result<Vec<RegistryRecord>, InstallError> {
-        let txn = self.db.begin_read().map_err(state)?;
-        let table = txn.open_table(REGISTRIES).map_err(state)?;
-        let mut all = Vec::new();
-        for item in table.iter().map_err(state)? {
-            let (_, value) = item.map_err(state)?;
-            all.push(parse(value.value())?);
-        }
-        Ok(all)
+        self.every(REGISTRIES)
     }
 
     /// The log of registry `id` as far as this host has verified it.
@@ -319,14 +327,7 @@ impl HostState {
 
     /// The publisher changes the operator accepted, oldest first.
     pub fn publisher_changes(&self) -> Result<Vec<PublisherChange>, InstallError> {
-        let txn = self.db.begin_read().map_err(state)?;
-        let table = txn.open_table(PUBLISHER_CHANGES).map_err(state)?;
-        let mut all = Vec::new();
-        for item in table.iter().map_err(state)? {
-            let (_, value) = item.map_err(state)?;
-            all.push(parse(value.value())?);
-        }
-        Ok(all)
+        self.every(PUBLISHER_CHANGES)
     }
 
     /// Records a registry's newly verified state and the log entries that extend what was
@@ -371,14 +372,7 @@ impl HostState {
     }
 
     pub fn all_installed(&self) -> Result<Vec<Installed>, InstallError> {
-        let txn = self.db.begin_read().map_err(state)?;
-        let table = txn.open_table(INSTALLED).map_err(state)?;
-        let mut all = Vec::new();
-        for item in table.iter().map_err(state)? {
-            let (_, value) = item.map_err(state)?;
-            all.push(parse(value.value())?);
-        }
-        Ok(all)
+        self.every(INSTALLED)
     }
 
     /// Records an install (and the publisher change it accepted, if any) in one transaction:

@@ -7,12 +7,10 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::routing::get;
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,89 +18,34 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use warden_server::ServerLimits;
 
+mod support;
+use support::{Held, Served, loopback, rss_kib, short};
+
 /// Counts are process-wide: the tests run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn short() -> ServerLimits {
-    let millis = Duration::from_millis;
-    ServerLimits {
-        handshake_timeout: millis(2000),
-        first_byte_timeout: millis(2000),
-        header_timeout: millis(1000),
-        body_read_timeout: millis(1000),
-        min_body_rate: 64 * 1024,
-        rate_grace: millis(1000),
-        send_timeout: millis(1000),
-        min_send_rate: 64 * 1024,
-        idle_timeout: millis(2000),
-        h2_keep_alive_interval: millis(1000),
-        h2_keep_alive_timeout: millis(1000),
-        h2_max_concurrent_streams: 16,
-        max_connections: 1000,
-        max_connections_per_ip: 1000,
-        shutdown_grace: millis(1000),
-    }
-}
 
 /// What the handlers saw: requests that reached the router, and large responses dropped.
 #[derive(Default)]
 struct Seen {
     requests: AtomicUsize,
-    released: AtomicUsize,
+    released: Arc<AtomicUsize>,
 }
 
 struct TestServer {
     address: SocketAddr,
     ca: CertificateDer<'static>,
     seen: Arc<Seen>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
+    _served: Served,
 }
 
 fn start(limits: ServerLimits) -> TestServer {
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let ca = generated.cert.der().clone();
-    let key = PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ca.clone()], key.into())
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let address = listener.local_addr().unwrap();
-    let listener = {
-        let _entered = runtime.enter();
-        tokio::net::TcpListener::from_std(listener).unwrap()
-    };
     let seen = Arc::new(Seen::default());
-    runtime.spawn(warden_server::serve(
-        listener,
-        Arc::new(config),
-        router(seen.clone()),
-        limits,
-    ));
+    let served = support::serve(limits, router(seen.clone()), std::future::pending());
     TestServer {
-        address,
-        ca,
+        address: served.address,
+        ca: served.ca.clone(),
         seen,
-        runtime: Some(runtime),
+        _served: served,
     }
 }
 
@@ -124,55 +67,15 @@ fn router(seen: Arc<Seen>) -> Router {
                 async move {
                     Body::new(Held {
                         bytes: Bytes::from(vec![7u8; 32 << 20]),
-                        seen,
+                        released: seen.released.clone(),
                     })
                 }
             }),
         )
 }
 
-/// A 32 MiB response (more than loopback's socket buffers hold) handed out 64 KiB at a time; counts itself released when dropped.
-struct Held {
-    bytes: Bytes,
-    seen: Arc<Seen>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.seen.released.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl http_body::Body for Held {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        if self.bytes.is_empty() {
-            return Poll::Ready(None);
-        }
-        let take = self.bytes.len().min(64 * 1024);
-        Poll::Ready(Some(Ok(http_body::Frame::data(self.bytes.split_to(take)))))
-    }
-}
-
 async fn tls(server: &TestServer, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(server.ca.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-    let tcp = TcpStream::connect(server.address).await.unwrap();
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
+    support::tls_to((server.address, &server.ca), loopback(1), alpn)
         .await
         .unwrap()
 }
@@ -288,15 +191,6 @@ impl RawH2 {
         }
         tokio::time::timeout(within, waiting).await.is_ok() || self.is_closed()
     }
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,19 +13,20 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
+use rustls::pki_types::CertificateDer;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use warden_server::{ServerLimits, body_timeout};
+
+mod support;
+use support::{Held, Served, loopback, open_fds, rss_kib, short};
 
 /// Descriptor and memory counts are process-wide: the tests that take them run alone.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -37,42 +38,12 @@ fn big() -> Bytes {
     BYTES.get_or_init(|| Bytes::from(vec![7u8; BIG])).clone()
 }
 
-/// Short limits, so that every timeout fires within a test's seconds.
-fn short() -> ServerLimits {
-    let millis = Duration::from_millis;
-    ServerLimits {
-        handshake_timeout: millis(2000),
-        first_byte_timeout: millis(2000),
-        header_timeout: millis(1000),
-        body_read_timeout: millis(1000),
-        min_body_rate: 64 * 1024,
-        rate_grace: millis(1000),
-        send_timeout: millis(1000),
-        min_send_rate: 64 * 1024,
-        idle_timeout: millis(2000),
-        h2_keep_alive_interval: millis(1000),
-        h2_keep_alive_timeout: millis(1000),
-        h2_max_concurrent_streams: 16,
-        max_connections: 1000,
-        max_connections_per_ip: 1000,
-        shutdown_grace: millis(1000),
-    }
-}
-
 struct TestServer {
     address: SocketAddr,
     ca: CertificateDer<'static>,
     /// Large responses whose body was dropped (sent whole, or the connection gone).
     released: Arc<AtomicUsize>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
+    _served: Served,
 }
 
 fn start(limits: ServerLimits) -> TestServer {
@@ -83,44 +54,13 @@ fn start_with(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> TestServer {
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let ca = generated.cert.der().clone();
-    let key = PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ca.clone()], key.into())
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    // Bound without `block_on`: tests call this from within their own runtime.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let address = listener.local_addr().unwrap();
-    let listener = {
-        let _entered = runtime.enter();
-        tokio::net::TcpListener::from_std(listener).unwrap()
-    };
     let released = Arc::new(AtomicUsize::new(0));
-    runtime.spawn(warden_server::serve_with_shutdown(
-        listener,
-        Arc::new(config),
-        router(released.clone()),
-        limits,
-        shutdown,
-    ));
+    let served = support::serve(limits, router(released.clone()), shutdown);
     TestServer {
-        address,
-        ca,
+        address: served.address,
+        ca: served.ca.clone(),
         released,
-        runtime: Some(runtime),
+        _served: served,
     }
 }
 
@@ -158,51 +98,8 @@ async fn upload(body: Body) -> impl IntoResponse {
     (StatusCode::OK, total.to_string())
 }
 
-/// A large response handed out 64 KiB at a time, like a registry download; counts itself
-/// released when dropped.
-struct Held {
-    bytes: Bytes,
-    released: Arc<AtomicUsize>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.released.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl http_body::Body for Held {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        if self.bytes.is_empty() {
-            return Poll::Ready(None);
-        }
-        let take = self.bytes.len().min(64 * 1024);
-        Poll::Ready(Some(Ok(http_body::Frame::data(self.bytes.split_to(take)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.bytes.len() as u64)
-    }
-}
-
-fn loopback(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
 async fn tcp_from(server: &TestServer, from: IpAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(from, 0))?;
-    socket.connect(server.address).await
+    support::tcp_from(server.address, from).await
 }
 
 /// A TLS connection from `from` (Linux routes all of 127/8 to loopback), offering `alpn`.
@@ -211,20 +108,7 @@ async fn tls_from(
     from: IpAddr,
     alpn: &[&[u8]],
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(server.ca.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-    let tcp = tcp_from(server, from).await?;
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
+    support::tls_to((server.address, &server.ca), from, alpn).await
 }
 
 async fn tls(server: &TestServer) -> TlsStream<TcpStream> {
@@ -292,19 +176,6 @@ where
         closed += 1;
     }
     assert_eq!(closed, count);
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// Polls `condition` every 20 ms for up to `within`.
