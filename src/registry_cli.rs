@@ -12,7 +12,7 @@ use warden_host::limits::{parse_duration, parse_size};
 use warden_host::package;
 use warden_registry::auth::TokenKind;
 use warden_registry::client::{Client, ClientError, Credential};
-use warden_registry::install::{self, HostState, InstallError, InstallRequest};
+use warden_registry::install::{self, InstallError, InstallRequest, InstallState};
 use warden_registry::limits::{DEFAULT_QUOTAS, Quotas, Rate};
 use warden_registry::protocol;
 use warden_registry::server::{self, DEFAULT_MAX_PACKAGE_BYTES};
@@ -51,14 +51,14 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    pub fn open(&self) -> Result<HostState, Failure> {
+    pub fn open(&self) -> Result<InstallState, Failure> {
         let dir = match &self.dir {
             Some(dir) => dir.clone(),
             None => std::env::var_os("HOME")
                 .map(|home| PathBuf::from(home).join(".warden"))
                 .ok_or_else(|| Failure::usage("no --state given and HOME is not set"))?,
         };
-        HostState::open(&dir).map_err(install_failure)
+        InstallState::open(&dir).map_err(install_failure)
     }
 }
 

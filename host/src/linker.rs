@@ -6,12 +6,12 @@
 use crate::bindings::warden::node as wit;
 use crate::capability::{Capabilities, Provider};
 use crate::config::WasmSecurityConfig;
-use crate::state::HostState;
+use crate::state::StoreData;
 use crate::wasi;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
-type Link = fn(&mut Linker<HostState>) -> wasmtime::Result<()>;
+type Link = fn(&mut Linker<StoreData>) -> wasmtime::Result<()>;
 
 /// The host functions of each implemented capability of warden's own WIT package.
 fn warden_interface(bit: Capabilities) -> Option<Link> {
@@ -58,7 +58,7 @@ pub(crate) fn build(
     engine: &Engine,
     config: &WasmSecurityConfig,
     granted: Capabilities,
-) -> wasmtime::Result<Linker<HostState>> {
+) -> wasmtime::Result<Linker<StoreData>> {
     let mut linker = Linker::new(engine);
     wit::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     wit::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;

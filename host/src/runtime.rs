@@ -18,7 +18,7 @@ use crate::models::ModelProvider;
 use crate::network::NetworkPolicy;
 use crate::node_info::NodeInfo;
 use crate::preflight;
-use crate::state::HostState;
+use crate::state::StoreData;
 use crate::storage::{Storage, StorageError};
 use crate::value::{Field, Value, check_inputs};
 use crate::wasi;
@@ -558,7 +558,7 @@ impl Runtime {
 
     fn sandbox(
         &self,
-        linker: &Linker<HostState>,
+        linker: &Linker<StoreData>,
         component: &Component,
         config: &WasmSecurityConfig,
         nodes: Vec<NodeInfo>,
@@ -628,7 +628,7 @@ pub struct PreparedNode {
 }
 
 struct PreparedInner {
-    pre: NodeHostPre<HostState>,
+    pre: NodeHostPre<StoreData>,
     storage: Storage,
     tls: TlsRoots,
     files: Arc<FilesRoot>,
@@ -689,12 +689,12 @@ impl PreparedNode {
         log: RunLog,
         delivery: Delivery,
         files: Option<&std::path::Path>,
-    ) -> Result<Store<HostState>, Error> {
+    ) -> Result<Store<StoreData>, Error> {
         let limits = &self.limits;
         let network = NetworkPolicy::new(self.allowed_hosts.clone(), log.clone());
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.host.resources);
-        let state = HostState {
+        let state = StoreData {
             wasi: wasi::context(&log, self.capabilities, &network, files)?,
             network,
             tls: self.inner.tls.clone(),

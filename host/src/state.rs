@@ -47,7 +47,7 @@ pub const MAX_VARIABLES: usize = 10_000;
 /// count too.
 pub const CHUNK_OVERHEAD: usize = 32;
 
-pub(crate) struct HostState {
+pub(crate) struct StoreData {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limiter: Limiter,
@@ -77,7 +77,7 @@ pub(crate) struct HostState {
     pub models: Option<Arc<ModelProvider>>,
 }
 
-impl WasiView for HostState {
+impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -111,7 +111,7 @@ impl From<StorageError> for HostError {
     }
 }
 
-impl HostState {
+impl StoreData {
     fn check_value_size(&self, what: &str, size: usize, cap: usize) -> Result<(), HostError> {
         if size > cap {
             return Err(HostError::TooLarge(format!(
@@ -148,9 +148,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl types::Host for HostState {}
+impl types::Host for StoreData {}
 
-impl log::Host for HostState {
+impl log::Host for StoreData {
     fn log(&mut self, level: log::Level, message: String) {
         let level = match level {
             log::Level::Trace => Level::Trace,
@@ -163,7 +163,7 @@ impl log::Host for HostState {
     }
 }
 
-impl context::Host for HostState {
+impl context::Host for StoreData {
     fn current(&mut self) -> types::RunContext {
         (&self.context).into()
     }
@@ -175,7 +175,7 @@ impl context::Host for HostState {
     }
 }
 
-impl storage_read::Host for HostState {
+impl storage_read::Host for StoreData {
     fn get(&mut self, scope_: WitScope, key: String) -> Result<Option<Vec<u8>>, HostError> {
         let scope = scope(scope_);
         let key = validate_key(&key)?;
@@ -205,7 +205,7 @@ impl storage_read::Host for HostState {
     }
 }
 
-impl storage_write::Host for HostState {
+impl storage_write::Host for StoreData {
     fn set(&mut self, scope_: WitScope, key: String, value: Vec<u8>) -> Result<(), HostError> {
         let scope = scope(scope_);
         self.writable(scope)?;
@@ -219,7 +219,7 @@ impl storage_write::Host for HostState {
     }
 }
 
-impl storage_delete::Host for HostState {
+impl storage_delete::Host for StoreData {
     fn delete(&mut self, scope_: WitScope, key: String) -> Result<bool, HostError> {
         let scope = scope(scope_);
         self.writable(scope)?;
@@ -248,7 +248,7 @@ pub(crate) fn variables_size(variables: &BTreeMap<String, Value>) -> usize {
         .sum()
 }
 
-impl variables_read::Host for HostState {
+impl variables_read::Host for StoreData {
     fn get(&mut self, name: String) -> Result<Option<types::Value>, HostError> {
         validate_variable_name(&name)?;
         Ok(self.variables.get(&name).cloned().map(Into::into))
@@ -259,7 +259,7 @@ impl variables_read::Host for HostState {
     }
 }
 
-impl variables_write::Host for HostState {
+impl variables_write::Host for StoreData {
     fn set(&mut self, name: String, value: types::Value) -> Result<(), HostError> {
         validate_variable_name(&name)?;
         let value = Value::from(value);
@@ -285,7 +285,7 @@ impl variables_write::Host for HostState {
     }
 }
 
-impl cache_read::Host for HostState {
+impl cache_read::Host for StoreData {
     fn get(&mut self, key: String, scope: CacheScope) -> Result<Option<Vec<u8>>, HostError> {
         let key = validate_key(&key)?;
         Ok(self
@@ -295,7 +295,7 @@ impl cache_read::Host for HostState {
     }
 }
 
-impl cache_write::Host for HostState {
+impl cache_write::Host for StoreData {
     fn set(
         &mut self,
         key: String,
@@ -336,7 +336,7 @@ impl cache_write::Host for HostState {
     }
 }
 
-impl streaming::Host for HostState {
+impl streaming::Host for StoreData {
     fn emit(&mut self, chunk: types::Value) -> Result<(), HostError> {
         let chunk = Value::from(chunk);
         let total = self
@@ -356,7 +356,7 @@ impl streaming::Host for HostState {
     }
 }
 
-impl HostState {
+impl StoreData {
     fn http_limits(&self) -> HttpLimits {
         HttpLimits {
             request_body_bytes: self.limits.http_request_bytes,
@@ -365,7 +365,7 @@ impl HostState {
     }
 }
 
-impl http_get::Host for HostState {
+impl http_get::Host for StoreData {
     async fn fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, HostError> {
         let limits = self.http_limits();
         http::send(
@@ -381,7 +381,7 @@ impl http_get::Host for HostState {
     }
 }
 
-impl http_write::Host for HostState {
+impl http_write::Host for StoreData {
     async fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, HostError> {
         let limits = self.http_limits();
         let methods = [Method::Post, Method::Put, Method::Patch, Method::Delete];
@@ -398,7 +398,7 @@ impl http_write::Host for HostState {
     }
 }
 
-impl functions::Host for HostState {
+impl functions::Host for StoreData {
     async fn call(
         &mut self,
         name: String,
@@ -446,7 +446,7 @@ impl functions::Host for HostState {
     }
 }
 
-impl oauth::Host for HostState {
+impl oauth::Host for StoreData {
     fn access_token(
         &mut self,
         provider: String,
@@ -475,7 +475,7 @@ impl oauth::Host for HostState {
     }
 }
 
-impl token::Host for HostState {
+impl token::Host for StoreData {
     fn get(&mut self, service: String, scopes: Vec<String>) -> Result<String, HostError> {
         let found = self.credentials.as_ref().and_then(|credentials| {
             credentials
@@ -492,7 +492,7 @@ impl token::Host for HostState {
     }
 }
 
-impl a2ui::Host for HostState {
+impl a2ui::Host for StoreData {
     fn render(&mut self, document: String) -> Result<(), HostError> {
         let total = self.rendered_bytes.saturating_add(document.len());
         if total > self.limits.ui_bytes {
@@ -509,7 +509,7 @@ impl a2ui::Host for HostState {
     }
 }
 
-impl HostState {
+impl StoreData {
     fn models(&self) -> Models<'_> {
         Models {
             provider: self.models.as_deref(),
@@ -519,7 +519,7 @@ impl HostState {
     }
 }
 
-impl models::Host for HostState {
+impl models::Host for StoreData {
     async fn embed(
         &mut self,
         model: String,
@@ -543,7 +543,7 @@ impl models::Host for HostState {
     }
 }
 
-impl models::HostGeneration for HostState {
+impl models::HostGeneration for StoreData {
     async fn next(
         &mut self,
         generation: Resource<Generation>,
@@ -561,7 +561,7 @@ impl models::HostGeneration for HostState {
     }
 }
 
-impl websocket::Host for HostState {
+impl websocket::Host for StoreData {
     async fn connect(
         &mut self,
         url: String,
@@ -586,7 +586,7 @@ impl websocket::Host for HostState {
     }
 }
 
-impl HostState {
+impl StoreData {
     fn connection(
         &mut self,
         connection: &Resource<Connection>,
@@ -597,7 +597,7 @@ impl HostState {
     }
 }
 
-impl websocket::HostConnection for HostState {
+impl websocket::HostConnection for StoreData {
     async fn send(
         &mut self,
         connection: Resource<Connection>,

@@ -7,7 +7,7 @@
 use crate::capability::Capabilities;
 use crate::log::{RunLog, Source};
 use crate::network::{Guarded, GuardedLookup, NetworkPolicy};
-use crate::state::HostState;
+use crate::state::StoreData;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -102,8 +102,8 @@ pub fn add_filesystem<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime
 }
 
 /// Links the wasi:sockets interfaces `wanted` names (without versions).
-pub(crate) fn add_sockets(linker: &mut Linker<HostState>, wanted: &[&str]) -> wasmtime::Result<()> {
-    type T = HostState;
+pub(crate) fn add_sockets(linker: &mut Linker<StoreData>, wanted: &[&str]) -> wasmtime::Result<()> {
+    type T = StoreData;
     let has = |name: &str| wanted.contains(&name);
     if has("wasi:sockets/network") {
         sockets::network::add_to_linker::<T, WasiSockets>(linker, &Default::default(), T::sockets)?;

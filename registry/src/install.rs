@@ -200,7 +200,7 @@ impl Installed {
 }
 
 /// A host's install state: `host.redb` and the package files beside it.
-pub struct HostState {
+pub struct InstallState {
     db: Database,
     dir: PathBuf,
 }
@@ -210,11 +210,11 @@ fn parse<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, InstallError> {
         .map_err(|error| InstallError::State(format!("corrupt record: {error}")))
 }
 
-impl HostState {
+impl InstallState {
     /// Opens the state in `dir`, creating it when new. A new `host.redb` is made complete
     /// under a temporary name and then linked into place, so a process killed at any moment
     /// leaves either no state or a whole one (and the next start removes the temporary).
-    pub fn open(dir: &Path) -> Result<HostState, InstallError> {
+    pub fn open(dir: &Path) -> Result<InstallState, InstallError> {
         std::fs::create_dir_all(dir.join("packages")).map_err(|error| {
             InstallError::State(format!("cannot create {}: {error}", dir.display()))
         })?;
@@ -230,7 +230,7 @@ impl HostState {
             InstallError::State(format!("cannot open {}: {error}", path.display()))
         })?;
         check_format(&db, &path)?;
-        Ok(HostState {
+        Ok(InstallState {
             db,
             dir: dir.to_path_buf(),
         })
@@ -750,7 +750,7 @@ pub struct Accepted {
 /// with the identity its roots prove: the root chain, the signature, the expiry, no rollback,
 /// no equivocation. Whatever URL served it, a registry's record is found by its identity.
 pub fn accept_index(
-    host: &HostState,
+    host: &InstallState,
     url: &str,
     signed: &Signed,
     roots: &[SignedRoot],
@@ -1044,7 +1044,7 @@ pub struct SyncReport {
 /// Returns the nodes it blocked.
 pub async fn sync(
     client: &Client,
-    host: &HostState,
+    host: &InstallState,
     now: u64,
 ) -> Result<Vec<Installed>, InstallError> {
     sync_report(client, host, now)
@@ -1056,7 +1056,7 @@ pub async fn sync(
 /// identity, whatever URL it was installed from.
 pub async fn sync_report(
     client: &Client,
-    host: &HostState,
+    host: &InstallState,
     now: u64,
 ) -> Result<SyncReport, InstallError> {
     let verified = fetch_verified(client, host, None, now).await?;
@@ -1122,7 +1122,7 @@ struct Verified {
 /// rollback is refused even if what follows fails).
 async fn fetch_verified(
     client: &Client,
-    host: &HostState,
+    host: &InstallState,
     registry_key: Option<&str>,
     now: u64,
 ) -> Result<Verified, InstallError> {
@@ -1224,7 +1224,7 @@ fn changed_origin(previous: &Installed, id: &str, entry: &IndexEntry) -> Option<
 /// is checked; any failure leaves the installed state as it was.
 pub async fn install(
     client: &Client,
-    host: &HostState,
+    host: &InstallState,
     request: InstallRequest<'_>,
 ) -> Result<Installed, InstallError> {
     if let Some(names) = &request.approve {
@@ -1358,7 +1358,7 @@ pub async fn install(
 /// Refuses a version below the highest this host installed of the name, unless the operator
 /// is accepting a publisher change (another publisher's versions are another line).
 fn check_no_downgrade(
-    host: &HostState,
+    host: &InstallState,
     entry: &IndexEntry,
     accepting_change: bool,
 ) -> Result<(), InstallError> {
@@ -1379,7 +1379,7 @@ fn check_no_downgrade(
 /// Refuses an install that would leave the installed nodes in a combination no single signed
 /// index listed (so a host's nodes all come from one registry, under any of its URLs).
 fn check_one_snapshot(
-    host: &HostState,
+    host: &InstallState,
     entry: &IndexEntry,
     index: &Index,
 ) -> Result<(), InstallError> {
@@ -1526,7 +1526,7 @@ mod tests {
         }
     }
 
-    fn remember(host: &HostState, signed: &Signed, index: &Index) {
+    fn remember(host: &InstallState, signed: &Signed, index: &Index) {
         host.record_verified(
             &RegistryRecord {
                 id: index.registry.clone(),
@@ -1557,7 +1557,7 @@ mod tests {
     #[test]
     fn two_different_indexes_with_one_version_are_refused() {
         let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-        let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        let host = InstallState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
         let key = SigningKey::from_bytes(&[7; 32]);
         let first = index(&key, 5, &[]);
         let signed = first.sign(&key);
@@ -1575,7 +1575,7 @@ mod tests {
     #[test]
     fn a_rewritten_or_shortened_log_is_refused() {
         let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-        let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        let host = InstallState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
         let key = SigningKey::from_bytes(&[7; 32]);
         let seen_log = log(&["1", "2"]);
         let seen = index(&key, 1, &seen_log);
@@ -1642,7 +1642,7 @@ mod tests {
                 .unwrap_or_else(|error| panic!("{error}"));
             txn.commit().unwrap_or_else(|error| panic!("{error}"));
         }
-        let refused = HostState::open(dir.path())
+        let refused = InstallState::open(dir.path())
             .err()
             .map(|error| error.to_string());
         assert!(
@@ -1659,13 +1659,13 @@ mod tests {
         // A start killed while it wrote the new state leaves a torn temporary behind.
         let torn = dir.path().join(format!("{TEMPORARY_PREFIX}4242"));
         std::fs::write(&torn, b"torn").unwrap_or_else(|error| panic!("{error}"));
-        let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        let host = InstallState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
         assert!(!torn.exists());
         assert!(host.all_installed().unwrap_or_default().is_empty());
         drop(host);
         // One left beside a whole state (a start killed while another succeeded) goes too.
         std::fs::write(&torn, b"torn").unwrap_or_else(|error| panic!("{error}"));
-        assert!(HostState::open(dir.path()).is_ok());
+        assert!(InstallState::open(dir.path()).is_ok());
         assert!(!torn.exists());
     }
 
@@ -1753,7 +1753,7 @@ mod tests {
         }
         .sign(&k2);
         let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-        let host = HostState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        let host = InstallState::open(dir.path()).unwrap_or_else(|error| panic!("{error}"));
         let accepted = accept_index(&host, "m", &signed, &grafted, Some(&public(&k2)), 10);
         // The index verifies under R's keys, yet the identity is the thief's: what stops the
         // graft is the log, whose possession proofs name R's identity.

@@ -606,7 +606,7 @@ fn a_first_start_killed_at_any_moment_leaves_nothing_or_a_whole_state() {
             .filter(|name| name.starts_with("host.redb.new"))
             .collect();
         assert!(left.is_empty(), "round {round}: {left:?} left behind");
-        assert!(HostState::open(&state).is_ok());
+        assert!(InstallState::open(&state).is_ok());
     }
     println!(
         "{killed} of 60 first starts killed before they finished, {torn} while the state was being made"

@@ -47,7 +47,7 @@ fn closed<T>(host: Host, command: impl FnOnce(&Path) -> T) -> (Host, T) {
     let Host { _dir, state } = host;
     drop(state);
     let result = command(_dir.path());
-    let state = HostState::open(_dir.path()).unwrap();
+    let state = InstallState::open(_dir.path()).unwrap();
     (Host { _dir, state }, result)
 }
 

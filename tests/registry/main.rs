@@ -19,7 +19,7 @@ use support::*;
 use warden::build::Target;
 use warden_host::package::{self, Manifest};
 use warden_registry::client::{Client, ClientError, Credential};
-use warden_registry::install::{self, HostState, InstallError, InstallRequest, Installed};
+use warden_registry::install::{self, InstallError, InstallRequest, InstallState, Installed};
 use warden_registry::protocol::{Index, Signed, now};
 use warden_registry::store::Store;
 use warden_registry::{server, tls};
@@ -303,13 +303,13 @@ fn status(result: Result<Json, ClientError>) -> u16 {
 
 struct Host {
     _dir: tempfile::TempDir,
-    state: HostState,
+    state: InstallState,
 }
 
 fn host() -> Host {
     let dir = tempfile::tempdir().unwrap();
     Host {
-        state: HostState::open(dir.path()).unwrap(),
+        state: InstallState::open(dir.path()).unwrap(),
         _dir: dir,
     }
 }
@@ -805,7 +805,7 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
     let dir = host._dir.path().to_path_buf();
     drop(host.state);
     let reopened = Host {
-        state: HostState::open(&dir).unwrap(),
+        state: InstallState::open(&dir).unwrap(),
         _dir: host._dir,
     };
     refused(
@@ -1412,7 +1412,7 @@ fn approving_named_capabilities_leaves_hosts_and_limits_pending() {
     let state_dir = tempfile::tempdir().unwrap();
     {
         let host = Host {
-            state: HostState::open(state_dir.path()).unwrap(),
+            state: InstallState::open(state_dir.path()).unwrap(),
             _dir: tempfile::tempdir().unwrap(),
         };
         install(&registry, &host, &acme.token, "widget").unwrap();
