@@ -1669,17 +1669,27 @@ mod tests {
         assert!(!torn.exists());
     }
 
-    #[test]
-    fn the_lineage_follows_signed_rotations_only() {
-        let key = |seed: u8| SigningKey::from_bytes(&[seed; 32]);
-        let public = |key: &SigningKey| hex(key.verifying_key().as_bytes());
-        let added = |new: &SigningKey, by: Option<&SigningKey>| Event::KeyAdded {
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn public(key: &SigningKey) -> String {
+        hex(key.verifying_key().as_bytes())
+    }
+
+    /// `new` added to `acme` of registry `r`, signed in by `by` (a rotation) or not.
+    fn added(new: &SigningKey, by: Option<&SigningKey>) -> Event {
+        Event::KeyAdded {
             publisher: "acme".into(),
             public_key: public(new),
             signed_by: by.map(public),
             signature: by.map(|by| protocol::sign_key_statement("acme", &public(new), by)),
             possession: protocol::sign_possession("r", "acme", new),
-        };
+        }
+    }
+
+    #[test]
+    fn the_lineage_follows_signed_rotations_only() {
         let (a, b, c, other) = (key(1), key(2), key(3), key(4));
         let events = [
             added(&a, None),
@@ -1859,15 +1869,6 @@ mod tests {
 
     #[test]
     fn a_rotation_voided_by_its_signers_back_dated_revocation_leaves_the_lineage() {
-        let key = |seed: u8| SigningKey::from_bytes(&[seed; 32]);
-        let public = |key: &SigningKey| hex(key.verifying_key().as_bytes());
-        let added = |new: &SigningKey, by: Option<&SigningKey>| Event::KeyAdded {
-            publisher: "acme".into(),
-            public_key: public(new),
-            signed_by: by.map(public),
-            signature: by.map(|by| protocol::sign_key_statement("acme", &public(new), by)),
-            possession: protocol::sign_possession("r", "acme", new),
-        };
         let (a, b, c) = (key(1), key(2), key(3));
         // A thief holding `a` signs in `b` at 20, and `b` signs in `c`; the publisher then
         // revokes `a` back to `revoked_at` (an admin's mark: nobody else holds a key).

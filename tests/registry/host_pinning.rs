@@ -13,21 +13,13 @@ fn install_from(
     accept: bool,
     hosts: Option<Vec<String>>,
 ) -> Result<Installed, InstallError> {
-    let (name, version) = match node.split_once('@') {
-        Some((name, version)) => (name, Some(version)),
-        None => (node, None),
-    };
     block_on(install::install(
         &registry.client(token),
         &host.state,
         InstallRequest {
-            name,
-            version,
-            registry_key: Some(&registry.public_key),
             approve_hosts: hosts,
-            now: now(),
             accept_publisher_change: accept,
-            ..InstallRequest::default()
+            ..request_for(registry, node, now())
         },
     ))
 }

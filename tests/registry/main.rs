@@ -324,6 +324,22 @@ fn asking<'a>(name: &'a str, registry_key: Option<&'a str>) -> InstallRequest<'a
     }
 }
 
+/// The request to install `node` (`NAME` or `NAME@VERSION`) from `registry`, checked at `at`,
+/// approving what the package requests.
+fn request_for<'a>(registry: &'a Registry, node: &'a str, at: u64) -> InstallRequest<'a> {
+    let (name, version) = match node.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (node, None),
+    };
+    InstallRequest {
+        name,
+        version,
+        registry_key: Some(&registry.public_key),
+        now: at,
+        ..InstallRequest::default()
+    }
+}
+
 fn install_at(
     registry: &Registry,
     host: &Host,
@@ -331,23 +347,10 @@ fn install_at(
     node: &str,
     at: u64,
 ) -> Result<Installed, InstallError> {
-    let (name, version) = match node.split_once('@') {
-        Some((name, version)) => (name, Some(version)),
-        None => (node, None),
-    };
     block_on(install::install(
         &registry.client(token),
         &host.state,
-        InstallRequest {
-            name,
-            version,
-            registry_key: Some(&registry.public_key),
-            approve: None,
-            approve_hosts: None,
-            approve_limits: None,
-            now: at,
-            accept_publisher_change: false,
-        },
+        request_for(registry, node, at),
     ))
 }
 
