@@ -1,7 +1,7 @@
 //! Host bindings generated from `wit/`, and conversions between them and the library's types.
 
-use crate::node_info::{DataType, Direction, NodeInfo, Pin, Range};
-use crate::value::{Field, Value};
+use crate::node::info::{DataType, Direction, NodeInfo, Pin, Range};
+use crate::node::value::{Field, Value};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -24,8 +24,8 @@ wasmtime::component::bindgen!({
         "warden:node/functions.call": async | trappable,
     },
     with: {
-        "warden:node/models.generation": crate::models::Generation,
-        "warden:node/websocket.connection": crate::websocket::Connection,
+        "warden:node/models.generation": crate::caps::models::Generation,
+        "warden:node/websocket.connection": crate::caps::websocket::Connection,
     },
 });
 
@@ -117,8 +117,8 @@ impl From<wit::Pin> for Pin {
     }
 }
 
-impl From<&crate::context::RunContext> for wit::RunContext {
-    fn from(context: &crate::context::RunContext) -> Self {
+impl From<&crate::node::context::RunContext> for wit::RunContext {
+    fn from(context: &crate::node::context::RunContext) -> Self {
         wit::RunContext {
             run_id: context.run_id.clone(),
             app_id: context.app_id.clone(),

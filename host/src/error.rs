@@ -1,11 +1,11 @@
 //! The errors of loading, preparing and running a node, each with the exit code the CLI uses.
 
-use crate::component::ComponentError;
-use crate::context::InvalidContext;
-use crate::limits::LimitKind;
-use crate::preflight::Refusal;
+use crate::node::component::ComponentError;
+use crate::node::context::InvalidContext;
+use crate::node::value::InputError;
+use crate::policy::limits::LimitKind;
+use crate::policy::preflight::Refusal;
 use crate::storage::StorageError;
-use crate::value::InputError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,7 +50,7 @@ pub enum Error {
     /// A callback of the embedder (a host function or a log, stream or UI sink) panicked or
     /// blocked past the run's deadline: the embedder's fault, not the node's.
     #[error("{0}; the run was stopped")]
-    Callback(#[from] crate::delivery::CallbackFailed),
+    Callback(#[from] crate::runtime::delivery::CallbackFailed),
     /// The host cannot set up a sandbox at all (out of memory or address space).
     #[error(
         "cannot set up a sandbox: {0}; the host is short of memory or address space (see `ulimit -v`)"

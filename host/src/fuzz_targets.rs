@@ -4,11 +4,11 @@
 //! (cargo fuzz, libFuzzer) and the bounded run in `tests/fuzz_parsers.rs` on stable Rust.
 //! None of them may panic, allocate without bound, or hang.
 
-use crate::allowlist::AllowedHosts;
-use crate::embedder::validate_ui;
-use crate::log::{Level, RunLog, Source};
-use crate::node_info::{DataType, Direction, NodeInfo, Pin, Range, check_descriptions};
-use crate::value::{Field, Value, check_inputs, check_outputs};
+use crate::caps::embedder::validate_ui;
+use crate::node::info::{DataType, Direction, NodeInfo, Pin, Range, check_descriptions};
+use crate::node::value::{Field, Value, check_inputs, check_outputs};
+use crate::policy::allowlist::AllowedHosts;
+use crate::runtime::log::{Level, RunLog, Source};
 
 /// Reads structure out of fuzz bytes; past the end every read gives zero or empty.
 struct Input<'a>(&'a [u8]);

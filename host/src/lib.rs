@@ -12,43 +12,33 @@
 //! # Ok(()) }
 //! ```
 
-pub mod allowlist;
+// The layers, from the pure policy up to the runtime; docs/ARCHITECTURE.md is their map.
 mod bindings;
-pub mod capability;
-pub mod component;
-pub mod config;
-pub mod context;
-mod delivery;
-pub mod embedder;
+mod caps;
 pub mod error;
-mod files_quota;
 #[doc(hidden)]
 pub mod fuzz_targets;
-pub mod http;
-mod limiter;
-pub mod limits;
-mod linker;
-pub mod log;
-pub mod models;
-mod network;
-pub mod node_info;
+mod net;
+mod node;
 pub mod package;
-pub mod preflight;
+mod policy;
 mod runtime;
-mod state;
 pub mod storage;
-pub mod value;
-mod wasi;
-pub mod websocket;
+
+// The public modules under the names the crate has always used, whatever layer holds them.
+pub use caps::{embedder, http, models, websocket};
+pub use node::{component, context, info as node_info, value};
+pub use policy::{allowlist, capability, config, limits, preflight};
+pub use runtime::log;
 
 pub use capability::{CAPABILITIES, Capabilities, CapabilityInfo};
 pub use config::WasmSecurityConfig;
 pub use context::RunContext;
-pub use delivery::{CallbackFailed, StreamSink};
 pub use error::Error;
-pub use limiter::LimitExceeded;
 pub use limits::{HostLimits, LimitKind, Limits, Preset};
 pub use node_info::{DataType, Direction, NodeInfo, Pin};
+pub use runtime::delivery::{CallbackFailed, StreamSink};
+pub use runtime::limiter::LimitExceeded;
 pub use runtime::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, EPOCH_TICK, MAX_CONCURRENCY, NodeComponent,
     PreparedNode, RunOutcome, RunRequest, Runtime, RuntimeSettings, WarningSink,

@@ -18,8 +18,8 @@
 //! the canonical bytes decode, so a package's SHA-256 (its content address in the registry and
 //! on hosts) names exactly one manifest and one set of signatures.
 
-use crate::component::{self, WIT_VERSION};
-use crate::preflight;
+use crate::node::component::{self, WIT_VERSION};
+use crate::policy::preflight;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -259,7 +259,7 @@ fn check_fields(manifest: &Manifest) -> Result<(), PackageError> {
     validate_name(&manifest.name)?;
     semver::Version::parse(&manifest.version)
         .map_err(|_| PackageError::BadVersion(manifest.version.clone()))?;
-    crate::allowlist::AllowedHosts::parse(&manifest.allowed_hosts)
+    crate::policy::allowlist::AllowedHosts::parse(&manifest.allowed_hosts)
         .map_err(|error| PackageError::Malformed("manifest", error.to_string()))?;
     manifest
         .limits

@@ -4,7 +4,7 @@
 //! another backend (a filesystem, an object store) is refused rather than rewritten, so a node can
 //! never name a key outside the partition of its scope.
 
-use crate::context::RunContext;
+use crate::node::context::RunContext;
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;

@@ -10,7 +10,7 @@ pub use key::{
 };
 pub use redb_backend::RedbStorage;
 
-use crate::context::RunContext;
+use crate::node::context::RunContext;
 use std::sync::Arc;
 
 /// A backend failure or a refused write.

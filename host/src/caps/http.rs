@@ -7,9 +7,9 @@
 //! the connect cannot redirect it. Request and response bodies, header count and size, and the
 //! time of a request (inside the run's own deadline) are capped.
 
-use crate::allowlist::{Denied, Destination};
 use crate::bindings::wit::{Header, HostError, HttpRequest, HttpResponse, Method};
-use crate::network::NetworkPolicy;
+use crate::net::policy::NetworkPolicy;
+use crate::policy::allowlist::{Denied, Destination};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::client::conn::{http1, http2};
@@ -503,8 +503,8 @@ pub fn certificates_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allowlist::AllowedHosts;
-    use crate::log::RunLog;
+    use crate::policy::allowlist::AllowedHosts;
+    use crate::runtime::log::RunLog;
 
     /// A `Host` (or any reserved header) from the node is refused before anything is sent: it
     /// would let the node pick a virtual host the allowlist never saw.

@@ -1,6 +1,6 @@
 //! Values on pins, their JSON form, and checking inputs against a node's declared pins.
 
-use crate::node_info::{DataType, Direction, NodeInfo};
+use crate::node::info::{DataType, Direction, NodeInfo};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
@@ -281,7 +281,7 @@ pub fn check_inputs(node: &NodeInfo, inputs: Vec<Field>) -> Result<Vec<Field>, I
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node_info::{Pin, Range};
+    use crate::node::info::{Pin, Range};
 
     #[test]
     fn outputs_get_the_checks_inputs_get() {

@@ -5,7 +5,7 @@
 //! ([`WATCH_INTERVAL`]) is the overshoot.
 
 use crate::error::Error;
-use crate::limits::LimitKind;
+use crate::policy::limits::LimitKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

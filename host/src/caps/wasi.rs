@@ -4,10 +4,10 @@
 //! log, clocks and a cryptographically secure random source. No directory is preopened and no
 //! socket is usable unless a capability links them.
 
-use crate::capability::Capabilities;
-use crate::log::{RunLog, Source};
-use crate::network::{Guarded, GuardedLookup, NetworkPolicy};
-use crate::state::StoreData;
+use crate::net::policy::{Guarded, GuardedLookup, NetworkPolicy};
+use crate::policy::capability::Capabilities;
+use crate::runtime::log::{RunLog, Source};
+use crate::runtime::store::StoreData;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The store's resource limiter: memory and table growth, with typed errors naming the limit.
 
-use crate::limits::{LimitKind, Limits};
+use crate::policy::limits::{LimitKind, Limits};
 
 /// The error a run ends with when the sandbox stops it at a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

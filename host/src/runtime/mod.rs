@@ -1,28 +1,34 @@
 //! The runtime: engines with an epoch ticker they own, compile-once caches, and runs.
 
-use crate::allowlist::AllowedHosts;
+pub(crate) mod delivery;
+pub(crate) mod files_quota;
+pub(crate) mod limiter;
+pub(crate) mod linker;
+pub mod log;
+pub(crate) mod store;
+
 use crate::bindings::{NodeHostPre, wit};
-use crate::capability::Capabilities;
-use crate::component::{self, ComponentSummary};
-use crate::config::WasmSecurityConfig;
-use crate::context::RunContext;
-use crate::delivery::{CallbackFailed, Delivery, Sinks, StreamSink, UiSink};
-use crate::embedder::{Credentials, Functions};
+use crate::caps::embedder::{Credentials, Functions};
+use crate::caps::http::TlsRoots;
+use crate::caps::models::ModelProvider;
+use crate::caps::wasi;
+use crate::caps::websocket::Connections;
 use crate::error::Error;
-use crate::http::TlsRoots;
-use crate::limiter::{LimitExceeded, Limiter};
-use crate::limits::{LimitKind, Limits};
-use crate::linker;
-use crate::log::{LogRecord, LogSink, RunLog, Source, one_line};
-use crate::models::ModelProvider;
-use crate::network::NetworkPolicy;
-use crate::node_info::NodeInfo;
-use crate::preflight;
-use crate::state::StoreData;
+use crate::net::policy::NetworkPolicy;
+use crate::node::component::{self, ComponentSummary};
+use crate::node::context::RunContext;
+use crate::node::info::NodeInfo;
+use crate::node::value::{Field, Value, check_inputs};
+use crate::policy::allowlist::AllowedHosts;
+use crate::policy::capability::Capabilities;
+use crate::policy::config::WasmSecurityConfig;
+use crate::policy::limits::{LimitKind, Limits};
+use crate::policy::preflight;
+use crate::runtime::delivery::{CallbackFailed, Delivery, Sinks, StreamSink, UiSink};
+use crate::runtime::limiter::{LimitExceeded, Limiter};
+use crate::runtime::log::{LogRecord, LogSink, RunLog, Source, one_line};
+use crate::runtime::store::StoreData;
 use crate::storage::{Storage, StorageError};
-use crate::value::{Field, Value, check_inputs};
-use crate::wasi;
-use crate::websocket::Connections;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -702,7 +708,7 @@ impl PreparedNode {
             limiter: Limiter::new(limits),
             context: request.context,
             storage: self.inner.storage.clone(),
-            variables_bytes: crate::state::variables_size(&request.variables),
+            variables_bytes: crate::runtime::store::variables_size(&request.variables),
             variables: request.variables,
             log,
             delivery,
@@ -746,7 +752,7 @@ impl PreparedNode {
         if nodes.is_empty() {
             return Err(Error::Trapped("the component describes no nodes".into()));
         }
-        crate::node_info::check_descriptions(&nodes).map_err(Error::InvalidDescription)?;
+        crate::node::info::check_descriptions(&nodes).map_err(Error::InvalidDescription)?;
         Ok(nodes)
     }
 
@@ -777,7 +783,7 @@ impl PreparedNode {
         };
         let quota = self.limits.host.files_bytes;
         if let Some(dir) = &files {
-            crate::files_quota::check(dir, quota).await?;
+            crate::runtime::files_quota::check(dir, quota).await?;
         }
         let mut store = self.store(request, log.clone(), delivery.clone(), files.as_deref())?;
         let inputs: Vec<wit::Field> = inputs.into_iter().map(Into::into).collect();
@@ -792,7 +798,7 @@ impl PreparedNode {
             // The directory is measured while the node runs; over its quota, the run ends.
             Some(dir) => tokio::select! {
                 result = with_timeout(self.limits.timeout, call) => result,
-                over = crate::files_quota::watch(dir, quota) => Err(over),
+                over = crate::runtime::files_quota::watch(dir, quota) => Err(over),
             },
             None => with_timeout(self.limits.timeout, call).await,
         };
@@ -854,7 +860,7 @@ impl PreparedNode {
             outputs,
             self.limits.host.output_bytes,
         )?;
-        crate::value::check_outputs(info, outputs).map_err(Error::InvalidOutput)
+        crate::node::value::check_outputs(info, outputs).map_err(Error::InvalidOutput)
     }
 }
 

@@ -1,11 +1,11 @@
 //! The `websocket` capability: connections to allowlisted hosts over the same checks and TLS as
 //! HTTP (the address connected to is one that was checked), with a cap on message size.
 
-use crate::allowlist::Denied;
 use crate::bindings::warden::node::websocket::Message;
 use crate::bindings::wit::{Header, HostError};
-use crate::http::{self, TlsRoots};
-use crate::network::NetworkPolicy;
+use crate::caps::http::{self, TlsRoots};
+use crate::net::policy::NetworkPolicy;
+use crate::policy::allowlist::Denied;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -318,8 +318,8 @@ mod tests {
         drop((second, third, fourth));
         assert_eq!((a.open(), b.open(), runtime.open()), (0, 0, 0));
     }
-    use crate::allowlist::AllowedHosts;
-    use crate::log::RunLog;
+    use crate::policy::allowlist::AllowedHosts;
+    use crate::runtime::log::RunLog;
 
     fn header(name: &str, value: &str) -> Header {
         Header {

@@ -5,11 +5,11 @@
 //! The endpoint is the operator's, so it does not need the node's `allowed_hosts`; the node can
 //! reach nothing else through it, and the model names it may use can be restricted.
 
-use crate::allowlist::{AllowedHosts, Destination};
 use crate::bindings::wit::{Header, HostError, Method};
-use crate::http::{self, TlsRoots};
-use crate::log::RunLog;
-use crate::network::NetworkPolicy;
+use crate::caps::http::{self, TlsRoots};
+use crate::net::policy::NetworkPolicy;
+use crate::policy::allowlist::{AllowedHosts, Destination};
+use crate::runtime::log::RunLog;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value as Json, json};
@@ -36,7 +36,10 @@ impl std::fmt::Debug for ModelProvider {
             .field("endpoint", &self.endpoint)
             .field(
                 "api_key",
-                &self.api_key.as_ref().map(|_| crate::embedder::REDACTED),
+                &self
+                    .api_key
+                    .as_ref()
+                    .map(|_| crate::caps::embedder::REDACTED),
             )
             .field("models", &self.models)
             .finish()
@@ -189,7 +192,7 @@ impl Models<'_> {
             let excerpt = read_excerpt(response.into_body()).await;
             let excerpt = match &provider.api_key {
                 Some(key) if !key.is_empty() => {
-                    excerpt.replace(key.as_str(), crate::embedder::REDACTED)
+                    excerpt.replace(key.as_str(), crate::caps::embedder::REDACTED)
                 }
                 _ => excerpt,
             };

@@ -1,6 +1,6 @@
 //! What a component says about the nodes it provides.
 
-use crate::value::Value;
+use crate::node::value::Value;
 use serde::Serialize;
 use serde_json::json;
 

@@ -4,10 +4,10 @@
 //! interfaces means a mistake in the preflight still cannot hand a node a function.
 
 use crate::bindings::warden::node as wit;
-use crate::capability::{Capabilities, Provider};
-use crate::config::WasmSecurityConfig;
-use crate::state::StoreData;
-use crate::wasi;
+use crate::caps::wasi;
+use crate::policy::capability::{Capabilities, Provider};
+use crate::policy::config::WasmSecurityConfig;
+use crate::runtime::store::StoreData;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -90,7 +90,7 @@ pub(crate) fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capability::CAPABILITIES;
+    use crate::policy::capability::CAPABILITIES;
 
     #[test]
     fn the_table_says_which_capabilities_link_functions() {

@@ -1,9 +1,9 @@
 //! Capabilities the embedder serves: `functions` (host functions it registers), `oauth` and
 //! `token` (credentials it holds), `a2ui` (UI documents it renders).
 
-use crate::allowlist::AllowedHosts;
-use crate::capability::Capabilities;
-use crate::value::Field;
+use crate::node::value::Field;
+use crate::policy::allowlist::AllowedHosts;
+use crate::policy::capability::Capabilities;
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::fmt;
@@ -101,10 +101,10 @@ pub(crate) fn covers(held: &[String], wanted: &[String]) -> bool {
     wanted.iter().all(|scope| held.contains(scope))
 }
 
-pub use crate::delivery::UiSink;
+pub use crate::runtime::delivery::UiSink;
 
 /// The a2ui schema, shipped in docs/ and compiled in.
-pub const A2UI_SCHEMA: &str = include_str!("../../docs/a2ui.schema.json");
+pub const A2UI_SCHEMA: &str = include_str!("../../../docs/a2ui.schema.json");
 /// The largest UI document accepted, in bytes.
 pub const MAX_UI_BYTES: usize = 256 * 1024;
 /// The deepest nesting of a UI document.

@@ -1,8 +1,8 @@
 //! `WasmSecurityConfig`: everything that decides what a node may do.
 
-use crate::allowlist::AllowedHosts;
-use crate::capability::Capabilities;
-use crate::limits::Limits;
+use crate::policy::allowlist::AllowedHosts;
+use crate::policy::capability::Capabilities;
+use crate::policy::limits::Limits;
 
 /// The sandbox settings for one node.
 #[derive(Clone, Debug, PartialEq, Eq)]

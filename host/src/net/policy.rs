@@ -11,8 +11,8 @@
 //!   name afterwards changes nothing.
 //! - Nodes may bind only ephemeral ports: they connect out, they do not listen.
 
-use crate::allowlist::{AllowedHosts, canonical_ip};
-use crate::log::{Level, RunLog, Source};
+use crate::policy::allowlist::{AllowedHosts, canonical_ip};
+use crate::runtime::log::{Level, RunLog, Source};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -80,7 +80,7 @@ impl NetworkPolicy {
     pub fn check_url(
         &self,
         url: &str,
-    ) -> Result<crate::allowlist::Destination, crate::allowlist::Denied> {
+    ) -> Result<crate::policy::allowlist::Destination, crate::policy::allowlist::Denied> {
         self.allowed.check_url(url)
     }
 
@@ -88,10 +88,10 @@ impl NetworkPolicy {
     pub fn check_http_url(
         &self,
         url: &str,
-    ) -> Result<crate::allowlist::Destination, crate::allowlist::Denied> {
+    ) -> Result<crate::policy::allowlist::Destination, crate::policy::allowlist::Denied> {
         let destination = self.allowed.check_url(url)?;
         if destination.scheme != "http" && destination.scheme != "https" {
-            return Err(crate::allowlist::Denied {
+            return Err(crate::policy::allowlist::Denied {
                 destination: url.to_string(),
                 reason: format!(
                     "HTTP requests use http or https, not {}",
@@ -106,9 +106,9 @@ impl NetworkPolicy {
     /// Checks an address a name resolved to for a destination.
     pub fn check_resolved(
         &self,
-        destination: &crate::allowlist::Destination,
+        destination: &crate::policy::allowlist::Destination,
         address: IpAddr,
-    ) -> Result<(), crate::allowlist::Denied> {
+    ) -> Result<(), crate::policy::allowlist::Denied> {
         self.allowed.check_resolved(destination, address)
     }
 

@@ -1,9 +1,9 @@
 //! The preflight: before anything is instantiated, map each import of a component to the
 //! capability that provides it and refuse the node unless every one is granted.
 
-use crate::capability::{self, Capabilities, Provider};
-use crate::component::{self, WIT_VERSION, split_version};
-use crate::config::WasmSecurityConfig;
+use crate::node::component::{self, WIT_VERSION, split_version};
+use crate::policy::capability::{self, Capabilities, Provider};
+use crate::policy::config::WasmSecurityConfig;
 use std::fmt;
 
 /// Interfaces every node may import: the `base` world and the WASI a `wasm32-wasip2` build

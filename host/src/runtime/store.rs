@@ -11,21 +11,21 @@ use crate::bindings::warden::node::{
 use crate::bindings::wit::{
     CacheScope, HostError, HttpRequest, HttpResponse, Method, Scope as WitScope,
 };
-use crate::capability::Capabilities;
-use crate::context::RunContext;
-use crate::delivery::{CallbackFailed, Delivery, panic_message};
-use crate::embedder::{Credentials, Functions, covers, validate_ui};
-use crate::http::{self, HttpLimits, TlsRoots};
-use crate::limiter::Limiter;
-use crate::limits::HostLimits;
-use crate::log::{Level, RunLog, Source};
-use crate::models::{Generation, ModelProvider, Models};
-use crate::network::NetworkPolicy;
+use crate::caps::embedder::{Credentials, Functions, covers, validate_ui};
+use crate::caps::http::{self, HttpLimits, TlsRoots};
+use crate::caps::models::{Generation, ModelProvider, Models};
+use crate::caps::websocket::Connection;
+use crate::net::policy::NetworkPolicy;
+use crate::node::context::RunContext;
+use crate::node::value::Value;
+use crate::policy::capability::Capabilities;
+use crate::policy::limits::HostLimits;
+use crate::runtime::delivery::{CallbackFailed, Delivery, panic_message};
+use crate::runtime::limiter::Limiter;
+use crate::runtime::log::{Level, RunLog, Source};
 use crate::storage::{
     KeyError, Scope, Storage, StorageError, cache_partition, validate_key, validate_prefix,
 };
-use crate::value::Value;
-use crate::websocket::Connection;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -63,9 +63,9 @@ pub(crate) struct StoreData {
     /// Bytes of UI documents rendered so far.
     pub rendered_bytes: usize,
     /// The run's open WebSocket connections.
-    pub connections: crate::websocket::Connections,
+    pub connections: crate::caps::websocket::Connections,
     /// The runtime's open WebSocket connections, over all runs, and their cap.
-    pub runtime_connections: (crate::websocket::Connections, usize),
+    pub runtime_connections: (crate::caps::websocket::Connections, usize),
     pub limits: HostLimits,
     pub deadline: Instant,
     pub network: Arc<NetworkPolicy>,
@@ -422,7 +422,7 @@ impl functions::Host for StoreData {
         let handler = function.handler.clone();
         let arguments = arguments
             .into_iter()
-            .map(crate::value::Field::from)
+            .map(crate::node::value::Field::from)
             .collect();
         // On a blocking thread: the handler may wait on anything, and the run's timeout still
         // ends the run by dropping this future (the thread finishes on its own).
@@ -571,7 +571,7 @@ impl websocket::Host for StoreData {
         let slot = self
             .connections
             .take(self.limits.connections, runtime, *runtime_cap)?;
-        let connection = crate::websocket::connect(
+        let connection = crate::caps::websocket::connect(
             &self.tls,
             &self.network,
             &url,
