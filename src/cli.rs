@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use warden_host::allowlist::AllowedHosts;
-use warden_host::http::certificates_from_pem_or_der;
 use warden_host::limits::{MAX_TIMEOUT, parse_duration, parse_size};
 use warden_host::log::LogRecord;
 use warden_host::models::ModelProvider;
 use warden_host::package;
+use warden_host::tls::certificates_from_pem_or_der;
 use warden_host::{
     CAPABILITIES, Capabilities, DataType, Error, Limits, NodeComponent, NodeInfo, Preset,
     RunContext, RunRequest, Runtime, RuntimeSettings, Storage, Value, WasmSecurityConfig,
@@ -589,13 +589,8 @@ fn verify_command(
 fn capability_list() -> String {
     let mut text = String::new();
     for info in CAPABILITIES {
-        let state = if info.implemented {
-            ""
-        } else {
-            " (declared in WIT; this host does not provide it yet)"
-        };
         text += &format!(
-            "{:#07x}  {:<16} {}{state}\n",
+            "{:#07x}  {:<16} {}\n",
             info.bit.bits(),
             info.name,
             info.summary
@@ -615,7 +610,7 @@ fn compound_list() -> String {
 /// The capability table as Markdown, generated from the same table the host links from.
 pub fn capability_markdown() -> String {
     let mut text = String::from(
-        "| bit | name | world | imports | grants | provided |\n|---|---|---|---|---|---|\n",
+        "| bit | name | world | imports | grants |\n|---|---|---|---|---|\n",
     );
     for info in CAPABILITIES {
         let imports: Vec<String> = info
@@ -623,9 +618,8 @@ pub fn capability_markdown() -> String {
             .iter()
             .map(|interface| format!("`{interface}`"))
             .collect();
-        let provided = if info.implemented { "yes" } else { "not yet" };
         text += &format!(
-            "| {:#x} | `{}` | `{}` | {} | {} | {provided} |\n",
+            "| {:#x} | `{}` | `{}` | {} | {} |\n",
             info.bit.bits(),
             info.name,
             info.world,

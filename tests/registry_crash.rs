@@ -100,7 +100,7 @@ fn sigkill_during_publishes_loses_nothing_acknowledged_and_leaves_nothing_torn()
         .owner
         .clone()
         .expect("a new registry shows its owner token");
-    let ca = warden_host::http::certificates_from_pem_or_der(
+    let ca = warden_host::tls::certificates_from_pem_or_der(
         &std::fs::read(data.path().join("tls/cert.pem")).unwrap(),
     )
     .unwrap();

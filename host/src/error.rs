@@ -50,7 +50,7 @@ pub enum Error {
     /// A callback of the embedder (a host function or a log, stream or UI sink) panicked or
     /// blocked past the run's deadline: the embedder's fault, not the node's.
     #[error("{0}; the run was stopped")]
-    Callback(#[from] crate::runtime::delivery::CallbackFailed),
+    Callback(#[from] crate::output::delivery::CallbackFailed),
     /// The host cannot set up a sandbox at all (out of memory or address space).
     #[error(
         "cannot set up a sandbox: {0}; the host is short of memory or address space (see `ulimit -v`)"

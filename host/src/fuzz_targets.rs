@@ -7,8 +7,8 @@
 use crate::caps::embedder::validate_ui;
 use crate::node::info::{DataType, Direction, NodeInfo, Pin, Range, check_descriptions};
 use crate::node::value::{Field, Value, check_inputs, check_outputs};
+use crate::output::log::{Level, RunLog, Source};
 use crate::policy::allowlist::AllowedHosts;
-use crate::runtime::log::{Level, RunLog, Source};
 
 /// Reads structure out of fuzz bytes; past the end every read gives zero or empty.
 struct Input<'a>(&'a [u8]);

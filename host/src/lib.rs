@@ -20,6 +20,7 @@ pub mod error;
 pub mod fuzz_targets;
 mod net;
 mod node;
+mod output;
 pub mod package;
 mod policy;
 mod runtime;
@@ -27,9 +28,10 @@ pub mod storage;
 
 // The public modules under the names the crate has always used, whatever layer holds them.
 pub use caps::{embedder, http, models, websocket};
+pub use net::tls;
 pub use node::{component, context, info as node_info, value};
+pub use output::log;
 pub use policy::{allowlist, capability, config, limits, preflight};
-pub use runtime::log;
 
 pub use capability::{CAPABILITIES, Capabilities, CapabilityInfo};
 pub use config::WasmSecurityConfig;
@@ -37,7 +39,7 @@ pub use context::RunContext;
 pub use error::Error;
 pub use limits::{HostLimits, LimitKind, Limits, Preset};
 pub use node_info::{DataType, Direction, NodeInfo, Pin};
-pub use runtime::delivery::{CallbackFailed, StreamSink};
+pub use output::delivery::{CallbackFailed, StreamSink};
 pub use runtime::limiter::LimitExceeded;
 pub use runtime::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, EPOCH_TICK, MAX_CONCURRENCY, NodeComponent,

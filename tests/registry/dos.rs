@@ -75,7 +75,7 @@ impl Served {
             }
         }
         let pem = std::fs::read(tls::dev_certificate_path(data.path())).unwrap();
-        let ca = warden_host::http::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
+        let ca = warden_host::tls::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
         Served {
             child,
             address: address.expect("the registry prints where it listens"),
@@ -244,7 +244,7 @@ fn start_strict(server_limits: ServerLimits) -> Registry {
         std::future::pending(),
     ));
     let pem = std::fs::read(tls::dev_certificate_path(dir.path())).unwrap();
-    let ca = warden_host::http::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
+    let ca = warden_host::tls::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
     Registry {
         owner: bootstrap.unwrap(),
         dir,

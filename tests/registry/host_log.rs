@@ -62,7 +62,7 @@ fn serve_router(dir: &Path, router: axum::Router) -> (String, Vec<u8>, tokio::ru
     let url = format!("https://{}", listener.local_addr().unwrap());
     runtime.spawn(server::serve(listener, tls, router));
     let pem = std::fs::read(tls::dev_certificate_path(dir)).unwrap();
-    let ca = warden_host::http::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
+    let ca = warden_host::tls::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
     (url, ca, runtime)
 }
 

@@ -113,7 +113,7 @@ impl Registry {
         let router = server::api(Arc::new(store), limits);
         runtime.spawn(server::serve(listener, tls, router));
         let pem = std::fs::read(tls::dev_certificate_path(dir.path())).unwrap();
-        let ca = warden_host::http::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
+        let ca = warden_host::tls::certificates_from_pem_or_der(&pem).unwrap()[0].clone();
         Registry {
             owner,
             dir,

@@ -5,16 +5,20 @@
 //! The endpoint is the operator's, so it does not need the node's `allowed_hosts`; the node can
 //! reach nothing else through it, and the model names it may use can be restricted.
 
+use super::Views;
+use crate::bindings::warden::node::models;
 use crate::bindings::wit::{Header, HostError, Method};
-use crate::caps::http::{self, TlsRoots};
+use crate::net::client as http;
 use crate::net::policy::NetworkPolicy;
+use crate::net::tls::TlsRoots;
+use crate::output::log::RunLog;
 use crate::policy::allowlist::{AllowedHosts, Destination};
-use crate::runtime::log::RunLog;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value as Json, json};
 use std::collections::VecDeque;
 use url::{Host, Url};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 /// Bytes of one model response (a generation or a batch of embeddings).
 pub const MAX_MODEL_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
@@ -408,6 +412,81 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HostError> {
 
 fn malformed(what: &str) -> HostError {
     HostError::Unavailable(format!("the model provider's answer is malformed: {what}"))
+}
+
+/// What the models host functions may touch: the provider, the TLS trust, the run's log, and
+/// the resource table that holds open generations.
+pub(crate) struct View<'a> {
+    pub provider: Option<&'a ModelProvider>,
+    pub tls: &'a TlsRoots,
+    pub log: &'a RunLog,
+    pub table: &'a mut ResourceTable,
+}
+
+impl View<'_> {
+    fn models(&self) -> Models<'_> {
+        Models {
+            provider: self.provider,
+            tls: self.tls,
+            log: self.log,
+        }
+    }
+}
+
+struct ModelsFamily;
+
+impl HasData for ModelsFamily {
+    type Data<'a> = View<'a>;
+}
+
+pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+    match interface {
+        "warden:node/models" => models::add_to_linker::<T, ModelsFamily>(linker, T::models)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+impl models::Host for View<'_> {
+    async fn embed(
+        &mut self,
+        model: String,
+        inputs: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, HostError> {
+        self.models().embed(model, inputs).await
+    }
+
+    async fn generate(&mut self, request: models::GenerationRequest) -> Result<String, HostError> {
+        self.models().generate(request).await
+    }
+
+    async fn generate_stream(
+        &mut self,
+        request: models::GenerationRequest,
+    ) -> Result<Resource<Generation>, HostError> {
+        let generation = self.models().generate_stream(request).await?;
+        self.table
+            .push(generation)
+            .map_err(|error| HostError::Unavailable(format!("too many open generations: {error}")))
+    }
+}
+
+impl models::HostGeneration for View<'_> {
+    async fn next(
+        &mut self,
+        generation: Resource<Generation>,
+    ) -> Result<Option<String>, HostError> {
+        let generation = self
+            .table
+            .get_mut(&generation)
+            .map_err(|error| HostError::Invalid(format!("not an open generation: {error}")))?;
+        generation.next().await
+    }
+
+    fn drop(&mut self, generation: Resource<Generation>) -> wasmtime::Result<()> {
+        self.table.delete(generation)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

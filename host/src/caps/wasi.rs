@@ -4,10 +4,9 @@
 //! log, clocks and a cryptographically secure random source. No directory is preopened and no
 //! socket is usable unless a capability links them.
 
-use crate::net::policy::{Guarded, GuardedLookup, NetworkPolicy};
+use crate::net::policy::NetworkPolicy;
+use crate::output::log::{RunLog, Source};
 use crate::policy::capability::Capabilities;
-use crate::runtime::log::{RunLog, Source};
-use crate::runtime::store::StoreData;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,10 +15,9 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
-use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
-use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsCtxView, WasiSocketsView};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiView};
 use wasmtime_wasi_io::bytes::Bytes;
 
@@ -67,72 +65,69 @@ pub(crate) fn context(
 
 struct Io;
 
+fn table<T: WasiView>(state: &mut T) -> &mut ResourceTable {
+    state.ctx().table
+}
+
 impl HasData for Io {
     type Data<'a> = &'a mut ResourceTable;
 }
 
-/// Links wasi:io, wasi:clocks, wasi:random and wasi:cli: what every wasip2 node imports.
-pub fn add_baseline<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+/// Links one WASI interface of the baseline (wasi:io, wasi:clocks, wasi:random, wasi:cli: what
+/// every wasip2 node imports) or of wasi:filesystem; false if `interface` is neither. Which of
+/// them a run gets is `policy::preflight`'s `BASELINE` and `FILESYSTEM`, read by the linker.
+pub(crate) fn link<T: WasiView + 'static>(
+    linker: &mut Linker<T>,
+    interface: &str,
+) -> wasmtime::Result<bool> {
     use wasmtime_wasi_io::bindings::wasi::io;
-    io::error::add_to_linker::<T, Io>(linker, |state| state.ctx().table)?;
-    io::poll::add_to_linker::<T, Io>(linker, |state| state.ctx().table)?;
-    io::streams::add_to_linker::<T, Io>(linker, |state| state.ctx().table)?;
-    clocks::wall_clock::add_to_linker::<T, WasiClocks>(linker, T::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(linker, T::clocks)?;
-    random::random::add_to_linker::<T, WasiRandom>(linker, T::random)?;
-    random::insecure::add_to_linker::<T, WasiRandom>(linker, T::random)?;
-    random::insecure_seed::add_to_linker::<T, WasiRandom>(linker, T::random)?;
-    cli::environment::add_to_linker::<T, WasiCli>(linker, T::cli)?;
-    cli::exit::add_to_linker::<T, WasiCli>(linker, T::cli)?;
-    cli::stdin::add_to_linker::<T, WasiCli>(linker, T::cli)?;
-    cli::stdout::add_to_linker::<T, WasiCli>(linker, T::cli)?;
-    cli::stderr::add_to_linker::<T, WasiCli>(linker, T::cli)?;
-    cli::terminal_input::add_to_linker::<T, WasiCli>(linker, T::cli)?;
-    cli::terminal_output::add_to_linker::<T, WasiCli>(linker, T::cli)?;
-    cli::terminal_stdin::add_to_linker::<T, WasiCli>(linker, T::cli)?;
-    cli::terminal_stdout::add_to_linker::<T, WasiCli>(linker, T::cli)?;
-    cli::terminal_stderr::add_to_linker::<T, WasiCli>(linker, T::cli)?;
-    Ok(())
-}
-
-/// Links wasi:filesystem; the context preopens only the node instance's private directory.
-pub fn add_filesystem<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    filesystem::types::add_to_linker::<T, WasiFilesystem>(linker, T::filesystem)?;
-    filesystem::preopens::add_to_linker::<T, WasiFilesystem>(linker, T::filesystem)
-}
-
-/// Links the wasi:sockets interfaces `wanted` names (without versions).
-pub(crate) fn add_sockets(linker: &mut Linker<StoreData>, wanted: &[&str]) -> wasmtime::Result<()> {
-    type T = StoreData;
-    let has = |name: &str| wanted.contains(&name);
-    if has("wasi:sockets/network") {
-        sockets::network::add_to_linker::<T, WasiSockets>(linker, &Default::default(), T::sockets)?;
+    match interface {
+        "wasi:io/error" => io::error::add_to_linker::<T, Io>(linker, table::<T>)?,
+        "wasi:io/poll" => io::poll::add_to_linker::<T, Io>(linker, table::<T>)?,
+        "wasi:io/streams" => io::streams::add_to_linker::<T, Io>(linker, table::<T>)?,
+        "wasi:clocks/wall-clock" => {
+            clocks::wall_clock::add_to_linker::<T, WasiClocks>(linker, T::clocks)?
+        }
+        "wasi:clocks/monotonic-clock" => {
+            clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(linker, T::clocks)?
+        }
+        "wasi:random/random" => random::random::add_to_linker::<T, WasiRandom>(linker, T::random)?,
+        "wasi:random/insecure" => {
+            random::insecure::add_to_linker::<T, WasiRandom>(linker, T::random)?
+        }
+        "wasi:random/insecure-seed" => {
+            random::insecure_seed::add_to_linker::<T, WasiRandom>(linker, T::random)?
+        }
+        "wasi:cli/environment" => cli::environment::add_to_linker::<T, WasiCli>(linker, T::cli)?,
+        "wasi:cli/exit" => cli::exit::add_to_linker::<T, WasiCli>(linker, T::cli)?,
+        "wasi:cli/stdin" => cli::stdin::add_to_linker::<T, WasiCli>(linker, T::cli)?,
+        "wasi:cli/stdout" => cli::stdout::add_to_linker::<T, WasiCli>(linker, T::cli)?,
+        "wasi:cli/stderr" => cli::stderr::add_to_linker::<T, WasiCli>(linker, T::cli)?,
+        "wasi:cli/terminal-input" => {
+            cli::terminal_input::add_to_linker::<T, WasiCli>(linker, T::cli)?
+        }
+        "wasi:cli/terminal-output" => {
+            cli::terminal_output::add_to_linker::<T, WasiCli>(linker, T::cli)?
+        }
+        "wasi:cli/terminal-stdin" => {
+            cli::terminal_stdin::add_to_linker::<T, WasiCli>(linker, T::cli)?
+        }
+        "wasi:cli/terminal-stdout" => {
+            cli::terminal_stdout::add_to_linker::<T, WasiCli>(linker, T::cli)?
+        }
+        "wasi:cli/terminal-stderr" => {
+            cli::terminal_stderr::add_to_linker::<T, WasiCli>(linker, T::cli)?
+        }
+        // The context preopens only the node instance's private directory.
+        "wasi:filesystem/types" => {
+            filesystem::types::add_to_linker::<T, WasiFilesystem>(linker, T::filesystem)?
+        }
+        "wasi:filesystem/preopens" => {
+            filesystem::preopens::add_to_linker::<T, WasiFilesystem>(linker, T::filesystem)?
+        }
+        _ => return Ok(false),
     }
-    if has("wasi:sockets/instance-network") {
-        sockets::instance_network::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
-    }
-    if has("wasi:sockets/tcp") {
-        sockets::tcp::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
-    }
-    if has("wasi:sockets/tcp-create-socket") {
-        sockets::tcp_create_socket::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
-    }
-    if has("wasi:sockets/udp") {
-        sockets::udp::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
-    }
-    if has("wasi:sockets/udp-create-socket") {
-        sockets::udp_create_socket::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
-    }
-    if has("wasi:sockets/ip-name-lookup") {
-        sockets::ip_name_lookup::add_to_linker::<T, Guarded>(linker, |state| GuardedLookup {
-            sockets: WasiSocketsCtxView {
-                ctx: state.wasi.sockets(),
-                table: &mut state.table,
-            },
-            policy: &state.network,
-        })?;
-    }
-    Ok(())
+    Ok(true)
 }
 
 /// stdout or stderr of a node: every byte goes to the run's log, which applies the cap.

@@ -1,11 +1,15 @@
 //! The `websocket` capability: connections to allowlisted hosts over the same checks and TLS as
 //! HTTP (the address connected to is one that was checked), with a cap on message size.
 
+use super::Views;
 use crate::bindings::warden::node::websocket::Message;
+use crate::bindings::warden::node::{types, websocket};
 use crate::bindings::wit::{Header, HostError};
-use crate::caps::http::{self, TlsRoots};
+use crate::net::client as http;
 use crate::net::policy::NetworkPolicy;
+use crate::net::tls::TlsRoots;
 use crate::policy::allowlist::Denied;
+use crate::policy::limits::HostLimits;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +21,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use url::Host;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 /// Handshake headers the WebSocket client computes itself, refused besides [`http::RESERVED`].
 const HANDSHAKE: &[&str] = &[
@@ -291,6 +296,101 @@ impl Connection {
     }
 }
 
+/// What the WebSocket host functions may touch: the run's and the runtime's connection counts,
+/// the limits, the TLS trust, the network policy, the deadline, and the resource table that
+/// holds open connections.
+pub(crate) struct View<'a> {
+    pub connections: &'a Connections,
+    /// The runtime's open connections, over all runs, and their cap.
+    pub runtime_connections: (&'a Connections, usize),
+    pub limits: &'a HostLimits,
+    pub tls: &'a TlsRoots,
+    pub network: &'a NetworkPolicy,
+    pub deadline: Instant,
+    pub table: &'a mut ResourceTable,
+}
+
+struct WebSocket;
+
+impl HasData for WebSocket {
+    type Data<'a> = View<'a>;
+}
+
+pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+    match interface {
+        "warden:node/websocket" => websocket::add_to_linker::<T, WebSocket>(linker, T::websocket)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+impl websocket::Host for View<'_> {
+    async fn connect(
+        &mut self,
+        url: String,
+        headers: Vec<types::Header>,
+    ) -> Result<Resource<Connection>, HostError> {
+        let (runtime, runtime_cap) = self.runtime_connections;
+        let slot = self
+            .connections
+            .take(self.limits.connections, runtime, runtime_cap)?;
+        let connection = crate::caps::websocket::connect(
+            self.tls,
+            self.network,
+            &url,
+            &headers,
+            self.deadline,
+            slot,
+        )
+        .await?;
+        self.table
+            .push(connection)
+            .map_err(|error| HostError::Unavailable(format!("too many open connections: {error}")))
+    }
+}
+
+impl View<'_> {
+    fn connection(
+        &mut self,
+        connection: &Resource<Connection>,
+    ) -> Result<&mut Connection, HostError> {
+        self.table
+            .get_mut(connection)
+            .map_err(|error| HostError::Invalid(format!("not an open connection: {error}")))
+    }
+}
+
+impl websocket::HostConnection for View<'_> {
+    async fn send(
+        &mut self,
+        connection: Resource<Connection>,
+        message: websocket::Message,
+    ) -> Result<(), HostError> {
+        self.connection(&connection)?.send(message).await
+    }
+
+    async fn receive(
+        &mut self,
+        connection: Resource<Connection>,
+        timeout_ms: Option<u32>,
+    ) -> Result<Option<websocket::Message>, HostError> {
+        let deadline = self.deadline;
+        let timeout = timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+        self.connection(&connection)?
+            .receive(timeout, deadline)
+            .await
+    }
+
+    async fn close(&mut self, connection: Resource<Connection>) -> Result<(), HostError> {
+        self.connection(&connection)?.close().await
+    }
+
+    fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(connection)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,8 +418,8 @@ mod tests {
         drop((second, third, fourth));
         assert_eq!((a.open(), b.open(), runtime.open()), (0, 0, 0));
     }
+    use crate::output::log::RunLog;
     use crate::policy::allowlist::AllowedHosts;
-    use crate::runtime::log::RunLog;
 
     fn header(name: &str, value: &str) -> Header {
         Header {

@@ -11,20 +11,13 @@
 //!   name afterwards changes nothing.
 //! - Nodes may bind only ephemeral ports: they connect out, they do not listen.
 
+use crate::output::log::{Level, RunLog, Source};
 use crate::policy::allowlist::{AllowedHosts, canonical_ip};
-use crate::runtime::log::{Level, RunLog, Source};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use url::Host;
-use wasmtime::component::{HasData, Resource};
-use wasmtime_wasi::p2::DynPollable;
-use wasmtime_wasi::p2::SocketError;
-use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{
-    self, HostResolveAddressStream, ResolveAddressStream,
-};
-use wasmtime_wasi::p2::bindings::sockets::network::{self, ErrorCode, IpAddress, Network};
-use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
+use wasmtime_wasi::sockets::SocketAddrUse;
 
 /// Name-and-address pairs a run may remember from its lookups; past this, new ones are dropped
 /// (connects to them are then checked as bare addresses), so lookups cannot grow the host.
@@ -151,8 +144,22 @@ impl NetworkPolicy {
         self.deny(format!("{scheme} connection denied: {denied}"))
     }
 
+    /// Remembers which name the resolve stream `stream` (its resource number) is resolving.
+    pub(crate) fn start_lookup(&self, stream: u32, name: String, host: Host<String>) {
+        lock(&self.lookups).insert(stream, (name, host));
+    }
+
+    /// The name the resolve stream `stream` is resolving, as given and canonical.
+    pub(crate) fn lookup_of(&self, stream: u32) -> Option<(String, Host<String>)> {
+        lock(&self.lookups).get(&stream).cloned()
+    }
+
+    pub(crate) fn end_lookup(&self, stream: u32) {
+        lock(&self.lookups).remove(&stream);
+    }
+
     /// Whether `name` may be looked up; its canonical form if so.
-    fn allows_name(&self, name: &str) -> Option<Host<String>> {
+    pub(crate) fn allows_name(&self, name: &str) -> Option<Host<String>> {
         match self.allowed.check_name(name) {
             Ok(host) => Some(host),
             Err(denied) => {
@@ -163,7 +170,7 @@ impl NetworkPolicy {
     }
 
     /// Whether an address `name` resolved to may be used; remembers it with the name if so.
-    fn accept_resolved(&self, name: &str, host: &Host<String>, address: IpAddr) -> bool {
+    pub(crate) fn accept_resolved(&self, name: &str, host: &Host<String>, address: IpAddr) -> bool {
         let address = canonical_ip(address);
         if let Err(denied) = self.allowed.check_resolved_any(address) {
             return self.deny(format!("{name} resolved to {address}, dropped: {denied}"));
@@ -191,89 +198,5 @@ impl NetworkPolicy {
             }
         }
         true
-    }
-}
-
-/// wasi:sockets/ip-name-lookup with the allowlist in front of wasmtime-wasi's resolver.
-pub(crate) struct GuardedLookup<'a> {
-    pub sockets: WasiSocketsCtxView<'a>,
-    pub policy: &'a NetworkPolicy,
-}
-
-pub(crate) struct Guarded;
-
-impl HasData for Guarded {
-    type Data<'a> = GuardedLookup<'a>;
-}
-
-impl ip_name_lookup::Host for GuardedLookup<'_> {
-    fn resolve_addresses(
-        &mut self,
-        network: Resource<Network>,
-        name: String,
-    ) -> Result<Resource<ResolveAddressStream>, SocketError> {
-        let Some(host) = self.policy.allows_name(&name) else {
-            return Err(ErrorCode::PermanentResolverFailure.into());
-        };
-        let stream =
-            ip_name_lookup::Host::resolve_addresses(&mut self.sockets, network, name.clone())?;
-        lock(&self.policy.lookups).insert(stream.rep(), (name, host));
-        Ok(stream)
-    }
-}
-
-impl HostResolveAddressStream for GuardedLookup<'_> {
-    fn resolve_next_address(
-        &mut self,
-        stream: Resource<ResolveAddressStream>,
-    ) -> Result<Option<IpAddress>, SocketError> {
-        let Some((name, host)) = lock(&self.policy.lookups).get(&stream.rep()).cloned() else {
-            return Err(ErrorCode::InvalidState.into());
-        };
-        loop {
-            let next = self
-                .sockets
-                .resolve_next_address(Resource::new_borrow(stream.rep()))?;
-            let Some(address) = next else { return Ok(None) };
-            let ip = match address {
-                IpAddress::Ipv4((a, b, c, d)) => IpAddr::from([a, b, c, d]),
-                IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::from([a, b, c, d, e, f, g, h]),
-            };
-            if self.policy.accept_resolved(&name, &host, ip) {
-                return Ok(Some(address));
-            }
-        }
-    }
-
-    fn subscribe(
-        &mut self,
-        stream: Resource<ResolveAddressStream>,
-    ) -> wasmtime::Result<Resource<DynPollable>> {
-        self.sockets.subscribe(stream)
-    }
-
-    fn drop(&mut self, stream: Resource<ResolveAddressStream>) -> wasmtime::Result<()> {
-        lock(&self.policy.lookups).remove(&stream.rep());
-        HostResolveAddressStream::drop(&mut self.sockets, stream)
-    }
-}
-
-/// ip-name-lookup's errors are wasi:sockets/network's: delegated unchanged.
-impl network::Host for GuardedLookup<'_> {
-    fn convert_error_code(&mut self, error: SocketError) -> wasmtime::Result<ErrorCode> {
-        network::Host::convert_error_code(&mut self.sockets, error)
-    }
-
-    fn network_error_code(
-        &mut self,
-        error: Resource<wasmtime_wasi::p2::bindings::io::error::Error>,
-    ) -> wasmtime::Result<Option<ErrorCode>> {
-        network::Host::network_error_code(&mut self.sockets, error)
-    }
-}
-
-impl network::HostNetwork for GuardedLookup<'_> {
-    fn drop(&mut self, this: Resource<Network>) -> wasmtime::Result<()> {
-        network::HostNetwork::drop(&mut self.sockets, this)
     }
 }

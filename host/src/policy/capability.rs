@@ -52,9 +52,6 @@ pub struct CapabilityInfo {
     /// The interfaces that world imports (without the `@version`).
     pub interfaces: &'static [&'static str],
     pub provider: Provider,
-    /// False while the host has no implementation yet: a grant then links nothing and the
-    /// preflight says so, rather than handing the node functions that cannot work.
-    pub implemented: bool,
     pub summary: &'static str,
 }
 
@@ -63,7 +60,6 @@ const fn row(
     name: &'static str,
     world: &'static str,
     interfaces: &'static [&'static str],
-    implemented: bool,
     summary: &'static str,
 ) -> CapabilityInfo {
     CapabilityInfo {
@@ -72,7 +68,6 @@ const fn row(
         world,
         interfaces,
         provider: Provider::Warden,
-        implemented,
         summary,
     }
 }
@@ -87,7 +82,7 @@ const fn sockets(
 ) -> CapabilityInfo {
     CapabilityInfo {
         provider: Provider::WasiSockets,
-        ..row(bit, name, world, interfaces, true, summary)
+        ..row(bit, name, world, interfaces, summary)
     }
 }
 
@@ -98,7 +93,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "storage-read",
         "cap-storage-read",
         &["warden:node/storage-read"],
-        true,
         "read keys in the run's storage scopes",
     ),
     row(
@@ -106,7 +100,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "storage-write",
         "cap-storage-write",
         &["warden:node/storage-write"],
-        true,
         "write keys in the run's storage scopes (not upload)",
     ),
     row(
@@ -114,7 +107,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "storage-delete",
         "cap-storage-delete",
         &["warden:node/storage-delete"],
-        true,
         "delete keys in the run's storage scopes (not upload)",
     ),
     row(
@@ -122,7 +114,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "http-get",
         "cap-http-get",
         &["warden:node/http-get"],
-        true,
         "GET and HEAD requests to allowlisted hosts",
     ),
     row(
@@ -130,7 +121,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "http-write",
         "cap-http-write",
         &["warden:node/http-write"],
-        true,
         "POST, PUT, PATCH and DELETE requests to allowlisted hosts",
     ),
     row(
@@ -138,7 +128,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "variables-read",
         "cap-variables-read",
         &["warden:node/variables-read"],
-        true,
         "read the run's variables",
     ),
     row(
@@ -146,7 +135,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "variables-write",
         "cap-variables-write",
         &["warden:node/variables-write"],
-        true,
         "set the run's variables",
     ),
     row(
@@ -154,7 +142,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "cache-read",
         "cap-cache-read",
         &["warden:node/cache-read"],
-        true,
         "read the execution cache",
     ),
     row(
@@ -162,7 +149,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "cache-write",
         "cap-cache-write",
         &["warden:node/cache-write"],
-        true,
         "write the execution cache, with expiry",
     ),
     row(
@@ -170,7 +156,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "oauth",
         "cap-oauth",
         &["warden:node/oauth"],
-        true,
         "OAuth access tokens the embedder holds",
     ),
     row(
@@ -178,7 +163,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "token",
         "cap-token",
         &["warden:node/token"],
-        true,
         "API tokens the embedder holds",
     ),
     row(
@@ -186,7 +170,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "streaming",
         "cap-streaming",
         &["warden:node/streaming"],
-        true,
         "stream incremental output to the embedder",
     ),
     row(
@@ -194,7 +177,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "a2ui",
         "cap-a2ui",
         &["warden:node/a2ui"],
-        true,
         "emit UI documents",
     ),
     row(
@@ -202,7 +184,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "models",
         "cap-models",
         &["warden:node/models"],
-        true,
         "model inference through host providers",
     ),
     row(
@@ -210,7 +191,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "functions",
         "cap-functions",
         &["warden:node/functions"],
-        true,
         "call host functions the embedder registered",
     ),
     row(
@@ -218,7 +198,6 @@ pub const CAPABILITIES: &[CapabilityInfo] = &[
         "websocket",
         "cap-websocket",
         &["warden:node/websocket"],
-        true,
         "WebSocket connections to allowlisted hosts",
     ),
     sockets(

@@ -8,7 +8,7 @@ use std::fmt;
 
 /// Interfaces every node may import: the `base` world and the WASI a `wasm32-wasip2` build
 /// pulls in through Rust's standard library (no filesystem, no sockets).
-const BASELINE: &[&str] = &[
+pub const BASELINE: &[&str] = &[
     "warden:node/types",
     "warden:node/log",
     "warden:node/context",
@@ -103,8 +103,6 @@ pub enum DenyReason {
     NotGranted(Capabilities),
     /// A wasi:sockets capability was granted but `allow_wasi_network` is off.
     WasiNetworkOff(Capabilities),
-    /// The capability is granted, but this host does not implement it yet.
-    NotImplemented(Capabilities),
     /// wasi:filesystem without `allow_wasi`.
     WasiOff,
     /// No capability provides it (or a `warden:node` version this host does not implement).
@@ -140,9 +138,6 @@ impl DenyReason {
             DenyReason::NotGranted(providers) => providers.to_string(),
             DenyReason::WasiNetworkOff(bits) => {
                 format!("{bits} is granted but needs allow_wasi_network too")
-            }
-            DenyReason::NotImplemented(bits) => {
-                format!("{bits} is granted but this host does not provide it yet")
             }
             DenyReason::WasiOff => "wasi:filesystem needs allow_wasi, which is off".to_string(),
             DenyReason::Unknown => "provided by no capability of this host".to_string(),
@@ -217,13 +212,8 @@ pub fn check(imports: &[String], config: &WasmSecurityConfig) -> Result<Capabili
                     DenyReason::NotGranted(providers)
                 } else if sockets && !config.allow_wasi_network {
                     DenyReason::WasiNetworkOff(usable)
-                } else if usable.infos().all(|info| !info.implemented) {
-                    DenyReason::NotImplemented(usable)
                 } else {
-                    used |= usable
-                        .infos()
-                        .filter(|info| info.implemented)
-                        .fold(Capabilities::empty(), |s, i| s | i.bit);
+                    used |= usable;
                     continue;
                 }
             }

@@ -1,89 +1,49 @@
 //! Building a linker that holds exactly the granted interfaces.
 //!
 //! The preflight already refused nodes that import more than the grant; linking only granted
-//! interfaces means a mistake in the preflight still cannot hand a node a function.
+//! interfaces means a mistake in the preflight still cannot hand a node a function. Both read
+//! the same lists: the baseline and filesystem interfaces of `policy::preflight`, and the
+//! interfaces of each granted row of the capability table.
 
-use crate::bindings::warden::node as wit;
-use crate::caps::wasi;
+use crate::caps;
 use crate::policy::capability::{Capabilities, Provider};
 use crate::policy::config::WasmSecurityConfig;
+use crate::policy::preflight::{BASELINE, FILESYSTEM};
 use crate::runtime::store::StoreData;
 use wasmtime::Engine;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 
-type Link = fn(&mut Linker<StoreData>) -> wasmtime::Result<()>;
-
-/// The host functions of each implemented capability of warden's own WIT package.
-fn warden_interface(bit: Capabilities) -> Option<Link> {
-    let link: Link = match bit {
-        Capabilities::STORAGE_READ => {
-            |l| wit::storage_read::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+/// The interfaces a run with `granted` under `config` gets, without versions, each once.
+pub(crate) fn interfaces(config: &WasmSecurityConfig, granted: Capabilities) -> Vec<&'static str> {
+    let mut interfaces = BASELINE.to_vec();
+    if config.allow_wasi {
+        interfaces.extend(FILESYSTEM);
+    }
+    for info in granted.infos() {
+        // wasi:sockets only with `allow_wasi_network` as well.
+        if info.provider == Provider::Warden || config.allow_wasi_network {
+            interfaces.extend(info.interfaces);
         }
-        Capabilities::STORAGE_WRITE => {
-            |l| wit::storage_write::add_to_linker::<_, HasSelf<_>>(l, |s| s)
-        }
-        Capabilities::STORAGE_DELETE => {
-            |l| wit::storage_delete::add_to_linker::<_, HasSelf<_>>(l, |s| s)
-        }
-        Capabilities::VARIABLES_READ => {
-            |l| wit::variables_read::add_to_linker::<_, HasSelf<_>>(l, |s| s)
-        }
-        Capabilities::VARIABLES_WRITE => {
-            |l| wit::variables_write::add_to_linker::<_, HasSelf<_>>(l, |s| s)
-        }
-        Capabilities::CACHE_READ => |l| wit::cache_read::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        Capabilities::CACHE_WRITE => |l| wit::cache_write::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        Capabilities::STREAMING => |l| wit::streaming::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        Capabilities::HTTP_GET => |l| wit::http_get::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        Capabilities::FUNCTIONS => |l| wit::functions::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        Capabilities::OAUTH => |l| wit::oauth::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        Capabilities::TOKEN => |l| wit::token::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        Capabilities::A2UI => |l| wit::a2ui::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        Capabilities::MODELS => |l| wit::models::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        Capabilities::WEBSOCKET => |l| wit::websocket::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        Capabilities::HTTP_WRITE => |l| wit::http_write::add_to_linker::<_, HasSelf<_>>(l, |s| s),
-        _ => return None,
-    };
-    Some(link)
+    }
+    interfaces.sort_unstable();
+    interfaces.dedup();
+    interfaces
 }
 
-/// Whether the host has functions for a capability (kept in step with the table by a test).
-#[cfg(test)]
-pub fn implemented(bit: Capabilities) -> bool {
-    warden_interface(bit).is_some()
-}
-
-/// A linker with the base world, baseline WASI and the interfaces of `granted`.
+/// A linker with the baseline and the interfaces of `granted`.
 pub(crate) fn build(
     engine: &Engine,
     config: &WasmSecurityConfig,
     granted: Capabilities,
 ) -> wasmtime::Result<Linker<StoreData>> {
     let mut linker = Linker::new(engine);
-    wit::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-    wit::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-    wit::context::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-    wasi::add_baseline(&mut linker)?;
-    if config.allow_wasi {
-        wasi::add_filesystem(&mut linker)?;
-    }
-    let mut sockets = Vec::new();
-    for info in granted.infos() {
-        match info.provider {
-            Provider::Warden => {
-                if let Some(link) = warden_interface(info.bit) {
-                    link(&mut linker)?;
-                }
-            }
-            Provider::WasiSockets if config.allow_wasi_network && info.implemented => {
-                sockets.extend(info.interfaces.iter().copied());
-            }
-            Provider::WasiSockets => {}
+    for interface in interfaces(config, granted) {
+        if !caps::link(&mut linker, interface)? {
+            wasmtime::bail!(
+                "the host has no functions for `{interface}`, which the capability table names"
+            );
         }
     }
-    sockets.sort_unstable();
-    sockets.dedup();
-    wasi::add_sockets(&mut linker, &sockets)?;
     Ok(linker)
 }
 
@@ -91,15 +51,6 @@ pub(crate) fn build(
 mod tests {
     use super::*;
     use crate::policy::capability::CAPABILITIES;
-
-    #[test]
-    fn the_table_says_which_capabilities_link_functions() {
-        for info in CAPABILITIES {
-            if info.provider == Provider::Warden {
-                assert_eq!(implemented(info.bit), info.implemented, "{}", info.name);
-            }
-        }
-    }
 
     #[test]
     fn an_ungranted_interface_is_not_in_the_linker() {
@@ -122,6 +73,8 @@ mod tests {
         assert!(format!("{error:#}").contains("storage-write"), "{error:#}");
     }
 
+    /// Every interface the table, the baseline and the filesystem name has host functions: a
+    /// row without them would fail here rather than at a node's first run.
     #[test]
     fn every_grant_builds() {
         let engine = Engine::default();
@@ -132,5 +85,29 @@ mod tests {
         };
         build(&engine, &config, Capabilities::all()).unwrap();
         build(&engine, &config, Capabilities::empty()).unwrap();
+        for info in CAPABILITIES {
+            build(&engine, &config, info.bit).unwrap();
+        }
+    }
+
+    #[test]
+    fn wasi_sockets_need_the_network_switch() {
+        let off = WasmSecurityConfig::default();
+        let on = WasmSecurityConfig {
+            allow_wasi_network: true,
+            ..Default::default()
+        };
+        assert!(!interfaces(&off, Capabilities::TCP).contains(&"wasi:sockets/tcp"));
+        assert!(interfaces(&on, Capabilities::TCP).contains(&"wasi:sockets/tcp"));
+        assert!(!interfaces(&on, Capabilities::TCP).contains(&"wasi:sockets/udp"));
+        assert!(!interfaces(&off, Capabilities::empty()).contains(&"wasi:filesystem/types"));
+    }
+
+    #[test]
+    fn an_unknown_interface_links_nothing() {
+        let engine = Engine::default();
+        let mut linker = Linker::<StoreData>::new(&engine);
+        assert!(!caps::link(&mut linker, "warden:node/teleport").unwrap());
+        assert!(!caps::link(&mut linker, "wasi:sockets/tcp@0.2.0").unwrap());
     }
 }

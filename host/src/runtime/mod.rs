@@ -1,32 +1,31 @@
 //! The runtime: engines with an epoch ticker they own, compile-once caches, and runs.
 
-pub(crate) mod delivery;
 pub(crate) mod files_quota;
 pub(crate) mod limiter;
 pub(crate) mod linker;
-pub mod log;
 pub(crate) mod store;
 
 use crate::bindings::{NodeHostPre, wit};
 use crate::caps::embedder::{Credentials, Functions};
-use crate::caps::http::TlsRoots;
 use crate::caps::models::ModelProvider;
+use crate::caps::variables::Variables;
 use crate::caps::wasi;
 use crate::caps::websocket::Connections;
 use crate::error::Error;
 use crate::net::policy::NetworkPolicy;
+use crate::net::tls::TlsRoots;
 use crate::node::component::{self, ComponentSummary};
 use crate::node::context::RunContext;
 use crate::node::info::NodeInfo;
 use crate::node::value::{Field, Value, check_inputs};
+use crate::output::delivery::{CallbackFailed, Delivery, Sinks, StreamSink, UiSink};
+use crate::output::log::{LogRecord, LogSink, RunLog, Source, one_line};
 use crate::policy::allowlist::AllowedHosts;
 use crate::policy::capability::Capabilities;
 use crate::policy::config::WasmSecurityConfig;
 use crate::policy::limits::{LimitKind, Limits};
 use crate::policy::preflight;
-use crate::runtime::delivery::{CallbackFailed, Delivery, Sinks, StreamSink, UiSink};
 use crate::runtime::limiter::{LimitExceeded, Limiter};
-use crate::runtime::log::{LogRecord, LogSink, RunLog, Source, one_line};
 use crate::runtime::store::StoreData;
 use crate::storage::{Storage, StorageError};
 use sha2::{Digest, Sha256};
@@ -708,8 +707,7 @@ impl PreparedNode {
             limiter: Limiter::new(limits),
             context: request.context,
             storage: self.inner.storage.clone(),
-            variables_bytes: crate::runtime::store::variables_size(&request.variables),
-            variables: request.variables,
+            variables: Variables::new(request.variables),
             log,
             delivery,
             streamed_bytes: 0,
@@ -820,7 +818,7 @@ impl PreparedNode {
         Ok(RunOutcome {
             node: info.name.clone(),
             outputs,
-            variables: state.variables,
+            variables: state.variables.values,
             log: log.records(),
             log_dropped_bytes: log.dropped_bytes(),
             fuel_consumed,

@@ -9,7 +9,7 @@
 //! own: everything put on it is already capped per run (the log, the stream, UI documents).
 
 use crate::node::value::Value;
-use crate::runtime::log::{LogRecord, LogSink};
+use crate::output::log::{LogRecord, LogSink};
 use serde_json::Value as Json;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
@@ -213,7 +213,7 @@ fn call<T: ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::log::{Level, Source};
+    use crate::output::log::{Level, Source};
     use std::time::Duration;
 
     fn record(message: &str) -> LogRecord {

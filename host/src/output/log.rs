@@ -6,7 +6,7 @@
 //! always one line that shows what the node wrote instead of obeying it. Every record costs
 //! [`RECORD_OVERHEAD`] bytes of the cap on top of its text, so empty records count too.
 
-use crate::runtime::delivery::Delivery;
+use crate::output::delivery::Delivery;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
