@@ -53,143 +53,66 @@ pub use types::{
     Value,
 };
 
-/// Generates, for one capability world, bindings that reuse the base world's types.
-macro_rules! capability {
-    ($feature:literal, $module:ident, $world:literal, $interface:ident) => {
-        #[cfg(feature = $feature)]
+/// The one list of the SDK's capabilities: for each, its Cargo feature, the module of its
+/// bindings, its WIT world and its interface. Each enabled feature generates bindings for its
+/// world that reuse the base world's types, and re-exports the raw interface. A test checks
+/// this list against the host's capability table and the SDK's Cargo features.
+macro_rules! capabilities {
+    ($($feature:literal => $module:ident, $world:literal, $interface:ident;)*) => {
+        $(
+            #[cfg(feature = $feature)]
+            #[doc(hidden)]
+            pub mod $module {
+                wit_bindgen::generate!({
+                    path: "../wit",
+                    world: $world,
+                    with: { "warden:node/types@0.1.0": crate::bindings::warden::node::types },
+                });
+            }
+            #[cfg(feature = $feature)]
+            #[doc = concat!("The raw `", $feature, "` interface (enabled by the `", $feature, "` feature).")]
+            pub use $module::warden::node::$interface;
+        )*
+
+        /// Every capability the SDK offers, enabled or not: its feature and its WIT world.
         #[doc(hidden)]
-        pub mod $module {
-            wit_bindgen::generate!({
-                path: "../wit",
-                world: $world,
-                with: { "warden:node/types@0.1.0": crate::bindings::warden::node::types },
-            });
-        }
-        #[cfg(feature = $feature)]
-        #[doc = concat!("The raw `", $feature, "` interface (enabled by the `", $feature, "` feature).")]
-        pub use $module::warden::node::$interface;
+        pub const __CAPABILITIES: &[(&str, &str)] = &[$(($feature, $world)),*];
+
+        /// A pointer to the link helper of each enabled capability's bindings. `export_nodes!`
+        /// keeps this alive in the node crate: without a reference, the linker may drop the SDK
+        /// object that carries a capability world's custom section (rustc inlines the small
+        /// import wrappers into the node crate), and the component could not be encoded.
+        #[doc(hidden)]
+        pub static __CAPABILITY_SECTIONS: &[fn()] = &[
+            $(
+                #[cfg(feature = $feature)]
+                $module::__link_custom_section_describing_imports,
+            )*
+        ];
     };
 }
 
-capability!(
-    "storage-read",
-    cap_storage_read,
-    "warden:node/cap-storage-read",
-    storage_read
-);
-capability!(
-    "storage-write",
-    cap_storage_write,
-    "warden:node/cap-storage-write",
-    storage_write
-);
-capability!(
-    "storage-delete",
-    cap_storage_delete,
-    "warden:node/cap-storage-delete",
-    storage_delete
-);
-capability!(
-    "http-get",
-    cap_http_get,
-    "warden:node/cap-http-get",
-    http_get
-);
-capability!(
-    "http-write",
-    cap_http_write,
-    "warden:node/cap-http-write",
-    http_write
-);
-capability!(
-    "variables-read",
-    cap_variables_read,
-    "warden:node/cap-variables-read",
-    variables_read
-);
-capability!(
-    "variables-write",
-    cap_variables_write,
-    "warden:node/cap-variables-write",
-    variables_write
-);
-capability!(
-    "cache-read",
-    cap_cache_read,
-    "warden:node/cap-cache-read",
-    cache_read
-);
-capability!(
-    "cache-write",
-    cap_cache_write,
-    "warden:node/cap-cache-write",
-    cache_write
-);
-capability!("oauth", cap_oauth, "warden:node/cap-oauth", oauth);
-capability!("token", cap_token, "warden:node/cap-token", token);
-capability!(
-    "streaming",
-    cap_streaming,
-    "warden:node/cap-streaming",
-    streaming
-);
-capability!("a2ui", cap_a2ui, "warden:node/cap-a2ui", a2ui);
-capability!("models", cap_models, "warden:node/cap-models", models);
-capability!(
-    "functions",
-    cap_functions,
-    "warden:node/cap-functions",
-    functions
-);
-capability!(
-    "websocket",
-    cap_websocket,
-    "warden:node/cap-websocket",
-    websocket
-);
+capabilities! {
+    "storage-read" => cap_storage_read, "warden:node/cap-storage-read", storage_read;
+    "storage-write" => cap_storage_write, "warden:node/cap-storage-write", storage_write;
+    "storage-delete" => cap_storage_delete, "warden:node/cap-storage-delete", storage_delete;
+    "http-get" => cap_http_get, "warden:node/cap-http-get", http_get;
+    "http-write" => cap_http_write, "warden:node/cap-http-write", http_write;
+    "variables-read" => cap_variables_read, "warden:node/cap-variables-read", variables_read;
+    "variables-write" => cap_variables_write, "warden:node/cap-variables-write", variables_write;
+    "cache-read" => cap_cache_read, "warden:node/cap-cache-read", cache_read;
+    "cache-write" => cap_cache_write, "warden:node/cap-cache-write", cache_write;
+    "oauth" => cap_oauth, "warden:node/cap-oauth", oauth;
+    "token" => cap_token, "warden:node/cap-token", token;
+    "streaming" => cap_streaming, "warden:node/cap-streaming", streaming;
+    "a2ui" => cap_a2ui, "warden:node/cap-a2ui", a2ui;
+    "models" => cap_models, "warden:node/cap-models", models;
+    "functions" => cap_functions, "warden:node/cap-functions", functions;
+    "websocket" => cap_websocket, "warden:node/cap-websocket", websocket;
+}
 
 #[cfg(any(feature = "cache-read", feature = "cache-write"))]
 pub mod cache;
-/// A pointer to the link helper of each enabled capability's bindings. `export_nodes!` keeps
-/// this alive in the node crate: without a reference, the linker may drop the SDK object that
-/// carries a capability world's custom section (rustc inlines the small import wrappers into
-/// the node crate), and the component could not be encoded.
-#[doc(hidden)]
-pub static __CAPABILITY_SECTIONS: &[fn()] = &[
-    #[cfg(feature = "storage-read")]
-    cap_storage_read::__link_custom_section_describing_imports,
-    #[cfg(feature = "storage-write")]
-    cap_storage_write::__link_custom_section_describing_imports,
-    #[cfg(feature = "storage-delete")]
-    cap_storage_delete::__link_custom_section_describing_imports,
-    #[cfg(feature = "http-get")]
-    cap_http_get::__link_custom_section_describing_imports,
-    #[cfg(feature = "http-write")]
-    cap_http_write::__link_custom_section_describing_imports,
-    #[cfg(feature = "variables-read")]
-    cap_variables_read::__link_custom_section_describing_imports,
-    #[cfg(feature = "variables-write")]
-    cap_variables_write::__link_custom_section_describing_imports,
-    #[cfg(feature = "cache-read")]
-    cap_cache_read::__link_custom_section_describing_imports,
-    #[cfg(feature = "cache-write")]
-    cap_cache_write::__link_custom_section_describing_imports,
-    #[cfg(feature = "oauth")]
-    cap_oauth::__link_custom_section_describing_imports,
-    #[cfg(feature = "token")]
-    cap_token::__link_custom_section_describing_imports,
-    #[cfg(feature = "streaming")]
-    cap_streaming::__link_custom_section_describing_imports,
-    #[cfg(feature = "a2ui")]
-    cap_a2ui::__link_custom_section_describing_imports,
-    #[cfg(feature = "models")]
-    cap_models::__link_custom_section_describing_imports,
-    #[cfg(feature = "functions")]
-    cap_functions::__link_custom_section_describing_imports,
-    #[cfg(feature = "websocket")]
-    cap_websocket::__link_custom_section_describing_imports,
-];
-
 pub mod log;
 #[cfg(any(
     feature = "storage-read",
@@ -374,4 +297,39 @@ macro_rules! export_nodes {
 
         $crate::bindings::export!(__WardenNodes with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// The features of the SDK's Cargo.toml, `default` aside.
+    fn cargo_features() -> Vec<String> {
+        let manifest = include_str!("../Cargo.toml");
+        let section = manifest
+            .split("[features]")
+            .nth(1)
+            .expect("Cargo.toml has a [features] section");
+        section
+            .lines()
+            .take_while(|line| !line.starts_with('['))
+            .filter_map(|line| {
+                line.split_once('=')
+                    .map(|(name, _)| name.trim().to_string())
+            })
+            .filter(|name| !name.is_empty() && name != "default")
+            .collect()
+    }
+
+    /// The capability list, the Cargo features and the world names agree; the host's test
+    /// (`policy::capability`) checks the features against its capability table.
+    #[test]
+    fn the_capability_list_matches_the_features_and_the_worlds() {
+        let listed: Vec<String> = super::__CAPABILITIES
+            .iter()
+            .map(|(feature, _)| feature.to_string())
+            .collect();
+        assert_eq!(listed, cargo_features());
+        for (feature, world) in super::__CAPABILITIES {
+            assert_eq!(*world, format!("warden:node/cap-{feature}"));
+        }
+    }
 }

@@ -2,8 +2,9 @@
 
 use crate::node::component::ComponentError;
 use crate::node::context::InvalidContext;
-use crate::node::value::InputError;
-use crate::policy::limits::LimitKind;
+use crate::node::info::DescriptionError;
+use crate::node::value::{InputError, OutputError};
+use crate::policy::limits::{InvalidLimits, LimitKind};
 use crate::policy::preflight::Refusal;
 use crate::storage::StorageError;
 
@@ -26,11 +27,11 @@ pub enum Error {
     Trapped(String),
     /// The node returned outputs its pins do not declare.
     #[error("the node returned invalid outputs: {0}")]
-    InvalidOutput(String),
+    InvalidOutput(#[from] OutputError),
     /// The component describes its nodes beyond the host's bounds (too many, too large,
     /// names twice).
     #[error("the component's node descriptions are refused: {0}")]
-    InvalidDescription(String),
+    InvalidDescription(#[from] DescriptionError),
     #[error("bad input: {0}")]
     Input(#[from] InputError),
     #[error("the component provides no node `{name}`; it provides: {available}")]
@@ -41,7 +42,7 @@ pub enum Error {
     Context(#[from] InvalidContext),
     /// Limits outside what the runtime can enforce.
     #[error("invalid limits: {0}")]
-    InvalidLimits(String),
+    InvalidLimits(#[from] InvalidLimits),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     /// Every sandbox slot of the runtime is in use; try again when a run has finished.

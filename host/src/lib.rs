@@ -31,7 +31,7 @@ pub use caps::{embedder, http, models, websocket};
 pub use net::tls;
 pub use node::{component, context, info as node_info, value};
 pub use output::log;
-pub use policy::{allowlist, capability, config, limits, preflight};
+pub use policy::{allowlist, capability, config, limits, preflight, units};
 
 pub use capability::{CAPABILITIES, Capabilities, CapabilityInfo};
 pub use config::WasmSecurityConfig;

@@ -59,31 +59,46 @@ pub const MAX_UI_BYTES: usize = 256 * 1024;
 /// The deepest nesting of a UI document.
 pub const MAX_UI_DEPTH: usize = 32;
 
+/// Why a UI document is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    #[error("the document is {0} bytes; at most {MAX_UI_BYTES}")]
+    TooLarge(usize),
+    #[error("the document is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// Where in the document (a JSONPath such as `$.root.children[0]`) and what is wrong.
+    #[error("{path}: {problem}")]
+    Invalid { path: String, problem: String },
+    /// The compiled-in schema uses what this checker does not support: a bug of the host.
+    #[error("the a2ui schema is broken: {0}")]
+    BrokenSchema(String),
+}
+
+fn invalid(path: &str, problem: impl Into<String>) -> UiError {
+    UiError::Invalid {
+        path: path.to_string(),
+        problem: problem.into(),
+    }
+}
+
 /// The compiled-in schema, parsed once.
-fn schema() -> Result<&'static Json, String> {
+fn schema() -> Result<&'static Json, UiError> {
     static SCHEMA: OnceLock<Result<Json, String>> = OnceLock::new();
     SCHEMA
-        .get_or_init(|| {
-            serde_json::from_str(A2UI_SCHEMA)
-                .map_err(|error| format!("the a2ui schema is broken: {error}"))
-        })
+        .get_or_init(|| serde_json::from_str(A2UI_SCHEMA).map_err(|error| error.to_string()))
         .as_ref()
-        .map_err(Clone::clone)
+        .map_err(|error| UiError::BrokenSchema(error.clone()))
 }
 
 /// Checks a UI document against the a2ui schema, its nesting against [`MAX_UI_DEPTH`], and
 /// its links: an image `src` must be an https URL that `allowed` lets the node reach, and a
 /// button `action` an event name (letters, digits, `_`, `-`, `.`) or such a URL, so a
 /// document cannot point the embedder anywhere the node itself may not go.
-pub fn validate_ui(document: &str, allowed: &AllowedHosts) -> Result<Json, String> {
+pub fn validate_ui(document: &str, allowed: &AllowedHosts) -> Result<Json, UiError> {
     if document.len() > MAX_UI_BYTES {
-        return Err(format!(
-            "the document is {} bytes; at most {MAX_UI_BYTES}",
-            document.len()
-        ));
+        return Err(UiError::TooLarge(document.len()));
     }
-    let value: Json = serde_json::from_str(document)
-        .map_err(|error| format!("the document is not JSON: {error}"))?;
+    let value: Json = serde_json::from_str(document).map_err(UiError::NotJson)?;
     let schema = schema()?;
     check(schema, schema, &value, "$", 0)?;
     if let Some(root) = value.get("root") {
@@ -98,14 +113,15 @@ fn check_widget(
     path: &str,
     depth: usize,
     allowed: &AllowedHosts,
-) -> Result<(), String> {
+) -> Result<(), UiError> {
     if depth > MAX_UI_DEPTH {
-        return Err(format!(
-            "{path}: widgets nested deeper than {MAX_UI_DEPTH} levels"
+        return Err(invalid(
+            path,
+            format!("widgets nested deeper than {MAX_UI_DEPTH} levels"),
         ));
     }
     if let Some(src) = widget.get("src").and_then(Json::as_str) {
-        check_link(src, allowed).map_err(|why| format!("{path}.src: {why}"))?;
+        check_link(src, allowed).map_err(|why| invalid(&format!("{path}.src"), why))?;
     }
     if let Some(action) = widget.get("action").and_then(Json::as_str) {
         let event_name = !action.is_empty()
@@ -114,7 +130,10 @@ fn check_widget(
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if !event_name {
             check_link(action, allowed).map_err(|why| {
-                format!("{path}.action: not an event name (letters, digits, _ - .) and {why}")
+                invalid(
+                    &format!("{path}.action"),
+                    format!("not an event name (letters, digits, _ - .) and {why}"),
+                )
             })?;
         }
     }
@@ -157,20 +176,29 @@ fn check_link(url: &str, allowed: &AllowedHosts) -> Result<(), String> {
 
 /// A JSON Schema subset: `$ref` (to `#/definitions/…`), `type`, `enum`, `required`,
 /// `properties`, `additionalProperties: false`, `items`, `maxItems`, `maxLength`.
-fn check(root: &Json, schema: &Json, value: &Json, path: &str, depth: usize) -> Result<(), String> {
+fn check(
+    root: &Json,
+    schema: &Json,
+    value: &Json,
+    path: &str,
+    depth: usize,
+) -> Result<(), UiError> {
     // A widget level costs a few steps (property, array item, $ref); `check_widget` counts
     // the documented levels, this only keeps the recursion bounded.
     if depth > MAX_UI_DEPTH * 4 + 8 {
-        return Err(format!("{path}: nested deeper than {MAX_UI_DEPTH} levels"));
+        return Err(invalid(
+            path,
+            format!("nested deeper than {MAX_UI_DEPTH} levels"),
+        ));
     }
     if let Some(reference) = schema.get("$ref").and_then(Json::as_str) {
         let name = reference
             .strip_prefix("#/definitions/")
-            .ok_or_else(|| format!("unsupported $ref {reference}"))?;
+            .ok_or_else(|| UiError::BrokenSchema(format!("unsupported $ref {reference}")))?;
         let target = root
             .get("definitions")
             .and_then(|d| d.get(name))
-            .ok_or_else(|| format!("unknown $ref {reference}"))?;
+            .ok_or_else(|| UiError::BrokenSchema(format!("unknown $ref {reference}")))?;
         return check(root, target, value, path, depth + 1);
     }
     if let Some(kind) = schema.get("type").and_then(Json::as_str) {
@@ -183,15 +211,15 @@ fn check(root: &Json, schema: &Json, value: &Json, path: &str, depth: usize) -> 
             _ => false,
         };
         if !ok {
-            return Err(format!("{path}: expected {kind}"));
+            return Err(invalid(path, format!("expected {kind}")));
         }
     }
     if let Some(allowed) = schema.get("enum").and_then(Json::as_array)
         && !allowed.contains(value)
     {
-        return Err(format!(
-            "{path}: {value} is not one of {}",
-            Json::Array(allowed.clone())
+        return Err(invalid(
+            path,
+            format!("{value} is not one of {}", Json::Array(allowed.clone())),
         ));
     }
     if let (Some(max), Some(text)) = (
@@ -199,7 +227,7 @@ fn check(root: &Json, schema: &Json, value: &Json, path: &str, depth: usize) -> 
         value.as_str(),
     ) && text.chars().count() as u64 > max
     {
-        return Err(format!("{path}: longer than {max} characters"));
+        return Err(invalid(path, format!("longer than {max} characters")));
     }
     if let Some(object) = value.as_object() {
         let properties = schema.get("properties").and_then(Json::as_object);
@@ -212,7 +240,7 @@ fn check(root: &Json, schema: &Json, value: &Json, path: &str, depth: usize) -> 
             if let Some(name) = required.as_str()
                 && !object.contains_key(name)
             {
-                return Err(format!("{path}: `{name}` is required"));
+                return Err(invalid(path, format!("`{name}` is required")));
             }
         }
         for (name, field) in object {
@@ -225,7 +253,7 @@ fn check(root: &Json, schema: &Json, value: &Json, path: &str, depth: usize) -> 
                     depth + 1,
                 )?,
                 None if schema.get("additionalProperties") == Some(&Json::Bool(false)) => {
-                    return Err(format!("{path}: `{name}` is not allowed here"));
+                    return Err(invalid(path, format!("`{name}` is not allowed here")));
                 }
                 None => {}
             }
@@ -235,7 +263,7 @@ fn check(root: &Json, schema: &Json, value: &Json, path: &str, depth: usize) -> 
         if let Some(max) = schema.get("maxItems").and_then(Json::as_u64)
             && items.len() as u64 > max
         {
-            return Err(format!("{path}: more than {max} items"));
+            return Err(invalid(path, format!("more than {max} items")));
         }
         if let Some(item_schema) = schema.get("items") {
             for (index, item) in items.iter().enumerate() {
@@ -281,7 +309,10 @@ mod tests {
         let none = AllowedHosts::default();
         assert!(validate_ui(&nested(MAX_UI_DEPTH), &none).is_ok());
         let error = validate_ui(&nested(MAX_UI_DEPTH + 1), &none).unwrap_err();
-        assert!(error.contains("nested deeper than 32"), "{error}");
+        assert!(
+            error.to_string().contains("nested deeper than 32"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -318,7 +349,10 @@ mod tests {
         ];
         for (field, value) in bad {
             let error = validate_ui(&with(field, value), &allowed).unwrap_err();
-            assert!(error.contains(field), "{field}={value}: {error}");
+            assert!(
+                error.to_string().contains(field),
+                "{field}={value}: {error}"
+            );
         }
     }
 
@@ -382,11 +416,12 @@ mod tests {
         let none = AllowedHosts::default();
         for (document, expected) in cases {
             let error = validate_ui(document, &none).unwrap_err();
-            assert!(error.contains(expected), "{document}: {error}");
+            assert!(error.to_string().contains(expected), "{document}: {error}");
         }
         assert!(
             validate_ui(&nested(60), &none)
                 .unwrap_err()
+                .to_string()
                 .contains("nested deeper")
         );
         assert!(validate_ui(&"x".repeat(MAX_UI_BYTES + 1), &none).is_err());

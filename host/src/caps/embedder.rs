@@ -104,7 +104,7 @@ pub(crate) fn covers(held: &[String], wanted: &[String]) -> bool {
     wanted.iter().all(|scope| held.contains(scope))
 }
 
-pub use super::a2ui::{A2UI_SCHEMA, MAX_UI_BYTES, MAX_UI_DEPTH, validate_ui};
+pub use super::a2ui::{A2UI_SCHEMA, MAX_UI_BYTES, MAX_UI_DEPTH, UiError, validate_ui};
 pub use crate::output::delivery::UiSink;
 
 /// What the embedder's services may touch: its functions, its credentials, and the grant

@@ -87,19 +87,32 @@ struct ChatText {
 /// Bytes of a provider's error answer read for the operator's log; the node never sees them.
 const ERROR_EXCERPT_BYTES: usize = 512;
 
+/// A models endpoint that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("the models endpoint `{endpoint}` is not a URL: {error}")]
+    NotAUrl {
+        endpoint: String,
+        #[source]
+        error: url::ParseError,
+    },
+    #[error("the models endpoint `{0}` must be an http or https URL")]
+    NotHttp(String),
+}
+
 impl ModelProvider {
     /// Checks the endpoint is an http(s) URL.
     pub fn new(
         endpoint: &str,
         api_key: Option<String>,
         models: Vec<String>,
-    ) -> Result<Self, String> {
-        let url = Url::parse(endpoint)
-            .map_err(|error| format!("the models endpoint `{endpoint}` is not a URL: {error}"))?;
+    ) -> Result<Self, EndpointError> {
+        let url = Url::parse(endpoint).map_err(|error| EndpointError::NotAUrl {
+            endpoint: endpoint.to_string(),
+            error,
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(format!(
-                "the models endpoint `{endpoint}` must be an http or https URL"
-            ));
+            return Err(EndpointError::NotHttp(endpoint.to_string()));
         }
         Ok(ModelProvider {
             endpoint: endpoint.trim_end_matches('/').to_string(),

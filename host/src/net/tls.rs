@@ -68,7 +68,7 @@ fn build_tls(extra: &[Vec<u8>], alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConf
 pub enum CertificateError {
     /// The file starts as PEM but does not parse as PEM certificates.
     #[error("not a PEM certificate file: {0}")]
-    Pem(rustls::pki_types::pem::Error),
+    Pem(#[source] rustls::pki_types::pem::Error),
     #[error("the PEM file holds no CERTIFICATE block")]
     Empty,
 }

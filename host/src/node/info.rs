@@ -100,21 +100,49 @@ pub const MAX_VALID_VALUES: usize = 1024;
 /// Bytes of all descriptions of a component together (names, texts and values).
 pub const MAX_DESCRIBED_BYTES: usize = 1024 * 1024;
 
+/// A component's description of its nodes beyond the host's bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DescriptionError {
+    #[error("{0} nodes; a component may describe at most {MAX_NODES}")]
+    TooManyNodes(usize),
+    #[error("{what} is {bytes} bytes; at most {max}")]
+    TooLong {
+        what: String,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("node `{0}` is described twice")]
+    NodeTwice(String),
+    #[error("node `{node}` has {pins} pins; at most {MAX_PINS}")]
+    TooManyPins { node: String, pins: usize },
+    #[error("node `{node}` has pin `{pin}` twice")]
+    PinTwice { node: String, pin: String },
+    #[error("pin `{pin}` of `{node}` lists {values} valid values; at most {MAX_VALID_VALUES}")]
+    TooManyValidValues {
+        node: String,
+        pin: String,
+        values: usize,
+    },
+    #[error("the descriptions take more than {MAX_DESCRIBED_BYTES} bytes")]
+    TooLarge,
+}
+
 /// Checks what a component says about its nodes against the bounds above, so that what the
 /// host keeps for it, and what `describe` and `inspect` show, stays small; and that node names,
 /// and pin names within a node and direction, are unique.
-pub fn check_descriptions(nodes: &[NodeInfo]) -> Result<(), String> {
+pub fn check_descriptions(nodes: &[NodeInfo]) -> Result<(), DescriptionError> {
     if nodes.len() > MAX_NODES {
-        return Err(format!(
-            "{} nodes; a component may describe at most {MAX_NODES}",
-            nodes.len()
-        ));
+        return Err(DescriptionError::TooManyNodes(nodes.len()));
     }
     let mut total = 0usize;
     let mut node_names = std::collections::HashSet::new();
     let text = |what: &str, value: &str, max: usize| {
         if value.len() > max {
-            Err(format!("{what} is {} bytes; at most {max}", value.len()))
+            Err(DescriptionError::TooLong {
+                what: what.to_string(),
+                bytes: value.len(),
+                max,
+            })
         } else {
             Ok(value.len())
         }
@@ -122,13 +150,13 @@ pub fn check_descriptions(nodes: &[NodeInfo]) -> Result<(), String> {
     for node in nodes {
         let name: String = node.name.chars().take(64).collect();
         if !node_names.insert(node.name.as_str()) {
-            return Err(format!("node `{name}` is described twice"));
+            return Err(DescriptionError::NodeTwice(name));
         }
         if node.pins.len() > MAX_PINS {
-            return Err(format!(
-                "node `{name}` has {} pins; at most {MAX_PINS}",
-                node.pins.len()
-            ));
+            return Err(DescriptionError::TooManyPins {
+                node: name,
+                pins: node.pins.len(),
+            });
         }
         total += text("a node name", &node.name, MAX_NAME_BYTES)?
             + text(
@@ -150,13 +178,17 @@ pub fn check_descriptions(nodes: &[NodeInfo]) -> Result<(), String> {
         for pin in &node.pins {
             let pin_name: String = pin.name.chars().take(64).collect();
             if !pin_names.insert((pin.direction == Direction::Input, pin.name.as_str())) {
-                return Err(format!("node `{name}` has pin `{pin_name}` twice"));
+                return Err(DescriptionError::PinTwice {
+                    node: name,
+                    pin: pin_name,
+                });
             }
             if pin.valid_values.len() > MAX_VALID_VALUES {
-                return Err(format!(
-                    "pin `{pin_name}` of `{name}` lists {} valid values; at most {MAX_VALID_VALUES}",
-                    pin.valid_values.len()
-                ));
+                return Err(DescriptionError::TooManyValidValues {
+                    node: name,
+                    pin: pin_name,
+                    values: pin.valid_values.len(),
+                });
             }
             total += text(
                 &format!("a pin name of `{name}`"),
@@ -170,9 +202,7 @@ pub fn check_descriptions(nodes: &[NodeInfo]) -> Result<(), String> {
                 + pin.valid_values.iter().map(Value::size).sum::<usize>();
         }
         if total > MAX_DESCRIBED_BYTES {
-            return Err(format!(
-                "the descriptions take more than {MAX_DESCRIBED_BYTES} bytes"
-            ));
+            return Err(DescriptionError::TooLarge);
         }
     }
     Ok(())
@@ -296,7 +326,7 @@ mod tests {
             ),
         ];
         for (nodes, expected) in refused {
-            let error = check_descriptions(&nodes).unwrap_err();
+            let error = check_descriptions(&nodes).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
         }
     }

@@ -73,28 +73,31 @@ impl Value {
     }
 
     /// Parses text given on a command line into a value of `data_type`.
-    pub fn parse_as(text: &str, data_type: DataType) -> Result<Value, String> {
+    pub fn parse_as(text: &str, data_type: DataType) -> Result<Value, ParseValueError> {
         let value = match data_type {
             DataType::Boolean => match text.trim().to_ascii_lowercase().as_str() {
                 "true" | "yes" | "1" => Value::Boolean(true),
                 "false" | "no" | "0" => Value::Boolean(false),
-                _ => return Err(format!("`{text}` is not a boolean; write true or false")),
+                _ => return Err(ParseValueError::NotBoolean(text.to_string())),
             },
             DataType::Integer => Value::Integer(
                 text.trim()
                     .parse()
-                    .map_err(|_| format!("`{text}` is not a whole number"))?,
+                    .map_err(|_| ParseValueError::NotInteger(text.to_string()))?,
             ),
             DataType::Float => Value::Float(
                 text.trim()
                     .parse()
-                    .map_err(|_| format!("`{text}` is not a number"))?,
+                    .map_err(|_| ParseValueError::NotNumber(text.to_string()))?,
             ),
             DataType::Text => Value::Text(text.to_string()),
             DataType::Bytes => Value::Bytes(text.as_bytes().to_vec()),
             DataType::Json => {
-                let parsed: serde_json::Value = serde_json::from_str(text)
-                    .map_err(|error| format!("`{text}` is not JSON: {error}"))?;
+                let parsed: serde_json::Value =
+                    serde_json::from_str(text).map_err(|error| ParseValueError::NotJson {
+                        text: text.to_string(),
+                        error,
+                    })?;
                 Value::Json(parsed.to_string())
             }
             DataType::Any => match serde_json::from_str::<serde_json::Value>(text) {
@@ -111,6 +114,40 @@ impl Value {
         };
         Ok(value)
     }
+}
+
+/// Text that does not parse as a value of the type asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseValueError {
+    #[error("`{0}` is not a boolean; write true or false")]
+    NotBoolean(String),
+    #[error("`{0}` is not a whole number")]
+    NotInteger(String),
+    #[error("`{0}` is not a number")]
+    NotNumber(String),
+    #[error("`{text}` is not JSON: {error}")]
+    NotJson {
+        text: String,
+        #[source]
+        error: serde_json::Error,
+    },
+}
+
+/// Outputs that do not fit the node's output pins.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputError {
+    #[error("output `{0}` was returned twice")]
+    Twice(String),
+    #[error("`{pin}` is not an output pin of `{node}`")]
+    UnknownPin { pin: String, node: String },
+    #[error("output `{pin}` is declared {declared} but the node returned {found}")]
+    WrongType {
+        pin: String,
+        declared: &'static str,
+        found: &'static str,
+    },
+    #[error("output `{0}` is not valid JSON")]
+    InvalidJson(String),
 }
 
 /// An input that does not fit the node's pins.
@@ -147,37 +184,36 @@ pub fn is_json(text: &str) -> bool {
 
 /// Checks what a node returned against its output pins: every name is an output pin, once,
 /// with a value of the pin's type, and `json` values are JSON. The message says what is wrong.
-pub fn check_outputs(node: &NodeInfo, outputs: &[Field]) -> Result<(), String> {
+pub fn check_outputs(node: &NodeInfo, outputs: &[Field]) -> Result<(), OutputError> {
     let mut seen = std::collections::HashSet::with_capacity(outputs.len());
     for field in outputs {
         if !seen.insert(field.name.as_str()) {
-            return Err(format!("output `{}` was returned twice", field.name));
+            return Err(OutputError::Twice(field.name.clone()));
         }
         let Some(pin) = node
             .pins
             .iter()
             .find(|pin| pin.direction == Direction::Output && pin.name == field.name)
         else {
-            return Err(format!(
-                "`{}` is not an output pin of `{}`",
-                field.name, node.name
-            ));
+            return Err(OutputError::UnknownPin {
+                pin: field.name.clone(),
+                node: node.name.clone(),
+            });
         };
         if let Some(found) = field.value.data_type()
             && pin.data_type != DataType::Any
             && found != pin.data_type
         {
-            return Err(format!(
-                "output `{}` is declared {} but the node returned {}",
-                field.name,
-                pin.data_type.name(),
-                found.name()
-            ));
+            return Err(OutputError::WrongType {
+                pin: field.name.clone(),
+                declared: pin.data_type.name(),
+                found: found.name(),
+            });
         }
         if let Value::Json(text) = &field.value
             && !is_json(text)
         {
-            return Err(format!("output `{}` is not valid JSON", field.name));
+            return Err(OutputError::InvalidJson(field.name.clone()));
         }
     }
     Ok(())
@@ -312,7 +348,7 @@ mod tests {
         ];
         for (outputs, expected) in refused {
             let error = check_outputs(&info, &outputs).unwrap_err();
-            assert!(error.contains(expected), "{error}");
+            assert!(error.to_string().contains(expected), "{error}");
         }
         assert_eq!(
             check_outputs(&info, &[field("doc", Value::Json("{\"a\": [1]}".into()))]),
@@ -392,27 +428,30 @@ mod tests {
     #[test]
     fn parsing_by_type() {
         assert_eq!(
-            Value::parse_as("true", DataType::Boolean),
-            Ok(Value::Boolean(true))
+            Value::parse_as("true", DataType::Boolean).unwrap(),
+            Value::Boolean(true)
         );
         assert_eq!(
-            Value::parse_as("42", DataType::Integer),
-            Ok(Value::Integer(42))
+            Value::parse_as("42", DataType::Integer).unwrap(),
+            Value::Integer(42)
         );
         assert!(Value::parse_as("4.2", DataType::Integer).is_err());
         assert_eq!(
-            Value::parse_as("4.5", DataType::Float),
-            Ok(Value::Float(4.5))
+            Value::parse_as("4.5", DataType::Float).unwrap(),
+            Value::Float(4.5)
         );
         assert_eq!(
-            Value::parse_as("{\"a\": 1}", DataType::Json),
-            Ok(Value::Json("{\"a\":1}".into()))
+            Value::parse_as("{\"a\": 1}", DataType::Json).unwrap(),
+            Value::Json("{\"a\":1}".into())
         );
         assert!(Value::parse_as("{", DataType::Json).is_err());
-        assert_eq!(Value::parse_as("7", DataType::Any), Ok(Value::Integer(7)));
         assert_eq!(
-            Value::parse_as("plain words", DataType::Any),
-            Ok(Value::Text("plain words".into()))
+            Value::parse_as("7", DataType::Any).unwrap(),
+            Value::Integer(7)
+        );
+        assert_eq!(
+            Value::parse_as("plain words", DataType::Any).unwrap(),
+            Value::Text("plain words".into())
         );
         assert_eq!(
             Value::Bytes(vec![1, 2]).to_json(),

@@ -439,3 +439,117 @@ mod tests {
         assert!(providers_of("wasi:filesystem/types").is_empty());
     }
 }
+
+/// The capability table against `wit/worlds.wit`, parsed as the toolchains parse it: the table
+/// is hand-written, the WIT is what nodes build against, and neither may drift.
+#[cfg(test)]
+mod wit_tests {
+    use super::*;
+    use crate::policy::preflight::BASELINE;
+    use std::collections::BTreeSet;
+    use wit_parser::{Resolve, WorldItem};
+
+    fn resolve() -> (Resolve, wit_parser::PackageId) {
+        let mut resolve = Resolve::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let (package, _) = resolve.push_dir(&dir).expect("wit/ parses");
+        (resolve, package)
+    }
+
+    /// The interfaces a world imports, without versions.
+    fn imports(resolve: &Resolve, package: wit_parser::PackageId, world: &str) -> BTreeSet<String> {
+        let id = resolve.packages[package].worlds[world];
+        resolve.worlds[id]
+            .imports
+            .values()
+            .filter_map(|item| match item {
+                WorldItem::Interface { id, .. } => resolve.id_of(*id),
+                _ => None,
+            })
+            .map(|name| crate::node::component::split_version(&name).0.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_row_names_a_world_importing_exactly_its_interfaces() {
+        let (resolve, package) = resolve();
+        for info in CAPABILITIES {
+            let expected: BTreeSet<String> = info
+                .interfaces
+                .iter()
+                .map(|name| name.to_string())
+                .collect();
+            let mut found = imports(&resolve, package, info.world);
+            // A warden world imports `types` through its interface's `use`.
+            found.remove("warden:node/types");
+            assert_eq!(
+                found, expected,
+                "world {} against the row {}",
+                info.world, info.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_capability_world_has_a_row() {
+        let (resolve, package) = resolve();
+        let worlds: BTreeSet<&str> = resolve.packages[package]
+            .worlds
+            .keys()
+            .map(String::as_str)
+            .filter(|name| name.starts_with("cap-"))
+            .collect();
+        let rows: BTreeSet<&str> = CAPABILITIES.iter().map(|info| info.world).collect();
+        assert_eq!(worlds, rows);
+    }
+
+    /// The host's bindings world holds every interface warden provides itself, and the base
+    /// world's imports are in the baseline every node gets.
+    #[test]
+    fn the_host_world_and_the_baseline_match_the_table() {
+        let (resolve, package) = resolve();
+        let host = imports(&resolve, package, "node-host");
+        let base = imports(&resolve, package, "base");
+        let mut expected: BTreeSet<String> = base.clone();
+        for info in CAPABILITIES
+            .iter()
+            .filter(|info| info.provider == Provider::Warden)
+        {
+            expected.extend(info.interfaces.iter().map(|name| name.to_string()));
+        }
+        assert_eq!(host, expected);
+        for interface in &base {
+            assert!(
+                BASELINE.contains(&interface.as_str()),
+                "{interface} is not in the baseline"
+            );
+        }
+        let warden_baseline: BTreeSet<String> = BASELINE
+            .iter()
+            .filter(|name| name.starts_with("warden:node/"))
+            .map(|name| name.to_string())
+            .collect();
+        assert_eq!(warden_baseline, base);
+    }
+}
+
+/// The SDK's Cargo features are the capabilities warden provides itself (the SDK's own test
+/// checks its capability list against those features).
+#[cfg(test)]
+#[test]
+fn the_sdk_offers_a_feature_per_warden_capability() {
+    let manifest = include_str!("../../../guest-sdk/Cargo.toml");
+    let section = manifest.split("[features]").nth(1).unwrap_or_default();
+    let features: Vec<&str> = section
+        .lines()
+        .take_while(|line| !line.starts_with('['))
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim()))
+        .filter(|name| !name.is_empty() && *name != "default")
+        .collect();
+    let warden: Vec<&str> = CAPABILITIES
+        .iter()
+        .filter(|info| info.provider == Provider::Warden)
+        .map(|info| info.name)
+        .collect();
+    assert_eq!(features, warden);
+}

@@ -4,9 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
-const GIB: u64 = 1024 * MIB;
+pub(crate) const KIB: u64 = 1024;
+pub(crate) const MIB: u64 = 1024 * KIB;
+pub(crate) const GIB: u64 = 1024 * MIB;
 
 /// Limits the sandbox enforces on one run. Every field is enforced; see `docs/capabilities.md`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,32 +191,42 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The smallest and largest wasm stack a runtime accepts.
 pub const STACK_RANGE: std::ops::RangeInclusive<usize> = (64 * KIB as usize)..=(8 * MIB as usize);
 
+/// Limits the runtime cannot enforce.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidLimits {
+    #[error("memory {0} bytes is over the 4 GiB a wasm32 node can address")]
+    Memory(u64),
+    #[error("the wasm stack must be between 64 KiB and 8 MiB, not {0} bytes")]
+    Stack(usize),
+    #[error("the timeout must be longer than zero")]
+    ZeroTimeout,
+    #[error("the timeout {0:?} is over the longest a run may take (24h)")]
+    Timeout(Duration),
+    #[error("{name} {value} is over the most the runtime supports ({max})")]
+    Count {
+        name: &'static str,
+        value: usize,
+        max: usize,
+    },
+}
+
 impl Limits {
     /// Checks the limits are ones the runtime can enforce: the sandbox's pools are sized for
     /// the permissive preset, so nothing may exceed it (memory 4 GiB, the wasm32 maximum), and
     /// the stack must be within [`STACK_RANGE`].
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidLimits> {
         let ceiling = Limits::permissive();
         if self.memory_bytes > ceiling.memory_bytes {
-            return Err(format!(
-                "memory {} bytes is over the 4 GiB a wasm32 node can address",
-                self.memory_bytes
-            ));
+            return Err(InvalidLimits::Memory(self.memory_bytes));
         }
         if !STACK_RANGE.contains(&self.wasm_stack_bytes) {
-            return Err(format!(
-                "the wasm stack must be between 64 KiB and 8 MiB, not {} bytes",
-                self.wasm_stack_bytes
-            ));
+            return Err(InvalidLimits::Stack(self.wasm_stack_bytes));
         }
         if self.timeout.is_zero() {
-            return Err("the timeout must be longer than zero".into());
+            return Err(InvalidLimits::ZeroTimeout);
         }
         if self.timeout > MAX_TIMEOUT {
-            return Err(format!(
-                "the timeout {:?} is over the longest a run may take (24h)",
-                self.timeout
-            ));
+            return Err(InvalidLimits::Timeout(self.timeout));
         }
         let counts = [
             (
@@ -242,9 +252,7 @@ impl Limits {
         ];
         for (name, value, max) in counts {
             if value > max {
-                return Err(format!(
-                    "{name} {value} is over the most the runtime supports ({max})"
-                ));
+                return Err(InvalidLimits::Count { name, value, max });
             }
         }
         Ok(())
@@ -347,73 +355,6 @@ impl fmt::Display for LimitKind {
     }
 }
 
-/// Parses sizes such as `64MiB`, `16M`, `4GiB`, `1024` (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "`{text}` is not a size; write a number with an optional unit, such as 64MiB"
-        ));
-    }
-    let too_large = || format!("`{text}` is too large");
-    let number: u64 = digits.parse().map_err(|_| too_large())?;
-    let factor = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => KIB,
-        "m" | "mb" | "mib" => MIB,
-        "g" | "gb" | "gib" => GIB,
-        "t" | "tb" | "tib" => 1024 * GIB,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{text}`; use B, KiB, MiB or GiB"
-            ));
-        }
-    };
-    number.checked_mul(factor).ok_or_else(too_large)
-}
-
-/// Parses durations such as `500ms`, `10s`, `2m`, `10` (seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "`{text}` is not a duration; write a number with a unit, such as 500ms or 10s"
-        ));
-    }
-    let too_long = || format!("`{text}` is too long");
-    let number: u64 = digits.parse().map_err(|_| too_long())?;
-    let seconds = |factor: u64| {
-        number
-            .checked_mul(factor)
-            .map(Duration::from_secs)
-            .ok_or_else(too_long)
-    };
-    let duration = match unit.trim().to_ascii_lowercase().as_str() {
-        "ms" => Duration::from_millis(number),
-        "" | "s" => seconds(1)?,
-        "m" | "min" => seconds(60)?,
-        "h" => seconds(3600)?,
-        "d" => seconds(86_400)?,
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{text}`; use ms, s, m, h or d"
-            ));
-        }
-    };
-    if duration.is_zero() {
-        return Err(format!("the duration `{text}` must be longer than zero"));
-    }
-    Ok(duration)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,36 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_size("64MiB"), Ok(64 * MIB));
-        assert_eq!(parse_size("16m"), Ok(16 * MIB));
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("4 GiB"), Ok(4 * GIB));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5 parsecs").is_err());
-        assert!(parse_size("99999999999999999999G").is_err());
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").is_err());
-        for huge in [
-            "99999999999999999999s",
-            "999999999999999999d",
-            "999999999999999999h",
-        ] {
-            assert!(
-                parse_duration(huge).unwrap_err().contains("too long"),
-                "{huge}"
-            );
-        }
-        assert_eq!(parse_duration("1d"), Ok(MAX_TIMEOUT));
-        for huge in ["99999999999T", "99999999999999999999", "17179869184G"] {
-            assert!(
-                parse_size(huge).unwrap_err().contains("too large"),
-                "{huge}"
-            );
-        }
+    fn presets_parse() {
         assert_eq!("Restrictive".parse::<Preset>(), Ok(Preset::Restrictive));
         assert!("lenient".parse::<Preset>().is_err());
     }

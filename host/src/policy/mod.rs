@@ -7,3 +7,4 @@ pub mod capability;
 pub mod config;
 pub mod limits;
 pub mod preflight;
+pub mod units;
