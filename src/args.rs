@@ -2,10 +2,9 @@
 //! host keeps what it installed ([`StateDir`]).
 
 use crate::failure::{Failure, client_failure, install_failure};
-use crate::files::read_text;
+use crate::files::{ca_certificates, read_text};
 use clap::Args;
 use std::path::PathBuf;
-use warden_host::http::certificates_from_pem_or_der;
 use warden_registry::client::{Client, Credential};
 use warden_registry::install::InstallState;
 use warden_registry::protocol;
@@ -33,15 +32,7 @@ pub(crate) struct Remote {
 
 impl Remote {
     pub(crate) fn client(&self) -> Result<Client, Failure> {
-        let mut roots = Vec::new();
-        for file in &self.ca_certs {
-            let bytes = std::fs::read(file).map_err(|error| {
-                Failure::usage(format!("--ca-cert {}: {error}", file.display()))
-            })?;
-            roots.extend(certificates_from_pem_or_der(&bytes).map_err(|error| {
-                Failure::usage(format!("--ca-cert {}: {error}", file.display()))
-            })?);
-        }
+        let roots = ca_certificates(&self.ca_certs)?;
         // Read by hand rather than by clap, so an empty variable means "not set".
         let file = self.token_file.clone().or_else(|| {
             std::env::var_os("WARDEN_TOKEN_FILE")

@@ -1,9 +1,10 @@
-//! Reading the files commands are given: text, secret keys and components. Each failure names
-//! the file, so one line on stderr says which one.
+//! Reading the files commands are given: text, secret keys, components and CA certificates.
+//! Each failure names the file, so one line on stderr says which one.
 
 use crate::failure::Failure;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use warden_host::NodeComponent;
+use warden_host::http::certificates_from_pem_or_der;
 use warden_host::package;
 use warden_registry::protocol;
 
@@ -22,4 +23,19 @@ pub(crate) fn read_component(path: &Path) -> Result<NodeComponent, Failure> {
         .map_err(|error| Failure::usage(format!("cannot read {}: {error}", path.display())))?;
     NodeComponent::from_bytes(bytes)
         .map_err(|error| Failure::usage(format!("{}: {error}", path.display())))
+}
+
+/// The certificates in `--ca-cert` files (PEM or DER), trusted beside the built-in roots.
+pub(crate) fn ca_certificates(files: &[PathBuf]) -> Result<Vec<Vec<u8>>, Failure> {
+    let mut roots = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(file)
+            .map_err(|error| Failure::usage(format!("--ca-cert {}: {error}", file.display())))?;
+        roots.extend(
+            certificates_from_pem_or_der(&bytes).map_err(|error| {
+                Failure::usage(format!("--ca-cert {}: {error}", file.display()))
+            })?,
+        );
+    }
+    Ok(roots)
 }

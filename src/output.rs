@@ -15,3 +15,8 @@ pub(crate) fn print_warning(message: &str) {
     let message = message.replace(['\n', '\r'], " ");
     eprintln!("warden: warning: {message}");
 }
+
+/// A `--json` document on stdout, pretty-printed, one newline after it.
+pub(crate) fn out_json(document: &serde_json::Value) {
+    out(&format!("{document:#}\n"));
+}

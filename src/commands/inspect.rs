@@ -3,7 +3,7 @@
 use crate::async_runtime::tokio;
 use crate::failure::Failure;
 use crate::files::read_component;
-use crate::output::{out, print_warning};
+use crate::output::{out, out_json, print_warning};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub(crate) fn execute(args: InspectArgs) -> Result<(), Failure> {
             "capabilities": required.names(),
             "imports": summary.imports,
         });
-        out(&format!("{document:#}\n"));
+        out_json(&document);
         return Ok(());
     }
     let mut text = String::new();

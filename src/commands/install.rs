@@ -5,7 +5,7 @@ use crate::args::{Remote, StateDir};
 use crate::async_runtime::tokio;
 use crate::failure::{Failure, install_failure};
 use crate::files::read_text;
-use crate::output::out;
+use crate::output::{out, out_json};
 use serde_json::json;
 use std::path::Path;
 use warden_registry::install::{self, InstallRequest};
@@ -69,10 +69,9 @@ pub(crate) fn execute(args: InstallArgs) -> Result<(), Failure> {
         ))
         .map_err(install_failure)?;
     if args.json {
-        out(&format!(
-            "{:#}\n",
-            json!({ "installed": record, "pending": record.pending(), "pending_hosts": record.pending_hosts() })
-        ));
+        out_json(
+            &json!({ "installed": record, "pending": record.pending(), "pending_hosts": record.pending_hosts() }),
+        );
     } else {
         out(&format!(
             "installed {}@{} from {} (registry {}, publisher {}): granted [{}]\n",

@@ -3,7 +3,7 @@
 
 use crate::args::StateDir;
 use crate::failure::{Failure, install_failure};
-use crate::output::out;
+use crate::output::{out, out_json};
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -26,10 +26,9 @@ pub(crate) fn execute(args: InstalledArgs) -> Result<(), Failure> {
     let registries = host.registries().map_err(install_failure)?;
     let changes = host.publisher_changes().map_err(install_failure)?;
     if as_json {
-        out(&format!(
-            "{:#}\n",
-            json!({ "installed": installed, "registries": registries, "publisher_changes": changes })
-        ));
+        out_json(
+            &json!({ "installed": installed, "registries": registries, "publisher_changes": changes }),
+        );
         return Ok(());
     }
     let mut text = String::new();

@@ -3,6 +3,7 @@
 
 use crate::build::{self, BuildOptions};
 use crate::failure::Failure;
+use crate::files::read_secret;
 use crate::output::out;
 use std::path::PathBuf;
 use warden_host::package;
@@ -52,14 +53,11 @@ pub(crate) fn execute(args: PackArgs) -> Result<(), Failure> {
     let component = std::fs::read(&component_path).map_err(|error| {
         Failure::usage(format!("cannot read {}: {error}", component_path.display()))
     })?;
-    let mut keys = Vec::new();
-    for path in &args.keys {
-        let secret = std::fs::read_to_string(path)
-            .map_err(|error| Failure::usage(format!("cannot read {}: {error}", path.display())))?;
-        keys.push(package::signing_key_from_hex(&secret).ok_or_else(|| {
-            Failure::usage(format!("{} is not a warden secret key", path.display()))
-        })?);
-    }
+    let keys = args
+        .keys
+        .iter()
+        .map(|path| read_secret(path))
+        .collect::<Result<Vec<_>, _>>()?;
     let manifest = package::Manifest {
         name: args.name.clone(),
         version: args.version.clone(),

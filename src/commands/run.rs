@@ -4,15 +4,14 @@
 use crate::args::StateDir;
 use crate::async_runtime::tokio;
 use crate::failure::Failure;
-use crate::files::read_component;
-use crate::output::{out, print_warning};
+use crate::files::{ca_certificates, read_component};
+use crate::output::{out, out_json, print_warning};
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use warden_host::allowlist::AllowedHosts;
-use warden_host::http::certificates_from_pem_or_der;
 use warden_host::limits::{MAX_TIMEOUT, parse_duration, parse_size};
 use warden_host::log::LogRecord;
 use warden_host::models::ModelProvider;
@@ -252,16 +251,7 @@ pub(crate) fn execute(mut args: RunArgs) -> Result<(), Failure> {
         }
         None => Storage::in_memory().map_err(Error::from)?,
     };
-    let mut roots = Vec::new();
-    for file in &args.ca_certs {
-        let bytes = std::fs::read(file)
-            .map_err(|error| Failure::usage(format!("--ca-cert {}: {error}", file.display())))?;
-        roots.extend(
-            certificates_from_pem_or_der(&bytes).map_err(|error| {
-                Failure::usage(format!("--ca-cert {}: {error}", file.display()))
-            })?,
-        );
-    }
+    let roots = ca_certificates(&args.ca_certs)?;
     // The CLI runs one node: a pool for exactly one run under its limits.
     let settings = RuntimeSettings {
         concurrency: 1,
@@ -344,9 +334,9 @@ pub(crate) fn execute(mut args: RunArgs) -> Result<(), Failure> {
             "fuel_consumed": outcome.fuel_consumed,
             "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
         });
-        out(&format!("{document:#}\n"));
+        out_json(&document);
     } else {
-        out(&format!("{:#}\n", Json::Object(outputs)));
+        out_json(&Json::Object(outputs));
     }
     Ok(())
 }

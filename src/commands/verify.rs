@@ -1,7 +1,8 @@
 //! `warden verify`: a package's manifest, component, capabilities and signatures.
 
 use crate::failure::Failure;
-use crate::output::out;
+use crate::files::read_text;
+use crate::output::{out, out_json};
 use serde_json::json;
 use std::path::PathBuf;
 use warden_host::package;
@@ -30,8 +31,7 @@ pub(crate) fn execute(args: VerifyArgs) -> Result<(), Failure> {
         |error: package::PackageError| Failure::usage(format!("{}: {error}", path.display()));
     let mut keys = Vec::new();
     for file in &trusted {
-        let text = std::fs::read_to_string(file)
-            .map_err(|error| Failure::usage(format!("cannot read {}: {error}", file.display())))?;
+        let text = read_text(file)?;
         keys.push(
             package::verifying_key_from_hex(&text)
                 .map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?,
@@ -52,10 +52,7 @@ pub(crate) fn execute(args: VerifyArgs) -> Result<(), Failure> {
         .map(|key| key.as_bytes().iter().map(|b| format!("{b:02x}")).collect())
         .collect();
     if as_json {
-        out(&format!(
-            "{:#}\n",
-            json!({ "verified": true, "manifest": manifest, "signers": signers })
-        ));
+        out_json(&json!({ "verified": true, "manifest": manifest, "signers": signers }));
     } else {
         out(&format!(
             "verified {} {}: capabilities [{}], signed by {}\n",

@@ -2,10 +2,9 @@
 //! change through a root document signed by the old key and the new one.
 
 use crate::failure::{Failure, store_failure};
-use crate::files::read_text;
+use crate::files::{read_secret, read_text};
 use crate::output::out;
 use std::path::PathBuf;
-use warden_host::package;
 use warden_registry::store::{DEFAULT_INDEX_TTL, Store};
 
 #[derive(clap::Args)]
@@ -36,14 +35,10 @@ pub(crate) fn execute(args: RotateKeyArgs) -> Result<(), Failure> {
     for path in &root_keys {
         offline.push(read_text(path)?.trim().to_string());
     }
-    let mut secrets = Vec::new();
-    for path in &cosigners {
-        secrets.push(
-            package::signing_key_from_hex(&read_text(path)?).ok_or_else(|| {
-                Failure::usage(format!("{} is not a warden secret key", path.display()))
-            })?,
-        );
-    }
+    let secrets = cosigners
+        .iter()
+        .map(|path| read_secret(path))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut store = Store::open_existing(&data, DEFAULT_INDEX_TTL).map_err(store_failure)?;
     let root = store
         .rotate_root(&data, &offline, threshold, &secrets)

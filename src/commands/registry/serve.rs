@@ -2,8 +2,9 @@
 //! DATA/registry.redb. Every bound on what clients may hold (connections, uploads, downloads,
 //! time, rates and quotas) is a flag here, its default the library's.
 
+use crate::async_runtime::tokio_multi_thread;
 use crate::failure::{Failure, store_failure};
-use crate::output::out;
+use crate::output::{out, print_warning};
 use std::path::PathBuf;
 use std::sync::Arc;
 use warden_host::limits::{parse_duration, parse_size};
@@ -220,19 +221,13 @@ pub(crate) fn execute(args: ServeArgs) -> Result<(), Failure> {
     let reserve = 32u64.saturating_add(args.max_uploads as u64);
     let files = server::fit_file_limit(&mut limits, reserve);
     if let (Some(given), Some(open_files)) = (files.lowered_from, files.open_files) {
-        eprintln!(
-            "warden: warning: --max-connections lowered from {given} to {}: this process may open \
-             only {open_files} files and keeps {reserve} for its own; raise `ulimit -n` for more",
+        print_warning(&format!(
+            "--max-connections lowered from {given} to {}: this process may open only \
+             {open_files} files and keeps {reserve} for its own; raise `ulimit -n` for more",
             limits.max_connections
-        );
+        ));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| Failure {
-            code: 1,
-            message: format!("cannot start the async runtime: {error}"),
-        })?;
+    let runtime = tokio_multi_thread()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
