@@ -10,9 +10,11 @@ pub(crate) struct ApproveArgs {
     /// Approve only these capabilities (comma-separated); everything pending by default.
     #[arg(long, value_name = "CAP[,CAP]...", value_delimiter = ',')]
     grant: Option<Vec<String>>,
+    // `--host` was this flag's name before `install` and `approve` took `run`'s words: a hidden
+    // alias, so scripts written for it keep working.
     /// Approve only these hosts (repeatable); everything pending by default.
-    #[arg(long = "host", value_name = "PATTERN")]
-    hosts: Option<Vec<String>>,
+    #[arg(long = "allow-host", alias = "host", value_name = "PATTERN")]
+    allow_hosts: Option<Vec<String>>,
     /// Approve up to this limits preset; what is pending by default.
     #[arg(long, value_name = "restrictive|default|permissive")]
     preset: Option<String>,
@@ -24,12 +26,12 @@ pub(crate) fn execute(args: ApproveArgs) -> Result<(), Failure> {
     let ApproveArgs {
         name,
         grant: capabilities,
-        hosts,
+        allow_hosts: hosts,
         preset,
         state,
     } = args;
     let host = state.open()?;
-    // Naming any of --grant, --host or --preset approves exactly what is named: the others
+    // Naming any of --grant, --allow-host or --preset approves exactly what is named: the others
     // stay as they are. With none of them, everything pending is approved.
     let (capabilities, hosts, preset) =
         if capabilities.is_none() && hosts.is_none() && preset.is_none() {

@@ -21,15 +21,26 @@ pub(crate) struct InstallArgs {
     /// which it is pinned.
     #[arg(long, value_name = "HEX|FILE")]
     registry_key: Option<String>,
+    // The approval flags are spelled as `run` and `approve` spell them; the spellings before
+    // (`--approve`, `--approve-host`, `--approve-preset`) stay as hidden aliases for scripts.
     /// Capabilities to approve, comma-separated; on a first install, what the package requests.
-    #[arg(long, value_name = "CAP[,CAP]...", value_delimiter = ',')]
-    approve: Option<Vec<String>>,
+    #[arg(
+        long,
+        alias = "approve",
+        value_name = "CAP[,CAP]...",
+        value_delimiter = ','
+    )]
+    grant: Option<Vec<String>>,
     /// Hosts to approve (repeatable); on a first install, what the package requests.
-    #[arg(long = "approve-host", value_name = "PATTERN")]
-    approve_hosts: Option<Vec<String>>,
+    #[arg(long = "allow-host", alias = "approve-host", value_name = "PATTERN")]
+    allow_hosts: Option<Vec<String>>,
     /// The loosest limits preset to approve; on a first install, what the package requests.
-    #[arg(long, value_name = "restrictive|default|permissive")]
-    approve_preset: Option<String>,
+    #[arg(
+        long,
+        alias = "approve-preset",
+        value_name = "restrictive|default|permissive"
+    )]
+    preset: Option<String>,
     /// Accept an update from another registry or publisher, or signed by a key outside the
     /// ones accepted before. Approvals start afresh, as on a first install; the change is
     /// recorded (`warden installed` shows it).
@@ -60,9 +71,9 @@ pub(crate) fn execute(args: InstallArgs) -> Result<(), Failure> {
                 name,
                 version,
                 registry_key: key.as_deref(),
-                approve: args.approve,
-                approve_hosts: args.approve_hosts,
-                approve_limits: args.approve_preset,
+                approve: args.grant,
+                approve_hosts: args.allow_hosts,
+                approve_limits: args.preset,
                 now: protocol::now(),
                 accept_publisher_change: args.accept_publisher_change,
             },
