@@ -559,3 +559,29 @@ fn run_works_under_an_8_gib_address_space_limit() {
         "limit hit: memory",
     );
 }
+
+#[test]
+fn install_and_approve_show_the_approval_flags_of_run() {
+    // The spellings before are hidden aliases: they work (tests/registry/approval_flags.rs)
+    // but help shows one word per flag, the word `run` uses.
+    let run = stdout(&warden(&["run", "--help"]));
+    for command in ["install", "approve"] {
+        let help = stdout(&warden(&[command, "--help"]));
+        for flag in [
+            "--grant <CAP[,CAP]...>",
+            "--allow-host <PATTERN>",
+            "--preset <",
+        ] {
+            assert!(help.contains(flag), "{command}: `{flag}` not in {help}");
+            assert!(run.contains(flag), "run: `{flag}` not in {run}");
+        }
+        for old in [
+            "--approve ",
+            "--approve-host",
+            "--approve-preset",
+            "--host ",
+        ] {
+            assert!(!help.contains(old), "{command}: `{old}` in {help}");
+        }
+    }
+}

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod approval_flags;
 mod dos;
 mod host_attacks;
 mod host_log;

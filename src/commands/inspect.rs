@@ -1,0 +1,93 @@
+//! `warden inspect`: the nodes a component provides, their pins, and the capabilities it needs.
+
+use crate::async_runtime::tokio;
+use crate::failure::Failure;
+use crate::files::read_component;
+use crate::output::{out, out_json, print_warning};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use warden_host::{Error, Limits, NodeInfo, Runtime, RuntimeSettings, Storage};
+
+#[derive(clap::Args)]
+pub(crate) struct InspectArgs {
+    node: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn execute(args: InspectArgs) -> Result<(), Failure> {
+    let InspectArgs {
+        node: path,
+        json: as_json,
+    } = args;
+    let component = read_component(&path)?;
+    // One description, so a pool for one run of the default preset.
+    let runtime = Runtime::from_settings(RuntimeSettings {
+        concurrency: 1,
+        pool_limits: Limits::default(),
+        on_warning: Some(Arc::new(print_warning)),
+        ..RuntimeSettings::new(Storage::in_memory().map_err(Error::from)?)
+    });
+    let nodes = tokio()?.block_on(runtime.describe(&component, &Limits::default()))?;
+    let required = component.required_capabilities();
+    let summary = component.summary();
+    if as_json {
+        let document = json!({
+            "sha256": summary.sha256,
+            "nodes": nodes.iter().map(NodeInfo::to_json).collect::<Vec<_>>(),
+            "capabilities": required.names(),
+            "imports": summary.imports,
+        });
+        out_json(&document);
+        return Ok(());
+    }
+    let mut text = String::new();
+    for node in &nodes {
+        text += &format!("node {} ({})\n", node.name, node.friendly_name);
+        if !node.description.is_empty() {
+            text += &format!("  {}\n", node.description);
+        }
+        if !node.category.is_empty() {
+            text += &format!("  category: {}\n", node.category);
+        }
+        for pin in &node.pins {
+            let direction = if pin.direction == warden_host::Direction::Input {
+                "in "
+            } else {
+                "out"
+            };
+            let mut line = format!("  {direction} {}: {}", pin.name, pin.data_type.name());
+            if let Some(default) = &pin.default {
+                line += &format!(" = {}", default.to_json());
+            }
+            if !pin.valid_values.is_empty() {
+                let values: Vec<String> = pin
+                    .valid_values
+                    .iter()
+                    .map(|v| v.to_json().to_string())
+                    .collect();
+                line += &format!(" (one of {})", values.join(", "));
+            }
+            if let Some(range) = pin.range {
+                line += &format!(" (range {} to {})", range.min, range.max);
+            }
+            if !pin.description.is_empty() {
+                line += &format!("  # {}", pin.description);
+            }
+            text += &format!("{line}\n");
+        }
+    }
+    text += &format!("capabilities: {required}\n");
+    text += &format!(
+        "imports: {}\n",
+        if summary.imports.is_empty() {
+            "none".into()
+        } else {
+            summary.imports.join(", ")
+        }
+    );
+    text += &format!("sha256: {}\n", summary.sha256);
+    out(&text);
+    Ok(())
+}
