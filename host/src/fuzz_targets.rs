@@ -1,7 +1,7 @@
 //! The bodies of fuzz targets on the host's side of the node boundary: what a node hands the
 //! host (node descriptions, output values, log text, UI documents) built from untrusted bytes
 //! and put through every check and conversion the host applies to it. Shared by `fuzz/`
-//! (cargo fuzz, libFuzzer) and the bounded run in `tests/fuzz_parsers.rs` on stable Rust.
+//! (cargo fuzz, libFuzzer) and the bounded run in `tests/e2e/fuzz_parsers.rs` on stable Rust.
 //! None of them may panic, allocate without bound, or hang.
 
 use crate::caps::embedder::validate_ui;

@@ -1,5 +1,5 @@
 //! The bodies of the fuzz targets, shared by `fuzz/` (cargo fuzz, libFuzzer) and the bounded
-//! mutation run in `tests/fuzz_parsers.rs` that CI executes on stable Rust. Each one feeds
+//! mutation run in `tests/e2e/fuzz_parsers.rs` that CI executes on stable Rust. Each one feeds
 //! untrusted bytes to a parser and, when parsing succeeds, to its verifier: neither may panic,
 //! allocate without bound, or hang.
 

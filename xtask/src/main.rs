@@ -2,7 +2,7 @@
 //! `cargo xtask test` runs the whole test suite. Both install the wasm targets first.
 //! `cargo xtask deny` checks the dependency trees against deny.toml; `cargo xtask licenses`
 //! regenerates the license inventory in thirdparty/ (`--check`: fails when it is stale).
-//! `cargo xtask soak [--runs N]` runs the soak of tests/soak.rs longer than the test suite does.
+//! `cargo xtask soak [--runs N]` runs the soak of tests/e2e/soak.rs longer than the test suite does.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -115,11 +115,19 @@ fn soak_runs() -> Result<usize, String> {
     }
 }
 
-/// Runs tests/soak.rs with `runs` runs (the test suite runs 600).
+/// Runs tests/e2e/soak.rs with `runs` runs (the test suite runs 600).
 fn soak(runs: usize) -> Result<(), String> {
     let mut command = cargo();
     command
-        .args(["test", "--test", "soak", "--", "--nocapture"])
+        .args([
+            "test",
+            "--test",
+            "e2e",
+            "--",
+            "--exact",
+            "soak::a_bounded_soak_of_mixed_benign_and_hostile_runs",
+            "--nocapture",
+        ])
         .env("WARDEN_SOAK_RUNS", runs.to_string());
     run(command)
 }
@@ -136,7 +144,7 @@ const FUZZ_TARGETS: [&str; 6] = [
 /// Runs each cargo-fuzz target (libFuzzer, nightly) for `seconds`. Nightly Rust and
 /// cargo-fuzz are installed when missing (with rustup and from crates.io); when that is not
 /// possible here, or the fuzz build fails on this nightly, the libFuzzer run is skipped with a
-/// message, and only the bounded stable mutation run in tests/fuzz_parsers.rs (part of the
+/// message, and only the bounded stable mutation run in tests/e2e/fuzz_parsers.rs (part of the
 /// suite) has exercised the same targets. A crash found while fuzzing fails the run.
 fn fuzz(seconds: u64) -> Result<(), String> {
     let dir = root().join("fuzz");
@@ -150,7 +158,7 @@ fn fuzz(seconds: u64) -> Result<(), String> {
     let skip = |why: &str| {
         println!(
             "xtask: {why}, so the libFuzzer run is skipped (the stable mutation run in \
-             tests/fuzz_parsers.rs ran)"
+             tests/e2e/fuzz_parsers.rs ran)"
         );
         Ok(())
     };

@@ -4,10 +4,8 @@
 //! SDK test nodes. Each test asserts a measured bound: time past the deadline, bytes kept, peak
 //! memory, connections refused.
 
-mod hostile;
+pub(crate) mod hostile;
 mod measure;
-#[path = "../support/mod.rs"]
-mod support;
 
 mod files;
 mod host_calls;

@@ -1,9 +1,7 @@
 //! Each capability, through a node built with the SDK: refused when not granted (before it
 //! runs, naming the import and the grant), working when granted.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 use warden::build::Target;
 use warden_host::preflight::DenyReason;
 use warden_host::{CAPABILITIES, Capabilities, Error, Runtime, WasmSecurityConfig};

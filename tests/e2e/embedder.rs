@@ -1,9 +1,7 @@
 //! functions, oauth, token and a2ui: served by the embedder, and only within the grant.
 
-mod support;
-
+use crate::support::*;
 use std::sync::{Arc, Mutex};
-use support::*;
 use warden::build::Target;
 use warden_host::embedder::{Credentials, Functions, OAuthToken, ServiceToken};
 use warden_host::{

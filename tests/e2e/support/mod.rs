@@ -155,3 +155,31 @@ impl Random {
         (self.next() % bound.max(1) as u64) as usize
     }
 }
+
+/// Runs `test` (an ignored test of this binary, by its full name) alone in a child process,
+/// for tests that measure the process (its memory, its descriptors) and must not count other
+/// tests' work. Panics, with the child's output, unless it passes; returns its stdout.
+pub fn in_child(test: &str) -> String {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the child {test} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test named {test}: {stdout}"
+    );
+    println!("{stdout}");
+    stdout
+}

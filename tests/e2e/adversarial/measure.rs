@@ -16,6 +16,10 @@ pub fn child(test: &str) -> impl Fn(&str) -> String {
         .args([test, "--exact", "--ignored", "--nocapture"])
         .output()
         .unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("1 passed"),
+        "the child ran no test named {test}"
+    );
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),

@@ -4,9 +4,7 @@
 //! test; the length checks keep allocations bounded. Deeper runs: `cargo +nightly fuzz run
 //! package` in `fuzz/`.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 use warden::build::Target;
 use warden_host::package::{self, Manifest};
 use warden_registry::fuzz_targets;

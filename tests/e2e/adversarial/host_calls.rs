@@ -1,7 +1,7 @@
 //! Host calls are linear and interruptible: no host call, not an embedder's function nor its
 //! log sink, holds a run past its deadline, and floods of calls cost what they carry.
 
-use crate::hostile::{self, LOG};
+use super::hostile::{self, LOG};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden_host::embedder::Functions;

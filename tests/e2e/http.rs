@@ -1,8 +1,7 @@
 //! http-get and http-write through a node, against HTTP/1.1 and HTTP/2 servers with TLS from a
 //! test CA made at run time, all on loopback: the allow/deny matrix, redirects, caps.
 
-mod support;
-
+use crate::support::*;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -10,7 +9,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use support::*;
 use warden::build::Target;
 use warden_host::allowlist::AllowedHosts;
 use warden_host::{

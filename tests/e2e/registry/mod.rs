@@ -1,9 +1,6 @@
 //! The registry end to end, over real TLS on loopback: publishing, installing and running, and
 //! every refusal the registry and the host owe (docs/threat-model.md lists what each defends).
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod approval_flags;
 mod dos;
 mod host_attacks;
@@ -11,12 +8,12 @@ mod host_log;
 mod host_pinning;
 mod principals;
 
+use crate::support::*;
 use ed25519_dalek::SigningKey;
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use support::*;
 use warden::build::Target;
 use warden_host::package::{self, Manifest};
 use warden_registry::client::{Client, ClientError, Credential};

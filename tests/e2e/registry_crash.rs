@@ -3,14 +3,12 @@
 //! (`warden registry check`: every record has its file, every file verifies, the log chains to
 //! the signed index), and every publish the registry acknowledged must still be there.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use support::*;
 use warden::build::Target;
 use warden_host::package::{self, Manifest};
 use warden_registry::client::{Client, ClientError, Credential};

@@ -1,13 +1,11 @@
 //! The websocket capability against an echo server on loopback: allowed, denied, size-capped.
 
-mod support;
-
+use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use support::*;
 use warden::build::Target;
 use warden_host::allowlist::AllowedHosts;
 use warden_host::{

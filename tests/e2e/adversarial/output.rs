@@ -2,7 +2,7 @@
 //! reach the terminal escaped, one line each, marked as the node's; with `--json`, inside JSON
 //! strings.
 
-use crate::hostile::{self, LOG};
+use super::hostile::{self, LOG};
 use std::process::Command;
 use warden_host::{Error, NodeComponent, Runtime, WasmSecurityConfig};
 

@@ -1,10 +1,8 @@
 //! Signed packages: keygen, pack and verify through the CLI, and every tampering refused.
 
-mod support;
-
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use support::*;
 use warden::build::Target;
 use warden_host::package::{self, Package, PackageError};
 

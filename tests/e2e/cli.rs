@@ -1,11 +1,9 @@
 //! The `warden` command line: build, inspect and run real nodes; every bad input is one line
 //! on stderr with the documented exit code, never a panic.
 
-mod support;
-
+use crate::support::*;
 use std::path::Path;
 use std::process::{Command, Output};
-use support::*;
 use warden::build::Target;
 
 fn warden(args: &[&str]) -> Output {
@@ -562,7 +560,7 @@ fn run_works_under_an_8_gib_address_space_limit() {
 
 #[test]
 fn install_and_approve_show_the_approval_flags_of_run() {
-    // The spellings before are hidden aliases: they work (tests/registry/approval_flags.rs)
+    // The spellings before are hidden aliases: they work (tests/e2e/registry/approval_flags.rs)
     // but help shows one word per flag, the word `run` uses.
     let run = stdout(&warden(&["run", "--help"]));
     for command in ["install", "approve"] {

@@ -3,8 +3,8 @@
 //! by no more than the documented worst case. Peak memory is measured, in a child process of
 //! its own so that other tests' allocations do not count.
 
-use crate::hostile;
-use crate::measure::{child, status_bytes};
+use super::hostile;
+use super::measure::{child, status_bytes};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_host::log::LogRecord;
@@ -201,7 +201,7 @@ fn memory_child() {
 
 #[test]
 fn a_node_pushing_every_cap_at_once_stays_under_the_worst_case() {
-    let field = child("memory::memory_child");
+    let field = child("adversarial::memory::memory_child");
     let number = |name: &str| -> usize {
         field(name)
             .parse()

@@ -1,10 +1,10 @@
 //! Allowlists hold across every transport: a hand-built component sets `Host` on a WebSocket
 //! handshake and on an HTTP request to an allowed loopback server, hoping to reach another
 //! virtual host behind it. The host refuses both before connecting: the server counts no
-//! connection. (The lookup-then-other-port attack on wasi:sockets is in tests/network.rs, with
+//! connection. (The lookup-then-other-port attack on wasi:sockets is in tests/e2e/network.rs, with
 //! the SDK-built net-probe node: the harness's world has no wasi:sockets.)
 
-use crate::hostile::{self, LOG};
+use super::hostile::{self, LOG};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

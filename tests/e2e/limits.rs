@@ -1,9 +1,7 @@
 //! Every limit actually hit by a node built with the SDK, on both targets, and reported by kind.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 use warden::build::Target;
 use warden_host::log::Source;
 use warden_host::{
@@ -428,7 +426,7 @@ fn a_runtime_works_under_an_8_gib_address_space_limit() {
         .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "runtime_under_ulimit_child",
+            "limits::runtime_under_ulimit_child",
             "--ignored",
             "--nocapture",
             "--test-threads=1",

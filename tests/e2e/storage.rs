@@ -1,9 +1,7 @@
 //! Storage, cache and variables through a node: scopes confine every key, escapes are refused,
 //! caps and quotas hold, and data persists in the redb file.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 use warden::build::Target;
 use warden_host::{
     Capabilities, Limits, NodeComponent, RunContext, RunOutcome, Runtime, Scope, Storage, Value,

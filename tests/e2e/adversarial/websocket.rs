@@ -5,8 +5,8 @@
 //! cap on unsent bytes. Descriptors and peak memory are measured in a child process of their
 //! own, so that other tests' sockets and allocations do not count.
 
-use crate::hostile;
-use crate::measure::{child, status_bytes};
+use super::hostile;
+use super::measure::{child, status_bytes};
 use crate::support::serve_loopback;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
@@ -210,7 +210,7 @@ fn connections_child() {
 fn a_node_cannot_hold_more_connections_than_the_cap() {
     let cap = Limits::default().host.connections;
     assert_eq!(cap, 16);
-    let field = child("websocket::connections_child");
+    let field = child("adversarial::websocket::connections_child");
     let accepted: usize = field("accepted").parse().unwrap();
     let before: usize = field("before").parse().unwrap();
     let after: usize = field("after").parse().unwrap();
@@ -379,7 +379,7 @@ fn flood_child() {
 /// would otherwise make it keep.
 #[test]
 fn a_peer_flooding_pings_cannot_grow_the_host() {
-    let field = child("websocket::flood_child");
+    let field = child("adversarial::websocket::flood_child");
     let grown: usize = field("grown").parse().unwrap();
     let pings: u64 = field("pings").parse().unwrap();
     let millis: u64 = field("flood_ms").parse().unwrap();

@@ -1,15 +1,13 @@
 //! The models capability against a stub OpenAI-compatible server on loopback: streamed tokens
 //! reach the embedder as they come, and the provider is the operator's, not the node's choice.
 
-mod support;
-
+use crate::support::*;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use support::*;
 use warden::build::Target;
 use warden_host::models::ModelProvider;
 use warden_host::{
