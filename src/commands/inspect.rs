@@ -7,7 +7,7 @@ use crate::output::{out, out_json, print_warning};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
-use warden_host::{Error, Limits, NodeInfo, Runtime, RuntimeSettings, Storage};
+use warden_host::{Error, Limits, NodeInfo, Runtime, RuntimeConfig, Storage};
 
 #[derive(clap::Args)]
 pub(crate) struct InspectArgs {
@@ -23,11 +23,11 @@ pub(crate) fn execute(args: InspectArgs) -> Result<(), Failure> {
     } = args;
     let component = read_component(&path)?;
     // One description, so a pool for one run of the default preset.
-    let runtime = Runtime::from_settings(RuntimeSettings {
+    let runtime = Runtime::from_settings(RuntimeConfig {
         concurrency: 1,
         pool_limits: Limits::default(),
         on_warning: Some(Arc::new(print_warning)),
-        ..RuntimeSettings::new(Storage::in_memory().map_err(Error::from)?)
+        ..RuntimeConfig::new(Storage::in_memory().map_err(Error::from)?)
     });
     let nodes = tokio()?.block_on(runtime.describe(&component, &Limits::default()))?;
     let required = component.required_capabilities();

@@ -18,7 +18,7 @@ use warden_host::models::ModelProvider;
 use warden_host::units::{parse_duration, parse_size};
 use warden_host::{
     Capabilities, DataType, Error, Limits, NodeComponent, Preset, RunContext, RunRequest, Runtime,
-    RuntimeSettings, Storage, Value, WasmSecurityConfig,
+    RuntimeConfig, Storage, Value, WasmSecurityConfig,
 };
 
 #[derive(clap::Args)]
@@ -255,7 +255,7 @@ pub(crate) fn execute(mut args: RunArgs) -> Result<(), Failure> {
     };
     let roots = ca_certificates(&args.ca_certs)?;
     // The CLI runs one node: a pool for exactly one run under its limits.
-    let settings = RuntimeSettings {
+    let settings = RuntimeConfig {
         concurrency: 1,
         pool_limits: config.limits.clone(),
         on_warning: Some(Arc::new(print_warning)),
@@ -272,7 +272,7 @@ pub(crate) fn execute(mut args: RunArgs) -> Result<(), Failure> {
             ),
             None => None,
         },
-        ..RuntimeSettings::new(storage)
+        ..RuntimeConfig::new(storage)
     };
     let runtime = Runtime::from_settings(settings);
     let tokio = tokio()?;

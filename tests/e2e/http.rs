@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use warden::build::Target;
 use warden_host::allowlist::AllowedHosts;
 use warden_host::{
-    Capabilities, RunOutcome, Runtime, RuntimeSettings, Storage, Value, WasmSecurityConfig,
+    Capabilities, RunOutcome, Runtime, RuntimeConfig, Storage, Value, WasmSecurityConfig,
 };
 
 struct Servers {
@@ -155,9 +155,9 @@ fn servers() -> &'static Servers {
 }
 
 fn runtime() -> Runtime {
-    let settings = RuntimeSettings {
+    let settings = RuntimeConfig {
         root_certificates: vec![servers().ca.clone()],
-        ..RuntimeSettings::new(Storage::in_memory().unwrap())
+        ..RuntimeConfig::new(Storage::in_memory().unwrap())
     };
     Runtime::from_settings(settings)
 }

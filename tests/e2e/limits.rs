@@ -454,13 +454,13 @@ fn runtime_under_ulimit_child() {
     let settings = |concurrency: u32, pool_limits: Limits| {
         let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let sink = warnings.clone();
-        let settings = warden_host::RuntimeSettings {
+        let settings = warden_host::RuntimeConfig {
             concurrency,
             pool_limits,
             on_warning: Some(std::sync::Arc::new(move |line: &str| {
                 sink.lock().unwrap().push(line.to_string())
             })),
-            ..warden_host::RuntimeSettings::new(warden_host::Storage::in_memory().unwrap())
+            ..warden_host::RuntimeConfig::new(warden_host::Storage::in_memory().unwrap())
         };
         (settings, warnings)
     };

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use warden::build::Target;
 use warden_host::models::ModelProvider;
 use warden_host::{
-    Capabilities, RunRequest, Runtime, RuntimeSettings, Storage, Value, WasmSecurityConfig,
+    Capabilities, RunRequest, Runtime, RuntimeConfig, Storage, Value, WasmSecurityConfig,
 };
 
 const TOKENS: [&str; 4] = ["Once", " upon", " a", " time"];
@@ -83,9 +83,9 @@ fn stub() -> SocketAddr {
 fn runtime(key: &str, models: Vec<String>) -> Runtime {
     let provider =
         ModelProvider::new(&format!("http://{}/v1", stub()), Some(key.into()), models).unwrap();
-    Runtime::from_settings(RuntimeSettings {
+    Runtime::from_settings(RuntimeConfig {
         models: Some(provider),
-        ..RuntimeSettings::new(Storage::in_memory().unwrap())
+        ..RuntimeConfig::new(Storage::in_memory().unwrap())
     })
 }
 

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use warden::build::Target;
 use warden_host::allowlist::AllowedHosts;
 use warden_host::{
-    Capabilities, Limits, RunOutcome, Runtime, RuntimeSettings, Storage, Value, WasmSecurityConfig,
+    Capabilities, Limits, RunOutcome, Runtime, RuntimeConfig, Storage, Value, WasmSecurityConfig,
 };
 
 /// The test CA (DER) and a TLS acceptor whose certificate it signed, for localhost and 127.0.0.1.
@@ -88,9 +88,9 @@ fn exchange_with(limits: Limits, allowed: &[&str], url: &str, message: &str) -> 
         ("url", Value::Text(url.into())),
         ("message", Value::Text(message.into())),
     ];
-    let settings = RuntimeSettings {
+    let settings = RuntimeConfig {
         root_certificates: vec![tls().0.clone()],
-        ..RuntimeSettings::new(Storage::in_memory().unwrap())
+        ..RuntimeConfig::new(Storage::in_memory().unwrap())
     };
     run(
         &Runtime::from_settings(settings),

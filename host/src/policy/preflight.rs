@@ -92,7 +92,7 @@ pub fn required_capabilities(imports: &[String]) -> Capabilities {
 
 /// One import the grant does not cover.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Denied {
+pub struct DeniedImport {
     pub import: String,
     pub reason: DenyReason,
 }
@@ -112,7 +112,7 @@ pub enum DenyReason {
 /// The refusal of a node: every import the grant does not cover, at once.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct Refusal {
-    pub denied: Vec<Denied>,
+    pub denied: Vec<DeniedImport>,
 }
 
 impl Refusal {
@@ -218,7 +218,7 @@ pub fn check(imports: &[String], config: &WasmSecurityConfig) -> Result<Capabili
                 }
             }
         };
-        denied.push(Denied {
+        denied.push(DeniedImport {
             import: import.clone(),
             reason,
         });

@@ -47,7 +47,7 @@ pub const MAX_NODE_ERROR_BYTES: usize = 4096;
 /// Nodes one runtime runs at once by default.
 pub const DEFAULT_CONCURRENCY: u32 = 64;
 
-/// The most runs one runtime may be sized for (`RuntimeSettings::concurrency` is clamped to it).
+/// The most runs one runtime may be sized for (`RuntimeConfig::concurrency` is clamped to it).
 pub const MAX_CONCURRENCY: u32 = 4096;
 
 /// Bytes of guard region Wasmtime places after each pooled linear memory (its 64-bit default).
@@ -136,9 +136,9 @@ struct EngineKey {
 /// How often the epoch ticker advances every engine's epoch: the timeout's resolution.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// How a runtime is set up. `RuntimeSettings::new(storage)` gives the defaults.
+/// How a runtime is set up. `RuntimeConfig::new(storage)` gives the defaults.
 #[derive(Clone)]
-pub struct RuntimeSettings {
+pub struct RuntimeConfig {
     pub storage: Storage,
     /// Nodes run at once (describing a component counts as a run); a run beyond that fails
     /// with [`Error::Busy`]. At most [`MAX_CONCURRENCY`].
@@ -166,9 +166,9 @@ pub struct RuntimeSettings {
 /// WebSocket connections all runs of a runtime may hold open by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
-impl RuntimeSettings {
+impl RuntimeConfig {
     pub fn new(storage: Storage) -> Self {
-        RuntimeSettings {
+        RuntimeConfig {
             storage,
             concurrency: DEFAULT_CONCURRENCY,
             pool_limits: Limits::default_preset(),
@@ -336,20 +336,20 @@ impl Runtime {
     }
 
     pub fn with_storage(storage: Storage) -> Self {
-        Self::from_settings(RuntimeSettings::new(storage))
+        Self::from_settings(RuntimeConfig::new(storage))
     }
 
     /// A runtime that runs at most `concurrency` nodes at once; a run beyond that fails with
     /// [`Error::Busy`] rather than waiting.
     pub fn with_options(storage: Storage, concurrency: u32) -> Self {
-        Self::from_settings(RuntimeSettings {
+        Self::from_settings(RuntimeConfig {
             concurrency,
-            ..RuntimeSettings::new(storage)
+            ..RuntimeConfig::new(storage)
         })
     }
 
-    pub fn from_settings(settings: RuntimeSettings) -> Self {
-        let RuntimeSettings {
+    pub fn from_settings(settings: RuntimeConfig) -> Self {
+        let RuntimeConfig {
             storage,
             concurrency,
             pool_limits,
@@ -1163,13 +1163,13 @@ mod pool_tests {
     fn runtime(concurrency: u32, pool_limits: Limits) -> (Runtime, Arc<Mutex<Vec<String>>>) {
         let warnings = Arc::new(Mutex::new(Vec::new()));
         let sink = warnings.clone();
-        let runtime = Runtime::from_settings(RuntimeSettings {
+        let runtime = Runtime::from_settings(RuntimeConfig {
             concurrency,
             pool_limits,
             on_warning: Some(Arc::new(move |line: &str| {
                 lock(&sink).push(line.to_string())
             })),
-            ..RuntimeSettings::new(Storage::in_memory().unwrap())
+            ..RuntimeConfig::new(Storage::in_memory().unwrap())
         });
         (runtime, warnings)
     }

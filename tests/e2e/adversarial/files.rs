@@ -5,7 +5,7 @@ use crate::support::build_node;
 use warden::build::Target;
 use warden_host::{
     Capabilities, Error, LimitKind, Limits, NodeComponent, RunContext, RunRequest, Runtime,
-    RuntimeSettings, Storage, WasmSecurityConfig,
+    RuntimeConfig, Storage, WasmSecurityConfig,
 };
 
 const QUOTA: u64 = 8 * 1024 * 1024;
@@ -15,7 +15,7 @@ fn a_node_filling_its_directory_is_stopped_and_the_next_run_refused() {
     let flood = build_node("tests/nodes/probe", Target::Wasip2, &["filesystem-flood"]);
     let node = NodeComponent::from_bytes(std::fs::read(flood).unwrap()).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let mut settings = RuntimeSettings::new(Storage::in_memory().unwrap());
+    let mut settings = RuntimeConfig::new(Storage::in_memory().unwrap());
     settings.files_dir = Some(root.path().to_path_buf());
     let warden = Runtime::from_settings(settings);
     let mut limits = Limits::default();
