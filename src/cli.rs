@@ -14,11 +14,11 @@ use warden_host::http::certificates_from_pem_or_der;
 use warden_host::limits::{MAX_TIMEOUT, parse_duration, parse_size};
 use warden_host::log::LogRecord;
 use warden_host::models::ModelProvider;
-use warden_host::package;
 use warden_host::{
     CAPABILITIES, Capabilities, DataType, Error, Limits, NodeComponent, NodeInfo, Preset,
     RunContext, RunRequest, Runtime, RuntimeSettings, Storage, Value, WasmSecurityConfig,
 };
+use warden_package as package;
 
 #[derive(Parser)]
 #[command(
@@ -464,7 +464,7 @@ fn keygen_command(prefix: &Path) -> Result<(), Failure> {
         &secret_path,
         &format!("{}\n", package::secret_key_hex(&key)),
     )
-    .map_err(Failure::usage)?;
+    .map_err(|error| Failure::usage(error.to_string()))?;
     std::fs::write(&public_path, format!("{}\n", package::public_key_hex(&key))).map_err(
         |error| Failure::usage(format!("cannot write {}: {error}", public_path.display())),
     )?;

@@ -9,17 +9,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use warden_host::http::certificates_from_pem_or_der;
 use warden_host::limits::{parse_duration, parse_size};
-use warden_host::package;
-use warden_registry::auth::TokenKind;
+use warden_package as package;
+use warden_registry::client::install::{self, InstallError, InstallRequest, InstallState};
 use warden_registry::client::{Client, ClientError, Credential};
-use warden_registry::install::{self, InstallError, InstallRequest, InstallState};
-use warden_registry::limits::{DEFAULT_QUOTAS, Quotas, Rate};
-use warden_registry::protocol;
-use warden_registry::server::{self, DEFAULT_MAX_PACKAGE_BYTES};
-use warden_registry::store::{
+use warden_registry::protocol::TokenKind;
+use warden_registry::protocol::{self, DEFAULT_MAX_PACKAGE_BYTES};
+use warden_registry::server;
+use warden_registry::server::limits::{DEFAULT_QUOTAS, Quotas, Rate};
+use warden_registry::server::store::{
     DEFAULT_INDEX_TTL, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, Store, StoreError,
 };
-use warden_registry::tls;
+use warden_registry::server::tls;
 
 /// How to reach a registry.
 #[derive(Args, Clone)]
@@ -929,7 +929,7 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
     )
-    .map_err(Failure::usage)?;
+    .map_err(|error| Failure::usage(error.to_string()))?;
     let mut limits = server_limits(&args)?;
     // Descriptors the registry keeps for itself: the database, a spool file per upload in
     // flight, the runtime's own and the standard streams.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::*;
 use warden::build::Target;
-use warden_host::package::{self, Package, PackageError};
+use warden_package::{self as package, Package, PackageError};
 
 fn warden(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_warden"))

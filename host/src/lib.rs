@@ -32,7 +32,6 @@ pub mod log;
 pub mod models;
 mod network;
 pub mod node_info;
-pub mod package;
 pub mod preflight;
 mod runtime;
 mod state;
