@@ -131,16 +131,10 @@ pub enum Refusal {
     NotOneSnapshot { name: String, version: String },
     #[error("the file served for {name}@{version} is not the one the signed index lists")]
     FileNotIndexed { name: String, version: String },
-    #[error(
-        "the package is {name}@{version} by `{publisher}`, the index lists {listed_name}@{listed_version} by `{listed_publisher}`"
-    )]
+    #[error("the package is {package}, the index lists {listed}")]
     OtherPackage {
-        name: String,
-        version: String,
-        publisher: String,
-        listed_name: String,
-        listed_version: String,
-        listed_publisher: String,
+        package: Box<Coordinates>,
+        listed: Box<Coordinates>,
     },
     #[error("the package's manifest differs from its index entry")]
     ManifestDiffers,
@@ -176,6 +170,20 @@ pub enum Refusal {
     },
     #[error("{} was altered after it was installed", .path.display())]
     Altered { path: PathBuf },
+}
+
+/// Which package a manifest or an index entry names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinates {
+    pub name: String,
+    pub version: String,
+    pub publisher: String,
+}
+
+impl std::fmt::Display for Coordinates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{} by `{}`", self.name, self.version, self.publisher)
+    }
 }
 
 /// A failure of the host's own state, as the operator reads it.

@@ -25,7 +25,7 @@ mod sync;
 mod test_support;
 mod verify;
 
-pub use error::{InstallError, Refusal};
+pub use error::{Coordinates, InstallError, Refusal};
 pub use installed::Installed;
 pub use state::{InstallState, PublisherChange, RegistryRecord};
 pub use sync::{SyncReport, fetch_log, sync, sync_report};

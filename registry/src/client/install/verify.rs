@@ -5,7 +5,7 @@
 //! signatures) and its signing key (the publisher's, valid at publication, and in the lineage
 //! of keys the host accepted before).
 
-use super::error::{InstallError, Refusal};
+use super::error::{Coordinates, InstallError, Refusal};
 use super::state::{InstallState, RegistryRecord};
 use crate::protocol::{
     self, Index, IndexEntry, LogEntry, Replayed, Root, Signed, SignedRoot, sha256_hex,
@@ -233,12 +233,16 @@ pub fn check_package_signers(
         || manifest.publisher != entry.publisher
     {
         return Err(Refusal::OtherPackage {
-            name: manifest.name.clone(),
-            version: manifest.version.clone(),
-            publisher: manifest.publisher.clone(),
-            listed_name: entry.name.clone(),
-            listed_version: entry.version.clone(),
-            listed_publisher: entry.publisher.clone(),
+            package: Box::new(Coordinates {
+                name: manifest.name.clone(),
+                version: manifest.version.clone(),
+                publisher: manifest.publisher.clone(),
+            }),
+            listed: Box::new(Coordinates {
+                name: entry.name.clone(),
+                version: entry.version.clone(),
+                publisher: entry.publisher.clone(),
+            }),
         }
         .into());
     }
