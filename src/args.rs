@@ -5,8 +5,8 @@ use crate::failure::{Failure, client_failure, install_failure};
 use crate::files::{ca_certificates, read_text};
 use clap::Args;
 use std::path::PathBuf;
+use warden_registry::client::install::InstallState;
 use warden_registry::client::{Client, Credential};
-use warden_registry::install::InstallState;
 use warden_registry::protocol;
 
 /// How to reach a registry.

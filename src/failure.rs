@@ -13,8 +13,8 @@
 
 use warden_host::Error;
 use warden_registry::client::ClientError;
-use warden_registry::install::InstallError;
-use warden_registry::store::StoreError;
+use warden_registry::client::install::InstallError;
+use warden_registry::server::store::StoreError;
 
 /// The command could not do its work: I/O, the network, a store.
 pub(crate) const EXIT_FAILED: u8 = 1;

@@ -4,8 +4,8 @@
 use crate::failure::Failure;
 use std::path::{Path, PathBuf};
 use warden_host::NodeComponent;
-use warden_host::package;
 use warden_host::tls::certificates_from_pem_or_der;
+use warden_package as package;
 use warden_registry::protocol;
 
 pub(crate) fn read_text(path: &Path) -> Result<String, Failure> {

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| warden_registry::fuzz_targets::package(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| warden_package::fuzz_targets::package(data));

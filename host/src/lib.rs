@@ -21,7 +21,6 @@ pub mod fuzz_targets;
 mod net;
 mod node;
 mod output;
-pub mod package;
 mod policy;
 mod runtime;
 pub mod storage;

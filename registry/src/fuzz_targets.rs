@@ -1,30 +1,10 @@
-//! The bodies of the fuzz targets, shared by `fuzz/` (cargo fuzz, libFuzzer) and the bounded
-//! mutation run in `tests/e2e/fuzz_parsers.rs` that CI executes on stable Rust. Each one feeds
-//! untrusted bytes to a parser and, when parsing succeeds, to its verifier: neither may panic,
-//! allocate without bound, or hang.
+//! The bodies of the registry's fuzz targets (the package's are in `warden_package`), shared by
+//! `fuzz/` (cargo fuzz, libFuzzer) and the bounded mutation run in `tests/e2e/fuzz_parsers.rs` that
+//! CI executes on stable Rust. Each one feeds untrusted bytes to a parser and, when parsing
+//! succeeds, to its verifier: neither may panic, allocate without bound, or hang.
 
 use crate::protocol::{self, Index, LogEntry, Root, Signed, SignedRoot};
 use ed25519_dalek::SigningKey;
-use warden_host::package;
-
-/// A package file: the header, the length fields, the manifest, the signatures, the component.
-pub fn package(data: &[u8]) {
-    if let Ok(parsed) = package::decode(data) {
-        let _ = package::verify(&parsed, None);
-        let _ = package::encode(&parsed);
-    }
-}
-
-/// A manifest's JSON, and the statement a signature would cover.
-pub fn manifest(data: &[u8]) {
-    if let Ok(manifest) = serde_json::from_slice::<package::Manifest>(data) {
-        let _ = package::statement(&manifest);
-        let _ = package::validate_name(&manifest.name);
-    }
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = package::verifying_key_from_hex(text);
-    }
-}
 
 /// A signed index as a host receives it, verified with a fixed registry key.
 pub fn index(data: &[u8]) {
@@ -38,9 +18,9 @@ pub fn index(data: &[u8]) {
     if let Ok(roots) = serde_json::from_slice::<Vec<SignedRoot>>(data) {
         let first = Root {
             version: 1,
-            keys: vec![warden_host::package::public_key_hex(
-                &SigningKey::from_bytes(&[1; 32]),
-            )],
+            keys: vec![warden_package::public_key_hex(&SigningKey::from_bytes(
+                &[1; 32],
+            ))],
             threshold: 1,
             issued_at: 0,
         };

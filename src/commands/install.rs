@@ -8,7 +8,7 @@ use crate::files::read_text;
 use crate::output::{out, out_json};
 use serde_json::json;
 use std::path::Path;
-use warden_registry::install::{self, InstallRequest};
+use warden_registry::client::install::{self, InstallRequest};
 use warden_registry::protocol;
 
 #[derive(clap::Args)]

@@ -1,9 +1,10 @@
 //! `warden keygen`: an Ed25519 key pair for signing packages.
 
 use crate::failure::Failure;
+use crate::failure::with_causes;
 use crate::output::out;
 use std::path::PathBuf;
-use warden_host::package;
+use warden_package as package;
 
 #[derive(clap::Args)]
 pub(crate) struct KeygenArgs {
@@ -29,7 +30,7 @@ pub(crate) fn execute(args: KeygenArgs) -> Result<(), Failure> {
         &secret_path,
         &format!("{}\n", package::secret_key_hex(&key)),
     )
-    .map_err(Failure::usage)?;
+    .map_err(|error| Failure::usage(with_causes(&error)))?;
     std::fs::write(&public_path, format!("{}\n", package::public_key_hex(&key))).map_err(
         |error| Failure::usage(format!("cannot write {}: {error}", public_path.display())),
     )?;

@@ -6,7 +6,7 @@ use crate::failure::Failure;
 use crate::files::read_secret;
 use crate::output::out;
 use std::path::PathBuf;
-use warden_host::package;
+use warden_package as package;
 
 #[derive(clap::Args)]
 pub(crate) struct PackArgs {

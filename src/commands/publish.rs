@@ -6,7 +6,7 @@ use crate::failure::{Failure, client_failure};
 use crate::output::out;
 use serde_json::Value as Json;
 use std::path::PathBuf;
-use warden_host::package;
+use warden_package as package;
 
 #[derive(clap::Args)]
 pub(crate) struct PublishArgs {

@@ -5,7 +5,7 @@ use crate::args::{Remote, StateDir};
 use crate::async_runtime::tokio;
 use crate::failure::{Failure, install_failure};
 use crate::output::out;
-use warden_registry::install;
+use warden_registry::client::install;
 use warden_registry::protocol;
 
 #[derive(clap::Args)]

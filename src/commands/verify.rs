@@ -5,7 +5,7 @@ use crate::files::read_text;
 use crate::output::{out, out_json};
 use serde_json::json;
 use std::path::PathBuf;
-use warden_host::package;
+use warden_package as package;
 
 #[derive(clap::Args)]
 pub(crate) struct VerifyArgs {

@@ -6,7 +6,7 @@
 
 use crate::support::*;
 use warden::build::Target;
-use warden_host::package::{self, Manifest};
+use warden_package::{self as package, Manifest};
 use warden_registry::fuzz_targets;
 use warden_registry::protocol::{Event, Index, IndexEntry, KeyEntry, LOG_ROOT, LogEntry};
 
@@ -94,7 +94,7 @@ fn the_package_parser_survives_mutations() {
         "package",
         &[good, package::encode(&small)],
         5_000,
-        fuzz_targets::package,
+        package::fuzz_targets::package,
     );
 }
 
@@ -107,7 +107,7 @@ fn the_manifest_parser_survives_mutations() {
         "manifest",
         &[manifest, key],
         100_000,
-        fuzz_targets::manifest,
+        package::fuzz_targets::manifest,
     );
 }
 

@@ -4,7 +4,7 @@ use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use warden::build::Target;
-use warden_host::package::{self, Package, PackageError};
+use warden_package::{self as package, Package, PackageError};
 
 fn warden(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_warden"))

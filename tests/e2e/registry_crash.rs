@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use warden::build::Target;
-use warden_host::package::{self, Manifest};
+use warden_package::{self as package, Manifest};
+use warden_registry::client::install;
 use warden_registry::client::{Client, ClientError, Credential};
-use warden_registry::install;
 use warden_registry::protocol::{Index, Signed, now};
 
 const ROUNDS: usize = 8;

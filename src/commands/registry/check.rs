@@ -4,7 +4,7 @@
 use crate::failure::{Failure, store_failure};
 use crate::output::out;
 use std::path::PathBuf;
-use warden_registry::store::{DEFAULT_INDEX_TTL, Store};
+use warden_registry::server::store::{DEFAULT_INDEX_TTL, Store};
 
 #[derive(clap::Args)]
 pub(crate) struct CheckArgs {

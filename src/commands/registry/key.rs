@@ -8,7 +8,7 @@ use crate::files::{read_secret, read_text};
 use crate::output::out;
 use serde_json::{Value as Json, json};
 use std::path::PathBuf;
-use warden_host::package;
+use warden_package as package;
 use warden_registry::protocol;
 
 #[derive(clap::Args)]

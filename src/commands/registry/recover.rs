@@ -5,7 +5,7 @@ use super::token::{KindArg, token_ttl};
 use crate::failure::{Failure, store_failure};
 use crate::output::out;
 use std::path::PathBuf;
-use warden_registry::store::{DEFAULT_INDEX_TTL, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, Store};
+use warden_registry::server::store::{DEFAULT_INDEX_TTL, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, Store};
 
 #[derive(clap::Args)]
 pub(crate) struct RecoverArgs {

@@ -3,15 +3,17 @@
 //! time, rates and quotas) is a flag here, its default the library's.
 
 use crate::async_runtime::tokio_multi_thread;
+use crate::failure::with_causes;
 use crate::failure::{Failure, store_failure};
 use crate::output::{out, print_warning};
 use std::path::PathBuf;
 use std::sync::Arc;
 use warden_host::units::{parse_duration, parse_size};
-use warden_registry::limits::{DEFAULT_QUOTAS, Quotas, Rate};
-use warden_registry::server::{self, DEFAULT_MAX_PACKAGE_BYTES};
-use warden_registry::store::Store;
-use warden_registry::tls;
+use warden_registry::protocol::DEFAULT_MAX_PACKAGE_BYTES;
+use warden_registry::server;
+use warden_registry::server::limits::{DEFAULT_QUOTAS, Quotas, Rate};
+use warden_registry::server::store::Store;
+use warden_registry::server::tls;
 
 #[derive(clap::Args)]
 pub(crate) struct ServeArgs {
@@ -214,7 +216,7 @@ pub(crate) fn execute(args: ServeArgs) -> Result<(), Failure> {
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
     )
-    .map_err(Failure::usage)?;
+    .map_err(|error| Failure::usage(with_causes(&error)))?;
     let mut limits = server_limits(&args)?;
     // Descriptors the registry keeps for itself: the database, a spool file per upload in
     // flight, the runtime's own and the standard streams.

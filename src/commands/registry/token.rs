@@ -6,7 +6,7 @@ use crate::failure::{Failure, client_failure};
 use crate::output::out;
 use serde_json::{Value as Json, json};
 use warden_host::units::parse_duration;
-use warden_registry::auth::TokenKind;
+use warden_registry::protocol::TokenKind;
 
 #[derive(clap::Args)]
 pub(crate) struct TokenArgs {

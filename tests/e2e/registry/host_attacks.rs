@@ -50,7 +50,7 @@ fn a_key_signed_in_after_its_signers_back_dated_revocation_is_void_everywhere() 
     // Not even a publisher change an operator could accept: the thief's key is void.
     refused(
         install(&registry, &host, &acme.token, "text-transform@1.1.0"),
-        "valid when it was published",
+        |refusal| matches!(refusal, Refusal::NoValidSigner { version, .. } if version == "1.1.0"),
     );
     assert_eq!(
         host.state
@@ -75,7 +75,7 @@ fn a_key_signed_in_after_its_signers_back_dated_revocation_is_void_everywhere() 
             &acme.token,
             "text-transform@1.1.0",
         ),
-        "valid when it was published",
+        |refusal| matches!(refusal, Refusal::NoValidSigner { version, .. } if version == "1.1.0"),
     );
     let blocked = block_on(install::sync(
         &registry.client(&acme.token),
@@ -109,7 +109,16 @@ fn a_mirror_that_dribbles_the_log_in_short_pages_is_refused() {
     let host = host();
     refused(
         install_forged(&url, &ca, &host, &key, "text-transform@1.0.0"),
-        "holds 1 of the 4 entries",
+        |refusal| {
+            matches!(
+                refusal,
+                Refusal::ShortPage {
+                    held: 1,
+                    want: 4,
+                    ..
+                }
+            )
+        },
     );
     assert_eq!(forged.lock().unwrap().asked, vec![0], "one page, then stop");
     assert!(host.state.registries().unwrap().is_empty());
@@ -140,7 +149,16 @@ fn log_pages_past_the_checkpoint_or_short_of_it() {
     let host = host();
     refused(
         install_forged(&url, &ca, &host, &key, "text-transform@1.0.0"),
-        "holds 2 of the 3 entries asked for",
+        |refusal| {
+            matches!(
+                refusal,
+                Refusal::ShortPage {
+                    held: 2,
+                    want: 3,
+                    ..
+                }
+            )
+        },
     );
     assert!(host.state.registries().unwrap().is_empty());
     // The server answers more than asked (an entry past the signed checkpoint, which it may

@@ -5,8 +5,9 @@
 use super::*;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use warden_registry::auth::TokenKind;
-use warden_registry::protocol::{self, Event, IndexEntry, KeyEntry, LogEntry, Root, SignedRoot};
+use warden_registry::protocol::{
+    self, Event, IndexEntry, KeyEntry, LogEntry, Root, SignedRoot, TokenKind,
+};
 
 /// The `/v1/log` requests a registry answered: the query and the size of the answer.
 type Seen = Arc<Mutex<Vec<(String, u64)>>>;
@@ -19,7 +20,7 @@ fn start_counted() -> (Registry, Arc<Store>, Seen) {
     let store = Arc::new(store);
     let seen: Seen = Arc::default();
     let counter = seen.clone();
-    let router = server::router(store.clone(), server::DEFAULT_MAX_PACKAGE_BYTES).layer(
+    let router = server::router(store.clone(), protocol::DEFAULT_MAX_PACKAGE_BYTES).layer(
         axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let counter = counter.clone();
@@ -433,7 +434,7 @@ fn a_publish_back_dated_below_its_keys_revocation_is_refused() {
     let host = host();
     refused(
         install_forged(&url, &ca, &host, &key, "text-transform@1.1.0"),
-        "before the time 300",
+        |refusal| matches!(refusal, Refusal::Protocol(ProtocolError::BrokenLog(m)) if m.contains("before the time 300")),
     );
     assert!(host.state.installed("text-transform").unwrap().is_none());
 
@@ -504,7 +505,10 @@ fn a_log_page_that_does_not_chain_from_the_verified_head_is_refused() {
         now(),
     ));
     assert!(
-        matches!(&result, Err(InstallError::Refused(m)) if m.contains("does not extend what this host verified")),
+        matches!(
+            &result,
+            Err(InstallError::Refused(Refusal::LogDoesNotExtend { .. }))
+        ),
         "{result:?}"
     );
     assert_eq!(
@@ -532,7 +536,10 @@ fn a_log_page_that_does_not_chain_from_the_verified_head_is_refused() {
     forged.lock().unwrap().log.remove(3);
     let skipped = install_forged(&url, &ca, &host, &key, "text-transform@1.0.0");
     assert!(
-        matches!(&skipped, Err(InstallError::Refused(m)) if m.contains("does not extend")),
+        matches!(
+            &skipped,
+            Err(InstallError::Refused(Refusal::LogDoesNotExtend { .. }))
+        ),
         "{skipped:?}"
     );
     // Served whole and honest, the same history installs.

@@ -15,12 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use warden::build::Target;
-use warden_host::package::{self, Manifest};
+use warden_package::{self as package, Manifest};
+use warden_registry::client::install::{
+    self, InstallError, InstallRequest, InstallState, Installed, Refusal,
+};
 use warden_registry::client::{Client, ClientError, Credential};
-use warden_registry::install::{self, InstallError, InstallRequest, InstallState, Installed};
-use warden_registry::protocol::{Index, Signed, now};
-use warden_registry::store::Store;
-use warden_registry::{server, tls};
+use warden_registry::protocol::{Index, ProtocolError, Signed, now};
+use warden_registry::server::store::Store;
+use warden_registry::server::{self, tls};
 
 /// A registry serving on a loopback port from a temporary directory, on its own runtime.
 struct Registry {
@@ -361,16 +363,11 @@ fn install(
     install_at(registry, host, token, node, now())
 }
 
-fn refused(result: Result<Installed, InstallError>, containing: &str) {
+/// Asserts that `result` is a refusal that `expected` accepts.
+fn refused(result: Result<Installed, InstallError>, expected: impl Fn(&Refusal) -> bool) {
     match result {
-        Err(InstallError::Refused(message)) => {
-            assert!(message.contains(containing), "{message}")
-        }
-        Err(change @ InstallError::PublisherChange { .. }) => {
-            let message = change.to_string();
-            assert!(message.contains(containing), "{message}")
-        }
-        other => panic!("expected a refusal containing `{containing}`, got {other:?}"),
+        Err(InstallError::Refused(refusal)) => assert!(expected(&refusal), "{refusal:?}"),
+        other => panic!("expected a refusal, got {other:?}"),
     }
 }
 
@@ -577,7 +574,7 @@ fn names_versions_and_ownership() {
     let host = host();
     refused(
         install(&registry, &host, &acme.token, "text-transform@1.0.0"),
-        "yanked",
+        |refusal| matches!(refusal, Refusal::Yanked { version, .. } if version == "1.0.0"),
     );
 }
 
@@ -601,7 +598,7 @@ fn tokens_and_permissions() {
         &registry.url,
         std::slice::from_ref(&registry.ca),
         Some(Credential {
-            kind: warden_registry::auth::TokenKind::Pat,
+            kind: warden_registry::protocol::TokenKind::Pat,
             token: api_key.clone(),
         }),
     )
@@ -742,7 +739,7 @@ fn keys_rotate_and_revocation_binds_registry_and_hosts() {
     let host = host();
     refused(
         install(&registry, &host, &acme.token, "text-transform@1.0.0"),
-        "revoked",
+        |refusal| matches!(refusal, Refusal::NoValidSigner { version, .. } if version == "1.0.0"),
     );
     // The rotated-in key still publishes, and hosts accept what it signed.
     let rotated = pack_with(&plain(), "text-transform", "1.2.0", "acme", &[], &next);
@@ -768,7 +765,7 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
     // A node version below the highest installed.
     refused(
         install(&registry, &host, &acme.token, "text-transform@1.0.0"),
-        "downgrade",
+        |refusal| matches!(refusal, Refusal::Downgrade { highest, .. } if highest.to_string() == "1.1.0"),
     );
     // An index older than one seen before (a replayed, authentic index).
     let replayed = install::accept_index(
@@ -779,7 +776,10 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
         None,
         now(),
     );
-    refused(replayed.map(|_| unreachable_install()), "rollback");
+    refused(
+        replayed.map(|_| unreachable_install()),
+        |refusal| matches!(refusal, Refusal::Rollback { served, seen } if served < seen),
+    );
     // An expired index (a frozen registry): the same index a day later.
     refused(
         install_at(
@@ -789,7 +789,7 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
             "text-transform",
             now() + 86_400,
         ),
-        "expired",
+        |refusal| matches!(refusal, Refusal::Protocol(ProtocolError::Expired { .. })),
     );
     // A registry key other than the pinned one.
     let impostor = block_on(install::install(
@@ -800,7 +800,9 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
             Some(&package::public_key_hex(&package::generate_key().unwrap())),
         ),
     ));
-    refused(impostor, "pinned");
+    refused(impostor, |refusal| {
+        matches!(refusal, Refusal::KeyNotPinned { .. })
+    });
 
     // High-water marks survive a restart of the host: reopen its state and try again.
     let dir = host._dir.path().to_path_buf();
@@ -811,7 +813,7 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
     };
     refused(
         install(&registry, &reopened, &acme.token, "text-transform@1.0.0"),
-        "downgrade",
+        |refusal| matches!(refusal, Refusal::Downgrade { highest, .. } if highest.to_string() == "1.1.0"),
     );
 
     // Mix and match: a second registry never listed text-transform@1.1.0 with its nodes, and
@@ -829,7 +831,10 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
         &reopened.state,
         asking("counter", Some(&second.public_key)),
     ));
-    refused(mixed, "combination");
+    refused(
+        mixed,
+        |refusal| matches!(refusal, Refusal::NotOneSnapshot { name, version } if name == "text-transform" && version == "1.1.0"),
+    );
     second
         .publish(
             &other.token,
@@ -841,7 +846,10 @@ fn hosts_refuse_rollbacks_freezes_and_mixed_snapshots() {
         &reopened.state,
         asking("text-transform", Some(&second.public_key)),
     ));
-    refused(hijacked, "publisher");
+    assert!(
+        matches!(&hijacked, Err(InstallError::PublisherChange { name, .. }) if name == "text-transform"),
+        "{hijacked:?}"
+    );
 }
 
 fn unreachable_install() -> Installed {
@@ -902,7 +910,7 @@ fn an_update_asking_for_more_stays_disabled_until_approved() {
     assert_eq!(update.pending(), vec!["storage-read", "storage-write"]);
     assert_eq!(update.pending_hosts(), vec!["api.example.com"]);
     assert!(
-        matches!(host.state.load("widget"), Err(InstallError::Refused(m)) if m.contains("warden approve"))
+        matches!(host.state.load("widget"), Err(InstallError::Refused(refusal @ Refusal::Disabled { .. })) if refusal.to_string().contains("warden approve"))
     );
     // Approving part of it is not enough; the grant is the intersection.
     let partial = host
@@ -965,9 +973,10 @@ fn installed_files_are_reverified_and_the_registry_checks_itself() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
     std::fs::write(&file, bytes).unwrap();
-    assert!(
-        matches!(host.state.load("text-transform"), Err(InstallError::Refused(m)) if m.contains("altered"))
-    );
+    assert!(matches!(
+        host.state.load("text-transform"),
+        Err(InstallError::Refused(Refusal::Altered { .. }))
+    ));
 
     // The log the host checks holds the publish, and the index's checkpoint covers it.
     let log: Vec<warden_registry::protocol::LogEntry> =
@@ -1054,7 +1063,9 @@ fn a_rotated_registry_key_is_followed_through_signed_roots() {
             Some(&package::public_key_hex(&package::generate_key().unwrap())),
         ),
     ));
-    refused(unknown, "no root");
+    refused(unknown, |refusal| {
+        matches!(refusal, Refusal::NoRootListsKey { .. })
+    });
 
     // A root chain that skips a version, or a new root signed by the new key alone, is refused.
     let roots = registry.roots();
@@ -1081,7 +1092,10 @@ fn a_rotated_registry_key_is_followed_through_signed_roots() {
     .sign(&[&thief]);
     let first_use = install::follow_roots(None, Some(&first_key), &[impostor], "r");
     assert!(
-        matches!(&first_use, Err(InstallError::Refused(m)) if m.contains("no root")),
+        matches!(
+            &first_use,
+            Err(InstallError::Refused(Refusal::NoRootListsKey { .. }))
+        ),
         "{first_use:?}"
     );
     let forged_next = warden_registry::protocol::Root {
@@ -1196,7 +1210,7 @@ fn admins_cannot_take_over_owners_and_a_locked_out_publisher_is_recovered_by_an_
 fn request_sizes_are_bounded_and_checked_after_authentication() {
     let registry = Registry::start(3600);
     let acme = registry.publisher("alice", "acme");
-    let big = vec![0u8; server::DEFAULT_MAX_PACKAGE_BYTES + 1];
+    let big = vec![0u8; warden_registry::protocol::DEFAULT_MAX_PACKAGE_BYTES + 1];
     // Anonymous: refused before the body is read.
     let anonymous = Client::new(&registry.url, std::slice::from_ref(&registry.ca), None).unwrap();
     let answer = block_on(anonymous.send(
@@ -1296,7 +1310,7 @@ fn sync_blocks_nodes_whose_signing_key_was_revoked() {
     );
     assert!(matches!(
         host.state.load("text-transform"),
-        Err(InstallError::Refused(m)) if m.contains("blocked") && m.contains("revoked")
+        Err(InstallError::Refused(Refusal::Blocked { reason, .. })) if reason.contains("revoked")
     ));
 }
 
@@ -1309,7 +1323,7 @@ fn offline_recovery_needs_an_existing_registry() {
     let registry = registry.restart(|dir| {
         let store = Store::open_existing(dir, 3600).unwrap();
         let (token, _) = store
-            .issue_token_offline("owner", warden_registry::auth::TokenKind::Pat, 3600)
+            .issue_token_offline("owner", warden_registry::protocol::TokenKind::Pat, 3600)
             .unwrap();
         std::fs::write(dir.join("recovered"), token).unwrap();
     });

@@ -4,8 +4,8 @@
 
 use super::*;
 use std::time::Duration;
-use warden_registry::limits::{DEFAULT_QUOTAS, Quotas, Rate};
 use warden_registry::protocol::{LogEntry, sign_possession, sign_revocation};
+use warden_registry::server::limits::{DEFAULT_QUOTAS, Quotas, Rate};
 
 /// A registry held to `quotas`, served by the harness's serve loop (which passes each
 /// connection's peer address to the router).

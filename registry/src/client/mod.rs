@@ -1,7 +1,10 @@
-//! A small HTTPS client for the registry API: rustls (Mozilla's roots plus any CA given), HTTP/2
-//! when the server offers it, every response body capped before it is read.
+//! The host side of the registry: a small HTTPS client for the registry API (rustls with
+//! Mozilla's roots plus any CA given, HTTP/2 when the server offers it, every response body
+//! capped before it is read), and [`install`], which verifies what a host installs.
 
-use crate::auth::TokenKind;
+pub mod install;
+
+use crate::protocol::TokenKind;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::client::conn::{http1, http2};
@@ -51,7 +54,7 @@ impl Credential {
     /// Tells the kind from the token's prefix (`wdn_key_` is an API key, anything else a PAT).
     pub fn from_token(token: &str) -> Credential {
         let token = token.trim().to_string();
-        let kind = if token.starts_with("wdn_key_") {
+        let kind = if token.starts_with(TokenKind::ApiKey.prefix()) {
             TokenKind::ApiKey
         } else {
             TokenKind::Pat

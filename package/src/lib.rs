@@ -18,12 +18,15 @@
 //! the canonical bytes decode, so a package's SHA-256 (its content address in the registry and
 //! on hosts) names exactly one manifest and one set of signatures.
 
-use crate::node::component::{self, WIT_VERSION};
-use crate::policy::preflight;
+#[doc(hidden)]
+pub mod fuzz_targets;
+
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use warden_host::component::{self, WIT_VERSION};
+use warden_host::preflight;
 
 pub const MAGIC: &[u8; 16] = b"warden-package\0\x01";
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
@@ -192,11 +195,23 @@ pub fn verifying_key_from_hex(text: &str) -> Result<VerifyingKey, PackageError> 
     Ok(key)
 }
 
+/// A secret file that could not be written (it exists already, or the write failed).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct SecretFileError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Creates `path` readable by its owner only, before anything secret is written to it, and
 /// refuses to overwrite an existing file.
-pub fn write_secret_file(path: &Path, contents: &str) -> Result<(), String> {
+pub fn write_secret_file(path: &Path, contents: &str) -> Result<(), SecretFileError> {
     use std::io::Write;
-    let fail = |error: std::io::Error| format!("cannot write {}: {error}", path.display());
+    let fail = |source: std::io::Error| SecretFileError {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -259,11 +274,11 @@ fn check_fields(manifest: &Manifest) -> Result<(), PackageError> {
     validate_name(&manifest.name)?;
     semver::Version::parse(&manifest.version)
         .map_err(|_| PackageError::BadVersion(manifest.version.clone()))?;
-    crate::policy::allowlist::AllowedHosts::parse(&manifest.allowed_hosts)
+    warden_host::allowlist::AllowedHosts::parse(&manifest.allowed_hosts)
         .map_err(|error| PackageError::Malformed("manifest", error.to_string()))?;
     manifest
         .limits
-        .parse::<crate::Preset>()
+        .parse::<warden_host::Preset>()
         .map_err(|error| PackageError::Malformed("manifest", error.to_string()))?;
     Ok(())
 }

@@ -2,9 +2,13 @@
 //! Every endpoint but `/v1/registry` authenticates the caller and checks one permission.
 //! The API is described in `docs/registry.md`.
 
-use crate::auth::{self, Permissions, TokenKind};
-use crate::slots::{Busy, Slot, Slots};
-use crate::store::{Caller, DEFAULT_TOKEN_TTL, Store, StoreError};
+use super::auth::{self, Permissions};
+use super::limits::retry_after_seconds;
+use super::slots::{Busy, Slot, Slots};
+use super::store::{Caller, DEFAULT_TOKEN_TTL, Store, StoreError};
+use crate::protocol::{
+    DEFAULT_MAX_PACKAGE_BYTES, MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, TokenKind,
+};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -18,13 +22,7 @@ use serde_json::json;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-pub use warden_server::{
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, FileLimit, ServerLimits,
-    fit_file_limit,
-};
-
-/// The largest package the registry accepts by default.
-pub const DEFAULT_MAX_PACKAGE_BYTES: usize = 64 * 1024 * 1024;
+use warden_server::ServerLimits;
 
 struct ApiError(StatusCode, String);
 
@@ -36,7 +34,7 @@ impl IntoResponse for ApiError {
 
 /// A rate limit's answer: 429 with `Retry-After` in whole seconds.
 fn too_many_requests(message: String, wait: std::time::Duration) -> Response {
-    let seconds = crate::limits::retry_after_seconds(wait).to_string();
+    let seconds = retry_after_seconds(wait).to_string();
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, seconds)],
@@ -349,32 +347,46 @@ async fn log(
     let Some(query) = query else {
         return Ok(Json(blocking(move || store.log()).await?).into_response());
     };
-    let (from, limit) = log_page(&query).map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?;
-    let page =
-        blocking(move || store.log_range(from, limit, crate::protocol::MAX_LOG_PAGE_BYTES)).await?;
+    let (from, limit) =
+        log_page(&query).map_err(|why| ApiError(StatusCode::BAD_REQUEST, why.to_string()))?;
+    let page = blocking(move || store.log_range(from, limit, MAX_LOG_PAGE_BYTES)).await?;
     Ok(Json(page).into_response())
+}
+
+/// Why a log page request is refused (400).
+#[derive(Debug, thiserror::Error)]
+enum LogQueryError {
+    #[error("`{name}` must be a whole number, not `{value}`")]
+    NotANumber { name: String, value: String },
+    #[error("unknown query parameter `{name}`; give from=N and limit=M")]
+    UnknownParameter { name: String },
+    #[error("a page of the log needs from=N (the first entry wanted)")]
+    NoFrom,
 }
 
 /// `from` (required) and `limit` (at most `MAX_LOG_PAGE_ENTRIES`, which is also the default)
 /// of a log page request; anything else is refused.
-fn log_page(query: &str) -> Result<(u64, u64), String> {
+fn log_page(query: &str) -> Result<(u64, u64), LogQueryError> {
     let mut from = None;
-    let mut limit = crate::protocol::MAX_LOG_PAGE_ENTRIES;
+    let mut limit = MAX_LOG_PAGE_ENTRIES;
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         let number = value
             .parse::<u64>()
-            .map_err(|_| format!("`{name}` must be a whole number, not `{value}`"))?;
+            .map_err(|_| LogQueryError::NotANumber {
+                name: name.to_string(),
+                value: value.to_string(),
+            })?;
         match name.as_ref() {
             "from" => from = Some(number),
-            "limit" => limit = number.clamp(1, crate::protocol::MAX_LOG_PAGE_ENTRIES),
+            "limit" => limit = number.clamp(1, MAX_LOG_PAGE_ENTRIES),
             _ => {
-                return Err(format!(
-                    "unknown query parameter `{name}`; give from=N and limit=M"
-                ));
+                return Err(LogQueryError::UnknownParameter {
+                    name: name.to_string(),
+                });
             }
         }
     }
-    let from = from.ok_or("a page of the log needs from=N (the first entry wanted)")?;
+    let from = from.ok_or(LogQueryError::NoFrom)?;
     Ok((from, limit))
 }
 

@@ -6,9 +6,10 @@
 //! technical users such as CI pipelines; personal access tokens (`Authorization: PAT ...`)
 //! are for people. Both expire and both can be revoked.
 
+use crate::protocol::{TokenKind, sha256_hex};
 use bitflags::bitflags;
 use serde::{Deserialize, Serialize};
-use warden_host::package::hex;
+use warden_package::hex;
 
 bitflags! {
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,38 +65,22 @@ impl Permissions {
     }
 }
 
+/// A role that is not one of [`ROLES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{role}`; the roles are {}", ROLES.map(|(name, _)| name).join(", "))]
+pub struct UnknownRole {
+    pub role: String,
+}
+
 /// The union of the permissions of `roles`; an unknown role is an error naming it.
-pub fn permissions_of(roles: &[String]) -> Result<Permissions, String> {
+pub fn permissions_of(roles: &[String]) -> Result<Permissions, UnknownRole> {
     roles.iter().try_fold(Permissions::empty(), |all, role| {
         ROLES
             .iter()
             .find(|(name, _)| name == role)
             .map(|(_, permissions)| all | *permissions)
-            .ok_or_else(|| {
-                format!(
-                    "unknown role `{role}`; the roles are {}",
-                    ROLES.map(|(name, _)| name).join(", ")
-                )
-            })
+            .ok_or_else(|| UnknownRole { role: role.clone() })
     })
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TokenKind {
-    /// `X-API-Key`, for technical users.
-    ApiKey,
-    /// `Authorization: PAT`, for people.
-    Pat,
-}
-
-impl TokenKind {
-    fn prefix(self) -> &'static str {
-        match self {
-            TokenKind::ApiKey => "wdn_key_",
-            TokenKind::Pat => "wdn_pat_",
-        }
-    }
 }
 
 /// A token as stored: never the token itself.
@@ -117,17 +102,22 @@ pub struct TokenRecord {
     pub depth: u32,
 }
 
+/// The operating system's random source failed, so no token was made.
+#[derive(Debug, thiserror::Error)]
+#[error("the random source failed: {0}")]
+pub struct RandomSourceFailed(pub getrandom::Error);
+
 /// A new token of `kind`: its text (shown once) and the hash to store.
-pub fn new_token(kind: TokenKind) -> Result<(String, String), String> {
+pub fn new_token(kind: TokenKind) -> Result<(String, String), RandomSourceFailed> {
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|error| format!("the random source failed: {error}"))?;
+    getrandom::fill(&mut secret).map_err(RandomSourceFailed)?;
     let token = format!("{}{}", kind.prefix(), hex(&secret));
     let hash = token_hash(&token);
     Ok((token, hash))
 }
 
 pub fn token_hash(token: &str) -> String {
-    crate::protocol::sha256_hex(token.as_bytes())
+    sha256_hex(token.as_bytes())
 }
 
 /// What a request presented: the token and the kind its header says it is.
