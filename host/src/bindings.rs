@@ -1,6 +1,7 @@
 //! Host bindings generated from `wit/`, and conversions between them and the library's types.
 
-use crate::node::info::{DataType, Direction, NodeInfo, Pin, Range};
+use crate::node::info::{Direction, NodeInfo, Pin, Range};
+use crate::node::value::DataType;
 use crate::node::value::{Field, Value};
 
 wasmtime::component::bindgen!({

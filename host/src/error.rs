@@ -3,7 +3,7 @@
 use crate::node::component::ComponentError;
 use crate::node::context::InvalidContext;
 use crate::node::info::DescriptionError;
-use crate::node::value::{InputError, OutputError};
+use crate::node::pins::{InputError, OutputError};
 use crate::policy::limits::{InvalidLimits, LimitKind};
 use crate::policy::preflight::Refusal;
 use crate::storage::StorageError;

@@ -5,8 +5,9 @@
 //! None of them may panic, allocate without bound, or hang.
 
 use crate::caps::embedder::validate_ui;
-use crate::node::info::{DataType, Direction, NodeInfo, Pin, Range, check_descriptions};
-use crate::node::value::{Field, Value, check_inputs, check_outputs};
+use crate::node::info::{Direction, NodeInfo, Pin, Range, check_descriptions};
+use crate::node::pins::{check_inputs, check_outputs};
+use crate::node::value::{DataType, Field, Value};
 use crate::output::log::{Level, RunLog, Source};
 use crate::policy::allowlist::AllowedHosts;
 

@@ -28,7 +28,7 @@ pub mod storage;
 // The public modules under the names the crate has always used, whatever layer holds them.
 pub use caps::{embedder, http, models, websocket};
 pub use net::tls;
-pub use node::{component, context, info as node_info, value};
+pub use node::{component, context, info as node_info, pins, value};
 pub use output::log;
 pub use policy::{allowlist, capability, config, limits, preflight, units};
 
@@ -37,7 +37,7 @@ pub use config::WasmSecurityConfig;
 pub use context::RunContext;
 pub use error::Error;
 pub use limits::{HostLimits, LimitKind, Limits, Preset};
-pub use node_info::{DataType, Direction, NodeInfo, Pin};
+pub use node_info::{Direction, NodeInfo, Pin};
 pub use output::delivery::{CallbackFailed, StreamSink};
 pub use runtime::limiter::LimitExceeded;
 pub use runtime::{
@@ -46,4 +46,4 @@ pub use runtime::{
     pool_reservation_bytes,
 };
 pub use storage::{Scope, Storage};
-pub use value::{Field, Value};
+pub use value::{DataType, Field, Value};

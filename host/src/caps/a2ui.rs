@@ -2,7 +2,6 @@
 //! nesting and their links, capped in total bytes per run, and delivered to the embedder's UI
 //! sink.
 
-use super::Views;
 use crate::bindings::warden::node::a2ui;
 use crate::bindings::wit::HostError;
 use crate::output::delivery::Delivery;
@@ -27,7 +26,12 @@ impl HasData for A2ui {
     type Data<'a> = View<'a>;
 }
 
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+/// What the store data lends the a2ui host functions: their view, and nothing else.
+pub(crate) trait A2uiView: Send + 'static {
+    fn a2ui(&mut self) -> View<'_>;
+}
+
+pub(crate) fn link<T: A2uiView>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
     match interface {
         "warden:node/a2ui" => a2ui::add_to_linker::<T, A2ui>(linker, T::a2ui)?,
         _ => return Ok(false),

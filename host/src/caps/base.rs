@@ -1,7 +1,6 @@
 //! The `base` world every node gets: `types`, `log` (the node's own messages) and `context`
 //! (the run's identifiers and the time left).
 
-use super::Views;
 use crate::bindings::warden::node::{context, log, types};
 use crate::node::context::RunContext;
 use crate::output::log::{Level, RunLog, Source};
@@ -21,7 +20,12 @@ impl HasData for Base {
     type Data<'a> = View<'a>;
 }
 
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+/// What the store data lends the base host functions: their view, and nothing else.
+pub(crate) trait BaseView: Send + 'static {
+    fn base(&mut self) -> View<'_>;
+}
+
+pub(crate) fn link<T: BaseView>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
     match interface {
         "warden:node/types" => types::add_to_linker::<T, Base>(linker, T::base)?,
         "warden:node/log" => log::add_to_linker::<T, Base>(linker, T::base)?,

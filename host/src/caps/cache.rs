@@ -1,8 +1,8 @@
 //! The `cache-read` and `cache-write` capabilities: an execution cache with expiry, in the
 //! storage's cache partition of the run's board, optionally narrowed to the node or the user.
 
-use super::storage::View;
-use super::{Views, check_size, now_ms};
+use super::common::{check_size, now_ms};
+use super::storage::{StorageView, View};
 use crate::bindings::warden::node::{cache_read, cache_write};
 use crate::bindings::wit::{CacheScope, HostError};
 use crate::storage::{cache_partition, validate_key};
@@ -21,7 +21,10 @@ impl HasData for Cache {
     type Data<'a> = View<'a>;
 }
 
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+pub(crate) fn link<T: StorageView>(
+    linker: &mut Linker<T>,
+    interface: &str,
+) -> wasmtime::Result<bool> {
     match interface {
         "warden:node/cache-read" => cache_read::add_to_linker::<T, Cache>(linker, T::storage)?,
         "warden:node/cache-write" => cache_write::add_to_linker::<T, Cache>(linker, T::storage)?,

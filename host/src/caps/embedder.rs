@@ -1,7 +1,7 @@
 //! Capabilities the embedder serves: `functions` (host functions it registers), `oauth` and
 //! `token` (credentials it holds). UI documents (`a2ui`) are in `caps::a2ui`.
 
-use super::{Views, now_ms};
+use super::common::now_ms;
 use crate::bindings::warden::node::{functions, oauth, token, types};
 use crate::bindings::wit::HostError;
 use crate::node::value::Field;
@@ -121,7 +121,15 @@ impl HasData for Embedder {
     type Data<'a> = View<'a>;
 }
 
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+/// What the store data lends the embedder host functions: their view, and nothing else.
+pub(crate) trait EmbedderView: Send + 'static {
+    fn embedder(&mut self) -> View<'_>;
+}
+
+pub(crate) fn link<T: EmbedderView>(
+    linker: &mut Linker<T>,
+    interface: &str,
+) -> wasmtime::Result<bool> {
     match interface {
         "warden:node/functions" => functions::add_to_linker::<T, Embedder>(linker, T::embedder)?,
         "warden:node/oauth" => oauth::add_to_linker::<T, Embedder>(linker, T::embedder)?,

@@ -7,7 +7,6 @@
 //! redirect it. Request and response bodies, header count and size, and the time of a request
 //! (inside the run's own deadline) are capped.
 
-use super::Views;
 use crate::bindings::warden::node::{http_get, http_write};
 use crate::bindings::wit::{HostError, HttpRequest, HttpResponse, Method};
 use crate::net::client::{
@@ -151,7 +150,12 @@ impl HasData for Http {
     type Data<'a> = View<'a>;
 }
 
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+/// What the store data lends the http host functions: their view, and nothing else.
+pub(crate) trait HttpView: Send + 'static {
+    fn http(&mut self) -> View<'_>;
+}
+
+pub(crate) fn link<T: HttpView>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
     match interface {
         "warden:node/http-get" => http_get::add_to_linker::<T, Http>(linker, T::http)?,
         "warden:node/http-write" => http_write::add_to_linker::<T, Http>(linker, T::http)?,

@@ -10,6 +10,7 @@
 pub(crate) mod a2ui;
 pub(crate) mod base;
 pub(crate) mod cache;
+mod common;
 pub mod embedder;
 pub mod http;
 pub mod models;
@@ -20,23 +21,39 @@ pub(crate) mod variables;
 pub(crate) mod wasi;
 pub mod websocket;
 
-use crate::bindings::wit::HostError;
-use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::component::Linker;
+use wasmtime_wasi::WasiView;
 
-/// The narrow views of a run's state, one per capability family. The runtime's store data
-/// implements it; each family's host functions get only their own view.
-pub(crate) trait Views: wasmtime_wasi::WasiView + Send + 'static {
-    fn base(&mut self) -> base::View<'_>;
-    fn storage(&mut self) -> storage::View<'_>;
-    fn variables(&mut self) -> variables::View<'_>;
-    fn streaming(&mut self) -> streaming::View<'_>;
-    fn a2ui(&mut self) -> a2ui::View<'_>;
-    fn http(&mut self) -> http::View<'_>;
-    fn embedder(&mut self) -> embedder::View<'_>;
-    fn models(&mut self) -> models::View<'_>;
-    fn websocket(&mut self) -> websocket::View<'_>;
-    fn lookup(&mut self) -> sockets::GuardedLookup<'_>;
+/// Every view the capability families need; the runtime's store data lends each of them (and
+/// wasmtime-wasi's `WasiView` for the WASI interfaces).
+pub(crate) trait Views:
+    base::BaseView
+    + storage::StorageView
+    + variables::VariablesView
+    + streaming::StreamingView
+    + a2ui::A2uiView
+    + http::HttpView
+    + embedder::EmbedderView
+    + models::ModelsView
+    + websocket::WebSocketView
+    + sockets::LookupView
+    + WasiView
+{
+}
+
+impl<T> Views for T where
+    T: base::BaseView
+        + storage::StorageView
+        + variables::VariablesView
+        + streaming::StreamingView
+        + a2ui::A2uiView
+        + http::HttpView
+        + embedder::EmbedderView
+        + models::ModelsView
+        + websocket::WebSocketView
+        + sockets::LookupView
+        + WasiView
+{
 }
 
 /// A family's linking function: links `interface` if the family provides it.
@@ -66,22 +83,4 @@ pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtim
         }
     }
     Ok(false)
-}
-
-/// Refuses a value larger than the host accepts.
-pub(crate) fn check_size(what: &str, size: usize, cap: usize) -> Result<(), HostError> {
-    if size > cap {
-        return Err(HostError::TooLarge(format!(
-            "the {what} is {size} bytes; the host accepts at most {cap}"
-        )));
-    }
-    Ok(())
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| since.as_millis() as u64)
-        .unwrap_or(0)
 }

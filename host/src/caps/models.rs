@@ -5,7 +5,6 @@
 //! The endpoint is the operator's, so it does not need the node's `allowed_hosts`; the node can
 //! reach nothing else through it, and the model names it may use can be restricted.
 
-use super::Views;
 use crate::bindings::warden::node::models;
 use crate::bindings::wit::{Header, HostError, Method};
 use crate::net::client as http;
@@ -452,7 +451,15 @@ impl HasData for ModelsFamily {
     type Data<'a> = View<'a>;
 }
 
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+/// What the store data lends the models host functions: their view, and nothing else.
+pub(crate) trait ModelsView: Send + 'static {
+    fn models(&mut self) -> View<'_>;
+}
+
+pub(crate) fn link<T: ModelsView>(
+    linker: &mut Linker<T>,
+    interface: &str,
+) -> wasmtime::Result<bool> {
     match interface {
         "warden:node/models" => models::add_to_linker::<T, ModelsFamily>(linker, T::models)?,
         _ => return Ok(false),

@@ -3,10 +3,10 @@
 //! WASI context's address check (`caps::wasi::context`); name lookups go through
 //! [`GuardedLookup`], which asks the policy before resolving and filters what comes back.
 
-use super::Views;
 use crate::net::policy::NetworkPolicy;
 use std::net::IpAddr;
 use wasmtime::component::{HasData, Linker, Resource};
+use wasmtime_wasi::WasiView;
 use wasmtime_wasi::p2::bindings::sockets;
 use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{
     self, HostResolveAddressStream, ResolveAddressStream,
@@ -16,7 +16,15 @@ use wasmtime_wasi::p2::{DynPollable, SocketError};
 use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsCtxView, WasiSocketsView};
 
 /// Links one wasi:sockets interface; false if `interface` is not one.
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+/// What the store data lends the sockets host functions: their view, and nothing else.
+pub(crate) trait LookupView: Send + 'static {
+    fn lookup(&mut self) -> GuardedLookup<'_>;
+}
+
+pub(crate) fn link<T: LookupView + WasiView>(
+    linker: &mut Linker<T>,
+    interface: &str,
+) -> wasmtime::Result<bool> {
     match interface {
         "wasi:sockets/network" => sockets::network::add_to_linker::<T, WasiSockets>(
             linker,

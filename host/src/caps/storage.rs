@@ -3,7 +3,7 @@
 //! names, so a node reaches only its own board's, node's and user's data. The upload scope is
 //! read-only for nodes: only the host puts files there.
 
-use super::{Views, check_size};
+use super::common::check_size;
 use crate::bindings::warden::node::{storage_delete, storage_read, storage_write};
 use crate::bindings::wit::{HostError, Scope as WitScope};
 use crate::node::context::RunContext;
@@ -28,7 +28,15 @@ impl HasData for StorageFamily {
     type Data<'a> = View<'a>;
 }
 
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+/// What the store data lends the storage host functions: their view, and nothing else.
+pub(crate) trait StorageView: Send + 'static {
+    fn storage(&mut self) -> View<'_>;
+}
+
+pub(crate) fn link<T: StorageView>(
+    linker: &mut Linker<T>,
+    interface: &str,
+) -> wasmtime::Result<bool> {
     match interface {
         "warden:node/storage-read" => {
             storage_read::add_to_linker::<T, StorageFamily>(linker, T::storage)?

@@ -1,7 +1,6 @@
 //! The `streaming` capability: incremental output, delivered to the embedder's stream sink
 //! while the run goes on, capped in total bytes per run.
 
-use super::Views;
 use crate::bindings::warden::node::{streaming, types};
 use crate::bindings::wit::HostError;
 use crate::node::value::Value;
@@ -26,7 +25,15 @@ impl HasData for Streaming {
     type Data<'a> = View<'a>;
 }
 
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+/// What the store data lends the streaming host functions: their view, and nothing else.
+pub(crate) trait StreamingView: Send + 'static {
+    fn streaming(&mut self) -> View<'_>;
+}
+
+pub(crate) fn link<T: StreamingView>(
+    linker: &mut Linker<T>,
+    interface: &str,
+) -> wasmtime::Result<bool> {
     match interface {
         "warden:node/streaming" => streaming::add_to_linker::<T, Streaming>(linker, T::streaming)?,
         _ => return Ok(false),

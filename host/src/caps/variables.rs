@@ -1,7 +1,7 @@
 //! The `variables-read` and `variables-write` capabilities: the run's variables, given by the
 //! embedder and handed back after the run, capped in count, name length and total bytes.
 
-use super::{Views, check_size};
+use super::common::check_size;
 use crate::bindings::warden::node::{types, variables_read, variables_write};
 use crate::bindings::wit::HostError;
 use crate::node::value::Value;
@@ -39,7 +39,15 @@ impl HasData for VariablesFamily {
     type Data<'a> = View<'a>;
 }
 
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+/// What the store data lends the variables host functions: their view, and nothing else.
+pub(crate) trait VariablesView: Send + 'static {
+    fn variables(&mut self) -> View<'_>;
+}
+
+pub(crate) fn link<T: VariablesView>(
+    linker: &mut Linker<T>,
+    interface: &str,
+) -> wasmtime::Result<bool> {
     match interface {
         "warden:node/variables-read" => {
             variables_read::add_to_linker::<T, VariablesFamily>(linker, T::variables)?

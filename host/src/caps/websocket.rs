@@ -1,7 +1,6 @@
 //! The `websocket` capability: connections to allowlisted hosts over the same checks and TLS as
 //! HTTP (the address connected to is one that was checked), with a cap on message size.
 
-use super::Views;
 use crate::bindings::warden::node::websocket::Message;
 use crate::bindings::warden::node::{types, websocket};
 use crate::bindings::wit::{Header, HostError};
@@ -316,7 +315,15 @@ impl HasData for WebSocket {
     type Data<'a> = View<'a>;
 }
 
-pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
+/// What the store data lends the websocket host functions: their view, and nothing else.
+pub(crate) trait WebSocketView: Send + 'static {
+    fn websocket(&mut self) -> View<'_>;
+}
+
+pub(crate) fn link<T: WebSocketView>(
+    linker: &mut Linker<T>,
+    interface: &str,
+) -> wasmtime::Result<bool> {
     match interface {
         "warden:node/websocket" => websocket::add_to_linker::<T, WebSocket>(linker, T::websocket)?,
         _ => return Ok(false),

@@ -1,34 +1,8 @@
 //! What a component says about the nodes it provides.
 
-use crate::node::value::Value;
+use crate::node::value::{DataType, Value};
 use serde::Serialize;
 use serde_json::json;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataType {
-    Any,
-    Boolean,
-    Integer,
-    Float,
-    Text,
-    Bytes,
-    Json,
-}
-
-impl DataType {
-    pub fn name(self) -> &'static str {
-        match self {
-            DataType::Any => "any",
-            DataType::Boolean => "boolean",
-            DataType::Integer => "integer",
-            DataType::Float => "float",
-            DataType::Text => "text",
-            DataType::Bytes => "bytes",
-            DataType::Json => "json",
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -4,4 +4,5 @@
 pub mod component;
 pub mod context;
 pub mod info;
+pub mod pins;
 pub mod value;

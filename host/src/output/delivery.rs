@@ -9,7 +9,7 @@
 //! own: everything put on it is already capped per run (the log, the stream, UI documents).
 
 use crate::node::value::Value;
-use crate::output::log::{LogRecord, LogSink};
+use crate::output::record::{LogRecord, LogSink};
 use serde_json::Value as Json;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;

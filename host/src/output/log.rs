@@ -6,55 +6,14 @@
 //! always one line that shows what the node wrote instead of obeying it. Every record costs
 //! [`RECORD_OVERHEAD`] bytes of the cap on top of its text, so empty records count too.
 
+pub use crate::output::record::{Level, LogRecord, LogSink, Source};
+
 use crate::output::delivery::Delivery;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// What one record costs against the log cap beyond its text: about what the host keeps for it.
 pub const RECORD_OVERHEAD: usize = 32;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl Level {
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        }
-    }
-}
-
-/// Where a record came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Log,
-    Stdout,
-    Stderr,
-    /// The host itself (the truncation notice).
-    Host,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct LogRecord {
-    pub level: Level,
-    pub source: Source,
-    pub message: String,
-}
-
-/// Called with each record as the node produces it.
-pub type LogSink = Arc<dyn Fn(&LogRecord) + Send + Sync>;
 
 /// The log of one run. Clones share it.
 #[derive(Clone)]

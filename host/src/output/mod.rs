@@ -4,3 +4,4 @@
 
 pub(crate) mod delivery;
 pub mod log;
+pub(crate) mod record;

@@ -41,6 +41,16 @@ pub enum Provider {
     WasiSockets,
 }
 
+impl Provider {
+    /// The prefix of every interface this provider serves: a row names no other.
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Provider::Warden => "warden:node/",
+            Provider::WasiSockets => "wasi:sockets/",
+        }
+    }
+}
+
 /// One row of the capability table.
 #[derive(Debug)]
 pub struct CapabilityInfo {
@@ -424,6 +434,21 @@ mod tests {
         assert!(error.to_string().contains("network-all"));
         assert!("".parse::<Capabilities>().is_err());
         assert!("storage-read,".parse::<Capabilities>().is_err());
+    }
+
+    /// The preflight and the linker trust the rows: a warden row naming a WASI interface would
+    /// hand it out without `allow_wasi`/`allow_wasi_network`.
+    #[test]
+    fn rows_name_only_their_providers_interfaces() {
+        for info in CAPABILITIES {
+            for interface in info.interfaces {
+                assert!(
+                    interface.starts_with(info.provider.namespace()),
+                    "{}: {interface}",
+                    info.name
+                );
+            }
+        }
     }
 
     #[test]

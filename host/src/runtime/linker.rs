@@ -20,8 +20,12 @@ pub(crate) fn interfaces(config: &WasmSecurityConfig, granted: Capabilities) -> 
         interfaces.extend(FILESYSTEM);
     }
     for info in granted.infos() {
-        // wasi:sockets only with `allow_wasi_network` as well.
-        if info.provider == Provider::Warden || config.allow_wasi_network {
+        let linked = match info.provider {
+            Provider::Warden => true,
+            // wasi:sockets only with `allow_wasi_network` as well.
+            Provider::WasiSockets => config.allow_wasi_network,
+        };
+        if linked {
             interfaces.extend(info.interfaces);
         }
     }
@@ -36,6 +40,20 @@ pub(crate) fn build(
     config: &WasmSecurityConfig,
     granted: Capabilities,
 ) -> wasmtime::Result<Linker<StoreData>> {
+    // A row links only its own provider's interfaces: a warden row cannot bring in WASI (say
+    // wasi:sockets without `allow_wasi_network`), whatever the table says.
+    for info in granted.infos() {
+        if let Some(foreign) = info
+            .interfaces
+            .iter()
+            .find(|interface| !interface.starts_with(info.provider.namespace()))
+        {
+            wasmtime::bail!(
+                "the capability table's row `{}` names `{foreign}`, which its provider does not serve",
+                info.name
+            );
+        }
+    }
     let mut linker = Linker::new(engine);
     for interface in interfaces(config, granted) {
         if !caps::link(&mut linker, interface)? {

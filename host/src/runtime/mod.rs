@@ -17,7 +17,8 @@ use crate::net::tls::TlsRoots;
 use crate::node::component::{self, ComponentSummary};
 use crate::node::context::RunContext;
 use crate::node::info::NodeInfo;
-use crate::node::value::{Field, Value, check_inputs};
+use crate::node::pins::check_inputs;
+use crate::node::value::{Field, Value};
 use crate::output::delivery::{CallbackFailed, Delivery, Sinks, StreamSink, UiSink};
 use crate::output::log::{LogRecord, LogSink, RunLog, Source, one_line};
 use crate::policy::allowlist::AllowedHosts;
@@ -858,7 +859,7 @@ impl PreparedNode {
             outputs,
             self.limits.host.output_bytes,
         )?;
-        crate::node::value::check_outputs(info, outputs).map_err(Error::InvalidOutput)
+        crate::node::pins::check_outputs(info, outputs).map_err(Error::InvalidOutput)
     }
 }
 

@@ -1,13 +1,13 @@
-//! The data of one run's store, and the narrow view each capability family gets of it
-//! (`caps::Views`). Each family's host functions are linked only when its capability is
+//! The data of one run's store, and the narrow view each capability family gets of it (one
+//! trait per family, in the family's file; together `caps::Views`). Each family's host functions are linked only when its capability is
 //! granted (see `linker.rs`), and see only the fields their view lends them.
 
+use crate::caps;
 use crate::caps::embedder::{Credentials, Functions};
 use crate::caps::models::ModelProvider;
 use crate::caps::sockets::GuardedLookup;
 use crate::caps::variables::Variables;
 use crate::caps::websocket::Connections;
-use crate::caps::{self, Views};
 use crate::net::policy::NetworkPolicy;
 use crate::net::tls::TlsRoots;
 use crate::node::context::RunContext;
@@ -60,7 +60,7 @@ impl WasiView for StoreData {
     }
 }
 
-impl Views for StoreData {
+impl caps::base::BaseView for StoreData {
     fn base(&mut self) -> caps::base::View<'_> {
         caps::base::View {
             log: &self.log,
@@ -68,7 +68,9 @@ impl Views for StoreData {
             deadline: self.deadline,
         }
     }
+}
 
+impl caps::storage::StorageView for StoreData {
     fn storage(&mut self) -> caps::storage::View<'_> {
         caps::storage::View {
             storage: &self.storage,
@@ -76,14 +78,18 @@ impl Views for StoreData {
             limits: &self.limits,
         }
     }
+}
 
+impl caps::variables::VariablesView for StoreData {
     fn variables(&mut self) -> caps::variables::View<'_> {
         caps::variables::View {
             variables: &mut self.variables,
             limits: &self.limits,
         }
     }
+}
 
+impl caps::streaming::StreamingView for StoreData {
     fn streaming(&mut self) -> caps::streaming::View<'_> {
         caps::streaming::View {
             streamed_bytes: &mut self.streamed_bytes,
@@ -91,7 +97,9 @@ impl Views for StoreData {
             delivery: &self.delivery,
         }
     }
+}
 
+impl caps::a2ui::A2uiView for StoreData {
     fn a2ui(&mut self) -> caps::a2ui::View<'_> {
         caps::a2ui::View {
             rendered_bytes: &mut self.rendered_bytes,
@@ -100,7 +108,9 @@ impl Views for StoreData {
             delivery: &self.delivery,
         }
     }
+}
 
+impl caps::http::HttpView for StoreData {
     fn http(&mut self) -> caps::http::View<'_> {
         caps::http::View {
             tls: &self.tls,
@@ -109,7 +119,9 @@ impl Views for StoreData {
             limits: &self.limits,
         }
     }
+}
 
+impl caps::embedder::EmbedderView for StoreData {
     fn embedder(&mut self) -> caps::embedder::View<'_> {
         caps::embedder::View {
             functions: self.functions.as_ref(),
@@ -117,7 +129,9 @@ impl Views for StoreData {
             capabilities: self.capabilities,
         }
     }
+}
 
+impl caps::models::ModelsView for StoreData {
     fn models(&mut self) -> caps::models::View<'_> {
         caps::models::View {
             provider: self.models.as_deref(),
@@ -126,7 +140,9 @@ impl Views for StoreData {
             table: &mut self.table,
         }
     }
+}
 
+impl caps::websocket::WebSocketView for StoreData {
     fn websocket(&mut self) -> caps::websocket::View<'_> {
         caps::websocket::View {
             connections: &self.connections,
@@ -138,7 +154,9 @@ impl Views for StoreData {
             table: &mut self.table,
         }
     }
+}
 
+impl caps::sockets::LookupView for StoreData {
     fn lookup(&mut self) -> GuardedLookup<'_> {
         GuardedLookup {
             sockets: WasiSocketsCtxView {

@@ -1,9 +1,11 @@
 //! Storage for the storage and cache capabilities: a small backend trait, the redb backend, and
 //! the scope rules every backend shares.
 
+mod backend;
 mod key;
 mod redb_backend;
 
+pub use backend::{StorageBackend, StorageError};
 pub use key::{
     KeyError, MAX_KEY_BYTES, MAX_KEY_SEGMENTS, Scope, cache_partition, validate_key,
     validate_prefix,
@@ -12,57 +14,6 @@ pub use redb_backend::RedbStorage;
 
 use crate::node::context::RunContext;
 use std::sync::Arc;
-
-/// A backend failure or a refused write.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StorageError {
-    #[error(
-        "storing this would put the scope at {needed} bytes, over its quota of {quota} bytes; delete keys first"
-    )]
-    QuotaExceeded { needed: u64, quota: u64 },
-    #[error("the storage backend failed: {0}")]
-    Backend(String),
-}
-
-/// What a storage backend does. Keys arrive validated and partitioned; a backend only stores.
-///
-/// Implementations keep a byte count (keys plus values) per partition and refuse a `set` that
-/// would take it over `quota`.
-pub trait StorageBackend: Send + Sync {
-    fn get(&self, partition: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
-    fn set(&self, partition: &str, key: &str, value: &[u8], quota: u64)
-    -> Result<(), StorageError>;
-    fn delete(&self, partition: &str, key: &str) -> Result<bool, StorageError>;
-    /// Keys of `partition` that start with `prefix`, sorted, at most `limit`.
-    fn list(
-        &self,
-        partition: &str,
-        prefix: &str,
-        limit: usize,
-    ) -> Result<Vec<String>, StorageError>;
-    /// Bytes the partition holds.
-    fn usage(&self, partition: &str) -> Result<u64, StorageError>;
-
-    /// An execution-cache entry, if it has not expired at `now_ms`.
-    fn cache_get(
-        &self,
-        partition: &str,
-        key: &str,
-        now_ms: u64,
-    ) -> Result<Option<Vec<u8>>, StorageError>;
-    /// Stores an execution-cache entry. Entries expired at `now_ms` stop counting against
-    /// `quota`: a backend reclaims them (a bounded number per call) before it refuses a write.
-    fn cache_set(
-        &self,
-        partition: &str,
-        key: &str,
-        value: &[u8],
-        expires_at_ms: u64,
-        quota: u64,
-        now_ms: u64,
-    ) -> Result<(), StorageError>;
-    fn cache_remove(&self, partition: &str, key: &str) -> Result<bool, StorageError>;
-}
 
 /// A storage handle for embedders: scope-aware access for putting uploads or reading results.
 #[derive(Clone)]

@@ -1,6 +1,6 @@
 //! The default storage backend: one embedded redb database.
 
-use super::{StorageBackend, StorageError};
+use super::backend::{StorageBackend, StorageError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use std::path::Path;
 

@@ -9,7 +9,7 @@
 //! Short skeletons (under [`MIN_EDIT_LENGTH`] characters) collide only by a swap: one edit
 //! away from a short name is most short names.
 //!
-//! Package names are ASCII already (`warden_host::package::validate_name`), so Unicode
+//! Package names are ASCII already (`warden_package::validate_name`), so Unicode
 //! confusables never reach this point; non-ASCII characters are still folded through
 //! a short table of the common Latin lookalikes for names that come from elsewhere.
 

@@ -16,15 +16,15 @@ pub fn child(test: &str) -> impl Fn(&str) -> String {
         .args([test, "--exact", "--ignored", "--nocapture"])
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("1 passed"),
-        "the child ran no test named {test}"
-    );
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "the child failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test named {test}: {stdout}"
     );
     let measured = stdout
         .lines()
