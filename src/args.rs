@@ -1,10 +1,14 @@
-//! Argument groups several commands share: how to reach a registry ([`Remote`]) and where a
-//! host keeps what it installed ([`StateDir`]).
+//! Argument groups several commands share: how to reach a registry ([`Remote`]), where a
+//! host keeps what it installed ([`StateDir`]), and where compiled code is kept
+//! ([`CodeCacheDir`]).
 
-use crate::failure::{Failure, client_failure, install_failure};
+use crate::failure::{Failure, client_failure, install_failure, with_causes};
 use crate::files::{ca_certificates, read_text};
+use crate::output::print_warning;
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::Arc;
+use warden_host::CodeCache;
 use warden_registry::client::install::InstallState;
 use warden_registry::client::{Client, Credential};
 use warden_registry::protocol;
@@ -92,4 +96,56 @@ impl StateDir {
         };
         InstallState::open(&dir).map_err(install_failure)
     }
+}
+
+/// Where compiled code is kept between runs.
+#[derive(Args, Clone)]
+pub(crate) struct CodeCacheDir {
+    /// Keep compiled nodes in DIR, authenticated with a key only this host holds, so the next
+    /// run of the same node is not compiled again. By default $XDG_CACHE_HOME/warden/code or
+    /// ~/.cache/warden/code.
+    #[arg(long, env = "WARDEN_CODE_CACHE", value_name = "DIR")]
+    code_cache: Option<PathBuf>,
+    /// Compile the node in this process and keep nothing on disk (wins over --code-cache and
+    /// $WARDEN_CODE_CACHE).
+    #[arg(long)]
+    no_code_cache: bool,
+}
+
+impl CodeCacheDir {
+    /// The cache to use: none with --no-code-cache; the one named, which must open; or the
+    /// default one, which is skipped with a warning when it cannot be opened (a run never
+    /// fails for want of a cache).
+    pub(crate) fn open(&self) -> Result<Option<Arc<CodeCache>>, Failure> {
+        if self.no_code_cache {
+            return Ok(None);
+        }
+        if let Some(dir) = &self.code_cache {
+            return CodeCache::open(dir)
+                .map(|cache| Some(Arc::new(cache)))
+                .map_err(|error| Failure::usage(format!("--code-cache: {}", with_causes(&error))));
+        }
+        let Some(dir) = default_code_cache() else {
+            return Ok(None);
+        };
+        match CodeCache::open(&dir) {
+            Ok(cache) => Ok(Some(Arc::new(cache))),
+            Err(error) => {
+                print_warning(&format!(
+                    "compiled code is not kept between runs: {}",
+                    with_causes(&error)
+                ));
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// $XDG_CACHE_HOME/warden/code, or ~/.cache/warden/code; none when neither is set.
+fn default_code_cache() -> Option<PathBuf> {
+    let set = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    set("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .map(|cache| cache.join("warden").join("code"))
 }

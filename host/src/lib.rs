@@ -39,6 +39,7 @@ pub use error::Error;
 pub use limits::{HostLimits, LimitKind, Limits, Preset};
 pub use node_info::{Direction, NodeInfo, Pin};
 pub use output::delivery::{CallbackFailed, StreamSink};
+pub use runtime::code_cache::{CodeCache, CodeCacheError, CodeCacheStats};
 pub use runtime::limiter::LimitExceeded;
 pub use runtime::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, EPOCH_TICK, MAX_CONCURRENCY, NodeComponent,

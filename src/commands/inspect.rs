@@ -1,5 +1,6 @@
 //! `warden inspect`: the nodes a component provides, their pins, and the capabilities it needs.
 
+use crate::args::CodeCacheDir;
 use crate::async_runtime::tokio;
 use crate::failure::Failure;
 use crate::files::read_component;
@@ -14,19 +15,23 @@ pub(crate) struct InspectArgs {
     node: PathBuf,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    code_cache: CodeCacheDir,
 }
 
 pub(crate) fn execute(args: InspectArgs) -> Result<(), Failure> {
     let InspectArgs {
         node: path,
         json: as_json,
+        code_cache,
     } = args;
     let component = read_component(&path)?;
     // One description, so a pool for one run of the default preset.
-    let runtime = Runtime::from_settings(RuntimeConfig {
+    let runtime = Runtime::from_config(RuntimeConfig {
         concurrency: 1,
         pool_limits: Limits::default(),
         on_warning: Some(Arc::new(print_warning)),
+        code_cache: code_cache.open()?,
         ..RuntimeConfig::new(Storage::in_memory().map_err(Error::from)?)
     });
     let nodes = tokio()?.block_on(runtime.describe(&component, &Limits::default()))?;

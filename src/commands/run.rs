@@ -1,7 +1,7 @@
 //! `warden run`: run a node in a sandbox. Outputs go to stdout as JSON, the node's log to
 //! stderr. Everything given on the command line is checked before any node code runs.
 
-use crate::args::StateDir;
+use crate::args::{CodeCacheDir, StateDir};
 use crate::async_runtime::tokio;
 use crate::failure::Failure;
 use crate::files::{ca_certificates, read_component};
@@ -32,6 +32,8 @@ pub(crate) struct RunArgs {
     installed: bool,
     #[command(flatten)]
     state: StateDir,
+    #[command(flatten)]
+    code_cache: CodeCacheDir,
     /// Which node of the component to run (needed when it provides several).
     #[arg(long = "node")]
     node: Option<String>,
@@ -272,9 +274,10 @@ pub(crate) fn execute(mut args: RunArgs) -> Result<(), Failure> {
             ),
             None => None,
         },
+        code_cache: args.code_cache.open()?,
         ..RuntimeConfig::new(storage)
     };
-    let runtime = Runtime::from_settings(settings);
+    let runtime = Runtime::from_config(settings);
     let tokio = tokio()?;
     let prepared = tokio.block_on(runtime.prepare(&component, &config))?;
     let node = prepared.node(args.node.as_deref())?;

@@ -159,7 +159,7 @@ fn runtime() -> Runtime {
         root_certificates: vec![servers().ca.clone()],
         ..RuntimeConfig::new(Storage::in_memory().unwrap())
     };
-    Runtime::from_settings(settings)
+    Runtime::from_config(settings)
 }
 
 fn config(allowed: &[&str]) -> WasmSecurityConfig {

@@ -466,7 +466,7 @@ fn runtime_under_ulimit_child() {
     };
     // Sized for what runs: 4 runs of the default preset fit in the pool.
     let (small, warnings) = settings(4, Limits::default());
-    let runtime = Runtime::from_settings(small);
+    let runtime = Runtime::from_config(small);
     for preset in [Preset::Default, Preset::Restrictive] {
         run(
             &runtime,
@@ -483,7 +483,7 @@ fn runtime_under_ulimit_child() {
     );
     // Sized far past the limit: one warning, and the runs still happen, on demand.
     let (huge, warnings) = settings(64, Limits::permissive());
-    let runtime = Runtime::from_settings(huge);
+    let runtime = Runtime::from_config(huge);
     for preset in Preset::ALL {
         let outcome = run(
             &runtime,

@@ -8,6 +8,7 @@ mod support;
 mod adversarial;
 mod capabilities;
 mod cli;
+mod code_cache;
 mod embedder;
 mod fuzz_parsers;
 mod http;

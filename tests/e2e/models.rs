@@ -83,7 +83,7 @@ fn stub() -> SocketAddr {
 fn runtime(key: &str, models: Vec<String>) -> Runtime {
     let provider =
         ModelProvider::new(&format!("http://{}/v1", stub()), Some(key.into()), models).unwrap();
-    Runtime::from_settings(RuntimeConfig {
+    Runtime::from_config(RuntimeConfig {
         models: Some(provider),
         ..RuntimeConfig::new(Storage::in_memory().unwrap())
     })

@@ -93,7 +93,7 @@ fn exchange_with(limits: Limits, allowed: &[&str], url: &str, message: &str) -> 
         ..RuntimeConfig::new(Storage::in_memory().unwrap())
     };
     run(
-        &Runtime::from_settings(settings),
+        &Runtime::from_config(settings),
         &node,
         &config,
         request("ws", &inputs),

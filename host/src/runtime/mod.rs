@@ -1,5 +1,6 @@
 //! The runtime: engines with an epoch ticker they own, compile-once caches, and runs.
 
+pub mod code_cache;
 pub(crate) mod files_quota;
 pub(crate) mod limiter;
 pub(crate) mod linker;
@@ -26,6 +27,7 @@ use crate::policy::capability::Capabilities;
 use crate::policy::config::WasmSecurityConfig;
 use crate::policy::limits::{LimitKind, Limits};
 use crate::policy::preflight;
+use crate::runtime::code_cache::CodeCache;
 use crate::runtime::limiter::{LimitExceeded, Limiter};
 use crate::runtime::store::StoreData;
 use crate::storage::{Storage, StorageError};
@@ -162,6 +164,9 @@ pub struct RuntimeConfig {
     /// WebSocket connections all runs together may hold open (each run also has its own cap,
     /// `HostLimits::connections`): what the runtime may spend of the process's descriptors.
     pub max_connections: usize,
+    /// Compiled code kept on disk between processes ([`CodeCache::open`]); compiled again in
+    /// every process when `None`.
+    pub code_cache: Option<Arc<CodeCache>>,
 }
 
 /// WebSocket connections all runs of a runtime may hold open by default.
@@ -178,6 +183,7 @@ impl RuntimeConfig {
             files_dir: None,
             models: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            code_cache: None,
         }
     }
 }
@@ -258,6 +264,7 @@ struct Inner {
     models: Option<Arc<ModelProvider>>,
     connections: Connections,
     max_connections: usize,
+    code_cache: Option<Arc<CodeCache>>,
     // Held for its Drop: the ticker stops with the runtime.
     _ticker: Ticker,
 }
@@ -337,19 +344,19 @@ impl Runtime {
     }
 
     pub fn with_storage(storage: Storage) -> Self {
-        Self::from_settings(RuntimeConfig::new(storage))
+        Self::from_config(RuntimeConfig::new(storage))
     }
 
     /// A runtime that runs at most `concurrency` nodes at once; a run beyond that fails with
     /// [`Error::Busy`] rather than waiting.
     pub fn with_options(storage: Storage, concurrency: u32) -> Self {
-        Self::from_settings(RuntimeConfig {
+        Self::from_config(RuntimeConfig {
             concurrency,
             ..RuntimeConfig::new(storage)
         })
     }
 
-    pub fn from_settings(settings: RuntimeConfig) -> Self {
+    pub fn from_config(config: RuntimeConfig) -> Self {
         let RuntimeConfig {
             storage,
             concurrency,
@@ -359,7 +366,8 @@ impl Runtime {
             files_dir,
             models,
             max_connections,
-        } = settings;
+            code_cache,
+        } = config;
         let concurrency = concurrency.clamp(1, MAX_CONCURRENCY);
         let warn = on_warning.unwrap_or_else(|| {
             Arc::new(|message: &str| tracing::warn!("{message}")) as WarningSink
@@ -383,6 +391,7 @@ impl Runtime {
                 models: models.map(Arc::new),
                 connections: Connections::default(),
                 max_connections,
+                code_cache,
                 _ticker: ticker,
             }),
         }
@@ -469,8 +478,7 @@ impl Runtime {
         let component = match cached {
             Some(component) => component,
             None => {
-                let component =
-                    Component::new(&engine, &node.bytes).map_err(|error| compile_error(&error))?;
+                let component = self.compile_or_load(&engine, node)?;
                 lock(&self.inner.components).insert(key, component.clone());
                 component
             }
@@ -496,6 +504,23 @@ impl Runtime {
             }
         }
         Ok((engine, component))
+    }
+
+    /// The component from the code cache when a verified entry is there; compiled (and stored
+    /// in the cache) otherwise.
+    fn compile_or_load(&self, engine: &Engine, node: &NodeComponent) -> Result<Component, Error> {
+        let sha256 = &node.summary.sha256;
+        let warn = |message: &str| (self.inner.warn)(message);
+        let cache = self.inner.code_cache.as_deref();
+        if let Some(component) = cache.and_then(|cache| cache.load(engine, sha256, &warn)) {
+            return Ok(component);
+        }
+        let component =
+            Component::new(engine, &node.bytes).map_err(|error| compile_error(&error))?;
+        if let Some(cache) = cache {
+            cache.store(engine, sha256, &component, &warn);
+        }
+        Ok(component)
     }
 
     /// Preflight, compile and link a node for `config`: refuses it unless every import is
@@ -1164,7 +1189,7 @@ mod pool_tests {
     fn runtime(concurrency: u32, pool_limits: Limits) -> (Runtime, Arc<Mutex<Vec<String>>>) {
         let warnings = Arc::new(Mutex::new(Vec::new()));
         let sink = warnings.clone();
-        let runtime = Runtime::from_settings(RuntimeConfig {
+        let runtime = Runtime::from_config(RuntimeConfig {
             concurrency,
             pool_limits,
             on_warning: Some(Arc::new(move |line: &str| {

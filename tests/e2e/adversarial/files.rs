@@ -17,7 +17,7 @@ fn a_node_filling_its_directory_is_stopped_and_the_next_run_refused() {
     let root = tempfile::tempdir().unwrap();
     let mut settings = RuntimeConfig::new(Storage::in_memory().unwrap());
     settings.files_dir = Some(root.path().to_path_buf());
-    let warden = Runtime::from_settings(settings);
+    let warden = Runtime::from_config(settings);
     let mut limits = Limits::default();
     limits.host.files_bytes = QUOTA;
     let config = WasmSecurityConfig {
