@@ -143,9 +143,13 @@ impl CodeCacheDir {
 
 /// $XDG_CACHE_HOME/warden/code, or ~/.cache/warden/code; none when neither is set.
 fn default_code_cache() -> Option<PathBuf> {
-    let set = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    // The XDG rules: unset, empty or relative values are ignored.
+    let set = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
     set("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .or_else(|| set("HOME").map(|home| home.join(".cache")))
         .map(|cache| cache.join("warden").join("code"))
 }

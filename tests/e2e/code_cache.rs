@@ -4,7 +4,7 @@
 //! for it. Through the library and through `warden run`.
 
 use crate::support::*;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -48,19 +48,20 @@ fn stats(hits: u64, misses: u64, rejected: u64, stored: u64) -> CodeCacheStats {
 
 #[test]
 fn a_warm_start_loads_and_a_tampered_entry_is_compiled_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = &parent.path().join("code");
     let node = test_node("limits", Target::Unknown);
     let config = WasmSecurityConfig::default();
 
     // Cold: compiled and stored.
-    let (cold, cache, _) = runtime(dir.path());
+    let (cold, cache, _) = runtime(dir);
     run(&cold, &node, &config, request("noop", &[])).unwrap();
     assert_eq!(cache.stats(), stats(0, 1, 0, 1));
-    let stored = entries(dir.path());
+    let stored = entries(dir);
     assert_eq!(stored.len(), 1, "{stored:?}");
 
     // Warm: loaded, nothing compiled or written.
-    let (warm, cache, warnings) = runtime(dir.path());
+    let (warm, cache, warnings) = runtime(dir);
     run(&warm, &node, &config, request("noop", &[])).unwrap();
     assert_eq!(cache.stats(), stats(1, 0, 0, 0));
     assert!(warnings.lock().unwrap().is_empty());
@@ -71,7 +72,7 @@ fn a_warm_start_loads_and_a_tampered_entry_is_compiled_again() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&stored[0], &bytes).unwrap();
-    let (after, cache, warnings) = runtime(dir.path());
+    let (after, cache, warnings) = runtime(dir);
     run(&after, &node, &config, request("noop", &[])).unwrap();
     assert_eq!(cache.stats(), stats(0, 0, 1, 1));
     let warnings = warnings.lock().unwrap();
@@ -88,18 +89,19 @@ fn a_warm_start_loads_and_a_tampered_entry_is_compiled_again() {
 
 #[test]
 fn an_entry_from_another_host_is_not_loaded() {
-    let ours = tempfile::tempdir().unwrap();
-    let theirs = tempfile::tempdir().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let ours = &parent.path().join("ours");
+    let theirs = &parent.path().join("theirs");
     let node = test_node("limits", Target::Unknown);
     let config = WasmSecurityConfig::default();
-    let (other_host, _, _) = runtime(theirs.path());
+    let (other_host, _, _) = runtime(theirs);
     run(&other_host, &node, &config, request("noop", &[])).unwrap();
     // Their entry, under the name ours would look up (same component, same engine), but
     // authenticated with their key.
-    let (ours_runtime, cache, _) = runtime(ours.path());
-    let theirs_entry = entries(theirs.path()).remove(0);
+    let (ours_runtime, cache, _) = runtime(ours);
+    let theirs_entry = entries(theirs).remove(0);
     let name = theirs_entry.file_name().unwrap();
-    std::fs::copy(&theirs_entry, ours.path().join(name)).unwrap();
+    std::fs::copy(&theirs_entry, ours.join(name)).unwrap();
     run(&ours_runtime, &node, &config, request("noop", &[])).unwrap();
     assert_eq!(cache.stats(), stats(0, 0, 1, 1));
 }
@@ -132,16 +134,26 @@ fn warden_run_keeps_compiled_code_between_runs() {
         .permissions()
         .mode();
     assert_eq!(key_mode & 0o777, 0o600);
-    let written = std::fs::metadata(&stored[0]).unwrap().modified().unwrap();
+    let written = std::fs::metadata(&stored[0]).unwrap();
 
-    // A second run loads the entry: it is not written again.
+    // A second run loads the entry: it is not written again (a write is a new file, renamed
+    // into place).
     let second = noop(&["--code-cache", cache_arg]);
     assert!(second.status.success(), "{second:?}");
-    assert_eq!(
-        std::fs::metadata(&stored[0]).unwrap().modified().unwrap(),
-        written
-    );
+    let now = std::fs::metadata(&stored[0]).unwrap();
+    assert_eq!(now.ino(), written.ino());
+    assert_eq!(now.modified().unwrap(), written.modified().unwrap());
     assert!(second.stderr.is_empty(), "{second:?}");
+
+    // $WARDEN_CODE_CACHE names the cache as --code-cache does.
+    let from_env = dir.path().join("from-env");
+    let by_env = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["run", node, "--node", "noop", "--grant", "none"])
+        .env("WARDEN_CODE_CACHE", &from_env)
+        .output()
+        .unwrap();
+    assert!(by_env.status.success(), "{by_env:?}");
+    assert_eq!(entries(&from_env).len(), 1);
 
     // A tampered entry: a warning, a run that succeeds, a fresh entry.
     let mut bytes = std::fs::read(&stored[0]).unwrap();
