@@ -6,7 +6,7 @@
 use crate::support::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use warden::build::Target;
 use warden_host::{CodeCache, CodeCacheStats, Runtime, RuntimeConfig, Storage, WasmSecurityConfig};
@@ -104,13 +104,6 @@ fn an_entry_from_another_host_is_not_loaded() {
     std::fs::copy(&theirs_entry, ours.join(name)).unwrap();
     run(&ours_runtime, &node, &config, request("noop", &[])).unwrap();
     assert_eq!(cache.stats(), stats(0, 0, 1, 1));
-}
-
-fn warden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]

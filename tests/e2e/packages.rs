@@ -2,16 +2,9 @@
 
 use crate::support::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use warden::build::Target;
 use warden_package::{self as package, Package, PackageError};
-
-fn warden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn ok(output: &Output) -> String {
     assert!(

@@ -25,7 +25,7 @@ use wasmtime::component::Linker;
 use wasmtime_wasi::WasiView;
 
 /// Every view the capability families need; the runtime's store data lends each of them (and
-/// wasmtime-wasi's `WasiView` for the WASI interfaces).
+/// wasmtime-wasi's `WasiView` for the WASI interfaces), and says so in `runtime/store.rs`.
 pub(crate) trait Views:
     base::BaseView
     + storage::StorageView
@@ -38,21 +38,6 @@ pub(crate) trait Views:
     + websocket::WebSocketView
     + sockets::LookupView
     + WasiView
-{
-}
-
-impl<T> Views for T where
-    T: base::BaseView
-        + storage::StorageView
-        + variables::VariablesView
-        + streaming::StreamingView
-        + a2ui::A2uiView
-        + http::HttpView
-        + embedder::EmbedderView
-        + models::ModelsView
-        + websocket::WebSocketView
-        + sockets::LookupView
-        + WasiView
 {
 }
 

@@ -51,6 +51,9 @@ pub(crate) struct StoreData {
     pub models: Option<Arc<ModelProvider>>,
 }
 
+/// The store data lends every family its view (each trait is implemented below).
+impl caps::Views for StoreData {}
+
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

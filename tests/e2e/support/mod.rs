@@ -183,3 +183,11 @@ pub fn in_child(test: &str) -> String {
     println!("{stdout}");
     stdout
 }
+
+/// Runs the `warden` binary with `args` and returns what it did.
+pub fn warden(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .output()
+        .unwrap()
+}
