@@ -4,7 +4,7 @@
 use crate::commands::{
     self, approve::ApproveArgs, build::BuildArgs, capabilities::CapabilitiesArgs,
     inspect::InspectArgs, install::InstallArgs, installed::InstalledArgs, keygen::KeygenArgs,
-    pack::PackArgs, publish::PublishArgs, registry::RegistryCommand, run::RunArgs, sync::SyncArgs,
+    pack::PackArgs, publish::PublishArgs, registry::RegistryCommand, run::RunArgs, serve::ServeArgs, sync::SyncArgs,
     verify::VerifyArgs, yank::YankArgs,
 };
 use clap::{Parser, Subcommand};
@@ -49,6 +49,9 @@ enum Command {
     Installed(InstalledArgs),
     /// Yank a published version: hosts will not install it anew.
     Yank(YankArgs),
+    /// Run the host daemon: nodes loaded by manifest, run for callers over an authenticated
+    /// HTTPS API (see docs/daemon.md).
+    Serve(Box<ServeArgs>),
     /// Run the node registry, check one, or manage its users, tokens and publisher keys.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Sync(args) => commands::sync::execute(args),
         Command::Installed(args) => commands::installed::execute(args),
         Command::Yank(args) => commands::yank::execute(args),
+        Command::Serve(args) => commands::serve::execute(*args),
         Command::Registry(command) => commands::registry::execute(command),
         Command::Capabilities(args) => commands::capabilities::execute(args),
     };

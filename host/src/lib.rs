@@ -43,7 +43,7 @@ pub use runtime::code_cache::{CodeCache, CodeCacheError, CodeCacheStats};
 pub use runtime::limiter::LimitExceeded;
 pub use runtime::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, EPOCH_TICK, MAX_CONCURRENCY, NodeComponent,
-    PreparedNode, RunOutcome, RunRequest, Runtime, RuntimeConfig, WarningSink,
+    PreparedNode, RunOutcome, RunReport, RunRequest, Runtime, RuntimeConfig, WarningSink,
     pool_reservation_bytes,
 };
 pub use storage::{Scope, Storage};

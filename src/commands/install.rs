@@ -70,6 +70,7 @@ pub(crate) fn execute(args: InstallArgs) -> Result<(), Failure> {
             InstallRequest {
                 name,
                 version,
+                version_req: None,
                 registry_key: key.as_deref(),
                 approve: args.grant,
                 approve_hosts: args.allow_hosts,

@@ -14,6 +14,7 @@ pub(crate) mod pack;
 pub(crate) mod publish;
 pub(crate) mod registry;
 pub(crate) mod run;
+pub(crate) mod serve;
 pub(crate) mod sync;
 pub(crate) mod verify;
 pub(crate) mod yank;

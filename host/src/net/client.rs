@@ -55,7 +55,7 @@ pub(crate) fn method_name(method: Method) -> &'static str {
 }
 
 pub(crate) fn deny(policy: &NetworkPolicy, denied: &Denied) -> HostError {
-    policy.warn(format!("http request denied: {denied}"));
+    policy.record_denial("http", format!("http request denied: {denied}"));
     HostError::Denied(denied.to_string())
 }
 

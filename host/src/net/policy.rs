@@ -11,7 +11,7 @@
 //!   name afterwards changes nothing.
 //! - Nodes may bind only ephemeral ports: they connect out, they do not listen.
 
-use crate::output::log::{Level, RunLog, Source};
+use crate::output::log::RunLog;
 use crate::policy::allowlist::{AllowedHosts, canonical_ip};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -59,14 +59,15 @@ impl NetworkPolicy {
         &self.allowed
     }
 
-    fn deny(&self, message: String) -> bool {
-        self.warn(message);
+    fn deny(&self, capability: &'static str, message: String) -> bool {
+        self.record_denial(capability, message);
         false
     }
 
-    /// Tells the operator, in the run's log, what was denied and how to allow it.
-    pub fn warn(&self, message: String) {
-        self.log.push(Level::Warn, Source::Host, &message);
+    /// Tells the operator, in the run's log, what was denied and how to allow it, and counts
+    /// it among the run's denials.
+    pub fn record_denial(&self, capability: &'static str, message: String) {
+        self.log.deny(capability, &message);
     }
 
     /// Checks any URL against the allowlist.
@@ -112,14 +113,19 @@ impl NetworkPolicy {
                 if address.port() == 0 {
                     return true;
                 }
-                return self.deny(format!(
+                return self.deny(
+                    "sockets",
+                    format!(
                     "binding port {} denied: nodes may only connect out",
                     address.port()
-                ));
+                ),
+                );
             }
             SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => {
-                return self
-                    .deny("listening for connections denied: nodes may only connect out".into());
+                return self.deny(
+                    "sockets",
+                    "listening for connections denied: nodes may only connect out".into(),
+                );
             }
             SocketAddrUse::TcpConnect => "tcp",
             SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => "udp",
@@ -141,7 +147,7 @@ impl NetworkPolicy {
                 Err(by_name) => denied = by_name,
             }
         }
-        self.deny(format!("{scheme} connection denied: {denied}"))
+        self.deny(scheme, format!("{scheme} connection denied: {denied}"))
     }
 
     /// Remembers which name the resolve stream `stream` (its resource number) is resolving.
@@ -163,7 +169,7 @@ impl NetworkPolicy {
         match self.allowed.check_name(name) {
             Ok(host) => Some(host),
             Err(denied) => {
-                self.deny(format!("name lookup denied: {denied}"));
+                self.deny("dns", format!("name lookup denied: {denied}"));
                 None
             }
         }
@@ -173,7 +179,10 @@ impl NetworkPolicy {
     pub(crate) fn accept_resolved(&self, name: &str, host: &Host<String>, address: IpAddr) -> bool {
         let address = canonical_ip(address);
         if let Err(denied) = self.allowed.check_resolved_any(address) {
-            return self.deny(format!("{name} resolved to {address}, dropped: {denied}"));
+            return self.deny(
+                "dns",
+                format!("{name} resolved to {address}, dropped: {denied}"),
+            );
         }
         if let Host::Domain(_) = host {
             let mut resolved = lock(&self.resolved);
@@ -184,7 +193,7 @@ impl NetworkPolicy {
             if !known {
                 if resolved.pairs >= MAX_RESOLVED {
                     drop(resolved);
-                    return self.deny(format!(
+                    return self.deny("dns", format!(
                         "{name} resolved to {address}, dropped: this run already resolved \
                          {MAX_RESOLVED} name and address pairs"
                     ));

@@ -143,6 +143,59 @@ impl Value {
     }
 }
 
+impl Value {
+    /// A value of `data_type` from its JSON form, as an API caller sends it: the inverse of
+    /// [`Value::to_json`]. Bytes are `{"base64": "…"}`; a `json` pin takes any document; an
+    /// `any` pin takes null, booleans, numbers and strings as such, and arrays and objects as
+    /// JSON documents.
+    pub fn from_json(json: &serde_json::Value, data_type: DataType) -> Result<Value, ParseValueError> {
+        use serde_json::Value as Json;
+        let wrong = |expected: &'static str| ParseValueError::WrongJson {
+            expected,
+            found: json_kind(json),
+        };
+        Ok(match (data_type, json) {
+            (DataType::Json, json) => Value::Json(json.to_string()),
+            (DataType::Boolean | DataType::Any, Json::Bool(value)) => Value::Boolean(*value),
+            (DataType::Integer, Json::Number(number)) => {
+                Value::Integer(number.as_i64().ok_or_else(|| wrong("a whole number"))?)
+            }
+            (DataType::Float, Json::Number(number)) => {
+                Value::Float(number.as_f64().ok_or_else(|| wrong("a number"))?)
+            }
+            (DataType::Any, Json::Number(number)) => match number.as_i64() {
+                Some(integer) => Value::Integer(integer),
+                None => Value::Float(number.as_f64().ok_or_else(|| wrong("a number"))?),
+            },
+            (DataType::Text | DataType::Any, Json::String(text)) => Value::Text(text.clone()),
+            (DataType::Bytes, Json::Object(object)) => match object.get("base64") {
+                Some(Json::String(text)) if object.len() == 1 => {
+                    Value::Bytes(BASE64.decode(text).map_err(|_| ParseValueError::NotBase64)?)
+                }
+                _ => return Err(wrong(r#"{"base64": "…"}"#)),
+            },
+            (DataType::Any, Json::Null) => Value::Null,
+            (DataType::Any, json) => Value::Json(json.to_string()),
+            (DataType::Boolean, _) => return Err(wrong("true or false")),
+            (DataType::Integer, _) => return Err(wrong("a whole number")),
+            (DataType::Float, _) => return Err(wrong("a number")),
+            (DataType::Text, _) => return Err(wrong("a string")),
+            (DataType::Bytes, _) => return Err(wrong(r#"{"base64": "…"}"#)),
+        })
+    }
+}
+
+fn json_kind(json: &serde_json::Value) -> &'static str {
+    match json {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// Text that does not parse as a value of the type asked for.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseValueError {
@@ -152,6 +205,13 @@ pub enum ParseValueError {
     NotInteger(String),
     #[error("`{0}` is not a number")]
     NotNumber(String),
+    #[error("expected {expected}, found {found}")]
+    WrongJson {
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("the base64 text does not decode")]
+    NotBase64,
     #[error("`{text}` is not JSON: {error}")]
     NotJson {
         text: String,
@@ -168,6 +228,35 @@ pub fn is_json(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_inputs_take_the_pin_type_and_round_trip() {
+        let cases = [
+            (json!(true), DataType::Boolean, Value::Boolean(true)),
+            (json!(7), DataType::Integer, Value::Integer(7)),
+            (json!(1.5), DataType::Float, Value::Float(1.5)),
+            (json!("hi"), DataType::Text, Value::Text("hi".into())),
+            (json!({"base64": "aGk="}), DataType::Bytes, Value::Bytes(b"hi".to_vec())),
+            (json!({"a": [1]}), DataType::Json, Value::Json(r#"{"a":[1]}"#.into())),
+            (json!(null), DataType::Any, Value::Null),
+            (json!([1, 2]), DataType::Any, Value::Json("[1,2]".into())),
+        ];
+        for (json, data_type, value) in cases {
+            assert_eq!(Value::from_json(&json, data_type).unwrap(), value);
+            assert_eq!(Value::from_json(&value.to_json(), data_type).unwrap(), value);
+        }
+        for (json, data_type) in [
+            (json!("7"), DataType::Integer),
+            (json!(1.5), DataType::Integer),
+            (json!(1), DataType::Text),
+            (json!("aGk="), DataType::Bytes),
+            (json!({"base64": "%%"}), DataType::Bytes),
+            (json!({"base64": "aGk=", "x": 1}), DataType::Bytes),
+            (json!(null), DataType::Boolean),
+        ] {
+            assert!(Value::from_json(&json, data_type).is_err(), "{json} as {data_type:?}");
+        }
+    }
 
     #[test]
     fn parsing_by_type() {

@@ -30,6 +30,22 @@ struct LogState {
     delivery: Delivery,
     /// Unfinished lines of stdout and stderr.
     pending: [Vec<u8>; 2],
+    /// What the host refused the node during the run (the first [`MAX_DENIALS`]), and how
+    /// many in all.
+    denials: Vec<Denial>,
+    denied: u64,
+}
+
+/// Denials a run keeps; more are counted, not kept.
+pub const MAX_DENIALS: usize = 32;
+
+/// Something the host refused the node during a run: a destination outside its allowlist, a
+/// bind or a listen.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Denial {
+    /// What the node was using: `http`, `tcp`, `udp`, `dns`, `sockets`.
+    pub capability: &'static str,
+    pub message: String,
 }
 
 impl RunLog {
@@ -48,6 +64,8 @@ impl RunLog {
                 dropped_bytes: 0,
                 delivery,
                 pending: [Vec::new(), Vec::new()],
+                denials: Vec::new(),
+                denied: 0,
             })),
         }
     }
@@ -114,6 +132,27 @@ impl RunLog {
                 );
             }
         }
+    }
+
+    /// Records a denial: a warning in the log that says what was refused and how to allow it,
+    /// and an entry the embedder reads back with [`RunLog::denials`].
+    pub fn deny(&self, capability: &'static str, message: &str) {
+        let mut state = self.state();
+        state.push(Level::Warn, Source::Host, message);
+        state.denied += 1;
+        if state.denials.len() < MAX_DENIALS {
+            let (message, _) = escape_node_text(message, 1024);
+            state.denials.push(Denial {
+                capability,
+                message,
+            });
+        }
+    }
+
+    /// The denials kept, and how many there were in all.
+    pub fn denials(&self) -> (Vec<Denial>, u64) {
+        let state = self.state();
+        (state.denials.clone(), state.denied)
     }
 
     pub fn records(&self) -> Vec<LogRecord> {

@@ -13,6 +13,8 @@ pub(crate) struct Limiter {
     memory_limit: u64,
     /// Bytes of linear memory across every memory of the store.
     memory_total: u64,
+    /// The most `memory_total` has been during the run.
+    memory_peak: u64,
     table_elements: usize,
     tables: usize,
     memories: usize,
@@ -24,11 +26,19 @@ impl Limiter {
         Limiter {
             memory_limit: limits.memory_bytes,
             memory_total: 0,
+            memory_peak: 0,
             table_elements: limits.max_table_elements,
             tables: limits.max_tables as usize,
             memories: limits.max_memories as usize,
             instances: limits.max_instances as usize,
         }
+    }
+}
+
+impl Limiter {
+    /// The most linear memory the run's instances held at once, in bytes.
+    pub fn memory_peak(&self) -> u64 {
+        self.memory_peak
     }
 }
 
@@ -49,6 +59,7 @@ impl wasmtime::ResourceLimiter for Limiter {
             .into());
         }
         self.memory_total = total;
+        self.memory_peak = self.memory_peak.max(total);
         Ok(true)
     }
 

@@ -324,6 +324,23 @@ pub struct RunRequest {
     pub credentials: Option<Arc<Credentials>>,
 }
 
+/// What a run used and met, whatever its outcome.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// The node that ran, once the request named one the component provides.
+    pub node: Option<String>,
+    /// Fuel the run burned (metered even when the run has no fuel limit); `None` when the run
+    /// never started.
+    pub fuel_consumed: Option<u64>,
+    /// The most linear memory the run's instances held at once.
+    pub memory_peak_bytes: u64,
+    pub duration: Duration,
+    /// What the host refused the node (the first [`crate::log::MAX_DENIALS`]), and how many
+    /// refusals there were in all.
+    pub denials: Vec<crate::log::Denial>,
+    pub denied: u64,
+}
+
 /// What a successful run produced.
 #[derive(Clone, Debug)]
 pub struct RunOutcome {
@@ -781,10 +798,32 @@ impl PreparedNode {
     }
 
     /// Runs one node: instantiation and the call, under every limit.
-    pub async fn run(&self, mut request: RunRequest) -> Result<RunOutcome, Error> {
+    pub async fn run(&self, request: RunRequest) -> Result<RunOutcome, Error> {
+        self.run_reported(request).await.0
+    }
+
+    /// Runs like [`PreparedNode::run`], and also reports what the run used and met, whatever
+    /// its outcome: a daemon's run records and metrics need them for failed runs too.
+    pub async fn run_reported(&self, request: RunRequest) -> (Result<RunOutcome, Error>, RunReport) {
         let started = Instant::now();
+        let mut report = RunReport::default();
+        let result = self.run_inner(request, &mut report).await;
+        report.duration = started.elapsed();
+        let result = result.map(|mut outcome| {
+            outcome.duration = report.duration;
+            outcome
+        });
+        (result, report)
+    }
+
+    async fn run_inner(
+        &self,
+        mut request: RunRequest,
+        report: &mut RunReport,
+    ) -> Result<RunOutcome, Error> {
         request.context.validate()?;
         let info = self.node(request.node.as_deref())?;
+        report.node = Some(info.name.clone());
         check_size(
             LimitKind::InputSize,
             "inputs",
@@ -827,6 +866,13 @@ impl PreparedNode {
             None => with_timeout(self.limits.timeout, call).await,
         };
         log.flush();
+        report.fuel_consumed = match (self.limits.fuel, store.get_fuel()) {
+            (Some(initial), Ok(left)) => Some(initial.saturating_sub(left)),
+            (None, Ok(left)) => Some(u64::MAX.saturating_sub(left)),
+            _ => None,
+        };
+        report.memory_peak_bytes = store.data().limiter.memory_peak();
+        (report.denials, report.denied) = log.denials();
         // What the node produced reaches the embedder before the outcome does; a sink that
         // panicked or still blocks at the deadline fails the run.
         let delivered = delivery.finish(deadline).await;
@@ -836,10 +882,6 @@ impl PreparedNode {
         delivered.map_err(Error::Callback)?;
         let outputs: Vec<Field> = outputs.into_iter().map(Field::from).collect();
         self.check_outputs(info, &outputs)?;
-        let fuel_consumed = match (self.limits.fuel, store.get_fuel()) {
-            (Some(initial), Ok(left)) => Some(initial.saturating_sub(left)),
-            _ => None,
-        };
         let state = store.into_data();
         Ok(RunOutcome {
             node: info.name.clone(),
@@ -847,8 +889,11 @@ impl PreparedNode {
             variables: state.variables.values,
             log: log.records(),
             log_dropped_bytes: log.dropped_bytes(),
-            fuel_consumed,
-            duration: started.elapsed(),
+            fuel_consumed: match self.limits.fuel {
+                Some(_) => report.fuel_consumed,
+                None => None,
+            },
+            duration: Duration::ZERO,
         })
     }
 

@@ -173,6 +173,20 @@ fn rate(flag: &str, text: &str) -> Result<Rate, Failure> {
 /// Sends the server's own messages to stderr, at the level `$WARDEN_LOG` names (`error`,
 /// `warn`, `info`, `debug` or `trace`; `info` by default).
 fn log_to_stderr() -> Result<(), Failure> {
+    let level = log_level()?;
+    // A second call (tests run commands in one process) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+    Ok(())
+}
+
+/// The level `$WARDEN_LOG` names (`error`, `warn`, `info`, `debug` or `trace`; `info` by
+/// default).
+pub(crate) fn log_level() -> Result<tracing::Level, Failure> {
     let level = match std::env::var("WARDEN_LOG") {
         Ok(text) if !text.trim().is_empty() => {
             text.trim().parse::<tracing::Level>().map_err(|_| {
@@ -183,14 +197,7 @@ fn log_to_stderr() -> Result<(), Failure> {
         }
         _ => tracing::Level::INFO,
     };
-    // A second call (tests run commands in one process) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_max_level(level)
-        .with_target(false)
-        .try_init();
-    Ok(())
+    Ok(level)
 }
 
 pub(crate) fn execute(args: ServeArgs) -> Result<(), Failure> {

@@ -942,6 +942,7 @@ fn an_update_asking_for_more_stays_disabled_until_approved() {
         InstallRequest {
             name: "widget",
             version: None,
+            version_req: None,
             registry_key: Some(&registry.public_key),
             approve: Some(vec!["storage-read".into(), "http-get".into()]),
             approve_hosts: Some(vec![]),

@@ -30,7 +30,8 @@ pub use installed::Installed;
 pub use state::{InstallState, PublisherChange, RegistryRecord};
 pub use sync::{SyncReport, fetch_log, sync, sync_report};
 pub use verify::{
-    Accepted, accept_index, check_log, check_package, check_package_signers, choose, follow_roots,
+    Accepted, accept_index, check_log, check_package, check_package_signers, choose,
+    choose_matching, follow_roots,
 };
 
 use crate::client::Client;
@@ -44,6 +45,8 @@ use verify::{lineage, publisher_keys_of};
 pub struct InstallRequest<'a> {
     pub name: &'a str,
     pub version: Option<&'a str>,
+    /// With no `version`: the highest version this accepts rather than the highest of all.
+    pub version_req: Option<&'a semver::VersionReq>,
     /// The registry's public key; needed the first time a host uses a registry, checked after.
     pub registry_key: Option<&'a str>,
     /// Capabilities the operator approves; on a first install, what the package requests.
@@ -93,7 +96,10 @@ pub async fn install(
     let url = client.base().to_string();
     let verified = fetch_verified(client, host, request.registry_key, request.now).await?;
     let (id, index) = (&verified.id, &verified.index);
-    let entry = choose(index, request.name, request.version)?;
+    let entry = match (request.version, request.version_req) {
+        (None, Some(requirement)) => choose_matching(index, request.name, requirement)?,
+        (version, _) => choose(index, request.name, version)?,
+    };
     let logged = verified
         .replayed
         .versions

@@ -302,7 +302,7 @@ impl InstallState {
 
     /// The keys whose signatures the installed package file carries and that verify (the
     /// index's own list of signers is not relied on).
-    pub(super) fn installed_signers(
+    pub fn installed_signers(
         &self,
         record: &Installed,
     ) -> Result<Vec<String>, InstallError> {
@@ -347,6 +347,13 @@ impl InstallState {
             }
             .into());
         }
+        let package = self.package_of(&record)?;
+        Ok((package, record))
+    }
+
+    /// The package file of `record`, re-verified (the file is not trusted), whether or not the
+    /// node is enabled or blocked.
+    pub fn package_of(&self, record: &Installed) -> Result<Package, InstallError> {
         let path = self.package_path(&record.package_sha256);
         let bytes = std::fs::read(&path).map_err(|error| {
             InstallError::State(format!("cannot read {}: {error}", path.display()))
@@ -356,7 +363,7 @@ impl InstallState {
         }
         let package = package::decode(&bytes).map_err(Refusal::Package)?;
         package::verify(&package, None).map_err(Refusal::Package)?;
-        Ok((package, record))
+        Ok(package)
     }
 
     /// Approves what `name`'s installed version requests: each of `capabilities`, `hosts` and

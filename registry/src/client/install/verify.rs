@@ -202,6 +202,31 @@ pub fn choose<'a>(
     Ok(entry)
 }
 
+/// Picks the highest version not yanked that `requirement` accepts.
+pub fn choose_matching<'a>(
+    index: &'a Index,
+    name: &str,
+    requirement: &semver::VersionReq,
+) -> Result<&'a IndexEntry, InstallError> {
+    index
+        .packages
+        .iter()
+        .filter(|entry| entry.name == name && !entry.yanked)
+        .filter_map(|entry| {
+            semver::Version::parse(&entry.version)
+                .ok()
+                .filter(|version| requirement.matches(version))
+                .map(|parsed| (parsed, entry))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, entry)| entry)
+        .ok_or_else(|| {
+            InstallError::Usage(format!(
+                "the registry lists no installable version of `{name}` that matches `{requirement}`"
+            ))
+        })
+}
+
 /// Checks a downloaded package against its index entry and the index's keys.
 pub fn check_package(
     bytes: &[u8],

@@ -1,0 +1,157 @@
+//! The daemon's HTTPS API, under `/v1`, JSON in and out. Every error is
+//! `{"error": {"code": "...", "message": "..."}}` with a stable code (docs/daemon.md lists
+//! them). Everything but `/healthz` and `/readyz` needs an API key.
+
+mod error;
+mod nodes;
+mod runs;
+
+pub use error::ApiError;
+
+use crate::daemon::Daemon;
+use crate::telemetry;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+pub type Shared = Arc<Daemon>;
+
+/// Who called: the name of the API key presented.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub name: String,
+}
+
+/// The API's router.
+pub fn router(daemon: Shared) -> Router {
+    let authenticated = Router::new()
+        .route("/v1/runs", post(runs::create))
+        .route("/v1/runs/{id}", get(runs::record))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/{*name}", get(nodes::one))
+        .route("/v1/admin/reload", post(nodes::reload))
+        .route_layer(middleware::from_fn_with_state(daemon.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(authenticated)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(count_requests))
+        .with_state(daemon)
+}
+
+/// The metrics listener's router: `/metrics` only.
+pub fn metrics_router() -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    telemetry::render(),
+                )
+            }),
+        )
+        .fallback(not_found)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "alive" }))
+}
+
+async fn readyz(State(daemon): State<Shared>) -> Response {
+    let generation = daemon.current();
+    if daemon.is_shutting_down() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the daemon is shutting down").into_response();
+    }
+    axum::Json(json!({
+        "status": "ready",
+        "generation": generation.number,
+        "nodes": generation.nodes.len(),
+    }))
+    .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; the API is under /v1 (see docs/daemon.md)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+}
+
+/// Counts each answer by route pattern (never the raw path, which a caller chooses) and
+/// status.
+async fn count_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    metrics::counter!(
+        telemetry::HTTP_REQUESTS,
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
+}
+
+/// The key a request presents: `Authorization: Bearer KEY` or `X-API-Key: KEY`.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(key) = headers.get("x-api-key").and_then(|value| value.to_str().ok()) {
+        return Some(key.trim());
+    }
+    let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = authorization.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(key.trim())
+}
+
+async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: Next) -> Response {
+    let digest: [u8; 32] = match presented(request.headers()) {
+        Some(key) if !key.is_empty() => Sha256::digest(key.as_bytes()).into(),
+        _ => {
+            return unauthenticated(&daemon, &request, "no API key was presented");
+        }
+    };
+    // Every key is compared, in constant time, whichever matches.
+    let mut matched = None;
+    for key in daemon.keys() {
+        if bool::from(key.sha256.ct_eq(&digest)) {
+            matched = Some(key.name.clone());
+        }
+    }
+    match matched {
+        Some(name) => {
+            request.extensions_mut().insert(Caller { name });
+            next.run(request).await
+        }
+        None => unauthenticated(&daemon, &request, "the API key is not known"),
+    }
+}
+
+fn unauthenticated(daemon: &Daemon, request: &Request, why: &str) -> Response {
+    daemon.audit.record(
+        "authentication_failed",
+        json!({ "reason": why, "path": request.uri().path().chars().take(256).collect::<String>() }),
+    );
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        format!("{why}: send `Authorization: Bearer <key>` with a key the daemon was given"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}

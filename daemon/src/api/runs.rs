@@ -1,0 +1,578 @@
+//! `POST /v1/runs` (run a node, answered whole or streamed) and `GET /v1/runs/{id}` (a
+//! finished run's record).
+//!
+//! A run executes in a task of its own once admitted, never in the request's: a caller that
+//! reads slowly or goes away cannot hold the run's instance. What it streams waits in the
+//! response's channel, bounded by the node's own output and stream limits.
+
+use super::error::{limit_code, outcome, run_error};
+use super::nodes::unresolved_error;
+use super::{ApiError, Caller, Shared};
+use crate::admission::{Overloaded, Slot};
+use crate::generation::LiveNode;
+use crate::telemetry;
+use axum::Extension;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value as Json, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use warden_host::log::LogRecord;
+use warden_host::{DataType, Error, Field, RunContext, RunReport, RunRequest, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    /// `node`, `package` (a one-node package) or `package/node`.
+    node: String,
+    #[serde(default)]
+    inputs: Map<String, Json>,
+    #[serde(default)]
+    context: ContextBody,
+    #[serde(default)]
+    variables: Map<String, Json>,
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize, Default, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct ContextBody {
+    app_id: Option<String>,
+    board_id: Option<String>,
+    user_id: Option<String>,
+    event_id: Option<String>,
+    node_instance_id: Option<String>,
+}
+
+/// Longest idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// How the caller asked to get the answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Whole,
+    NdJson,
+    EventStream,
+}
+
+fn delivery(headers: &HeaderMap) -> Delivery {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("text/event-stream") {
+        Delivery::EventStream
+    } else if accept.contains("application/x-ndjson") {
+        Delivery::NdJson
+    } else {
+        Delivery::Whole
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    warden_package::hex(&Sha256::digest(bytes))
+}
+
+/// A JSON value's hash and size, its object keys sorted, so equal values hash equal.
+fn digest(json: &Json) -> Json {
+    let bytes = serde_json::to_vec(&sorted(json)).unwrap_or_default();
+    json!({ "sha256": sha256_hex(&bytes), "bytes": bytes.len() })
+}
+
+fn sorted(json: &Json) -> Json {
+    match json {
+        Json::Object(map) => {
+            let sorted: BTreeMap<&String, Json> = map.iter().map(|(k, v)| (k, sorted(v))).collect();
+            json!(sorted)
+        }
+        Json::Array(items) => Json::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+fn run_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The system's random source does not fail on the systems warden runs on; were it to,
+    // the time and a counter still make ids unique in this process.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes[..8].copy_from_slice(&(nanos as u64).to_le_bytes());
+        bytes[8..].copy_from_slice(&count.to_le_bytes());
+    }
+    format!("run-{}", warden_package::hex(&bytes))
+}
+
+/// Reads the body under the API's cap: 413 over it, 408 when it stalls.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(cause) = source {
+            if cause.is::<http_body_util::LengthLimitError>() {
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("a request body is at most {limit} bytes (api.max_body)"),
+                );
+            }
+            source = cause.source();
+        }
+        match warden_server::body_timeout(&error) {
+            Some(timeout) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", timeout.to_string()),
+            None => ApiError::bad_request(format!("the request body broke off: {error}")),
+        }
+    })
+}
+
+pub async fn create(
+    State(daemon): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if daemon.is_shutting_down() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the daemon is shutting down; retry on another host").retry_after(1));
+    }
+    let bytes = read_body(body, daemon.started_with.api.max_body_bytes).await?;
+    let body: RunBody = serde_json::from_slice(&bytes)
+        .map_err(|error| ApiError::bad_request(format!("the JSON body is not a run request: {error}")))?;
+    let generation = daemon.current();
+    let (live, node_name) = generation.resolve(&body.node).map_err(unresolved_error)?;
+    if let Some(reason) = live.stopped() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_stopped", reason));
+    }
+    let id = run_id();
+    let (inputs, variables) = convert(&live, &node_name, &body)?;
+    let context = run_context(&id, &node_name, &body.context)?;
+    let key = match (&body.idempotency_key, headers.get("idempotency-key")) {
+        (Some(key), _) => Some(key.clone()),
+        (None, Some(value)) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(key) = &key {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(ApiError::bad_request(format!("an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} bytes")));
+        }
+        let request_sha256 = sha256_hex(
+            &serde_json::to_vec(&sorted(&json!({
+                "node": body.node, "inputs": body.inputs, "context": body.context, "variables": body.variables,
+            })))
+            .unwrap_or_default(),
+        );
+        if let Err(existing) = daemon.records.claim(&caller.name, key, &id, &request_sha256) {
+            return replay(existing, &request_sha256);
+        }
+    }
+    let release = |daemon: &Shared| {
+        if let Some(key) = &key {
+            daemon.records.release(&caller.name, key);
+        }
+    };
+    let slots = match admit(&daemon, &live).await {
+        Ok(slots) => slots,
+        Err(error) => {
+            release(&daemon);
+            return Err(error);
+        }
+    };
+    let delivery = delivery(&headers);
+    let (events, receiver) = mpsc::unbounded_channel();
+    let streaming = delivery != Delivery::Whole;
+    let request = RunRequest {
+        node: Some(node_name.clone()),
+        context,
+        inputs,
+        variables,
+        on_log: streaming.then(|| {
+            let events = events.clone();
+            Arc::new(move |record: &LogRecord| {
+                let _ = events.send(Event::Log(json!(record)));
+            }) as warden_host::log::LogSink
+        }),
+        on_stream: streaming.then(|| {
+            let events = events.clone();
+            Arc::new(move |chunk: &Value| {
+                let _ = events.send(Event::Chunk(chunk.to_json()));
+            }) as warden_host::StreamSink
+        }),
+        on_ui: streaming.then(|| {
+            let events = events.clone();
+            Arc::new(move |document: &Json| {
+                let _ = events.send(Event::Ui(document.clone()));
+            }) as Arc<dyn Fn(&Json) + Send + Sync>
+        }),
+        ..RunRequest::default()
+    };
+    let run = Run {
+        id: id.clone(),
+        node: format!("{}/{node_name}", live.name()),
+        caller: caller.name.clone(),
+        idempotency_key: key,
+        inputs: digest(&Json::Object(body.inputs)),
+        context: body.context,
+    };
+    let task = tokio::spawn(execute(daemon.clone(), live, request, slots, run, events));
+    if !streaming {
+        let (status, body) = task
+            .await
+            .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the run's task failed: {error}")))?;
+        return Ok(json_response(status, &body));
+    }
+    Ok(stream_response(delivery, receiver, &id))
+}
+
+/// Answers a request whose idempotency key was used before.
+fn replay(existing: crate::records::Idempotent, request_sha256: &str) -> Result<Response, ApiError> {
+    if existing.request_sha256() != request_sha256 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this idempotency key was used for another request; use a new key for a new request",
+        ));
+    }
+    match existing {
+        crate::records::Idempotent::Running { run_id, .. } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "run_in_progress",
+            "a run with this idempotency key is in progress; ask again when it has finished",
+        )
+        .with("run_id", json!(run_id))
+        .retry_after(1)),
+        crate::records::Idempotent::Finished { status, body, .. } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut response = json_response(status, &body);
+            response
+                .headers_mut()
+                .insert("idempotent-replay", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Json) -> Response {
+    (status, axum::Json(body.clone())).into_response()
+}
+
+/// Takes the node's slot, then the host's, each waiting in its bounded queue.
+async fn admit(daemon: &Shared, live: &Arc<LiveNode>) -> Result<(Slot, Slot), ApiError> {
+    let timeout = daemon.started_with.host.queue_timeout;
+    let node = live.name().to_string();
+    let overloaded = |which: &str, why: Overloaded| {
+        metrics::counter!(telemetry::REJECTED, "node" => which.to_string()).increment(1);
+        let message = match why {
+            Overloaded::QueueFull => format!("the queue of {which} is full"),
+            Overloaded::Waited => format!("no slot of {which} came free within {timeout:?}"),
+        };
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", format!("{message}; retry later"))
+            .retry_after(1)
+    };
+    let waiting = live.admission.acquire(timeout);
+    observe(live);
+    let node_slot = waiting.await.map_err(|why| overloaded(&node, why))?;
+    let host_slot = daemon
+        .admission
+        .acquire(timeout)
+        .await
+        .map_err(|why| overloaded("*", why))?;
+    observe(live);
+    Ok((node_slot, host_slot))
+}
+
+fn observe(live: &LiveNode) {
+    let node = live.name().to_string();
+    metrics::gauge!(telemetry::INSTANCES_IN_USE, "node" => node.clone()).set(f64::from(live.admission.in_use()));
+    metrics::gauge!(telemetry::QUEUE_DEPTH, "node" => node).set(live.admission.waiting() as f64);
+}
+
+/// The inputs and variables of the request, typed by the node's pins.
+fn convert(live: &LiveNode, node: &str, body: &RunBody) -> Result<(Vec<Field>, BTreeMap<String, Value>), ApiError> {
+    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message);
+    let info = live.prepared.node(Some(node)).map_err(|error| run_error(&error))?;
+    let mut inputs = Vec::new();
+    for (name, json) in &body.inputs {
+        let pin = info.inputs().find(|pin| &pin.name == name).ok_or_else(|| {
+            let known: Vec<&str> = info.inputs().map(|pin| pin.name.as_str()).collect();
+            invalid(format!(
+                "node `{node}` has no input `{}`; its inputs are: {}",
+                name.chars().take(128).collect::<String>(),
+                known.join(", ")
+            ))
+        })?;
+        let value = Value::from_json(json, pin.data_type)
+            .map_err(|error| invalid(format!("input `{name}`: {error}")))?;
+        inputs.push(Field::new(name.clone(), value));
+    }
+    let mut variables = BTreeMap::new();
+    for (name, json) in &body.variables {
+        let value = Value::from_json(json, DataType::Any)
+            .map_err(|error| invalid(format!("variable `{name}`: {error}")))?;
+        variables.insert(name.clone(), value);
+    }
+    Ok((inputs, variables))
+}
+
+fn run_context(id: &str, node: &str, given: &ContextBody) -> Result<RunContext, ApiError> {
+    let defaults = RunContext::for_node(node);
+    let context = RunContext {
+        run_id: id.to_string(),
+        app_id: given.app_id.clone().unwrap_or(defaults.app_id),
+        board_id: given.board_id.clone().unwrap_or(defaults.board_id),
+        user_id: given.user_id.clone().unwrap_or(defaults.user_id),
+        event_id: given.event_id.clone().unwrap_or(defaults.event_id),
+        node_instance_id: given.node_instance_id.clone().unwrap_or(defaults.node_instance_id),
+    };
+    context.validate().map_err(|error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_context", format!("context: {error}"))
+    })?;
+    Ok(context)
+}
+
+/// What the record of a run needs beside its outcome.
+struct Run {
+    id: String,
+    node: String,
+    caller: String,
+    idempotency_key: Option<String>,
+    inputs: Json,
+    context: ContextBody,
+}
+
+enum Event {
+    Log(Json),
+    Chunk(Json),
+    Ui(Json),
+    Done(StatusCode, Json),
+}
+
+/// Runs the node in its own task, under its slots, until it ends or is stopped; records it,
+/// counts it, and answers.
+async fn execute(
+    daemon: Shared,
+    live: Arc<LiveNode>,
+    request: RunRequest,
+    slots: (Slot, Slot),
+    run: Run,
+    events: mpsc::UnboundedSender<Event>,
+) -> (StatusCode, Json) {
+    let context = &request.context;
+    let span = tracing::info_span!(
+        "run",
+        run_id = %run.id,
+        node = %run.node,
+        app_id = %context.app_id,
+        board_id = %context.board_id,
+        user_id = %context.user_id,
+        event_id = %context.event_id,
+        node_instance_id = %context.node_instance_id,
+    );
+    let started = Instant::now();
+    let started_at = warden_registry::protocol::now();
+    let (result, report) = async {
+        tokio::select! {
+            (result, report) = live.prepared.run_reported(request) => (result.map_err(Stop::Run), report),
+            reason = live.until_stopped() => (Err(Stop::Node(reason)), RunReport::default()),
+            () = daemon.until_hard_stop() => (Err(Stop::Shutdown), RunReport::default()),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    drop(slots);
+    observe(&live);
+    let duration = started.elapsed();
+    let (status, body, error_json) = match &result {
+        Ok(outcome) => {
+            let outputs: Map<String, Json> = outcome
+                .outputs
+                .iter()
+                .map(|field| (field.name.clone(), field.value.to_json()))
+                .collect();
+            let variables: Map<String, Json> = outcome
+                .variables
+                .iter()
+                .map(|(name, value)| (name.clone(), value.to_json()))
+                .collect();
+            let body = json!({
+                "run_id": run.id,
+                "node": run.node,
+                "version": live.verified.version,
+                "outputs": outputs,
+                "variables": variables,
+                "log": outcome.log,
+                "log_dropped_bytes": outcome.log_dropped_bytes,
+                "usage": usage(&report, duration),
+                "denials": report.denials,
+            });
+            (StatusCode::OK, body, Json::Null)
+        }
+        Err(stop) => {
+            let error = match stop {
+                Stop::Run(error) => run_error(error),
+                Stop::Node(reason) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_stopped", format!("the run was stopped: {reason}")),
+                Stop::Shutdown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the run was stopped: the daemon is shutting down and its grace ran out").retry_after(1),
+            }
+            .with("run_id", json!(run.id))
+            .with("usage", usage(&report, duration));
+            let body = error.body();
+            (error.status, body.clone(), body["error"].clone())
+        }
+    };
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(Stop::Run(error)) => outcome(Some(error)),
+        Err(_) => "stopped",
+    };
+    let limit = match &result {
+        Err(Stop::Run(error)) => error.limit(),
+        _ => None,
+    };
+    let outputs = match &body["outputs"] {
+        Json::Null => Json::Null,
+        outputs => digest(outputs),
+    };
+    let record = json!({
+        "run_id": run.id,
+        "node": run.node,
+        "package": live.name(),
+        "version": live.verified.version,
+        "package_sha256": live.verified.package_sha256,
+        "generation": live.generation,
+        "grant": live.config.capabilities.names(),
+        "allowed_hosts": live.verified.allowed_hosts,
+        "caller": run.caller,
+        "context": {
+            "app_id": context_field(&run.context.app_id),
+            "board_id": context_field(&run.context.board_id),
+            "user_id": context_field(&run.context.user_id),
+            "event_id": context_field(&run.context.event_id),
+            "node_instance_id": context_field(&run.context.node_instance_id),
+        },
+        "inputs": run.inputs,
+        "outputs": outputs,
+        "started_at": started_at,
+        "duration_ms": duration.as_secs_f64() * 1000.0,
+        "fuel": report.fuel_consumed,
+        "peak_memory_bytes": report.memory_peak_bytes,
+        "outcome": label,
+        "status": status.as_u16(),
+        "error": error_json,
+        "limit": limit.map(|kind| kind.name()),
+        "denials": report.denials,
+        "denied": report.denied,
+    });
+    daemon.records.insert(&run.id, record);
+    let node = live.name().to_string();
+    metrics::counter!(telemetry::RUNS, "node" => node.clone(), "outcome" => label).increment(1);
+    metrics::histogram!(telemetry::RUN_DURATION, "node" => node.clone()).record(duration.as_secs_f64());
+    if let Some(fuel) = report.fuel_consumed {
+        metrics::counter!(telemetry::FUEL, "node" => node.clone()).increment(fuel);
+    }
+    for denial in &report.denials {
+        metrics::counter!(telemetry::DENIALS, "capability" => denial.capability).increment(1);
+    }
+    if !report.denials.is_empty() {
+        daemon.audit.record(
+            "capability_denied",
+            json!({ "run_id": run.id, "node": run.node, "denials": report.denials, "denied": report.denied }),
+        );
+    }
+    if let Some(kind) = limit {
+        metrics::counter!(telemetry::LIMIT_HITS, "limit" => kind.name()).increment(1);
+        daemon.audit.record(
+            "limit_kill",
+            json!({ "run_id": run.id, "node": run.node, "limit": kind.name(), "code": limit_code(kind) }),
+        );
+    }
+    span.in_scope(|| tracing::info!(outcome = label, status = status.as_u16(), duration_ms = duration.as_millis() as u64, "run finished"));
+    if let Some(key) = &run.idempotency_key {
+        daemon.records.finish_idempotent(&run.caller, key, status.as_u16(), Arc::new(body.clone()));
+    }
+    let _ = events.send(Event::Done(status, body.clone()));
+    (status, body)
+}
+
+fn context_field(value: &Option<String>) -> Json {
+    value.as_ref().map(|value| json!(value)).unwrap_or(Json::Null)
+}
+
+/// Why a run ended without an outcome.
+enum Stop {
+    Run(Error),
+    Node(String),
+    Shutdown,
+}
+
+fn usage(report: &RunReport, duration: std::time::Duration) -> Json {
+    json!({
+        "fuel": report.fuel_consumed,
+        "duration_ms": duration.as_secs_f64() * 1000.0,
+        "peak_memory_bytes": report.memory_peak_bytes,
+    })
+}
+
+fn stream_response(delivery: Delivery, receiver: mpsc::UnboundedReceiver<Event>, id: &str) -> Response {
+    let stream = futures_util::stream::unfold((receiver, false), move |(mut receiver, done)| async move {
+        if done {
+            return None;
+        }
+        let event = receiver.recv().await?;
+        let finished = matches!(event, Event::Done(..));
+        let (name, data) = match event {
+            Event::Log(record) => ("log", json!({ "event": "log", "record": record })),
+            Event::Chunk(value) => ("chunk", json!({ "event": "chunk", "value": value })),
+            Event::Ui(document) => ("ui", json!({ "event": "ui", "document": document })),
+            Event::Done(status, body) if status.is_success() => ("result", {
+                let mut body = body;
+                body["event"] = json!("result");
+                body
+            }),
+            Event::Done(status, body) => ("error", json!({ "event": "error", "status": status.as_u16(), "error": body["error"] })),
+        };
+        let text = match delivery {
+            Delivery::EventStream => format!("event: {name}\ndata: {data}\n\n"),
+            _ => format!("{data}\n"),
+        };
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(text)), (receiver, finished)))
+    });
+    let content_type = match delivery {
+        Delivery::EventStream => "text/event-stream",
+        _ => "application/x-ndjson",
+    };
+    let mut response = Response::new(Body::from_stream(stream));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert("x-warden-run-id", value);
+    }
+    response
+}
+
+pub async fn record(State(daemon): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match daemon.records.get(&id) {
+        Some(record) => Ok(axum::Json(record.as_ref().clone()).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            "no record of this run: it never ran here, or its record has expired (host.run_records, host.run_record_ttl)",
+        )),
+    }
+}

@@ -1,0 +1,434 @@
+//! The daemon's state and life: start (load, verify, prepare), reload (a new generation
+//! swapped in whole, or nothing), sync (nodes blocked by their registry stopped at once), and
+//! shutdown (stop accepting, let runs finish up to a grace, then stop them).
+
+use crate::admission::Admission;
+use crate::audit::{AuditError, AuditLog};
+use crate::generation::{self, Generation, LiveNode};
+use crate::loader;
+use crate::manifest::{ApiKey, Manifest, ManifestError};
+use crate::records::RunRecords;
+use crate::telemetry;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use warden_host::{CodeCache, Runtime, RuntimeConfig, Storage};
+use warden_registry::client::install::InstallState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{} node problem{} (nothing was started):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" },
+        .0.iter().map(|problem| format!("  {problem}")).collect::<Vec<_>>().join("\n"))]
+    Nodes(Vec<String>),
+    #[error(
+        "no API key is configured: the daemon does not serve without one. Set WARDEN_API_KEY (or --api-key-file), or add [[api.keys]] with the key's SHA-256 to the manifest"
+    )]
+    NoApiKey,
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the node storage: {0}")]
+    Storage(String),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// Why a reload was refused; the serving generation is left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{} node problem{}:\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" },
+        .0.iter().map(|problem| format!("  {problem}")).collect::<Vec<_>>().join("\n"))]
+    Nodes(Vec<String>),
+}
+
+impl ReloadError {
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ReloadError::Manifest(ManifestError::Invalid { problems, .. }) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            ReloadError::Manifest(error) => vec![error.to_string()],
+            ReloadError::Nodes(problems) => problems.clone(),
+        }
+    }
+}
+
+/// What the daemon is started with beside its manifest.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// API keys given outside the manifest (the command line, `WARDEN_API_KEY`).
+    pub api_keys: Vec<ApiKey>,
+}
+
+pub struct Daemon {
+    pub manifest_path: PathBuf,
+    /// The manifest the daemon started with: its listeners, data directory and host bounds
+    /// hold until a restart.
+    pub started_with: Manifest,
+    runtime: Runtime,
+    current: RwLock<Arc<Generation>>,
+    keys: RwLock<Vec<ApiKey>>,
+    options: Options,
+    pub records: RunRecords,
+    pub audit: AuditLog,
+    pub admission: Admission,
+    reloading: tokio::sync::Mutex<()>,
+    next_generation: AtomicU64,
+    shutting_down: AtomicBool,
+    /// Set when runs still in flight must stop (the shutdown grace is over).
+    hard_stop: watch::Sender<bool>,
+    pub code_cache: Option<Arc<CodeCache>>,
+}
+
+impl Daemon {
+    /// Reads the manifest, loads and prepares every node, and opens the audit log. Any problem
+    /// refuses the start, every problem listed.
+    pub async fn start(manifest_path: &Path, options: Options) -> Result<Arc<Daemon>, StartError> {
+        let manifest = Manifest::load(manifest_path)?;
+        let keys = all_keys(&manifest, &options);
+        if keys.is_empty() {
+            return Err(StartError::NoApiKey);
+        }
+        let data = &manifest.data_dir;
+        std::fs::create_dir_all(data).map_err(|source| StartError::DataDir {
+            path: data.clone(),
+            source,
+        })?;
+        let audit = AuditLog::open(&data.join("audit.jsonl"))?;
+        let storage = Storage::open(&data.join("storage.redb"))
+            .map_err(|error| StartError::Storage(error.to_string()))?;
+        let code_cache = match manifest.host.code_cache {
+            true => match CodeCache::open(&data.join("code")) {
+                Ok(cache) => Some(Arc::new(cache)),
+                Err(error) => {
+                    tracing::warn!("compiled code is not cached: {error}");
+                    None
+                }
+            },
+            false => None,
+        };
+        // Describing a component takes a runtime slot too: keep two beside the runs, so a
+        // reload under full load can still prepare its nodes.
+        let runtime = Runtime::from_config(RuntimeConfig {
+            concurrency: manifest.host.concurrency + 2,
+            files_dir: Some(data.join("files")),
+            code_cache: code_cache.clone(),
+            ..RuntimeConfig::new(storage)
+        });
+        let (hard_stop, _) = watch::channel(false);
+        let daemon = Arc::new(Daemon {
+            manifest_path: manifest.path.clone(),
+            admission: Admission::new(manifest.host.concurrency, manifest.host.queue),
+            records: RunRecords::new(manifest.host.run_records, manifest.host.run_record_ttl),
+            started_with: manifest.clone(),
+            runtime,
+            current: RwLock::new(Arc::new(Generation::empty())),
+            keys: RwLock::new(keys),
+            options,
+            audit,
+            reloading: tokio::sync::Mutex::new(()),
+            next_generation: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            hard_stop,
+            code_cache,
+        });
+        daemon.audit.record(
+            "daemon_start",
+            json!({ "manifest": manifest.path, "manifest_sha256": manifest.sha256 }),
+        );
+        match daemon.apply(manifest).await {
+            Ok(_) => Ok(daemon),
+            Err(ReloadError::Manifest(error)) => Err(StartError::Manifest(error)),
+            Err(ReloadError::Nodes(problems)) => Err(StartError::Nodes(problems)),
+        }
+    }
+
+    /// The generation serving now.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn swap(&self, generation: Generation) -> Arc<Generation> {
+        let generation = Arc::new(generation);
+        metrics::gauge!(telemetry::GENERATION).set(generation.number as f64);
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut *current, generation)
+    }
+
+    /// The API keys accepted now.
+    pub fn keys(&self) -> Vec<ApiKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Completes when runs in flight must stop.
+    pub async fn until_hard_stop(&self) {
+        let mut receiver = self.hard_stop.subscribe();
+        let _ = receiver.wait_for(|stop| *stop).await;
+    }
+
+    /// Re-reads the manifest and swaps in a new generation, or refuses the reload whole and
+    /// keeps serving the current one. `trigger` says what asked (`sighup`, `api`, `watch`).
+    pub async fn reload(&self, trigger: &str) -> Result<u64, ReloadError> {
+        let result = match Manifest::load(&self.manifest_path) {
+            Ok(manifest) => self.apply(manifest).await,
+            Err(error) => Err(ReloadError::Manifest(error)),
+        };
+        match &result {
+            Ok(generation) => {
+                metrics::counter!(telemetry::RELOADS, "result" => "applied").increment(1);
+                tracing::info!(generation, trigger, "reload applied");
+            }
+            Err(error) => {
+                metrics::counter!(telemetry::RELOADS, "result" => "refused").increment(1);
+                tracing::warn!(trigger, "reload refused: {error}");
+                self.audit.record(
+                    "reload_refused",
+                    json!({ "trigger": trigger, "problems": error.problems() }),
+                );
+            }
+        }
+        result
+    }
+
+    async fn apply(&self, manifest: Manifest) -> Result<u64, ReloadError> {
+        let _reloading = self.reloading.lock().await;
+        self.warn_fixed_settings(&manifest);
+        // Nodes their registry now blocks stop first, whatever becomes of the reload.
+        self.sync_registries(&manifest).await;
+        let loaded = loader::load(&manifest).await;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        if !loaded.problems.is_empty() {
+            for problem in &loaded.problems {
+                self.audit.record("node_refused", json!({ "problem": problem }));
+            }
+            return Err(ReloadError::Nodes(loaded.problems));
+        }
+        let number = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let previous = self.current();
+        let nodes = generation::build(&self.runtime, loaded.verified, &previous, number)
+            .await
+            .map_err(|problems| {
+                for problem in &problems {
+                    self.audit.record("node_refused", json!({ "problem": problem }));
+                }
+                ReloadError::Nodes(problems)
+            })?;
+        for live in nodes.iter().filter(|live| live.generation == number) {
+            let verified = &live.verified;
+            self.audit.record(
+                "node_loaded",
+                json!({
+                    "generation": number,
+                    "node": verified.entry.name,
+                    "version": verified.version,
+                    "package_sha256": verified.package_sha256,
+                    "publisher": verified.publisher,
+                    "origin": verified.origin,
+                    // The manifest's grant is the operator's approval.
+                    "approved": {
+                        "capabilities": live.config.capabilities.names(),
+                        "allowed_hosts": verified.allowed_hosts,
+                        "limits": verified.entry.preset.name(),
+                    },
+                }),
+            );
+        }
+        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            all_keys(&manifest, &self.options);
+        let old = self.swap(Generation::new(number, manifest.sha256.clone(), nodes));
+        let new = self.current();
+        for live in &old.nodes {
+            if new.nodes.iter().any(|kept| Arc::ptr_eq(kept, live)) {
+                continue;
+            }
+            if new.package(live.name()).is_none() {
+                // Removed from the manifest: its runs get the stop grace, then stop.
+                let live = live.clone();
+                let grace = manifest.host.stop_grace;
+                self.audit.record(
+                    "node_removed",
+                    json!({ "node": live.name(), "generation": number, "stop_grace_ms": grace.as_millis() as u64 }),
+                );
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    live.stop("the node was removed from the manifest");
+                });
+            }
+            // Replaced (another version or grant): its runs finish on their generation.
+        }
+        self.audit.record(
+            "reload_applied",
+            json!({
+                "generation": number,
+                "manifest_sha256": manifest.sha256,
+                "nodes": new.nodes.iter().map(|live| json!({"node": live.name(), "version": live.verified.version})).collect::<Vec<_>>(),
+            }),
+        );
+        Ok(number)
+    }
+
+    fn warn_fixed_settings(&self, manifest: &Manifest) {
+        let started = &self.started_with;
+        let changed = [
+            ("api.listen", started.api.listen != manifest.api.listen),
+            (
+                "metrics.listen",
+                started.metrics.as_ref().map(|m| &m.listen)
+                    != manifest.metrics.as_ref().map(|m| &m.listen),
+            ),
+            ("storage.data_dir", started.data_dir != manifest.data_dir),
+            ("host.concurrency", started.host.concurrency != manifest.host.concurrency),
+            ("host.queue", started.host.queue != manifest.host.queue),
+        ];
+        for (field, _) in changed.iter().filter(|(_, changed)| *changed) {
+            tracing::warn!("{field} changed in the manifest: it takes effect at the next restart");
+        }
+    }
+
+    /// Syncs the registries of the manifest as it is on disk now (as started, when it no
+    /// longer reads), between reloads.
+    pub async fn sync(&self) {
+        let manifest =
+            Manifest::load(&self.manifest_path).unwrap_or_else(|_| self.started_with.clone());
+        let _reloading = self.reloading.lock().await;
+        self.sync_registries(&manifest).await;
+    }
+
+    /// Syncs each registry the manifest uses and stops every serving node whose installed
+    /// package is now blocked (a revoked key, a yanked version), at once.
+    pub async fn sync_registries(&self, manifest: &Manifest) {
+        let used: Vec<_> = manifest
+            .registries
+            .iter()
+            .filter(|registry| manifest.nodes.iter().any(|node| node.source == registry.name))
+            .collect();
+        if used.is_empty() {
+            return;
+        }
+        let state_dir = manifest.data_dir.join("state");
+        let state = match InstallState::open(&state_dir) {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!("cannot open the install state to sync: {error}");
+                return;
+            }
+        };
+        let mut warnings = Vec::new();
+        for registry in used {
+            match loader::client(registry) {
+                Ok(client) => {
+                    loader::sync_registry(registry, &client, &state, &mut warnings).await;
+                }
+                Err(problem) => warnings.push(problem),
+            }
+        }
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        // Blocked by this sync, or by an operator's `warden sync` on this state.
+        let blocked: Vec<(String, String, String)> = state
+            .all_installed()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|record| {
+                record
+                    .blocked
+                    .clone()
+                    .map(|reason| (record.name, record.package_sha256, reason))
+            })
+            .collect();
+        drop(state);
+        let current = self.current();
+        let stopping: Vec<(Arc<LiveNode>, String)> = current
+            .nodes
+            .iter()
+            .filter(|live| matches!(live.verified.origin, loader::Origin::Registry { .. }))
+            .filter_map(|live| {
+                blocked
+                    .iter()
+                    .find(|(name, sha, _)| *name == live.verified.entry.name && *sha == live.verified.package_sha256)
+                    .map(|(_, _, reason)| (live.clone(), reason.clone()))
+            })
+            .collect();
+        if stopping.is_empty() {
+            return;
+        }
+        let number = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let kept = current
+            .nodes
+            .iter()
+            .filter(|live| !stopping.iter().any(|(stopped, _)| Arc::ptr_eq(stopped, live)))
+            .cloned()
+            .collect();
+        self.swap(Generation::new(number, current.manifest_sha256.clone(), kept));
+        for (live, reason) in stopping {
+            let reason = format!("the registry blocked it: {reason}");
+            tracing::warn!(node = live.name(), "stopping: {reason}");
+            self.audit.record(
+                "node_blocked",
+                json!({
+                    "node": live.name(),
+                    "version": live.verified.version,
+                    "package_sha256": live.verified.package_sha256,
+                    "reason": reason,
+                    "runs_stopped": live.admission.in_use(),
+                    "generation": number,
+                }),
+            );
+            live.stop(&reason);
+        }
+    }
+
+    /// Begins a graceful shutdown: new runs are refused; runs in flight get `grace`, then
+    /// stop. Completes when no run holds a slot.
+    pub async fn shut_down(&self, grace: Duration) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.audit.record("shutdown", json!({ "runs_in_flight": self.admission.in_use(), "grace_ms": grace.as_millis() as u64 }));
+        let drained = async {
+            while self.admission.in_use() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            let _ = self.hard_stop.send(true);
+            while self.admission.in_use() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+}
+
+fn all_keys(manifest: &Manifest, options: &Options) -> Vec<ApiKey> {
+    let mut keys = manifest.api.keys.clone();
+    keys.extend(options.api_keys.iter().cloned());
+    keys
+}

@@ -1,0 +1,20 @@
+//! The warden host daemon (`warden serve`): nodes loaded by manifest, verified, compiled and
+//! linked for their grants, and run for callers over an authenticated HTTPS API, with
+//! admission control, reloads, Prometheus metrics, JSON logs and a hash-chained audit log.
+//!
+//! docs/daemon.md describes the manifest field by field and the API route by route.
+
+pub mod admission;
+pub mod api;
+pub mod audit;
+pub mod daemon;
+pub mod generation;
+pub mod loader;
+pub mod manifest;
+pub mod records;
+mod serve;
+pub mod telemetry;
+
+pub use daemon::{Daemon, Options, ReloadError, StartError};
+pub use manifest::{ApiKey, Manifest, ManifestError};
+pub use serve::{Ready, ServeError, serve};

@@ -1,0 +1,872 @@
+//! The host manifest (`host.toml`): listeners, where nodes come from, the nodes to load and
+//! what each is granted, the data directory, and the host's own bounds.
+//!
+//! A manifest is refused whole: a TOML or type error names its line and column (toml's own
+//! message), and every value that parses but is wrong (an unknown capability, a bad size, a
+//! source that does not exist) is listed at once, each with its line and field.
+//! docs/daemon.md describes every field.
+
+use ed25519_dalek::VerifyingKey;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+use warden_host::allowlist::AllowedHosts;
+use warden_host::limits::MAX_TIMEOUT;
+use warden_host::units::{parse_duration, parse_size};
+use warden_host::{Capabilities, Limits, Preset};
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read the manifest {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the manifest {} is not valid: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("the manifest {} has {} problem{}:\n{}", path.display(), problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        problems.iter().map(|problem| format!("  {problem}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One thing wrong in a manifest: where, which field, what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based; 0 when the problem is not at one place (a required field missing).
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.field, self.message),
+            line => write!(f, "line {line}, {}: {}", self.field, self.message),
+        }
+    }
+}
+
+/// Largest manifest read: far beyond any real one, small enough that a wrong path (a disk
+/// image, a log) is refused rather than read.
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Nodes a manifest may load.
+pub const MAX_NODES: usize = 1024;
+
+/// A checked manifest: every path absolute, every value parsed.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The SHA-256 of its bytes: reloads record it, and the watcher compares it.
+    pub sha256: String,
+    pub api: Api,
+    pub metrics: Option<MetricsListener>,
+    /// Storage scopes (`storage.redb`), compiled code (`code/`), install state (`state/`),
+    /// node files (`files/`), the development certificate (`tls/`) and the audit log.
+    pub data_dir: PathBuf,
+    pub host: HostSettings,
+    pub registries: Vec<RegistrySource>,
+    pub directories: Vec<DirectorySource>,
+    pub nodes: Vec<NodeEntry>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub listen: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub keys: Vec<ApiKey>,
+    /// The largest request body.
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+/// A caller's key, kept as its SHA-256: the manifest holds no secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+}
+
+#[derive(Clone, Debug)]
+pub struct MetricsListener {
+    pub listen: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct HostSettings {
+    /// Runs at once across every node.
+    pub concurrency: u32,
+    /// Requests that may wait for a host-wide slot; past it, 429.
+    pub queue: usize,
+    /// How long a request waits in a queue before it gets 429.
+    pub queue_timeout: Duration,
+    /// Finished runs whose records `GET /v1/runs/{id}` returns, at most.
+    pub run_records: usize,
+    /// How long a finished run's record is kept.
+    pub run_record_ttl: Duration,
+    /// On SIGTERM, how long runs in flight may take to finish before they are stopped.
+    pub shutdown_grace: Duration,
+    /// How long the runs of a node that a reload removed may take to finish before they are
+    /// stopped. Runs of a node blocked by a sync (a revoked key, a yanked version) are stopped
+    /// at once.
+    pub stop_grace: Duration,
+    /// Reload when the manifest file changes.
+    pub watch: bool,
+    /// How often the daemon syncs its registries (blocking revoked and yanked nodes); `None`
+    /// syncs only at start and at each reload.
+    pub sync_interval: Option<Duration>,
+    /// Keep compiled code in `data_dir/code`.
+    pub code_cache: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct RegistrySource {
+    pub name: String,
+    pub url: String,
+    /// The registry's root key (hex), pinned.
+    pub root_key: String,
+    /// Certificates to trust for it beside the system's roots (PEM files).
+    pub ca_certs: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DirectorySource {
+    pub name: String,
+    pub path: PathBuf,
+    /// A package from here must carry a signature by one of these.
+    pub trusted_keys: Vec<VerifyingKey>,
+}
+
+/// A node (a package) to load, and what it is granted.
+#[derive(Clone, Debug)]
+pub struct NodeEntry {
+    /// The package's name.
+    pub name: String,
+    pub version: semver::VersionReq,
+    /// The registry or directory it comes from.
+    pub source: String,
+    pub grant: Capabilities,
+    pub allowed_hosts: Vec<String>,
+    /// The limits preset named (or the one explicit limits start from).
+    pub preset: Preset,
+    pub limits: Limits,
+    /// Runs of this node at once.
+    pub concurrency: u32,
+    /// Requests that may wait for one of those; past it, 429.
+    pub queue: usize,
+    /// Link wasi:filesystem (the node instance's private directory).
+    pub allow_wasi: bool,
+}
+
+// What the file holds, before it is checked. Fields validated after parsing are `Spanned`, so
+// that their problems can name their line.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    api: RawApi,
+    metrics: Option<RawMetrics>,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    host: RawHost,
+    #[serde(default)]
+    registries: Vec<RawRegistry>,
+    #[serde(default)]
+    directories: Vec<RawDirectory>,
+    #[serde(default)]
+    nodes: Vec<RawNode>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
+    tls_cert: Option<String>,
+    tls_key: Option<Spanned<String>>,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+    max_body: Option<Spanned<String>>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    name: Spanned<String>,
+    sha256: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Spanned<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    data_dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    concurrency: Option<Spanned<u32>>,
+    queue: Option<usize>,
+    queue_timeout: Option<Spanned<String>>,
+    run_records: Option<usize>,
+    run_record_ttl: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+    stop_grace: Option<Spanned<String>>,
+    watch: Option<bool>,
+    sync_interval: Option<Spanned<String>>,
+    code_cache: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    root_key: Spanned<String>,
+    #[serde(default)]
+    ca_certs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectory {
+    name: Spanned<String>,
+    path: String,
+    trusted_keys: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: Spanned<String>,
+    version: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    grant: Option<Spanned<Vec<Spanned<String>>>>,
+    allowed_hosts: Option<Spanned<Vec<String>>>,
+    limits: Option<Spanned<RawLimits>>,
+    concurrency: Option<Spanned<u32>>,
+    queue: Option<usize>,
+    #[serde(default)]
+    allow_wasi: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawLimits {
+    Preset(String),
+    Explicit(ExplicitLimits),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplicitLimits {
+    preset: Option<String>,
+    memory: Option<String>,
+    fuel: Option<RawFuel>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawFuel {
+    Amount(u64),
+    Off(String),
+}
+
+/// Problems found so far, each with its line.
+struct Problems<'a> {
+    text: &'a str,
+    found: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn at<T>(&mut self, spanned: &Spanned<T>, field: impl Into<String>, message: impl Into<String>) {
+        let line = line_of(self.text, spanned.span().start);
+        self.found.push(Problem {
+            line,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn missing(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.found.push(Problem {
+            line: 0,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count()
+        + 1
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub const DEFAULT_QUEUE: usize = 64;
+pub const DEFAULT_NODE_QUEUE: usize = 16;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_RUN_RECORDS: usize = 10_000;
+
+impl Manifest {
+    /// Reads and checks the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let read_error = |source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let path = std::path::absolute(path).map_err(read_error)?;
+        let size = std::fs::metadata(&path).map_err(read_error)?.len();
+        if size > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::Syntax {
+                path,
+                message: format!("it is {size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}"),
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(read_error)?;
+        let text = String::from_utf8(bytes).map_err(|_| ManifestError::Syntax {
+            path: path.clone(),
+            message: "it is not UTF-8 text".into(),
+        })?;
+        Self::parse(&path, &text)
+    }
+
+    /// Checks manifest `text` as if read from `path` (relative paths in it are relative to
+    /// the directory of `path`).
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|error| ManifestError::Syntax {
+            path: path.to_path_buf(),
+            message: error.to_string().trim_end().to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("/"));
+        let mut problems = Problems {
+            text,
+            found: Vec::new(),
+        };
+        let manifest = check(raw, path, base, text, &mut problems);
+        if problems.found.is_empty() {
+            Ok(manifest)
+        } else {
+            Err(ManifestError::Invalid {
+                path: path.to_path_buf(),
+                problems: problems.found,
+            })
+        }
+    }
+}
+
+fn relative(base: &Path, path: &str) -> PathBuf {
+    base.join(path)
+}
+
+fn duration(
+    problems: &mut Problems,
+    value: &Option<Spanned<String>>,
+    field: &str,
+    default: Duration,
+) -> Duration {
+    match value {
+        None => default,
+        Some(text) => match parse_duration(text.get_ref()) {
+            Ok(duration) => duration,
+            Err(error) => {
+                problems.at(text, field, error.to_string());
+                default
+            }
+        },
+    }
+}
+
+fn check(raw: RawManifest, path: &Path, base: &Path, text: &str, problems: &mut Problems) -> Manifest {
+    let api = check_api(&raw.api, base, problems);
+    let metrics = raw.metrics.map(|metrics| {
+        check_address(problems, &metrics.listen, "metrics.listen");
+        MetricsListener {
+            listen: metrics.listen.into_inner(),
+        }
+    });
+    let host = check_host(&raw.host, problems);
+    let data_dir = relative(base, raw.storage.data_dir.as_deref().unwrap_or("warden-data"));
+    let mut names = BTreeSet::new();
+    let registries: Vec<RegistrySource> = raw
+        .registries
+        .iter()
+        .enumerate()
+        .map(|(index, registry)| {
+            let field = format!("registries[{index}]");
+            check_source_name(problems, &registry.name, &field, &mut names);
+            let url = registry.url.get_ref();
+            if !url.starts_with("https://") {
+                problems.at(&registry.url, format!("{field}.url"), "a registry is reached over https://");
+            }
+            if warden_package::verifying_key_from_hex(registry.root_key.get_ref()).is_err() {
+                problems.at(
+                    &registry.root_key,
+                    format!("{field}.root_key"),
+                    "not a registry key: 64 hex digits, as `warden registry serve` prints",
+                );
+            }
+            RegistrySource {
+                name: registry.name.get_ref().clone(),
+                url: url.clone(),
+                root_key: registry.root_key.get_ref().clone(),
+                ca_certs: registry.ca_certs.iter().map(|ca| relative(base, ca)).collect(),
+            }
+        })
+        .collect();
+    let directories: Vec<DirectorySource> = raw
+        .directories
+        .iter()
+        .enumerate()
+        .map(|(index, directory)| {
+            let field = format!("directories[{index}]");
+            check_source_name(problems, &directory.name, &field, &mut names);
+            if directory.trusted_keys.get_ref().is_empty() {
+                problems.at(
+                    &directory.trusted_keys,
+                    format!("{field}.trusted_keys"),
+                    "name at least one publisher key: a package from a directory must be signed by one",
+                );
+            }
+            let trusted_keys = directory
+                .trusted_keys
+                .get_ref()
+                .iter()
+                .filter_map(|key| match warden_package::verifying_key_from_hex(key.get_ref()) {
+                    Ok(key) => Some(key),
+                    Err(error) => {
+                        problems.at(key, format!("{field}.trusted_keys"), error.to_string());
+                        None
+                    }
+                })
+                .collect();
+            DirectorySource {
+                name: directory.name.get_ref().clone(),
+                path: relative(base, &directory.path),
+                trusted_keys,
+            }
+        })
+        .collect();
+    if raw.nodes.len() > MAX_NODES {
+        problems.missing("nodes", format!("at most {MAX_NODES} nodes"));
+    }
+    let mut node_names = BTreeSet::new();
+    let nodes = raw
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(index, node)| check_node(node, index, &names, &host, &mut node_names, problems))
+        .collect();
+    let _ = text;
+    Manifest {
+        path: path.to_path_buf(),
+        sha256: warden_package::hex(&sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(text.as_bytes()),
+        )),
+        api,
+        metrics,
+        data_dir,
+        host,
+        registries,
+        directories,
+        nodes,
+    }
+}
+
+fn check_address(problems: &mut Problems, address: &Spanned<String>, field: &str) {
+    if address.get_ref().parse::<std::net::SocketAddr>().is_err() {
+        problems.at(address, field, format!("`{}` is not ADDRESS:PORT, such as 127.0.0.1:8440", address.get_ref()));
+    }
+}
+
+fn check_source_name(problems: &mut Problems, name: &Spanned<String>, field: &str, names: &mut BTreeSet<String>) {
+    if warden_package::validate_name(name.get_ref()).is_err() {
+        problems.at(name, format!("{field}.name"), "use lowercase letters, digits, `-`, `_` or `.`, starting with a letter");
+    } else if !names.insert(name.get_ref().clone()) {
+        problems.at(name, format!("{field}.name"), format!("another registry or directory is named `{}`", name.get_ref()));
+    }
+}
+
+fn check_api(raw: &RawApi, base: &Path, problems: &mut Problems) -> Api {
+    let listen = match &raw.listen {
+        Some(listen) => {
+            check_address(problems, listen, "api.listen");
+            listen.get_ref().clone()
+        }
+        None => DEFAULT_LISTEN.to_string(),
+    };
+    if let Some(key) = &raw.tls_key
+        && raw.tls_cert.is_none()
+    {
+        problems.at(key, "api.tls_key", "give tls_cert with it, or neither for a development certificate");
+    }
+    if raw.tls_cert.is_some() && raw.tls_key.is_none() {
+        problems.missing("api.tls_key", "give tls_key with tls_cert, or neither for a development certificate");
+    }
+    let mut key_names = BTreeSet::new();
+    let keys = raw
+        .keys
+        .iter()
+        .enumerate()
+        .filter_map(|(index, key)| {
+            let field = format!("api.keys[{index}]");
+            if key.name.get_ref().is_empty() || !key_names.insert(key.name.get_ref().clone()) {
+                problems.at(&key.name, format!("{field}.name"), "each key needs a name of its own");
+            }
+            match warden_package::unhex::<32>(key.sha256.get_ref()) {
+                Some(sha256) => Some(ApiKey {
+                    name: key.name.get_ref().clone(),
+                    sha256,
+                }),
+                None => {
+                    problems.at(&key.sha256, format!("{field}.sha256"), "64 hex digits: the SHA-256 of the key, as `printf %s KEY | sha256sum` prints");
+                    None
+                }
+            }
+        })
+        .collect();
+    let max_body_bytes = match &raw.max_body {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(text) => match parse_size(text.get_ref()) {
+            Ok(size) if size >= 1024 && size <= 1 << 30 => size as usize,
+            Ok(_) => {
+                problems.at(text, "api.max_body", "between 1KiB and 1GiB");
+                DEFAULT_MAX_BODY_BYTES
+            }
+            Err(error) => {
+                problems.at(text, "api.max_body", error.to_string());
+                DEFAULT_MAX_BODY_BYTES
+            }
+        },
+    };
+    Api {
+        listen,
+        tls_cert: raw.tls_cert.as_deref().map(|cert| relative(base, cert)),
+        tls_key: raw.tls_key.as_ref().map(|key| relative(base, key.get_ref())),
+        keys,
+        max_body_bytes,
+        max_connections: raw
+            .max_connections
+            .unwrap_or(warden_server::DEFAULT_MAX_CONNECTIONS),
+        max_connections_per_ip: raw
+            .max_connections_per_ip
+            .unwrap_or(warden_server::DEFAULT_MAX_CONNECTIONS_PER_IP),
+    }
+}
+
+fn check_host(raw: &RawHost, problems: &mut Problems) -> HostSettings {
+    let concurrency = match &raw.concurrency {
+        Some(value) if *value.get_ref() == 0 || *value.get_ref() > warden_host::MAX_CONCURRENCY => {
+            problems.at(value, "host.concurrency", format!("between 1 and {}", warden_host::MAX_CONCURRENCY));
+            DEFAULT_CONCURRENCY
+        }
+        Some(value) => *value.get_ref(),
+        None => DEFAULT_CONCURRENCY,
+    };
+    let sync_interval = match &raw.sync_interval {
+        Some(text) if matches!(text.get_ref().as_str(), "off" | "never") => None,
+        value => Some(duration(problems, value, "host.sync_interval", Duration::from_secs(300)))
+            .filter(|interval| !interval.is_zero()),
+    };
+    if let Some(interval) = sync_interval
+        && interval < Duration::from_secs(1)
+        && let Some(text) = &raw.sync_interval
+    {
+        problems.at(text, "host.sync_interval", "at least 1s, or `off`");
+    }
+    HostSettings {
+        concurrency,
+        queue: raw.queue.unwrap_or(DEFAULT_QUEUE),
+        queue_timeout: duration(problems, &raw.queue_timeout, "host.queue_timeout", Duration::from_secs(10)),
+        run_records: raw.run_records.unwrap_or(DEFAULT_RUN_RECORDS),
+        run_record_ttl: duration(problems, &raw.run_record_ttl, "host.run_record_ttl", Duration::from_secs(3600)),
+        shutdown_grace: duration(problems, &raw.shutdown_grace, "host.shutdown_grace", Duration::from_secs(30)),
+        stop_grace: duration(problems, &raw.stop_grace, "host.stop_grace", Duration::from_secs(5)),
+        watch: raw.watch.unwrap_or(false),
+        sync_interval,
+        code_cache: raw.code_cache.unwrap_or(true),
+    }
+}
+
+fn check_node(
+    raw: &RawNode,
+    index: usize,
+    sources: &BTreeSet<String>,
+    host: &HostSettings,
+    node_names: &mut BTreeSet<String>,
+    problems: &mut Problems,
+) -> NodeEntry {
+    let field = format!("nodes[{index}]");
+    let name = raw.name.get_ref().clone();
+    if let Err(error) = warden_package::validate_name(&name) {
+        problems.at(&raw.name, format!("{field}.name"), error.to_string());
+    } else if !node_names.insert(name.clone()) {
+        problems.at(&raw.name, format!("{field}.name"), format!("`{name}` is loaded twice"));
+    }
+    let version = match &raw.version {
+        None => semver::VersionReq::STAR,
+        Some(text) => semver::VersionReq::parse(text.get_ref()).unwrap_or_else(|error| {
+            problems.at(text, format!("{field}.version"), format!("not a version requirement (such as ^1.2): {error}"));
+            semver::VersionReq::STAR
+        }),
+    };
+    let source = match &raw.source {
+        Some(source) => {
+            if !sources.contains(source.get_ref()) {
+                problems.at(source, format!("{field}.source"), format!(
+                    "no registry or directory is named `{}`; the manifest has: {}",
+                    source.get_ref(),
+                    sources.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            source.get_ref().clone()
+        }
+        None if sources.len() == 1 => sources.iter().next().cloned().unwrap_or_default(),
+        None => {
+            problems.at(&raw.name, format!("{field}.source"), "name the registry or directory it comes from");
+            String::new()
+        }
+    };
+    let mut grant = Capabilities::empty();
+    for capability in raw.grant.iter().flat_map(|grant| grant.get_ref()) {
+        match capability.get_ref().parse::<Capabilities>() {
+            Ok(parsed) => grant |= parsed,
+            Err(error) => problems.at(capability, format!("{field}.grant"), error.to_string()),
+        }
+    }
+    let allowed_hosts = match &raw.allowed_hosts {
+        Some(hosts) => {
+            if let Err(error) = AllowedHosts::parse(hosts.get_ref()) {
+                problems.at(hosts, format!("{field}.allowed_hosts"), error.to_string());
+            }
+            hosts.get_ref().clone()
+        }
+        None => Vec::new(),
+    };
+    let (preset, limits) = match &raw.limits {
+        None => (Preset::Default, Limits::preset(Preset::Default)),
+        Some(spanned) => match node_limits(spanned.get_ref()) {
+            Ok(limits) => limits,
+            Err(message) => {
+                problems.at(spanned, format!("{field}.limits"), message);
+                (Preset::Default, Limits::preset(Preset::Default))
+            }
+        },
+    };
+    let concurrency = match &raw.concurrency {
+        Some(value) if *value.get_ref() == 0 => {
+            problems.at(value, format!("{field}.concurrency"), "at least 1");
+            1
+        }
+        Some(value) => (*value.get_ref()).min(host.concurrency),
+        None => host.concurrency,
+    };
+    NodeEntry {
+        name,
+        version,
+        source,
+        grant,
+        allowed_hosts,
+        preset,
+        limits,
+        concurrency,
+        queue: raw.queue.unwrap_or(DEFAULT_NODE_QUEUE),
+        allow_wasi: raw.allow_wasi,
+    }
+}
+
+fn node_limits(raw: &RawLimits) -> Result<(Preset, Limits), String> {
+    let preset = |name: Option<&str>| -> Result<Preset, String> {
+        name.unwrap_or("default").parse().map_err(|error: warden_host::limits::UnknownPreset| error.to_string())
+    };
+    match raw {
+        RawLimits::Preset(name) => {
+            let preset = preset(Some(name))?;
+            Ok((preset, Limits::preset(preset)))
+        }
+        RawLimits::Explicit(explicit) => {
+            let preset = preset(explicit.preset.as_deref())?;
+            let mut limits = Limits::preset(preset);
+            if let Some(memory) = &explicit.memory {
+                limits.memory_bytes = parse_size(memory).map_err(|error| format!("memory: {error}"))?;
+            }
+            match &explicit.fuel {
+                None => {}
+                Some(RawFuel::Amount(fuel)) => limits.fuel = Some(*fuel),
+                Some(RawFuel::Off(text)) if text == "off" => limits.fuel = None,
+                Some(RawFuel::Off(text)) => return Err(format!("fuel: `{text}` is not a whole number or \"off\"")),
+            }
+            if let Some(timeout) = &explicit.timeout {
+                limits.timeout = parse_duration(timeout).map_err(|error| format!("timeout: {error}"))?;
+                if limits.timeout > MAX_TIMEOUT {
+                    return Err(format!("timeout: `{timeout}` is over the longest a run may take (24h)"));
+                }
+            }
+            limits.validate().map_err(|error| error.to_string())?;
+            Ok((preset, limits))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new("/etc/warden/host.toml"), text)
+    }
+
+    #[test]
+    fn a_small_manifest_gets_the_defaults_and_absolute_paths() {
+        let manifest = parse(&format!(
+            r#"
+[[directories]]
+name = "local"
+path = "packages"
+trusted_keys = ["{KEY}"]
+
+[[nodes]]
+name = "text-tools"
+grant = ["storage-read", "storage-write"]
+"#
+        ))
+        .unwrap();
+        assert_eq!(manifest.api.listen, DEFAULT_LISTEN);
+        assert_eq!(manifest.data_dir, Path::new("/etc/warden/warden-data"));
+        assert_eq!(manifest.directories[0].path, Path::new("/etc/warden/packages"));
+        let node = &manifest.nodes[0];
+        assert_eq!(node.source, "local");
+        assert_eq!(node.version, semver::VersionReq::STAR);
+        assert_eq!(node.grant, "storage-read,storage-write".parse().unwrap());
+        assert_eq!(node.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(node.limits, Limits::default_preset());
+        assert_eq!(manifest.host.sync_interval, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_line_and_field() {
+        let error = parse(&format!(
+            r#"[api]
+listen = "nowhere"
+
+[[directories]]
+name = "local"
+path = "packages"
+trusted_keys = ["{KEY}", "abc"]
+
+[[nodes]]
+name = "a"
+source = "elsewhere"
+grant = ["storage-read", "teleport"]
+limits = {{ memory = "lots" }}
+
+[[nodes]]
+name = "a"
+version = "not a version"
+"#
+        ))
+        .unwrap_err();
+        let ManifestError::Invalid { problems, .. } = &error else {
+            panic!("{error}");
+        };
+        let lines: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.field.as_str())).collect();
+        assert_eq!(
+            lines,
+            [
+                (2, "api.listen"),
+                (7, "directories[0].trusted_keys"),
+                (11, "nodes[0].source"),
+                (12, "nodes[0].grant"),
+                (13, "nodes[0].limits"),
+                (16, "nodes[1].name"),
+                (17, "nodes[1].version"),
+            ],
+            "{error}"
+        );
+        let text = error.to_string();
+        assert!(text.contains("line 12, nodes[0].grant: "), "{text}");
+        assert!(text.contains("teleport"), "{text}");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_name_their_line() {
+        for (text, line) in [
+            ("[api]\nlisten = 8440\n", "line 2"),
+            ("[[nodes]]\nname = \"a\"\nunknown = 1\n", "line 3"),
+            ("[host]\nconcurrency = -1\n", "line 2"),
+            ("[[nodes]\n", "line 1"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(matches!(error, ManifestError::Syntax { .. }), "{error}");
+            assert!(error.to_string().contains(line), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn explicit_limits_start_from_their_preset() {
+        let manifest = parse(&format!(
+            r#"
+[[directories]]
+name = "local"
+path = "p"
+trusted_keys = ["{KEY}"]
+[[nodes]]
+name = "a"
+limits = {{ preset = "restrictive", memory = "8MiB", fuel = "off", timeout = "2s" }}
+[[nodes]]
+name = "b"
+limits = "permissive"
+"#
+        ))
+        .unwrap();
+        let limits = &manifest.nodes[0].limits;
+        assert_eq!(limits.memory_bytes, 8 * 1024 * 1024);
+        assert_eq!(limits.fuel, None);
+        assert_eq!(limits.timeout, Duration::from_secs(2));
+        assert_eq!(limits.max_instances, Limits::preset(Preset::Restrictive).max_instances);
+        assert_eq!(manifest.nodes[1].preset, Preset::Permissive);
+    }
+
+    #[test]
+    fn api_keys_are_kept_as_hashes_and_checked() {
+        let error = parse(
+            r#"[[api.keys]]
+name = "executor"
+sha256 = "xyz"
+"#,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("line 3, api.keys[0].sha256"), "{error}");
+        let manifest = parse(&format!("[[api.keys]]\nname = \"executor\"\nsha256 = \"{KEY}\"\n")).unwrap();
+        assert_eq!(warden_package::hex(&manifest.api.keys[0].sha256), KEY);
+    }
+}

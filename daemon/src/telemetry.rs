@@ -1,0 +1,84 @@
+//! Prometheus metrics: recorded through the `metrics` facade, rendered by
+//! `metrics-exporter-prometheus` (its own listener and push gateway left out, so no second
+//! HTTP stack and no aws-lc), and served on the daemon's separate metrics listener.
+//!
+//! The names, in one place so docs/daemon.md and the tests can be checked against them:
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Runs finished, by `node` and `outcome` (`ok`, `limit`, `node_error`, `bad_input`, …).
+pub const RUNS: &str = "warden_runs_total";
+/// Run durations in seconds, by `node`: a histogram.
+pub const RUN_DURATION: &str = "warden_run_duration_seconds";
+/// Capability denials, by `capability`.
+pub const DENIALS: &str = "warden_denials_total";
+/// Runs stopped by a limit, by `limit`.
+pub const LIMIT_HITS: &str = "warden_limit_hits_total";
+/// Fuel burned, by `node`.
+pub const FUEL: &str = "warden_fuel_consumed_total";
+/// Runs holding an instance now, by `node`.
+pub const INSTANCES_IN_USE: &str = "warden_instances_in_use";
+/// Requests waiting for a slot now, by `node`.
+pub const QUEUE_DEPTH: &str = "warden_queue_depth";
+/// Requests turned away with 429, by `node` (`*` for the host-wide queue).
+pub const REJECTED: &str = "warden_admission_rejected_total";
+/// HTTP requests answered, by `route` (the matched pattern) and `status`.
+pub const HTTP_REQUESTS: &str = "warden_http_requests_total";
+/// Reloads, by `result` (`applied`, `refused`).
+pub const RELOADS: &str = "warden_reloads_total";
+/// The generation serving now.
+pub const GENERATION: &str = "warden_generation";
+/// Compiled-code cache events, by `event` (`hit`, `miss`, `rejected`, `stored`).
+pub const CODE_CACHE: &str = "warden_code_cache_total";
+
+/// Every metric the daemon exports.
+pub const ALL: [&str; 13] = [
+    RUNS,
+    RUN_DURATION,
+    DENIALS,
+    LIMIT_HITS,
+    FUEL,
+    INSTANCES_IN_USE,
+    QUEUE_DEPTH,
+    REJECTED,
+    HTTP_REQUESTS,
+    RELOADS,
+    GENERATION,
+    CODE_CACHE,
+    AUDIT_FAILURES,
+];
+
+/// Audit records that could not be written.
+pub const AUDIT_FAILURES: &str = "warden_audit_write_failures_total";
+
+/// Buckets of the run-duration histogram, in seconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's Prometheus recorder, installed on first use; `None` when another recorder
+/// was installed first (an embedder's), in which case the metrics go there.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(RUN_DURATION.into()), &DURATION_BUCKETS)
+                .ok()?;
+            builder.install_recorder().ok()
+        })
+        .as_ref()
+}
+
+/// The text Prometheus scrapes.
+pub fn render() -> String {
+    match handle() {
+        Some(handle) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        None => "# metrics go to the process's own recorder\n".into(),
+    }
+}

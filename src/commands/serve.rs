@@ -1,0 +1,165 @@
+//! `warden serve`: the host daemon. It loads the nodes its manifest names, verified and
+//! prepared, and runs them for callers over an authenticated HTTPS API until SIGTERM.
+//! docs/daemon.md describes the manifest and the API.
+
+use crate::async_runtime::tokio_multi_thread;
+use crate::failure::Failure;
+use crate::files::read_text;
+use crate::output::out;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use warden_daemon::{ApiKey, Options, ServeError, StartError};
+
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The host manifest (TOML): listeners, sources, nodes and their grants.
+    #[arg(long, env = "WARDEN_MANIFEST", value_name = "FILE")]
+    manifest: PathBuf,
+    /// A file holding an API key callers may present (beside the manifest's [[api.keys]] and
+    /// $WARDEN_API_KEY).
+    #[arg(long, value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
+    /// The daemon's own log on stderr: one JSON object per line, or text for people.
+    #[arg(long, default_value = "json", value_name = "json|text")]
+    log_format: LogFormat,
+    /// Check the manifest and load, verify and prepare every node, then exit without serving.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn key(name: &str, key: &str) -> Result<ApiKey, Failure> {
+    let key = key.trim();
+    if key.len() < 16 {
+        return Err(Failure::usage(format!(
+            "{name}: an API key is at least 16 characters; make one with `openssl rand -hex 32`"
+        )));
+    }
+    Ok(ApiKey {
+        name: name.to_string(),
+        sha256: Sha256::digest(key.as_bytes()).into(),
+    })
+}
+
+fn keys(args: &ServeArgs) -> Result<Vec<ApiKey>, Failure> {
+    let mut keys = Vec::new();
+    if let Ok(text) = std::env::var("WARDEN_API_KEY")
+        && !text.trim().is_empty()
+    {
+        keys.push(key("WARDEN_API_KEY", &text)?);
+    }
+    if let Some(file) = &args.api_key_file {
+        keys.push(key("--api-key-file", &read_text(file)?)?);
+    }
+    Ok(keys)
+}
+
+fn init_logging(format: LogFormat) -> Result<(), Failure> {
+    let level = crate::commands::registry::serve::log_level()?;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false);
+    // A second call (tests run commands in one process) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+    Ok(())
+}
+
+fn failure(error: ServeError) -> Failure {
+    match &error {
+        ServeError::Start(StartError::Nodes(problems)) => {
+            for problem in problems {
+                eprintln!("warden: refused: {problem}");
+            }
+            Failure::usage(format!(
+                "{} node problem{}, listed above; nothing was started",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            ))
+        }
+        ServeError::Start(StartError::Manifest(warden_daemon::ManifestError::Invalid {
+            path,
+            problems,
+        })) => {
+            for problem in problems {
+                eprintln!("warden: {}: {problem}", path.display());
+            }
+            Failure::usage(format!(
+                "the manifest {} has {} problem{}, listed above",
+                path.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            ))
+        }
+        _ => Failure::usage(error.to_string()),
+    }
+}
+
+pub(crate) fn execute(args: ServeArgs) -> Result<(), Failure> {
+    init_logging(args.log_format)?;
+    let options = Options {
+        api_keys: keys(&args)?,
+    };
+    let runtime = tokio_multi_thread()?;
+    if args.check {
+        return runtime.block_on(async {
+            let daemon = warden_daemon::Daemon::start(&args.manifest, options)
+                .await
+                .map_err(|error| failure(ServeError::Start(error)))?;
+            let generation = daemon.current();
+            for live in &generation.nodes {
+                out(&format!(
+                    "ok: {}@{} granted [{}]\n",
+                    live.name(),
+                    live.verified.version,
+                    live.config.capabilities.names().join(",")
+                ));
+            }
+            Ok(())
+        });
+    }
+    runtime.block_on(async {
+        warden_daemon::serve(
+            &args.manifest,
+            options,
+            |ready| {
+                // "listening on" comes last: scripts may wait for it.
+                let mut banner = String::new();
+                for node in &ready.nodes {
+                    banner += &format!("loaded {node}\n");
+                }
+                banner += &format!("generation {}\n", ready.generation);
+                banner += &format!("audit log: {}\n", ready.audit_log.display());
+                if let Some(certificate) = &ready.dev_certificate {
+                    banner += &format!(
+                        "development certificate: {} (clients trust it with --cacert)\n",
+                        certificate.display()
+                    );
+                }
+                if let Some(metrics) = ready.metrics {
+                    banner += &format!("metrics on https://{metrics}/metrics\n");
+                }
+                banner += &format!("listening on https://{}\n", ready.api);
+                out(&banner);
+            },
+            std::future::pending(),
+        )
+        .await
+        .map_err(failure)
+    })
+}
