@@ -4,8 +4,8 @@
 use crate::commands::{
     self, approve::ApproveArgs, build::BuildArgs, capabilities::CapabilitiesArgs,
     inspect::InspectArgs, install::InstallArgs, installed::InstalledArgs, keygen::KeygenArgs,
-    pack::PackArgs, publish::PublishArgs, registry::RegistryCommand, run::RunArgs, serve::ServeArgs, sync::SyncArgs,
-    verify::VerifyArgs, yank::YankArgs,
+    pack::PackArgs, publish::PublishArgs, registry::RegistryCommand, run::RunArgs,
+    serve::ServeArgs, sync::SyncArgs, verify::VerifyArgs, yank::YankArgs,
 };
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -86,7 +86,10 @@ impl AuditLog {
 
     /// Appends one record: `event` and `fields`, with its number, time and chain link.
     pub fn record(&self, event: &str, fields: Json) {
-        let mut chain = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut chain = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut record = Map::new();
         record.insert("seq".into(), json!(chain.seq + 1));
         record.insert("time".into(), json!(warden_registry::protocol::now()));
@@ -136,7 +139,10 @@ pub fn verify(path: &Path) -> Result<(u64, String), AuditError> {
         let record: Json = serde_json::from_slice(&line)
             .map_err(|error| broken(number, format!("not a JSON record: {error}")))?;
         if record["prev"] != json!(prev) {
-            return Err(broken(number, "its `prev` is not the hash of the line before it".into()));
+            return Err(broken(
+                number,
+                "its `prev` is not the hash of the line before it".into(),
+            ));
         }
         if record["seq"] != json!(seq + 1) {
             return Err(broken(number, format!("its `seq` is not {}", seq + 1)));
@@ -163,10 +169,16 @@ mod tests {
         let log = AuditLog::open(&path).unwrap();
         log.record("reload", json!({"generation": 2}));
         let text = std::fs::read_to_string(&path).unwrap();
-        let records: Vec<Json> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let records: Vec<Json> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(records.len(), 3);
         assert_eq!(records[0]["prev"], GENESIS);
-        assert_eq!(records[0]["seq"], 1, "a field cannot override the chain's own");
+        assert_eq!(
+            records[0]["seq"], 1,
+            "a field cannot override the chain's own"
+        );
         assert_eq!(records[2]["seq"], 3);
         assert_eq!(verify(&path).unwrap().0, 3);
 

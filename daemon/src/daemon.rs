@@ -224,7 +224,8 @@ impl Daemon {
         }
         if !loaded.problems.is_empty() {
             for problem in &loaded.problems {
-                self.audit.record("node_refused", json!({ "problem": problem }));
+                self.audit
+                    .record("node_refused", json!({ "problem": problem }));
             }
             return Err(ReloadError::Nodes(loaded.problems));
         }
@@ -234,7 +235,8 @@ impl Daemon {
             .await
             .map_err(|problems| {
                 for problem in &problems {
-                    self.audit.record("node_refused", json!({ "problem": problem }));
+                    self.audit
+                        .record("node_refused", json!({ "problem": problem }));
                 }
                 ReloadError::Nodes(problems)
             })?;
@@ -258,8 +260,10 @@ impl Daemon {
                 }),
             );
         }
-        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            all_keys(&manifest, &self.options);
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = all_keys(&manifest, &self.options);
         let old = self.swap(Generation::new(number, manifest.sha256.clone(), nodes));
         let new = self.current();
         for live in &old.nodes {
@@ -302,7 +306,10 @@ impl Daemon {
                     != manifest.metrics.as_ref().map(|m| &m.listen),
             ),
             ("storage.data_dir", started.data_dir != manifest.data_dir),
-            ("host.concurrency", started.host.concurrency != manifest.host.concurrency),
+            (
+                "host.concurrency",
+                started.host.concurrency != manifest.host.concurrency,
+            ),
             ("host.queue", started.host.queue != manifest.host.queue),
         ];
         for (field, _) in changed.iter().filter(|(_, changed)| *changed) {
@@ -325,7 +332,12 @@ impl Daemon {
         let used: Vec<_> = manifest
             .registries
             .iter()
-            .filter(|registry| manifest.nodes.iter().any(|node| node.source == registry.name))
+            .filter(|registry| {
+                manifest
+                    .nodes
+                    .iter()
+                    .any(|node| node.source == registry.name)
+            })
             .collect();
         if used.is_empty() {
             return;
@@ -371,7 +383,9 @@ impl Daemon {
             .filter_map(|live| {
                 blocked
                     .iter()
-                    .find(|(name, sha, _)| *name == live.verified.entry.name && *sha == live.verified.package_sha256)
+                    .find(|(name, sha, _)| {
+                        *name == live.verified.entry.name && *sha == live.verified.package_sha256
+                    })
                     .map(|(_, _, reason)| (live.clone(), reason.clone()))
             })
             .collect();
@@ -382,10 +396,18 @@ impl Daemon {
         let kept = current
             .nodes
             .iter()
-            .filter(|live| !stopping.iter().any(|(stopped, _)| Arc::ptr_eq(stopped, live)))
+            .filter(|live| {
+                !stopping
+                    .iter()
+                    .any(|(stopped, _)| Arc::ptr_eq(stopped, live))
+            })
             .cloned()
             .collect();
-        self.swap(Generation::new(number, current.manifest_sha256.clone(), kept));
+        self.swap(Generation::new(
+            number,
+            current.manifest_sha256.clone(),
+            kept,
+        ));
         for (live, reason) in stopping {
             let reason = format!("the registry blocked it: {reason}");
             tracing::warn!(node = live.name(), "stopping: {reason}");

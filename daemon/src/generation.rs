@@ -133,8 +133,14 @@ pub struct Generation {
 /// Why a name does not reach a node.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unresolved {
-    Unknown { name: String, known: Vec<String> },
-    Ambiguous { name: String, candidates: Vec<String> },
+    Unknown {
+        name: String,
+        known: Vec<String>,
+    },
+    Ambiguous {
+        name: String,
+        candidates: Vec<String>,
+    },
 }
 
 impl Generation {
@@ -162,7 +168,10 @@ impl Generation {
                     .push((index, provided[0].name.clone()));
             }
             for node in provided {
-                routes.insert(format!("{}/{}", live.name(), node.name), (index, node.name.clone()));
+                routes.insert(
+                    format!("{}/{}", live.name(), node.name),
+                    (index, node.name.clone()),
+                );
                 by_node
                     .entry(node.name.clone())
                     .or_default()
@@ -230,9 +239,11 @@ pub async fn build(
     let mut problems = Vec::new();
     for verified in verified {
         let identity = LiveNode::identity(&verified);
-        if let Some(kept) = previous.nodes.iter().find(|live| {
-            LiveNode::identity(&live.verified) == identity && live.stopped().is_none()
-        }) {
+        if let Some(kept) = previous
+            .nodes
+            .iter()
+            .find(|live| LiveNode::identity(&live.verified) == identity && live.stopped().is_none())
+        {
             nodes.push(kept.clone());
             continue;
         }
@@ -263,10 +274,7 @@ pub async fn build(
                     stop,
                 }));
             }
-            Err(error) => problems.push(format!(
-                "`{}`@{}: {error}",
-                entry.name, verified.version
-            )),
+            Err(error) => problems.push(format!("`{}`@{}: {error}", entry.name, verified.version)),
         }
     }
     match problems.is_empty() {

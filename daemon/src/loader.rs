@@ -38,8 +38,14 @@ pub struct Verified {
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Origin {
-    Directory { name: String },
-    Registry { name: String, id: String, url: String },
+    Directory {
+        name: String,
+    },
+    Registry {
+        name: String,
+        id: String,
+        url: String,
+    },
 }
 
 /// What loading found: the packages, and every problem and warning.
@@ -78,17 +84,20 @@ pub async fn load(manifest: &Manifest) -> Loaded {
         })
         .collect();
     let state_dir = manifest.data_dir.join("state");
-    let needs_state = manifest
-        .registries
-        .iter()
-        .any(|registry| manifest.nodes.iter().any(|node| node.source == registry.name));
+    let needs_state = manifest.registries.iter().any(|registry| {
+        manifest
+            .nodes
+            .iter()
+            .any(|node| node.source == registry.name)
+    });
     let state = match needs_state {
         true => match InstallState::open(&state_dir) {
             Ok(state) => Some(state),
             Err(error) => {
-                loaded
-                    .problems
-                    .push(format!("the install state in {}: {error}", state_dir.display()));
+                loaded.problems.push(format!(
+                    "the install state in {}: {error}",
+                    state_dir.display()
+                ));
                 None
             }
         },
@@ -97,7 +106,11 @@ pub async fn load(manifest: &Manifest) -> Loaded {
     let mut clients = BTreeMap::new();
     if let Some(state) = &state {
         for registry in &manifest.registries {
-            if !manifest.nodes.iter().any(|node| node.source == registry.name) {
+            if !manifest
+                .nodes
+                .iter()
+                .any(|node| node.source == registry.name)
+            {
                 continue;
             }
             match client(registry) {
@@ -135,9 +148,11 @@ pub async fn load(manifest: &Manifest) -> Loaded {
                         Err(problem) => loaded.problems.push(format!("{label}: {problem}")),
                     }
                 } else {
-                    loaded
-                        .problems
-                        .extend(problems.into_iter().map(|problem| format!("{label}: {problem}")));
+                    loaded.problems.extend(
+                        problems
+                            .into_iter()
+                            .map(|problem| format!("{label}: {problem}")),
+                    );
                 }
             }
             Err(problem) => loaded.problems.push(format!("{label}: {problem}")),
@@ -245,8 +260,13 @@ fn scan(
     packages
 }
 
-fn read_package(path: &Path, directory: &DirectorySource) -> Result<(semver::Version, Found), String> {
-    let size = std::fs::metadata(path).map_err(|error| error.to_string())?.len();
+fn read_package(
+    path: &Path,
+    directory: &DirectorySource,
+) -> Result<(semver::Version, Found), String> {
+    let size = std::fs::metadata(path)
+        .map_err(|error| error.to_string())?
+        .len();
     if size > MAX_PACKAGE_FILE {
         return Err(format!("it is {size} bytes, over {MAX_PACKAGE_FILE}"));
     }
@@ -254,8 +274,12 @@ fn read_package(path: &Path, directory: &DirectorySource) -> Result<(semver::Ver
     let package = warden_package::decode(&bytes).map_err(|error| error.to_string())?;
     let signers = warden_package::verify(&package, Some(&directory.trusted_keys))
         .map_err(|error| error.to_string())?;
-    let version = semver::Version::parse(&package.manifest.version).map_err(|error| error.to_string())?;
-    let signers = signers.iter().map(|key| warden_package::hex(key.as_bytes())).collect();
+    let version =
+        semver::Version::parse(&package.manifest.version).map_err(|error| error.to_string())?;
+    let signers = signers
+        .iter()
+        .map(|key| warden_package::hex(key.as_bytes()))
+        .collect();
     let origin = Origin::Directory {
         name: directory.name.clone(),
     };
@@ -263,7 +287,10 @@ fn read_package(path: &Path, directory: &DirectorySource) -> Result<(semver::Ver
 }
 
 fn from_directory(packages: &DirectoryPackages, entry: &NodeEntry) -> Result<Found, String> {
-    let candidates = packages.get(&entry.name).map(Vec::as_slice).unwrap_or_default();
+    let candidates = packages
+        .get(&entry.name)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     candidates
         .iter()
         .filter(|(version, _)| entry.version.matches(version))
@@ -283,15 +310,45 @@ fn from_directory(packages: &DirectoryPackages, entry: &NodeEntry) -> Result<Fou
 pub fn client(registry: &RegistrySource) -> Result<Client, String> {
     let mut roots = Vec::new();
     for file in &registry.ca_certs {
-        let bytes = std::fs::read(file)
-            .map_err(|error| format!("registry `{}`: ca_certs {}: {error}", registry.name, file.display()))?;
+        let bytes = std::fs::read(file).map_err(|error| {
+            format!(
+                "registry `{}`: ca_certs {}: {error}",
+                registry.name,
+                file.display()
+            )
+        })?;
         roots.extend(
             warden_host::tls::certificates_from_pem_or_der(&bytes).map_err(|error| {
-                format!("registry `{}`: ca_certs {}: {error}", registry.name, file.display())
+                format!(
+                    "registry `{}`: ca_certs {}: {error}",
+                    registry.name,
+                    file.display()
+                )
             })?,
         );
     }
-    Client::new(&registry.url, &roots, None).map_err(|error| format!("registry `{}`: {error}", registry.name))
+    let credential = match &registry.token_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|error| {
+                format!(
+                    "registry `{}`: token_file {}: {error}",
+                    registry.name,
+                    file.display()
+                )
+            })?;
+            if text.trim().is_empty() {
+                return Err(format!(
+                    "registry `{}`: token_file {} is empty",
+                    registry.name,
+                    file.display()
+                ));
+            }
+            Some(warden_registry::client::Credential::from_token(text.trim()))
+        }
+        None => None,
+    };
+    Client::new(&registry.url, &roots, credential)
+        .map_err(|error| format!("registry `{}`: {error}", registry.name))
 }
 
 /// Syncs a registry: nodes installed from it whose keys were revoked or whose versions were
@@ -326,7 +383,12 @@ async fn from_registry(
     entry: &NodeEntry,
     warnings: &mut Vec<String>,
 ) -> Result<Found, String> {
-    let approve: Vec<String> = entry.grant.names().iter().map(|name| name.to_string()).collect();
+    let approve: Vec<String> = entry
+        .grant
+        .names()
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
     let installed = install::install(
         client,
         state,
@@ -357,10 +419,12 @@ async fn from_registry(
                 semver::Version::parse(&record.version).is_ok_and(|v| entry.version.matches(&v))
             });
         match usable {
-            Some(record) if matches!(error, install::InstallError::Client(_)) => warnings.push(format!(
-                "registry `{}` unreachable ({error}); `{}` serves its installed version {}",
-                registry.name, entry.name, record.version
-            )),
+            Some(record) if matches!(error, install::InstallError::Client(_)) => {
+                warnings.push(format!(
+                    "registry `{}` unreachable ({error}); `{}` serves its installed version {}",
+                    registry.name, entry.name, record.version
+                ))
+            }
             _ => return Err(format!("registry `{}`: {error}", registry.name)),
         }
     }
@@ -376,7 +440,9 @@ async fn from_registry(
             record.name, record.version
         ));
     }
-    let package = state.package_of(&record).map_err(|error| error.to_string())?;
+    let package = state
+        .package_of(&record)
+        .map_err(|error| error.to_string())?;
     let version = semver::Version::parse(&record.version).map_err(|error| error.to_string())?;
     if !entry.version.matches(&version) {
         return Err(format!(
@@ -419,7 +485,11 @@ mod tests {
             version: "1.0.0".into(),
             description: String::new(),
             publisher: "p".into(),
-            capabilities: vec!["storage-read".into(), "http-get".into(), "storage-write".into()],
+            capabilities: vec![
+                "storage-read".into(),
+                "http-get".into(),
+                "storage-write".into(),
+            ],
             allowed_hosts: vec!["api.example.com".into(), "x.example.com".into()],
             limits: "default".into(),
             wit: "0.1.0".into(),
@@ -431,6 +501,15 @@ mod tests {
         assert!(problems[0].contains("`http-get`"));
         assert!(problems[1].contains("`storage-write`"));
         assert!(problems[2].contains("`x.example.com`"));
-        assert!(grant_problems(&manifest, &entry("storage-read,storage-write,http-get", &["api.example.com", "x.example.com"])).is_empty());
+        assert!(
+            grant_problems(
+                &manifest,
+                &entry(
+                    "storage-read,storage-write,http-get",
+                    &["api.example.com", "x.example.com"]
+                )
+            )
+            .is_empty()
+        );
     }
 }

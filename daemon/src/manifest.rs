@@ -139,6 +139,9 @@ pub struct RegistrySource {
     pub root_key: String,
     /// Certificates to trust for it beside the system's roots (PEM files).
     pub ca_certs: Vec<PathBuf>,
+    /// A file holding the token the daemon reads the registry with (the registry asks for
+    /// one to read its index and packages).
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -246,6 +249,7 @@ struct RawRegistry {
     root_key: Spanned<String>,
     #[serde(default)]
     ca_certs: Vec<String>,
+    token_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -301,7 +305,12 @@ struct Problems<'a> {
 }
 
 impl Problems<'_> {
-    fn at<T>(&mut self, spanned: &Spanned<T>, field: impl Into<String>, message: impl Into<String>) {
+    fn at<T>(
+        &mut self,
+        spanned: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let line = line_of(self.text, spanned.span().start);
         self.found.push(Problem {
             line,
@@ -404,7 +413,13 @@ fn duration(
     }
 }
 
-fn check(raw: RawManifest, path: &Path, base: &Path, text: &str, problems: &mut Problems) -> Manifest {
+fn check(
+    raw: RawManifest,
+    path: &Path,
+    base: &Path,
+    text: &str,
+    problems: &mut Problems,
+) -> Manifest {
     let api = check_api(&raw.api, base, problems);
     let metrics = raw.metrics.map(|metrics| {
         check_address(problems, &metrics.listen, "metrics.listen");
@@ -413,7 +428,10 @@ fn check(raw: RawManifest, path: &Path, base: &Path, text: &str, problems: &mut 
         }
     });
     let host = check_host(&raw.host, problems);
-    let data_dir = relative(base, raw.storage.data_dir.as_deref().unwrap_or("warden-data"));
+    let data_dir = relative(
+        base,
+        raw.storage.data_dir.as_deref().unwrap_or("warden-data"),
+    );
     let mut names = BTreeSet::new();
     let registries: Vec<RegistrySource> = raw
         .registries
@@ -424,7 +442,11 @@ fn check(raw: RawManifest, path: &Path, base: &Path, text: &str, problems: &mut 
             check_source_name(problems, &registry.name, &field, &mut names);
             let url = registry.url.get_ref();
             if !url.starts_with("https://") {
-                problems.at(&registry.url, format!("{field}.url"), "a registry is reached over https://");
+                problems.at(
+                    &registry.url,
+                    format!("{field}.url"),
+                    "a registry is reached over https://",
+                );
             }
             if warden_package::verifying_key_from_hex(registry.root_key.get_ref()).is_err() {
                 problems.at(
@@ -437,7 +459,15 @@ fn check(raw: RawManifest, path: &Path, base: &Path, text: &str, problems: &mut 
                 name: registry.name.get_ref().clone(),
                 url: url.clone(),
                 root_key: registry.root_key.get_ref().clone(),
-                ca_certs: registry.ca_certs.iter().map(|ca| relative(base, ca)).collect(),
+                ca_certs: registry
+                    .ca_certs
+                    .iter()
+                    .map(|ca| relative(base, ca))
+                    .collect(),
+                token_file: registry
+                    .token_file
+                    .as_deref()
+                    .map(|file| relative(base, file)),
             }
         })
         .collect();
@@ -502,15 +532,38 @@ fn check(raw: RawManifest, path: &Path, base: &Path, text: &str, problems: &mut 
 
 fn check_address(problems: &mut Problems, address: &Spanned<String>, field: &str) {
     if address.get_ref().parse::<std::net::SocketAddr>().is_err() {
-        problems.at(address, field, format!("`{}` is not ADDRESS:PORT, such as 127.0.0.1:8440", address.get_ref()));
+        problems.at(
+            address,
+            field,
+            format!(
+                "`{}` is not ADDRESS:PORT, such as 127.0.0.1:8440",
+                address.get_ref()
+            ),
+        );
     }
 }
 
-fn check_source_name(problems: &mut Problems, name: &Spanned<String>, field: &str, names: &mut BTreeSet<String>) {
+fn check_source_name(
+    problems: &mut Problems,
+    name: &Spanned<String>,
+    field: &str,
+    names: &mut BTreeSet<String>,
+) {
     if warden_package::validate_name(name.get_ref()).is_err() {
-        problems.at(name, format!("{field}.name"), "use lowercase letters, digits, `-`, `_` or `.`, starting with a letter");
+        problems.at(
+            name,
+            format!("{field}.name"),
+            "use lowercase letters, digits, `-`, `_` or `.`, starting with a letter",
+        );
     } else if !names.insert(name.get_ref().clone()) {
-        problems.at(name, format!("{field}.name"), format!("another registry or directory is named `{}`", name.get_ref()));
+        problems.at(
+            name,
+            format!("{field}.name"),
+            format!(
+                "another registry or directory is named `{}`",
+                name.get_ref()
+            ),
+        );
     }
 }
 
@@ -525,10 +578,17 @@ fn check_api(raw: &RawApi, base: &Path, problems: &mut Problems) -> Api {
     if let Some(key) = &raw.tls_key
         && raw.tls_cert.is_none()
     {
-        problems.at(key, "api.tls_key", "give tls_cert with it, or neither for a development certificate");
+        problems.at(
+            key,
+            "api.tls_key",
+            "give tls_cert with it, or neither for a development certificate",
+        );
     }
     if raw.tls_cert.is_some() && raw.tls_key.is_none() {
-        problems.missing("api.tls_key", "give tls_key with tls_cert, or neither for a development certificate");
+        problems.missing(
+            "api.tls_key",
+            "give tls_key with tls_cert, or neither for a development certificate",
+        );
     }
     let mut key_names = BTreeSet::new();
     let keys = raw
@@ -555,7 +615,7 @@ fn check_api(raw: &RawApi, base: &Path, problems: &mut Problems) -> Api {
     let max_body_bytes = match &raw.max_body {
         None => DEFAULT_MAX_BODY_BYTES,
         Some(text) => match parse_size(text.get_ref()) {
-            Ok(size) if size >= 1024 && size <= 1 << 30 => size as usize,
+            Ok(size) if (1024..=1 << 30).contains(&size) => size as usize,
             Ok(_) => {
                 problems.at(text, "api.max_body", "between 1KiB and 1GiB");
                 DEFAULT_MAX_BODY_BYTES
@@ -569,7 +629,10 @@ fn check_api(raw: &RawApi, base: &Path, problems: &mut Problems) -> Api {
     Api {
         listen,
         tls_cert: raw.tls_cert.as_deref().map(|cert| relative(base, cert)),
-        tls_key: raw.tls_key.as_ref().map(|key| relative(base, key.get_ref())),
+        tls_key: raw
+            .tls_key
+            .as_ref()
+            .map(|key| relative(base, key.get_ref())),
         keys,
         max_body_bytes,
         max_connections: raw
@@ -584,7 +647,11 @@ fn check_api(raw: &RawApi, base: &Path, problems: &mut Problems) -> Api {
 fn check_host(raw: &RawHost, problems: &mut Problems) -> HostSettings {
     let concurrency = match &raw.concurrency {
         Some(value) if *value.get_ref() == 0 || *value.get_ref() > warden_host::MAX_CONCURRENCY => {
-            problems.at(value, "host.concurrency", format!("between 1 and {}", warden_host::MAX_CONCURRENCY));
+            problems.at(
+                value,
+                "host.concurrency",
+                format!("between 1 and {}", warden_host::MAX_CONCURRENCY),
+            );
             DEFAULT_CONCURRENCY
         }
         Some(value) => *value.get_ref(),
@@ -592,8 +659,13 @@ fn check_host(raw: &RawHost, problems: &mut Problems) -> HostSettings {
     };
     let sync_interval = match &raw.sync_interval {
         Some(text) if matches!(text.get_ref().as_str(), "off" | "never") => None,
-        value => Some(duration(problems, value, "host.sync_interval", Duration::from_secs(300)))
-            .filter(|interval| !interval.is_zero()),
+        value => Some(duration(
+            problems,
+            value,
+            "host.sync_interval",
+            Duration::from_secs(300),
+        ))
+        .filter(|interval| !interval.is_zero()),
     };
     if let Some(interval) = sync_interval
         && interval < Duration::from_secs(1)
@@ -604,11 +676,31 @@ fn check_host(raw: &RawHost, problems: &mut Problems) -> HostSettings {
     HostSettings {
         concurrency,
         queue: raw.queue.unwrap_or(DEFAULT_QUEUE),
-        queue_timeout: duration(problems, &raw.queue_timeout, "host.queue_timeout", Duration::from_secs(10)),
+        queue_timeout: duration(
+            problems,
+            &raw.queue_timeout,
+            "host.queue_timeout",
+            Duration::from_secs(10),
+        ),
         run_records: raw.run_records.unwrap_or(DEFAULT_RUN_RECORDS),
-        run_record_ttl: duration(problems, &raw.run_record_ttl, "host.run_record_ttl", Duration::from_secs(3600)),
-        shutdown_grace: duration(problems, &raw.shutdown_grace, "host.shutdown_grace", Duration::from_secs(30)),
-        stop_grace: duration(problems, &raw.stop_grace, "host.stop_grace", Duration::from_secs(5)),
+        run_record_ttl: duration(
+            problems,
+            &raw.run_record_ttl,
+            "host.run_record_ttl",
+            Duration::from_secs(3600),
+        ),
+        shutdown_grace: duration(
+            problems,
+            &raw.shutdown_grace,
+            "host.shutdown_grace",
+            Duration::from_secs(30),
+        ),
+        stop_grace: duration(
+            problems,
+            &raw.stop_grace,
+            "host.stop_grace",
+            Duration::from_secs(5),
+        ),
         watch: raw.watch.unwrap_or(false),
         sync_interval,
         code_cache: raw.code_cache.unwrap_or(true),
@@ -628,29 +720,45 @@ fn check_node(
     if let Err(error) = warden_package::validate_name(&name) {
         problems.at(&raw.name, format!("{field}.name"), error.to_string());
     } else if !node_names.insert(name.clone()) {
-        problems.at(&raw.name, format!("{field}.name"), format!("`{name}` is loaded twice"));
+        problems.at(
+            &raw.name,
+            format!("{field}.name"),
+            format!("`{name}` is loaded twice"),
+        );
     }
     let version = match &raw.version {
         None => semver::VersionReq::STAR,
         Some(text) => semver::VersionReq::parse(text.get_ref()).unwrap_or_else(|error| {
-            problems.at(text, format!("{field}.version"), format!("not a version requirement (such as ^1.2): {error}"));
+            problems.at(
+                text,
+                format!("{field}.version"),
+                format!("not a version requirement (such as ^1.2): {error}"),
+            );
             semver::VersionReq::STAR
         }),
     };
     let source = match &raw.source {
         Some(source) => {
             if !sources.contains(source.get_ref()) {
-                problems.at(source, format!("{field}.source"), format!(
-                    "no registry or directory is named `{}`; the manifest has: {}",
-                    source.get_ref(),
-                    sources.iter().cloned().collect::<Vec<_>>().join(", ")
-                ));
+                problems.at(
+                    source,
+                    format!("{field}.source"),
+                    format!(
+                        "no registry or directory is named `{}`; the manifest has: {}",
+                        source.get_ref(),
+                        sources.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
             }
             source.get_ref().clone()
         }
         None if sources.len() == 1 => sources.iter().next().cloned().unwrap_or_default(),
         None => {
-            problems.at(&raw.name, format!("{field}.source"), "name the registry or directory it comes from");
+            problems.at(
+                &raw.name,
+                format!("{field}.source"),
+                "name the registry or directory it comes from",
+            );
             String::new()
         }
     };
@@ -704,7 +812,9 @@ fn check_node(
 
 fn node_limits(raw: &RawLimits) -> Result<(Preset, Limits), String> {
     let preset = |name: Option<&str>| -> Result<Preset, String> {
-        name.unwrap_or("default").parse().map_err(|error: warden_host::limits::UnknownPreset| error.to_string())
+        name.unwrap_or("default")
+            .parse()
+            .map_err(|error: warden_host::limits::UnknownPreset| error.to_string())
     };
     match raw {
         RawLimits::Preset(name) => {
@@ -715,18 +825,24 @@ fn node_limits(raw: &RawLimits) -> Result<(Preset, Limits), String> {
             let preset = preset(explicit.preset.as_deref())?;
             let mut limits = Limits::preset(preset);
             if let Some(memory) = &explicit.memory {
-                limits.memory_bytes = parse_size(memory).map_err(|error| format!("memory: {error}"))?;
+                limits.memory_bytes =
+                    parse_size(memory).map_err(|error| format!("memory: {error}"))?;
             }
             match &explicit.fuel {
                 None => {}
                 Some(RawFuel::Amount(fuel)) => limits.fuel = Some(*fuel),
                 Some(RawFuel::Off(text)) if text == "off" => limits.fuel = None,
-                Some(RawFuel::Off(text)) => return Err(format!("fuel: `{text}` is not a whole number or \"off\"")),
+                Some(RawFuel::Off(text)) => {
+                    return Err(format!("fuel: `{text}` is not a whole number or \"off\""));
+                }
             }
             if let Some(timeout) = &explicit.timeout {
-                limits.timeout = parse_duration(timeout).map_err(|error| format!("timeout: {error}"))?;
+                limits.timeout =
+                    parse_duration(timeout).map_err(|error| format!("timeout: {error}"))?;
                 if limits.timeout > MAX_TIMEOUT {
-                    return Err(format!("timeout: `{timeout}` is over the longest a run may take (24h)"));
+                    return Err(format!(
+                        "timeout: `{timeout}` is over the longest a run may take (24h)"
+                    ));
                 }
             }
             limits.validate().map_err(|error| error.to_string())?;
@@ -762,7 +878,10 @@ grant = ["storage-read", "storage-write"]
         .unwrap();
         assert_eq!(manifest.api.listen, DEFAULT_LISTEN);
         assert_eq!(manifest.data_dir, Path::new("/etc/warden/warden-data"));
-        assert_eq!(manifest.directories[0].path, Path::new("/etc/warden/packages"));
+        assert_eq!(
+            manifest.directories[0].path,
+            Path::new("/etc/warden/packages")
+        );
         let node = &manifest.nodes[0];
         assert_eq!(node.source, "local");
         assert_eq!(node.version, semver::VersionReq::STAR);
@@ -798,7 +917,10 @@ version = "not a version"
         let ManifestError::Invalid { problems, .. } = &error else {
             panic!("{error}");
         };
-        let lines: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.field.as_str())).collect();
+        let lines: Vec<(usize, &str)> = problems
+            .iter()
+            .map(|p| (p.line, p.field.as_str()))
+            .collect();
         assert_eq!(
             lines,
             [
@@ -852,7 +974,10 @@ limits = "permissive"
         assert_eq!(limits.memory_bytes, 8 * 1024 * 1024);
         assert_eq!(limits.fuel, None);
         assert_eq!(limits.timeout, Duration::from_secs(2));
-        assert_eq!(limits.max_instances, Limits::preset(Preset::Restrictive).max_instances);
+        assert_eq!(
+            limits.max_instances,
+            Limits::preset(Preset::Restrictive).max_instances
+        );
         assert_eq!(manifest.nodes[1].preset, Preset::Permissive);
     }
 
@@ -865,8 +990,14 @@ sha256 = "xyz"
 "#,
         )
         .unwrap_err();
-        assert!(error.to_string().contains("line 3, api.keys[0].sha256"), "{error}");
-        let manifest = parse(&format!("[[api.keys]]\nname = \"executor\"\nsha256 = \"{KEY}\"\n")).unwrap();
+        assert!(
+            error.to_string().contains("line 3, api.keys[0].sha256"),
+            "{error}"
+        );
+        let manifest = parse(&format!(
+            "[[api.keys]]\nname = \"executor\"\nsha256 = \"{KEY}\"\n"
+        ))
+        .unwrap();
         assert_eq!(warden_package::hex(&manifest.api.keys[0].sha256), KEY);
     }
 }

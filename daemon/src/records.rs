@@ -28,7 +28,10 @@ struct State {
 #[derive(Clone, Debug)]
 pub enum Idempotent {
     /// A run with this key is in flight.
-    Running { run_id: String, request_sha256: String },
+    Running {
+        run_id: String,
+        request_sha256: String,
+    },
     /// It finished: the status and body it answered with.
     Finished {
         run_id: String,
@@ -208,8 +211,16 @@ mod tests {
         records.claim("bob", "k", "run-3", "h1").unwrap();
         records.finish_idempotent("alice", "k", 200, Arc::new(json!({"ok": true})));
         match records.claim("alice", "k", "run-4", "h2") {
-            Err(Idempotent::Finished { run_id, status, request_sha256, .. }) => {
-                assert_eq!((run_id.as_str(), status, request_sha256.as_str()), ("run-1", 200, "h1"));
+            Err(Idempotent::Finished {
+                run_id,
+                status,
+                request_sha256,
+                ..
+            }) => {
+                assert_eq!(
+                    (run_id.as_str(), status, request_sha256.as_str()),
+                    ("run-1", 200, "h1")
+                );
             }
             _ => panic!("the finished run is replayed"),
         }

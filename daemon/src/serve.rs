@@ -72,8 +72,13 @@ pub async fn serve(
     ready(&Ready {
         api: api_listener
             .local_addr()
-            .map_err(|source| ServeError::Listen { address: manifest.api.listen.clone(), source })?,
-        metrics: metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok()),
+            .map_err(|source| ServeError::Listen {
+                address: manifest.api.listen.clone(),
+                source,
+            })?,
+        metrics: metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok()),
         dev_certificate: manifest
             .api
             .tls_cert
@@ -109,7 +114,7 @@ pub async fn serve(
         tokio::spawn(warden_server::serve_with_shutdown(
             listener,
             tls,
-            crate::api::metrics_router(),
+            crate::api::metrics_router(daemon.clone()),
             ServerLimits {
                 max_connections: 64,
                 shutdown_grace: Duration::from_secs(1),
@@ -123,7 +128,10 @@ pub async fn serve(
         () = shutdown => {}
         () = terminated() => {}
     }
-    tracing::info!("shutting down: no new connections; runs in flight get {:?}", manifest.host.shutdown_grace);
+    tracing::info!(
+        "shutting down: no new connections; runs in flight get {:?}",
+        manifest.host.shutdown_grace
+    );
     let _ = stop_accepting.send(true);
     background.abort();
     daemon.shut_down(manifest.host.shutdown_grace).await;
@@ -162,7 +170,10 @@ async fn terminated() {
 /// `host.sync_interval`.
 async fn background(daemon: Arc<Daemon>) {
     let host = daemon.started_with.host.clone();
-    let mut sync = tokio::time::interval(host.sync_interval.unwrap_or(Duration::from_secs(86400 * 365)));
+    let mut sync = tokio::time::interval(
+        host.sync_interval
+            .unwrap_or(Duration::from_secs(86400 * 365)),
+    );
     sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sync.tick().await;
     let mut watch = tokio::time::interval(WATCH_INTERVAL);

@@ -9,6 +9,7 @@ mod adversarial;
 mod capabilities;
 mod cli;
 mod code_cache;
+mod daemon;
 mod embedder;
 mod fuzz_parsers;
 mod http;

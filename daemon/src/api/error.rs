@@ -107,9 +107,12 @@ pub fn run_error(error: &Error) -> ApiError {
 pub fn outcome(error: Option<&Error>) -> &'static str {
     match error {
         None => "ok",
-        Some(Error::Input(_) | Error::Context(_) | Error::UnknownNode { .. } | Error::AmbiguousNode(_)) => {
-            "bad_input"
-        }
+        Some(
+            Error::Input(_)
+            | Error::Context(_)
+            | Error::UnknownNode { .. }
+            | Error::AmbiguousNode(_),
+        ) => "bad_input",
         Some(Error::Limit { .. }) => "limit",
         Some(Error::NodeFailed(_)) => "node_failed",
         Some(Error::Trapped(_)) => "node_trapped",
@@ -159,6 +162,9 @@ mod tests {
         assert_eq!(error.body()["error"]["code"], "limit_fuel");
         assert_eq!(error.body()["error"]["limit"], "fuel");
         let error = run_error(&Error::NodeFailed("no".into()));
-        assert_eq!((error.status, error.code.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "node_failed"));
+        assert_eq!(
+            (error.status, error.code.as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "node_failed")
+        );
     }
 }

@@ -49,11 +49,22 @@ pub fn router(daemon: Shared) -> Router {
 }
 
 /// The metrics listener's router: `/metrics` only.
-pub fn metrics_router() -> Router {
+pub fn metrics_router(daemon: Shared) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|| async {
+            get(|State(daemon): State<Shared>| async move {
+                if let Some(cache) = &daemon.code_cache {
+                    let stats = cache.stats();
+                    for (event, count) in [
+                        ("hit", stats.hits),
+                        ("miss", stats.misses),
+                        ("rejected", stats.rejected),
+                        ("stored", stats.stored),
+                    ] {
+                        metrics::counter!(telemetry::CODE_CACHE, "event" => event).absolute(count);
+                    }
+                }
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                     telemetry::render(),
@@ -61,6 +72,7 @@ pub fn metrics_router() -> Router {
             }),
         )
         .fallback(not_found)
+        .with_state(daemon)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -70,7 +82,12 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(daemon): State<Shared>) -> Response {
     let generation = daemon.current();
     if daemon.is_shutting_down() {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the daemon is shutting down").into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the daemon is shutting down",
+        )
+        .into_response();
     }
     axum::Json(json!({
         "status": "ready",
@@ -81,11 +98,19 @@ async fn readyz(State(daemon): State<Shared>) -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; the API is under /v1 (see docs/daemon.md)")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; the API is under /v1 (see docs/daemon.md)",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 /// Counts each answer by route pattern (never the raw path, which a caller chooses) and
@@ -108,7 +133,10 @@ async fn count_requests(request: Request, next: Next) -> Response {
 
 /// The key a request presents: `Authorization: Bearer KEY` or `X-API-Key: KEY`.
 fn presented(headers: &HeaderMap) -> Option<&str> {
-    if let Some(key) = headers.get("x-api-key").and_then(|value| value.to_str().ok()) {
+    if let Some(key) = headers
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok())
+    {
         return Some(key.trim());
     }
     let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -150,8 +178,9 @@ fn unauthenticated(daemon: &Daemon, request: &Request, why: &str) -> Response {
         format!("{why}: send `Authorization: Bearer <key>` with a key the daemon was given"),
     )
     .into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
     response
 }

@@ -16,7 +16,10 @@ pub async fn list(State(daemon): State<Shared>) -> Json<Value> {
 }
 
 /// A package by its name, or the package of a node (`node` or `package/node`).
-pub async fn one(State(daemon): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn one(
+    State(daemon): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let generation = daemon.current();
     if let Some(live) = generation.package(&name) {
         return Ok(Json(live.describe()));
@@ -35,13 +38,20 @@ pub fn unresolved_error(unresolved: Unresolved) -> ApiError {
             format!(
                 "no node `{}` is loaded; loaded: {}",
                 name.chars().take(128).collect::<String>(),
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ),
         ),
         Unresolved::Ambiguous { name, candidates } => ApiError::new(
             StatusCode::BAD_REQUEST,
             "ambiguous_node",
-            format!("several packages provide `{name}`: name one of {}", candidates.join(", ")),
+            format!(
+                "several packages provide `{name}`: name one of {}",
+                candidates.join(", ")
+            ),
         )
         .with("candidates", json!(candidates)),
     }
@@ -53,7 +63,10 @@ pub async fn reload(State(daemon): State<Shared>) -> Result<Json<Value>, ApiErro
         Err(error) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "reload_refused",
-            format!("the reload was refused and generation {} keeps serving", daemon.current().number),
+            format!(
+                "the reload was refused and generation {} keeps serving",
+                daemon.current().number
+            ),
         )
         .with("problems", json!(error.problems()))),
     }

@@ -129,7 +129,11 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             source = cause.source();
         }
         match warden_server::body_timeout(&error) {
-            Some(timeout) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", timeout.to_string()),
+            Some(timeout) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                timeout.to_string(),
+            ),
             None => ApiError::bad_request(format!("the request body broke off: {error}")),
         }
     })
@@ -142,15 +146,25 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     if daemon.is_shutting_down() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the daemon is shutting down; retry on another host").retry_after(1));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the daemon is shutting down; retry on another host",
+        )
+        .retry_after(1));
     }
     let bytes = read_body(body, daemon.started_with.api.max_body_bytes).await?;
-    let body: RunBody = serde_json::from_slice(&bytes)
-        .map_err(|error| ApiError::bad_request(format!("the JSON body is not a run request: {error}")))?;
+    let body: RunBody = serde_json::from_slice(&bytes).map_err(|error| {
+        ApiError::bad_request(format!("the JSON body is not a run request: {error}"))
+    })?;
     let generation = daemon.current();
     let (live, node_name) = generation.resolve(&body.node).map_err(unresolved_error)?;
     if let Some(reason) = live.stopped() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_stopped", reason));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_stopped",
+            reason,
+        ));
     }
     let id = run_id();
     let (inputs, variables) = convert(&live, &node_name, &body)?;
@@ -167,7 +181,9 @@ pub async fn create(
     };
     if let Some(key) = &key {
         if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-            return Err(ApiError::bad_request(format!("an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} bytes")));
+            return Err(ApiError::bad_request(format!(
+                "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+            )));
         }
         let request_sha256 = sha256_hex(
             &serde_json::to_vec(&sorted(&json!({
@@ -175,7 +191,10 @@ pub async fn create(
             })))
             .unwrap_or_default(),
         );
-        if let Err(existing) = daemon.records.claim(&caller.name, key, &id, &request_sha256) {
+        if let Err(existing) = daemon
+            .records
+            .claim(&caller.name, key, &id, &request_sha256)
+        {
             return replay(existing, &request_sha256);
         }
     }
@@ -225,20 +244,33 @@ pub async fn create(
         caller: caller.name.clone(),
         idempotency_key: key,
         inputs: digest(&Json::Object(body.inputs)),
-        context: body.context,
+        context: json!({
+            "app_id": request.context.app_id,
+            "board_id": request.context.board_id,
+            "user_id": request.context.user_id,
+            "event_id": request.context.event_id,
+            "node_instance_id": request.context.node_instance_id,
+        }),
     };
     let task = tokio::spawn(execute(daemon.clone(), live, request, slots, run, events));
     if !streaming {
-        let (status, body) = task
-            .await
-            .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the run's task failed: {error}")))?;
+        let (status, body) = task.await.map_err(|error| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the run's task failed: {error}"),
+            )
+        })?;
         return Ok(json_response(status, &body));
     }
     Ok(stream_response(delivery, receiver, &id))
 }
 
 /// Answers a request whose idempotency key was used before.
-fn replay(existing: crate::records::Idempotent, request_sha256: &str) -> Result<Response, ApiError> {
+fn replay(
+    existing: crate::records::Idempotent,
+    request_sha256: &str,
+) -> Result<Response, ApiError> {
     if existing.request_sha256() != request_sha256 {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -279,8 +311,12 @@ async fn admit(daemon: &Shared, live: &Arc<LiveNode>) -> Result<(Slot, Slot), Ap
             Overloaded::QueueFull => format!("the queue of {which} is full"),
             Overloaded::Waited => format!("no slot of {which} came free within {timeout:?}"),
         };
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", format!("{message}; retry later"))
-            .retry_after(1)
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            format!("{message}; retry later"),
+        )
+        .retry_after(1)
     };
     let waiting = live.admission.acquire(timeout);
     observe(live);
@@ -296,14 +332,23 @@ async fn admit(daemon: &Shared, live: &Arc<LiveNode>) -> Result<(Slot, Slot), Ap
 
 fn observe(live: &LiveNode) {
     let node = live.name().to_string();
-    metrics::gauge!(telemetry::INSTANCES_IN_USE, "node" => node.clone()).set(f64::from(live.admission.in_use()));
+    metrics::gauge!(telemetry::INSTANCES_IN_USE, "node" => node.clone())
+        .set(f64::from(live.admission.in_use()));
     metrics::gauge!(telemetry::QUEUE_DEPTH, "node" => node).set(live.admission.waiting() as f64);
 }
 
 /// The inputs and variables of the request, typed by the node's pins.
-fn convert(live: &LiveNode, node: &str, body: &RunBody) -> Result<(Vec<Field>, BTreeMap<String, Value>), ApiError> {
-    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message);
-    let info = live.prepared.node(Some(node)).map_err(|error| run_error(&error))?;
+fn convert(
+    live: &LiveNode,
+    node: &str,
+    body: &RunBody,
+) -> Result<(Vec<Field>, BTreeMap<String, Value>), ApiError> {
+    let invalid =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message);
+    let info = live
+        .prepared
+        .node(Some(node))
+        .map_err(|error| run_error(&error))?;
     let mut inputs = Vec::new();
     for (name, json) in &body.inputs {
         let pin = info.inputs().find(|pin| &pin.name == name).ok_or_else(|| {
@@ -335,10 +380,17 @@ fn run_context(id: &str, node: &str, given: &ContextBody) -> Result<RunContext, 
         board_id: given.board_id.clone().unwrap_or(defaults.board_id),
         user_id: given.user_id.clone().unwrap_or(defaults.user_id),
         event_id: given.event_id.clone().unwrap_or(defaults.event_id),
-        node_instance_id: given.node_instance_id.clone().unwrap_or(defaults.node_instance_id),
+        node_instance_id: given
+            .node_instance_id
+            .clone()
+            .unwrap_or(defaults.node_instance_id),
     };
     context.validate().map_err(|error| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_context", format!("context: {error}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_context",
+            format!("context: {error}"),
+        )
     })?;
     Ok(context)
 }
@@ -350,7 +402,8 @@ struct Run {
     caller: String,
     idempotency_key: Option<String>,
     inputs: Json,
-    context: ContextBody,
+    /// The run's context ids, as the node saw them.
+    context: Json,
 }
 
 enum Event {
@@ -423,8 +476,17 @@ async fn execute(
         Err(stop) => {
             let error = match stop {
                 Stop::Run(error) => run_error(error),
-                Stop::Node(reason) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_stopped", format!("the run was stopped: {reason}")),
-                Stop::Shutdown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the run was stopped: the daemon is shutting down and its grace ran out").retry_after(1),
+                Stop::Node(reason) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "node_stopped",
+                    format!("the run was stopped: {reason}"),
+                ),
+                Stop::Shutdown => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    "the run was stopped: the daemon is shutting down and its grace ran out",
+                )
+                .retry_after(1),
             }
             .with("run_id", json!(run.id))
             .with("usage", usage(&report, duration));
@@ -455,13 +517,7 @@ async fn execute(
         "grant": live.config.capabilities.names(),
         "allowed_hosts": live.verified.allowed_hosts,
         "caller": run.caller,
-        "context": {
-            "app_id": context_field(&run.context.app_id),
-            "board_id": context_field(&run.context.board_id),
-            "user_id": context_field(&run.context.user_id),
-            "event_id": context_field(&run.context.event_id),
-            "node_instance_id": context_field(&run.context.node_instance_id),
-        },
+        "context": run.context,
         "inputs": run.inputs,
         "outputs": outputs,
         "started_at": started_at,
@@ -478,7 +534,8 @@ async fn execute(
     daemon.records.insert(&run.id, record);
     let node = live.name().to_string();
     metrics::counter!(telemetry::RUNS, "node" => node.clone(), "outcome" => label).increment(1);
-    metrics::histogram!(telemetry::RUN_DURATION, "node" => node.clone()).record(duration.as_secs_f64());
+    metrics::histogram!(telemetry::RUN_DURATION, "node" => node.clone())
+        .record(duration.as_secs_f64());
     if let Some(fuel) = report.fuel_consumed {
         metrics::counter!(telemetry::FUEL, "node" => node.clone()).increment(fuel);
     }
@@ -498,16 +555,21 @@ async fn execute(
             json!({ "run_id": run.id, "node": run.node, "limit": kind.name(), "code": limit_code(kind) }),
         );
     }
-    span.in_scope(|| tracing::info!(outcome = label, status = status.as_u16(), duration_ms = duration.as_millis() as u64, "run finished"));
+    span.in_scope(|| {
+        tracing::info!(
+            outcome = label,
+            status = status.as_u16(),
+            duration_ms = duration.as_millis() as u64,
+            "run finished"
+        )
+    });
     if let Some(key) = &run.idempotency_key {
-        daemon.records.finish_idempotent(&run.caller, key, status.as_u16(), Arc::new(body.clone()));
+        daemon
+            .records
+            .finish_idempotent(&run.caller, key, status.as_u16(), Arc::new(body.clone()));
     }
     let _ = events.send(Event::Done(status, body.clone()));
     (status, body)
-}
-
-fn context_field(value: &Option<String>) -> Json {
-    value.as_ref().map(|value| json!(value)).unwrap_or(Json::Null)
 }
 
 /// Why a run ended without an outcome.
@@ -525,30 +587,41 @@ fn usage(report: &RunReport, duration: std::time::Duration) -> Json {
     })
 }
 
-fn stream_response(delivery: Delivery, receiver: mpsc::UnboundedReceiver<Event>, id: &str) -> Response {
-    let stream = futures_util::stream::unfold((receiver, false), move |(mut receiver, done)| async move {
-        if done {
-            return None;
-        }
-        let event = receiver.recv().await?;
-        let finished = matches!(event, Event::Done(..));
-        let (name, data) = match event {
-            Event::Log(record) => ("log", json!({ "event": "log", "record": record })),
-            Event::Chunk(value) => ("chunk", json!({ "event": "chunk", "value": value })),
-            Event::Ui(document) => ("ui", json!({ "event": "ui", "document": document })),
-            Event::Done(status, body) if status.is_success() => ("result", {
-                let mut body = body;
-                body["event"] = json!("result");
-                body
-            }),
-            Event::Done(status, body) => ("error", json!({ "event": "error", "status": status.as_u16(), "error": body["error"] })),
-        };
-        let text = match delivery {
-            Delivery::EventStream => format!("event: {name}\ndata: {data}\n\n"),
-            _ => format!("{data}\n"),
-        };
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(text)), (receiver, finished)))
-    });
+fn stream_response(
+    delivery: Delivery,
+    receiver: mpsc::UnboundedReceiver<Event>,
+    id: &str,
+) -> Response {
+    let stream =
+        futures_util::stream::unfold((receiver, false), move |(mut receiver, done)| async move {
+            if done {
+                return None;
+            }
+            let event = receiver.recv().await?;
+            let finished = matches!(event, Event::Done(..));
+            let (name, data) = match event {
+                Event::Log(record) => ("log", json!({ "event": "log", "record": record })),
+                Event::Chunk(value) => ("chunk", json!({ "event": "chunk", "value": value })),
+                Event::Ui(document) => ("ui", json!({ "event": "ui", "document": document })),
+                Event::Done(status, body) if status.is_success() => ("result", {
+                    let mut body = body;
+                    body["event"] = json!("result");
+                    body
+                }),
+                Event::Done(status, body) => (
+                    "error",
+                    json!({ "event": "error", "status": status.as_u16(), "error": body["error"] }),
+                ),
+            };
+            let text = match delivery {
+                Delivery::EventStream => format!("event: {name}\ndata: {data}\n\n"),
+                _ => format!("{data}\n"),
+            };
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(text)),
+                (receiver, finished),
+            ))
+        });
     let content_type = match delivery {
         Delivery::EventStream => "text/event-stream",
         _ => "application/x-ndjson",
@@ -566,7 +639,10 @@ fn stream_response(delivery: Delivery, receiver: mpsc::UnboundedReceiver<Event>,
     response
 }
 
-pub async fn record(State(daemon): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn record(
+    State(daemon): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     match daemon.records.get(&id) {
         Some(record) => Ok(axum::Json(record.as_ref().clone()).into_response()),
         None => Err(ApiError::new(

@@ -116,9 +116,9 @@ impl NetworkPolicy {
                 return self.deny(
                     "sockets",
                     format!(
-                    "binding port {} denied: nodes may only connect out",
-                    address.port()
-                ),
+                        "binding port {} denied: nodes may only connect out",
+                        address.port()
+                    ),
                 );
             }
             SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => {
@@ -193,10 +193,13 @@ impl NetworkPolicy {
             if !known {
                 if resolved.pairs >= MAX_RESOLVED {
                     drop(resolved);
-                    return self.deny("dns", format!(
-                        "{name} resolved to {address}, dropped: this run already resolved \
+                    return self.deny(
+                        "dns",
+                        format!(
+                            "{name} resolved to {address}, dropped: this run already resolved \
                          {MAX_RESOLVED} name and address pairs"
-                    ));
+                        ),
+                    );
                 }
                 resolved.pairs += 1;
                 resolved

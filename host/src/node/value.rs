@@ -148,7 +148,10 @@ impl Value {
     /// [`Value::to_json`]. Bytes are `{"base64": "…"}`; a `json` pin takes any document; an
     /// `any` pin takes null, booleans, numbers and strings as such, and arrays and objects as
     /// JSON documents.
-    pub fn from_json(json: &serde_json::Value, data_type: DataType) -> Result<Value, ParseValueError> {
+    pub fn from_json(
+        json: &serde_json::Value,
+        data_type: DataType,
+    ) -> Result<Value, ParseValueError> {
         use serde_json::Value as Json;
         let wrong = |expected: &'static str| ParseValueError::WrongJson {
             expected,
@@ -169,9 +172,11 @@ impl Value {
             },
             (DataType::Text | DataType::Any, Json::String(text)) => Value::Text(text.clone()),
             (DataType::Bytes, Json::Object(object)) => match object.get("base64") {
-                Some(Json::String(text)) if object.len() == 1 => {
-                    Value::Bytes(BASE64.decode(text).map_err(|_| ParseValueError::NotBase64)?)
-                }
+                Some(Json::String(text)) if object.len() == 1 => Value::Bytes(
+                    BASE64
+                        .decode(text)
+                        .map_err(|_| ParseValueError::NotBase64)?,
+                ),
                 _ => return Err(wrong(r#"{"base64": "…"}"#)),
             },
             (DataType::Any, Json::Null) => Value::Null,
@@ -236,14 +241,25 @@ mod tests {
             (json!(7), DataType::Integer, Value::Integer(7)),
             (json!(1.5), DataType::Float, Value::Float(1.5)),
             (json!("hi"), DataType::Text, Value::Text("hi".into())),
-            (json!({"base64": "aGk="}), DataType::Bytes, Value::Bytes(b"hi".to_vec())),
-            (json!({"a": [1]}), DataType::Json, Value::Json(r#"{"a":[1]}"#.into())),
+            (
+                json!({"base64": "aGk="}),
+                DataType::Bytes,
+                Value::Bytes(b"hi".to_vec()),
+            ),
+            (
+                json!({"a": [1]}),
+                DataType::Json,
+                Value::Json(r#"{"a":[1]}"#.into()),
+            ),
             (json!(null), DataType::Any, Value::Null),
             (json!([1, 2]), DataType::Any, Value::Json("[1,2]".into())),
         ];
         for (json, data_type, value) in cases {
             assert_eq!(Value::from_json(&json, data_type).unwrap(), value);
-            assert_eq!(Value::from_json(&value.to_json(), data_type).unwrap(), value);
+            assert_eq!(
+                Value::from_json(&value.to_json(), data_type).unwrap(),
+                value
+            );
         }
         for (json, data_type) in [
             (json!("7"), DataType::Integer),
@@ -254,7 +270,10 @@ mod tests {
             (json!({"base64": "aGk=", "x": 1}), DataType::Bytes),
             (json!(null), DataType::Boolean),
         ] {
-            assert!(Value::from_json(&json, data_type).is_err(), "{json} as {data_type:?}");
+            assert!(
+                Value::from_json(&json, data_type).is_err(),
+                "{json} as {data_type:?}"
+            );
         }
     }
 

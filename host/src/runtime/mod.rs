@@ -804,7 +804,10 @@ impl PreparedNode {
 
     /// Runs like [`PreparedNode::run`], and also reports what the run used and met, whatever
     /// its outcome: a daemon's run records and metrics need them for failed runs too.
-    pub async fn run_reported(&self, request: RunRequest) -> (Result<RunOutcome, Error>, RunReport) {
+    pub async fn run_reported(
+        &self,
+        request: RunRequest,
+    ) -> (Result<RunOutcome, Error>, RunReport) {
         let started = Instant::now();
         let mut report = RunReport::default();
         let result = self.run_inner(request, &mut report).await;

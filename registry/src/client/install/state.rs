@@ -302,10 +302,7 @@ impl InstallState {
 
     /// The keys whose signatures the installed package file carries and that verify (the
     /// index's own list of signers is not relied on).
-    pub fn installed_signers(
-        &self,
-        record: &Installed,
-    ) -> Result<Vec<String>, InstallError> {
+    pub fn installed_signers(&self, record: &Installed) -> Result<Vec<String>, InstallError> {
         let path = self.package_path(&record.package_sha256);
         let bytes = std::fs::read(&path).map_err(|error| {
             InstallError::State(format!("cannot read {}: {error}", path.display()))
