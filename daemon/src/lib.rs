@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod generation;
 pub mod loader;
 pub mod manifest;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod records;
 mod serve;
 pub mod telemetry;

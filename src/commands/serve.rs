@@ -59,25 +59,58 @@ fn keys(args: &ServeArgs) -> Result<Vec<ApiKey>, Failure> {
     Ok(keys)
 }
 
-fn init_logging(format: LogFormat) -> Result<(), Failure> {
+/// What keeps the daemon's own log going: with the `otlp` feature, the exporter, flushed when
+/// dropped.
+struct Logging {
+    #[cfg(feature = "otlp")]
+    _exporting: Option<warden_daemon::otlp::Exporting>,
+}
+
+/// The daemon's log on stderr (and, with the `otlp` feature and an endpoint set, its spans
+/// exported over OTLP). Call within the Tokio runtime.
+fn init_logging(format: LogFormat) -> Result<Logging, Failure> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = crate::commands::registry::serve::log_level()?;
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false);
-    // A second call (tests run commands in one process) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Json => builder
+    let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
+    let text = matches!(format, LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    });
+    let json = matches!(format, LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-    };
-    Ok(())
+    });
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json);
+    #[cfg(feature = "otlp")]
+    {
+        let (layer, exporting) = match warden_daemon::otlp::layer()
+            .map_err(|error| Failure::usage(format!("OpenTelemetry: {error}")))?
+        {
+            Some((layer, exporting)) => (Some(layer), Some(exporting)),
+            None => (None, None),
+        };
+        // A second call (tests run commands in one process) keeps the first subscriber.
+        let _ = registry.with(layer).try_init();
+        Ok(Logging {
+            _exporting: exporting,
+        })
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = registry.try_init();
+        Ok(Logging {})
+    }
 }
 
 fn failure(error: ServeError) -> Failure {
@@ -111,11 +144,14 @@ fn failure(error: ServeError) -> Failure {
 }
 
 pub(crate) fn execute(args: ServeArgs) -> Result<(), Failure> {
-    init_logging(args.log_format)?;
     let options = Options {
         api_keys: keys(&args)?,
     };
     let runtime = tokio_multi_thread()?;
+    let _logging = {
+        let _entered = runtime.enter();
+        init_logging(args.log_format)?
+    };
     if args.check {
         return runtime.block_on(async {
             let daemon = warden_daemon::Daemon::start(&args.manifest, options)

@@ -91,6 +91,19 @@ fn test() -> Result<(), String> {
     let mut command = cargo();
     command.args(["test", "--workspace", "--all-targets"]);
     run(command)?;
+    // The OTLP export is behind a feature: its test (spans reaching a loopback receiver) runs
+    // with it on.
+    let mut otlp = cargo();
+    otlp.args([
+        "test",
+        "-p",
+        "warden-daemon",
+        "--features",
+        "otlp",
+        "--test",
+        "otlp",
+    ]);
+    run(otlp)?;
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
     run(doc)?;

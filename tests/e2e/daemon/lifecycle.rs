@@ -240,3 +240,24 @@ fn compiled_code_is_cached_verified_and_recompiled_when_tampered() {
     let reply = daemon.run(json!({ "node": "text-transform", "inputs": { "text": "recompiled" } }));
     assert_eq!(reply.json()["outputs"]["result"], "RECOMPILED");
 }
+
+#[test]
+fn with_watch_on_a_changed_manifest_is_reloaded() {
+    let fixture = Fixture::new();
+    fixture.write_manifest("watch = true", NODES);
+    let daemon = Daemon::start(&fixture);
+    fixture.write_manifest(
+        "watch = true",
+        &NODES.replace("concurrency = 4", "concurrency = 2"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.call("GET", "/v1/nodes/limits", None).json()["concurrency"] != 2 {
+        assert!(Instant::now() < deadline, "the change was not picked up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let audit = std::fs::read_to_string(fixture.path("data/audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"event\":\"reload_applied\",\"generation\":2"),
+        "{audit}"
+    );
+}
