@@ -60,7 +60,10 @@ impl AuditLog {
             std::fs::create_dir_all(parent).map_err(open_error)?;
         }
         let (seq, prev) = match std::fs::File::open(path) {
-            Ok(_) => verify(path)?,
+            Ok(_) => {
+                repair_torn_tail(path)?;
+                verify(path)?
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => (0, GENESIS.to_string()),
             Err(error) => return Err(open_error(error)),
         };
@@ -111,6 +114,10 @@ impl AuditLog {
                 chain.prev = sha256_hex(line.as_bytes());
             }
             Err(error) => {
+                metrics::counter!(crate::telemetry::AUDIT_FAILURES).increment(1);
+                // A partial line may be on disk: end it, so the records after it stay whole
+                // lines (the chain check then names the torn one).
+                let _ = chain.file.write_all(b"\n");
                 if !chain.failed {
                     tracing::error!(path = %self.path.display(), "cannot write the audit log: {error}");
                 }
@@ -118,6 +125,38 @@ impl AuditLog {
             }
         }
     }
+}
+
+/// A last line without its newline is a record a crash or a full disk cut short: it is moved
+/// to `PATH.torn-SECONDS` (kept for the operator) and cut from the log, so the chain goes on
+/// from the last whole record. Anything else that is wrong is left for [`verify`] to refuse.
+fn repair_torn_tail(path: &Path) -> Result<(), AuditError> {
+    let open_error = |source| AuditError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(open_error)?;
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let cut = bytes
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |at| at + 1);
+    let aside = path.with_extension(format!("jsonl.torn-{}", warden_registry::protocol::now()));
+    std::fs::write(&aside, &bytes[cut..]).map_err(open_error)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(open_error)?;
+    file.set_len(cut as u64).map_err(open_error)?;
+    file.sync_all().map_err(open_error)?;
+    tracing::warn!(
+        path = %path.display(),
+        aside = %aside.display(),
+        "the audit log ended in a torn record; it was moved aside and the chain continues"
+    );
+    Ok(())
 }
 
 /// Checks the chain of the log at `path`; returns the last record's number and hash.
@@ -187,6 +226,16 @@ mod tests {
         let error = verify(&path).unwrap_err();
         assert!(error.to_string().contains("line 3"), "{error}");
         assert!(AuditLog::open(&path).is_err());
+
+        // A torn last record (a crash mid-write) is moved aside, and the chain goes on.
+        std::fs::write(&path, &text).unwrap();
+        let mut torn = text.clone().into_bytes();
+        torn.extend_from_slice(b"{\"seq\":4,\"ev");
+        std::fs::write(&path, &torn).unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        log.record("reload", json!({}));
+        assert_eq!(verify(&path).unwrap().0, 4);
+        drop(log);
 
         // Drop the first record: the new first one does not start the chain.
         let lines: Vec<&str> = text.lines().collect();

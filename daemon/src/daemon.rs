@@ -49,6 +49,10 @@ pub enum ReloadError {
     #[error("{} node problem{}:\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" },
         .0.iter().map(|problem| format!("  {problem}")).collect::<Vec<_>>().join("\n"))]
     Nodes(Vec<String>),
+    #[error(
+        "the manifest has no [[api.keys]] and no key was given on the command line: no caller could reach the daemon after this reload"
+    )]
+    NoApiKey,
 }
 
 impl ReloadError {
@@ -59,6 +63,7 @@ impl ReloadError {
             }
             ReloadError::Manifest(error) => vec![error.to_string()],
             ReloadError::Nodes(problems) => problems.clone(),
+            ReloadError::NoApiKey => vec![self.to_string()],
         }
     }
 }
@@ -88,6 +93,53 @@ pub struct Daemon {
     /// Set when runs still in flight must stop (the shutdown grace is over).
     hard_stop: watch::Sender<bool>,
     pub code_cache: Option<Arc<CodeCache>>,
+    /// Failed authentications, by address, for the audit log.
+    pub auth_failures: AuthFailures,
+}
+
+/// Failed authentications per address: the audit log gets one record per address every
+/// [`AuthFailures::INTERVAL`], carrying how many failures it stands for.
+#[derive(Default)]
+pub struct AuthFailures {
+    seen: std::sync::Mutex<
+        std::collections::HashMap<Option<std::net::IpAddr>, (std::time::Instant, u64)>,
+    >,
+}
+
+impl AuthFailures {
+    pub const INTERVAL: Duration = Duration::from_secs(10);
+    /// Addresses remembered; past it the table starts again (records are then written
+    /// for each address once more, never fewer).
+    const MAX_ADDRESSES: usize = 4096;
+
+    /// Counts a failure from `peer`; `Some(failures not recorded before)` when a record is
+    /// due.
+    pub fn note(&self, peer: Option<std::net::IpAddr>) -> Option<u64> {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = std::time::Instant::now();
+        if seen.len() >= Self::MAX_ADDRESSES && !seen.contains_key(&peer) {
+            seen.clear();
+        }
+        match seen.get_mut(&peer) {
+            Some((last, count)) if now.duration_since(*last) < Self::INTERVAL => {
+                *count += 1;
+                None
+            }
+            Some((last, count)) => {
+                let suppressed = *count;
+                *last = now;
+                *count = 0;
+                Some(suppressed)
+            }
+            None => {
+                seen.insert(peer, (now, 0));
+                Some(0)
+            }
+        }
+    }
 }
 
 impl Daemon {
@@ -141,15 +193,17 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
             hard_stop,
             code_cache,
+            auth_failures: AuthFailures::default(),
         });
         daemon.audit.record(
             "daemon_start",
             json!({ "manifest": manifest.path, "manifest_sha256": manifest.sha256 }),
         );
-        match daemon.apply(manifest).await {
+        match daemon.apply(manifest, "start").await {
             Ok(_) => Ok(daemon),
             Err(ReloadError::Manifest(error)) => Err(StartError::Manifest(error)),
             Err(ReloadError::Nodes(problems)) => Err(StartError::Nodes(problems)),
+            Err(ReloadError::NoApiKey) => Err(StartError::NoApiKey),
         }
     }
 
@@ -193,7 +247,7 @@ impl Daemon {
     /// keeps serving the current one. `trigger` says what asked (`sighup`, `api`, `watch`).
     pub async fn reload(&self, trigger: &str) -> Result<u64, ReloadError> {
         let result = match Manifest::load(&self.manifest_path) {
-            Ok(manifest) => self.apply(manifest).await,
+            Ok(manifest) => self.apply(manifest, trigger).await,
             Err(error) => Err(ReloadError::Manifest(error)),
         };
         match &result {
@@ -213,14 +267,30 @@ impl Daemon {
         result
     }
 
-    async fn apply(&self, manifest: Manifest) -> Result<u64, ReloadError> {
+    async fn apply(&self, manifest: Manifest, trigger: &str) -> Result<u64, ReloadError> {
         let _reloading = self.reloading.lock().await;
-        self.warn_fixed_settings(&manifest);
-        // Nodes their registry now blocks stop first, whatever becomes of the reload.
-        self.sync_registries(&manifest).await;
-        let loaded = loader::load(&manifest).await;
+        let (manifest, changed) = manifest.keeping_fixed(&self.started_with);
+        for field in changed {
+            tracing::warn!("{field} changed in the manifest: it takes effect at the next restart");
+        }
+        if all_keys(&manifest, &self.options).is_empty() {
+            return Err(ReloadError::NoApiKey);
+        }
+        // Reading packages and compiling are long and blocking: off the executor's threads,
+        // so runs and the API go on meanwhile.
+        let loaded = off_the_executor(async {
+            // Nodes their registry now blocks stop first, whatever becomes of the reload.
+            self.sync_registries(&manifest).await;
+            loader::load(&manifest).await
+        })
+        .await;
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
+        }
+        for (node, reason) in &loaded.skipped {
+            tracing::warn!(node, "not loaded: {reason}");
+            self.audit
+                .record("node_skipped", json!({ "node": node, "reason": reason }));
         }
         if !loaded.problems.is_empty() {
             for problem in &loaded.problems {
@@ -231,15 +301,20 @@ impl Daemon {
         }
         let number = self.next_generation.fetch_add(1, Ordering::SeqCst);
         let previous = self.current();
-        let nodes = generation::build(&self.runtime, loaded.verified, &previous, number)
-            .await
-            .map_err(|problems| {
-                for problem in &problems {
-                    self.audit
-                        .record("node_refused", json!({ "problem": problem }));
-                }
-                ReloadError::Nodes(problems)
-            })?;
+        let nodes = off_the_executor(generation::build(
+            &self.runtime,
+            loaded.verified,
+            &previous,
+            number,
+        ))
+        .await
+        .map_err(|problems| {
+            for problem in &problems {
+                self.audit
+                    .record("node_refused", json!({ "problem": problem }));
+            }
+            ReloadError::Nodes(problems)
+        })?;
         for live in nodes.iter().filter(|live| live.generation == number) {
             let verified = &live.verified;
             self.audit.record(
@@ -255,7 +330,13 @@ impl Daemon {
                     "approved": {
                         "capabilities": live.config.capabilities.names(),
                         "allowed_hosts": verified.allowed_hosts,
-                        "limits": verified.entry.preset.name(),
+                        "limits": {
+                            "preset": verified.entry.preset.name(),
+                            "memory_bytes": live.config.limits.memory_bytes,
+                            "fuel": live.config.limits.fuel,
+                            "timeout_ms": live.config.limits.timeout.as_millis() as u64,
+                        },
+                        "concurrency": verified.entry.concurrency,
                     },
                 }),
             );
@@ -264,57 +345,46 @@ impl Daemon {
             .keys
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = all_keys(&manifest, &self.options);
-        let old = self.swap(Generation::new(number, manifest.sha256.clone(), nodes));
+        let old = self
+            .swap(Generation::new(number, manifest.sha256.clone(), nodes).missing(loaded.skipped));
         let new = self.current();
         for live in &old.nodes {
             if new.nodes.iter().any(|kept| Arc::ptr_eq(kept, live)) {
                 continue;
             }
-            if new.package(live.name()).is_none() {
+            live.retire();
+            let grace = self.started_with.host.stop_grace;
+            let reason = match new.package(live.name()) {
                 // Removed from the manifest: its runs get the stop grace, then stop.
-                let live = live.clone();
-                let grace = manifest.host.stop_grace;
-                self.audit.record(
-                    "node_removed",
-                    json!({ "node": live.name(), "generation": number, "stop_grace_ms": grace.as_millis() as u64 }),
-                );
-                tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    live.stop("the node was removed from the manifest");
-                });
-            }
-            // Replaced (another version or grant): its runs finish on their generation.
+                None => "the node was removed from the manifest",
+                // Granted less than before: what it is no longer granted must not go on.
+                Some(successor) if live.narrowed_by(successor) => {
+                    "the manifest no longer grants what the node had when the run began"
+                }
+                // Replaced (another version, more grant, other limits): its runs finish on
+                // their generation.
+                Some(_) => continue,
+            };
+            self.audit.record(
+                "node_stopping",
+                json!({ "node": live.name(), "generation": number, "reason": reason, "stop_grace_ms": grace.as_millis() as u64 }),
+            );
+            let live = live.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                live.stop(reason);
+            });
         }
         self.audit.record(
             "reload_applied",
             json!({
                 "generation": number,
+                "trigger": trigger,
                 "manifest_sha256": manifest.sha256,
                 "nodes": new.nodes.iter().map(|live| json!({"node": live.name(), "version": live.verified.version})).collect::<Vec<_>>(),
             }),
         );
         Ok(number)
-    }
-
-    fn warn_fixed_settings(&self, manifest: &Manifest) {
-        let started = &self.started_with;
-        let changed = [
-            ("api.listen", started.api.listen != manifest.api.listen),
-            (
-                "metrics.listen",
-                started.metrics.as_ref().map(|m| &m.listen)
-                    != manifest.metrics.as_ref().map(|m| &m.listen),
-            ),
-            ("storage.data_dir", started.data_dir != manifest.data_dir),
-            (
-                "host.concurrency",
-                started.host.concurrency != manifest.host.concurrency,
-            ),
-            ("host.queue", started.host.queue != manifest.host.queue),
-        ];
-        for (field, _) in changed.iter().filter(|(_, changed)| *changed) {
-            tracing::warn!("{field} changed in the manifest: it takes effect at the next restart");
-        }
     }
 
     /// Syncs the registries of the manifest as it is on disk now (as started, when it no
@@ -327,7 +397,7 @@ impl Daemon {
     }
 
     /// Syncs each registry the manifest uses and stops every serving node whose installed
-    /// package is now blocked (a revoked key, a yanked version), at once.
+    /// package is now blocked (a revoked signing key, a version the index no longer lists), at once.
     pub async fn sync_registries(&self, manifest: &Manifest) {
         let used: Vec<_> = manifest
             .registries
@@ -446,6 +516,18 @@ impl Daemon {
 
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+}
+
+/// Runs `work` where it may block: on a worker taken out of the executor's pool when the
+/// runtime has several, as it is.
+async fn off_the_executor<F: std::future::Future>(work: F) -> F::Output {
+    let handle = tokio::runtime::Handle::current();
+    match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(work))
+        }
+        _ => work.await,
     }
 }
 

@@ -21,6 +21,9 @@ pub struct LiveNode {
     pub generation: u64,
     /// Set (with the reason) when the node is stopped: its runs end at once.
     stop: watch::Sender<Option<String>>,
+    /// Set when a reload replaced it: runs in flight finish, requests still waiting go to
+    /// its successor.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl LiveNode {
@@ -54,6 +57,26 @@ impl LiveNode {
                 false
             }
         });
+    }
+
+    /// Marks the node replaced by a newer generation's.
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether `newer` grants less than this node: a capability or a host this one had.
+    pub fn narrowed_by(&self, newer: &LiveNode) -> bool {
+        !newer.config.capabilities.contains(self.config.capabilities)
+            || self
+                .verified
+                .allowed_hosts
+                .iter()
+                .any(|host| !newer.verified.allowed_hosts.contains(host))
     }
 
     pub fn stopped(&self) -> Option<String> {
@@ -128,6 +151,8 @@ pub struct Generation {
     routes: HashMap<String, (usize, String)>,
     /// Node names more than one package provides: they need `package/node`.
     ambiguous: BTreeMap<String, Vec<String>>,
+    /// Manifest nodes not serving, and why (blocked by their registry).
+    pub missing: Vec<(String, String)>,
 }
 
 /// Why a name does not reach a node.
@@ -151,7 +176,14 @@ impl Generation {
             nodes: Vec::new(),
             routes: HashMap::new(),
             ambiguous: BTreeMap::new(),
+            missing: Vec::new(),
         }
+    }
+
+    /// The same generation, with `missing` nodes noted.
+    pub fn missing(mut self, missing: Vec<(String, String)>) -> Self {
+        self.missing = missing;
+        self
     }
 
     /// A generation of `nodes`.
@@ -200,6 +232,7 @@ impl Generation {
             nodes,
             routes,
             ambiguous,
+            missing: Vec::new(),
         }
     }
 
@@ -272,6 +305,7 @@ pub async fn build(
                     config,
                     generation: number,
                     stop,
+                    retired: std::sync::atomic::AtomicBool::new(false),
                 }));
             }
             Err(error) => problems.push(format!("`{}`@{}: {error}", entry.name, verified.version)),

@@ -57,6 +57,11 @@ pub struct Loaded {
     /// What the operator should know that did not refuse anything (a registry unreachable
     /// while an installed version still serves, a bad file in a package directory).
     pub warnings: Vec<String>,
+    /// Nodes not loaded because their registry blocks them (a revoked key, a version no
+    /// longer listed), and why. They are left out rather than refusing the generation: a
+    /// publisher cannot stop a host from reloading by revoking its own key. `/readyz` lists
+    /// them.
+    pub skipped: Vec<(String, String)>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -65,8 +70,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
     ))
 }
 
-/// Loads every node of `manifest`. Registries are synced first, so a node revoked or yanked
-/// since the last start is refused rather than loaded.
+/// Loads every node of `manifest`. Sync the registries first (`Daemon::sync_registries`), so
+/// that a node revoked since the last start is left out rather than loaded.
 pub async fn load(manifest: &Manifest) -> Loaded {
     let mut loaded = Loaded::default();
     let directories: BTreeMap<&str, DirectoryPackages> = manifest
@@ -104,7 +109,7 @@ pub async fn load(manifest: &Manifest) -> Loaded {
         false => None,
     };
     let mut clients = BTreeMap::new();
-    if let Some(state) = &state {
+    if state.is_some() {
         for registry in &manifest.registries {
             if !manifest
                 .nodes
@@ -114,8 +119,8 @@ pub async fn load(manifest: &Manifest) -> Loaded {
                 continue;
             }
             match client(registry) {
+                // Synced already (`Daemon::sync_registries`), before anything is loaded.
                 Ok(client) => {
-                    sync_registry(registry, &client, state, &mut loaded.warnings).await;
                     clients.insert(registry.name.as_str(), client);
                 }
                 Err(problem) => loaded.problems.push(problem),
@@ -140,6 +145,8 @@ pub async fn load(manifest: &Manifest) -> Loaded {
             continue;
         };
         match found {
+            Err(Skip::Blocked(reason)) => loaded.skipped.push((entry.name.clone(), reason)),
+            Err(Skip::Problem(problem)) => loaded.problems.push(format!("{label}: {problem}")),
             Ok(verified) => {
                 let problems = grant_problems(&verified.0.manifest, entry);
                 if problems.is_empty() {
@@ -155,10 +162,23 @@ pub async fn load(manifest: &Manifest) -> Loaded {
                     );
                 }
             }
-            Err(problem) => loaded.problems.push(format!("{label}: {problem}")),
         }
     }
     loaded
+}
+
+/// Why a node is not loaded.
+enum Skip {
+    /// Its registry blocks the installed version: left out, with the reason.
+    Blocked(String),
+    /// Anything else: the generation is refused.
+    Problem(String),
+}
+
+impl From<String> for Skip {
+    fn from(problem: String) -> Self {
+        Skip::Problem(problem)
+    }
 }
 
 /// A package found, with its file's hash, its signers and where it came from.
@@ -286,24 +306,35 @@ fn read_package(
     Ok((version, (package, sha256_hex(&bytes), signers, origin)))
 }
 
-fn from_directory(packages: &DirectoryPackages, entry: &NodeEntry) -> Result<Found, String> {
+fn from_directory(packages: &DirectoryPackages, entry: &NodeEntry) -> Result<Found, Skip> {
     let candidates = packages
         .get(&entry.name)
         .map(Vec::as_slice)
         .unwrap_or_default();
+    // With `trusted_keys` on the node, only packages one of those signed are its: in a
+    // directory several publishers share, one cannot ship a package under another's name.
+    let signed_for_it = |found: &Found| {
+        entry.trusted_keys.is_empty()
+            || found.2.iter().any(|signer| {
+                entry
+                    .trusted_keys
+                    .iter()
+                    .any(|key| warden_package::hex(key.as_bytes()) == *signer)
+            })
+    };
     candidates
         .iter()
-        .filter(|(version, _)| entry.version.matches(version))
+        .filter(|(version, found)| entry.version.matches(version) && signed_for_it(found))
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, found)| found.clone())
         .ok_or_else(|| {
             let versions: Vec<String> = candidates.iter().map(|(v, _)| v.to_string()).collect();
-            format!(
+            Skip::Problem(format!(
                 "directory `{}` has no package of it that matches `{}` and is signed by a trusted key (versions there: {})",
                 entry.source,
                 entry.version,
                 if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
-            )
+            ))
         })
 }
 
@@ -351,8 +382,9 @@ pub fn client(registry: &RegistrySource) -> Result<Client, String> {
         .map_err(|error| format!("registry `{}`: {error}", registry.name))
 }
 
-/// Syncs a registry: nodes installed from it whose keys were revoked or whose versions were
-/// yanked are blocked. Returns the names blocked by this sync.
+/// Syncs a registry: nodes installed from it whose signing keys were revoked, or whose versions
+/// the index no longer lists, are blocked (a yanked version stays listed). Returns the nodes
+/// blocked by this sync.
 pub async fn sync_registry(
     registry: &RegistrySource,
     client: &Client,
@@ -382,7 +414,7 @@ async fn from_registry(
     state: &InstallState,
     entry: &NodeEntry,
     warnings: &mut Vec<String>,
-) -> Result<Found, String> {
+) -> Result<Found, Skip> {
     let approve: Vec<String> = entry
         .grant
         .names()
@@ -425,7 +457,20 @@ async fn from_registry(
                     registry.name, entry.name, record.version
                 ))
             }
-            _ => return Err(format!("registry `{}`: {error}", registry.name)),
+            _ => {
+                let blocked = state
+                    .installed(&entry.name)
+                    .ok()
+                    .flatten()
+                    .and_then(|record| record.blocked.map(|reason| (record.version, reason)));
+                return Err(match blocked {
+                    Some((version, reason)) => Skip::Blocked(format!(
+                        "{}@{version} is blocked by its registry: {reason}; and no other version that matches `{}` installs: {error}",
+                        entry.name, entry.version
+                    )),
+                    None => Skip::Problem(format!("registry `{}`: {error}", registry.name)),
+                });
+            }
         }
     }
     // Not `load`: a node the install state holds disabled (it requests more than approved)
@@ -435,20 +480,20 @@ async fn from_registry(
         .map_err(|error| error.to_string())?
         .ok_or_else(|| format!("`{}` is not installed", entry.name))?;
     if let Some(reason) = &record.blocked {
-        return Err(format!(
-            "{}@{} is blocked: {reason}",
+        return Err(Skip::Blocked(format!(
+            "{}@{} is blocked by its registry: {reason}",
             record.name, record.version
-        ));
+        )));
     }
     let package = state
         .package_of(&record)
         .map_err(|error| error.to_string())?;
     let version = semver::Version::parse(&record.version).map_err(|error| error.to_string())?;
     if !entry.version.matches(&version) {
-        return Err(format!(
+        return Err(Skip::Problem(format!(
             "the installed version {} does not match `{}`",
             record.version, entry.version
-        ));
+        )));
     }
     let signers = state.installed_signers(&record).unwrap_or_default();
     let origin = Origin::Registry {
@@ -475,6 +520,7 @@ mod tests {
             concurrency: 1,
             queue: 1,
             allow_wasi: false,
+            trusted_keys: Vec::new(),
         }
     }
 

@@ -97,6 +97,9 @@ pub struct Api {
 pub struct ApiKey {
     pub name: String,
     pub sha256: [u8; 32],
+    /// May reload the daemon and read every caller's run records. The operator's keys (from
+    /// the command line or the environment) are; a manifest key is when it says so.
+    pub admin: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -119,12 +122,12 @@ pub struct HostSettings {
     /// On SIGTERM, how long runs in flight may take to finish before they are stopped.
     pub shutdown_grace: Duration,
     /// How long the runs of a node that a reload removed may take to finish before they are
-    /// stopped. Runs of a node blocked by a sync (a revoked key, a yanked version) are stopped
+    /// stopped. Runs of a node blocked by a sync (a revoked key, a version no longer listed) are stopped
     /// at once.
     pub stop_grace: Duration,
     /// Reload when the manifest file changes.
     pub watch: bool,
-    /// How often the daemon syncs its registries (blocking revoked and yanked nodes); `None`
+    /// How often the daemon syncs its registries (blocking revoked and unlisted nodes); `None`
     /// syncs only at start and at each reload.
     pub sync_interval: Option<Duration>,
     /// Keep compiled code in `data_dir/code`.
@@ -171,6 +174,61 @@ pub struct NodeEntry {
     pub queue: usize,
     /// Link wasi:filesystem (the node instance's private directory).
     pub allow_wasi: bool,
+    /// When not empty, the package must carry a signature by one of these (beyond the
+    /// directory's trust): pins a node to its publisher in a directory several share.
+    pub trusted_keys: Vec<VerifyingKey>,
+}
+
+impl Manifest {
+    /// This manifest with the settings that hold until a restart (listeners, TLS, the data
+    /// directory, the host's bounds) taken from `started`; and the names of those that differ.
+    /// What a reload applies is the rest: the API keys, the sources and the nodes.
+    pub fn keeping_fixed(mut self, started: &Manifest) -> (Manifest, Vec<&'static str>) {
+        let mut changed = Vec::new();
+        let api = &started.api;
+        let fields = [
+            ("api.listen", self.api.listen != api.listen),
+            ("api.tls_cert", self.api.tls_cert != api.tls_cert),
+            ("api.tls_key", self.api.tls_key != api.tls_key),
+            (
+                "api.max_body",
+                self.api.max_body_bytes != api.max_body_bytes,
+            ),
+            (
+                "api.max_connections",
+                self.api.max_connections != api.max_connections,
+            ),
+            (
+                "api.max_connections_per_ip",
+                self.api.max_connections_per_ip != api.max_connections_per_ip,
+            ),
+            (
+                "metrics.listen",
+                self.metrics.as_ref().map(|m| &m.listen)
+                    != started.metrics.as_ref().map(|m| &m.listen),
+            ),
+            ("storage.data_dir", self.data_dir != started.data_dir),
+            (
+                "host",
+                format!("{:?}", self.host) != format!("{:?}", started.host),
+            ),
+        ];
+        for (field, differs) in fields {
+            if differs {
+                changed.push(field);
+            }
+        }
+        let keys = std::mem::take(&mut self.api.keys);
+        self.api = started.api.clone();
+        self.api.keys = keys;
+        self.metrics = started.metrics.clone();
+        self.data_dir = started.data_dir.clone();
+        self.host = started.host.clone();
+        for node in &mut self.nodes {
+            node.concurrency = node.concurrency.min(self.host.concurrency);
+        }
+        (self, changed)
+    }
 }
 
 // What the file holds, before it is checked. Fields validated after parsing are `Spanned`, so
@@ -212,6 +270,8 @@ struct RawApi {
 struct RawKey {
     name: Spanned<String>,
     sha256: Spanned<String>,
+    #[serde(default)]
+    admin: bool,
 }
 
 #[derive(Deserialize)]
@@ -268,34 +328,14 @@ struct RawNode {
     source: Option<Spanned<String>>,
     grant: Option<Spanned<Vec<Spanned<String>>>>,
     allowed_hosts: Option<Spanned<Vec<String>>>,
-    limits: Option<Spanned<RawLimits>>,
+    /// A preset's name, or a table: read by hand, so that a mistake in it is named.
+    limits: Option<Spanned<toml::Value>>,
     concurrency: Option<Spanned<u32>>,
     queue: Option<usize>,
     #[serde(default)]
     allow_wasi: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawLimits {
-    Preset(String),
-    Explicit(ExplicitLimits),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExplicitLimits {
-    preset: Option<String>,
-    memory: Option<String>,
-    fuel: Option<RawFuel>,
-    timeout: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawFuel {
-    Amount(u64),
-    Off(String),
+    #[serde(default)]
+    trusted_keys: Vec<Spanned<String>>,
 }
 
 /// Problems found so far, each with its line.
@@ -395,6 +435,9 @@ fn relative(base: &Path, path: &str) -> PathBuf {
     base.join(path)
 }
 
+/// The longest any duration of the manifest may be.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 fn duration(
     problems: &mut Problems,
     value: &Option<Spanned<String>>,
@@ -404,6 +447,10 @@ fn duration(
     match value {
         None => default,
         Some(text) => match parse_duration(text.get_ref()) {
+            Ok(duration) if duration > MAX_DURATION => {
+                problems.at(text, field, "at most 30 days");
+                default
+            }
             Ok(duration) => duration,
             Err(error) => {
                 problems.at(text, field, error.to_string());
@@ -604,6 +651,7 @@ fn check_api(raw: &RawApi, base: &Path, problems: &mut Problems) -> Api {
                 Some(sha256) => Some(ApiKey {
                     name: key.name.get_ref().clone(),
                     sha256,
+                    admin: key.admin,
                 }),
                 None => {
                     problems.at(&key.sha256, format!("{field}.sha256"), "64 hex digits: the SHA-256 of the key, as `printf %s KEY | sha256sum` prints");
@@ -664,8 +712,7 @@ fn check_host(raw: &RawHost, problems: &mut Problems) -> HostSettings {
             value,
             "host.sync_interval",
             Duration::from_secs(300),
-        ))
-        .filter(|interval| !interval.is_zero()),
+        )),
     };
     if let Some(interval) = sync_interval
         && interval < Duration::from_secs(1)
@@ -796,7 +843,21 @@ fn check_node(
         Some(value) => (*value.get_ref()).min(host.concurrency),
         None => host.concurrency,
     };
+    let trusted_keys = raw
+        .trusted_keys
+        .iter()
+        .filter_map(
+            |key| match warden_package::verifying_key_from_hex(key.get_ref()) {
+                Ok(key) => Some(key),
+                Err(error) => {
+                    problems.at(key, format!("{field}.trusted_keys"), error.to_string());
+                    None
+                }
+            },
+        )
+        .collect();
     NodeEntry {
+        trusted_keys,
         name,
         version,
         source,
@@ -810,45 +871,62 @@ fn check_node(
     }
 }
 
-fn node_limits(raw: &RawLimits) -> Result<(Preset, Limits), String> {
-    let preset = |name: Option<&str>| -> Result<Preset, String> {
-        name.unwrap_or("default")
-            .parse()
+fn node_limits(raw: &toml::Value) -> Result<(Preset, Limits), String> {
+    let preset = |name: &str| -> Result<Preset, String> {
+        name.parse()
             .map_err(|error: warden_host::limits::UnknownPreset| error.to_string())
     };
-    match raw {
-        RawLimits::Preset(name) => {
-            let preset = preset(Some(name))?;
-            Ok((preset, Limits::preset(preset)))
+    let table = match raw {
+        toml::Value::String(name) => {
+            let preset = preset(name)?;
+            return Ok((preset, Limits::preset(preset)));
         }
-        RawLimits::Explicit(explicit) => {
-            let preset = preset(explicit.preset.as_deref())?;
-            let mut limits = Limits::preset(preset);
-            if let Some(memory) = &explicit.memory {
-                limits.memory_bytes =
-                    parse_size(memory).map_err(|error| format!("memory: {error}"))?;
-            }
-            match &explicit.fuel {
-                None => {}
-                Some(RawFuel::Amount(fuel)) => limits.fuel = Some(*fuel),
-                Some(RawFuel::Off(text)) if text == "off" => limits.fuel = None,
-                Some(RawFuel::Off(text)) => {
-                    return Err(format!("fuel: `{text}` is not a whole number or \"off\""));
-                }
-            }
-            if let Some(timeout) = &explicit.timeout {
-                limits.timeout =
-                    parse_duration(timeout).map_err(|error| format!("timeout: {error}"))?;
-                if limits.timeout > MAX_TIMEOUT {
-                    return Err(format!(
-                        "timeout: `{timeout}` is over the longest a run may take (24h)"
-                    ));
-                }
-            }
-            limits.validate().map_err(|error| error.to_string())?;
-            Ok((preset, limits))
+        toml::Value::Table(table) => table,
+        _ => {
+            return Err(
+                "a preset's name (\"restrictive\", \"default\", \"permissive\") or a table of preset, memory, fuel and timeout"
+                    .into(),
+            );
+        }
+    };
+    let text = |key: &str| -> Result<Option<&str>, String> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(text)) => Ok(Some(text)),
+            Some(_) => Err(format!(
+                "{key}: write it as a string, such as \"64MiB\" or \"5s\""
+            )),
+        }
+    };
+    if let Some(unknown) = table
+        .keys()
+        .find(|key| !["preset", "memory", "fuel", "timeout"].contains(&key.as_str()))
+    {
+        return Err(format!(
+            "`{unknown}` is not a limit here; the table takes preset, memory, fuel and timeout"
+        ));
+    }
+    let preset = preset(text("preset")?.unwrap_or("default"))?;
+    let mut limits = Limits::preset(preset);
+    if let Some(memory) = text("memory")? {
+        limits.memory_bytes = parse_size(memory).map_err(|error| format!("memory: {error}"))?;
+    }
+    match table.get("fuel") {
+        None => {}
+        Some(toml::Value::Integer(fuel)) if *fuel >= 0 => limits.fuel = Some(*fuel as u64),
+        Some(toml::Value::String(off)) if off == "off" => limits.fuel = None,
+        Some(_) => return Err("fuel: a whole number, or \"off\"".into()),
+    }
+    if let Some(timeout) = text("timeout")? {
+        limits.timeout = parse_duration(timeout).map_err(|error| format!("timeout: {error}"))?;
+        if limits.timeout > MAX_TIMEOUT {
+            return Err(format!(
+                "timeout: `{timeout}` is over the longest a run may take (24h)"
+            ));
         }
     }
+    limits.validate().map_err(|error| error.to_string())?;
+    Ok((preset, limits))
 }
 
 #[cfg(test)]
@@ -936,6 +1014,25 @@ version = "not a version"
         );
         let text = error.to_string();
         assert!(text.contains("line 12, nodes[0].grant: "), "{text}");
+        let error = parse("[[directories]]\nname = \"d\"\npath = \"p\"\ntrusted_keys = [\"%K\"]\n[[nodes]]\nname = \"a\"\nlimits = { memroy = \"1MiB\" }\n".replace("%K", KEY).as_str()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("line 7, nodes[0].limits: `memroy` is not a limit"),
+            "{error}"
+        );
+        let error =
+            parse("[host]\nsync_interval = \"0s\"\nshutdown_grace = \"100000d\"\n").unwrap_err();
+        assert!(
+            error.to_string().contains("line 2, host.sync_interval: "),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("line 3, host.shutdown_grace: at most 30 days"),
+            "{error}"
+        );
         assert!(text.contains("teleport"), "{text}");
     }
 

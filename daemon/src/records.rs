@@ -1,14 +1,23 @@
 //! Finished runs' records (`GET /v1/runs/{id}`) and idempotency keys, both bounded: a record
 //! is kept for the manifest's `run_record_ttl` and at most `run_records` of them, oldest out
 //! first. They live in memory: a restart forgets them (the audit log keeps what must last).
+//!
+//! Idempotency keys are bounded in count (in all and per caller) and in the bytes of the
+//! answers kept for replays; a key whose run is still going is never evicted, so a retry
+//! cannot run a node twice.
 
 use serde_json::Value as Json;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Responses kept for idempotent replays, at most: each may hold a run's outputs.
-pub const MAX_IDEMPOTENT_RESPONSES: usize = 1000;
+/// Idempotency keys kept, in all and per caller.
+pub const MAX_IDEMPOTENCY_KEYS: usize = 1000;
+pub const MAX_IDEMPOTENCY_KEYS_PER_CALLER: usize = 250;
+/// Bytes of answers kept for replays, in all; an answer larger than
+/// [`MAX_REPLAY_BODY_BYTES`] is not kept (its replay points to the run's record instead).
+pub const MAX_REPLAY_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_REPLAY_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct RunRecords {
     state: Mutex<State>,
@@ -16,12 +25,26 @@ pub struct RunRecords {
     ttl: Duration,
 }
 
+type KeyId = (String, String);
+
 #[derive(Default)]
 struct State {
     records: HashMap<String, Arc<Json>>,
     order: VecDeque<(Instant, String)>,
-    idempotent: HashMap<(String, String), Idempotent>,
-    idempotent_order: VecDeque<(Instant, (String, String))>,
+    keys: HashMap<KeyId, Claim>,
+    /// Claims in the order they were made, each with its serial: an entry whose serial no
+    /// longer matches the key's claim (released and claimed again) is skipped.
+    key_order: VecDeque<(Instant, KeyId, u64)>,
+    serial: u64,
+    per_caller: HashMap<String, usize>,
+    replay_bytes: usize,
+}
+
+struct Claim {
+    serial: u64,
+    state: Idempotent,
+    /// Bytes of the answer kept.
+    bytes: usize,
 }
 
 /// What an idempotency key (of one caller) stands for.
@@ -32,13 +55,23 @@ pub enum Idempotent {
         run_id: String,
         request_sha256: String,
     },
-    /// It finished: the status and body it answered with.
+    /// It finished: the status and the body it answered with (`None` when the body was too
+    /// large to keep).
     Finished {
         run_id: String,
         request_sha256: String,
         status: u16,
-        body: Arc<Json>,
+        body: Option<Arc<Json>>,
     },
+}
+
+/// Why a key could not be claimed.
+#[derive(Clone, Debug)]
+pub enum ClaimRefused {
+    /// The key was used before: what it stands for.
+    Used(Idempotent),
+    /// Every key the caller (or the daemon) may hold belongs to a run still going.
+    Full,
 }
 
 impl Idempotent {
@@ -52,6 +85,37 @@ impl Idempotent {
 
 fn lock(mutex: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl State {
+    fn remove_key(&mut self, id: &KeyId) {
+        if let Some(claim) = self.keys.remove(id) {
+            self.replay_bytes -= claim.bytes;
+            if let Some(count) = self.per_caller.get_mut(&id.0) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_caller.remove(&id.0);
+                }
+            }
+        }
+    }
+
+    /// Evicts the oldest finished key (of `caller`, when given); false when there is none.
+    fn evict_finished(&mut self, caller: Option<&str>) -> bool {
+        let position = self.key_order.iter().position(|(_, id, serial)| {
+            caller.is_none_or(|caller| id.0 == caller)
+                && self.keys.get(id).is_some_and(|claim| {
+                    claim.serial == *serial && matches!(claim.state, Idempotent::Finished { .. })
+                })
+        });
+        match position.and_then(|position| self.key_order.remove(position)) {
+            Some((_, id, _)) => {
+                self.remove_key(&id);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl RunRecords {
@@ -95,67 +159,95 @@ impl RunRecords {
         self.len() == 0
     }
 
-    /// Claims `key` of `caller` for a new run, or returns what the key already stands for.
+    /// Claims `key` of `caller` for a new run, or says why it cannot.
     pub fn claim(
         &self,
         caller: &str,
         key: &str,
         run_id: &str,
         request_sha256: &str,
-    ) -> Result<(), Idempotent> {
+    ) -> Result<(), ClaimRefused> {
         let mut state = lock(&self.state);
         self.expire(&mut state);
         let id = (caller.to_string(), key.to_string());
-        if let Some(existing) = state.idempotent.get(&id) {
-            return Err(existing.clone());
+        if let Some(existing) = state.keys.get(&id) {
+            return Err(ClaimRefused::Used(existing.state.clone()));
         }
-        while state.idempotent.len() >= MAX_IDEMPOTENT_RESPONSES {
-            match state.idempotent_order.pop_front() {
-                Some((_, oldest)) => {
-                    state.idempotent.remove(&oldest);
-                }
-                None => break,
+        while state.per_caller.get(caller).copied().unwrap_or(0) >= MAX_IDEMPOTENCY_KEYS_PER_CALLER
+        {
+            if !state.evict_finished(Some(caller)) {
+                return Err(ClaimRefused::Full);
             }
         }
-        state.idempotent.insert(
+        while state.keys.len() >= MAX_IDEMPOTENCY_KEYS {
+            if !state.evict_finished(None) {
+                return Err(ClaimRefused::Full);
+            }
+        }
+        state.serial += 1;
+        let serial = state.serial;
+        state.keys.insert(
             id.clone(),
-            Idempotent::Running {
-                run_id: run_id.to_string(),
-                request_sha256: request_sha256.to_string(),
+            Claim {
+                serial,
+                state: Idempotent::Running {
+                    run_id: run_id.to_string(),
+                    request_sha256: request_sha256.to_string(),
+                },
+                bytes: 0,
             },
         );
-        state.idempotent_order.push_back((Instant::now(), id));
+        *state.per_caller.entry(caller.to_string()).or_default() += 1;
+        state.key_order.push_back((Instant::now(), id, serial));
         Ok(())
     }
 
-    /// Records the answer of the run that claimed `key`.
+    /// Records the answer of the run that claimed `key`. A body over
+    /// [`MAX_REPLAY_BODY_BYTES`] is not kept; older answers make room for one that is.
     pub fn finish_idempotent(&self, caller: &str, key: &str, status: u16, body: Arc<Json>) {
+        let size = serde_json::to_vec(body.as_ref())
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
         let mut state = lock(&self.state);
         let id = (caller.to_string(), key.to_string());
-        if let Some(Idempotent::Running {
+        let Some(Idempotent::Running {
             run_id,
             request_sha256,
-        }) = state.idempotent.get(&id).cloned()
-        {
-            state.idempotent.insert(
-                id,
-                Idempotent::Finished {
-                    run_id,
-                    request_sha256,
-                    status,
-                    body,
-                },
-            );
+        }) = state.keys.get(&id).map(|claim| claim.state.clone())
+        else {
+            return;
+        };
+        let kept = size <= MAX_REPLAY_BODY_BYTES;
+        if kept {
+            while state.replay_bytes + size > MAX_REPLAY_BYTES {
+                if !state.evict_finished(None) {
+                    break;
+                }
+            }
         }
+        let kept = kept && state.replay_bytes + size <= MAX_REPLAY_BYTES;
+        let bytes = if kept { size } else { 0 };
+        if let Some(claim) = state.keys.get_mut(&id) {
+            claim.state = Idempotent::Finished {
+                run_id,
+                request_sha256,
+                status,
+                body: kept.then_some(body),
+            };
+            claim.bytes = bytes;
+        }
+        state.replay_bytes += bytes;
     }
 
-    /// Forgets `key`: its run was never started (turned away before admission), so a retry
-    /// with the same key must run.
+    /// Forgets `key`: its run never started, or ended in a way worth retrying.
     pub fn release(&self, caller: &str, key: &str) {
         let mut state = lock(&self.state);
-        state
-            .idempotent
-            .remove(&(caller.to_string(), key.to_string()));
+        state.remove_key(&(caller.to_string(), key.to_string()));
+    }
+
+    /// Bytes of answers kept for replays now.
+    pub fn replay_bytes(&self) -> usize {
+        lock(&self.state).replay_bytes
     }
 
     fn expire(&self, state: &mut State) {
@@ -168,13 +260,32 @@ impl RunRecords {
                 state.records.remove(&id);
             }
         }
-        while let Some((at, _)) = state.idempotent_order.front() {
+        while let Some((at, _, _)) = state.key_order.front() {
             if now.duration_since(*at) < self.ttl {
                 break;
             }
-            if let Some((_, id)) = state.idempotent_order.pop_front() {
-                state.idempotent.remove(&id);
+            let Some((_, id, serial)) = state.key_order.pop_front() else {
+                break;
+            };
+            // A run still going keeps its key past the TTL; a key claimed again since keeps
+            // its newer claim.
+            let expired = state.keys.get(&id).is_some_and(|claim| {
+                claim.serial == serial && matches!(claim.state, Idempotent::Finished { .. })
+            });
+            if expired {
+                state.remove_key(&id);
             }
+        }
+        // Order entries of keys released or claimed again are dropped as they reach the front.
+        while let Some((_, id, serial)) = state.key_order.front() {
+            if state
+                .keys
+                .get(id)
+                .is_some_and(|claim| claim.serial == *serial)
+            {
+                break;
+            }
+            state.key_order.pop_front();
         }
     }
 }
@@ -206,25 +317,91 @@ mod tests {
         records.claim("alice", "k", "run-1", "h1").unwrap();
         assert!(matches!(
             records.claim("alice", "k", "run-2", "h1"),
-            Err(Idempotent::Running { .. })
+            Err(ClaimRefused::Used(Idempotent::Running { .. }))
         ));
         records.claim("bob", "k", "run-3", "h1").unwrap();
         records.finish_idempotent("alice", "k", 200, Arc::new(json!({"ok": true})));
         match records.claim("alice", "k", "run-4", "h2") {
-            Err(Idempotent::Finished {
+            Err(ClaimRefused::Used(Idempotent::Finished {
                 run_id,
                 status,
                 request_sha256,
-                ..
-            }) => {
+                body,
+            })) => {
                 assert_eq!(
                     (run_id.as_str(), status, request_sha256.as_str()),
                     ("run-1", 200, "h1")
                 );
+                assert_eq!(body.unwrap()["ok"], true);
             }
-            _ => panic!("the finished run is replayed"),
+            other => panic!("the finished run is replayed: {other:?}"),
         }
         records.release("bob", "k");
         records.claim("bob", "k", "run-5", "h1").unwrap();
+    }
+
+    #[test]
+    fn running_keys_are_never_evicted_and_callers_have_their_own_share() {
+        let records = RunRecords::new(10, Duration::from_secs(3600));
+        for index in 0..MAX_IDEMPOTENCY_KEYS_PER_CALLER {
+            records
+                .claim("alice", &format!("k{index}"), "r", "h")
+                .unwrap();
+        }
+        // Every one of alice's keys is running: she gets no more, and bob is not affected.
+        assert!(matches!(
+            records.claim("alice", "more", "r", "h"),
+            Err(ClaimRefused::Full)
+        ));
+        records.claim("bob", "k0", "r", "h").unwrap();
+        // A finished one of hers makes room, oldest first.
+        records.finish_idempotent("alice", "k7", 200, Arc::new(json!({})));
+        records.claim("alice", "more", "r", "h").unwrap();
+        assert!(matches!(
+            records.claim("alice", "k0", "r", "h"),
+            Err(ClaimRefused::Used(Idempotent::Running { .. }))
+        ));
+        // k7 made the room: it is forgotten, and alice is full again.
+        assert!(matches!(
+            records.claim("alice", "k7", "r", "h"),
+            Err(ClaimRefused::Full)
+        ));
+    }
+
+    #[test]
+    fn answers_kept_for_replay_are_bounded_in_bytes() {
+        let records = RunRecords::new(10, Duration::from_secs(3600));
+        let big = Arc::new(json!("x".repeat(MAX_REPLAY_BODY_BYTES + 1)));
+        records.claim("alice", "big", "r", "h").unwrap();
+        records.finish_idempotent("alice", "big", 200, big);
+        assert_eq!(records.replay_bytes(), 0);
+        match records.claim("alice", "big", "r", "h") {
+            Err(ClaimRefused::Used(Idempotent::Finished { body: None, .. })) => {}
+            other => panic!("{other:?}"),
+        }
+        let body = Arc::new(json!("y".repeat(MAX_REPLAY_BODY_BYTES - 16)));
+        for index in 0..100 {
+            let caller = format!("caller{}", index % 4);
+            records
+                .claim(&caller, &format!("k{index}"), "r", "h")
+                .unwrap();
+            records.finish_idempotent(&caller, &format!("k{index}"), 200, body.clone());
+            assert!(records.replay_bytes() <= MAX_REPLAY_BYTES);
+        }
+    }
+
+    #[test]
+    fn a_key_released_and_claimed_again_keeps_its_new_claim() {
+        let records = RunRecords::new(10, Duration::from_millis(50));
+        records.claim("alice", "k", "r1", "h").unwrap();
+        records.release("alice", "k");
+        std::thread::sleep(Duration::from_millis(30));
+        records.claim("alice", "k", "r2", "h").unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        // The first claim's order entry has expired; the second claim is still there.
+        assert!(matches!(
+            records.claim("alice", "k", "r3", "h"),
+            Err(ClaimRefused::Used(Idempotent::Running { .. }))
+        ));
     }
 }

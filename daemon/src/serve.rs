@@ -68,6 +68,12 @@ pub async fn serve(
         Some(metrics) => Some(bind(metrics.listen.clone()).await?),
         None => None,
     };
+    // The SIGHUP handler is in place before anyone is told the daemon is up: a SIGHUP then
+    // reloads rather than ends the process.
+    #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hangup: Option<()> = None;
     let generation = daemon.current();
     ready(&Ready {
         api: api_listener
@@ -96,7 +102,10 @@ pub async fn serve(
         max_connections: manifest.api.max_connections,
         max_connections_per_ip: manifest.api.max_connections_per_ip,
         // Answers of runs that finish within the runs' grace still get out.
-        shutdown_grace: manifest.host.shutdown_grace + Duration::from_secs(5),
+        shutdown_grace: manifest
+            .host
+            .shutdown_grace
+            .saturating_add(Duration::from_secs(5)),
         ..ServerLimits::default()
     };
     let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
@@ -123,7 +132,7 @@ pub async fn serve(
             until_stopped(accepting.clone()),
         ))
     });
-    let background = tokio::spawn(background(daemon.clone()));
+    let background = tokio::spawn(background(daemon.clone(), hangup));
     tokio::select! {
         () = shutdown => {}
         () = terminated() => {}
@@ -168,7 +177,12 @@ async fn terminated() {
 
 /// Reloads on SIGHUP and (with `host.watch`) when the manifest changes; syncs registries on
 /// `host.sync_interval`.
-async fn background(daemon: Arc<Daemon>) {
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+async fn background(daemon: Arc<Daemon>, mut hangup: Hangup) {
     let host = daemon.started_with.host.clone();
     let mut sync = tokio::time::interval(
         host.sync_interval
@@ -178,9 +192,9 @@ async fn background(daemon: Arc<Daemon>) {
     sync.tick().await;
     let mut watch = tokio::time::interval(WATCH_INTERVAL);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_seen = daemon.current().manifest_sha256.clone();
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    // The manifest as last read by a reload that was refused: not tried again until it
+    // changes.
+    let mut last_refused = String::new();
     loop {
         #[cfg(unix)]
         let hangup_received = async {
@@ -190,11 +204,13 @@ async fn background(daemon: Arc<Daemon>) {
             }
         };
         #[cfg(not(unix))]
-        let hangup_received = std::future::pending::<Option<()>>();
+        let hangup_received = {
+            let _ = &mut hangup;
+            std::future::pending::<Option<()>>()
+        };
         tokio::select! {
             _ = hangup_received => {
                 let _ = daemon.reload("sighup").await;
-                last_seen = daemon.current().manifest_sha256.clone();
             }
             _ = sync.tick(), if host.sync_interval.is_some() => {
                 daemon.sync().await;
@@ -204,9 +220,12 @@ async fn background(daemon: Arc<Daemon>) {
                 let sha = warden_package::hex(&sha2::Digest::finalize(
                     <sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes),
                 ));
-                if sha != last_seen {
-                    last_seen = sha;
-                    let _ = daemon.reload("watch").await;
+                // Compared with what serves now, whoever reloaded it (a SIGHUP, the API).
+                if sha != daemon.current().manifest_sha256
+                    && sha != last_refused
+                    && daemon.reload("watch").await.is_err()
+                {
+                    last_refused = sha;
                 }
             }
         }

@@ -7,7 +7,8 @@
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
-/// Runs finished, by `node` and `outcome` (`ok`, `limit`, `node_error`, `bad_input`, …).
+/// Runs finished, by `node` and `outcome`: `ok`, `bad_input`, `limit`, `node_failed`,
+/// `node_trapped`, `invalid_output`, `host_error`, `stopped`.
 pub const RUNS: &str = "warden_runs_total";
 /// Run durations in seconds, by `node`: a histogram.
 pub const RUN_DURATION: &str = "warden_run_duration_seconds";

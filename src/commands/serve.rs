@@ -43,6 +43,8 @@ fn key(name: &str, key: &str) -> Result<ApiKey, Failure> {
     Ok(ApiKey {
         name: name.to_string(),
         sha256: Sha256::digest(key.as_bytes()).into(),
+        // The operator's own key.
+        admin: true,
     })
 }
 
@@ -51,10 +53,10 @@ fn keys(args: &ServeArgs) -> Result<Vec<ApiKey>, Failure> {
     if let Ok(text) = std::env::var("WARDEN_API_KEY")
         && !text.trim().is_empty()
     {
-        keys.push(key("WARDEN_API_KEY", &text)?);
+        keys.push(key("env:WARDEN_API_KEY", &text)?);
     }
     if let Some(file) = &args.api_key_file {
-        keys.push(key("--api-key-file", &read_text(file)?)?);
+        keys.push(key("file:api-key-file", &read_text(file)?)?);
     }
     Ok(keys)
 }
@@ -139,7 +141,11 @@ fn failure(error: ServeError) -> Failure {
                 if problems.len() == 1 { "" } else { "s" }
             ))
         }
-        _ => Failure::usage(error.to_string()),
+        // What the operator wrote is wrong: 2; the machine would not let it start: 1.
+        ServeError::Start(StartError::Manifest(_) | StartError::NoApiKey) => {
+            Failure::usage(error.to_string())
+        }
+        _ => Failure::failed(error.to_string()),
     }
 }
 

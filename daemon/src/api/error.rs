@@ -15,6 +15,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// More fields beside `code` and `message` (the run id, the limit hit).
     pub extra: serde_json::Map<String, Json>,
+    /// A recorded answer replayed whole instead (an idempotency key used again).
+    pub replayed: Option<std::sync::Arc<Json>>,
 }
 
 impl ApiError {
@@ -25,7 +27,20 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             extra: serde_json::Map::new(),
+            replayed: None,
         }
+    }
+
+    /// The answer a finished run gave, replayed with its status and an `Idempotent-Replay`
+    /// header.
+    pub fn replay(status: u16, body: std::sync::Arc<Json>) -> Self {
+        let mut error = ApiError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            "",
+            "",
+        );
+        error.replayed = Some(body);
+        error
     }
 
     pub fn with(mut self, key: &str, value: Json) -> Self {
@@ -56,6 +71,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(body) = &self.replayed {
+            let mut response = (self.status, axum::Json(body.as_ref().clone())).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replay", HeaderValue::from_static("true"));
+            return response;
+        }
         let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())

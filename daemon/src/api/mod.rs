@@ -23,10 +23,25 @@ use subtle::ConstantTimeEq;
 
 pub type Shared = Arc<Daemon>;
 
-/// Who called: the name of the API key presented.
+/// Who called: the name of the API key presented, and whether it is an admin's.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub name: String,
+    pub admin: bool,
+}
+
+impl Caller {
+    /// Refuses a caller that is not an admin.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.admin {
+            true => Ok(()),
+            false => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this needs an admin key (`admin = true` in [[api.keys]], or the operator's key)",
+            )),
+        }
+    }
 }
 
 /// The API's router.
@@ -72,6 +87,7 @@ pub fn metrics_router(daemon: Shared) -> Router {
             }),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(daemon)
 }
 
@@ -87,6 +103,22 @@ async fn readyz(State(daemon): State<Shared>) -> Response {
             "shutting_down",
             "the daemon is shutting down",
         )
+        .into_response();
+    }
+    if !generation.missing.is_empty() {
+        // Every manifest node prepared is what ready means: one blocked by its registry is not.
+        let missing: Vec<_> = generation
+            .missing
+            .iter()
+            .map(|(node, reason)| json!({ "node": node, "reason": reason }))
+            .collect();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("{} manifest node(s) are not serving", missing.len()),
+        )
+        .with("missing", json!(missing))
+        .with("generation", json!(generation.number))
         .into_response();
     }
     axum::Json(json!({
@@ -155,12 +187,15 @@ async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: 
     let mut matched = None;
     for key in daemon.keys() {
         if bool::from(key.sha256.ct_eq(&digest)) {
-            matched = Some(key.name.clone());
+            matched = Some(Caller {
+                name: key.name.clone(),
+                admin: key.admin,
+            });
         }
     }
     match matched {
-        Some(name) => {
-            request.extensions_mut().insert(Caller { name });
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
             next.run(request).await
         }
         None => unauthenticated(&daemon, &request, "the API key is not known"),
@@ -168,10 +203,23 @@ async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: 
 }
 
 fn unauthenticated(daemon: &Daemon, request: &Request, why: &str) -> Response {
-    daemon.audit.record(
-        "authentication_failed",
-        json!({ "reason": why, "path": request.uri().path().chars().take(256).collect::<String>() }),
-    );
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    // One record per address per interval, counting the failures in between: a flood of bad
+    // keys cannot flood the audit log.
+    if let Some(suppressed) = daemon.auth_failures.note(peer) {
+        daemon.audit.record(
+            "authentication_failed",
+            json!({
+                "reason": why,
+                "peer": peer.map(|ip| ip.to_string()),
+                "route": request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string()),
+                "failures_since_last_record": suppressed,
+            }),
+        );
+    }
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthenticated",

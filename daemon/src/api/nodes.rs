@@ -57,8 +57,12 @@ pub fn unresolved_error(unresolved: Unresolved) -> ApiError {
     }
 }
 
-pub async fn reload(State(daemon): State<Shared>) -> Result<Json<Value>, ApiError> {
-    match daemon.reload("api").await {
+pub async fn reload(
+    State(daemon): State<Shared>,
+    axum::Extension(caller): axum::Extension<super::Caller>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    match daemon.reload(&format!("api:{}", caller.name)).await {
         Ok(generation) => Ok(Json(json!({ "generation": generation }))),
         Err(error) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -10,6 +10,7 @@ use super::nodes::unresolved_error;
 use super::{ApiError, Caller, Shared};
 use crate::admission::{Overloaded, Slot};
 use crate::generation::LiveNode;
+use crate::records::{ClaimRefused, Idempotent};
 use crate::telemetry;
 use axum::Extension;
 use axum::body::{Body, Bytes};
@@ -146,72 +147,23 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     if daemon.is_shutting_down() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the daemon is shutting down; retry on another host",
-        )
-        .retry_after(1));
+        return Err(shutting_down());
     }
     let bytes = read_body(body, daemon.started_with.api.max_body_bytes).await?;
     let body: RunBody = serde_json::from_slice(&bytes).map_err(|error| {
         ApiError::bad_request(format!("the JSON body is not a run request: {error}"))
     })?;
-    let generation = daemon.current();
-    let (live, node_name) = generation.resolve(&body.node).map_err(unresolved_error)?;
-    if let Some(reason) = live.stopped() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "node_stopped",
-            reason,
-        ));
-    }
     let id = run_id();
+    // An idempotency key is claimed first: a retry gets the first answer even when the node
+    // has since gone, and any refusal below gives the key back.
+    let claim = claim_key(&daemon, &caller, &headers, &body, &id)?;
+    let (live, node_name, slots) = admit_current(&daemon, &body.node).await?;
     let (inputs, variables) = convert(&live, &node_name, &body)?;
     let context = run_context(&id, &node_name, &body.context)?;
-    let key = match (&body.idempotency_key, headers.get("idempotency-key")) {
-        (Some(key), _) => Some(key.clone()),
-        (None, Some(value)) => Some(
-            value
-                .to_str()
-                .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?
-                .to_string(),
-        ),
-        (None, None) => None,
-    };
-    if let Some(key) = &key {
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-            return Err(ApiError::bad_request(format!(
-                "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} bytes"
-            )));
-        }
-        let request_sha256 = sha256_hex(
-            &serde_json::to_vec(&sorted(&json!({
-                "node": body.node, "inputs": body.inputs, "context": body.context, "variables": body.variables,
-            })))
-            .unwrap_or_default(),
-        );
-        if let Err(existing) = daemon
-            .records
-            .claim(&caller.name, key, &id, &request_sha256)
-        {
-            return replay(existing, &request_sha256);
-        }
-    }
-    let release = |daemon: &Shared| {
-        if let Some(key) = &key {
-            daemon.records.release(&caller.name, key);
-        }
-    };
-    let slots = match admit(&daemon, &live).await {
-        Ok(slots) => slots,
-        Err(error) => {
-            release(&daemon);
-            return Err(error);
-        }
-    };
     let delivery = delivery(&headers);
     let (events, receiver) = mpsc::unbounded_channel();
+    let events = Events::new(events);
+    let waiting = events.waiting.clone();
     let streaming = delivery != Delivery::Whole;
     let request = RunRequest {
         node: Some(node_name.clone()),
@@ -221,19 +173,19 @@ pub async fn create(
         on_log: streaming.then(|| {
             let events = events.clone();
             Arc::new(move |record: &LogRecord| {
-                let _ = events.send(Event::Log(json!(record)));
+                events.send(Event::Log(json!(record)));
             }) as warden_host::log::LogSink
         }),
         on_stream: streaming.then(|| {
             let events = events.clone();
             Arc::new(move |chunk: &Value| {
-                let _ = events.send(Event::Chunk(chunk.to_json()));
+                events.send(Event::Chunk(chunk.to_json()));
             }) as warden_host::StreamSink
         }),
         on_ui: streaming.then(|| {
             let events = events.clone();
             Arc::new(move |document: &Json| {
-                let _ = events.send(Event::Ui(document.clone()));
+                events.send(Event::Ui(document.clone()));
             }) as Arc<dyn Fn(&Json) + Send + Sync>
         }),
         ..RunRequest::default()
@@ -242,7 +194,7 @@ pub async fn create(
         id: id.clone(),
         node: format!("{}/{node_name}", live.name()),
         caller: caller.name.clone(),
-        idempotency_key: key,
+        claim,
         inputs: digest(&Json::Object(body.inputs)),
         context: json!({
             "app_id": request.context.app_id,
@@ -263,38 +215,169 @@ pub async fn create(
         })?;
         return Ok(json_response(status, &body));
     }
-    Ok(stream_response(delivery, receiver, &id))
+    Ok(stream_response(delivery, receiver, waiting, &id))
 }
 
-/// Answers a request whose idempotency key was used before.
-fn replay(
-    existing: crate::records::Idempotent,
-    request_sha256: &str,
-) -> Result<Response, ApiError> {
+/// The idempotency key of a request (its `idempotency_key` or the `Idempotency-Key` header),
+/// claimed for run `id`; `None` without one. A key used before answers with what it stands
+/// for.
+fn claim_key(
+    daemon: &Shared,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &RunBody,
+    id: &str,
+) -> Result<Option<KeyClaim>, ApiError> {
+    let key = match (&body.idempotency_key, headers.get("idempotency-key")) {
+        (Some(key), _) => key.clone(),
+        (None, Some(value)) => value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::bad_request(format!(
+            "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+        )));
+    }
+    let request_sha256 = sha256_hex(
+        &serde_json::to_vec(&sorted(&json!({
+            "node": body.node, "inputs": body.inputs, "context": body.context, "variables": body.variables,
+        })))
+        .unwrap_or_default(),
+    );
+    match daemon.records.claim(&caller.name, &key, id, &request_sha256) {
+        Ok(()) => Ok(Some(KeyClaim {
+            daemon: daemon.clone(),
+            caller: caller.name.clone(),
+            key,
+            armed: true,
+        })),
+        Err(ClaimRefused::Full) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "every idempotency key you may hold belongs to a run still going; retry when one has finished",
+        )
+        .retry_after(1)),
+        Err(ClaimRefused::Used(existing)) => Err(replay(existing, &request_sha256)),
+    }
+}
+
+/// A claimed idempotency key: given back when dropped armed (the request was refused, the
+/// caller left before its run started, or the run's task failed), kept once its answer is
+/// recorded.
+struct KeyClaim {
+    daemon: Shared,
+    caller: String,
+    key: String,
+    armed: bool,
+}
+
+impl KeyClaim {
+    /// Keeps the answer for replays; answers worth retrying (the host's trouble, a stopped
+    /// node) give the key back instead.
+    fn finish(mut self, status: StatusCode, body: &Json) {
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return;
+        }
+        self.daemon.records.finish_idempotent(
+            &self.caller,
+            &self.key,
+            status.as_u16(),
+            Arc::new(body.clone()),
+        );
+        self.armed = false;
+    }
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        if self.armed {
+            self.daemon.records.release(&self.caller, &self.key);
+        }
+    }
+}
+
+/// The answer to a request whose idempotency key was used before, as an error to return
+/// (a replay of a finished run is returned through the same path, with its own status).
+fn replay(existing: Idempotent, request_sha256: &str) -> ApiError {
     if existing.request_sha256() != request_sha256 {
-        return Err(ApiError::new(
+        return ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
             "this idempotency key was used for another request; use a new key for a new request",
-        ));
+        );
     }
     match existing {
-        crate::records::Idempotent::Running { run_id, .. } => Err(ApiError::new(
+        Idempotent::Running { run_id, .. } => ApiError::new(
             StatusCode::CONFLICT,
             "run_in_progress",
             "a run with this idempotency key is in progress; ask again when it has finished",
         )
         .with("run_id", json!(run_id))
-        .retry_after(1)),
-        crate::records::Idempotent::Finished { status, body, .. } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let mut response = json_response(status, &body);
-            response
-                .headers_mut()
-                .insert("idempotent-replay", HeaderValue::from_static("true"));
-            Ok(response)
+        .retry_after(1),
+        Idempotent::Finished {
+            run_id, body: None, ..
+        } => ApiError::new(
+            StatusCode::GONE,
+            "replay_unavailable",
+            "this key's run finished, but its answer was too large to keep for replays; read its record at /v1/runs/{run_id}",
+        )
+        .with("run_id", json!(run_id)),
+        Idempotent::Finished {
+            status, body: Some(body), ..
+        } => ApiError::replay(status, body),
+    }
+}
+
+/// Resolves `name` in the serving generation and takes its slots. A node replaced by a
+/// reload while the request waited is resolved again in the new generation, so a request
+/// never starts on a generation that is no longer serving.
+async fn admit_current(
+    daemon: &Shared,
+    name: &str,
+) -> Result<(Arc<LiveNode>, String, (Slot, Slot)), ApiError> {
+    for _ in 0..3 {
+        let generation = daemon.current();
+        let (live, node_name) = generation.resolve(name).map_err(unresolved_error)?;
+        if let Some(reason) = live.stopped() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_stopped",
+                reason,
+            ));
+        }
+        let slots = admit(daemon, &live).await?;
+        if daemon.is_shutting_down() {
+            return Err(shutting_down());
+        }
+        if let Some(reason) = live.stopped() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_stopped",
+                reason,
+            ));
+        }
+        if !live.is_retired() {
+            return Ok((live, node_name, slots));
         }
     }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the node was replaced by reloads while this request waited; retry",
+    )
+    .retry_after(1))
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the daemon is shutting down; retry on another host",
+    )
+    .retry_after(1)
 }
 
 fn json_response(status: StatusCode, body: &Json) -> Response {
@@ -318,14 +401,20 @@ async fn admit(daemon: &Shared, live: &Arc<LiveNode>) -> Result<(Slot, Slot), Ap
         )
         .retry_after(1)
     };
-    let waiting = live.admission.acquire(timeout);
-    observe(live);
-    let node_slot = waiting.await.map_err(|why| overloaded(&node, why))?;
-    let host_slot = daemon
-        .admission
-        .acquire(timeout)
-        .await
-        .map_err(|why| overloaded("*", why))?;
+    let observing = async {
+        // The queue's depth is sampled once the wait has begun.
+        tokio::task::yield_now().await;
+        observe(live);
+    };
+    let (node_slot, ()) = tokio::join!(live.admission.acquire(timeout), observing);
+    let node_slot = node_slot.map_err(|why| {
+        observe(live);
+        overloaded(&node, why)
+    })?;
+    let host_slot = daemon.admission.acquire(timeout).await.map_err(|why| {
+        observe(live);
+        overloaded("*", why)
+    })?;
     observe(live);
     Ok((node_slot, host_slot))
 }
@@ -400,7 +489,7 @@ struct Run {
     id: String,
     node: String,
     caller: String,
-    idempotency_key: Option<String>,
+    claim: Option<KeyClaim>,
     inputs: Json,
     /// The run's context ids, as the node saw them.
     context: Json,
@@ -411,6 +500,55 @@ enum Event {
     Chunk(Json),
     Ui(Json),
     Done(StatusCode, Json),
+    /// Events dropped because the caller read too slowly (sent before `Done`).
+    Dropped(u64),
+}
+
+/// Bytes of a streamed answer that may wait for a slow caller; past it, events are dropped
+/// and counted (the final event still carries every output).
+pub const MAX_STREAM_BACKLOG_BYTES: usize = 16 * 1024 * 1024;
+
+/// The sending side of a streamed answer, bounded by the bytes waiting in it.
+#[derive(Clone)]
+struct Events {
+    sender: mpsc::UnboundedSender<(Event, usize)>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Events {
+    fn new(sender: mpsc::UnboundedSender<(Event, usize)>) -> Self {
+        Events {
+            sender,
+            waiting: Arc::default(),
+            dropped: Arc::default(),
+        }
+    }
+
+    fn send(&self, event: Event) {
+        use std::sync::atomic::Ordering;
+        let size = match &event {
+            Event::Log(json) | Event::Chunk(json) | Event::Ui(json) => json.to_string().len(),
+            _ => 0,
+        };
+        let admitted = self
+            .waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |waiting| {
+                (waiting + size <= MAX_STREAM_BACKLOG_BYTES).then_some(waiting + size)
+            })
+            .is_ok();
+        if !admitted || self.sender.send((event, size)).is_err() {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn finish(&self, done: Event) {
+        let dropped = self.dropped.load(std::sync::atomic::Ordering::SeqCst);
+        if dropped > 0 {
+            let _ = self.sender.send((Event::Dropped(dropped), 0));
+        }
+        let _ = self.sender.send((done, 0));
+    }
 }
 
 /// Runs the node in its own task, under its slots, until it ends or is stopped; records it,
@@ -421,7 +559,7 @@ async fn execute(
     request: RunRequest,
     slots: (Slot, Slot),
     run: Run,
-    events: mpsc::UnboundedSender<Event>,
+    events: Events,
 ) -> (StatusCode, Json) {
     let context = &request.context;
     let span = tracing::info_span!(
@@ -563,12 +701,10 @@ async fn execute(
             "run finished"
         )
     });
-    if let Some(key) = &run.idempotency_key {
-        daemon
-            .records
-            .finish_idempotent(&run.caller, key, status.as_u16(), Arc::new(body.clone()));
+    if let Some(claim) = run.claim {
+        claim.finish(status, &body);
     }
-    let _ = events.send(Event::Done(status, body.clone()));
+    events.finish(Event::Done(status, body.clone()));
     (status, body)
 }
 
@@ -589,15 +725,18 @@ fn usage(report: &RunReport, duration: std::time::Duration) -> Json {
 
 fn stream_response(
     delivery: Delivery,
-    receiver: mpsc::UnboundedReceiver<Event>,
+    receiver: mpsc::UnboundedReceiver<(Event, usize)>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
     id: &str,
 ) -> Response {
-    let stream =
-        futures_util::stream::unfold((receiver, false), move |(mut receiver, done)| async move {
+    let stream = futures_util::stream::unfold((receiver, false), move |(mut receiver, done)| {
+        let waiting = waiting.clone();
+        async move {
             if done {
                 return None;
             }
-            let event = receiver.recv().await?;
+            let (event, size) = receiver.recv().await?;
+            waiting.fetch_sub(size, std::sync::atomic::Ordering::SeqCst);
             let finished = matches!(event, Event::Done(..));
             let (name, data) = match event {
                 Event::Log(record) => ("log", json!({ "event": "log", "record": record })),
@@ -612,6 +751,10 @@ fn stream_response(
                     "error",
                     json!({ "event": "error", "status": status.as_u16(), "error": body["error"] }),
                 ),
+                Event::Dropped(count) => (
+                    "dropped",
+                    json!({ "event": "dropped", "events": count, "reason": "the caller read too slowly; the result below still carries every output" }),
+                ),
             };
             let text = match delivery {
                 Delivery::EventStream => format!("event: {name}\ndata: {data}\n\n"),
@@ -621,7 +764,8 @@ fn stream_response(
                 Ok::<_, std::convert::Infallible>(Bytes::from(text)),
                 (receiver, finished),
             ))
-        });
+        }
+    });
     let content_type = match delivery {
         Delivery::EventStream => "text/event-stream",
         _ => "application/x-ndjson",
@@ -641,9 +785,16 @@ fn stream_response(
 
 pub async fn record(
     State(daemon): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match daemon.records.get(&id) {
+    // A caller reads its own runs' records (an admin reads all); another's answers as one
+    // that does not exist.
+    let record = daemon
+        .records
+        .get(&id)
+        .filter(|record| caller.admin || record["caller"] == caller.name.as_str());
+    match record {
         Some(record) => Ok(axum::Json(record.as_ref().clone()).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
-    Store, Trap, WasmBacktrace,
+    Store, Trap, UpdateDeadline, WasmBacktrace,
 };
 
 /// The most bytes of an error a node returns that the host keeps (the rest is cut, marked `…`).
@@ -770,9 +770,17 @@ impl PreparedNode {
         store
             .set_fuel(limits.fuel.unwrap_or(u64::MAX))
             .map_err(Error::internal)?;
-        let ticks = limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Every epoch tick, wasm that computes without calling the host yields to the async
+        // executor: a busy node holds no executor thread for longer than a tick, so other runs
+        // and the embedder's own tasks (an API, a stop signal) keep going, and dropping the
+        // run's future stops it at its next tick. At the deadline the run traps.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|context| {
+            Ok(match Instant::now() >= context.data().deadline {
+                true => UpdateDeadline::Interrupt,
+                false => UpdateDeadline::Yield(1),
+            })
+        });
         Ok(store)
     }
 

@@ -355,3 +355,60 @@ fn an_idempotency_key_runs_once_and_replays_the_answer() {
         assert_eq!(running.join().unwrap().status, 200);
     });
 }
+
+#[test]
+fn a_callers_key_runs_nodes_but_only_an_admin_reloads_or_reads_others_runs() {
+    use sha2::Digest;
+    let fixture = Fixture::new();
+    let bob = "bob-key-0123456789abcdef";
+    let hash = warden_package::hex(&sha2::Sha256::digest(bob.as_bytes()));
+    fixture.write_manifest(
+        "",
+        &format!("{NODES}\n[[api.keys]]\nname = \"bob\"\nsha256 = \"{hash}\"\n"),
+    );
+    let daemon = Daemon::start(&fixture);
+    let as_bob = |method: &str, path: &str, body: Option<&Json>| {
+        daemon.request(
+            &daemon.api,
+            method,
+            path,
+            body,
+            &[("authorization", &format!("Bearer {bob}"))],
+        )
+    };
+    let mine = as_bob(
+        "POST",
+        "/v1/runs",
+        Some(&json!({ "node": "text-transform", "inputs": { "text": "bob" } })),
+    );
+    assert_eq!(mine.status, 200);
+    let mine = mine.json()["run_id"].as_str().unwrap().to_string();
+    let theirs = daemon
+        .run(json!({ "node": "text-transform", "inputs": { "text": "op" } }))
+        .json()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        as_bob("GET", &format!("/v1/runs/{mine}"), None).json()["caller"],
+        "bob"
+    );
+    let hidden = as_bob("GET", &format!("/v1/runs/{theirs}"), None);
+    assert_eq!(
+        (hidden.status, hidden.code().as_str()),
+        (404, "unknown_run")
+    );
+    // The operator's key is an admin's: it reads every record, and it alone reloads.
+    assert_eq!(
+        daemon.call("GET", &format!("/v1/runs/{mine}"), None).status,
+        200
+    );
+    let reload = as_bob("POST", "/v1/admin/reload", None);
+    assert_eq!((reload.status, reload.code().as_str()), (403, "forbidden"));
+    assert_eq!(daemon.call("POST", "/v1/admin/reload", None).status, 200);
+    let audit = std::fs::read_to_string(fixture.path("data/audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"trigger\":\"api:env:WARDEN_API_KEY\""),
+        "{audit}"
+    );
+}

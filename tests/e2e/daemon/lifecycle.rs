@@ -148,7 +148,7 @@ fn a_node_removed_while_it_runs_is_stopped_within_its_grace() {
         );
     });
     let audit = std::fs::read_to_string(fixture.path("data/audit.jsonl")).unwrap();
-    assert!(audit.contains("\"event\":\"node_removed\""), "{audit}");
+    assert!(audit.contains("\"event\":\"node_stopping\""), "{audit}");
 }
 
 #[test]

@@ -7,6 +7,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[test]
 fn a_reload_under_load_fails_no_run_in_flight() {
     let fixture = Fixture::new();
+    // Room in the queue for every run: this test is about reloads, not backpressure.
+    let nodes = NODES.replace("queue = 4", "queue = 16");
+    fixture.write_manifest("", &nodes);
     let daemon = Daemon::start(&fixture);
     let replies = std::thread::scope(|scope| {
         let runs: Vec<_> = (0..12)
@@ -25,7 +28,7 @@ fn a_reload_under_load_fails_no_run_in_flight() {
             let reload = daemon.call("POST", "/v1/admin/reload", None);
             assert_eq!(reload.status, 200, "{}", reload.text());
             if round == 1 {
-                fixture.write_manifest("", &NODES.replace("concurrency = 4", "concurrency = 3"));
+                fixture.write_manifest("", &nodes.replace("concurrency = 4", "concurrency = 3"));
                 daemon.signal("HUP");
             }
         }
@@ -196,4 +199,50 @@ fn a_slow_client_holds_no_run_and_is_cut_off() {
         assert!(Instant::now() < deadline, "the run never finished");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_node_computing_without_pause_holds_up_neither_the_api_nor_its_stop() {
+    let fixture = Fixture::new();
+    let spinning = NODES.replace(
+        r#"limits = { preset = "default", fuel = 200000000, timeout = "3s", memory = "32MiB" }"#,
+        r#"limits = { preset = "default", fuel = "off", timeout = "20s" }"#,
+    );
+    fixture.write_manifest("stop_grace = \"200ms\"", &spinning);
+    let daemon = Daemon::start(&fixture);
+    std::thread::scope(|scope| {
+        // As many spinning runs as the machine has executor threads, and more.
+        let spins: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| daemon.run(json!({ "node": "limits/spin" }))))
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        for _ in 0..5 {
+            let started = Instant::now();
+            let health = daemon.request(&daemon.api, "GET", "/healthz", None, &[]);
+            assert_eq!(health.status, 200);
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the API answered in {:?}",
+                started.elapsed()
+            );
+        }
+        // Removing the node stops its spinning runs after the grace, not at their timeout.
+        let without_limits = spinning
+            .split("[[nodes]]\nname = \"limits\"")
+            .next()
+            .unwrap()
+            .to_string();
+        fixture.write_manifest("stop_grace = \"200ms\"", &without_limits);
+        let started = Instant::now();
+        assert_eq!(daemon.call("POST", "/v1/admin/reload", None).status, 200);
+        for spin in spins {
+            let reply = spin.join().unwrap();
+            assert_eq!(reply.code(), "node_stopped", "{}", reply.text());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "stopped in {:?}",
+            started.elapsed()
+        );
+    });
 }

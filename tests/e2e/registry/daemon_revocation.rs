@@ -84,11 +84,12 @@ fn a_node_revoked_while_it_runs_is_stopped_at_the_next_sync() {
                 json!({ "revoked_at": 0, "signed_by": package::public_key_hex(&next), "signature": signature }),
             )
             .unwrap();
-        // The reload syncs first: the node is blocked and stopped whatever else the reload
-        // finds (here, no valid version is left, so the reload itself is refused).
+        // The reload syncs first: the node is blocked and stopped. No valid version is left,
+        // so the node is left out of the new generation (a publisher cannot stop a host from
+        // reloading), and the daemon is not ready until the operator acts.
         let started = Instant::now();
         let reload = daemon.call("POST", "/v1/admin/reload", None);
-        assert_eq!(reload.status, 422, "{}", reload.text());
+        assert_eq!(reload.status, 200, "{}", reload.text());
         let stopped = running.join().unwrap();
         assert_eq!(
             (stopped.status, stopped.code().as_str()),
@@ -105,11 +106,19 @@ fn a_node_revoked_while_it_runs_is_stopped_at_the_next_sync() {
     assert_eq!(daemon.run(sleep_run(1)).code(), "unknown_node");
     let audit = std::fs::read_to_string(fixture.path("data/audit.jsonl")).unwrap();
     assert!(audit.contains("\"event\":\"node_blocked\""), "{audit}");
-    // A restart refuses the blocked node.
+    assert!(audit.contains("\"event\":\"node_skipped\""), "{audit}");
+    let ready = daemon.request(&daemon.api, "GET", "/readyz", None, &[]);
+    assert_eq!((ready.status, ready.code().as_str()), (503, "not_ready"));
+    assert_eq!(ready.json()["error"]["missing"][0]["node"], "limits");
+    // A restart leaves it out too.
     drop(daemon);
-    let output = match Daemon::try_start(&fixture) {
-        Ok(_) => panic!("a blocked node was loaded"),
-        Err(output) => output,
-    };
-    assert!(output.contains("limits"), "{output}");
+    let daemon = Daemon::start(&fixture);
+    assert!(
+        !daemon.banner.contains("loaded limits"),
+        "{}",
+        daemon.banner
+    );
+    assert_eq!(daemon.run(sleep_run(1)).code(), "unknown_node");
+    let ready = daemon.request(&daemon.api, "GET", "/readyz", None, &[]);
+    assert_eq!(ready.status, 503);
 }
