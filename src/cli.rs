@@ -2,7 +2,7 @@
 //! failure is one line on stderr and an exit code (`crate::failure` lists them).
 
 use crate::commands::{
-    self, approve::ApproveArgs, build::BuildArgs, capabilities::CapabilitiesArgs,
+    self, approve::ApproveArgs, build::BuildArgs, call::CallArgs, capabilities::CapabilitiesArgs,
     inspect::InspectArgs, install::InstallArgs, installed::InstalledArgs, keygen::KeygenArgs,
     pack::PackArgs, publish::PublishArgs, registry::RegistryCommand, run::RunArgs,
     serve::ServeArgs, sync::SyncArgs, verify::VerifyArgs, yank::YankArgs,
@@ -52,6 +52,9 @@ enum Command {
     /// Run the host daemon: nodes loaded by manifest, run for callers over an authenticated
     /// HTTPS API (see docs/daemon.md).
     Serve(Box<ServeArgs>),
+    /// Make one request to a daemon's API over HTTPS (the key from $WARDEN_API_KEY or
+    /// --key-file), such as `warden call POST /v1/runs --data '{"node": "..."}'`.
+    Call(Box<CallArgs>),
     /// Run the node registry, check one, or manage its users, tokens and publisher keys.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Installed(args) => commands::installed::execute(args),
         Command::Yank(args) => commands::yank::execute(args),
         Command::Serve(args) => commands::serve::execute(*args),
+        Command::Call(args) => commands::call::execute(*args),
         Command::Registry(command) => commands::registry::execute(command),
         Command::Capabilities(args) => commands::capabilities::execute(args),
     };

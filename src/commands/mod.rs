@@ -5,6 +5,7 @@
 
 pub(crate) mod approve;
 pub(crate) mod build;
+pub(crate) mod call;
 pub(crate) mod capabilities;
 pub(crate) mod inspect;
 pub(crate) mod install;

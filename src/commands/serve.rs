@@ -189,7 +189,7 @@ pub(crate) fn execute(args: ServeArgs) -> Result<(), Failure> {
                 banner += &format!("audit log: {}\n", ready.audit_log.display());
                 if let Some(certificate) = &ready.dev_certificate {
                     banner += &format!(
-                        "development certificate: {} (clients trust it with --cacert)\n",
+                        "development certificate: {} (trust it with `warden call --ca-cert` or `curl --cacert`)\n",
                         certificate.display()
                     );
                 }

@@ -628,6 +628,171 @@ fn demo() -> Result<(), String> {
     Ok(())
 }
 
+/// A host daemon on loopback whose manifest loads the example nodes from the demo's registry,
+/// called over HTTPS as a caller would: a run answered whole, one streamed, a limit hit and a
+/// denial as the caller sees them, and a few lines of its metrics.
+fn daemon_demo(dir: &std::path::Path, registry: &str, token_file: &str) -> Result<(), String> {
+    use std::io::{BufRead, BufReader};
+    println!("\n# The host daemon: nodes loaded by manifest from the registry, run over HTTPS.");
+    let path = |name: &str| dir.join(name).to_string_lossy().to_string();
+    let registry_key = std::fs::read_to_string(path("registry/registry.pub"))
+        .map_err(|error| format!("cannot read the registry's key: {error}"))?;
+    let manifest = format!(
+        r#"[api]
+listen = "127.0.0.1:0"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[storage]
+data_dir = "daemon"
+
+[[registries]]
+name = "demo"
+url = "{registry}"
+root_key = "{}"
+ca_certs = ["registry/tls/cert.pem"]
+token_file = "{token_file}"
+
+[[nodes]]
+name = "text-transform"
+# Enough fuel for short texts, not for long ones: the demo hits it on purpose.
+limits = {{ preset = "default", fuel = 200000 }}
+
+[[nodes]]
+name = "greeter"
+grant = ["variables-read", "cache-read", "cache-write", "streaming"]
+
+[[nodes]]
+name = "fetch-json"
+grant = ["http-get"]
+allowed_hosts = ["api.example.com"]
+"#,
+        registry_key.trim()
+    );
+    let manifest_path = path("host.toml");
+    std::fs::write(&manifest_path, &manifest)
+        .map_err(|error| format!("cannot write {manifest_path}: {error}"))?;
+    println!("{manifest_path}:\n{manifest}");
+    // A key for the demo only; real ones come from `openssl rand -hex 32`.
+    let key = "demo-key-not-for-production-0001";
+    let mut daemon = Command::new(root().join("target/debug/warden"))
+        .args([
+            "serve",
+            "--manifest",
+            &manifest_path,
+            "--log-format",
+            "text",
+        ])
+        .env("WARDEN_API_KEY", key)
+        .env("WARDEN_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot start the daemon: {error}"))?;
+    let mut api = String::new();
+    let mut metrics = String::new();
+    if let Some(stdout) = daemon.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("  daemon: {line}");
+            if let Some(address) = line.strip_prefix("metrics on ") {
+                metrics = address.trim_end_matches("/metrics").to_string();
+            }
+            if let Some(address) = line.strip_prefix("listening on ") {
+                api = address.trim().to_string();
+                break;
+            }
+        }
+    }
+    let ca = path("daemon/tls/cert.pem");
+    let result = (|| {
+        if api.is_empty() {
+            return Err("the daemon did not start".to_string());
+        }
+        let call_shown = |args: &[&str], may_fail: bool, shown: bool| -> Result<String, String> {
+            let mut all = vec!["call"];
+            all.extend_from_slice(args);
+            if !args.contains(&"--daemon") {
+                all.extend(["--daemon", api.as_str()]);
+            }
+            all.extend(["--ca-cert", ca.as_str()]);
+            println!("\n$ warden {}", all.join(" "));
+            let output = Command::new(root().join("target/debug/warden"))
+                .args(&all)
+                .env("WARDEN_API_KEY", key)
+                .output()
+                .map_err(|error| format!("cannot start warden: {error}"))?;
+            let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+            if shown {
+                print!("{stdout}");
+            }
+            if !output.status.success() {
+                eprint!("{}", String::from_utf8_lossy(&output.stderr));
+                if !may_fail {
+                    return Err("warden call failed".into());
+                }
+            }
+            Ok(stdout)
+        };
+        let call = |args: &[&str], may_fail: bool| call_shown(args, may_fail, true);
+        call(&["GET", "/readyz"], false).map(|_| ())?;
+        call(
+            &[
+                "POST",
+                "/v1/runs",
+                "--data",
+                r#"{"node": "text-transform", "inputs": {"text": "hello over https"}}"#,
+            ],
+            false,
+        )?;
+        println!("\n# Streamed as the node produces it (NDJSON):");
+        call(
+            &[
+                "POST",
+                "/v1/runs",
+                "--stream",
+                "--data",
+                r#"{"node": "greeter", "variables": {"name": "Ada"}}"#,
+            ],
+            false,
+        )?;
+        println!("\n# A limit hit, as the caller sees it (422, a code that names the limit):");
+        let long = format!(
+            r#"{{"node": "text-transform", "inputs": {{"text": "{}"}}}}"#,
+            "many words ".repeat(2000)
+        );
+        call(&["POST", "/v1/runs", "--data", &long], true)?;
+        println!("\n# A denial: the node asks for a host the manifest does not allow:");
+        call(
+            &[
+                "POST",
+                "/v1/runs",
+                "--data",
+                r#"{"node": "fetch-json", "inputs": {"url": "https://not-allowed.example.net/data.json"}}"#,
+            ],
+            true,
+        )?;
+        println!("\n# A few lines of /metrics (the separate metrics listener):");
+        let scraped = call_shown(
+            &["GET", "/metrics", "--daemon", metrics.as_str()],
+            false,
+            false,
+        );
+        if let Ok(text) = scraped {
+            for line in text.lines().filter(|line| {
+                line.starts_with("warden_runs_total")
+                    || line.starts_with("warden_limit_hits_total")
+                    || line.starts_with("warden_denials_total")
+            }) {
+                println!("  {line}");
+            }
+        }
+        Ok(())
+    })();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    result
+}
+
 /// Writes `secret` to a new file at `path` that only its owner can read; returns the path.
 fn secret_file(path: &str, secret: &str) -> Result<String, String> {
     use std::io::Write;
@@ -761,7 +926,33 @@ fn registry_demo() -> Result<(), String> {
             "--input",
             "text=installed from a signed registry",
         ])?;
-        Ok(())
+        // The other example nodes this demo's daemon serves, signed and published.
+        for (node, hosts) in [
+            ("greeter", &[][..]),
+            ("fetch-json", &["api.example.com"][..]),
+        ] {
+            let component = component(node)?;
+            let package = path(&format!("{node}-1.0.0.wpkg"));
+            let mut args = vec![
+                "pack",
+                &component,
+                "--name",
+                node,
+                "--version",
+                "1.0.0",
+                "--publisher",
+                "acme",
+                "--key",
+            ];
+            let key = path("acme.key");
+            args.extend([key.as_str(), "--out", package.as_str()]);
+            for host in hosts {
+                args.extend(["--allow-host", host]);
+            }
+            warden(&args)?;
+            call(with(&["publish", &package], &alice))?;
+        }
+        daemon_demo(&dir, &url, &alice)
     })();
     let _ = server.kill();
     let _ = server.wait();

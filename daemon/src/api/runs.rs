@@ -627,7 +627,8 @@ async fn execute(
                 .retry_after(1),
             }
             .with("run_id", json!(run.id))
-            .with("usage", usage(&report, duration));
+            .with("usage", usage(&report, duration))
+            .with("denials", json!(report.denials));
             let body = error.body();
             (error.status, body.clone(), body["error"].clone())
         }

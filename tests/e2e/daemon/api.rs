@@ -412,3 +412,59 @@ fn a_callers_key_runs_nodes_but_only_an_admin_reloads_or_reads_others_runs() {
         "{audit}"
     );
 }
+
+#[test]
+fn warden_call_speaks_to_the_daemon_as_a_caller_would() {
+    let fixture = Fixture::new();
+    let daemon = Daemon::start(&fixture);
+    let url = format!("https://{}", daemon.api);
+    let ca = fixture.path("data/tls/cert.pem");
+    let call = |args: &[&str], key: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
+        command
+            .arg("call")
+            .args(args)
+            .args(["--daemon", &url, "--ca-cert"])
+            .arg(&ca)
+            .env_remove("WARDEN_API_KEY");
+        if let Some(key) = key {
+            command.env("WARDEN_API_KEY", key);
+        }
+        command.output().unwrap()
+    };
+    let ran = call(
+        &[
+            "POST",
+            "/v1/runs",
+            "--data",
+            r#"{"node": "text-transform", "inputs": {"text": "called"}}"#,
+        ],
+        Some(KEY),
+    );
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let body: Json = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(body["outputs"]["result"], "CALLED");
+    let streamed = call(
+        &[
+            "POST",
+            "/v1/runs",
+            "--stream",
+            "--data",
+            r#"{"node": "greeter", "variables": {"name": "Ada"}}"#,
+        ],
+        Some(KEY),
+    );
+    let lines = String::from_utf8_lossy(&streamed.stdout).into_owned();
+    assert!(lines.starts_with("{\"event\":\"chunk\""), "{lines}");
+    // An error answer is printed, and the exit code says it failed.
+    let refused = call(&["GET", "/v1/nodes"], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("unauthenticated"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    let bad = call(&["POST", "/v1/runs", "--data", "{not json"], Some(KEY));
+    assert_eq!(bad.status.code(), Some(2));
+}
