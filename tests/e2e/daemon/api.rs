@@ -468,3 +468,81 @@ fn warden_call_speaks_to_the_daemon_as_a_caller_would() {
     let bad = call(&["POST", "/v1/runs", "--data", "{not json"], Some(KEY));
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// A hand-written node (no SDK) whose `run` returns an output it never declared.
+fn undeclared_output() -> Vec<u8> {
+    crate::adversarial::hostile::component(
+        "",
+        // The result: ok, a list of one field at 512. The field: its name ("bogus", at 600)
+        // and a null value.
+        r#"(data (i32.const 256) "\00\00\00\00\00\02\00\00\01\00\00\00")
+  (data (i32.const 512) "\58\02\00\00\05\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00")
+  (data (i32.const 600) "bogus")"#,
+        "",
+    )
+}
+
+#[test]
+fn the_rarer_error_codes_are_given_too() {
+    let fixture = Fixture::new();
+    // A second package with the same component: its node names need `package/node`.
+    fixture.add(
+        "text-tools",
+        "1.0.0",
+        &example("text-transform", Target::Unknown),
+    );
+    let bogus = fixture.path("bogus.wasm");
+    std::fs::write(&bogus, undeclared_output()).unwrap();
+    fixture.add("bogus", "1.0.0", &bogus);
+    fixture.write_manifest(
+        "",
+        &format!(
+            "{NODES}\n[[nodes]]\nname = \"text-tools\"\nlimits = \"restrictive\"\n\n[[nodes]]\nname = \"bogus\"\n"
+        ),
+    );
+    let daemon = Daemon::start(&fixture);
+
+    let ambiguous =
+        daemon.run(json!({ "node": "concat", "inputs": { "left": "a", "right": "b" } }));
+    assert_eq!(
+        (ambiguous.status, ambiguous.code().as_str()),
+        (400, "ambiguous_node")
+    );
+    assert_eq!(
+        ambiguous.json()["error"]["candidates"],
+        json!(["text-transform/concat", "text-tools/concat"]),
+        "in the manifest's order"
+    );
+    let named =
+        daemon.run(json!({ "node": "text-tools/concat", "inputs": { "left": "a", "right": "b" } }));
+    assert_eq!(named.json()["outputs"]["result"], "a b");
+
+    let invalid = daemon.run(json!({ "node": "bogus" }));
+    assert_eq!(
+        (invalid.status, invalid.code().as_str()),
+        (422, "invalid_output"),
+        "{}",
+        invalid.text()
+    );
+    assert!(invalid.text().contains("bogus"));
+
+    // Its restrictive preset takes 1 MiB of inputs.
+    let big_input = daemon.run(
+        json!({ "node": "text-tools/text-transform", "inputs": { "text": "x".repeat(1_200_000) } }),
+    );
+    assert_eq!(
+        (big_input.status, big_input.code().as_str()),
+        (422, "limit_input_size")
+    );
+
+    // An answer too large to keep for replays: the retry is told where the record is.
+    let body = json!({ "node": "limits/big-output", "inputs": { "bytes": 2_000_000 }, "idempotency_key": "large" });
+    let first = daemon.run(body.clone());
+    assert_eq!(first.status, 200);
+    let again = daemon.run(body);
+    assert_eq!(
+        (again.status, again.code().as_str()),
+        (410, "replay_unavailable")
+    );
+    assert_eq!(again.json()["error"]["run_id"], first.json()["run_id"]);
+}

@@ -139,18 +139,23 @@ pub struct Reply {
 impl Reply {
     pub fn json(&self) -> Json {
         serde_json::from_slice(&self.body)
-            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text()))
+            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.shown()))
     }
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The start of the body, for failure messages.
+    pub fn shown(&self) -> String {
+        self.text().chars().take(2000).collect()
+    }
+
     /// The error code of an error answer.
     pub fn code(&self) -> String {
         self.json()["error"]["code"]
             .as_str()
-            .unwrap_or_else(|| panic!("not an error ({}): {}", self.status, self.text()))
+            .unwrap_or_else(|| panic!("not an error ({}): {}", self.status, self.shown()))
             .to_string()
     }
 }
