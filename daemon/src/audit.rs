@@ -38,6 +38,9 @@ pub struct AuditLog {
 
 struct Chain {
     file: std::fs::File,
+    /// The file's length after the last whole record: a failed write is cut back to it, so
+    /// no torn record is left for the next start to refuse.
+    len: u64,
     seq: u64,
     prev: String,
     /// Set when a write failed: reported once, and the daemon keeps serving.
@@ -72,10 +75,12 @@ impl AuditLog {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(path).map_err(open_error)?;
+        let len = file.metadata().map_err(open_error)?.len();
         Ok(AuditLog {
             path: path.to_path_buf(),
             state: Mutex::new(Chain {
                 file,
+                len,
                 seq,
                 prev,
                 failed: false,
@@ -110,14 +115,16 @@ impl AuditLog {
         bytes.push(b'\n');
         match chain.file.write_all(&bytes) {
             Ok(()) => {
+                chain.len += bytes.len() as u64;
                 chain.seq += 1;
                 chain.prev = sha256_hex(line.as_bytes());
             }
             Err(error) => {
                 metrics::counter!(crate::telemetry::AUDIT_FAILURES).increment(1);
-                // A partial line may be on disk: end it, so the records after it stay whole
-                // lines (the chain check then names the torn one).
-                let _ = chain.file.write_all(b"\n");
+                // A partial record may be on disk: cut it off (in append mode the next write
+                // goes to the new end).
+                let len = chain.len;
+                let _ = chain.file.set_len(len);
                 if !chain.failed {
                     tracing::error!(path = %self.path.display(), "cannot write the audit log: {error}");
                 }

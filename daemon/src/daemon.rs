@@ -390,8 +390,11 @@ impl Daemon {
     /// Syncs the registries of the manifest as it is on disk now (as started, when it no
     /// longer reads), between reloads.
     pub async fn sync(&self) {
-        let manifest =
-            Manifest::load(&self.manifest_path).unwrap_or_else(|_| self.started_with.clone());
+        // The data directory (and with it the install state) is the one the daemon started
+        // with, whatever the file says now.
+        let manifest = Manifest::load(&self.manifest_path)
+            .map(|manifest| manifest.keeping_fixed(&self.started_with).0)
+            .unwrap_or_else(|_| self.started_with.clone());
         let _reloading = self.reloading.lock().await;
         self.sync_registries(&manifest).await;
     }
@@ -473,11 +476,16 @@ impl Daemon {
             })
             .cloned()
             .collect();
-        self.swap(Generation::new(
-            number,
-            current.manifest_sha256.clone(),
-            kept,
-        ));
+        // Still a manifest node, no longer serving: `/readyz` lists it, beside those missing
+        // before.
+        let mut missing = current.missing.clone();
+        missing.extend(stopping.iter().map(|(live, reason)| {
+            (
+                live.name().to_string(),
+                format!("the registry blocked it: {reason}"),
+            )
+        }));
+        self.swap(Generation::new(number, current.manifest_sha256.clone(), kept).missing(missing));
         for (live, reason) in stopping {
             let reason = format!("the registry blocked it: {reason}");
             tracing::warn!(node = live.name(), "stopping: {reason}");

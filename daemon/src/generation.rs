@@ -23,7 +23,7 @@ pub struct LiveNode {
     stop: watch::Sender<Option<String>>,
     /// Set when a reload replaced it: runs in flight finish, requests still waiting go to
     /// its successor.
-    retired: std::sync::atomic::AtomicBool,
+    retired: watch::Sender<bool>,
 }
 
 impl LiveNode {
@@ -61,12 +61,17 @@ impl LiveNode {
 
     /// Marks the node replaced by a newer generation's.
     pub fn retire(&self) {
-        self.retired
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.retired.send_replace(true);
     }
 
     pub fn is_retired(&self) -> bool {
-        self.retired.load(std::sync::atomic::Ordering::SeqCst)
+        *self.retired.borrow()
+    }
+
+    /// Completes once the node is retired.
+    pub async fn until_retired(&self) {
+        let mut receiver = self.retired.subscribe();
+        let _ = receiver.wait_for(|retired| *retired).await;
     }
 
     /// Whether `newer` grants less than this node: a capability or a host this one had.
@@ -305,7 +310,7 @@ pub async fn build(
                     config,
                     generation: number,
                     stop,
-                    retired: std::sync::atomic::AtomicBool::new(false),
+                    retired: watch::channel(false).0,
                 }));
             }
             Err(error) => problems.push(format!("`{}`@{}: {error}", entry.name, verified.version)),

@@ -313,15 +313,7 @@ fn from_directory(packages: &DirectoryPackages, entry: &NodeEntry) -> Result<Fou
         .unwrap_or_default();
     // With `trusted_keys` on the node, only packages one of those signed are its: in a
     // directory several publishers share, one cannot ship a package under another's name.
-    let signed_for_it = |found: &Found| {
-        entry.trusted_keys.is_empty()
-            || found.2.iter().any(|signer| {
-                entry
-                    .trusted_keys
-                    .iter()
-                    .any(|key| warden_package::hex(key.as_bytes()) == *signer)
-            })
-    };
+    let signed_for_it = |found: &Found| signed_by_pinned_key(entry, &found.2);
     candidates
         .iter()
         .filter(|(version, found)| entry.version.matches(version) && signed_for_it(found))
@@ -335,6 +327,18 @@ fn from_directory(packages: &DirectoryPackages, entry: &NodeEntry) -> Result<Fou
                 entry.version,
                 if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
             ))
+        })
+}
+
+/// Whether `signers` (hex keys) include one of the node's pinned `trusted_keys`; true when it
+/// pins none.
+fn signed_by_pinned_key(entry: &NodeEntry, signers: &[String]) -> bool {
+    entry.trusted_keys.is_empty()
+        || signers.iter().any(|signer| {
+            entry
+                .trusted_keys
+                .iter()
+                .any(|key| warden_package::hex(key.as_bytes()) == *signer)
         })
 }
 
@@ -496,6 +500,12 @@ async fn from_registry(
         )));
     }
     let signers = state.installed_signers(&record).unwrap_or_default();
+    if !signed_by_pinned_key(entry, &signers) {
+        return Err(Skip::Problem(format!(
+            "{}@{} carries no signature by a key in the node's `trusted_keys`",
+            record.name, record.version
+        )));
+    }
     let origin = Origin::Registry {
         name: registry.name.clone(),
         id: record.registry.clone(),

@@ -644,7 +644,15 @@ fn check_api(raw: &RawApi, base: &Path, problems: &mut Problems) -> Api {
         .enumerate()
         .filter_map(|(index, key)| {
             let field = format!("api.keys[{index}]");
-            if key.name.get_ref().is_empty() || !key_names.insert(key.name.get_ref().clone()) {
+            let name = key.name.get_ref();
+            let well_formed = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
+            if !well_formed {
+                problems.at(&key.name, format!("{field}.name"), "1 to 64 letters, digits, `-`, `_` or `.`");
+            } else if !key_names.insert(name.clone()) {
                 problems.at(&key.name, format!("{field}.name"), "each key needs a name of its own");
             }
             match warden_package::unhex::<32>(key.sha256.get_ref()) {
@@ -1089,6 +1097,14 @@ sha256 = "xyz"
         .unwrap_err();
         assert!(
             error.to_string().contains("line 3, api.keys[0].sha256"),
+            "{error}"
+        );
+        let error = parse(&format!(
+            "[[api.keys]]\nname = \"env:WARDEN_API_KEY\"\nsha256 = \"{KEY}\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("line 2, api.keys[0].name"),
             "{error}"
         );
         let manifest = parse(&format!(

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Idempotency keys kept, in all and per caller.
-pub const MAX_IDEMPOTENCY_KEYS: usize = 1000;
+/// The cap in all is far above what callers' shares add up to in runs in flight: a key is
+/// running only while its request is, so a few callers cannot hold every key.
+pub const MAX_IDEMPOTENCY_KEYS: usize = 10_000;
 pub const MAX_IDEMPOTENCY_KEYS_PER_CALLER: usize = 250;
 /// Bytes of answers kept for replays, in all; an answer larger than
 /// [`MAX_REPLAY_BODY_BYTES`] is not kept (its replay points to the run's record instead).

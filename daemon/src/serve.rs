@@ -40,6 +40,9 @@ pub struct Ready {
 /// How often the manifest file is checked for changes when `host.watch` is on.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long the watcher waits before trying a refused manifest again, unchanged.
+const RETRY_REFUSED: Duration = Duration::from_secs(60);
+
 /// Starts the daemon of the manifest at `manifest_path` and serves until `shutdown`
 /// completes or the process gets SIGTERM or SIGINT; then shuts down gracefully. `ready` is
 /// called once the listeners are bound.
@@ -194,7 +197,7 @@ async fn background(daemon: Arc<Daemon>, mut hangup: Hangup) {
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The manifest as last read by a reload that was refused: not tried again until it
     // changes.
-    let mut last_refused = String::new();
+    let mut last_refused = (String::new(), std::time::Instant::now());
     loop {
         #[cfg(unix)]
         let hangup_received = async {
@@ -221,11 +224,14 @@ async fn background(daemon: Arc<Daemon>, mut hangup: Hangup) {
                     <sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes),
                 ));
                 // Compared with what serves now, whoever reloaded it (a SIGHUP, the API).
+                // A manifest refused is tried again when it changes, or after a while (what
+                // refused it may have passed: a registry unreachable, memory short).
+                let retry = sha != last_refused.0 || last_refused.1.elapsed() >= RETRY_REFUSED;
                 if sha != daemon.current().manifest_sha256
-                    && sha != last_refused
+                    && retry
                     && daemon.reload("watch").await.is_err()
                 {
-                    last_refused = sha;
+                    last_refused = (sha, std::time::Instant::now());
                 }
             }
         }

@@ -122,16 +122,34 @@ pub(crate) fn execute(args: CallArgs) -> Result<(), Failure> {
         let status = response.status();
         let mut body = response.into_body();
         let mut text = Vec::new();
+        // A streamed run that fails after it began says so in its last event, under a 200.
+        let mut line = Vec::new();
+        let mut stream_failed = false;
         while let Some(frame) = body.frame().await {
             let frame =
                 frame.map_err(|error| failed("the answer broke off from", error.to_string()))?;
             if let Some(data) = frame.data_ref() {
                 if args.stream && status.is_success() {
                     out(&String::from_utf8_lossy(data));
+                    // Error events are small; a line past 1 MiB is a chunk or a result.
+                    for &byte in data.iter() {
+                        if byte == b'\n' {
+                            stream_failed |= serde_json::from_slice::<serde_json::Value>(&line)
+                                .is_ok_and(|event| event["event"] == "error");
+                            line.clear();
+                        } else if line.len() < 1024 * 1024 {
+                            line.push(byte);
+                        }
+                    }
                 } else {
                     text.extend_from_slice(data);
                 }
             }
+        }
+        if stream_failed {
+            return Err(Failure::failed(
+                "the run failed (its last event, above, says why)",
+            ));
         }
         if !text.is_empty() {
             let mut shown = String::from_utf8_lossy(&text).into_owned();

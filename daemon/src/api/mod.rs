@@ -165,11 +165,14 @@ async fn count_requests(request: Request, next: Next) -> Response {
 
 /// The key a request presents: `Authorization: Bearer KEY` or `X-API-Key: KEY`.
 fn presented(headers: &HeaderMap) -> Option<&str> {
+    // An empty `X-API-Key` is no key: a valid `Authorization` beside it still counts.
     if let Some(key) = headers
         .get("x-api-key")
         .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
     {
-        return Some(key.trim());
+        return Some(key);
     }
     let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = authorization.split_once(' ')?;

@@ -348,7 +348,15 @@ async fn admit_current(
                 reason,
             ));
         }
-        let slots = admit(daemon, &live).await?;
+        // A request waiting for a slot of a node that a reload replaces or removes meanwhile
+        // is resolved again at once, not when a slot of the old node comes free.
+        let slots = tokio::select! {
+            slots = admit(daemon, &live) => slots?,
+            () = live.until_retired() => continue,
+            reason = live.until_stopped() => {
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_stopped", reason));
+            }
+        };
         if daemon.is_shutting_down() {
             return Err(shutting_down());
         }

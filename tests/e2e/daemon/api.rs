@@ -460,6 +460,20 @@ fn warden_call_speaks_to_the_daemon_as_a_caller_would() {
     );
     let lines = String::from_utf8_lossy(&streamed.stdout).into_owned();
     assert!(lines.starts_with("{\"event\":\"chunk\""), "{lines}");
+    // A streamed run that fails after it began: its last event says why, and so does the
+    // exit code.
+    let failed = call(
+        &[
+            "POST",
+            "/v1/runs",
+            "--stream",
+            "--data",
+            r#"{"node": "limits/spin"}"#,
+        ],
+        Some(KEY),
+    );
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("limit_fuel"));
     // An error answer is printed, and the exit code says it failed.
     let refused = call(&["GET", "/v1/nodes"], None);
     assert_eq!(refused.status.code(), Some(1));
