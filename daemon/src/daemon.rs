@@ -95,50 +95,106 @@ pub struct Daemon {
     pub code_cache: Option<Arc<CodeCache>>,
     /// Failed authentications, by address, for the audit log.
     pub auth_failures: AuthFailures,
+    /// Request bodies read and typed at once.
+    pub reading: Admission,
+    /// Bytes of answers made and not yet taken by their callers; past
+    /// [`MAX_UNDELIVERED_BYTES`], no new run is admitted.
+    pub undelivered: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// Failed authentications per address: the audit log gets one record per address every
-/// [`AuthFailures::INTERVAL`], carrying how many failures it stands for.
+/// Bytes of answers waiting for slow callers, in all, before new runs are turned away.
+pub const MAX_UNDELIVERED_BYTES: usize = 256 * 1024 * 1024;
+
+/// Failed authentications per address (an IPv6 address counts by its /64): the audit log
+/// gets one record per address every [`AuthFailures::INTERVAL`], carrying how many failures
+/// it stands for, and at most [`AuthFailures::MAX_RECORDS`] records in all per interval; the
+/// next record after a full interval says how many went unrecorded.
 #[derive(Default)]
 pub struct AuthFailures {
-    seen: std::sync::Mutex<
-        std::collections::HashMap<Option<std::net::IpAddr>, (std::time::Instant, u64)>,
-    >,
+    state: std::sync::Mutex<AuthFailureState>,
+}
+
+#[derive(Default)]
+struct AuthFailureState {
+    seen: std::collections::HashMap<Option<std::net::IpAddr>, (std::time::Instant, u64)>,
+    window: Option<std::time::Instant>,
+    recorded: u64,
+    unrecorded: u64,
+}
+
+/// What an audit record of failed authentications carries.
+pub struct AuthFailureNote {
+    /// Failures from this address since its last record.
+    pub since_last: u64,
+    /// Failures from anywhere that went unrecorded in the last full interval.
+    pub unrecorded_elsewhere: u64,
 }
 
 impl AuthFailures {
     pub const INTERVAL: Duration = Duration::from_secs(10);
-    /// Addresses remembered; past it the table starts again (records are then written
-    /// for each address once more, never fewer).
+    pub const MAX_RECORDS: u64 = 100;
+    /// Addresses remembered; past it the table starts again.
     const MAX_ADDRESSES: usize = 4096;
 
-    /// Counts a failure from `peer`; `Some(failures not recorded before)` when a record is
-    /// due.
-    pub fn note(&self, peer: Option<std::net::IpAddr>) -> Option<u64> {
-        let mut seen = self
-            .seen
+    /// The address as failures are counted: IPv4-mapped as IPv4, IPv6 by its /64.
+    fn key(peer: Option<std::net::IpAddr>) -> Option<std::net::IpAddr> {
+        peer.map(|ip| match ip {
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => std::net::IpAddr::V4(v4),
+                None => {
+                    let mut segments = v6.segments();
+                    segments[4..].fill(0);
+                    std::net::IpAddr::V6(std::net::Ipv6Addr::from(segments))
+                }
+            },
+            v4 => v4,
+        })
+    }
+
+    /// Counts a failure from `peer`; what to record when a record is due.
+    pub fn note(&self, peer: Option<std::net::IpAddr>) -> Option<AuthFailureNote> {
+        let mut state = self
+            .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = std::time::Instant::now();
-        if seen.len() >= Self::MAX_ADDRESSES && !seen.contains_key(&peer) {
-            seen.clear();
+        let key = Self::key(peer);
+        if state
+            .window
+            .is_none_or(|start| now.duration_since(start) >= Self::INTERVAL)
+        {
+            state.window = Some(now);
+            state.recorded = 0;
         }
-        match seen.get_mut(&peer) {
+        if state.seen.len() >= Self::MAX_ADDRESSES && !state.seen.contains_key(&key) {
+            state.seen.clear();
+        }
+        let due = match state.seen.get_mut(&key) {
             Some((last, count)) if now.duration_since(*last) < Self::INTERVAL => {
                 *count += 1;
                 None
             }
             Some((last, count)) => {
-                let suppressed = *count;
+                let since_last = *count;
                 *last = now;
                 *count = 0;
-                Some(suppressed)
+                Some(since_last)
             }
             None => {
-                seen.insert(peer, (now, 0));
+                state.seen.insert(key, (now, 0));
                 Some(0)
             }
+        };
+        let since_last = due?;
+        if state.recorded >= Self::MAX_RECORDS {
+            state.unrecorded += 1 + since_last;
+            return None;
         }
+        state.recorded += 1;
+        Some(AuthFailureNote {
+            since_last,
+            unrecorded_elsewhere: std::mem::take(&mut state.unrecorded),
+        })
     }
 }
 
@@ -194,6 +250,8 @@ impl Daemon {
             hard_stop,
             code_cache,
             auth_failures: AuthFailures::default(),
+            reading: Admission::new(manifest.host.concurrency.max(4), manifest.host.queue),
+            undelivered: Arc::default(),
         });
         daemon.audit.record(
             "daemon_start",
@@ -246,8 +304,11 @@ impl Daemon {
     /// Re-reads the manifest and swaps in a new generation, or refuses the reload whole and
     /// keeps serving the current one. `trigger` says what asked (`sighup`, `api`, `watch`).
     pub async fn reload(&self, trigger: &str) -> Result<u64, ReloadError> {
+        // Read under the reload lock: a reload that waited for another reads the file as it
+        // is when its turn comes.
+        let reloading = self.reloading.lock().await;
         let result = match Manifest::load(&self.manifest_path) {
-            Ok(manifest) => self.apply(manifest, trigger).await,
+            Ok(manifest) => self.apply_locked(manifest, trigger, reloading).await,
             Err(error) => Err(ReloadError::Manifest(error)),
         };
         match &result {
@@ -268,7 +329,16 @@ impl Daemon {
     }
 
     async fn apply(&self, manifest: Manifest, trigger: &str) -> Result<u64, ReloadError> {
-        let _reloading = self.reloading.lock().await;
+        let reloading = self.reloading.lock().await;
+        self.apply_locked(manifest, trigger, reloading).await
+    }
+
+    async fn apply_locked(
+        &self,
+        manifest: Manifest,
+        trigger: &str,
+        _reloading: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<u64, ReloadError> {
         let (manifest, changed) = manifest.keeping_fixed(&self.started_with);
         for field in changed {
             tracing::warn!("{field} changed in the manifest: it takes effect at the next restart");
@@ -543,4 +613,34 @@ fn all_keys(manifest: &Manifest, options: &Options) -> Vec<ApiKey> {
     let mut keys = manifest.api.keys.clone();
     keys.extend(options.api_keys.iter().cloned());
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_authentications_are_recorded_once_per_address_and_capped_in_all() {
+        let failures = AuthFailures::default();
+        let ip = |text: &str| Some(text.parse::<std::net::IpAddr>().unwrap());
+        assert!(failures.note(ip("192.0.2.1")).is_some());
+        assert!(failures.note(ip("192.0.2.1")).is_none());
+        assert!(
+            failures.note(ip("::ffff:192.0.2.1")).is_none(),
+            "mapped counts as IPv4"
+        );
+        assert!(failures.note(ip("2001:db8::1")).is_some());
+        assert!(
+            failures.note(ip("2001:db8::ffff:2")).is_none(),
+            "the same /64"
+        );
+        let mut recorded = 2;
+        for index in 0..500u32 {
+            let address = std::net::Ipv4Addr::from(0x0a00_0000 + index);
+            if failures.note(Some(address.into())).is_some() {
+                recorded += 1;
+            }
+        }
+        assert_eq!(recorded, AuthFailures::MAX_RECORDS);
+    }
 }

@@ -32,8 +32,10 @@ impl LiveNode {
     fn identity(verified: &Verified) -> String {
         let entry = &verified.entry;
         format!(
-            "{}|{}|{:?}|{:?}|{}|{}|{}",
+            "{}|{:?}|{}|{:?}|{:?}|{}|{}|{}",
             verified.package_sha256,
+            // Where it came from decides which syncs can block it.
+            serde_json::to_string(&verified.origin).unwrap_or_default(),
             verified.capabilities.bits(),
             verified.allowed_hosts,
             entry.limits,
@@ -77,6 +79,7 @@ impl LiveNode {
     /// Whether `newer` grants less than this node: a capability or a host this one had.
     pub fn narrowed_by(&self, newer: &LiveNode) -> bool {
         !newer.config.capabilities.contains(self.config.capabilities)
+            || (self.config.allow_wasi && !newer.config.allow_wasi)
             || self
                 .verified
                 .allowed_hosts

@@ -236,8 +236,47 @@ pub fn grant_problems(package: &warden_package::Manifest, entry: &NodeEntry) -> 
     problems
 }
 
+/// Reads a regular file of at most `limit` bytes. It is opened without following a symlink
+/// and without blocking (a FIFO or a device in a package directory must not hold a reload),
+/// checked to be a regular file on the opened handle, and read no further than `limit`.
+fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        options.custom_flags(flags.bits() as i32);
+    }
+    let file = options
+        .open(path)
+        .map_err(|error| format!("cannot open it (a symlink is not followed): {error}"))?;
+    let metadata = file.metadata().map_err(|error| error.to_string())?;
+    if !metadata.file_type().is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if metadata.len() > limit {
+        return Err(format!("it is {} bytes, over {limit}", metadata.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| error.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("it grew past {limit} bytes while read"));
+    }
+    Ok(bytes)
+}
+
 /// The verified packages of one directory, by name.
-type DirectoryPackages = BTreeMap<String, Vec<(semver::Version, Found)>>;
+#[derive(Default)]
+struct DirectoryPackages {
+    by_name: BTreeMap<String, Vec<(semver::Version, Found)>>,
+    /// Names of packages there that no trusted key signed (a key the operator took out of
+    /// `trusted_keys`, say), with why.
+    untrusted: BTreeMap<String, String>,
+}
 
 /// Largest package file read from a directory.
 const MAX_PACKAGE_FILE: u64 = 256 * 1024 * 1024;
@@ -247,7 +286,7 @@ fn scan(
     warnings: &mut Vec<String>,
     problems: &mut Vec<String>,
 ) -> DirectoryPackages {
-    let mut packages = DirectoryPackages::new();
+    let mut packages = DirectoryPackages::default();
     let entries = match std::fs::read_dir(&directory.path) {
         Ok(entries) => entries,
         Err(error) => {
@@ -267,10 +306,19 @@ fn scan(
     for path in paths {
         match read_package(&path, directory) {
             Ok((version, found)) => packages
+                .by_name
                 .entry(found.0.manifest.name.clone())
                 .or_default()
                 .push((version, found)),
-            Err(why) => warnings.push(format!(
+            Err((Some(name), why)) => {
+                warnings.push(format!(
+                    "directory `{}`: {} is skipped: {why}",
+                    directory.name,
+                    path.display()
+                ));
+                packages.untrusted.insert(name, why);
+            }
+            Err((None, why)) => warnings.push(format!(
                 "directory `{}`: {} is skipped: {why}",
                 directory.name,
                 path.display()
@@ -280,22 +328,24 @@ fn scan(
     packages
 }
 
+/// A package of a directory, verified; or why not (with its name when it decoded but no
+/// trusted key signed it).
 fn read_package(
     path: &Path,
     directory: &DirectorySource,
-) -> Result<(semver::Version, Found), String> {
-    let size = std::fs::metadata(path)
-        .map_err(|error| error.to_string())?
-        .len();
-    if size > MAX_PACKAGE_FILE {
-        return Err(format!("it is {size} bytes, over {MAX_PACKAGE_FILE}"));
-    }
-    let bytes = std::fs::read(path).map_err(|error| error.to_string())?;
-    let package = warden_package::decode(&bytes).map_err(|error| error.to_string())?;
-    let signers = warden_package::verify(&package, Some(&directory.trusted_keys))
-        .map_err(|error| error.to_string())?;
-    let version =
-        semver::Version::parse(&package.manifest.version).map_err(|error| error.to_string())?;
+) -> Result<(semver::Version, Found), (Option<String>, String)> {
+    let bytes = read_regular_file(path, MAX_PACKAGE_FILE).map_err(|why| (None, why))?;
+    let package = warden_package::decode(&bytes).map_err(|error| (None, error.to_string()))?;
+    let signers = warden_package::verify(&package, Some(&directory.trusted_keys)).map_err(
+        |error| match error {
+            warden_package::PackageError::Untrusted => {
+                (Some(package.manifest.name.clone()), error.to_string())
+            }
+            error => (None, error.to_string()),
+        },
+    )?;
+    let version = semver::Version::parse(&package.manifest.version)
+        .map_err(|error| (None, error.to_string()))?;
     let signers = signers
         .iter()
         .map(|key| warden_package::hex(key.as_bytes()))
@@ -308,6 +358,7 @@ fn read_package(
 
 fn from_directory(packages: &DirectoryPackages, entry: &NodeEntry) -> Result<Found, Skip> {
     let candidates = packages
+        .by_name
         .get(&entry.name)
         .map(Vec::as_slice)
         .unwrap_or_default();
@@ -320,6 +371,16 @@ fn from_directory(packages: &DirectoryPackages, entry: &NodeEntry) -> Result<Fou
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, found)| found.clone())
         .ok_or_else(|| {
+            // Signed, but by no key trusted now: left out (and stopped where it runs), as a
+            // node its registry blocks is.
+            if let Some(why) = packages.untrusted.get(&entry.name)
+                && candidates.is_empty()
+            {
+                return Skip::Blocked(format!(
+                    "directory `{}` holds `{}`, but {why}",
+                    entry.source, entry.name
+                ));
+            }
             let versions: Vec<String> = candidates.iter().map(|(v, _)| v.to_string()).collect();
             Skip::Problem(format!(
                 "directory `{}` has no package of it that matches `{}` and is signed by a trusted key (versions there: {})",

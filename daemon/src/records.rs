@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 /// running only while its request is, so a few callers cannot hold every key.
 pub const MAX_IDEMPOTENCY_KEYS: usize = 10_000;
 pub const MAX_IDEMPOTENCY_KEYS_PER_CALLER: usize = 250;
-/// Bytes of answers kept for replays, in all; an answer larger than
-/// [`MAX_REPLAY_BODY_BYTES`] is not kept (its replay points to the run's record instead).
-pub const MAX_REPLAY_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of answers kept for replays, per caller and in all; an answer larger than
+/// [`MAX_REPLAY_BODY_BYTES`], or one that finds the daemon's budget spent by others, is not
+/// kept (its replay points to the run's record instead). A caller's answers make room only
+/// among its own: no caller can evict another's keys.
+pub const MAX_REPLAY_BYTES_PER_CALLER: usize = 16 * 1024 * 1024;
+pub const MAX_REPLAY_BYTES: usize = 256 * 1024 * 1024;
 pub const MAX_REPLAY_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct RunRecords {
@@ -38,7 +41,8 @@ struct State {
     /// longer matches the key's claim (released and claimed again) is skipped.
     key_order: VecDeque<(Instant, KeyId, u64)>,
     serial: u64,
-    per_caller: HashMap<String, usize>,
+    /// Keys and replay bytes held, per caller.
+    per_caller: HashMap<String, (usize, usize)>,
     replay_bytes: usize,
 }
 
@@ -47,6 +51,8 @@ struct Claim {
     state: Idempotent,
     /// Bytes of the answer kept.
     bytes: usize,
+    /// When its run finished: it expires a TTL after that.
+    finished_at: Option<Instant>,
 }
 
 /// What an idempotency key (of one caller) stands for.
@@ -93,19 +99,36 @@ impl State {
     fn remove_key(&mut self, id: &KeyId) {
         if let Some(claim) = self.keys.remove(id) {
             self.replay_bytes -= claim.bytes;
-            if let Some(count) = self.per_caller.get_mut(&id.0) {
+            if let Some((count, bytes)) = self.per_caller.get_mut(&id.0) {
                 *count -= 1;
+                *bytes -= claim.bytes;
                 if *count == 0 {
                     self.per_caller.remove(&id.0);
                 }
             }
         }
+        // Entries of keys gone are skipped as they come to the front; past twice the keys
+        // held, they are swept, so claims given back cannot pile them up.
+        if self.key_order.len() > 2 * self.keys.len() + 64 {
+            let keys = &self.keys;
+            self.key_order.retain(|(_, id, serial)| {
+                keys.get(id).is_some_and(|claim| claim.serial == *serial)
+            });
+        }
     }
 
-    /// Evicts the oldest finished key (of `caller`, when given); false when there is none.
-    fn evict_finished(&mut self, caller: Option<&str>) -> bool {
+    fn caller_keys(&self, caller: &str) -> usize {
+        self.per_caller.get(caller).map_or(0, |held| held.0)
+    }
+
+    fn caller_bytes(&self, caller: &str) -> usize {
+        self.per_caller.get(caller).map_or(0, |held| held.1)
+    }
+
+    /// Evicts `caller`'s oldest finished key; false when it has none.
+    fn evict_finished(&mut self, caller: &str) -> bool {
         let position = self.key_order.iter().position(|(_, id, serial)| {
-            caller.is_none_or(|caller| id.0 == caller)
+            id.0 == caller
                 && self.keys.get(id).is_some_and(|claim| {
                     claim.serial == *serial && matches!(claim.state, Idempotent::Finished { .. })
                 })
@@ -175,14 +198,10 @@ impl RunRecords {
         if let Some(existing) = state.keys.get(&id) {
             return Err(ClaimRefused::Used(existing.state.clone()));
         }
-        while state.per_caller.get(caller).copied().unwrap_or(0) >= MAX_IDEMPOTENCY_KEYS_PER_CALLER
+        while state.caller_keys(caller) >= MAX_IDEMPOTENCY_KEYS_PER_CALLER
+            || state.keys.len() >= MAX_IDEMPOTENCY_KEYS
         {
-            if !state.evict_finished(Some(caller)) {
-                return Err(ClaimRefused::Full);
-            }
-        }
-        while state.keys.len() >= MAX_IDEMPOTENCY_KEYS {
-            if !state.evict_finished(None) {
+            if !state.evict_finished(caller) {
                 return Err(ClaimRefused::Full);
             }
         }
@@ -197,9 +216,10 @@ impl RunRecords {
                     request_sha256: request_sha256.to_string(),
                 },
                 bytes: 0,
+                finished_at: None,
             },
         );
-        *state.per_caller.entry(caller.to_string()).or_default() += 1;
+        state.per_caller.entry(caller.to_string()).or_default().0 += 1;
         state.key_order.push_back((Instant::now(), id, serial));
         Ok(())
     }
@@ -219,32 +239,45 @@ impl RunRecords {
         else {
             return;
         };
-        let kept = size <= MAX_REPLAY_BODY_BYTES;
+        let mut kept = size <= MAX_REPLAY_BODY_BYTES;
         if kept {
-            while state.replay_bytes + size > MAX_REPLAY_BYTES {
-                if !state.evict_finished(None) {
+            while state.caller_bytes(caller) + size > MAX_REPLAY_BYTES_PER_CALLER {
+                if !state.evict_finished(caller) {
                     break;
                 }
             }
+            kept = state.caller_bytes(caller) + size <= MAX_REPLAY_BYTES_PER_CALLER
+                && state.replay_bytes + size <= MAX_REPLAY_BYTES;
         }
-        let kept = kept && state.replay_bytes + size <= MAX_REPLAY_BYTES;
         let bytes = if kept { size } else { 0 };
-        if let Some(claim) = state.keys.get_mut(&id) {
-            claim.state = Idempotent::Finished {
-                run_id,
-                request_sha256,
-                status,
-                body: kept.then_some(body),
-            };
-            claim.bytes = bytes;
-        }
+        let Some(claim) = state.keys.get_mut(&id) else {
+            return;
+        };
+        claim.state = Idempotent::Finished {
+            run_id,
+            request_sha256,
+            status,
+            body: kept.then_some(body),
+        };
+        claim.bytes = bytes;
+        claim.finished_at = Some(Instant::now());
+        let serial = claim.serial;
         state.replay_bytes += bytes;
+        state.per_caller.entry(caller.to_string()).or_default().1 += bytes;
+        // Its time to live runs from now: a run that outlived the TTL (or waited long in a
+        // queue) still keeps its answer for a whole TTL.
+        state.key_order.push_back((Instant::now(), id, serial));
     }
 
     /// Forgets `key`: its run never started, or ended in a way worth retrying.
     pub fn release(&self, caller: &str, key: &str) {
         let mut state = lock(&self.state);
         state.remove_key(&(caller.to_string(), key.to_string()));
+    }
+
+    /// Entries in the claims' order (for tests of its bound).
+    pub fn order_len(&self) -> usize {
+        lock(&self.state).key_order.len()
     }
 
     /// Bytes of answers kept for replays now.
@@ -272,7 +305,10 @@ impl RunRecords {
             // A run still going keeps its key past the TTL; a key claimed again since keeps
             // its newer claim.
             let expired = state.keys.get(&id).is_some_and(|claim| {
-                claim.serial == serial && matches!(claim.state, Idempotent::Finished { .. })
+                claim.serial == serial
+                    && claim
+                        .finished_at
+                        .is_some_and(|finished| now.duration_since(finished) >= self.ttl)
             });
             if expired {
                 state.remove_key(&id);
@@ -382,14 +418,65 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let body = Arc::new(json!("y".repeat(MAX_REPLAY_BODY_BYTES - 16)));
+        // Bob's answer is kept whatever alice does: her answers make room only among hers.
+        records.claim("bob", "payment-42", "r-bob", "h").unwrap();
+        records.finish_idempotent("bob", "payment-42", 200, body.clone());
         for index in 0..100 {
-            let caller = format!("caller{}", index % 4);
             records
-                .claim(&caller, &format!("k{index}"), "r", "h")
+                .claim("alice", &format!("k{index}"), "r", "h")
                 .unwrap();
-            records.finish_idempotent(&caller, &format!("k{index}"), 200, body.clone());
-            assert!(records.replay_bytes() <= MAX_REPLAY_BYTES);
+            records.finish_idempotent("alice", &format!("k{index}"), 200, body.clone());
+            assert!(records.replay_bytes() <= 2 * MAX_REPLAY_BYTES_PER_CALLER);
         }
+        match records.claim("bob", "payment-42", "r2", "h") {
+            Err(ClaimRefused::Used(Idempotent::Finished {
+                body: Some(_),
+                run_id,
+                ..
+            })) => {
+                assert_eq!(run_id, "r-bob")
+            }
+            other => panic!("bob's answer was evicted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_whose_run_outlived_the_ttl_expires_a_ttl_after_it_finished() {
+        let records = RunRecords::new(10, Duration::from_millis(40));
+        records.claim("bob", "slow", "r", "h").unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        // Still running past the TTL: kept.
+        assert!(matches!(
+            records.claim("bob", "slow", "r2", "h"),
+            Err(ClaimRefused::Used(Idempotent::Running { .. }))
+        ));
+        records.finish_idempotent("bob", "slow", 200, Arc::new(json!({})));
+        assert!(matches!(
+            records.claim("bob", "slow", "r2", "h"),
+            Err(ClaimRefused::Used(Idempotent::Finished { .. }))
+        ));
+        std::thread::sleep(Duration::from_millis(60));
+        // A TTL after it finished, it is gone, and bob's share is free again.
+        records.claim("bob", "slow", "r3", "h").unwrap();
+        for index in 0..MAX_IDEMPOTENCY_KEYS_PER_CALLER - 1 {
+            records
+                .claim("bob", &format!("k{index}"), "r", "h")
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn claims_given_back_do_not_pile_up() {
+        let records = RunRecords::new(10, Duration::from_secs(3600));
+        records.claim("alice", "kept", "r", "h").unwrap();
+        records.finish_idempotent("alice", "kept", 200, Arc::new(json!({})));
+        for index in 0..10_000 {
+            records
+                .claim("bob", &format!("k{index}"), "r", "h")
+                .unwrap();
+            records.release("bob", &format!("k{index}"));
+        }
+        assert!(records.order_len() < 200, "{}", records.order_len());
     }
 
     #[test]

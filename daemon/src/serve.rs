@@ -53,6 +53,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     crate::telemetry::handle();
+    // The SIGHUP handler is in place before the (possibly long) start: a SIGHUP meanwhile is
+    // kept and reloads once the daemon serves, rather than ending the process.
+    #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hangup: Option<()> = None;
     let daemon = Daemon::start(manifest_path, options).await?;
     let manifest = daemon.started_with.clone();
     let tls = warden_registry::server::tls::server_config(
@@ -71,12 +77,6 @@ pub async fn serve(
         Some(metrics) => Some(bind(metrics.listen.clone()).await?),
         None => None,
     };
-    // The SIGHUP handler is in place before anyone is told the daemon is up: a SIGHUP then
-    // reloads rather than ends the process.
-    #[cfg(unix)]
-    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    #[cfg(not(unix))]
-    let hangup: Option<()> = None;
     let generation = daemon.current();
     ready(&Ready {
         api: api_listener
@@ -198,6 +198,9 @@ async fn background(daemon: Arc<Daemon>, mut hangup: Hangup) {
     // The manifest as last read by a reload that was refused: not tried again until it
     // changes.
     let mut last_refused = (String::new(), std::time::Instant::now());
+    // A change is applied once the file has read the same on two ticks in a row: an editor
+    // writing it in place is not caught halfway.
+    let mut settling = String::new();
     loop {
         #[cfg(unix)]
         let hangup_received = async {
@@ -227,7 +230,10 @@ async fn background(daemon: Arc<Daemon>, mut hangup: Hangup) {
                 // A manifest refused is tried again when it changes, or after a while (what
                 // refused it may have passed: a registry unreachable, memory short).
                 let retry = sha != last_refused.0 || last_refused.1.elapsed() >= RETRY_REFUSED;
+                let settled = sha == settling;
+                settling = sha.clone();
                 if sha != daemon.current().manifest_sha256
+                    && settled
                     && retry
                     && daemon.reload("watch").await.is_err()
                 {

@@ -129,6 +129,11 @@ async fn readyz(State(daemon): State<Shared>) -> Response {
     .into_response()
 }
 
+/// A path parameter that is not text (`%FF`): the one error shape, not axum's plain text.
+pub(crate) fn path_rejected(rejection: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::bad_request(format!("the path is not usable: {}", rejection.body_text()))
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -212,14 +217,15 @@ fn unauthenticated(daemon: &Daemon, request: &Request, why: &str) -> Response {
         .map(|info| info.0.ip());
     // One record per address per interval, counting the failures in between: a flood of bad
     // keys cannot flood the audit log.
-    if let Some(suppressed) = daemon.auth_failures.note(peer) {
+    if let Some(note) = daemon.auth_failures.note(peer) {
         daemon.audit.record(
             "authentication_failed",
             json!({
                 "reason": why,
                 "peer": peer.map(|ip| ip.to_string()),
                 "route": request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string()),
-                "failures_since_last_record": suppressed,
+                "failures_since_last_record": note.since_last,
+                "unrecorded_elsewhere": note.unrecorded_elsewhere,
             }),
         );
     }

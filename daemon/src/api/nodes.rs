@@ -18,8 +18,9 @@ pub async fn list(State(daemon): State<Shared>) -> Json<Value> {
 /// A package by its name, or the package of a node (`node` or `package/node`).
 pub async fn one(
     State(daemon): State<Shared>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name.map_err(super::path_rejected)?;
     let generation = daemon.current();
     if let Some(live) = generation.package(&name) {
         return Ok(Json(live.describe()));

@@ -18,6 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -33,12 +34,14 @@ use warden_host::{DataType, Error, Field, RunContext, RunReport, RunRequest, Val
 struct RunBody {
     /// `node`, `package` (a one-node package) or `package/node`.
     node: String,
+    /// Kept as their JSON text until typed by the pins: an array of a million zeros stays 2
+    /// MB, not the 32 MB it would take as a parsed document.
     #[serde(default)]
-    inputs: Map<String, Json>,
+    inputs: BTreeMap<String, Box<RawValue>>,
     #[serde(default)]
     context: ContextBody,
     #[serde(default)]
-    variables: Map<String, Json>,
+    variables: BTreeMap<String, Box<RawValue>>,
     idempotency_key: Option<String>,
 }
 
@@ -82,6 +85,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// A JSON value's hash and size, its object keys sorted, so equal values hash equal.
+/// The hash and size of inputs as sent: each name with its JSON text, in name order.
+fn digest_raw(inputs: &BTreeMap<String, Box<RawValue>>) -> Json {
+    let bytes = serde_json::to_vec(inputs).unwrap_or_default();
+    json!({ "sha256": sha256_hex(&bytes), "bytes": bytes.len() })
+}
+
 fn digest(json: &Json) -> Json {
     let bytes = serde_json::to_vec(&sorted(json)).unwrap_or_default();
     json!({ "sha256": sha256_hex(&bytes), "bytes": bytes.len() })
@@ -149,17 +158,46 @@ pub async fn create(
     if daemon.is_shutting_down() {
         return Err(shutting_down());
     }
+    // Bodies are read and typed a few at a time, each under the API's size cap: what they
+    // take in memory is bounded before any run is admitted.
+    let timeout = daemon.started_with.host.queue_timeout;
+    let reading = daemon.reading.acquire(timeout).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "too many request bodies are being read; retry later",
+        )
+        .retry_after(1)
+    })?;
     let bytes = read_body(body, daemon.started_with.api.max_body_bytes).await?;
     let body: RunBody = serde_json::from_slice(&bytes).map_err(|error| {
         ApiError::bad_request(format!("the JSON body is not a run request: {error}"))
     })?;
+    drop(bytes);
     let id = run_id();
     // An idempotency key is claimed first: a retry gets the first answer even when the node
     // has since gone, and any refusal below gives the key back.
     let claim = claim_key(&daemon, &caller, &headers, &body, &id)?;
-    let (live, node_name, slots) = admit_current(&daemon, &body.node).await?;
-    let (inputs, variables) = convert(&live, &node_name, &body)?;
+    // Typed against the node serving now, before waiting for a slot: a bad input is answered
+    // at once, and a request waiting in a queue holds typed values, not the body.
+    let (resolved, node_name) = daemon
+        .current()
+        .resolve(&body.node)
+        .map_err(unresolved_error)?;
+    let (inputs, variables) = convert(&resolved, &node_name, &body)?;
     let context = run_context(&id, &node_name, &body.context)?;
+    let inputs_digest = digest_raw(&body.inputs);
+    drop(reading);
+    let (live, node_name, slots) = admit_current(&daemon, &body.node).await?;
+    if live.verified.component_sha256 != resolved.verified.component_sha256 {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the node was replaced by another version while this request waited; retry",
+        )
+        .retry_after(1));
+    }
+    drop(resolved);
     let delivery = delivery(&headers);
     let (events, receiver) = mpsc::unbounded_channel();
     let events = Events::new(events);
@@ -195,7 +233,7 @@ pub async fn create(
         node: format!("{}/{node_name}", live.name()),
         caller: caller.name.clone(),
         claim,
-        inputs: digest(&Json::Object(body.inputs)),
+        inputs: inputs_digest,
         context: json!({
             "app_id": request.context.app_id,
             "board_id": request.context.board_id,
@@ -213,9 +251,15 @@ pub async fn create(
                 format!("the run's task failed: {error}"),
             )
         })?;
-        return Ok(json_response(status, &body));
+        return Ok(counted_json(&daemon.undelivered, status, &body));
     }
-    Ok(stream_response(delivery, receiver, waiting, &id))
+    Ok(stream_response(
+        delivery,
+        receiver,
+        waiting,
+        daemon.undelivered.clone(),
+        &id,
+    ))
 }
 
 /// The idempotency key of a request (its `idempotency_key` or the `Idempotency-Key` header),
@@ -241,11 +285,10 @@ fn claim_key(
             "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} bytes"
         )));
     }
+    // The request as sent (inputs and variables in name order, each as its JSON text).
     let request_sha256 = sha256_hex(
-        &serde_json::to_vec(&sorted(&json!({
-            "node": body.node, "inputs": body.inputs, "context": body.context, "variables": body.variables,
-        })))
-        .unwrap_or_default(),
+        &serde_json::to_vec(&(&body.node, &body.inputs, &body.context, &body.variables))
+            .unwrap_or_default(),
     );
     match daemon.records.claim(&caller.name, &key, id, &request_sha256) {
         Ok(()) => Ok(Some(KeyClaim {
@@ -388,12 +431,22 @@ fn shutting_down() -> ApiError {
     .retry_after(1)
 }
 
-fn json_response(status: StatusCode, body: &Json) -> Response {
-    (status, axum::Json(body.clone())).into_response()
-}
-
 /// Takes the node's slot, then the host's, each waiting in its bounded queue.
 async fn admit(daemon: &Shared, live: &Arc<LiveNode>) -> Result<(Slot, Slot), ApiError> {
+    // Answers callers have not taken yet are memory the daemon holds for them: past the
+    // budget, no new run starts until they are taken.
+    let undelivered = daemon.undelivered.load(std::sync::atomic::Ordering::SeqCst);
+    if undelivered > crate::daemon::MAX_UNDELIVERED_BYTES {
+        metrics::counter!(telemetry::REJECTED, "node" => "*").increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            format!(
+                "{undelivered} bytes of answers wait for their callers to read them; retry later"
+            ),
+        )
+        .retry_after(1));
+    }
     let timeout = daemon.started_with.host.queue_timeout;
     let node = live.name().to_string();
     let overloaded = |which: &str, why: Overloaded| {
@@ -456,17 +509,36 @@ fn convert(
                 known.join(", ")
             ))
         })?;
-        let value = Value::from_json(json, pin.data_type)
+        let value = typed(json, pin.data_type)
             .map_err(|error| invalid(format!("input `{name}`: {error}")))?;
         inputs.push(Field::new(name.clone(), value));
     }
     let mut variables = BTreeMap::new();
     for (name, json) in &body.variables {
-        let value = Value::from_json(json, DataType::Any)
+        let value = typed(json, DataType::Any)
             .map_err(|error| invalid(format!("variable `{name}`: {error}")))?;
         variables.insert(name.clone(), value);
     }
     Ok((inputs, variables))
+}
+
+/// A value of `data_type` from its JSON text. A JSON document (a `json` pin, or an array or
+/// object on an `any` pin) keeps the text as sent, never parsed into a tree; the rest is
+/// small once parsed.
+fn typed(
+    raw: &RawValue,
+    data_type: DataType,
+) -> Result<Value, warden_host::value::ParseValueError> {
+    let text = raw.get().trim();
+    match (data_type, text.as_bytes().first()) {
+        (DataType::Json, _) | (DataType::Any, Some(b'[' | b'{')) => {
+            Ok(Value::Json(text.to_string()))
+        }
+        _ => {
+            let json: Json = serde_json::from_str(text).unwrap_or(Json::Null);
+            Value::from_json(&json, data_type)
+        }
+    }
 }
 
 fn run_context(id: &str, node: &str, given: &ContextBody) -> Result<RunContext, ApiError> {
@@ -732,19 +804,97 @@ fn usage(report: &RunReport, duration: std::time::Duration) -> Json {
     })
 }
 
+/// Bytes of an answer made and not yet taken by its caller: counted in the daemon's
+/// `undelivered` while it exists.
+struct Undelivered {
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl Undelivered {
+    fn new(counter: &Arc<std::sync::atomic::AtomicUsize>, bytes: usize) -> Self {
+        counter.fetch_add(bytes, std::sync::atomic::Ordering::SeqCst);
+        Undelivered {
+            counter: counter.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Undelivered {
+    fn drop(&mut self) {
+        self.counter
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Pieces an answer is handed to the connection in: the connection's own buffer is then all
+/// that is taken off the count before the caller has read it.
+const PIECE: usize = 64 * 1024;
+
+/// `bytes` as a body sent in pieces, counted as undelivered until the last is taken or the
+/// connection ends.
+fn counted_body(counter: &Arc<std::sync::atomic::AtomicUsize>, bytes: Bytes) -> Body {
+    let guard = Undelivered::new(counter, bytes.len());
+    let stream = futures_util::stream::unfold((bytes, guard), |(mut rest, guard)| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        let piece = rest.split_to(rest.len().min(PIECE));
+        Some((Ok::<_, std::convert::Infallible>(piece), (rest, guard)))
+    });
+    Body::from_stream(stream)
+}
+
+/// A whole answer, counted as undelivered until taken.
+fn counted_json(
+    counter: &Arc<std::sync::atomic::AtomicUsize>,
+    status: StatusCode,
+    body: &Json,
+) -> Response {
+    let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+    let mut response = Response::new(counted_body(counter, bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 fn stream_response(
     delivery: Delivery,
     receiver: mpsc::UnboundedReceiver<(Event, usize)>,
     waiting: Arc<std::sync::atomic::AtomicUsize>,
+    undelivered: Arc<std::sync::atomic::AtomicUsize>,
     id: &str,
 ) -> Response {
-    let stream = futures_util::stream::unfold((receiver, false), move |(mut receiver, done)| {
+    /// What the stream holds between pieces: events to come, and the rest of the one being
+    /// sent (the final one counted as undelivered).
+    struct State {
+        receiver: mpsc::UnboundedReceiver<(Event, usize)>,
+        rest: Bytes,
+        last: Option<Undelivered>,
+        done: bool,
+    }
+    let state = State {
+        receiver,
+        rest: Bytes::new(),
+        last: None,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, move |mut state| {
         let waiting = waiting.clone();
+        let undelivered = undelivered.clone();
         async move {
-            if done {
+            if !state.rest.is_empty() {
+                let piece = state.rest.split_to(state.rest.len().min(PIECE));
+                return Some((Ok::<_, std::convert::Infallible>(piece), state));
+            }
+            if state.done {
                 return None;
             }
-            let (event, size) = receiver.recv().await?;
+            let (event, size) = state.receiver.recv().await?;
             waiting.fetch_sub(size, std::sync::atomic::Ordering::SeqCst);
             let finished = matches!(event, Event::Done(..));
             let (name, data) = match event {
@@ -769,10 +919,14 @@ fn stream_response(
                 Delivery::EventStream => format!("event: {name}\ndata: {data}\n\n"),
                 _ => format!("{data}\n"),
             };
-            Some((
-                Ok::<_, std::convert::Infallible>(Bytes::from(text)),
-                (receiver, finished),
-            ))
+            let mut text = Bytes::from(text);
+            if finished {
+                state.done = true;
+                state.last = Some(Undelivered::new(&undelivered, text.len()));
+            }
+            let piece = text.split_to(text.len().min(PIECE));
+            state.rest = text;
+            Some((Ok(piece), state))
         }
     });
     let content_type = match delivery {
@@ -795,8 +949,9 @@ fn stream_response(
 pub async fn record(
     State(daemon): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(super::path_rejected)?;
     // A caller reads its own runs' records (an admin reads all); another's answers as one
     // that does not exist.
     let record = daemon

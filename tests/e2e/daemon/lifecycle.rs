@@ -53,7 +53,8 @@ version = "^2"
         assert!(output.contains(expected), "{expected}: {output}");
     }
 
-    // A package signed by a key the directory does not trust is not loaded.
+    // A package signed by a key the directory does not trust (one the operator took out of
+    // `trusted_keys`, say) is not loaded: the node is left out and the daemon is not ready.
     let fixture = Fixture::new();
     let stranger = warden_package::generate_key().unwrap();
     std::fs::write(
@@ -66,12 +67,33 @@ version = "^2"
         ),
     )
     .unwrap();
-    let output = start_refusal(&fixture);
+    let daemon = Daemon::start(&fixture);
     assert!(
-        output.contains("no signature is from a trusted key"),
-        "{output}"
+        !daemon.banner.contains("loaded text-transform"),
+        "{}",
+        daemon.banner
     );
-    assert!(output.contains("signed by a trusted key"), "{output}");
+    let ready = daemon.request(&daemon.api, "GET", "/readyz", None, &[]);
+    assert_eq!((ready.status, ready.code().as_str()), (503, "not_ready"));
+    let reason = ready.json()["error"]["missing"][0]["reason"].to_string();
+    assert!(
+        reason.contains("no signature is from a trusted key"),
+        "{reason}"
+    );
+    drop(daemon);
+
+    // A FIFO (or a device) among the packages is skipped, not read: it cannot hold a start.
+    let fifo = fixture.path("packages/zz-fifo.wpkg");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let daemon = Daemon::start(&fixture);
+    assert!(daemon.banner.contains("loaded limits"));
+    drop(daemon);
 
     // And no daemon serves without an API key.
     let fixture = Fixture::new();
