@@ -74,16 +74,7 @@ fn a_node_revoked_while_it_runs_is_stopped_at_the_next_sync() {
         registry
             .add_key(&acme.token, "acme", &next, Some(&acme.key))
             .unwrap();
-        let old = package::public_key_hex(&acme.key);
-        let signature =
-            warden_registry::protocol::sign_revocation(&registry.id(), "acme", &old, 0, &next);
-        registry
-            .post(
-                &acme.token,
-                &format!("v1/publishers/acme/keys/{old}/revoke"),
-                json!({ "revoked_at": 0, "signed_by": package::public_key_hex(&next), "signature": signature }),
-            )
-            .unwrap();
+        registry.revoke_from_the_start(&acme, &next).unwrap();
         // The reload syncs first: the node is blocked and stopped. No valid version is left,
         // so the node is left out of the new generation (a publisher cannot stop a host from
         // reloading), and the daemon is not ready until the operator acts.

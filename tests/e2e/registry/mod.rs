@@ -172,6 +172,23 @@ impl Registry {
         }
     }
 
+    /// Revokes `publisher`'s first key back to when it was added, signed by `by` (another
+    /// current key of the publisher).
+    fn revoke_from_the_start(
+        &self,
+        publisher: &Publisher,
+        by: &SigningKey,
+    ) -> Result<Json, ClientError> {
+        let old = package::public_key_hex(&publisher.key);
+        let signature =
+            warden_registry::protocol::sign_revocation(&self.id(), &publisher.name, &old, 0, by);
+        self.post(
+            &publisher.token,
+            &format!("v1/publishers/{}/keys/{old}/revoke", publisher.name),
+            json!({ "revoked_at": 0, "signed_by": package::public_key_hex(by), "signature": signature }),
+        )
+    }
+
     /// The registry's identity, which key possession and revocation statements name.
     fn id(&self) -> String {
         warden_registry::protocol::registry_id(&self.roots()).unwrap()
@@ -225,31 +242,6 @@ impl Registry {
     fn cert_path(&self) -> PathBuf {
         tls::dev_certificate_path(self.dir.path())
     }
-}
-
-/// A TLS connection to `address` trusting only `ca`, offering the `alpn` protocols.
-async fn connect_tls(
-    address: String,
-    ca: Vec<u8>,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(ca))
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap()
 }
 
 struct Publisher {
@@ -723,16 +715,7 @@ fn keys_rotate_and_revocation_binds_registry_and_hosts() {
 
     // Revoke the first key back to when it was added: everything it signed is refused. A
     // back-dated revocation is signed by another current key.
-    let old = package::public_key_hex(&acme.key);
-    let signature =
-        warden_registry::protocol::sign_revocation(&registry.id(), "acme", &old, 0, &next);
-    registry
-        .post(
-            &acme.token,
-            &format!("v1/publishers/acme/keys/{old}/revoke"),
-            json!({ "revoked_at": 0, "signed_by": next_hex, "signature": signature }),
-        )
-        .unwrap();
+    registry.revoke_from_the_start(&acme, &next).unwrap();
     assert_eq!(
         status(registry.publish(&acme.token, acme.pack(&plain(), "text-transform", "1.1.0"))),
         403

@@ -175,22 +175,11 @@ pub fn choose<'a>(
         Some(version) => index.entry(name, version).ok_or_else(|| {
             InstallError::Usage(format!("the registry does not list {name}@{version}"))
         })?,
-        None => index
-            .packages
-            .iter()
-            .filter(|entry| entry.name == name && !entry.yanked)
-            .filter_map(|entry| {
-                semver::Version::parse(&entry.version)
-                    .ok()
-                    .map(|parsed| (parsed, entry))
-            })
-            .max_by(|a, b| a.0.cmp(&b.0))
-            .map(|(_, entry)| entry)
-            .ok_or_else(|| {
-                InstallError::Usage(format!(
-                    "the registry lists no installable version of `{name}`"
-                ))
-            })?,
+        None => highest(index, name, |_| true).ok_or_else(|| {
+            InstallError::Usage(format!(
+                "the registry lists no installable version of `{name}`"
+            ))
+        })?,
     };
     if entry.yanked {
         return Err(Refusal::Yanked {
@@ -208,6 +197,19 @@ pub fn choose_matching<'a>(
     name: &str,
     requirement: &semver::VersionReq,
 ) -> Result<&'a IndexEntry, InstallError> {
+    highest(index, name, |version| requirement.matches(version)).ok_or_else(|| {
+        InstallError::Usage(format!(
+            "the registry lists no installable version of `{name}` that matches `{requirement}`"
+        ))
+    })
+}
+
+/// The highest version of `name` not yanked that `accept` takes.
+fn highest<'a>(
+    index: &'a Index,
+    name: &str,
+    accept: impl Fn(&semver::Version) -> bool,
+) -> Option<&'a IndexEntry> {
     index
         .packages
         .iter()
@@ -215,16 +217,11 @@ pub fn choose_matching<'a>(
         .filter_map(|entry| {
             semver::Version::parse(&entry.version)
                 .ok()
-                .filter(|version| requirement.matches(version))
+                .filter(|version| accept(version))
                 .map(|parsed| (parsed, entry))
         })
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, entry)| entry)
-        .ok_or_else(|| {
-            InstallError::Usage(format!(
-                "the registry lists no installable version of `{name}` that matches `{requirement}`"
-            ))
-        })
 }
 
 /// Checks a downloaded package against its index entry and the index's keys.
