@@ -5,5 +5,6 @@
 
 pub mod jwt;
 pub mod permissions;
+pub mod store;
 
 pub use permissions::{Needs, Permissions};
