@@ -83,6 +83,10 @@ pub struct Daemon {
     runtime: Runtime,
     current: RwLock<Arc<Generation>>,
     keys: RwLock<Vec<ApiKey>>,
+    /// How executor tokens are checked, as the serving manifest says.
+    executor: RwLock<Option<crate::manifest::ExecutorAuth>>,
+    /// Users, roles and their credentials (`data_dir/auth.redb`).
+    pub auth: Option<crate::auth::store::AuthStore>,
     options: Options,
     pub records: RunRecords,
     pub audit: AuditLog,
@@ -213,6 +217,8 @@ impl Daemon {
             source,
         })?;
         let audit = AuditLog::open(&data.join("audit.jsonl"))?;
+        let auth = crate::auth::store::AuthStore::open(&data.join("auth.redb"))
+            .map_err(|error| StartError::Storage(error.to_string()))?;
         let storage = Storage::open(&data.join("storage.redb"))
             .map_err(|error| StartError::Storage(error.to_string()))?;
         let code_cache = match manifest.host.code_cache {
@@ -242,6 +248,8 @@ impl Daemon {
             runtime,
             current: RwLock::new(Arc::new(Generation::empty())),
             keys: RwLock::new(keys),
+            executor: RwLock::new(manifest.executor.clone()),
+            auth: Some(auth),
             options,
             audit,
             reloading: tokio::sync::Mutex::new(()),
@@ -281,6 +289,14 @@ impl Daemon {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         std::mem::replace(&mut *current, generation)
+    }
+
+    /// How executor tokens are checked now.
+    pub fn executor(&self) -> Option<crate::manifest::ExecutorAuth> {
+        self.executor
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The API keys accepted now.
@@ -415,6 +431,10 @@ impl Daemon {
             .keys
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = all_keys(&manifest, &self.options);
+        *self
+            .executor
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = manifest.executor.clone();
         let old = self
             .swap(Generation::new(number, manifest.sha256.clone(), nodes).missing(loaded.skipped));
         let new = self.current();

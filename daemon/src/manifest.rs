@@ -78,6 +78,15 @@ pub struct Manifest {
     pub registries: Vec<RegistrySource>,
     pub directories: Vec<DirectorySource>,
     pub nodes: Vec<NodeEntry>,
+    /// How the workflow executor's tokens are checked; executor tokens are refused without.
+    pub executor: Option<ExecutorAuth>,
+}
+
+/// `[auth.executor]`: the issuer, audience, keys and lifetimes of executor tokens.
+#[derive(Clone, Debug)]
+pub struct ExecutorAuth {
+    pub policy: crate::auth::jwt::Policy,
+    pub keys: Vec<crate::auth::jwt::EcKey>,
 }
 
 #[derive(Clone, Debug)]
@@ -250,6 +259,28 @@ struct RawManifest {
     directories: Vec<RawDirectory>,
     #[serde(default)]
     nodes: Vec<RawNode>,
+    #[serde(default)]
+    auth: RawAuth,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    executor: Option<RawExecutor>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExecutor {
+    issuer: Spanned<String>,
+    audience: Option<String>,
+    /// PEM files of P-256 public keys.
+    #[serde(default)]
+    public_keys: Vec<Spanned<String>>,
+    /// An environment variable holding PEM public keys.
+    public_keys_env: Option<Spanned<String>>,
+    leeway: Option<Spanned<String>>,
+    max_lifetime: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -562,7 +593,13 @@ fn check(
         .map(|(index, node)| check_node(node, index, &names, &host, &mut node_names, problems))
         .collect();
     let _ = text;
+    let executor = raw
+        .auth
+        .executor
+        .as_ref()
+        .map(|executor| check_executor(executor, base, problems));
     Manifest {
+        executor,
         path: path.to_path_buf(),
         sha256: warden_package::hex(&sha2::Digest::finalize(
             <sha2::Sha256 as sha2::Digest>::new_with_prefix(text.as_bytes()),
@@ -575,6 +612,81 @@ fn check(
         directories,
         nodes,
     }
+}
+
+fn check_executor(raw: &RawExecutor, base: &Path, problems: &mut Problems) -> ExecutorAuth {
+    use crate::auth::jwt::{EcKey, Policy};
+    let mut policy = Policy::new(raw.issuer.get_ref().clone());
+    if raw.issuer.get_ref().is_empty() {
+        problems.at(
+            &raw.issuer,
+            "auth.executor.issuer",
+            "name the issuer its tokens carry",
+        );
+    }
+    if let Some(audience) = &raw.audience {
+        policy.audience = audience.clone();
+    }
+    policy.leeway = duration(problems, &raw.leeway, "auth.executor.leeway", policy.leeway);
+    policy.max_lifetime = duration(
+        problems,
+        &raw.max_lifetime,
+        "auth.executor.max_lifetime",
+        policy.max_lifetime,
+    );
+    let mut keys = Vec::new();
+    let mut add = |text: &str, at: &dyn Fn(&mut Problems, String), problems: &mut Problems| {
+        // A file or variable may hold several PEM blocks.
+        let blocks: Vec<String> = text
+            .split("-----END PUBLIC KEY-----")
+            .filter(|block| block.contains("-----BEGIN PUBLIC KEY-----"))
+            .map(|block| format!("{block}-----END PUBLIC KEY-----"))
+            .collect();
+        if blocks.is_empty() {
+            at(problems, "holds no PEM public key".into());
+        }
+        for block in blocks {
+            match EcKey::from_pem(&block) {
+                Ok(key) => keys.push(key),
+                Err(error) => at(problems, error.to_string()),
+            }
+        }
+    };
+    for file in &raw.public_keys {
+        let path = relative(base, file.get_ref());
+        let at = |problems: &mut Problems, message: String| {
+            problems.at(
+                file,
+                "auth.executor.public_keys",
+                format!("{}: {message}", path.display()),
+            )
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => add(&text, &at, problems),
+            Err(error) => at(problems, error.to_string()),
+        }
+    }
+    if let Some(variable) = &raw.public_keys_env {
+        let at = |problems: &mut Problems, message: String| {
+            problems.at(
+                variable,
+                "auth.executor.public_keys_env",
+                format!("${}: {message}", variable.get_ref()),
+            )
+        };
+        match std::env::var(variable.get_ref()) {
+            Ok(text) => add(&text, &at, problems),
+            Err(_) => at(problems, "is not set".into()),
+        }
+    }
+    if raw.public_keys.is_empty() && raw.public_keys_env.is_none() {
+        problems.at(
+            &raw.issuer,
+            "auth.executor",
+            "give public_keys or public_keys_env",
+        );
+    }
+    ExecutorAuth { policy, keys }
 }
 
 fn check_address(problems: &mut Problems, address: &Spanned<String>, field: &str) {

@@ -34,7 +34,7 @@ pub const GENERATION: &str = "warden_generation";
 pub const CODE_CACHE: &str = "warden_code_cache_total";
 
 /// Every metric the daemon exports.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     RUNS,
     RUN_DURATION,
     DENIALS,
@@ -48,7 +48,11 @@ pub const ALL: [&str; 13] = [
     GENERATION,
     CODE_CACHE,
     AUDIT_FAILURES,
+    AUTH_FAILURES,
 ];
+
+/// Requests refused for their credential, by `kind` (missing, expired, bad_signature, …).
+pub const AUTH_FAILURES: &str = "warden_auth_failures_total";
 
 /// Audit records that could not be written.
 pub const AUDIT_FAILURES: &str = "warden_audit_write_failures_total";

@@ -25,6 +25,52 @@ pub(crate) struct ServeArgs {
     /// Check the manifest and load, verify and prepare every node, then exit without serving.
     #[arg(long)]
     check: bool,
+    /// Create the first owner offline (the daemon stopped): a technical user NAME with the
+    /// Owner role, and an API key for it, shown once. Then exit.
+    #[arg(long, value_name = "NAME", conflicts_with = "check")]
+    create_owner: Option<String>,
+}
+
+/// Creates the owner `name` in the manifest's data directory and prints its key once.
+fn create_owner(args: &ServeArgs, name: &str) -> Result<(), Failure> {
+    use warden_daemon::auth::Permissions;
+    use warden_daemon::auth::store::{AuthStore, CredentialKind, UserKind};
+    let manifest = warden_daemon::Manifest::load(&args.manifest)
+        .map_err(|error| Failure::usage(error.to_string()))?;
+    std::fs::create_dir_all(&manifest.data_dir).map_err(|error| {
+        Failure::failed(format!(
+            "cannot create {}: {error}",
+            manifest.data_dir.display()
+        ))
+    })?;
+    let path = manifest.data_dir.join("auth.redb");
+    let failed = |error: warden_daemon::auth::store::StoreError| {
+        Failure::failed(format!("{error} (is the daemon running? stop it first)"))
+    };
+    let store = AuthStore::open(&path).map_err(failed)?;
+    let now = warden_registry::protocol::now();
+    store
+        .create_user(name, UserKind::Technical, now)
+        .map_err(|error| Failure::usage(error.to_string()))?;
+    store
+        .put_role("owner", Permissions::OWNER)
+        .map_err(failed)?;
+    store.assign(name, "owner", None).map_err(failed)?;
+    let (credential, secret) = store
+        .issue(
+            name,
+            CredentialKind::ApiKey,
+            "first owner",
+            warden_daemon::auth::store::MAX_CREDENTIAL_LIFETIME,
+            now,
+        )
+        .map_err(failed)?;
+    out(&format!(
+        "owner `{name}` created in {}\nAPI key {} (shown once, keep it safe; send it as X-API-Key): {secret}\n",
+        path.display(),
+        credential.id
+    ));
+    Ok(())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -150,6 +196,9 @@ fn failure(error: ServeError) -> Failure {
 }
 
 pub(crate) fn execute(args: ServeArgs) -> Result<(), Failure> {
+    if let Some(name) = &args.create_owner {
+        return create_owner(&args, name);
+    }
     let options = Options {
         api_keys: keys(&args)?,
     };

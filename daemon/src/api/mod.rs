@@ -3,46 +3,28 @@
 //! them). Everything but `/healthz` and `/readyz` needs an API key.
 
 mod error;
+mod identity;
 mod nodes;
 mod runs;
 
+pub use identity::{Caller, ExecutorScope};
+
 pub use error::ApiError;
 
+use crate::auth::permissions::{self, Needs, Permissions};
 use crate::daemon::Daemon;
 use crate::telemetry;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use identity::identify;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 pub type Shared = Arc<Daemon>;
-
-/// Who called: the name of the API key presented, and whether it is an admin's.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    pub name: String,
-    pub admin: bool,
-}
-
-impl Caller {
-    /// Refuses a caller that is not an admin.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self.admin {
-            true => Ok(()),
-            false => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this needs an admin key (`admin = true` in [[api.keys]], or the operator's key)",
-            )),
-        }
-    }
-}
 
 /// The API's router.
 pub fn router(daemon: Shared) -> Router {
@@ -168,49 +150,54 @@ async fn count_requests(request: Request, next: Next) -> Response {
     response
 }
 
-/// The key a request presents: `Authorization: Bearer KEY` or `X-API-Key: KEY`.
-fn presented(headers: &HeaderMap) -> Option<&str> {
-    // An empty `X-API-Key` is no key: a valid `Authorization` beside it still counts.
-    if let Some(key) = headers
-        .get("x-api-key")
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|key| !key.is_empty())
-    {
-        return Some(key);
-    }
-    let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, key) = authorization.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(key.trim())
-}
-
+/// Every route but the public ones needs a caller with the permission the route table
+/// (`auth::permissions::ROUTES`) names, checked here before any handler runs. A route the table
+/// does not know is refused: the table fails closed.
 async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: Next) -> Response {
-    let digest: [u8; 32] = match presented(request.headers()) {
-        Some(key) if !key.is_empty() => Sha256::digest(key.as_bytes()).into(),
-        _ => {
-            return unauthenticated(&daemon, &request, "no API key was presented");
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_default();
+    let needs = permissions::needs(request.method().as_str(), &route);
+    let caller = match needs {
+        Some(Needs::Public) => return next.run(request).await,
+        None => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this route has no entry in the permission table",
+            )
+            .into_response();
         }
+        Some(_) => match identify(&daemon, request.headers(), warden_registry::protocol::now()) {
+            Ok(caller) => caller,
+            Err(unidentified) => return unauthenticated(&daemon, &request, unidentified.0),
+        },
     };
-    // Every key is compared, in constant time, whichever matches.
-    let mut matched = None;
-    for key in daemon.keys() {
-        if bool::from(key.sha256.ct_eq(&digest)) {
-            matched = Some(Caller {
-                name: key.name.clone(),
-                admin: key.admin,
-            });
+    if let Some(Needs::Permission(needed)) = needs {
+        // The executor's token runs nodes in its scope, and does nothing else.
+        if caller.scope.is_some() || !caller.permissions.allows(needed) {
+            return forbidden(needed).into_response();
         }
     }
-    match matched {
-        Some(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
-        }
-        None => unauthenticated(&daemon, &request, "the API key is not known"),
-    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
-fn unauthenticated(daemon: &Daemon, request: &Request, why: &str) -> Response {
+/// 403 naming the permission that was missing.
+pub fn forbidden(needed: Permissions) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("this needs the permission {}", needed.names().join(" or ")),
+    )
+    .with("permission", json!(needed.names()))
+}
+
+fn unauthenticated(daemon: &Daemon, request: &Request, kind: &'static str) -> Response {
+    metrics::counter!(telemetry::AUTH_FAILURES, "kind" => kind).increment(1);
+    let why = kind;
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -232,7 +219,8 @@ fn unauthenticated(daemon: &Daemon, request: &Request, why: &str) -> Response {
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthenticated",
-        format!("{why}: send `Authorization: Bearer <key>` with a key the daemon was given"),
+        // What was wrong with it is the audit log's to know, not the caller's.
+        "no usable credential: send `X-API-Key: <key>`, `Authorization: PAT <token>` or `Authorization: Bearer <token>`",
     )
     .into_response();
     response.headers_mut().insert(

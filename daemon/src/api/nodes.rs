@@ -62,7 +62,6 @@ pub async fn reload(
     State(daemon): State<Shared>,
     axum::Extension(caller): axum::Extension<super::Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
     match daemon.reload(&format!("api:{}", caller.name)).await {
         Ok(generation) => Ok(Json(json!({ "generation": generation }))),
         Err(error) => Err(ApiError::new(

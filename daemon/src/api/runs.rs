@@ -170,10 +170,11 @@ pub async fn create(
         .retry_after(1)
     })?;
     let bytes = read_body(body, daemon.started_with.api.max_body_bytes).await?;
-    let body: RunBody = serde_json::from_slice(&bytes).map_err(|error| {
+    let mut body: RunBody = serde_json::from_slice(&bytes).map_err(|error| {
         ApiError::bad_request(format!("the JSON body is not a run request: {error}"))
     })?;
     drop(bytes);
+    authorize(&daemon, &caller, &mut body.context)?;
     let id = run_id();
     // An idempotency key is claimed first: a retry gets the first answer even when the node
     // has since gone, and any refusal below gives the key back.
@@ -232,6 +233,10 @@ pub async fn create(
         id: id.clone(),
         node: format!("{}/{node_name}", live.name()),
         caller: caller.name.clone(),
+        executor: caller
+            .scope
+            .as_ref()
+            .map(|scope| json!({ "run_id": scope.run_id, "jti": scope.jti })),
         claim,
         inputs: inputs_digest,
         context: json!({
@@ -260,6 +265,45 @@ pub async fn create(
         daemon.undelivered.clone(),
         &id,
     ))
+}
+
+/// Whether `caller` may run in the request's context: an executor only in its token's app,
+/// board (and event), which become the context; anyone else with `ExecuteBoards`, or
+/// `ExecuteEvents` for a run that names an event, in the run's app.
+fn authorize(daemon: &Shared, caller: &Caller, context: &mut ContextBody) -> Result<(), ApiError> {
+    if let Some(scope) = &caller.scope {
+        let pinned = [
+            ("app_id", &mut context.app_id, Some(&scope.app_id)),
+            ("board_id", &mut context.board_id, Some(&scope.board_id)),
+            ("event_id", &mut context.event_id, scope.event_id.as_ref()),
+        ];
+        for (field, given, allowed) in pinned {
+            if given.is_some() && given.as_ref() != allowed {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "out_of_scope",
+                    format!("the token is for another {field}"),
+                ));
+            }
+            *given = allowed.cloned();
+        }
+    }
+    let event = context
+        .event_id
+        .as_deref()
+        .is_some_and(|event| !event.is_empty());
+    let needed = match event {
+        true => crate::auth::Permissions::EXECUTE_EVENTS,
+        false => crate::auth::Permissions::EXECUTE_BOARDS,
+    };
+    let app = context
+        .app_id
+        .clone()
+        .unwrap_or_else(|| RunContext::for_node("").app_id);
+    match caller.permissions_in(daemon, &app).allows(needed) {
+        true => Ok(()),
+        false => Err(super::forbidden(needed)),
+    }
 }
 
 /// The idempotency key of a request (its `idempotency_key` or the `Idempotency-Key` header),
@@ -569,6 +613,8 @@ struct Run {
     id: String,
     node: String,
     caller: String,
+    /// The executor token's run id and `jti`, for a run the executor asked for.
+    executor: Option<Json>,
     claim: Option<KeyClaim>,
     inputs: Json,
     /// The run's context ids, as the node saw them.
@@ -736,6 +782,7 @@ async fn execute(
         "grant": live.config.capabilities.names(),
         "allowed_hosts": live.verified.allowed_hosts,
         "caller": run.caller,
+        "executor": run.executor,
         "context": run.context,
         "inputs": run.inputs,
         "outputs": outputs,
@@ -954,10 +1001,12 @@ pub async fn record(
     let Path(id) = id.map_err(super::path_rejected)?;
     // A caller reads its own runs' records (an admin reads all); another's answers as one
     // that does not exist.
-    let record = daemon
-        .records
-        .get(&id)
-        .filter(|record| caller.admin || record["caller"] == caller.name.as_str());
+    let record = daemon.records.get(&id).filter(|record| {
+        caller
+            .permissions
+            .allows(crate::auth::Permissions::READ_LOGS)
+            || record["caller"] == caller.name.as_str()
+    });
     match record {
         Some(record) => Ok(axum::Json(record.as_ref().clone()).into_response()),
         None => Err(ApiError::new(

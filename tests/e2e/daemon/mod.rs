@@ -3,6 +3,7 @@
 //! `registry::daemon_revocation`, from a registry).
 
 mod api;
+mod auth;
 mod lifecycle;
 mod load;
 

@@ -1,0 +1,175 @@
+//! Who is calling: the credential a request presents, checked, and what it may do.
+//!
+//! - `X-API-Key: wdh_key_…`: a technical user's API key from the principal store.
+//! - `Authorization: PAT wdh_pat_…` (or the bare token): a person's access token, carrying
+//!   exactly that user's permissions at the time of use.
+//! - `Authorization: Bearer <jwt>`: the workflow executor's ES256 token, scoped to one app,
+//!   board and run; it may only run nodes.
+//! - The operator's keys (`WARDEN_API_KEY`, `--api-key-file`, `[[api.keys]]`) by `X-API-Key` or
+//!   `Authorization: Bearer`: an admin's key holds every permission, another runs and reads
+//!   nodes.
+//!
+//! Two different credentials in one request are refused, not resolved by guessing.
+
+use super::Shared;
+use crate::auth::jwt;
+use crate::auth::permissions::Permissions;
+use crate::auth::store::CredentialKind;
+use axum::http::{HeaderMap, header};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What an executor token allows: runs in one app and board.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutorScope {
+    pub app_id: String,
+    pub board_id: String,
+    pub event_id: Option<String>,
+    pub run_id: String,
+    pub jti: Option<String>,
+}
+
+/// Who called, and what it may do.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The name records and idempotency keys are kept under: the key's or user's name.
+    pub name: String,
+    /// `operator`, `api_key`, `pat` or `executor`.
+    pub kind: &'static str,
+    /// The principal store's user, for permissions that depend on the app.
+    pub user: Option<String>,
+    /// What it may do in every app.
+    pub permissions: Permissions,
+    /// Set for the executor: the run's scope.
+    pub scope: Option<ExecutorScope>,
+}
+
+impl Caller {
+    /// What it may do in `app`: its roles there and everywhere.
+    pub fn permissions_in(&self, daemon: &Shared, app: &str) -> Permissions {
+        match (&self.user, &daemon.auth) {
+            (Some(user), Some(store)) => store
+                .permissions(user, Some(app))
+                .unwrap_or(Permissions::empty()),
+            _ => self.permissions,
+        }
+    }
+}
+
+/// Why no caller could be identified: the kind goes to the audit log and the metrics, never
+/// to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unidentified(pub &'static str);
+
+/// The credential of a request: the `X-API-Key` header, and the scheme and token of
+/// `Authorization` (no scheme for a bare token).
+fn presented(headers: &HeaderMap) -> Result<Option<(Option<String>, String)>, Unidentified> {
+    let api_key = headers
+        .get("x-api-key")
+        .map(|value| value.to_str().map(str::trim))
+        .transpose()
+        .map_err(|_| Unidentified("malformed_header"))?
+        .filter(|key| !key.is_empty());
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|value| value.to_str().map(str::trim))
+        .transpose()
+        .map_err(|_| Unidentified("malformed_header"))?
+        .filter(|value| !value.is_empty())
+        .map(|value| match value.split_once(' ') {
+            Some((scheme, token)) => (Some(scheme.to_ascii_lowercase()), token.trim().to_string()),
+            None => (None, value.to_string()),
+        });
+    match (api_key, authorization) {
+        (None, None) => Ok(None),
+        (Some(key), None) => Ok(Some((Some("x-api-key".into()), key.to_string()))),
+        (None, Some(authorization)) => Ok(Some(authorization)),
+        (Some(key), Some((_, token))) if key == token => {
+            Ok(Some((Some("x-api-key".into()), key.to_string())))
+        }
+        (Some(_), Some(_)) => Err(Unidentified("two_credentials")),
+    }
+}
+
+/// Identifies the caller of a request, at `now` (Unix seconds).
+pub fn identify(daemon: &Shared, headers: &HeaderMap, now: u64) -> Result<Caller, Unidentified> {
+    let Some((scheme, token)) = presented(headers)? else {
+        return Err(Unidentified("missing"));
+    };
+    let scheme = scheme.as_deref();
+    let from_store = |kind: CredentialKind, label: &'static str| {
+        let store = daemon.auth.as_ref().ok_or(Unidentified("no_store"))?;
+        match store.authenticate(&token, kind, now) {
+            Ok(Ok((user, _credential))) => Ok(Caller {
+                name: user.name.clone(),
+                kind: label,
+                permissions: store
+                    .permissions(&user.name, None)
+                    .map_err(|_| Unidentified("store_failed"))?,
+                user: Some(user.name),
+                scope: None,
+            }),
+            Ok(Err(refused)) => Err(Unidentified(refused.kind())),
+            Err(_) => Err(Unidentified("store_failed")),
+        }
+    };
+    if token.starts_with(CredentialKind::ApiKey.prefix()) {
+        return match scheme {
+            Some("x-api-key") => from_store(CredentialKind::ApiKey, "api_key"),
+            _ => Err(Unidentified("wrong_scheme")),
+        };
+    }
+    if token.starts_with(CredentialKind::Pat.prefix()) {
+        return match scheme {
+            Some("pat") | None => from_store(CredentialKind::Pat, "pat"),
+            _ => Err(Unidentified("wrong_scheme")),
+        };
+    }
+    if token.split('.').count() == 3 && scheme == Some("bearer") {
+        let executor = daemon.executor();
+        let Some(executor) = executor.as_ref() else {
+            return Err(Unidentified("executor_not_configured"));
+        };
+        return match jwt::verify(&token, &executor.keys, &executor.policy, now) {
+            Ok(claims) => Ok(Caller {
+                name: format!("executor:{}", claims.subject.as_deref().unwrap_or("-")),
+                kind: "executor",
+                user: None,
+                permissions: Permissions::EXECUTE_BOARDS | Permissions::EXECUTE_EVENTS,
+                scope: Some(ExecutorScope {
+                    app_id: claims.app_id,
+                    board_id: claims.board_id,
+                    event_id: claims.event_id,
+                    run_id: claims.run_id,
+                    jti: claims.jti,
+                }),
+            }),
+            Err(error) => Err(Unidentified(error.kind())),
+        };
+    }
+    if !matches!(scheme, Some("x-api-key" | "bearer")) {
+        return Err(Unidentified("wrong_scheme"));
+    }
+    // The operator's keys: every one compared, in constant time, whichever matches.
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let mut matched = None;
+    for key in daemon.keys() {
+        if bool::from(key.sha256.ct_eq(&digest)) {
+            matched = Some(Caller {
+                name: key.name.clone(),
+                kind: "operator",
+                user: None,
+                permissions: match key.admin {
+                    true => Permissions::OWNER.effective(),
+                    false => {
+                        Permissions::EXECUTE_BOARDS
+                            | Permissions::EXECUTE_EVENTS
+                            | Permissions::READ_BOARDS
+                    }
+                },
+                scope: None,
+            });
+        }
+    }
+    matched.ok_or(Unidentified("unknown_key"))
+}
