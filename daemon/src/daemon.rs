@@ -208,9 +208,6 @@ impl Daemon {
     pub async fn start(manifest_path: &Path, options: Options) -> Result<Arc<Daemon>, StartError> {
         let manifest = Manifest::load(manifest_path)?;
         let keys = all_keys(&manifest, &options);
-        if keys.is_empty() {
-            return Err(StartError::NoApiKey);
-        }
         let data = &manifest.data_dir;
         std::fs::create_dir_all(data).map_err(|source| StartError::DataDir {
             path: data.clone(),
@@ -219,6 +216,16 @@ impl Daemon {
         let audit = AuditLog::open(&data.join("audit.jsonl"))?;
         let auth = crate::auth::store::AuthStore::open(&data.join("auth.redb"))
             .map_err(|error| StartError::Storage(error.to_string()))?;
+        // Never unauthenticated: some credential must exist, an operator key or one in the
+        // store (`--create-owner`).
+        let stored = auth
+            .credentials(None)
+            .map_err(|error| StartError::Storage(error.to_string()))?
+            .iter()
+            .any(|credential| credential.revoked_at.is_none());
+        if keys.is_empty() && !stored {
+            return Err(StartError::NoApiKey);
+        }
         let storage = Storage::open(&data.join("storage.redb"))
             .map_err(|error| StartError::Storage(error.to_string()))?;
         let code_cache = match manifest.host.code_cache {
@@ -359,7 +366,14 @@ impl Daemon {
         for field in changed {
             tracing::warn!("{field} changed in the manifest: it takes effect at the next restart");
         }
-        if all_keys(&manifest, &self.options).is_empty() {
+        let stored = self.auth.as_ref().is_some_and(|store| {
+            store.credentials(None).is_ok_and(|credentials| {
+                credentials
+                    .iter()
+                    .any(|credential| credential.revoked_at.is_none())
+            })
+        });
+        if all_keys(&manifest, &self.options).is_empty() && !stored {
             return Err(ReloadError::NoApiKey);
         }
         // Reading packages and compiling are long and blocking: off the executor's threads,

@@ -25,6 +25,9 @@ pub struct ExecutorScope {
     pub app_id: String,
     pub board_id: String,
     pub event_id: Option<String>,
+    /// The user the workflow runs for (the token's `user_id`, else its `sub`): user-scoped
+    /// storage is that user's, never one the request names.
+    pub user_id: Option<String>,
     pub run_id: String,
     pub jti: Option<String>,
 }
@@ -64,6 +67,12 @@ pub struct Unidentified(pub &'static str);
 /// The credential of a request: the `X-API-Key` header, and the scheme and token of
 /// `Authorization` (no scheme for a bare token).
 fn presented(headers: &HeaderMap) -> Result<Option<(Option<String>, String)>, Unidentified> {
+    // One header of each at most: a second could override what a proxy set.
+    if headers.get_all("x-api-key").iter().count() > 1
+        || headers.get_all(header::AUTHORIZATION).iter().count() > 1
+    {
+        return Err(Unidentified("two_credentials"));
+    }
     let api_key = headers
         .get("x-api-key")
         .map(|value| value.to_str().map(str::trim))
@@ -80,6 +89,13 @@ fn presented(headers: &HeaderMap) -> Result<Option<(Option<String>, String)>, Un
             Some((scheme, token)) => (Some(scheme.to_ascii_lowercase()), token.trim().to_string()),
             None => (None, value.to_string()),
         });
+    // `x-api-key` names the header; as an `Authorization` scheme it is refused.
+    if authorization
+        .as_ref()
+        .is_some_and(|(scheme, _)| scheme.as_deref() == Some("x-api-key"))
+    {
+        return Err(Unidentified("wrong_scheme"));
+    }
     match (api_key, authorization) {
         (None, None) => Ok(None),
         (Some(key), None) => Ok(Some((Some("x-api-key".into()), key.to_string()))),
@@ -101,7 +117,9 @@ pub fn identify(daemon: &Shared, headers: &HeaderMap, now: u64) -> Result<Caller
         let store = daemon.auth.as_ref().ok_or(Unidentified("no_store"))?;
         match store.authenticate(&token, kind, now) {
             Ok(Ok((user, _credential))) => Ok(Caller {
-                name: user.name.clone(),
+                // Prefixed: a store user can never share a name (its records, its
+                // idempotency keys) with an operator key, whose names hold no `:`.
+                name: format!("user:{}", user.name),
                 kind: label,
                 permissions: store
                     .permissions(&user.name, None)
@@ -132,7 +150,12 @@ pub fn identify(daemon: &Shared, headers: &HeaderMap, now: u64) -> Result<Caller
         };
         return match jwt::verify(&token, &executor.keys, &executor.policy, now) {
             Ok(claims) => Ok(Caller {
-                name: format!("executor:{}", claims.subject.as_deref().unwrap_or("-")),
+                // Named by its whole scope: tokens for other apps, boards or runs are other
+                // callers (records, idempotency keys).
+                name: format!(
+                    "executor:{}/{}/{}",
+                    claims.app_id, claims.board_id, claims.run_id
+                ),
                 kind: "executor",
                 user: None,
                 permissions: Permissions::EXECUTE_BOARDS | Permissions::EXECUTE_EVENTS,
@@ -140,6 +163,7 @@ pub fn identify(daemon: &Shared, headers: &HeaderMap, now: u64) -> Result<Caller
                     app_id: claims.app_id,
                     board_id: claims.board_id,
                     event_id: claims.event_id,
+                    user_id: claims.user_id.or(claims.subject),
                     run_id: claims.run_id,
                     jti: claims.jti,
                 }),

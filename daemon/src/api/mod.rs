@@ -175,11 +175,14 @@ async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: 
             Err(unidentified) => return unauthenticated(&daemon, &request, unidentified.0),
         },
     };
-    if let Some(Needs::Permission(needed)) = needs {
-        // The executor's token runs nodes in its scope, and does nothing else.
-        if caller.scope.is_some() || !caller.permissions.allows(needed) {
-            return forbidden(needed).into_response();
-        }
+    // The executor's token runs nodes in its scope, and does nothing else.
+    if caller.scope.is_some() && needs != Some(Needs::Run) {
+        return forbidden(Permissions::READ_LOGS | Permissions::READ_BOARDS).into_response();
+    }
+    if let Some(Needs::Permission(needed)) = needs
+        && !caller.permissions.allows(needed)
+    {
+        return forbidden(needed).into_response();
     }
     request.extensions_mut().insert(caller);
     next.run(request).await

@@ -271,7 +271,24 @@ pub async fn create(
 /// board (and event), which become the context; anyone else with `ExecuteBoards`, or
 /// `ExecuteEvents` for a run that names an event, in the run's app.
 fn authorize(daemon: &Shared, caller: &Caller, context: &mut ContextBody) -> Result<(), ApiError> {
+    let out_of_scope = |field: &str| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "out_of_scope",
+            format!("the credential is for another {field}"),
+        )
+    };
     if let Some(scope) = &caller.scope {
+        // User-scoped storage is the token's user's (or the app's executor's), never one the
+        // request names.
+        let user = scope
+            .user_id
+            .clone()
+            .unwrap_or_else(|| format!("executor:{}", scope.app_id));
+        if context.user_id.as_ref().is_some_and(|given| *given != user) {
+            return Err(out_of_scope("user_id"));
+        }
+        context.user_id = Some(user);
         let pinned = [
             ("app_id", &mut context.app_id, Some(&scope.app_id)),
             ("board_id", &mut context.board_id, Some(&scope.board_id)),
@@ -279,11 +296,7 @@ fn authorize(daemon: &Shared, caller: &Caller, context: &mut ContextBody) -> Res
         ];
         for (field, given, allowed) in pinned {
             if given.is_some() && given.as_ref() != allowed {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "out_of_scope",
-                    format!("the token is for another {field}"),
-                ));
+                return Err(out_of_scope(field));
             }
             *given = allowed.cloned();
         }
@@ -300,10 +313,22 @@ fn authorize(daemon: &Shared, caller: &Caller, context: &mut ContextBody) -> Res
         .app_id
         .clone()
         .unwrap_or_else(|| RunContext::for_node("").app_id);
-    match caller.permissions_in(daemon, &app).allows(needed) {
-        true => Ok(()),
-        false => Err(super::forbidden(needed)),
+    let permissions = caller.permissions_in(daemon, &app);
+    if !permissions.allows(needed) {
+        return Err(super::forbidden(needed));
     }
+    // A caller's user-scoped storage is its own unless it names another, which takes an
+    // admin.
+    if caller.scope.is_none() {
+        let own = caller.name.clone();
+        let admin = permissions.allows(crate::auth::Permissions::ADMIN);
+        match &context.user_id {
+            Some(given) if *given != own && !admin => return Err(out_of_scope("user_id")),
+            Some(_) => {}
+            None => context.user_id = Some(own),
+        }
+    }
+    Ok(())
 }
 
 /// The idempotency key of a request (its `idempotency_key` or the `Idempotency-Key` header),

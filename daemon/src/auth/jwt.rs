@@ -169,6 +169,8 @@ pub struct ExecutorClaims {
     pub event_id: Option<String>,
     pub jti: Option<String>,
     pub subject: Option<String>,
+    /// The user the workflow runs for, when the token names one.
+    pub user_id: Option<String>,
     pub expires_at: u64,
 }
 
@@ -268,19 +270,30 @@ pub fn verify(
     if header.get("crit").is_some() {
         return Err(TokenError::Critical);
     }
+    if let Some(typ) = header.get("typ")
+        && !typ
+            .as_str()
+            .is_some_and(|typ| typ.eq_ignore_ascii_case("JWT"))
+    {
+        return Err(TokenError::Malformed("typ"));
+    }
     let signature = BASE64URL
         .decode(signature_text)
         .map_err(|_| TokenError::Malformed("signature"))?;
+    // Both (r, s) and (r, n − s) verify, and issuers (ring among them) sign with either: the
+    // daemon tells tokens apart by their claims, never by their signature bytes.
     if signature.len() != 64 {
         return Err(TokenError::BadSignature);
     }
     let signed = &token.as_bytes()[..header_text.len() + 1 + payload_text.len()];
+    // A `kid` picks among keys that have one; keys configured without (PEM files) are all
+    // tried.
     let candidates: Vec<&EcKey> = match header["kid"].as_str() {
-        Some(kid) => keys
+        Some(kid) if keys.iter().any(|key| key.kid.is_some()) => keys
             .iter()
             .filter(|key| key.kid.as_deref() == Some(kid))
             .collect(),
-        None => keys.iter().collect(),
+        _ => keys.iter().collect(),
     };
     if candidates.is_empty() {
         return Err(TokenError::UnknownKey);
@@ -332,13 +345,21 @@ fn check_claims(claims: &Json, policy: &Policy, now: u64) -> Result<ExecutorClai
     if !audience_holds {
         return Err(TokenError::WrongAudience);
     }
+    // An optional claim, when present, is a string: a number in its place is not dropped
+    // silently (an `event_id` of 7 would make an event run a board run).
+    let optional = |name: &'static str| match &claims[name] {
+        Json::Null => Ok(None),
+        Json::String(value) => Ok(Some(value.clone())),
+        _ => Err(TokenError::Malformed(name)),
+    };
     Ok(ExecutorClaims {
         run_id: text("run_id")?,
         app_id: text("app_id")?,
         board_id: text("board_id")?,
-        event_id: claims["event_id"].as_str().map(str::to_string),
-        jti: claims["jti"].as_str().map(str::to_string),
-        subject: claims["sub"].as_str().map(str::to_string),
+        event_id: optional("event_id")?,
+        jti: optional("jti")?,
+        subject: optional("sub")?,
+        user_id: optional("user_id")?,
         expires_at: exp,
     })
 }
@@ -483,6 +504,12 @@ mod tests {
             "bad_signature"
         );
         assert_eq!(check("a.b".into()), "malformed");
+        assert_eq!(
+            check(signer.token(&with(|c| c["event_id"] = json!(7)))),
+            "malformed"
+        );
+        let typed = signer.sign(&json!({"alg": "ES256", "typ": "at+jwt+evil"}), &claims());
+        assert_eq!(check(typed), "malformed");
         assert_eq!(check(format!("{token}.x")), "malformed");
     }
 

@@ -152,6 +152,17 @@ impl AuthStore {
             path: shown.clone(),
             message: error.to_string(),
         })?;
+        // Hashes, users and roles are the daemon's alone.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |error| StoreError::Storage {
+                    path: shown.clone(),
+                    message: error.to_string(),
+                },
+            )?;
+        }
         let store = AuthStore { db, path: shown };
         let txn = store.write()?;
         for table in [USERS, ROLES, ASSIGNMENTS, CREDENTIALS] {
