@@ -219,10 +219,8 @@ impl Daemon {
         // Never unauthenticated: some credential must exist, an operator key or one in the
         // store (`--create-owner`).
         let stored = auth
-            .credentials(None)
-            .map_err(|error| StartError::Storage(error.to_string()))?
-            .iter()
-            .any(|credential| credential.revoked_at.is_none());
+            .has_live_credential()
+            .map_err(|error| StartError::Storage(error.to_string()))?;
         if keys.is_empty() && !stored {
             return Err(StartError::NoApiKey);
         }
@@ -366,13 +364,10 @@ impl Daemon {
         for field in changed {
             tracing::warn!("{field} changed in the manifest: it takes effect at the next restart");
         }
-        let stored = self.auth.as_ref().is_some_and(|store| {
-            store.credentials(None).is_ok_and(|credentials| {
-                credentials
-                    .iter()
-                    .any(|credential| credential.revoked_at.is_none())
-            })
-        });
+        let stored = self
+            .auth
+            .as_ref()
+            .is_some_and(|store| store.has_live_credential().unwrap_or(false));
         if all_keys(&manifest, &self.options).is_empty() && !stored {
             return Err(ReloadError::NoApiKey);
         }

@@ -4,12 +4,12 @@
 //! own generation whatever is swapped in meanwhile.
 
 use crate::admission::Admission;
-use crate::loader::{Origin, Verified};
+use crate::loader::Verified;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::watch;
 use warden_host::allowlist::AllowedHosts;
-use warden_host::{NodeInfo, PreparedNode, Runtime, WasmSecurityConfig};
+use warden_host::{PreparedNode, Runtime, WasmSecurityConfig};
 
 /// One loaded package, ready to run.
 pub struct LiveNode {
@@ -322,17 +322,5 @@ pub async fn build(
     match problems.is_empty() {
         true => Ok(nodes),
         false => Err(problems),
-    }
-}
-
-/// The nodes a package's component provides, by name.
-pub fn provided(live: &LiveNode) -> &[NodeInfo] {
-    live.prepared.nodes()
-}
-
-/// Where a package came from, for the audit log.
-pub fn origin_name(origin: &Origin) -> &str {
-    match origin {
-        Origin::Directory { name } | Origin::Registry { name, .. } => name,
     }
 }

@@ -367,6 +367,15 @@ impl AuthStore {
             .collect())
     }
 
+    /// Whether any credential is not revoked: a daemon with one can be reached without an
+    /// operator key.
+    pub fn has_live_credential(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .credentials(None)?
+            .iter()
+            .any(|credential| credential.revoked_at.is_none()))
+    }
+
     /// Revokes the credential `id`; when `owner` is given, only one of that user's.
     pub fn revoke(
         &self,
