@@ -12,6 +12,9 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// The most of the log's end that [`AuditLog::tail`] reads.
+pub const MAX_TAIL_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -90,6 +93,35 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The last `limit` whole records (oldest first), read from at most the last
+    /// [`MAX_TAIL_BYTES`] of the file, under the writer's lock so no half-written record is
+    /// seen.
+    pub fn tail(&self, limit: usize) -> std::io::Result<Vec<Json>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let chain = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = std::fs::File::open(&self.path)?;
+        let start = chain.len.saturating_sub(MAX_TAIL_BYTES);
+        file.seek(SeekFrom::Start(start))?;
+        let mut bytes = Vec::new();
+        file.take(chain.len - start).read_to_end(&mut bytes)?;
+        drop(chain);
+        let mut lines: Vec<&[u8]> = bytes.split(|byte| *byte == b'\n').collect();
+        // Starting mid-file, the first line may be the end of a longer one.
+        if start > 0 && !lines.is_empty() {
+            lines.remove(0);
+        }
+        let records: Vec<Json> = lines
+            .iter()
+            .filter(|line| !line.is_empty())
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect();
+        let skip = records.len().saturating_sub(limit);
+        Ok(records.into_iter().skip(skip).collect())
     }
 
     /// Appends one record: `event` and `fields`, with its number, time and chain link.

@@ -4,6 +4,7 @@
 
 use crate::admission::Admission;
 use crate::audit::{AuditError, AuditLog};
+use crate::auth::verifiers::Verifiers;
 use crate::generation::{self, Generation, LiveNode};
 use crate::loader;
 use crate::manifest::{ApiKey, Manifest, ManifestError};
@@ -83,8 +84,8 @@ pub struct Daemon {
     runtime: Runtime,
     current: RwLock<Arc<Generation>>,
     keys: RwLock<Vec<ApiKey>>,
-    /// How executor tokens are checked, as the serving manifest says.
-    executor: RwLock<Option<crate::manifest::ExecutorAuth>>,
+    /// How executor and OpenID Connect tokens are checked, as the serving manifest says.
+    verifiers: RwLock<Verifiers>,
     /// Users, roles and their credentials (`data_dir/auth.redb`).
     pub auth: Option<crate::auth::store::AuthStore>,
     options: Options,
@@ -99,6 +100,8 @@ pub struct Daemon {
     pub code_cache: Option<Arc<CodeCache>>,
     /// Failed authentications, by address, for the audit log.
     pub auth_failures: AuthFailures,
+    /// Failed authentications, by source, for holding back a source that keeps failing.
+    pub throttle: crate::auth::throttle::FailureThrottle,
     /// Request bodies read and typed at once.
     pub reading: Admission,
     /// Bytes of answers made and not yet taken by their callers; past
@@ -140,21 +143,6 @@ impl AuthFailures {
     /// Addresses remembered; past it the table starts again.
     const MAX_ADDRESSES: usize = 4096;
 
-    /// The address as failures are counted: IPv4-mapped as IPv4, IPv6 by its /64.
-    fn key(peer: Option<std::net::IpAddr>) -> Option<std::net::IpAddr> {
-        peer.map(|ip| match ip {
-            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => std::net::IpAddr::V4(v4),
-                None => {
-                    let mut segments = v6.segments();
-                    segments[4..].fill(0);
-                    std::net::IpAddr::V6(std::net::Ipv6Addr::from(segments))
-                }
-            },
-            v4 => v4,
-        })
-    }
-
     /// Counts a failure from `peer`; what to record when a record is due.
     pub fn note(&self, peer: Option<std::net::IpAddr>) -> Option<AuthFailureNote> {
         let mut state = self
@@ -162,7 +150,7 @@ impl AuthFailures {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = std::time::Instant::now();
-        let key = Self::key(peer);
+        let key = crate::auth::throttle::source(peer);
         if state
             .window
             .is_none_or(|start| now.duration_since(start) >= Self::INTERVAL)
@@ -253,7 +241,7 @@ impl Daemon {
             runtime,
             current: RwLock::new(Arc::new(Generation::empty())),
             keys: RwLock::new(keys),
-            executor: RwLock::new(manifest.executor.clone()),
+            verifiers: RwLock::new(Verifiers::default()),
             auth: Some(auth),
             options,
             audit,
@@ -263,6 +251,9 @@ impl Daemon {
             hard_stop,
             code_cache,
             auth_failures: AuthFailures::default(),
+            throttle: crate::auth::throttle::FailureThrottle::new(
+                manifest.api.auth_failures_per_minute,
+            ),
             reading: Admission::new(manifest.host.concurrency.max(4), manifest.host.queue),
             undelivered: Arc::default(),
         });
@@ -296,9 +287,9 @@ impl Daemon {
         std::mem::replace(&mut *current, generation)
     }
 
-    /// How executor tokens are checked now.
-    pub fn executor(&self) -> Option<crate::manifest::ExecutorAuth> {
-        self.executor
+    /// How executor and OpenID Connect tokens are checked now.
+    pub fn verifiers(&self) -> Verifiers {
+        self.verifiers
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
@@ -371,6 +362,10 @@ impl Daemon {
         if all_keys(&manifest, &self.options).is_empty() && !stored {
             return Err(ReloadError::NoApiKey);
         }
+        // Key sets that are new are fetched once here; unchanged ones keep their cache.
+        let verifiers = Verifiers::build(&self.verifiers(), &manifest)
+            .await
+            .map_err(|error| ReloadError::Nodes(vec![error.to_string()]))?;
         // Reading packages and compiling are long and blocking: off the executor's threads,
         // so runs and the API go on meanwhile.
         let loaded = off_the_executor(async {
@@ -441,9 +436,9 @@ impl Daemon {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = all_keys(&manifest, &self.options);
         *self
-            .executor
+            .verifiers
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = manifest.executor.clone();
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = verifiers;
         let old = self
             .swap(Generation::new(number, manifest.sha256.clone(), nodes).missing(loaded.skipped));
         let new = self.current();

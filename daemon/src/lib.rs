@@ -4,6 +4,7 @@
 //!
 //! docs/daemon.md describes the manifest field by field and the API route by route.
 
+pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod audit;

@@ -62,6 +62,9 @@ pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 /// Nodes a manifest may load.
 pub const MAX_NODES: usize = 1024;
 
+/// Failed authentications a source may make a minute unless `[api]` says otherwise.
+pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 30;
+
 /// A checked manifest: every path absolute, every value parsed.
 #[derive(Clone, Debug)]
 pub struct Manifest {
@@ -80,6 +83,8 @@ pub struct Manifest {
     pub nodes: Vec<NodeEntry>,
     /// How the workflow executor's tokens are checked; executor tokens are refused without.
     pub executor: Option<ExecutorAuth>,
+    /// How people's OpenID Connect access tokens are checked; refused without.
+    pub oidc: Option<OidcAuth>,
 }
 
 /// `[auth.executor]`: the issuer, audience, keys and lifetimes of executor tokens.
@@ -87,6 +92,17 @@ pub struct Manifest {
 pub struct ExecutorAuth {
     pub policy: crate::auth::jwt::Policy,
     pub keys: Vec<crate::auth::jwt::EcKey>,
+    /// Keys fetched from `jwks_url`, beside the PEM keys.
+    pub jwks: Option<crate::auth::keyset::KeySetConfig>,
+}
+
+/// `[auth.oidc]`: the provider people sign in with, and what its access tokens must say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcAuth {
+    pub policy: crate::auth::oidc::OidcPolicy,
+    /// Discovery at the issuer; its endpoints must be on the issuer's origin or on
+    /// `provider_origins`.
+    pub keys: crate::auth::keyset::KeySetConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -99,6 +115,8 @@ pub struct Api {
     pub max_body_bytes: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Failed authentications a source may make a minute (and at once) before it gets 429.
+    pub auth_failures_per_minute: u32,
 }
 
 /// A caller's key, kept as its SHA-256: the manifest holds no secret.
@@ -212,6 +230,10 @@ impl Manifest {
                 self.api.max_connections_per_ip != api.max_connections_per_ip,
             ),
             (
+                "api.auth_failures_per_minute",
+                self.api.auth_failures_per_minute != api.auth_failures_per_minute,
+            ),
+            (
                 "metrics.listen",
                 self.metrics.as_ref().map(|m| &m.listen)
                     != started.metrics.as_ref().map(|m| &m.listen),
@@ -267,6 +289,22 @@ struct RawManifest {
 #[serde(deny_unknown_fields)]
 struct RawAuth {
     executor: Option<RawExecutor>,
+    oidc: Option<RawOidc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: Spanned<String>,
+    audience: Spanned<String>,
+    algorithms: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    provider_origins: Vec<Spanned<String>>,
+    #[serde(default)]
+    ca_certs: Vec<Spanned<String>>,
+    key_ttl: Option<Spanned<String>>,
+    key_refresh_interval: Option<Spanned<String>>,
+    leeway: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -279,6 +317,12 @@ struct RawExecutor {
     public_keys: Vec<Spanned<String>>,
     /// An environment variable holding PEM public keys.
     public_keys_env: Option<Spanned<String>>,
+    /// A JWKS URL the keys are fetched from.
+    jwks_url: Option<Spanned<String>>,
+    #[serde(default)]
+    ca_certs: Vec<Spanned<String>>,
+    key_ttl: Option<Spanned<String>>,
+    key_refresh_interval: Option<Spanned<String>>,
     leeway: Option<Spanned<String>>,
     max_lifetime: Option<Spanned<String>>,
 }
@@ -294,6 +338,7 @@ struct RawApi {
     max_body: Option<Spanned<String>>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    auth_failures_per_minute: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -598,8 +643,24 @@ fn check(
         .executor
         .as_ref()
         .map(|executor| check_executor(executor, base, problems));
+    let oidc = raw
+        .auth
+        .oidc
+        .as_ref()
+        .map(|oidc| check_oidc(oidc, base, problems));
+    if let (Some(executor), Some(oidc)) = (&executor, &oidc)
+        && executor.policy.issuer == oidc.policy.issuer
+        && let Some(raw_oidc) = &raw.auth.oidc
+    {
+        problems.at(
+            &raw_oidc.issuer,
+            "auth.oidc.issuer",
+            "the executor's issuer is the same: a bearer token is told apart by its issuer",
+        );
+    }
     Manifest {
         executor,
+        oidc,
         path: path.to_path_buf(),
         sha256: warden_package::hex(&sha2::Digest::finalize(
             <sha2::Sha256 as sha2::Digest>::new_with_prefix(text.as_bytes()),
@@ -679,14 +740,167 @@ fn check_executor(raw: &RawExecutor, base: &Path, problems: &mut Problems) -> Ex
             Err(_) => at(problems, "is not set".into()),
         }
     }
-    if raw.public_keys.is_empty() && raw.public_keys_env.is_none() {
+    if raw.public_keys.is_empty() && raw.public_keys_env.is_none() && raw.jwks_url.is_none() {
         problems.at(
             &raw.issuer,
             "auth.executor",
-            "give public_keys or public_keys_env",
+            "give public_keys, public_keys_env or jwks_url",
         );
     }
-    ExecutorAuth { policy, keys }
+    let jwks = raw.jwks_url.as_ref().map(|url| {
+        if let Err(error) = crate::auth::fetch::https_url(url.get_ref()) {
+            problems.at(url, "auth.executor.jwks_url", error.to_string());
+        }
+        key_set_config(
+            crate::auth::keyset::Source::Jwks(url.get_ref().clone()),
+            KeySetFields {
+                section: "auth.executor",
+                ca_certs: &raw.ca_certs,
+                ttl: &raw.key_ttl,
+                refresh_interval: &raw.key_refresh_interval,
+            },
+            base,
+            problems,
+        )
+    });
+    ExecutorAuth { policy, keys, jwks }
+}
+
+/// The fields of a section that fetches keys.
+struct KeySetFields<'a> {
+    section: &'static str,
+    ca_certs: &'a [Spanned<String>],
+    ttl: &'a Option<Spanned<String>>,
+    refresh_interval: &'a Option<Spanned<String>>,
+}
+
+fn key_set_config(
+    source: crate::auth::keyset::Source,
+    fields: KeySetFields,
+    base: &Path,
+    problems: &mut Problems,
+) -> crate::auth::keyset::KeySetConfig {
+    let section = fields.section;
+    let mut ca_certs = Vec::new();
+    for file in fields.ca_certs {
+        let path = relative(base, file.get_ref());
+        let read = std::fs::read(&path)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| {
+                warden_host::tls::certificates_from_pem_or_der(&bytes)
+                    .map_err(|error| error.to_string())
+            });
+        match read {
+            Ok(certificates) => ca_certs.extend(certificates),
+            Err(error) => problems.at(
+                file,
+                format!("{section}.ca_certs"),
+                format!("{}: {error}", path.display()),
+            ),
+        }
+    }
+    let ttl = duration(
+        problems,
+        fields.ttl,
+        &format!("{section}.key_ttl"),
+        Duration::from_secs(600),
+    );
+    let refresh_interval = duration(
+        problems,
+        fields.refresh_interval,
+        &format!("{section}.key_refresh_interval"),
+        Duration::from_secs(30),
+    );
+    if let Some(text) = fields.refresh_interval
+        && refresh_interval < Duration::from_secs(1)
+    {
+        problems.at(
+            text,
+            format!("{section}.key_refresh_interval"),
+            "at least 1s: it bounds how often a bad token can make the daemon fetch",
+        );
+    }
+    crate::auth::keyset::KeySetConfig {
+        source,
+        ca_certs,
+        ttl,
+        refresh_interval: refresh_interval.max(Duration::from_secs(1)),
+    }
+}
+
+fn check_oidc(raw: &RawOidc, base: &Path, problems: &mut Problems) -> OidcAuth {
+    use crate::auth::oidc::{ALGORITHMS, OidcPolicy};
+    let issuer = raw.issuer.get_ref().clone();
+    let mut origins = Vec::new();
+    match crate::auth::fetch::https_url(&issuer) {
+        Ok(url) => origins.push(crate::auth::fetch::origin(&url)),
+        Err(error) => problems.at(&raw.issuer, "auth.oidc.issuer", error.to_string()),
+    }
+    for extra in &raw.provider_origins {
+        match crate::auth::fetch::https_url(extra.get_ref()) {
+            Ok(url) if url.path() == "/" && url.query().is_none() => {
+                origins.push(crate::auth::fetch::origin(&url))
+            }
+            Ok(_) => problems.at(
+                extra,
+                "auth.oidc.provider_origins",
+                "an origin is `https://host[:port]`, no path",
+            ),
+            Err(error) => problems.at(extra, "auth.oidc.provider_origins", error.to_string()),
+        }
+    }
+    if raw.audience.get_ref().is_empty() {
+        problems.at(
+            &raw.audience,
+            "auth.oidc.audience",
+            "name the audience the provider puts in tokens for this daemon",
+        );
+    }
+    let algorithms = match &raw.algorithms {
+        None => ALGORITHMS.iter().map(|alg| alg.to_string()).collect(),
+        Some(list) => {
+            if list.is_empty() {
+                problems.at(&raw.issuer, "auth.oidc.algorithms", "name at least one");
+            }
+            list.iter()
+                .filter_map(|alg| {
+                    if ALGORITHMS.contains(&alg.get_ref().as_str()) {
+                        Some(alg.get_ref().clone())
+                    } else {
+                        problems.at(
+                            alg,
+                            "auth.oidc.algorithms",
+                            format!("one of {}", ALGORITHMS.join(", ")),
+                        );
+                        None
+                    }
+                })
+                .collect()
+        }
+    };
+    let policy = OidcPolicy {
+        issuer: issuer.clone(),
+        audience: raw.audience.get_ref().clone(),
+        leeway: duration(
+            problems,
+            &raw.leeway,
+            "auth.oidc.leeway",
+            Duration::from_secs(30),
+        ),
+        algorithms,
+    };
+    let keys = key_set_config(
+        crate::auth::keyset::Source::Discovery { issuer, origins },
+        KeySetFields {
+            section: "auth.oidc",
+            ca_certs: &raw.ca_certs,
+            ttl: &raw.key_ttl,
+            refresh_interval: &raw.key_refresh_interval,
+        },
+        base,
+        problems,
+    );
+    OidcAuth { policy, keys }
 }
 
 fn check_address(problems: &mut Problems, address: &Spanned<String>, field: &str) {
@@ -809,6 +1023,18 @@ fn check_api(raw: &RawApi, base: &Path, problems: &mut Problems) -> Api {
         max_connections_per_ip: raw
             .max_connections_per_ip
             .unwrap_or(warden_server::DEFAULT_MAX_CONNECTIONS_PER_IP),
+        auth_failures_per_minute: match &raw.auth_failures_per_minute {
+            Some(value) if !(1..=100_000).contains(value.get_ref()) => {
+                problems.at(
+                    value,
+                    "api.auth_failures_per_minute",
+                    "between 1 and 100000",
+                );
+                DEFAULT_AUTH_FAILURES_PER_MINUTE
+            }
+            Some(value) => *value.get_ref(),
+            None => DEFAULT_AUTH_FAILURES_PER_MINUTE,
+        },
     }
 }
 

@@ -16,6 +16,7 @@ pub(crate) mod publish;
 pub(crate) mod registry;
 pub(crate) mod run;
 pub(crate) mod serve;
+pub(crate) mod serve_admin;
 pub(crate) mod sync;
 pub(crate) mod verify;
 pub(crate) mod yank;

@@ -29,6 +29,17 @@ pub(crate) struct ServeArgs {
     /// Owner role, and an API key for it, shown once. Then exit.
     #[arg(long, value_name = "NAME", conflicts_with = "check")]
     create_owner: Option<String>,
+    /// Administer users, roles and credentials offline (the daemon stopped); a running daemon
+    /// is administered through /v1/admin/... (docs/auth.md).
+    #[command(subcommand)]
+    command: Option<ServeCommand>,
+}
+
+#[derive(clap::Subcommand)]
+enum ServeCommand {
+    /// Users, roles, assignments and credentials in the daemon's store, offline.
+    #[command(subcommand)]
+    Admin(super::serve_admin::AdminCommand),
 }
 
 /// Creates the owner `name` in the manifest's data directory and prints its key once.
@@ -195,7 +206,10 @@ fn failure(error: ServeError) -> Failure {
     }
 }
 
-pub(crate) fn execute(args: ServeArgs) -> Result<(), Failure> {
+pub(crate) fn execute(mut args: ServeArgs) -> Result<(), Failure> {
+    if let Some(ServeCommand::Admin(command)) = args.command.take() {
+        return super::serve_admin::execute(&args.manifest, command);
+    }
     if let Some(name) = &args.create_owner {
         return create_owner(&args, name);
     }

@@ -108,7 +108,11 @@ fn presented(headers: &HeaderMap) -> Result<Option<(Option<String>, String)>, Un
 }
 
 /// Identifies the caller of a request, at `now` (Unix seconds).
-pub fn identify(daemon: &Shared, headers: &HeaderMap, now: u64) -> Result<Caller, Unidentified> {
+pub async fn identify(
+    daemon: &Shared,
+    headers: &HeaderMap,
+    now: u64,
+) -> Result<Caller, Unidentified> {
     let Some((scheme, token)) = presented(headers)? else {
         return Err(Unidentified("missing"));
     };
@@ -144,32 +148,7 @@ pub fn identify(daemon: &Shared, headers: &HeaderMap, now: u64) -> Result<Caller
         };
     }
     if token.split('.').count() == 3 && scheme == Some("bearer") {
-        let executor = daemon.executor();
-        let Some(executor) = executor.as_ref() else {
-            return Err(Unidentified("executor_not_configured"));
-        };
-        return match jwt::verify(&token, &executor.keys, &executor.policy, now) {
-            Ok(claims) => Ok(Caller {
-                // Named by its whole scope: tokens for other apps, boards or runs are other
-                // callers (records, idempotency keys).
-                name: format!(
-                    "executor:{}/{}/{}",
-                    claims.app_id, claims.board_id, claims.run_id
-                ),
-                kind: "executor",
-                user: None,
-                permissions: Permissions::EXECUTE_BOARDS | Permissions::EXECUTE_EVENTS,
-                scope: Some(ExecutorScope {
-                    app_id: claims.app_id,
-                    board_id: claims.board_id,
-                    event_id: claims.event_id,
-                    user_id: claims.user_id.or(claims.subject),
-                    run_id: claims.run_id,
-                    jti: claims.jti,
-                }),
-            }),
-            Err(error) => Err(Unidentified(error.kind())),
-        };
+        return bearer_jwt(daemon, &token, now).await;
     }
     if !matches!(scheme, Some("x-api-key" | "bearer")) {
         return Err(Unidentified("wrong_scheme"));
@@ -196,4 +175,76 @@ pub fn identify(daemon: &Shared, headers: &HeaderMap, now: u64) -> Result<Caller
         }
     }
     matched.ok_or(Unidentified("unknown_key"))
+}
+
+/// The issuer a token claims, read before its signature is checked: it only picks which
+/// checker (executor or OpenID Connect) verifies the token in full.
+fn claimed_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    jwt::part(payload, "payload").ok()?["iss"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// A bearer JWT: the executor's when its issuer is the executor's, else a person's OpenID
+/// Connect access token.
+async fn bearer_jwt(daemon: &Shared, token: &str, now: u64) -> Result<Caller, Unidentified> {
+    let verifiers = daemon.verifiers();
+    let issuer = claimed_issuer(token);
+    let for_executor = match (&verifiers.executor, &verifiers.oidc) {
+        (Some(executor), Some(_)) => issuer.as_deref() == Some(&executor.auth.policy.issuer),
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        (None, None) => return Err(Unidentified("jwt_not_configured")),
+    };
+    if for_executor {
+        let Some(executor) = &verifiers.executor else {
+            return Err(Unidentified("jwt_not_configured"));
+        };
+        return match executor.verify(token, now).await {
+            Ok(claims) => Ok(Caller {
+                // Named by its whole scope: tokens for other apps, boards or runs are other
+                // callers (records, idempotency keys).
+                name: format!(
+                    "executor:{}/{}/{}",
+                    claims.app_id, claims.board_id, claims.run_id
+                ),
+                kind: "executor",
+                user: None,
+                permissions: Permissions::EXECUTE_BOARDS | Permissions::EXECUTE_EVENTS,
+                scope: Some(ExecutorScope {
+                    app_id: claims.app_id,
+                    board_id: claims.board_id,
+                    event_id: claims.event_id,
+                    user_id: claims.user_id.or(claims.subject),
+                    run_id: claims.run_id,
+                    jti: claims.jti,
+                }),
+            }),
+            Err(error) => Err(Unidentified(error.kind())),
+        };
+    }
+    let Some(oidc) = &verifiers.oidc else {
+        return Err(Unidentified("jwt_not_configured"));
+    };
+    let claims = oidc
+        .verify(token, now)
+        .await
+        .map_err(|error| Unidentified(error.kind()))?;
+    let store = daemon.auth.as_ref().ok_or(Unidentified("no_store"))?;
+    // The subject is a user of this daemon's store, or no one: signing in at the provider
+    // grants nothing by itself.
+    let user = store
+        .user_by_subject(&claims.subject)
+        .map_err(|_| Unidentified("store_failed"))?
+        .ok_or(Unidentified("unknown_subject"))?;
+    Ok(Caller {
+        name: format!("user:{}", user.name),
+        kind: "oidc",
+        permissions: store
+            .permissions(&user.name, None)
+            .map_err(|_| Unidentified("store_failed"))?,
+        user: Some(user.name),
+        scope: None,
+    })
 }

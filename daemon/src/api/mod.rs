@@ -1,7 +1,10 @@
 //! The daemon's HTTPS API, under `/v1`, JSON in and out. Every error is
 //! `{"error": {"code": "...", "message": "..."}}` with a stable code (docs/daemon.md lists
-//! them). Everything but `/healthz` and `/readyz` needs an API key.
+//! them). Everything but `/healthz`, `/readyz` and the `/auth` proxy needs a credential
+//! (docs/auth.md).
 
+mod admin;
+mod auth_proxy;
 mod error;
 mod identity;
 mod nodes;
@@ -19,7 +22,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use identity::identify;
 use serde_json::json;
 use std::sync::Arc;
@@ -34,10 +37,36 @@ pub fn router(daemon: Shared) -> Router {
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/nodes/{*name}", get(nodes::one))
         .route("/v1/admin/reload", post(nodes::reload))
+        .route(
+            "/v1/admin/users",
+            get(admin::users).post(admin::create_user),
+        )
+        .route("/v1/admin/roles", get(admin::roles))
+        .route("/v1/admin/roles/{name}", put(admin::put_role))
+        .route(
+            "/v1/admin/assignments",
+            post(admin::assign).delete(admin::unassign),
+        )
+        .route(
+            "/v1/admin/credentials",
+            get(admin::credentials).post(admin::issue),
+        )
+        .route("/v1/admin/credentials/{id}", delete(admin::revoke))
+        .route("/v1/me", get(admin::me))
+        .route("/v1/me/pats", get(admin::my_pats).post(admin::issue_my_pat))
+        .route("/v1/me/pats/{id}", delete(admin::revoke_my_pat))
+        .route("/v1/audit", get(admin::audit_tail))
+        .route("/v1/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(daemon.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/auth/discovery", get(auth_proxy::discovery_document))
+        .route("/auth/jwks", get(auth_proxy::jwks))
+        .route("/auth/authorize", get(auth_proxy::authorize))
+        .route("/auth/token", post(auth_proxy::token))
+        .route("/auth/userinfo", get(auth_proxy::userinfo))
+        .route("/auth/revoke", post(auth_proxy::revoke))
         .merge(authenticated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -45,32 +74,34 @@ pub fn router(daemon: Shared) -> Router {
         .with_state(daemon)
 }
 
-/// The metrics listener's router: `/metrics` only.
+/// The metrics listener's router: `/metrics` only, for a caller with ReadAnalytics (as
+/// `GET /v1/metrics` on the API).
 pub fn metrics_router(daemon: Shared) -> Router {
     Router::new()
-        .route(
-            "/metrics",
-            get(|State(daemon): State<Shared>| async move {
-                if let Some(cache) = &daemon.code_cache {
-                    let stats = cache.stats();
-                    for (event, count) in [
-                        ("hit", stats.hits),
-                        ("miss", stats.misses),
-                        ("rejected", stats.rejected),
-                        ("stored", stats.stored),
-                    ] {
-                        metrics::counter!(telemetry::CODE_CACHE, "event" => event).absolute(count);
-                    }
-                }
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    telemetry::render(),
-                )
-            }),
-        )
+        .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(daemon.clone(), authenticate))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(daemon)
+}
+
+/// The metrics in Prometheus text format.
+async fn metrics_text(State(daemon): State<Shared>) -> impl IntoResponse {
+    if let Some(cache) = &daemon.code_cache {
+        let stats = cache.stats();
+        for (event, count) in [
+            ("hit", stats.hits),
+            ("miss", stats.misses),
+            ("rejected", stats.rejected),
+            ("stored", stats.stored),
+        ] {
+            metrics::counter!(telemetry::CODE_CACHE, "event" => event).absolute(count);
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        telemetry::render(),
+    )
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -170,10 +201,28 @@ async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: 
             )
             .into_response();
         }
-        Some(_) => match identify(&daemon, request.headers(), warden_registry::protocol::now()) {
-            Ok(caller) => caller,
-            Err(unidentified) => return unauthenticated(&daemon, &request, unidentified.0),
-        },
+        Some(_) => {
+            let peer = peer(&request);
+            let now = std::time::Instant::now();
+            // A source that keeps failing is held back before its credential is looked at.
+            if let Some(wait) = daemon.throttle.blocked(peer, now) {
+                metrics::counter!(telemetry::AUTH_FAILURES, "kind" => "throttled").increment(1);
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_failures",
+                    "too many failed authentications from this address; wait before trying again",
+                )
+                .retry_after(wait.as_secs().max(1))
+                .into_response();
+            }
+            match identify(&daemon, request.headers(), warden_registry::protocol::now()).await {
+                Ok(caller) => caller,
+                Err(unidentified) => {
+                    daemon.throttle.failed(peer, now);
+                    return unauthenticated(&daemon, &request, unidentified.0);
+                }
+            }
+        }
     };
     // The executor's token runs nodes in its scope, and does nothing else.
     if caller.scope.is_some() && needs != Some(Needs::Run) {
@@ -198,13 +247,18 @@ pub fn forbidden(needed: Permissions) -> ApiError {
     .with("permission", json!(needed.names()))
 }
 
+/// The address a request came from.
+fn peer(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
 fn unauthenticated(daemon: &Daemon, request: &Request, kind: &'static str) -> Response {
     metrics::counter!(telemetry::AUTH_FAILURES, "kind" => kind).increment(1);
     let why = kind;
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip());
+    let peer = peer(request);
     // One record per address per interval, counting the failures in between: a flood of bad
     // keys cannot flood the audit log.
     if let Some(note) = daemon.auth_failures.note(peer) {

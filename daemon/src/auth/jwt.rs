@@ -112,7 +112,7 @@ impl EcKey {
         Ok(EcKey { kid, point })
     }
 
-    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         ring::signature::UnparsedPublicKey::new(
             &ring::signature::ECDSA_P256_SHA256_FIXED,
             &self.point,
@@ -202,6 +202,10 @@ pub enum TokenError {
     WrongAudience,
     #[error("the token has no `{0}` claim")]
     MissingClaim(&'static str),
+    #[error("no key with the token's kid is for the token's algorithm")]
+    KeyAlgorithm,
+    #[error("the token's signing keys cannot be fetched")]
+    KeysUnavailable,
 }
 
 impl TokenError {
@@ -220,12 +224,14 @@ impl TokenError {
             TokenError::WrongIssuer => "wrong_issuer",
             TokenError::WrongAudience => "wrong_audience",
             TokenError::MissingClaim(_) => "missing_claim",
+            TokenError::KeyAlgorithm => "key_algorithm",
+            TokenError::KeysUnavailable => "keys_unavailable",
         }
     }
 }
 
 /// The decoded JSON of one part of a token.
-fn part(text: &str, what: &'static str) -> Result<Json, TokenError> {
+pub(crate) fn part(text: &str, what: &'static str) -> Result<Json, TokenError> {
     let bytes = BASE64URL
         .decode(text)
         .map_err(|_| TokenError::Malformed(what))?;

@@ -1,10 +1,15 @@
-//! Authentication and authorization building blocks (issue 12, in progress): the permission
-//! bits and the table of what each route needs, and strict verification of the workflow
-//! executor's ES256 tokens. The daemon's API still authenticates with API keys
-//! (`api::authenticate`); these are wired in next.
+//! Authentication and authorization: the permission bits and the table of what each route
+//! needs, the principal store (users, roles, API keys, PATs), strict verification of the
+//! workflow executor's ES256 tokens and of OpenID Connect access tokens, the key sets fetched
+//! from JWKS URLs, and the throttle on sources that keep failing.
 
+pub mod fetch;
 pub mod jwt;
+pub mod keyset;
+pub mod oidc;
 pub mod permissions;
 pub mod store;
+pub mod throttle;
+pub mod verifiers;
 
 pub use permissions::{Needs, Permissions};

@@ -124,13 +124,22 @@ pub enum Needs {
     Run,
     /// Any caller for what is its own (the runs it made); this permission for everyone's.
     OwnOr(Permissions),
+    /// Any identified caller but the executor: about itself (`/v1/me`, its own PATs).
+    SignedIn,
 }
 
-/// Every route of the daemon's API and what it needs: the one table the middleware checks
-/// before any handler runs, and that docs/auth.md lists.
-pub const ROUTES: [(&str, &str, Needs); 7] = [
+/// Every route of the daemon's API (and of its metrics listener) and what it needs: the one
+/// table the middleware checks before any handler runs, and that docs/auth.md lists (a test
+/// holds the two together).
+pub const ROUTES: &[(&str, &str, Needs)] = &[
     ("GET", "/healthz", Needs::Public),
     ("GET", "/readyz", Needs::Public),
+    ("GET", "/auth/discovery", Needs::Public),
+    ("GET", "/auth/jwks", Needs::Public),
+    ("GET", "/auth/authorize", Needs::Public),
+    ("POST", "/auth/token", Needs::Public),
+    ("GET", "/auth/userinfo", Needs::Public),
+    ("POST", "/auth/revoke", Needs::Public),
     ("POST", "/v1/runs", Needs::Run),
     ("GET", "/v1/runs/{id}", Needs::OwnOr(Permissions::READ_LOGS)),
     (
@@ -144,9 +153,73 @@ pub const ROUTES: [(&str, &str, Needs); 7] = [
         Needs::Permission(Permissions::READ_BOARDS),
     ),
     (
+        "GET",
+        "/v1/audit",
+        Needs::Permission(Permissions::READ_LOGS),
+    ),
+    (
+        "GET",
+        "/v1/metrics",
+        Needs::Permission(Permissions::READ_ANALYTICS),
+    ),
+    (
+        "GET",
+        "/metrics",
+        Needs::Permission(Permissions::READ_ANALYTICS),
+    ),
+    ("GET", "/v1/me", Needs::SignedIn),
+    ("GET", "/v1/me/pats", Needs::SignedIn),
+    ("POST", "/v1/me/pats", Needs::SignedIn),
+    ("DELETE", "/v1/me/pats/{id}", Needs::SignedIn),
+    (
         "POST",
         "/v1/admin/reload",
         Needs::Permission(Permissions::WRITE_CONFIG),
+    ),
+    (
+        "GET",
+        "/v1/admin/users",
+        Needs::Permission(Permissions::ADMIN),
+    ),
+    (
+        "POST",
+        "/v1/admin/users",
+        Needs::Permission(Permissions::ADMIN),
+    ),
+    (
+        "GET",
+        "/v1/admin/roles",
+        Needs::Permission(Permissions::ADMIN),
+    ),
+    (
+        "PUT",
+        "/v1/admin/roles/{name}",
+        Needs::Permission(Permissions::ADMIN),
+    ),
+    (
+        "POST",
+        "/v1/admin/assignments",
+        Needs::Permission(Permissions::ADMIN),
+    ),
+    (
+        "DELETE",
+        "/v1/admin/assignments",
+        Needs::Permission(Permissions::ADMIN),
+    ),
+    (
+        "GET",
+        "/v1/admin/credentials",
+        Needs::Permission(Permissions::ADMIN),
+    ),
+    (
+        "POST",
+        "/v1/admin/credentials",
+        Needs::Permission(Permissions::ADMIN),
+    ),
+    (
+        "DELETE",
+        "/v1/admin/credentials/{id}",
+        Needs::Permission(Permissions::ADMIN),
     ),
 ];
 
@@ -205,5 +278,26 @@ mod tests {
         assert_eq!(needs("GET", "/healthz"), Some(Needs::Public));
         assert_eq!(needs("POST", "/v1/runs"), Some(Needs::Run));
         assert_eq!(needs("DELETE", "/v1/runs"), None);
+    }
+
+    #[test]
+    fn docs_auth_md_lists_every_route_with_what_it_needs() {
+        let docs = include_str!("../../../docs/auth.md");
+        for (method, pattern, needs) in ROUTES {
+            let needed = match needs {
+                Needs::Public => "none".to_string(),
+                Needs::Run => "ExecuteBoards or ExecuteEvents".to_string(),
+                Needs::OwnOr(permission) | Needs::Permission(permission) => {
+                    permission.names().join(" or ")
+                }
+                Needs::SignedIn => "any caller".to_string(),
+            };
+            let row = format!("| `{method} {pattern}` |");
+            let line = docs
+                .lines()
+                .find(|line| line.starts_with(&row))
+                .unwrap_or_else(|| panic!("docs/auth.md has no row {row}"));
+            assert!(line.contains(&needed), "{line} should say {needed}");
+        }
     }
 }

@@ -296,6 +296,69 @@ impl AuthStore {
         self.put(ASSIGNMENTS, &key, &assignment)
     }
 
+    /// Takes the role `role` in `app` (every app with `None`) from `user`; `false` when the
+    /// user did not hold it there.
+    pub fn unassign(&self, user: &str, role: &str, app: Option<&str>) -> Result<bool, StoreError> {
+        let key = format!("{user}\0{role}\0{}", app.unwrap_or(""));
+        let txn = self.write()?;
+        let removed = txn
+            .open_table(ASSIGNMENTS)
+            .map_err(|e| self.failed(e))?
+            .remove(key.as_str())
+            .map_err(|e| self.failed(e))?
+            .is_some();
+        txn.commit().map_err(|e| self.failed(e))?;
+        Ok(removed)
+    }
+
+    /// The role assignments of `user` (everyone's with `None`).
+    pub fn assignments(&self, user: Option<&str>) -> Result<Vec<Assignment>, StoreError> {
+        Ok(self
+            .all::<Assignment>(ASSIGNMENTS)?
+            .into_iter()
+            .filter(|assignment| user.is_none_or(|user| assignment.user == user))
+            .collect())
+    }
+
+    /// Makes `user` the one an OpenID Connect token with this `subject` stands for (no one,
+    /// with `None`). A subject is one user's at most.
+    pub fn set_subject(&self, user: &str, subject: Option<&str>) -> Result<User, StoreError> {
+        let mut record = self
+            .user(user)?
+            .ok_or_else(|| StoreError::UnknownUser(user.to_string()))?;
+        if let Some(subject) = subject {
+            if subject.is_empty() || subject.len() > 255 {
+                return Err(StoreError::Invalid(
+                    "a subject is 1 to 255 bytes (the `sub` claim of the provider's tokens)".into(),
+                ));
+            }
+            if record.kind != UserKind::Person {
+                return Err(StoreError::Invalid(
+                    "only people sign in through the provider; technical users use API keys".into(),
+                ));
+            }
+            if let Some(holder) = self.user_by_subject(subject)?
+                && holder.name != user
+            {
+                return Err(StoreError::Invalid(format!(
+                    "the subject is user `{}`'s already",
+                    holder.name
+                )));
+            }
+        }
+        record.subject = subject.map(str::to_string);
+        self.put(USERS, user, &record)?;
+        Ok(record)
+    }
+
+    /// The user an OpenID Connect `subject` stands for.
+    pub fn user_by_subject(&self, subject: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .users()?
+            .into_iter()
+            .find(|user| user.subject.as_deref() == Some(subject)))
+    }
+
     /// What `user` may do in `app` (in what holds for every app, with `None`): the union of
     /// the roles assigned to it there and everywhere, Owner and Admin implying the rest.
     pub fn permissions(&self, user: &str, app: Option<&str>) -> Result<Permissions, StoreError> {
