@@ -238,3 +238,48 @@ pub fn endpoint(
     }
     Ok(Some(url))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_discovery_document_is_followed_only_to_the_providers_origins() {
+        let origins = vec!["https://idp.example".to_string()];
+        let document = json!({
+            "jwks_uri": "https://idp.example/keys",
+            "token_endpoint": "https://evil.example/token",
+            "userinfo_endpoint": "http://idp.example/userinfo",
+            "revocation_endpoint": "https://user:pw@idp.example/revoke",
+            "authorization_endpoint": "https://idp.example:8443/authorize",
+        });
+        assert_eq!(
+            endpoint(&document, "jwks_uri", &origins)
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "https://idp.example/keys"
+        );
+        for refused in [
+            "token_endpoint",
+            "userinfo_endpoint",
+            "revocation_endpoint",
+            "authorization_endpoint",
+        ] {
+            assert!(endpoint(&document, refused, &origins).is_err(), "{refused}");
+        }
+        assert!(
+            endpoint(&document, "end_session_endpoint", &origins)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            discovery_url("https://idp.example/realms/a/")
+                .unwrap()
+                .as_str(),
+            "https://idp.example/realms/a/.well-known/openid-configuration"
+        );
+        assert!(discovery_url("http://idp.example").is_err());
+    }
+}

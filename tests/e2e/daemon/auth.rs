@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 
-fn create_owner(fixture: &Fixture, name: &str) -> String {
+pub fn create_owner(fixture: &Fixture, name: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["serve", "--manifest"])
         .arg(fixture.path("host.toml"))

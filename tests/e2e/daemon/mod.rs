@@ -2,10 +2,13 @@
 //! as a caller would, with packages signed and loaded from a directory (and, in
 //! `registry::daemon_revocation`, from a registry).
 
+mod admin;
 mod api;
 mod auth;
 mod lifecycle;
 mod load;
+mod oidc;
+mod provider;
 
 use crate::support::*;
 use ed25519_dalek::SigningKey;
@@ -94,9 +97,15 @@ impl Fixture {
     /// Writes the manifest: listeners on free ports, the package directory, `host` settings
     /// (TOML lines for `[host]`) and `nodes`.
     pub fn write_manifest(&self, host: &str, nodes: &str) {
+        self.write_manifest_with_api("", host, nodes);
+    }
+
+    /// Like `write_manifest`, with more `[api]` lines.
+    pub fn write_manifest_with_api(&self, api: &str, host: &str, nodes: &str) {
         let text = format!(
             r#"[api]
 listen = "127.0.0.1:0"
+{api}
 
 [metrics]
 listen = "127.0.0.1:0"
@@ -255,9 +264,17 @@ impl Daemon {
         self.call("POST", "/v1/runs", Some(&body))
     }
 
+    /// The metrics listener's text, read with the test's (admin) key.
     pub fn metrics_text(&self) -> String {
-        self.request(&self.metrics, "GET", "/metrics", None, &[])
-            .text()
+        let reply = self.request(
+            &self.metrics,
+            "GET",
+            "/metrics",
+            None,
+            &[("authorization", &format!("Bearer {KEY}"))],
+        );
+        assert_eq!(reply.status, 200, "{}", reply.shown());
+        reply.text()
     }
 
     /// A request to `address` with the headers given (and no key unless one is given).
