@@ -152,7 +152,7 @@ async fn forward(daemon: &Shared, name: &str, request: Request) -> Result<Respon
         .map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                "payload_too_large",
                 format!("the body is over {MAX_FORWARD_BYTES} bytes"),
             )
         })?;
