@@ -231,13 +231,43 @@ impl TokenError {
 }
 
 /// The decoded JSON of one part of a token.
+/// A JSON object whose keys are each given once: a header or claim set that names `alg` or
+/// `aud` twice is refused, not read as whichever copy this parser keeps (another parser, such
+/// as the issuer's, may have kept the other).
+struct UniqueKeys(serde_json::Map<String, Json>);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = UniqueKeys;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                let mut object = serde_json::Map::new();
+                while let Some((key, value)) = map.next_entry::<String, Json>()? {
+                    if object.insert(key, value).is_some() {
+                        return Err(serde::de::Error::custom("a key is given twice"));
+                    }
+                }
+                Ok(UniqueKeys(object))
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
+}
+
 pub(crate) fn part(text: &str, what: &'static str) -> Result<Json, TokenError> {
     let bytes = BASE64URL
         .decode(text)
         .map_err(|_| TokenError::Malformed(what))?;
-    match serde_json::from_slice::<Json>(&bytes) {
-        Ok(json @ Json::Object(_)) => Ok(json),
-        _ => Err(TokenError::Malformed(what)),
+    match serde_json::from_slice::<UniqueKeys>(&bytes) {
+        Ok(UniqueKeys(object)) => Ok(Json::Object(object)),
+        Err(_) => Err(TokenError::Malformed(what)),
     }
 }
 
@@ -517,6 +547,23 @@ mod tests {
         let typed = signer.sign(&json!({"alg": "ES256", "typ": "at+jwt+evil"}), &claims());
         assert_eq!(check(typed), "malformed");
         assert_eq!(check(format!("{token}.x")), "malformed");
+        // A claim given twice, signed: refused rather than read as one copy or the other.
+        let claims_text = claims().to_string();
+        let doubled = format!(
+            "{},\"board_id\":\"board-y\"}}",
+            claims_text.trim_end_matches('}')
+        );
+        let signed = format!(
+            "{}.{}",
+            BASE64URL.encode(json!({"alg": "ES256", "kid": "k1"}).to_string()),
+            BASE64URL.encode(doubled)
+        );
+        let signature = signer
+            .pair
+            .sign(&ring::rand::SystemRandom::new(), signed.as_bytes())
+            .unwrap();
+        let token = format!("{signed}.{}", BASE64URL.encode(signature.as_ref()));
+        assert_eq!(check(token), "malformed");
     }
 
     #[test]
