@@ -822,6 +822,20 @@ async fn execute(
         "denials": report.denials,
         "denied": report.denied,
     });
+    // A run the executor asked for is in the audit log with its token's run id and jti: what
+    // a workflow run did can be traced from the executor's side.
+    if let Some(executor) = &run.executor {
+        daemon.audit.record(
+            "executor_run",
+            json!({
+                "run_id": run.id,
+                "node": run.node,
+                "executor": executor,
+                "context": run.context,
+                "outcome": label,
+            }),
+        );
+    }
     daemon.records.insert(&run.id, record);
     let node = live.name().to_string();
     metrics::counter!(telemetry::RUNS, "node" => node.clone(), "outcome" => label).increment(1);
@@ -836,14 +850,14 @@ async fn execute(
     if !report.denials.is_empty() {
         daemon.audit.record(
             "capability_denied",
-            json!({ "run_id": run.id, "node": run.node, "denials": report.denials, "denied": report.denied }),
+            json!({ "run_id": run.id, "node": run.node, "executor": run.executor, "denials": report.denials, "denied": report.denied }),
         );
     }
     if let Some(kind) = limit {
         metrics::counter!(telemetry::LIMIT_HITS, "limit" => kind.name()).increment(1);
         daemon.audit.record(
             "limit_kill",
-            json!({ "run_id": run.id, "node": run.node, "limit": kind.name(), "code": limit_code(kind) }),
+            json!({ "run_id": run.id, "node": run.node, "executor": run.executor, "limit": kind.name(), "code": limit_code(kind) }),
         );
     }
     span.in_scope(|| {

@@ -202,6 +202,18 @@ fn executor_tokens_run_nodes_in_their_scope_and_do_nothing_else() {
         record["context"]["user_id"], "executor-1",
         "the token's user (its sub)"
     );
+    // And in the audit log, with the daemon's run id.
+    let audit = std::fs::read_to_string(fixture.path("data/audit.jsonl")).unwrap();
+    let line = audit
+        .lines()
+        .find(|line| line.contains("\"executor_run\""))
+        .unwrap_or_else(|| panic!("no executor_run record: {audit}"));
+    let logged: Json = serde_json::from_str(line).unwrap();
+    assert_eq!(logged["run_id"], id.as_str());
+    assert_eq!(
+        logged["executor"],
+        json!({ "run_id": "wf-run-7", "jti": "token-7" })
+    );
     // Another board, app or user is refused.
     for context in [
         json!({"board_id": "board-y"}),
