@@ -118,24 +118,9 @@ pub fn users(store: &AuthStore) -> Result<Json, StoreError> {
 }
 
 pub fn create_user(store: &AuthStore, request: NewUser, now: u64) -> Result<Json, StoreError> {
-    if request.subject.is_some() && request.kind != UserKind::Person {
-        return Err(StoreError::Invalid(
-            "only people sign in through the provider; technical users use API keys".into(),
-        ));
-    }
-    // The subject is checked before the user is written: a refused subject leaves no user.
-    if let Some(subject) = &request.subject
-        && let Some(holder) = store.user_by_subject(subject)?
-    {
-        return Err(StoreError::Invalid(format!(
-            "the subject is user `{}`'s already",
-            holder.name
-        )));
-    }
-    let mut user = store.create_user(&request.name, request.kind, now)?;
-    if let Some(subject) = &request.subject {
-        user = store.set_subject(&user.name, Some(subject))?;
-    }
+    // Name, kind and subject are checked and the user written in one transaction: a refused
+    // request leaves no user, and two at once cannot both take a subject.
+    let user = store.create_user(&request.name, request.kind, request.subject.as_deref(), now)?;
     Ok(json!({ "user": user }))
 }
 

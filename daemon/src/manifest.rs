@@ -305,6 +305,7 @@ struct RawOidc {
     key_ttl: Option<Spanned<String>>,
     key_refresh_interval: Option<Spanned<String>>,
     leeway: Option<Spanned<String>>,
+    max_lifetime: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -888,6 +889,12 @@ fn check_oidc(raw: &RawOidc, base: &Path, problems: &mut Problems) -> OidcAuth {
             Duration::from_secs(30),
         ),
         algorithms,
+        max_lifetime: duration(
+            problems,
+            &raw.max_lifetime,
+            "auth.oidc.max_lifetime",
+            Duration::from_secs(24 * 3600),
+        ),
     };
     let keys = key_set_config(
         crate::auth::keyset::Source::Discovery { issuer, origins },

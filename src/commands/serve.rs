@@ -61,7 +61,7 @@ fn create_owner(args: &ServeArgs, name: &str) -> Result<(), Failure> {
     let store = AuthStore::open(&path).map_err(failed)?;
     let now = warden_registry::protocol::now();
     store
-        .create_user(name, UserKind::Technical, now)
+        .create_user(name, UserKind::Technical, None, now)
         .map_err(|error| Failure::usage(error.to_string()))?;
     store
         .put_role("owner", Permissions::OWNER)

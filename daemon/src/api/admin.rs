@@ -254,12 +254,13 @@ pub async fn revoke_my_pat(
     let Path(id) = id.map_err(super::path_rejected)?;
     let user = person(&caller)?;
     let store = store(&daemon)?;
-    let is_pat = store
-        .credentials(Some(user))
+    let is_own_pat = store
+        .credential(&id)
         .map_err(store_error)?
-        .iter()
-        .any(|credential| credential.id == id && credential.kind == CredentialKind::Pat);
-    if !is_pat {
+        .is_some_and(|credential| {
+            credential.user == user && credential.kind == CredentialKind::Pat
+        });
+    if !is_own_pat {
         return Err(store_error(StoreError::UnknownCredential(id)));
     }
     let answer = admin::revoke(store, &id, Some(user), now()).map_err(store_error)?;

@@ -202,22 +202,25 @@ async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: 
             .into_response();
         }
         Some(_) => {
-            let peer = peer(&request);
-            let now = std::time::Instant::now();
-            // A source that keeps failing is held back before its credential is looked at.
-            if let Some(wait) = daemon.throttle.blocked(peer, now) {
-                metrics::counter!(telemetry::AUTH_FAILURES, "kind" => "throttled").increment(1);
-                return ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_failures",
-                    "too many failed authentications from this address; wait before trying again",
-                )
-                .retry_after(wait.as_secs().max(1))
-                .into_response();
-            }
             match identify(&daemon, request.headers(), warden_registry::protocol::now()).await {
                 Ok(caller) => caller,
                 Err(unidentified) => {
+                    // Failures are what is limited: a source past its budget gets 429 for each
+                    // further failure, while a good credential from the same address (a NAT, a
+                    // proxy) still gets through.
+                    let peer = peer(&request);
+                    let now = std::time::Instant::now();
+                    if let Some(wait) = daemon.throttle.blocked(peer, now) {
+                        metrics::counter!(telemetry::AUTH_FAILURES, "kind" => "throttled")
+                            .increment(1);
+                        return ApiError::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "too_many_failures",
+                            "too many failed authentications from this address; wait before trying again",
+                        )
+                        .retry_after(wait.as_secs().max(1))
+                        .into_response();
+                    }
                     daemon.throttle.failed(peer, now);
                     return unauthenticated(&daemon, &request, unidentified.0);
                 }
@@ -226,7 +229,12 @@ async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: 
     };
     // The executor's token runs nodes in its scope, and does nothing else.
     if caller.scope.is_some() && needs != Some(Needs::Run) {
-        return forbidden(Permissions::READ_LOGS | Permissions::READ_BOARDS).into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "an executor token runs nodes (POST /v1/runs) in its scope and does nothing else",
+        )
+        .into_response();
     }
     if let Some(Needs::Permission(needed)) = needs
         && !caller.permissions.allows(needed)

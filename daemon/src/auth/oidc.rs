@@ -5,7 +5,7 @@
 //!   `alg` (or, without one, its type: RSA keys RS256, P-256 keys ES256) is its allowlist, so
 //!   an RSA key is never used as an HMAC secret or an EC key for another curve.
 //! - `iss` must be the configured issuer, `aud` must hold the configured audience, `exp` is
-//!   required, `nbf` and `iat` are checked when present, all with a small leeway; `sub` is
+//!   required and at most `max_lifetime` ahead, `nbf` and `iat` are checked when present, all with a small leeway; `sub` is
 //!   required and names the user in the daemon's user store.
 //! - RSA keys are 2048 to 8192 bits (ring's RSA_PKCS1_2048_8192_SHA256); no `rsa` crate.
 
@@ -29,6 +29,9 @@ pub struct OidcPolicy {
     pub leeway: Duration,
     /// The algorithms accepted at all (each key narrows to its own).
     pub algorithms: Vec<String>,
+    /// The furthest ahead a token's `exp` may be: a token signed to live for years is
+    /// refused, whatever the provider meant.
+    pub max_lifetime: Duration,
 }
 
 /// What a verified access token says.
@@ -152,6 +155,13 @@ fn check_claims(claims: &Json, policy: &OidcPolicy, now: u64) -> Result<OidcClai
     if now >= exp.saturating_add(leeway) {
         return Err(TokenError::Expired);
     }
+    if exp
+        > now
+            .saturating_add(policy.max_lifetime.as_secs())
+            .saturating_add(leeway)
+    {
+        return Err(TokenError::TooLong);
+    }
     if let Some(nbf) = time("nbf")?
         && now.saturating_add(leeway) < nbf
     {
@@ -202,6 +212,7 @@ mod tests {
             audience: "warden".into(),
             leeway: Duration::from_secs(30),
             algorithms: ALGORITHMS.iter().map(|alg| alg.to_string()).collect(),
+            max_lifetime: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -338,6 +349,11 @@ mod tests {
         assert_eq!(check(&|_| {}), None);
         assert_eq!(check(&|c| c["exp"] = json!(NOW - 31)), Some("expired"));
         assert_eq!(check(&|c| c["exp"] = json!(NOW - 10)), None, "leeway");
+        assert_eq!(check(&|c| c["exp"] = json!(u64::MAX)), Some("too_long"));
+        assert_eq!(
+            check(&|c| c["exp"] = json!(NOW + 25 * 3600)),
+            Some("too_long")
+        );
         assert_eq!(
             check(&|c| c["nbf"] = json!(NOW + 120)),
             Some("not_yet_valid")

@@ -8,7 +8,7 @@
 //! time of use: it holds no permissions of its own.
 
 use super::permissions::Permissions;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -20,6 +20,15 @@ const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
 const ASSIGNMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("assignments");
 /// Keyed by the hex SHA-256 of the secret.
 const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
+/// `user\0id` to the credential's hash: a user's credentials without a scan of everyone's.
+const BY_USER: TableDefinition<&str, &str> = TableDefinition::new("credentials_by_user");
+/// A credential's id to its hash.
+const BY_ID: TableDefinition<&str, &str> = TableDefinition::new("credentials_by_id");
+
+/// Credentials a user may hold live (neither revoked nor expired) at once.
+pub const MAX_LIVE_CREDENTIALS: usize = 100;
+/// Credentials of a user kept in all; past it, its oldest revoked or expired ones are dropped.
+pub const MAX_KEPT_CREDENTIALS: usize = 200;
 
 /// What a credential is, by its prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +154,32 @@ fn valid_name(name: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || b"-_.@".contains(&byte))
 }
 
+/// A subject is 1 to 255 bytes, and only a person has one.
+fn check_subject(subject: &str, kind: UserKind) -> Result<(), StoreError> {
+    if subject.is_empty() || subject.len() > 255 {
+        return Err(StoreError::Invalid(
+            "a subject is 1 to 255 bytes (the `sub` claim of the provider's tokens)".into(),
+        ));
+    }
+    if kind != UserKind::Person {
+        return Err(StoreError::Invalid(
+            "only people sign in through the provider; technical users use API keys".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// An app id, when one is named, is not empty and holds no NUL (an empty one would be the
+/// key of the assignment for every app).
+fn check_app(app: Option<&str>) -> Result<(), StoreError> {
+    if app.is_some_and(|app| app.is_empty() || app.contains('\0')) {
+        return Err(StoreError::Invalid(
+            "an app id is not empty and holds no NUL; leave `app` out for every app".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl AuthStore {
     pub fn open(path: &Path) -> Result<AuthStore, StoreError> {
         let shown = path.display().to_string();
@@ -167,6 +202,44 @@ impl AuthStore {
         let txn = store.write()?;
         for table in [USERS, ROLES, ASSIGNMENTS, CREDENTIALS] {
             txn.open_table(table).map_err(|e| store.failed(e))?;
+        }
+        // The indexes are rebuilt when they do not cover the credentials (a store from before
+        // they existed).
+        let (credentials, indexed) = {
+            let credentials = txn.open_table(CREDENTIALS).map_err(|e| store.failed(e))?;
+            let by_id = txn.open_table(BY_ID).map_err(|e| store.failed(e))?;
+            txn.open_table(BY_USER).map_err(|e| store.failed(e))?;
+            (
+                credentials.len().map_err(|e| store.failed(e))?,
+                by_id.len().map_err(|e| store.failed(e))?,
+            )
+        };
+        if credentials != indexed {
+            let all: Vec<Credential> = {
+                let table = txn.open_table(CREDENTIALS).map_err(|e| store.failed(e))?;
+                let mut all = Vec::new();
+                for entry in table.iter().map_err(|e| store.failed(e))? {
+                    let (_, bytes) = entry.map_err(|e| store.failed(e))?;
+                    all.push(
+                        serde_json::from_slice(bytes.value())
+                            .map_err(|e| store.failed(format!("a corrupt record: {e}")))?,
+                    );
+                }
+                all
+            };
+            let mut by_id = txn.open_table(BY_ID).map_err(|e| store.failed(e))?;
+            let mut by_user = txn.open_table(BY_USER).map_err(|e| store.failed(e))?;
+            for credential in &all {
+                by_id
+                    .insert(credential.id.as_str(), credential.sha256.as_str())
+                    .map_err(|e| store.failed(e))?;
+                by_user
+                    .insert(
+                        format!("{}\0{}", credential.user, credential.id).as_str(),
+                        credential.sha256.as_str(),
+                    )
+                    .map_err(|e| store.failed(e))?;
+            }
         }
         txn.commit().map_err(|e| store.failed(e))?;
         Ok(store)
@@ -230,23 +303,67 @@ impl AuthStore {
         txn.commit().map_err(|e| self.failed(e))
     }
 
-    pub fn create_user(&self, name: &str, kind: UserKind, now: u64) -> Result<User, StoreError> {
+    /// Creates the user `name`, with its OpenID Connect `subject` when given (a person's only,
+    /// and no other user's): checked and written in one transaction, so two creations at once
+    /// cannot both take a name or a subject.
+    pub fn create_user(
+        &self,
+        name: &str,
+        kind: UserKind,
+        subject: Option<&str>,
+        now: u64,
+    ) -> Result<User, StoreError> {
         if !valid_name(name) {
             return Err(StoreError::Invalid(format!(
                 "`{name}` is not a user name: 1 to 64 letters, digits, `-`, `_`, `.` or `@`"
             )));
         }
-        if self.user(name)?.is_some() {
-            return Err(StoreError::UserExists(name.to_string()));
+        if let Some(subject) = subject {
+            check_subject(subject, kind)?;
         }
         let user = User {
             name: name.to_string(),
             kind,
-            subject: None,
+            subject: subject.map(str::to_string),
             created_at: now,
         };
-        self.put(USERS, name, &user)?;
+        let txn = self.write()?;
+        {
+            let mut users = txn.open_table(USERS).map_err(|e| self.failed(e))?;
+            if users.get(name).map_err(|e| self.failed(e))?.is_some() {
+                return Err(StoreError::UserExists(name.to_string()));
+            }
+            if let Some(subject) = subject
+                && let Some(holder) = self.subject_holder(&users, subject)?
+            {
+                return Err(StoreError::Invalid(format!(
+                    "the subject is user `{holder}`'s already"
+                )));
+            }
+            let bytes = serde_json::to_vec(&user).map_err(|e| self.failed(e))?;
+            users
+                .insert(name, bytes.as_slice())
+                .map_err(|e| self.failed(e))?;
+        }
+        txn.commit().map_err(|e| self.failed(e))?;
         Ok(user)
+    }
+
+    /// The name of the user holding `subject`, read in a write transaction's table.
+    fn subject_holder(
+        &self,
+        users: &redb::Table<&str, &[u8]>,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError> {
+        for entry in users.iter().map_err(|e| self.failed(e))? {
+            let (_, bytes) = entry.map_err(|e| self.failed(e))?;
+            let user: User = serde_json::from_slice(bytes.value())
+                .map_err(|e| self.failed(format!("a corrupt record: {e}")))?;
+            if user.subject.as_deref() == Some(subject) {
+                return Ok(Some(user.name));
+            }
+        }
+        Ok(None)
     }
 
     pub fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
@@ -282,11 +399,7 @@ impl AuthStore {
         if self.get::<Role>(ROLES, role)?.is_none() {
             return Err(StoreError::UnknownRole(role.to_string()));
         }
-        if app.is_some_and(|app| app.is_empty() || app.contains('\0')) {
-            return Err(StoreError::Invalid(
-                "an app id is not empty and holds no NUL".into(),
-            ));
-        }
+        check_app(app)?;
         let key = format!("{user}\0{role}\0{}", app.unwrap_or(""));
         let assignment = Assignment {
             user: user.to_string(),
@@ -299,6 +412,7 @@ impl AuthStore {
     /// Takes the role `role` in `app` (every app with `None`) from `user`; `false` when the
     /// user did not hold it there.
     pub fn unassign(&self, user: &str, role: &str, app: Option<&str>) -> Result<bool, StoreError> {
+        check_app(app)?;
         let key = format!("{user}\0{role}\0{}", app.unwrap_or(""));
         let txn = self.write()?;
         let removed = txn
@@ -321,33 +435,34 @@ impl AuthStore {
     }
 
     /// Makes `user` the one an OpenID Connect token with this `subject` stands for (no one,
-    /// with `None`). A subject is one user's at most.
+    /// with `None`). A subject is one user's at most: checked and written in one transaction.
     pub fn set_subject(&self, user: &str, subject: Option<&str>) -> Result<User, StoreError> {
-        let mut record = self
-            .user(user)?
-            .ok_or_else(|| StoreError::UnknownUser(user.to_string()))?;
-        if let Some(subject) = subject {
-            if subject.is_empty() || subject.len() > 255 {
-                return Err(StoreError::Invalid(
-                    "a subject is 1 to 255 bytes (the `sub` claim of the provider's tokens)".into(),
-                ));
+        let txn = self.write()?;
+        let record = {
+            let mut users = txn.open_table(USERS).map_err(|e| self.failed(e))?;
+            let mut record: User = match users.get(user).map_err(|e| self.failed(e))? {
+                Some(bytes) => serde_json::from_slice(bytes.value())
+                    .map_err(|e| self.failed(format!("a corrupt record: {e}")))?,
+                None => return Err(StoreError::UnknownUser(user.to_string())),
+            };
+            if let Some(subject) = subject {
+                check_subject(subject, record.kind)?;
+                if let Some(holder) = self.subject_holder(&users, subject)?
+                    && holder != user
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "the subject is user `{holder}`'s already"
+                    )));
+                }
             }
-            if record.kind != UserKind::Person {
-                return Err(StoreError::Invalid(
-                    "only people sign in through the provider; technical users use API keys".into(),
-                ));
-            }
-            if let Some(holder) = self.user_by_subject(subject)?
-                && holder.name != user
-            {
-                return Err(StoreError::Invalid(format!(
-                    "the subject is user `{}`'s already",
-                    holder.name
-                )));
-            }
-        }
-        record.subject = subject.map(str::to_string);
-        self.put(USERS, user, &record)?;
+            record.subject = subject.map(str::to_string);
+            let bytes = serde_json::to_vec(&record).map_err(|e| self.failed(e))?;
+            users
+                .insert(user, bytes.as_slice())
+                .map_err(|e| self.failed(e))?;
+            record
+        };
+        txn.commit().map_err(|e| self.failed(e))?;
         Ok(record)
     }
 
@@ -417,17 +532,146 @@ impl AuthStore {
             revoked_at: None,
             sha256: sha256.clone(),
         };
-        self.put(CREDENTIALS, &sha256, &credential)?;
+        // Counted, pruned and written in one transaction: a user holds at most
+        // MAX_LIVE_CREDENTIALS live ones however fast it asks, and its dead ones are bounded.
+        let txn = self.write()?;
+        {
+            let held = self.user_credentials(&txn, user)?;
+            let live = held
+                .iter()
+                .filter(|held| held.revoked_at.is_none() && now < held.expires_at)
+                .count();
+            if live >= MAX_LIVE_CREDENTIALS {
+                return Err(StoreError::Invalid(format!(
+                    "user `{user}` holds {live} live credentials, the most it may; revoke some first"
+                )));
+            }
+            let mut dead: Vec<&Credential> = held
+                .iter()
+                .filter(|held| held.revoked_at.is_some() || now >= held.expires_at)
+                .collect();
+            dead.sort_by_key(|held| held.created_at);
+            let excess = (held.len() + 1).saturating_sub(MAX_KEPT_CREDENTIALS);
+            for old in dead.into_iter().take(excess) {
+                self.remove_credential(&txn, old)?;
+            }
+            self.write_credential(&txn, &credential)?;
+        }
+        txn.commit().map_err(|e| self.failed(e))?;
         Ok((credential, secret))
+    }
+
+    /// The credentials of `user`, read through the index in a write transaction.
+    fn user_credentials(
+        &self,
+        txn: &redb::WriteTransaction,
+        user: &str,
+    ) -> Result<Vec<Credential>, StoreError> {
+        let by_user = txn.open_table(BY_USER).map_err(|e| self.failed(e))?;
+        let credentials = txn.open_table(CREDENTIALS).map_err(|e| self.failed(e))?;
+        let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
+        let mut held = Vec::new();
+        for entry in by_user
+            .range(from.as_str()..to.as_str())
+            .map_err(|e| self.failed(e))?
+        {
+            let (_, sha256) = entry.map_err(|e| self.failed(e))?;
+            if let Some(bytes) = credentials
+                .get(sha256.value())
+                .map_err(|e| self.failed(e))?
+            {
+                held.push(
+                    serde_json::from_slice(bytes.value())
+                        .map_err(|e| self.failed(format!("a corrupt record: {e}")))?,
+                );
+            }
+        }
+        Ok(held)
+    }
+
+    fn write_credential(
+        &self,
+        txn: &redb::WriteTransaction,
+        credential: &Credential,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(credential).map_err(|e| self.failed(e))?;
+        txn.open_table(CREDENTIALS)
+            .map_err(|e| self.failed(e))?
+            .insert(credential.sha256.as_str(), bytes.as_slice())
+            .map_err(|e| self.failed(e))?;
+        txn.open_table(BY_ID)
+            .map_err(|e| self.failed(e))?
+            .insert(credential.id.as_str(), credential.sha256.as_str())
+            .map_err(|e| self.failed(e))?;
+        txn.open_table(BY_USER)
+            .map_err(|e| self.failed(e))?
+            .insert(
+                format!("{}\0{}", credential.user, credential.id).as_str(),
+                credential.sha256.as_str(),
+            )
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    fn remove_credential(
+        &self,
+        txn: &redb::WriteTransaction,
+        credential: &Credential,
+    ) -> Result<(), StoreError> {
+        txn.open_table(CREDENTIALS)
+            .map_err(|e| self.failed(e))?
+            .remove(credential.sha256.as_str())
+            .map_err(|e| self.failed(e))?;
+        txn.open_table(BY_ID)
+            .map_err(|e| self.failed(e))?
+            .remove(credential.id.as_str())
+            .map_err(|e| self.failed(e))?;
+        txn.open_table(BY_USER)
+            .map_err(|e| self.failed(e))?
+            .remove(format!("{}\0{}", credential.user, credential.id).as_str())
+            .map_err(|e| self.failed(e))?;
+        Ok(())
     }
 
     /// The credentials of `user` (every user's with `None`), without secrets.
     pub fn credentials(&self, user: Option<&str>) -> Result<Vec<Credential>, StoreError> {
-        Ok(self
-            .all::<Credential>(CREDENTIALS)?
-            .into_iter()
-            .filter(|credential| user.is_none_or(|user| credential.user == user))
-            .collect())
+        let Some(user) = user else {
+            return self.all::<Credential>(CREDENTIALS);
+        };
+        let txn = self.db.begin_read().map_err(|e| self.failed(e))?;
+        let by_user = txn.open_table(BY_USER).map_err(|e| self.failed(e))?;
+        let credentials = txn.open_table(CREDENTIALS).map_err(|e| self.failed(e))?;
+        let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
+        let mut held = Vec::new();
+        for entry in by_user
+            .range(from.as_str()..to.as_str())
+            .map_err(|e| self.failed(e))?
+        {
+            let (_, sha256) = entry.map_err(|e| self.failed(e))?;
+            if let Some(bytes) = credentials
+                .get(sha256.value())
+                .map_err(|e| self.failed(e))?
+            {
+                held.push(
+                    serde_json::from_slice(bytes.value())
+                        .map_err(|e| self.failed(format!("a corrupt record: {e}")))?,
+                );
+            }
+        }
+        Ok(held)
+    }
+
+    /// The credential with this id.
+    pub fn credential(&self, id: &str) -> Result<Option<Credential>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.failed(e))?;
+        let by_id = txn.open_table(BY_ID).map_err(|e| self.failed(e))?;
+        let Some(sha256) = by_id.get(id).map_err(|e| self.failed(e))? else {
+            return Ok(None);
+        };
+        let sha256 = sha256.value().to_string();
+        drop(by_id);
+        drop(txn);
+        self.get(CREDENTIALS, &sha256)
     }
 
     /// Whether any credential is not revoked: a daemon with one can be reached without an
@@ -447,9 +691,8 @@ impl AuthStore {
         now: u64,
     ) -> Result<Credential, StoreError> {
         let mut credential = self
-            .credentials(owner)?
-            .into_iter()
-            .find(|credential| credential.id == id)
+            .credential(id)?
+            .filter(|credential| owner.is_none_or(|owner| credential.user == owner))
             .ok_or_else(|| StoreError::UnknownCredential(id.to_string()))?;
         credential.revoked_at.get_or_insert(now);
         self.put(CREDENTIALS, &credential.sha256.clone(), &credential)?;
@@ -500,8 +743,12 @@ mod tests {
     #[test]
     fn credentials_are_random_prefixed_hashed_and_expire_and_revoke() {
         let (dir, store) = store();
-        store.create_user("ci", UserKind::Technical, 100).unwrap();
-        store.create_user("ada", UserKind::Person, 100).unwrap();
+        store
+            .create_user("ci", UserKind::Technical, None, 100)
+            .unwrap();
+        store
+            .create_user("ada", UserKind::Person, None, 100)
+            .unwrap();
         let (key, secret) = store
             .issue("ci", CredentialKind::ApiKey, "deploys", 3600, 100)
             .unwrap();
@@ -559,9 +806,105 @@ mod tests {
     }
 
     #[test]
+    fn a_user_holds_a_bounded_number_of_credentials_found_by_index() {
+        let (dir, store) = store();
+        store.create_user("ada", UserKind::Person, None, 0).unwrap();
+        store.create_user("bob", UserKind::Person, None, 0).unwrap();
+        let (bobs, _) = store.issue("bob", CredentialKind::Pat, "b", 60, 0).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..MAX_LIVE_CREDENTIALS {
+            ids.push(
+                store
+                    .issue("ada", CredentialKind::Pat, "x", 60, 0)
+                    .unwrap()
+                    .0
+                    .id,
+            );
+        }
+        let refused = store.issue("ada", CredentialKind::Pat, "x", 60, 0);
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{refused:?}"
+        );
+        // Revoked or expired ones make room, and the dead are pruned past the kept bound.
+        store.revoke(&ids[0], Some("ada"), 1).unwrap();
+        store.issue("ada", CredentialKind::Pat, "x", 60, 1).unwrap();
+        for step in 0..MAX_KEPT_CREDENTIALS as u64 {
+            // Each issued after the one before expired.
+            store
+                .issue("ada", CredentialKind::Pat, "x", 60, 1000 + step * 100)
+                .unwrap();
+        }
+        let held = store.credentials(Some("ada")).unwrap();
+        assert!(held.len() <= MAX_KEPT_CREDENTIALS, "{}", held.len());
+        assert!(
+            store.credential(&ids[0]).unwrap().is_none(),
+            "the oldest dead went first"
+        );
+        // The index keeps users apart, and is rebuilt for a store written without it.
+        assert_eq!(store.credentials(Some("bob")).unwrap().len(), 1);
+        assert!(store.revoke(&bobs.id, Some("ada"), 1).is_err());
+        drop(store);
+        let db = Database::create(dir.path().join("auth.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(BY_ID).unwrap();
+        txn.delete_table(BY_USER).unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let store = AuthStore::open(&dir.path().join("auth.redb")).unwrap();
+        assert_eq!(store.credentials(Some("bob")).unwrap()[0].id, bobs.id);
+        assert!(store.credential(&bobs.id).unwrap().is_some());
+    }
+
+    #[test]
+    fn subjects_and_apps_are_checked_before_anything_is_written() {
+        let (_dir, store) = store();
+        assert!(
+            store
+                .create_user("eve", UserKind::Person, Some(""), 0)
+                .is_err()
+        );
+        assert!(
+            store
+                .create_user("eve", UserKind::Person, Some(&"s".repeat(300)), 0)
+                .is_err()
+        );
+        assert!(
+            store
+                .create_user("bot", UserKind::Technical, Some("s"), 0)
+                .is_err()
+        );
+        assert!(store.user("eve").unwrap().is_none() && store.user("bot").unwrap().is_none());
+        store
+            .create_user("ada", UserKind::Person, Some("sub-1"), 0)
+            .unwrap();
+        assert!(
+            store
+                .create_user("ann", UserKind::Person, Some("sub-1"), 0)
+                .is_err()
+        );
+        assert_eq!(store.user_by_subject("sub-1").unwrap().unwrap().name, "ada");
+        store.create_user("ann", UserKind::Person, None, 0).unwrap();
+        assert!(store.set_subject("ann", Some("sub-1")).is_err());
+        store.set_subject("ada", None).unwrap();
+        store.set_subject("ann", Some("sub-1")).unwrap();
+        // An empty app is not a way to name the assignment for every app.
+        store.put_role("reader", Permissions::READ_BOARDS).unwrap();
+        store.assign("ann", "reader", None).unwrap();
+        assert!(store.assign("ann", "reader", Some("")).is_err());
+        assert!(store.unassign("ann", "reader", Some("")).is_err());
+        assert!(
+            store
+                .permissions("ann", None)
+                .unwrap()
+                .allows(Permissions::READ_BOARDS)
+        );
+    }
+
+    #[test]
     fn permissions_are_the_union_of_roles_per_app() {
         let (_dir, store) = store();
-        store.create_user("ada", UserKind::Person, 0).unwrap();
+        store.create_user("ada", UserKind::Person, None, 0).unwrap();
         store
             .put_role("reader", Permissions::READ_BOARDS | Permissions::READ_LOGS)
             .unwrap();
@@ -589,7 +932,11 @@ mod tests {
                 .unwrap()
                 .allows(Permissions::WRITE_CONFIG)
         );
-        assert!(store.create_user("ada", UserKind::Person, 0).is_err());
-        assert!(store.create_user("bad name", UserKind::Person, 0).is_err());
+        assert!(store.create_user("ada", UserKind::Person, None, 0).is_err());
+        assert!(
+            store
+                .create_user("bad name", UserKind::Person, None, 0)
+                .is_err()
+        );
     }
 }

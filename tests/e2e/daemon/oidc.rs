@@ -132,6 +132,7 @@ fn oidc_tokens_sign_people_in_and_survive_rotation_and_a_provider_down() {
     let refusals = [
         ("expired", with(&|c| c["exp"] = json!(now() - 120))),
         ("not_yet_valid", with(&|c| c["nbf"] = json!(now() + 600))),
+        ("too_long", with(&|c| c["exp"] = json!(now() + 30 * 86400))),
         (
             "wrong_issuer",
             with(&|c| c["iss"] = json!("https://idp.example")),
