@@ -230,6 +230,15 @@ pub async fn issue_my_pat(
         ));
     }
     let request = body(request)?;
+    // A sign-in of minutes mints a PAT of at most the default lifetime; longer ones come from
+    // an admin.
+    let lifetime = admin::lifetime(request.expires_in.as_deref()).map_err(store_error)?;
+    if lifetime > admin::DEFAULT_LIFETIME {
+        return Err(ApiError::bad_request(format!(
+            "a PAT issued for oneself lives at most {} days; an admin can issue a longer one",
+            admin::DEFAULT_LIFETIME / 86400
+        )));
+    }
     let answer = admin::issue(
         store(&daemon)?,
         IssueRequest {

@@ -289,6 +289,33 @@ fn key_fetches_are_rate_limited_and_the_auth_proxy_reaches_only_the_provider() {
     }
     assert_eq!(provider.state().jwks_fetches, fetched_at_start);
 
+    // Signed in, a person issues itself a PAT (90 days at most), which then works alone.
+    let mint = |body: &Json| {
+        daemon.request(
+            &daemon.api,
+            "POST",
+            "/v1/me/pats",
+            Some(body),
+            &[("authorization", &format!("Bearer {ada}"))],
+        )
+    };
+    let too_long = mint(&json!({"expires_in": "100d"}));
+    assert_eq!(
+        (too_long.status, too_long.code().as_str()),
+        (400, "bad_request")
+    );
+    let minted = mint(&json!({"label": "laptop", "expires_in": "30d"}));
+    assert_eq!(minted.status, 201, "{}", minted.shown());
+    let pat = minted.json()["secret"].as_str().unwrap().to_string();
+    let with_pat = daemon.request(
+        &daemon.api,
+        "GET",
+        "/v1/nodes",
+        None,
+        &[("authorization", &format!("PAT {pat}"))],
+    );
+    assert_eq!(with_pat.status, 200);
+
     // The executor's keys come from its JWKS URL, matched by kid.
     let now = now();
     let executor_claims = json!({
