@@ -271,6 +271,39 @@ pub(crate) fn part(text: &str, what: &'static str) -> Result<Json, TokenError> {
     }
 }
 
+/// A JWS in compact form, taken apart: its decoded header (without `crit`), its payload and
+/// signature as sent, and the bytes the signature covers.
+pub(crate) struct Split<'a> {
+    pub header: Json,
+    pub payload_text: &'a str,
+    pub signature_text: &'a str,
+    pub signed: &'a [u8],
+}
+
+/// Takes a token of at most `max` bytes apart; a header naming `crit` is refused (no
+/// extension is understood here).
+pub(crate) fn split(token: &str, max: usize) -> Result<Split<'_>, TokenError> {
+    if token.len() > max {
+        return Err(TokenError::Malformed("too long"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header_text), Some(payload_text), Some(signature_text), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed("not three parts"));
+    };
+    let header = part(header_text, "header")?;
+    if header.get("crit").is_some() {
+        return Err(TokenError::Critical);
+    }
+    Ok(Split {
+        header,
+        payload_text,
+        signature_text,
+        signed: &token.as_bytes()[..header_text.len() + 1 + payload_text.len()],
+    })
+}
+
 /// The `kid` of a token's header, if it is well formed enough to have one: what a caller
 /// uses to decide whether a key set is worth refreshing.
 pub fn kid(token: &str) -> Option<String> {
@@ -287,24 +320,17 @@ pub fn verify(
     policy: &Policy,
     now: u64,
 ) -> Result<ExecutorClaims, TokenError> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(TokenError::Malformed("too long"));
-    }
-    let mut parts = token.split('.');
-    let (Some(header_text), Some(payload_text), Some(signature_text), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed("not three parts"));
-    };
+    let Split {
+        header,
+        payload_text,
+        signature_text,
+        signed,
+    } = split(token, MAX_TOKEN_BYTES)?;
     // The algorithm is decided here, not by the token.
-    let header = part(header_text, "header")?;
     match header["alg"].as_str() {
         Some("ES256") => {}
         Some(other) => return Err(TokenError::Algorithm(other.chars().take(16).collect())),
         None => return Err(TokenError::Algorithm("missing".into())),
-    }
-    if header.get("crit").is_some() {
-        return Err(TokenError::Critical);
     }
     if let Some(typ) = header.get("typ")
         && !typ
@@ -321,7 +347,6 @@ pub fn verify(
     if signature.len() != 64 {
         return Err(TokenError::BadSignature);
     }
-    let signed = &token.as_bytes()[..header_text.len() + 1 + payload_text.len()];
     // A `kid` picks among keys that have one; keys configured without (PEM files) are all
     // tried.
     let candidates: Vec<&EcKey> = match header["kid"].as_str() {

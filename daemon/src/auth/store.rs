@@ -569,6 +569,16 @@ impl AuthStore {
     ) -> Result<Vec<Credential>, StoreError> {
         let by_user = txn.open_table(BY_USER).map_err(|e| self.failed(e))?;
         let credentials = txn.open_table(CREDENTIALS).map_err(|e| self.failed(e))?;
+        self.scan_user(&by_user, &credentials, user)
+    }
+
+    /// `user`'s credentials: its range of the index, each looked up by hash.
+    fn scan_user(
+        &self,
+        by_user: &impl ReadableTable<&'static str, &'static str>,
+        credentials: &impl ReadableTable<&'static str, &'static [u8]>,
+        user: &str,
+    ) -> Result<Vec<Credential>, StoreError> {
         let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
         let mut held = Vec::new();
         for entry in by_user
@@ -641,24 +651,7 @@ impl AuthStore {
         let txn = self.db.begin_read().map_err(|e| self.failed(e))?;
         let by_user = txn.open_table(BY_USER).map_err(|e| self.failed(e))?;
         let credentials = txn.open_table(CREDENTIALS).map_err(|e| self.failed(e))?;
-        let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
-        let mut held = Vec::new();
-        for entry in by_user
-            .range(from.as_str()..to.as_str())
-            .map_err(|e| self.failed(e))?
-        {
-            let (_, sha256) = entry.map_err(|e| self.failed(e))?;
-            if let Some(bytes) = credentials
-                .get(sha256.value())
-                .map_err(|e| self.failed(e))?
-            {
-                held.push(
-                    serde_json::from_slice(bytes.value())
-                        .map_err(|e| self.failed(format!("a corrupt record: {e}")))?,
-                );
-            }
-        }
-        Ok(held)
+        self.scan_user(&by_user, &credentials, user)
     }
 
     /// The credential with this id.
