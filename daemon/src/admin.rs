@@ -203,15 +203,16 @@ pub fn issue(store: &AuthStore, request: IssueRequest, now: u64) -> Result<Json,
     }))
 }
 
-/// Revokes credential `id`; with `owner`, only one of that user's.
+/// Revokes credential `id`; with `owner`, only one of that user's. `changed` is false for one
+/// revoked already.
 pub fn revoke(
     store: &AuthStore,
     id: &str,
     owner: Option<&str>,
     now: u64,
 ) -> Result<Json, StoreError> {
-    let credential = store.revoke(id, owner, now)?;
-    Ok(json!({ "revoked": credential_view(&credential, now) }))
+    let (credential, changed) = store.revoke(id, owner, now)?;
+    Ok(json!({ "revoked": credential_view(&credential, now), "changed": changed }))
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ pub struct Daemon {
     pub auth_failures: AuthFailures,
     /// Failed authentications, by source, for holding back a source that keeps failing.
     pub throttle: crate::auth::throttle::FailureThrottle,
+    /// PATs people issue themselves, by user.
+    pub self_service: crate::auth::throttle::RateLimit<String>,
     /// Request bodies read and typed at once.
     pub reading: Admission,
     /// Bytes of answers made and not yet taken by their callers; past
@@ -253,6 +255,10 @@ impl Daemon {
             auth_failures: AuthFailures::default(),
             throttle: crate::auth::throttle::FailureThrottle::new(
                 manifest.api.auth_failures_per_minute,
+            ),
+            self_service: crate::auth::throttle::RateLimit::per(
+                crate::api::SELF_ISSUED_PER_HOUR,
+                Duration::from_secs(3600),
             ),
             reading: Admission::new(manifest.host.concurrency.max(4), manifest.host.queue),
             undelivered: Arc::default(),

@@ -158,7 +158,9 @@ pub async fn revoke(
 ) -> Answer {
     let Path(id) = id.map_err(super::path_rejected)?;
     let answer = admin::revoke(store(&daemon)?, &id, None, now()).map_err(store_error)?;
-    audit(&daemon, &caller, "revoke", answer["revoked"].clone());
+    if answer["changed"] == true {
+        audit(&daemon, &caller, "revoke", answer["revoked"].clone());
+    }
     Ok(Json(answer))
 }
 
@@ -214,6 +216,9 @@ pub struct NewPat {
     expires_in: Option<String>,
 }
 
+/// PATs a person may issue itself an hour.
+pub const SELF_ISSUED_PER_HOUR: u32 = 10;
+
 /// `POST /v1/me/pats`: a person signed in through OpenID Connect issues a PAT for itself. A
 /// PAT cannot issue PATs: one that could would outlive its own expiry and revocation.
 pub async fn issue_my_pat(
@@ -230,6 +235,21 @@ pub async fn issue_my_pat(
         ));
     }
     let request = body(request)?;
+    // A person mints a few PATs an hour, not a stream of them (each is a record and an audit
+    // line).
+    if let Err(wait) = daemon
+        .self_service
+        .try_take(user.clone(), std::time::Instant::now())
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            format!(
+                "a person issues itself at most {SELF_ISSUED_PER_HOUR} PATs an hour; wait before the next"
+            ),
+        )
+        .retry_after(wait.as_secs().max(1)));
+    }
     // A sign-in of minutes mints a PAT of at most the default lifetime; longer ones come from
     // an admin.
     let lifetime = admin::lifetime(request.expires_in.as_deref()).map_err(store_error)?;
@@ -273,7 +293,9 @@ pub async fn revoke_my_pat(
         return Err(store_error(StoreError::UnknownCredential(id)));
     }
     let answer = admin::revoke(store, &id, Some(user), now()).map_err(store_error)?;
-    audit(&daemon, &caller, "revoke", answer["revoked"].clone());
+    if answer["changed"] == true {
+        audit(&daemon, &caller, "revoke", answer["revoked"].clone());
+    }
     Ok(Json(answer))
 }
 

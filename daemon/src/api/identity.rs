@@ -107,11 +107,14 @@ fn presented(headers: &HeaderMap) -> Result<Option<(Option<String>, String)>, Un
     }
 }
 
-/// Identifies the caller of a request, at `now` (Unix seconds).
+/// Identifies the caller of a request, at `now` (Unix seconds). From a `held` source (one
+/// past its failures), operator keys are not compared: they are the one credential a person
+/// chooses, so the one that could be guessed.
 pub async fn identify(
     daemon: &Shared,
     headers: &HeaderMap,
     now: u64,
+    held: bool,
 ) -> Result<Caller, Unidentified> {
     let Some((scheme, token)) = presented(headers)? else {
         return Err(Unidentified("missing"));
@@ -152,6 +155,9 @@ pub async fn identify(
     }
     if !matches!(scheme, Some("x-api-key" | "bearer")) {
         return Err(Unidentified("wrong_scheme"));
+    }
+    if held {
+        return Err(Unidentified("throttled"));
     }
     // The operator's keys: every one compared, in constant time, whichever matches.
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();

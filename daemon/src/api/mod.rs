@@ -10,6 +10,7 @@ mod identity;
 mod nodes;
 mod runs;
 
+pub use admin::SELF_ISSUED_PER_HOUR;
 pub use identity::{Caller, ExecutorScope};
 
 pub use error::ApiError;
@@ -202,17 +203,23 @@ async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: 
             .into_response();
         }
         Some(_) => {
-            match identify(&daemon, request.headers(), warden_registry::protocol::now()).await {
+            let peer = peer(&request);
+            let now = std::time::Instant::now();
+            let held = daemon.throttle.blocked(peer, now);
+            match identify(
+                &daemon,
+                request.headers(),
+                warden_registry::protocol::now(),
+                held.is_some(),
+            )
+            .await
+            {
                 Ok(caller) => caller,
                 Err(unidentified) => {
-                    // Failures are what is limited: a source past its budget gets 429 for each
-                    // further failure, while a good credential from the same address (a NAT, a
-                    // proxy) still gets through.
-                    let peer = peer(&request);
-                    let now = std::time::Instant::now();
-                    if let Some(wait) = daemon.throttle.blocked(peer, now) {
-                        metrics::counter!(telemetry::AUTH_FAILURES, "kind" => "throttled")
-                            .increment(1);
+                    record_failure(&daemon, &request, unidentified.0);
+                    // A held source's failures are 429 (and its operator-key guesses were not
+                    // even compared); a good store secret or signed token still got through.
+                    if let Some(wait) = held {
                         return ApiError::new(
                             StatusCode::TOO_MANY_REQUESTS,
                             "too_many_failures",
@@ -222,7 +229,7 @@ async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: 
                         .into_response();
                     }
                     daemon.throttle.failed(peer, now);
-                    return unauthenticated(&daemon, &request, unidentified.0);
+                    return unauthenticated();
                 }
             }
         }
@@ -263,17 +270,16 @@ fn peer(request: &Request) -> Option<std::net::IpAddr> {
         .map(|info| info.0.ip())
 }
 
-fn unauthenticated(daemon: &Daemon, request: &Request, kind: &'static str) -> Response {
+/// Counts a refused credential by kind, and writes it to the audit log (sampled per address:
+/// a flood of bad keys cannot flood the log).
+fn record_failure(daemon: &Daemon, request: &Request, kind: &'static str) {
     metrics::counter!(telemetry::AUTH_FAILURES, "kind" => kind).increment(1);
-    let why = kind;
     let peer = peer(request);
-    // One record per address per interval, counting the failures in between: a flood of bad
-    // keys cannot flood the audit log.
     if let Some(note) = daemon.auth_failures.note(peer) {
         daemon.audit.record(
             "authentication_failed",
             json!({
-                "reason": why,
+                "reason": kind,
                 "peer": peer.map(|ip| ip.to_string()),
                 "route": request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string()),
                 "failures_since_last_record": note.since_last,
@@ -281,6 +287,10 @@ fn unauthenticated(daemon: &Daemon, request: &Request, kind: &'static str) -> Re
             }),
         );
     }
+}
+
+/// 401, the same whatever was wrong.
+fn unauthenticated() -> Response {
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthenticated",

@@ -532,7 +532,17 @@ impl AuthStore {
             revoked_at: None,
             sha256: sha256.clone(),
         };
-        // Counted, pruned and written in one transaction: a user holds at most
+        // A user at its bound is refused from a read, without the write lock (and without
+        // reading all of a long list).
+        let full = || {
+            StoreError::Invalid(format!(
+                "user `{user}` holds {MAX_LIVE_CREDENTIALS} live credentials, the most it may; revoke some first"
+            ))
+        };
+        if self.live_count(user, now, MAX_LIVE_CREDENTIALS)? >= MAX_LIVE_CREDENTIALS {
+            return Err(full());
+        }
+        // Counted again, pruned and written in one transaction: a user holds at most
         // MAX_LIVE_CREDENTIALS live ones however fast it asks, and its dead ones are bounded.
         let txn = self.write()?;
         {
@@ -542,13 +552,15 @@ impl AuthStore {
                 .filter(|held| held.revoked_at.is_none() && now < held.expires_at)
                 .count();
             if live >= MAX_LIVE_CREDENTIALS {
-                return Err(StoreError::Invalid(format!(
-                    "user `{user}` holds {live} live credentials, the most it may; revoke some first"
-                )));
+                return Err(full());
             }
+            // Dead: revoked, or expired a day ago or more (a clock that jumps a little ahead
+            // does not drop credentials that are still good).
             let mut dead: Vec<&Credential> = held
                 .iter()
-                .filter(|held| held.revoked_at.is_some() || now >= held.expires_at)
+                .filter(|held| {
+                    held.revoked_at.is_some() || now >= held.expires_at.saturating_add(86_400)
+                })
                 .collect();
             dead.sort_by_key(|held| held.created_at);
             let excess = (held.len() + 1).saturating_sub(MAX_KEPT_CREDENTIALS);
@@ -676,20 +688,81 @@ impl AuthStore {
             .any(|credential| credential.revoked_at.is_none()))
     }
 
-    /// Revokes the credential `id`; when `owner` is given, only one of that user's.
+    /// Revokes the credential `id`; when `owner` is given, only one of that user's. Found,
+    /// checked and written in one transaction (a credential pruned meanwhile is not written
+    /// back); one revoked already is left as it is. The flag says whether this call revoked it.
     pub fn revoke(
         &self,
         id: &str,
         owner: Option<&str>,
         now: u64,
-    ) -> Result<Credential, StoreError> {
-        let mut credential = self
-            .credential(id)?
-            .filter(|credential| owner.is_none_or(|owner| credential.user == owner))
-            .ok_or_else(|| StoreError::UnknownCredential(id.to_string()))?;
-        credential.revoked_at.get_or_insert(now);
-        self.put(CREDENTIALS, &credential.sha256.clone(), &credential)?;
-        Ok(credential)
+    ) -> Result<(Credential, bool), StoreError> {
+        let unknown = || StoreError::UnknownCredential(id.to_string());
+        let txn = self.write()?;
+        let (credential, revoked) = {
+            let by_id = txn.open_table(BY_ID).map_err(|e| self.failed(e))?;
+            let sha256 = by_id
+                .get(id)
+                .map_err(|e| self.failed(e))?
+                .ok_or_else(unknown)?
+                .value()
+                .to_string();
+            drop(by_id);
+            let mut credentials = txn.open_table(CREDENTIALS).map_err(|e| self.failed(e))?;
+            let mut credential: Credential = match credentials
+                .get(sha256.as_str())
+                .map_err(|e| self.failed(e))?
+            {
+                Some(bytes) => serde_json::from_slice(bytes.value())
+                    .map_err(|e| self.failed(format!("a corrupt record: {e}")))?,
+                None => return Err(unknown()),
+            };
+            if owner.is_some_and(|owner| credential.user != owner) {
+                return Err(unknown());
+            }
+            if credential.revoked_at.is_some() {
+                (credential, false)
+            } else {
+                credential.revoked_at = Some(now);
+                let bytes = serde_json::to_vec(&credential).map_err(|e| self.failed(e))?;
+                credentials
+                    .insert(sha256.as_str(), bytes.as_slice())
+                    .map_err(|e| self.failed(e))?;
+                (credential, true)
+            }
+        };
+        txn.commit().map_err(|e| self.failed(e))?;
+        Ok((credential, revoked))
+    }
+
+    /// How many of `user`'s credentials are live at `now`, counting up to `limit` at most.
+    fn live_count(&self, user: &str, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.failed(e))?;
+        let by_user = txn.open_table(BY_USER).map_err(|e| self.failed(e))?;
+        let credentials = txn.open_table(CREDENTIALS).map_err(|e| self.failed(e))?;
+        let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
+        let mut live = 0;
+        for entry in by_user
+            .range(from.as_str()..to.as_str())
+            .map_err(|e| self.failed(e))?
+        {
+            let (_, sha256) = entry.map_err(|e| self.failed(e))?;
+            let Some(bytes) = credentials
+                .get(sha256.value())
+                .map_err(|e| self.failed(e))?
+            else {
+                continue;
+            };
+            let credential: Credential = serde_json::from_slice(bytes.value())
+                .map_err(|e| self.failed(format!("a corrupt record: {e}")))?;
+            if credential.revoked_at.is_none() && now < credential.expires_at {
+                live += 1;
+                if live >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(live)
     }
 
     /// The user a presented `secret` of `kind` stands for, at `now`.
@@ -823,9 +896,9 @@ mod tests {
         store.revoke(&ids[0], Some("ada"), 1).unwrap();
         store.issue("ada", CredentialKind::Pat, "x", 60, 1).unwrap();
         for step in 0..MAX_KEPT_CREDENTIALS as u64 {
-            // Each issued after the one before expired.
+            // Each issued more than a day after the one before expired.
             store
-                .issue("ada", CredentialKind::Pat, "x", 60, 1000 + step * 100)
+                .issue("ada", CredentialKind::Pat, "x", 60, 1000 + step * 100_000)
                 .unwrap();
         }
         let held = store.credentials(Some("ada")).unwrap();
@@ -834,6 +907,13 @@ mod tests {
             store.credential(&ids[0]).unwrap().is_none(),
             "the oldest dead went first"
         );
+        // A pruned credential is not written back by a late revocation; a second revocation
+        // changes nothing.
+        assert!(store.revoke(&ids[0], Some("ada"), 5).is_err());
+        let (again, changed) = store.revoke(&bobs.id, None, 7).unwrap();
+        assert!(changed && again.revoked_at == Some(7));
+        let (again, changed) = store.revoke(&bobs.id, None, 9).unwrap();
+        assert!(!changed && again.revoked_at == Some(7));
         // The index keeps users apart, and is rebuilt for a store written without it.
         assert_eq!(store.credentials(Some("bob")).unwrap().len(), 1);
         assert!(store.revoke(&bobs.id, Some("ada"), 1).is_err());

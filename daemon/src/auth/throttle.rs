@@ -1,20 +1,28 @@
-//! Repeated authentication failures from one source are slowed down: each source (an IPv4
-//! address, an IPv6 /64) has a bucket of `per_minute` failures that refills at that rate. A
-//! source whose bucket is empty gets 429 before its credential is even looked at, so a flood
-//! of bad tokens costs neither signature checks nor key-set fetches.
+//! Token buckets by key: how the daemon bounds what one source or one user can make it do.
+//!
+//! - **Failed authentications, by source** (an IPv4 address, an IPv6 /64): each source may fail
+//!   `per_minute` times at once, refilled at that rate. Past it, the source's further failures
+//!   are 429, and the one kind of credential that can be guessed (an operator key, chosen by
+//!   a person) is not even compared: guessing it from a held source is impossible, not just
+//!   relabelled. Credentials that cannot be guessed (256-bit store secrets, signed tokens) are
+//!   still checked, so a good one gets through from behind the same NAT or proxy.
+//! - **Self-service, by user**: how many PATs a person may issue itself an hour.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Sources tracked at most; past it, sources whose buckets have refilled are forgotten, and
-/// if none has, a new source is not tracked until one does.
-const MAX_SOURCES: usize = 16 * 1024;
+/// Keys tracked at most; past it, keys whose buckets have refilled are forgotten, and if none
+/// has, a new key is not tracked until one does.
+const MAX_KEYS: usize = 16 * 1024;
 
-pub struct FailureThrottle {
-    per_minute: u32,
-    buckets: Mutex<HashMap<Option<IpAddr>, Bucket>>,
+/// A bucket of `capacity` per `period` for each key.
+pub struct RateLimit<K> {
+    capacity: u32,
+    period: Duration,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 #[derive(Clone, Copy)]
@@ -38,58 +46,90 @@ pub fn source(peer: Option<IpAddr>) -> Option<IpAddr> {
     })
 }
 
+/// Failed authentications by source.
+pub type FailureThrottle = RateLimit<Option<IpAddr>>;
+
 impl FailureThrottle {
     pub fn new(per_minute: u32) -> FailureThrottle {
-        FailureThrottle {
-            per_minute: per_minute.max(1),
-            buckets: Mutex::new(HashMap::new()),
-        }
+        RateLimit::per(per_minute, Duration::from_secs(60))
     }
 
-    fn refilled(&self, bucket: Bucket, now: Instant) -> Bucket {
-        let rate = f64::from(self.per_minute) / 60.0;
-        Bucket {
-            tokens: (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate)
-                .min(f64::from(self.per_minute)),
-            at: now,
-        }
-    }
-
-    /// When `peer` has used up its failures: how long until it has one again.
+    /// When `peer`'s source has used up its failures: how long until it has one again.
     pub fn blocked(&self, peer: Option<IpAddr>, now: Instant) -> Option<Duration> {
-        let buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let bucket = self.refilled(*buckets.get(&source(peer))?, now);
-        if bucket.tokens >= 1.0 {
-            return None;
-        }
-        let rate = f64::from(self.per_minute) / 60.0;
-        Some(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        self.empty(&source(peer), now)
     }
 
     /// Counts one failure from `peer`.
     pub fn failed(&self, peer: Option<IpAddr>, now: Instant) {
-        let mut buckets = self
-            .buckets
+        self.take(source(peer), now);
+    }
+}
+
+impl<K: Hash + Eq> RateLimit<K> {
+    /// `capacity` at once, refilled at `capacity` per `period`.
+    pub fn per(capacity: u32, period: Duration) -> RateLimit<K> {
+        RateLimit {
+            capacity: capacity.max(1),
+            period: period.max(Duration::from_secs(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        f64::from(self.capacity) / self.period.as_secs_f64()
+    }
+
+    fn refilled(&self, bucket: Bucket, now: Instant) -> Bucket {
+        Bucket {
+            tokens: (bucket.tokens
+                + now.saturating_duration_since(bucket.at).as_secs_f64() * self.rate())
+            .min(f64::from(self.capacity)),
+            at: now.max(bucket.at),
+        }
+    }
+
+    fn buckets(&self) -> std::sync::MutexGuard<'_, HashMap<K, Bucket>> {
+        self.buckets
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = source(peer);
-        if buckets.len() >= MAX_SOURCES && !buckets.contains_key(&key) {
-            let full = f64::from(self.per_minute);
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// When `key`'s bucket is empty: how long until it holds one again.
+    pub fn empty(&self, key: &K, now: Instant) -> Option<Duration> {
+        let bucket = self.refilled(*self.buckets().get(key)?, now);
+        if bucket.tokens >= 1.0 {
+            return None;
+        }
+        Some(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate()))
+    }
+
+    /// Takes one from `key`'s bucket (none left stays none).
+    pub fn take(&self, key: K, now: Instant) {
+        let mut buckets = self.buckets();
+        if buckets.len() >= MAX_KEYS && !buckets.contains_key(&key) {
+            let full = f64::from(self.capacity);
             buckets.retain(|_, bucket| self.refilled(*bucket, now).tokens < full);
-            if buckets.len() >= MAX_SOURCES {
+            if buckets.len() >= MAX_KEYS {
                 return;
             }
         }
-        let bucket = buckets.entry(key).or_insert(Bucket {
-            tokens: f64::from(self.per_minute),
+        let fresh = Bucket {
+            tokens: f64::from(self.capacity),
             at: now,
-        });
+        };
+        let bucket = buckets.entry(key).or_insert(fresh);
         let mut refilled = self.refilled(*bucket, now);
         refilled.tokens = (refilled.tokens - 1.0).max(0.0);
         *bucket = refilled;
+    }
+
+    /// Takes one from `key`'s bucket if it has one; otherwise how long until it does.
+    pub fn try_take(&self, key: K, now: Instant) -> Result<(), Duration> {
+        if let Some(wait) = self.empty(&key, now) {
+            return Err(wait);
+        }
+        self.take(key, now);
+        Ok(())
     }
 }
 
@@ -125,6 +165,23 @@ mod tests {
             throttle
                 .blocked(Some(a), start + Duration::from_secs(11))
                 .is_some()
+        );
+    }
+
+    #[test]
+    fn a_users_self_service_is_bounded_per_period() {
+        let limit = RateLimit::per(3, Duration::from_secs(3600));
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert!(limit.try_take("ada", start).is_ok());
+        }
+        let wait = limit.try_take("ada", start).unwrap_err();
+        assert!(wait > Duration::from_secs(1100) && wait <= Duration::from_secs(1200));
+        assert!(limit.try_take("bob", start).is_ok());
+        assert!(
+            limit
+                .try_take("ada", start + Duration::from_secs(1200))
+                .is_ok()
         );
     }
 }
