@@ -25,6 +25,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use warden_host::Capabilities;
 use warden_host::component::{self, WIT_VERSION};
 use warden_host::preflight;
 
@@ -224,7 +225,40 @@ pub fn write_secret_file(path: &Path, contents: &str) -> Result<(), SecretFileEr
     file.sync_all().map_err(fail)
 }
 
-/// Builds the manifest for `component` (capabilities filled in from its imports) and signs it.
+/// The capabilities a package lists: those its imports require, and of those the author asks
+/// for (`asked`) the ones its ambient imports can make real (`tcp`, `udp`, `dns` for a node
+/// importing wasi:sockets). Asking for anything else is refused: the package could not use it.
+fn capabilities_to_list(imports: &[String], asked: &[String]) -> Result<Vec<String>, PackageError> {
+    let required = preflight::required_capabilities(imports);
+    let ambient = preflight::ambient_capabilities(imports);
+    let asked: Capabilities = asked
+        .join(",")
+        .parse::<Capabilities>()
+        .or_else(|error| match asked.is_empty() {
+            true => Ok(Capabilities::empty()),
+            false => Err(error),
+        })
+        .map_err(|error| PackageError::Malformed("manifest", error.to_string()))?;
+    let extra = asked.difference(required);
+    if !ambient.contains(extra) {
+        return Err(PackageError::CapabilityMismatch {
+            listed: (required | extra).names().join(","),
+            required: format!(
+                "{}; beyond those it may ask only for what its wasi:sockets imports can use: {}",
+                required.names().join(","),
+                ambient.names().join(",")
+            ),
+        });
+    }
+    Ok((required | extra)
+        .names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect())
+}
+
+/// Builds the manifest for `component` (capabilities filled in from its imports, with the
+/// ambient-backed ones the manifest asks for) and signs it.
 pub fn pack(
     component: &[u8],
     mut manifest: Manifest,
@@ -232,11 +266,7 @@ pub fn pack(
 ) -> Result<Vec<u8>, PackageError> {
     let summary = component::summarize(component)
         .map_err(|error| PackageError::Component(error.to_string()))?;
-    manifest.capabilities = preflight::required_capabilities(&summary.imports)
-        .names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    manifest.capabilities = capabilities_to_list(&summary.imports, &manifest.capabilities)?;
     manifest.component_sha256 = summary.sha256;
     manifest.component_bytes = component.len() as u64;
     manifest.wit = WIT_VERSION.to_string();
@@ -419,15 +449,21 @@ pub fn verify(
     }
     let summary = component::summarize(&package.component)
         .map_err(|error| PackageError::Component(error.to_string()))?;
-    let required: Vec<String> = preflight::required_capabilities(&summary.imports)
-        .names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    if required != manifest.capabilities {
+    // What it lists must be what its imports require, plus only ambient-backed ones, in the
+    // table's order: anything else was not made by `pack` (or was changed since).
+    let expected =
+        capabilities_to_list(&summary.imports, &manifest.capabilities).map_err(|_| {
+            PackageError::CapabilityMismatch {
+                listed: manifest.capabilities.join(","),
+                required: preflight::required_capabilities(&summary.imports)
+                    .names()
+                    .join(","),
+            }
+        })?;
+    if expected != manifest.capabilities {
         return Err(PackageError::CapabilityMismatch {
             listed: manifest.capabilities.join(","),
-            required: required.join(","),
+            required: expected.join(","),
         });
     }
     if package.signatures.is_empty() {

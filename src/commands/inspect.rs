@@ -8,7 +8,7 @@ use crate::output::{out, out_json, print_warning};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
-use warden_host::{Error, Limits, NodeInfo, Runtime, RuntimeConfig, Storage};
+use warden_host::{Error, Limits, NodeInfo, Runtime, RuntimeConfig, Storage, preflight};
 
 #[derive(clap::Args)]
 pub(crate) struct InspectArgs {
@@ -36,13 +36,20 @@ pub(crate) fn execute(args: InspectArgs) -> Result<(), Failure> {
     });
     let nodes = tokio()?.block_on(runtime.describe(&component, &Limits::default()))?;
     let required = component.required_capabilities();
+    let ambient = preflight::ambient_capabilities(&component.summary().imports);
     let summary = component.summary();
     if as_json {
         let document = json!({
             "sha256": summary.sha256,
             "nodes": nodes.iter().map(NodeInfo::to_json).collect::<Vec<_>>(),
             "capabilities": required.names(),
+            "ambient_capabilities": ambient.names(),
             "imports": summary.imports,
+            "import_needs": summary
+                .imports
+                .iter()
+                .map(|import| json!({ "import": import, "need": preflight::describe_need(import) }))
+                .collect::<Vec<_>>(),
         });
         out_json(&document);
         return Ok(());
@@ -84,14 +91,28 @@ pub(crate) fn execute(args: InspectArgs) -> Result<(), Failure> {
         }
     }
     text += &format!("capabilities: {required}\n");
-    text += &format!(
-        "imports: {}\n",
-        if summary.imports.is_empty() {
-            "none".into()
-        } else {
-            summary.imports.join(", ")
+    if !ambient.is_empty() {
+        text += &format!(
+            "may also ask for: {ambient} (its ambient wasi:sockets imports can use them: `warden pack --capability`)\n"
+        );
+    }
+    if summary.imports.is_empty() {
+        text += "imports: none\n";
+    } else {
+        // Grouped by what each is: always there, there but served denied, or a request.
+        text += "imports:\n";
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        for import in &summary.imports {
+            let need = preflight::describe_need(import);
+            match groups.iter_mut().find(|(existing, _)| *existing == need) {
+                Some((_, imports)) => imports.push(import),
+                None => groups.push((need, vec![import])),
+            }
         }
-    );
+        for (need, imports) in groups {
+            text += &format!("  {need}: {}\n", imports.join(", "));
+        }
+    }
     text += &format!("sha256: {}\n", summary.sha256);
     out(&text);
     Ok(())

@@ -1,5 +1,5 @@
 //! `warden pack`: sign a node into a package; the manifest's capabilities come from the
-//! component's imports.
+//! component's imports (and `--capability` for what its ambient imports can use).
 
 use crate::build::{self, BuildOptions};
 use crate::failure::Failure;
@@ -27,6 +27,11 @@ pub(crate) struct PackArgs {
     /// Hosts the node asks to reach (repeatable).
     #[arg(long = "allow-host", value_name = "PATTERN")]
     allow_hosts: Vec<String>,
+    /// Capabilities to ask for beyond what the component's imports require: only those its
+    /// ambient imports can use (tcp, udp, dns for a node importing wasi:sockets). Repeatable
+    /// or comma-separated.
+    #[arg(long = "capability", value_name = "NAME", value_delimiter = ',')]
+    capabilities: Vec<String>,
     /// The limits preset the node asks for.
     #[arg(long, default_value = "default")]
     preset: String,
@@ -63,7 +68,7 @@ pub(crate) fn execute(args: PackArgs) -> Result<(), Failure> {
         version: args.version.clone(),
         description: args.description,
         publisher: args.publisher,
-        capabilities: Vec::new(),
+        capabilities: args.capabilities,
         allowed_hosts: args.allow_hosts,
         limits: args.preset,
         wit: String::new(),

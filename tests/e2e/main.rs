@@ -21,4 +21,5 @@ mod registry;
 mod registry_crash;
 mod soak;
 mod storage;
+mod wasi_versions;
 mod websocket;

@@ -6,8 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use warden::build::Target;
 use warden_host::allowlist::AllowedHosts;
-use warden_host::preflight::DenyReason;
-use warden_host::{Capabilities, Error, RunOutcome, Runtime, Value, WasmSecurityConfig};
+use warden_host::{Capabilities, RunOutcome, Runtime, Value, WasmSecurityConfig};
 
 /// A TCP echo server on loopback that answers a fixed number of connections, then stops.
 fn tcp_echo_server(connections: usize) -> SocketAddr {
@@ -222,42 +221,54 @@ fn names_resolve_only_when_allowed_and_special_addresses_need_listing() {
     );
 }
 
+/// wasi:sockets is ambient: a node importing it links and runs whatever the grant, but every
+/// operation is denied unless its capability is granted with `allow_wasi_network`, and then
+/// only toward the allowlist.
 #[test]
-fn sockets_need_allow_wasi_network_and_the_grant() {
+fn sockets_link_without_a_grant_and_do_nothing_without_it_and_the_network_switch() {
     let runtime = Runtime::new().unwrap();
-    let node = test_node("net-probe", Target::Wasip2);
-    let off = WasmSecurityConfig {
+    let server = tcp_echo_server(3);
+    let address = format!("127.0.0.1:{}", server.port());
+    let denied = |config: &WasmSecurityConfig, op: &str, target: &str| {
+        let outcome = probe(&runtime, config, op, target);
+        assert_eq!(text(&outcome, "reply"), None, "{op}: {:?}", outcome.outputs);
+        let error = text(&outcome, "error").unwrap_or_default();
+        assert!(!error.is_empty(), "{op}: {:?}", outcome.outputs);
+    };
+    let nothing = WasmSecurityConfig {
+        capabilities: Capabilities::empty(),
+        allow_wasi_network: true,
+        ..config(&["127.0.0.1", "localhost"])
+    };
+    denied(&nothing, "tcp-echo", &address);
+    denied(&nothing, "resolve", "localhost");
+    let switch_off = WasmSecurityConfig {
         allow_wasi_network: false,
-        ..config(&["*"])
+        ..config(&["127.0.0.1", "localhost"])
     };
-    let Err(Error::Refused(refusal)) = run(
-        &runtime,
-        &node,
-        &off,
-        request("net", &[("op", Value::Text("resolve".into()))]),
-    ) else {
-        panic!("expected a refusal")
-    };
-    assert!(
-        refusal
-            .denied
-            .iter()
-            .all(|d| matches!(d.reason, DenyReason::WasiNetworkOff(_))),
-        "{refusal}"
-    );
-    let ungranted = WasmSecurityConfig {
+    denied(&switch_off, "tcp-echo", &address);
+    denied(&switch_off, "resolve", "localhost");
+    // UDP and DNS granted, TCP not: the connect is refused, the lookup works.
+    let udp_dns = WasmSecurityConfig {
         capabilities: Capabilities::UDP | Capabilities::DNS,
-        ..config(&["*"])
+        ..config(&["127.0.0.1", "localhost"])
     };
-    let Err(Error::Refused(refusal)) = run(
+    denied(&udp_dns, "tcp-echo", &address);
+    let resolved = probe(&runtime, &udp_dns, "resolve", "localhost");
+    assert!(text(&resolved, "reply").is_some(), "{:?}", resolved.outputs);
+    // All of it: the echo answers.
+    let granted = probe(
         &runtime,
-        &node,
-        &ungranted,
-        request("net", &[("op", Value::Text("resolve".into()))]),
-    ) else {
-        panic!("expected a refusal")
-    };
-    assert_eq!(refusal.missing(), Capabilities::TCP, "{refusal}");
+        &config(&["127.0.0.1", "localhost"]),
+        "tcp-echo",
+        &address,
+    );
+    assert_eq!(
+        text(&granted, "reply").as_deref(),
+        Some("ping"),
+        "{:?}",
+        granted.outputs
+    );
 }
 
 #[test]

@@ -22,13 +22,15 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiView};
 use wasmtime_wasi_io::bytes::Bytes;
 
 /// A WASI context with nothing from the host: the node's stdout and stderr go to `log`;
-/// sockets work only for the granted network capabilities, every address checked by `network`;
+/// sockets work only for `sockets` (the network capabilities granted with
+/// `allow_wasi_network`; wasi:sockets is linked whatever the grant, so this is what keeps it
+/// denied), every address checked by `network`;
 /// `files`, when given, is the node's private directory, preopened as `/`. The builder's
 /// defaults are the rest of the baseline: no environment, no arguments, stdin closed, and the
 /// secure random source seeded from the operating system.
 pub(crate) fn context(
     log: &RunLog,
-    granted: Capabilities,
+    sockets: Capabilities,
     network: &Arc<NetworkPolicy>,
     files: Option<&Path>,
 ) -> Result<WasiCtx, crate::Error> {
@@ -42,10 +44,10 @@ pub(crate) fn context(
             log: log.clone(),
             source: Source::Stderr,
         })
-        .allow_tcp(granted.contains(Capabilities::TCP))
-        .allow_udp(granted.contains(Capabilities::UDP))
-        .allow_ip_name_lookup(granted.contains(Capabilities::DNS));
-    if granted.intersects(Capabilities::TCP | Capabilities::UDP) {
+        .allow_tcp(sockets.contains(Capabilities::TCP))
+        .allow_udp(sockets.contains(Capabilities::UDP))
+        .allow_ip_name_lookup(sockets.contains(Capabilities::DNS));
+    if sockets.intersects(Capabilities::TCP | Capabilities::UDP) {
         let network = network.clone();
         builder.socket_addr_check(move |address, use_| {
             let allowed = network.allows_socket(address, use_);

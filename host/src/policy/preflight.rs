@@ -2,7 +2,7 @@
 //! capability that provides it and refuse the node unless every one is granted.
 
 use crate::node::component::{self, WIT_VERSION, split_version};
-use crate::policy::capability::{self, Capabilities, Provider};
+use crate::policy::capability::{self, Capabilities};
 use crate::policy::config::WasmSecurityConfig;
 use std::fmt;
 
@@ -32,20 +32,59 @@ pub const BASELINE: &[&str] = &[
     "wasi:cli/terminal-stderr",
 ];
 
-/// wasi:filesystem: linked only with `allow_wasi`, and then with the node's private directory only.
+/// wasi:filesystem: ambient. Always linked; the node's private directory is preopened only
+/// with `allow_wasi`, and without it there is no directory to open at all.
 pub const FILESYSTEM: &[&str] = &["wasi:filesystem/types", "wasi:filesystem/preopens"];
+
+/// wasi:sockets: ambient. Always linked; every operation is denied unless `tcp`, `udp` or
+/// `dns` is granted together with `allow_wasi_network`, and then confined to the allowlist.
+pub const SOCKETS: &[&str] = &[
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
+];
 
 /// What an import needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
-    /// Always linked.
+    /// Always linked, and grants nothing that is not everyone's (clocks, random, stdio to the
+    /// log, an empty environment).
     Baseline,
-    /// Linked when one of these capabilities is granted.
+    /// Always linked, so that standard toolchains' default builds link, but served denied:
+    /// it does something only when what is in it is granted.
+    Ambient(Ambient),
+    /// A capability's own interface: linked only when one of these capabilities is granted.
     Capability(Capabilities),
-    /// Linked only with `allow_wasi`.
-    Filesystem,
     /// Nothing in this host provides it.
     Unknown,
+}
+
+/// An ambient interface, and what makes it do something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ambient {
+    /// wasi:filesystem: `allow_wasi` preopens the node's private directory.
+    Filesystem,
+    /// wasi:sockets: these capabilities, with `allow_wasi_network`.
+    Sockets(Capabilities),
+}
+
+/// Whether a WASI import's version is one this host serves: on the 0.2 track (any patch,
+/// matched semver-compatibly by the linker), not a prerelease.
+pub fn wasi_version_served(version: Option<&str>) -> bool {
+    let Some(version) = version else {
+        return false;
+    };
+    let mut parts = version.split('.');
+    let (Some("0"), Some("2"), Some(patch), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !patch.is_empty() && patch.bytes().all(|byte| byte.is_ascii_digit())
 }
 
 /// What `import` (with its `@version`) needs.
@@ -54,11 +93,17 @@ pub fn need_of(import: &str) -> Need {
     if name.starts_with("warden:node/") && !version.is_some_and(component::compatible_version) {
         return Need::Unknown;
     }
+    if name.starts_with("wasi:") && !wasi_version_served(version) {
+        return Need::Unknown;
+    }
     if BASELINE.contains(&name) {
         return Need::Baseline;
     }
     if FILESYSTEM.contains(&name) {
-        return Need::Filesystem;
+        return Need::Ambient(Ambient::Filesystem);
+    }
+    if SOCKETS.contains(&name) {
+        return Need::Ambient(Ambient::Sockets(capability::providers_of(name)));
     }
     let providers = capability::providers_of(name);
     if providers.is_empty() {
@@ -68,8 +113,10 @@ pub fn need_of(import: &str) -> Need {
     }
 }
 
-/// The capabilities a component's imports require: for an interface several capabilities
-/// provide (wasi:sockets/network), one already required or else the first.
+/// The capabilities a component's imports require: those whose own interfaces it imports.
+/// Ambient imports require nothing (a default Python build imports wasi:sockets without
+/// using it); a node that means to use them asks for them in its manifest
+/// ([`ambient_capabilities`] says which it may ask for).
 pub fn required_capabilities(imports: &[String]) -> Capabilities {
     let mut required = Capabilities::empty();
     let mut shared = Vec::new();
@@ -90,6 +137,35 @@ pub fn required_capabilities(imports: &[String]) -> Capabilities {
     required
 }
 
+/// The capabilities a component's ambient imports could make real: the network capabilities
+/// behind its wasi:sockets imports. A package may ask for these beyond what it requires.
+pub fn ambient_capabilities(imports: &[String]) -> Capabilities {
+    imports
+        .iter()
+        .filter_map(|import| match need_of(import) {
+            Need::Ambient(Ambient::Sockets(capabilities)) => Some(capabilities),
+            _ => None,
+        })
+        .fold(Capabilities::empty(), |all, capabilities| {
+            all | capabilities
+        })
+}
+
+/// How `warden inspect` and the docs name what an import is.
+pub fn describe_need(import: &str) -> &'static str {
+    match need_of(import) {
+        Need::Baseline => "baseline",
+        Need::Ambient(Ambient::Filesystem) => {
+            "ambient, served denied: no directory unless allow_wasi"
+        }
+        Need::Ambient(Ambient::Sockets(_)) => {
+            "ambient, served denied: every operation refused unless tcp, udp or dns is granted with allow_wasi_network"
+        }
+        Need::Capability(_) => "capability",
+        Need::Unknown => "unknown to this host",
+    }
+}
+
 /// One import the grant does not cover.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeniedImport {
@@ -101,10 +177,6 @@ pub struct DeniedImport {
 pub enum DenyReason {
     /// None of these capabilities was granted.
     NotGranted(Capabilities),
-    /// A wasi:sockets capability was granted but `allow_wasi_network` is off.
-    WasiNetworkOff(Capabilities),
-    /// wasi:filesystem without `allow_wasi`.
-    WasiOff,
     /// No capability provides it (or a `warden:node` version this host does not implement).
     Unknown,
 }
@@ -136,10 +208,6 @@ impl DenyReason {
                 format!("one of {}", providers.names().join(", "))
             }
             DenyReason::NotGranted(providers) => providers.to_string(),
-            DenyReason::WasiNetworkOff(bits) => {
-                format!("{bits} is granted but needs allow_wasi_network too")
-            }
-            DenyReason::WasiOff => "wasi:filesystem needs allow_wasi, which is off".to_string(),
             DenyReason::Unknown => "provided by no capability of this host".to_string(),
         }
     }
@@ -199,19 +267,19 @@ pub fn check(imports: &[String], config: &WasmSecurityConfig) -> Result<Capabili
     let mut used = Capabilities::empty();
     for import in imports {
         let reason = match need_of(import) {
-            Need::Baseline => continue,
-            Need::Filesystem if config.allow_wasi => continue,
-            Need::Filesystem => DenyReason::WasiOff,
+            Need::Baseline | Need::Ambient(Ambient::Filesystem) => continue,
+            // Served denied unless granted with the network switch: never a reason to refuse.
+            Need::Ambient(Ambient::Sockets(providers)) => {
+                if config.allow_wasi_network {
+                    used |= providers & granted;
+                }
+                continue;
+            }
             Need::Unknown => DenyReason::Unknown,
             Need::Capability(providers) => {
                 let usable = providers & granted;
-                let sockets = usable
-                    .infos()
-                    .all(|info| info.provider == Provider::WasiSockets);
                 if usable.is_empty() {
                     DenyReason::NotGranted(providers)
-                } else if sockets && !config.allow_wasi_network {
-                    DenyReason::WasiNetworkOff(usable)
                 } else {
                     used |= usable;
                     continue;
@@ -269,7 +337,11 @@ mod tests {
             "warden:node/log@0.1.0",
         ]);
         let refusal = check(&list, &config(Capabilities::STORAGE_READ)).unwrap_err();
-        assert_eq!(refusal.denied.len(), 4);
+        assert_eq!(
+            refusal.denied.len(),
+            3,
+            "the ambient filesystem is no reason"
+        );
         assert_eq!(
             refusal.missing(),
             Capabilities::STORAGE_WRITE | Capabilities::CACHE_READ
@@ -277,12 +349,6 @@ mod tests {
         let text = refusal.to_string();
         assert!(
             text.contains("storage-write (needed by import warden:node/storage-write@0.1.0)"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "needs allow_wasi, which is off (needed by import wasi:filesystem/types@0.2.6)"
-            ),
             "{text}"
         );
         assert!(
@@ -294,45 +360,85 @@ mod tests {
     }
 
     #[test]
-    fn granted_capabilities_pass_and_filesystem_needs_allow_wasi() {
+    fn ambient_imports_link_whatever_the_grant_and_require_nothing() {
+        // What a default componentize-py build imports beside its own interfaces.
+        let python = imports(&[
+            "wasi:cli/environment@0.2.9",
+            "wasi:filesystem/preopens@0.2.9",
+            "wasi:sockets/tcp@0.2.9",
+            "wasi:sockets/ip-name-lookup@0.2.9",
+            "wasi:io/poll@0.2.12",
+        ]);
+        assert_eq!(
+            check(&python, &config(Capabilities::empty())),
+            Ok(Capabilities::empty())
+        );
+        assert_eq!(required_capabilities(&python), Capabilities::empty());
+        assert_eq!(
+            ambient_capabilities(&python),
+            Capabilities::TCP | Capabilities::DNS
+        );
+        // Used only when granted with the network switch.
+        let mut granted = config(Capabilities::TCP);
+        assert_eq!(check(&python, &granted), Ok(Capabilities::empty()));
+        granted.allow_wasi_network = true;
+        assert_eq!(check(&python, &granted), Ok(Capabilities::TCP));
+        assert!(describe_need("wasi:sockets/tcp@0.2.9").starts_with("ambient"));
+        assert_eq!(describe_need("wasi:io/poll@0.2.6"), "baseline");
+        assert_eq!(describe_need("warden:node/http-get@0.1.0"), "capability");
+    }
+
+    #[test]
+    fn wasi_is_served_on_the_0_2_track_only() {
+        for served in ["0.2.0", "0.2.6", "0.2.9", "0.2.12", "0.2.99"] {
+            assert!(wasi_version_served(Some(served)), "{served}");
+        }
+        for refused in [
+            None,
+            Some("0.3.0"),
+            Some("0.3.0-rc-2025-09-16"),
+            Some("0.2.0-rc.1"),
+            Some("1.0.0"),
+            Some("0.2"),
+            Some("0.2."),
+        ] {
+            assert!(!wasi_version_served(refused), "{refused:?}");
+        }
+        let list = imports(&["wasi:cli/environment@0.3.0", "wasi:sockets/tcp@0.3.0"]);
+        let refusal = check(&list, &config(Capabilities::all())).unwrap_err();
+        assert!(
+            refusal
+                .denied
+                .iter()
+                .all(|d| d.reason == DenyReason::Unknown)
+        );
+    }
+
+    #[test]
+    fn granted_capabilities_pass() {
         let list = imports(&[
             "warden:node/storage-write@0.1.0",
             "wasi:filesystem/preopens@0.2.6",
         ]);
-        let mut allowed = config(Capabilities::STORAGE_ALL);
-        allowed.allow_wasi = true;
-        assert_eq!(check(&list, &allowed), Ok(Capabilities::STORAGE_WRITE));
-    }
-
-    #[test]
-    fn socket_capabilities_need_allow_wasi_network() {
-        let tcp = imports(&["wasi:sockets/tcp@0.2.6", "wasi:sockets/network@0.2.6"]);
-        assert_eq!(required_capabilities(&tcp), Capabilities::TCP);
-        let refusal = check(&tcp, &config(Capabilities::TCP)).unwrap_err();
         assert_eq!(
-            refusal.denied[0].reason,
-            DenyReason::WasiNetworkOff(Capabilities::TCP)
-        );
-        let refusal = check(&tcp, &config(Capabilities::empty())).unwrap_err();
-        assert!(
-            refusal.to_string().contains("one of tcp, udp, dns"),
-            "{refusal}"
+            check(&list, &config(Capabilities::STORAGE_ALL)),
+            Ok(Capabilities::STORAGE_WRITE)
         );
     }
 
     #[test]
     fn imports_with_the_same_reason_are_named_together() {
-        let list = imports(&[
-            "wasi:sockets/tcp@0.2.6",
-            "wasi:sockets/tcp-create-socket@0.2.6",
-        ]);
+        let list = imports(&["warden:node/http-get@0.1.0", "warden:node/http-write@0.1.0"]);
         let text = check(&list, &config(Capabilities::empty()))
             .unwrap_err()
             .to_string();
-        assert_eq!(
-            text,
-            "capability refused: tcp (needed by imports wasi:sockets/tcp@0.2.6, wasi:sockets/tcp-create-socket@0.2.6); \
-             grant it with --grant tcp (or list it in the node's manifest)"
+        assert!(
+            text.starts_with("capability refused: http-get (needed by import warden:node/http-get@0.1.0); http-write"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("(or list it in the node's manifest)"),
+            "{text}"
         );
     }
 

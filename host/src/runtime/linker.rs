@@ -2,30 +2,27 @@
 //!
 //! The preflight already refused nodes that import more than the grant; linking only granted
 //! interfaces means a mistake in the preflight still cannot hand a node a function. Both read
-//! the same lists: the baseline and filesystem interfaces of `policy::preflight`, and the
-//! interfaces of each granted row of the capability table.
+//! the same lists: the baseline and the ambient interfaces of `policy::preflight` (always
+//! linked; the ambient ones are served denied by the run's WASI context unless granted), and
+//! the interfaces of each granted warden row of the capability table.
 
 use crate::caps;
 use crate::policy::capability::{Capabilities, Provider};
 use crate::policy::config::WasmSecurityConfig;
-use crate::policy::preflight::{BASELINE, FILESYSTEM};
+use crate::policy::preflight::{BASELINE, FILESYSTEM, SOCKETS};
 use crate::runtime::store::StoreData;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-/// The interfaces a run with `granted` under `config` gets, without versions, each once.
-pub(crate) fn interfaces(config: &WasmSecurityConfig, granted: Capabilities) -> Vec<&'static str> {
+/// The interfaces a run with `granted` gets, without versions, each once: the baseline, the
+/// ambient WASI (filesystem and sockets, whatever the grant: the WASI context decides what
+/// they can do) and the warden interfaces of the granted capabilities.
+pub(crate) fn interfaces(_config: &WasmSecurityConfig, granted: Capabilities) -> Vec<&'static str> {
     let mut interfaces = BASELINE.to_vec();
-    if config.allow_wasi {
-        interfaces.extend(FILESYSTEM);
-    }
+    interfaces.extend(FILESYSTEM);
+    interfaces.extend(SOCKETS);
     for info in granted.infos() {
-        let linked = match info.provider {
-            Provider::Warden => true,
-            // wasi:sockets only with `allow_wasi_network` as well.
-            Provider::WasiSockets => config.allow_wasi_network,
-        };
-        if linked {
+        if info.provider == Provider::Warden {
             interfaces.extend(info.interfaces);
         }
     }
@@ -109,16 +106,18 @@ mod tests {
     }
 
     #[test]
-    fn wasi_sockets_need_the_network_switch() {
-        let off = WasmSecurityConfig::default();
-        let on = WasmSecurityConfig {
-            allow_wasi_network: true,
-            ..Default::default()
-        };
-        assert!(!interfaces(&off, Capabilities::TCP).contains(&"wasi:sockets/tcp"));
-        assert!(interfaces(&on, Capabilities::TCP).contains(&"wasi:sockets/tcp"));
-        assert!(!interfaces(&on, Capabilities::TCP).contains(&"wasi:sockets/udp"));
-        assert!(!interfaces(&off, Capabilities::empty()).contains(&"wasi:filesystem/types"));
+    fn ambient_wasi_is_linked_whatever_the_grant_and_warden_rows_only_when_granted() {
+        let none = interfaces(&WasmSecurityConfig::default(), Capabilities::empty());
+        for ambient in [
+            "wasi:sockets/tcp",
+            "wasi:sockets/udp",
+            "wasi:filesystem/types",
+        ] {
+            assert!(none.contains(&ambient), "{ambient}");
+        }
+        assert!(!none.contains(&"warden:node/http-get"));
+        let http = interfaces(&WasmSecurityConfig::default(), Capabilities::HTTP_GET);
+        assert!(http.contains(&"warden:node/http-get"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub(crate) mod files_quota;
 pub(crate) mod limiter;
 pub(crate) mod linker;
 pub(crate) mod store;
+pub(crate) mod stubs;
 
 use crate::bindings::{NodeHostPre, wit};
 use crate::caps::embedder::{Credentials, Functions};
@@ -572,7 +573,8 @@ impl Runtime {
     }
 
     /// The nodes a component describes, without granting it anything: every capability
-    /// import is linked to a function that traps, so `describe` can never use a capability.
+    /// import is linked to a function that refuses (`runtime::stubs`), and the ambient WASI
+    /// is served denied as in a run without a grant, so `describe` can never use a capability.
     /// Cached per component.
     pub async fn describe(
         &self,
@@ -591,11 +593,11 @@ impl Runtime {
             capabilities: Capabilities::empty(),
             ..Default::default()
         };
+        // What a run without a grant links (the baseline, and the ambient WASI served
+        // denied), and refusing stand-ins for the rest: the types are the real ones.
         let mut linker =
             linker::build(&engine, &nothing, Capabilities::empty()).map_err(Error::internal)?;
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(Error::internal)?;
+        stubs::stub_unserved(&mut linker, &component, &engine).map_err(Error::internal)?;
         let nodes = self
             .sandbox(&linker, &component, &nothing, Vec::new())?
             .describe()
@@ -638,6 +640,7 @@ impl Runtime {
             capabilities: config.capabilities,
             allowed_hosts: config.allowed_hosts.clone(),
             allow_wasi: config.allow_wasi,
+            allow_wasi_network: config.allow_wasi_network,
         })
     }
 }
@@ -673,6 +676,8 @@ pub struct PreparedNode {
     capabilities: Capabilities,
     allowed_hosts: AllowedHosts,
     allow_wasi: bool,
+    /// wasi:sockets does something (for the granted network capabilities) only with this.
+    allow_wasi_network: bool,
 }
 
 struct PreparedInner {
@@ -727,6 +732,15 @@ impl PreparedNode {
             capabilities: config.capabilities,
             allowed_hosts: config.allowed_hosts.clone(),
             allow_wasi: config.allow_wasi,
+            allow_wasi_network: config.allow_wasi_network,
+        }
+    }
+
+    /// The network capabilities wasi:sockets serves: the granted ones, with the network switch.
+    fn wasi_sockets(&self) -> Capabilities {
+        match self.allow_wasi_network {
+            true => self.capabilities & (Capabilities::TCP | Capabilities::UDP | Capabilities::DNS),
+            false => Capabilities::empty(),
         }
     }
 
@@ -743,7 +757,7 @@ impl PreparedNode {
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.host.resources);
         let state = StoreData {
-            wasi: wasi::context(&log, self.capabilities, &network, files)?,
+            wasi: wasi::context(&log, self.wasi_sockets(), &network, files)?,
             network,
             tls: self.inner.tls.clone(),
             table,

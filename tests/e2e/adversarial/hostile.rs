@@ -24,6 +24,21 @@ pub fn component(imports: &str, data: &str, body: &str) -> Vec<u8> {
 /// [`component`] with a memory of `pages` (64 KiB each) to begin with, for data segments above
 /// the first 128 KiB.
 pub fn component_with_memory(pages: u32, imports: &str, data: &str, body: &str) -> Vec<u8> {
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
+    component_in(&wit, "node-host", pages, imports, data, "", body)
+}
+
+/// A hostile component against the WIT in `wit` and its `world`, whose `describe` first runs
+/// `describe_body` (its locals: `$i`, `$j`).
+pub fn component_in(
+    wit: &Path,
+    world: &str,
+    pages: u32,
+    imports: &str,
+    data: &str,
+    describe_body: &str,
+    body: &str,
+) -> Vec<u8> {
     let wat = format!(
         r#"(module
   {imports}
@@ -49,7 +64,10 @@ pub fn component_with_memory(pages: u32, imports: &str, data: &str, body: &str) 
   ;; run's return area: ok, with an empty list of outputs
   (data (i32.const 256) "\00\00\00\00\00\00\00\00\00\00\00\00")
   {data}
-  (func (export "warden:node/node@0.1.0#describe") (result i32) (i32.const 64))
+  (func (export "warden:node/node@0.1.0#describe") (result i32)
+    (local $i i32) (local $j i32)
+    {describe_body}
+    (i32.const 64))
   (func (export "warden:node/node@0.1.0#run")
     (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
     (local $i i32) (local $j i32)
@@ -59,11 +77,10 @@ pub fn component_with_memory(pages: u32, imports: &str, data: &str, body: &str) 
     );
     let mut module = wat::parse_str(&wat).unwrap_or_else(|error| panic!("{error}\n{wat}"));
     let mut resolve = Resolve::default();
-    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
-    let (package, _) = resolve.push_dir(&wit).expect("the project's WIT parses");
+    let (package, _) = resolve.push_dir(wit).expect("the WIT parses");
     let world = resolve
-        .select_world(&[package], Some("node-host"))
-        .expect("the node-host world");
+        .select_world(&[package], Some(world))
+        .expect("the world is in the WIT");
     embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)
         .expect("metadata embeds");
     ComponentEncoder::default()
