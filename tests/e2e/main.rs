@@ -21,5 +21,6 @@ mod registry;
 mod registry_crash;
 mod soak;
 mod storage;
+mod toolchains;
 mod wasi_versions;
 mod websocket;
