@@ -530,6 +530,42 @@ mod tests {
     }
 
     #[test]
+    fn a_package_asks_beyond_its_requirements_only_for_what_its_ambient_imports_can_use() {
+        let imports: Vec<String> = [
+            "warden:node/storage-read@0.1.0",
+            "wasi:sockets/tcp@0.2.9",
+            "wasi:sockets/network@0.2.9",
+            "wasi:filesystem/types@0.2.9",
+        ]
+        .iter()
+        .map(|import| import.to_string())
+        .collect();
+        let list = |asked: &[&str]| {
+            let asked: Vec<String> = asked.iter().map(|name| name.to_string()).collect();
+            capabilities_to_list(&imports, &asked)
+        };
+        assert_eq!(list(&[]).unwrap(), ["storage-read"]);
+        // tcp is what its wasi:sockets imports can use; the order is the table's.
+        assert_eq!(list(&["tcp"]).unwrap(), ["storage-read", "tcp"]);
+        assert_eq!(
+            list(&["tcp", "storage-read"]).unwrap(),
+            ["storage-read", "tcp"]
+        );
+        // http-get is not behind any of its imports, nor is anything for the filesystem.
+        assert!(matches!(
+            list(&["http-get"]),
+            Err(PackageError::CapabilityMismatch { .. })
+        ));
+        assert!(matches!(
+            list(&["teleport"]),
+            Err(PackageError::Malformed(..))
+        ));
+        // A component without wasi:sockets imports can ask for no network capability.
+        let plain = vec!["warden:node/log@0.1.0".to_string()];
+        assert!(capabilities_to_list(&plain, &["tcp".to_string()]).is_err());
+    }
+
+    #[test]
     fn names_and_headers() {
         assert!(validate_name("text-transform").is_ok());
         for bad in ["", "Upper", "1abc", "a/b", "ä", &"a".repeat(65)] {
