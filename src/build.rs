@@ -1,4 +1,7 @@
-//! `warden build`: compile a node crate for a wasm target and turn it into a component.
+//! `warden build`: compile a node crate for a wasm target and turn it into a component, or
+//! build a Python node with componentize-py (`build::python`).
+
+pub mod python;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,7 +28,9 @@ impl Target {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("no Cargo.toml at {0}; give the path of a node crate")]
+    #[error(
+        "no Cargo.toml at {0}; give the path of a node crate (or of a Python node: a directory with app.py)"
+    )]
     NoManifest(PathBuf),
     #[error("cannot run cargo: {0}")]
     Cargo(std::io::Error),
@@ -44,6 +49,8 @@ pub enum BuildError {
     },
     #[error("cannot turn {path} into a component: {message}")]
     Componentize { path: PathBuf, message: String },
+    #[error("{tool} is not installed; install it with: {install}")]
+    ToolMissing { tool: String, install: String },
 }
 
 /// Options for one build.
@@ -56,6 +63,9 @@ pub struct BuildOptions {
     /// Where cargo puts its output; cargo's default when `None`.
     pub target_dir: Option<PathBuf>,
     pub quiet: bool,
+    /// For a Python project: the capabilities its world includes (a Rust crate says them
+    /// with the SDK's features).
+    pub capabilities: warden_host::Capabilities,
 }
 
 impl Default for BuildOptions {
@@ -66,12 +76,16 @@ impl Default for BuildOptions {
             features: Vec::new(),
             target_dir: None,
             quiet: false,
+            capabilities: warden_host::Capabilities::empty(),
         }
     }
 }
 
 /// Builds the node crate (or every cdylib of the workspace) at `path`; returns the components.
 pub fn build(path: &Path, options: &BuildOptions) -> Result<Vec<PathBuf>, BuildError> {
+    if python::is_project(path) {
+        return python::build(path, options.capabilities, options.quiet).map(|built| vec![built]);
+    }
     let manifest = if path.is_dir() {
         path.join("Cargo.toml")
     } else {

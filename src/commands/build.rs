@@ -1,4 +1,4 @@
-//! `warden build`: build a node crate into a component and print its path.
+//! `warden build`: build a node crate, or a Python node, into a component and print its path.
 
 use crate::build::{self, BuildOptions, Target};
 use crate::failure::Failure;
@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub(crate) struct BuildArgs {
-    /// The node crate (a directory with Cargo.toml); the current directory by default.
+    /// The node crate (a directory with Cargo.toml) or Python node (a directory with app.py);
+    /// the current directory by default.
     path: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "wasm32-unknown-unknown")]
     target: Target,
@@ -17,6 +18,10 @@ pub(crate) struct BuildArgs {
     /// Cargo features of the node crate to enable.
     #[arg(long, value_delimiter = ',')]
     features: Vec<String>,
+    /// For a Python node (a directory with app.py): the capabilities its world includes,
+    /// comma-separated (`storage-read,variables-read`); none by default.
+    #[arg(long = "cap", value_name = "CAP[,CAP]...")]
+    capabilities: Option<String>,
 }
 
 pub(crate) fn execute(args: BuildArgs) -> Result<(), Failure> {
@@ -25,12 +30,20 @@ pub(crate) fn execute(args: BuildArgs) -> Result<(), Failure> {
         target,
         debug,
         features,
+        capabilities,
     } = args;
+    let capabilities = match capabilities {
+        Some(list) => list
+            .parse::<warden_host::Capabilities>()
+            .map_err(|error| Failure::usage(format!("--cap: {error}")))?,
+        None => warden_host::Capabilities::empty(),
+    };
     let path = path.unwrap_or_else(|| PathBuf::from("."));
     let options = BuildOptions {
         target,
         release: !debug,
         features,
+        capabilities,
         ..BuildOptions::default()
     };
     let built = build::build(&path, &options).map_err(|error| Failure::usage(error.to_string()))?;

@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The componentize-py release the examples are built with.
-pub const COMPONENTIZE_PY: &str = "0.25.1";
+/// The componentize-py release the examples are built with (the one `warden build` names).
+pub const COMPONENTIZE_PY: &str = warden::build::python::COMPONENTIZE_PY;
 
 /// Why a toolchain test cannot run here, when it cannot.
 fn unreachable_registry(output: &str) -> bool {
@@ -76,27 +76,35 @@ fn componentize_py() -> Option<PathBuf> {
     Some(tool)
 }
 
-/// Builds the Python example in `nodes/python/NAME` the default way; its component.
-fn build_python(tool: &Path, name: &str) -> PathBuf {
+/// Builds (a copy of) the Python example `nodes/python/NAME` the default way with
+/// `warden build`; its component.
+fn build_python(tool: &Path, name: &str, into: &Path) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("python-{name}.wasm"));
-    let built = Command::new(tool)
-        .arg("-d")
-        .arg(root.join("wit"))
-        .args(["-w", "base", "componentize", "-p"])
-        .arg(root.join("nodes/python").join(name))
-        .arg("app")
-        .arg("-o")
-        .arg(&out)
+    let project = into.join(name);
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::copy(
+        root.join("nodes/python").join(name).join("app.py"),
+        project.join("app.py"),
+    )
+    .unwrap();
+    let built = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("build")
+        .arg(&project)
+        .env("WARDEN_COMPONENTIZE_PY", tool)
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&built.stdout).into_owned();
     assert!(
         built.status.success(),
-        "componentize-py failed: {}{}",
-        String::from_utf8_lossy(&built.stdout),
+        "warden build failed: {stdout}{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    out
+    let component = PathBuf::from(stdout.trim());
+    assert_eq!(
+        component,
+        project.join("build").join(format!("{name}.wasm"))
+    );
+    component
 }
 
 fn warden(args: &[&str], cache: &Path) -> std::process::Output {
@@ -112,9 +120,9 @@ fn a_default_python_build_runs_with_no_grant_through_the_cli() {
     let Some(tool) = componentize_py() else {
         return;
     };
-    let component = build_python(&tool, "text-transform");
-    let path = component.to_str().unwrap();
     let scratch = tempfile::tempdir().unwrap();
+    let component = build_python(&tool, "text-transform", scratch.path());
+    let path = component.to_str().unwrap();
     // A directory warden makes itself, private to this user.
     let cache = scratch.path().join("code");
     // It imports WASI 0.2.9 with filesystem and sockets, as componentize-py does by default.
@@ -188,4 +196,25 @@ fn a_default_python_build_runs_with_no_grant_through_the_cli() {
     );
     let outputs: serde_json::Value = serde_json::from_slice(&concat.stdout).unwrap();
     assert_eq!(outputs["result"], "a b");
+}
+
+#[test]
+fn warden_build_says_how_to_install_componentize_py_when_it_is_missing() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("app.py"), "").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("build")
+        .arg(project.path())
+        .env("WARDEN_COMPONENTIZE_PY", "/nonexistent/componentize-py")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pip install componentize-py=={COMPONENTIZE_PY}")),
+        "{stderr}"
+    );
+    // The world it was to be built against is there to read.
+    let worlds = std::fs::read_to_string(project.path().join("build/wit/worlds.wit")).unwrap();
+    assert!(worlds.contains("world warden-node"), "{worlds}");
 }
