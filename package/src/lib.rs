@@ -101,6 +101,10 @@ pub enum PackageError {
         "the manifest lists capabilities [{listed}] but the component's imports require [{required}]"
     )]
     CapabilityMismatch { listed: String, required: String },
+    #[error(
+        "the package asks for [{asked}], which its component cannot use: beyond what its imports require, a package may ask only for what its wasi:sockets imports can use ({askable})"
+    )]
+    CannotUse { asked: String, askable: String },
     #[error("the package has no signature")]
     Unsigned,
     #[error("a signature does not verify: {0}")]
@@ -241,13 +245,12 @@ fn capabilities_to_list(imports: &[String], asked: &[String]) -> Result<Vec<Stri
         .map_err(|error| PackageError::Malformed("manifest", error.to_string()))?;
     let extra = asked.difference(required);
     if !ambient.contains(extra) {
-        return Err(PackageError::CapabilityMismatch {
-            listed: (required | extra).names().join(","),
-            required: format!(
-                "{}; beyond those it may ask only for what its wasi:sockets imports can use: {}",
-                required.names().join(","),
-                ambient.names().join(",")
-            ),
+        return Err(PackageError::CannotUse {
+            asked: extra.difference(ambient).names().join(","),
+            askable: match ambient.is_empty() {
+                true => "none".into(),
+                false => ambient.names().join(","),
+            },
         });
     }
     Ok((required | extra)
@@ -554,7 +557,7 @@ mod tests {
         // http-get is not behind any of its imports, nor is anything for the filesystem.
         assert!(matches!(
             list(&["http-get"]),
-            Err(PackageError::CapabilityMismatch { .. })
+            Err(PackageError::CannotUse { .. })
         ));
         assert!(matches!(
             list(&["teleport"]),

@@ -140,3 +140,45 @@ fn wasi_off_the_0_2_track_is_refused_by_name() {
         "{text}"
     );
 }
+
+/// A component whose imports declare resources by the thousand is refused by name before the
+/// describe linker matches them one against the other (which took seconds, then minutes).
+#[test]
+fn imports_declaring_resources_by_the_thousand_are_refused_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    wit_at("0.2.12", dir.path());
+    let resources: String = (0..1100)
+        .map(|index| format!("  resource r{index};\n"))
+        .collect();
+    std::fs::create_dir_all(dir.path().join("deps/many")).unwrap();
+    std::fs::write(
+        dir.path().join("deps/many/many.wit"),
+        format!(
+            "package acme:many@1.0.0;\ninterface lots {{\n{resources}  record all {{ {} }}\n  ping: func(x: all);\n}}\n",
+            (0..1100).map(|index| format!("a{index}: borrow<r{index}>")).collect::<Vec<_>>().join(", ")
+        ),
+    )
+    .unwrap();
+    let worlds = dir.path().join("worlds.wit");
+    let text = std::fs::read_to_string(&worlds).unwrap()
+        + "\nworld many {\n    include base;\n    import acme:many/lots@1.0.0;\n}\n";
+    std::fs::write(worlds, text).unwrap();
+    let bytes = hostile::component_in(
+        dir.path(),
+        "many",
+        2,
+        r#"(import "acme:many/lots@1.0.0" "ping" (func $ping (param i32)))"#,
+        "",
+        "",
+        "",
+    );
+    let component = warden_host::NodeComponent::from_bytes(bytes).unwrap();
+    let runtime = Runtime::new().unwrap();
+    let error =
+        crate::support::block_on(runtime.describe(&component, &warden_host::Limits::default()))
+            .unwrap_err();
+    assert!(
+        error.to_string().contains("more than 1024 resources"),
+        "{error}"
+    );
+}

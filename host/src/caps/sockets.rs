@@ -54,6 +54,10 @@ pub(crate) fn link<T: LookupView + WasiView>(
 pub(crate) struct GuardedLookup<'a> {
     pub sockets: WasiSocketsCtxView<'a>,
     pub policy: &'a NetworkPolicy,
+    /// Whether lookups are served at all (`dns` granted with `allow_wasi_network`): without
+    /// it, a lookup is refused before the allowlist is asked, so the log does not advise
+    /// adding the name to `allowed_hosts` when that would not help.
+    pub allowed: bool,
 }
 
 pub(crate) struct Guarded;
@@ -68,6 +72,9 @@ impl ip_name_lookup::Host for GuardedLookup<'_> {
         network: Resource<Network>,
         name: String,
     ) -> Result<Resource<ResolveAddressStream>, SocketError> {
+        if !self.allowed {
+            return Err(ErrorCode::PermanentResolverFailure.into());
+        }
         let Some(host) = self.policy.allows_name(&name) else {
             return Err(ErrorCode::PermanentResolverFailure.into());
         };

@@ -137,13 +137,19 @@ pub fn required_capabilities(imports: &[String]) -> Capabilities {
     required
 }
 
-/// The capabilities a component's ambient imports could make real: the network capabilities
-/// behind its wasi:sockets imports. A package may ask for these beyond what it requires.
+/// The capabilities a component's ambient imports could make real: the network capability
+/// whose own wasi:sockets interface it imports (`tcp`/`tcp-create-socket` for tcp,
+/// `udp`/`udp-create-socket` for udp, `ip-name-lookup` for dns; `network`, shared by all
+/// three, makes none of them). A package may ask for these beyond what it requires.
 pub fn ambient_capabilities(imports: &[String]) -> Capabilities {
     imports
         .iter()
         .filter_map(|import| match need_of(import) {
-            Need::Ambient(Ambient::Sockets(capabilities)) => Some(capabilities),
+            Need::Ambient(Ambient::Sockets(capabilities))
+                if capabilities.bits().count_ones() == 1 =>
+            {
+                Some(capabilities)
+            }
             _ => None,
         })
         .fold(Capabilities::empty(), |all, capabilities| {
@@ -386,6 +392,12 @@ mod tests {
         assert!(describe_need("wasi:sockets/tcp@0.2.9").starts_with("ambient"));
         assert_eq!(describe_need("wasi:io/poll@0.2.6"), "baseline");
         assert_eq!(describe_need("warden:node/http-get@0.1.0"), "capability");
+        // The interfaces all three share make none of them askable.
+        let shared = imports(&[
+            "wasi:sockets/network@0.2.9",
+            "wasi:sockets/instance-network@0.2.9",
+        ]);
+        assert_eq!(ambient_capabilities(&shared), Capabilities::empty());
     }
 
     #[test]

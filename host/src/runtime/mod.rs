@@ -597,7 +597,14 @@ impl Runtime {
         // denied), and refusing stand-ins for the rest: the types are the real ones.
         let mut linker =
             linker::build(&engine, &nothing, Capabilities::empty()).map_err(Error::internal)?;
-        stubs::stub_unserved(&mut linker, &component, &engine).map_err(Error::internal)?;
+        stubs::stub_unserved(&mut linker, &component, &engine).map_err(|error| {
+            match error.downcast_ref::<stubs::TooManyResources>() {
+                Some(too_many) => {
+                    Error::Component(component::ComponentError::Malformed(too_many.to_string()))
+                }
+                None => Error::internal(error),
+            }
+        })?;
         let nodes = self
             .sandbox(&linker, &component, &nothing, Vec::new())?
             .describe()
@@ -758,6 +765,7 @@ impl PreparedNode {
         table.set_max_capacity(limits.host.resources);
         let state = StoreData {
             wasi: wasi::context(&log, self.wasi_sockets(), &network, files)?,
+            wasi_sockets: self.wasi_sockets(),
             network,
             tls: self.inner.tls.clone(),
             table,

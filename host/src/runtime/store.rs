@@ -46,6 +46,8 @@ pub(crate) struct StoreData {
     pub tls: TlsRoots,
     /// The grant, for host functions that require capabilities of their own.
     pub capabilities: Capabilities,
+    /// What wasi:sockets serves: the network capabilities granted with `allow_wasi_network`.
+    pub wasi_sockets: Capabilities,
     pub functions: Option<Arc<Functions>>,
     pub credentials: Option<Arc<Credentials>>,
     pub models: Option<Arc<ModelProvider>>,
@@ -167,6 +169,7 @@ impl caps::sockets::LookupView for StoreData {
                 table: &mut self.table,
             },
             policy: &self.network,
+            allowed: self.wasi_sockets.contains(Capabilities::DNS),
         }
     }
 }

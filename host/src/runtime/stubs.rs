@@ -14,6 +14,11 @@ use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, ResourceType};
 
+/// Resources a component's import types may declare, counted apart for the imports the
+/// linker serves and the others: matching one against the other is quadratic, and a hostile
+/// component could declare hundreds of thousands (real ones declare a few dozen).
+pub(crate) const MAX_IMPORTED_RESOURCES: usize = 1024;
+
 /// Whether the describe linker serves `import` itself.
 fn served(import: &str) -> bool {
     matches!(need_of(import), Need::Baseline | Need::Ambient(_))
@@ -35,9 +40,27 @@ pub(crate) fn stub_unserved<T: 'static>(
             for (_, export) in instance.exports(engine) {
                 if let ComponentItem::Resource(resource) = export.ty {
                     served_resources.push(resource);
+                    if served_resources.len() > MAX_IMPORTED_RESOURCES {
+                        wasmtime::bail!(TooManyResources(served_resources.len()));
+                    }
                 }
             }
         }
+    }
+    let unserved = ty
+        .imports(engine)
+        .filter(|(name, _)| !served(name))
+        .map(|(_, import)| match import.ty {
+            ComponentItem::ComponentInstance(instance) => instance
+                .exports(engine)
+                .filter(|(_, item)| matches!(item.ty, ComponentItem::Resource(_)))
+                .count(),
+            _ => 0,
+        })
+        .sum::<usize>();
+    let most = served_resources.len().max(unserved);
+    if most > MAX_IMPORTED_RESOURCES {
+        wasmtime::bail!(TooManyResources(most));
     }
     for (name, import) in ty.imports(engine) {
         if served(name) {
@@ -78,3 +101,10 @@ pub(crate) fn stub_unserved<T: 'static>(
     }
     Ok(())
 }
+
+/// A component whose import types declare more resources than [`MAX_IMPORTED_RESOURCES`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "its imports declare more than {MAX_IMPORTED_RESOURCES} resources ({0} at least); no interface warden serves needs that many"
+)]
+pub(crate) struct TooManyResources(pub usize);
