@@ -369,6 +369,26 @@ pub fn verify(
     check_claims(&claims, policy, now)
 }
 
+/// `iss` is exactly `issuer`, and `aud` (a string or a list) holds `audience`.
+pub(crate) fn check_issuer_and_audience(
+    claims: &Json,
+    issuer: &str,
+    audience: &str,
+) -> Result<(), TokenError> {
+    if claims["iss"].as_str() != Some(issuer) {
+        return Err(TokenError::WrongIssuer);
+    }
+    let holds = match &claims["aud"] {
+        Json::String(one) => one == audience,
+        Json::Array(all) => all.iter().any(|one| one.as_str() == Some(audience)),
+        _ => false,
+    };
+    if !holds {
+        return Err(TokenError::WrongAudience);
+    }
+    Ok(())
+}
+
 fn check_claims(claims: &Json, policy: &Policy, now: u64) -> Result<ExecutorClaims, TokenError> {
     let time = |name: &'static str| claims[name].as_u64().ok_or(TokenError::MissingClaim(name));
     let text = |name: &'static str| {
@@ -393,19 +413,7 @@ fn check_claims(claims: &Json, policy: &Policy, now: u64) -> Result<ExecutorClai
     if exp.saturating_sub(iat) > max || exp.saturating_sub(nbf) > max {
         return Err(TokenError::TooLong);
     }
-    if claims["iss"].as_str() != Some(policy.issuer.as_str()) {
-        return Err(TokenError::WrongIssuer);
-    }
-    let audience_holds = match &claims["aud"] {
-        Json::String(audience) => *audience == policy.audience,
-        Json::Array(audiences) => audiences
-            .iter()
-            .any(|a| a.as_str() == Some(&policy.audience)),
-        _ => false,
-    };
-    if !audience_holds {
-        return Err(TokenError::WrongAudience);
-    }
+    check_issuer_and_audience(claims, &policy.issuer, &policy.audience)?;
     // An optional claim, when present, is a string: a number in its place is not dropped
     // silently (an `event_id` of 7 would make an event run a board run).
     let optional = |name: &'static str| match &claims[name] {

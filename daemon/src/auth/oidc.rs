@@ -9,7 +9,7 @@
 //!   required and names the user in the daemon's user store.
 //! - RSA keys are 2048 to 8192 bits (ring's RSA_PKCS1_2048_8192_SHA256); no `rsa` crate.
 
-use super::jwt::{EcKey, Split, TokenError, part, split};
+use super::jwt::{EcKey, Split, TokenError, check_issuer_and_audience, part, split};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use serde_json::Value as Json;
@@ -164,19 +164,7 @@ fn check_claims(claims: &Json, policy: &OidcPolicy, now: u64) -> Result<OidcClai
     {
         return Err(TokenError::IssuedInFuture);
     }
-    if claims["iss"].as_str() != Some(policy.issuer.as_str()) {
-        return Err(TokenError::WrongIssuer);
-    }
-    let audience_holds = match &claims["aud"] {
-        Json::String(audience) => *audience == policy.audience,
-        Json::Array(audiences) => audiences
-            .iter()
-            .any(|a| a.as_str() == Some(&policy.audience)),
-        _ => false,
-    };
-    if !audience_holds {
-        return Err(TokenError::WrongAudience);
-    }
+    check_issuer_and_audience(claims, &policy.issuer, &policy.audience)?;
     let subject = claims["sub"]
         .as_str()
         .filter(|sub| !sub.is_empty())
