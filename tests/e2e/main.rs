@@ -22,5 +22,6 @@ mod registry_crash;
 mod soak;
 mod storage;
 mod toolchains;
+mod wasi_http;
 mod wasi_versions;
 mod websocket;

@@ -22,8 +22,9 @@ use wasmtime::component::{HasData, Linker};
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: usize = 5;
 
-/// Sends `request`, following redirects, every hop checked. `allowed` are the methods the
-/// calling capability covers.
+/// Sends `request`, following redirects when `follow` (every hop checked), else returning a
+/// redirect as it came. `allowed` are the methods the calling capability covers.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send(
     tls: &TlsRoots,
     policy: &NetworkPolicy,
@@ -32,6 +33,7 @@ pub(crate) async fn send(
     capability: &str,
     deadline: Instant,
     limits: HttpLimits,
+    follow: bool,
 ) -> Result<HttpResponse, HostError> {
     if !allowed.contains(&request.method) {
         let other = if capability == "http-get" {
@@ -102,7 +104,7 @@ pub(crate) async fn send(
                 "the request to {url} timed out after {remaining:?}"
             ))
         })??;
-        let redirect = matches!(response.status, 301 | 302 | 303 | 307 | 308);
+        let redirect = follow && matches!(response.status, 301 | 302 | 303 | 307 | 308);
         let location = response
             .headers
             .iter()
@@ -184,6 +186,7 @@ impl http_get::Host for View<'_> {
             "http-get",
             self.deadline,
             limits,
+            true,
         )
         .await
     }
@@ -201,6 +204,7 @@ impl http_write::Host for View<'_> {
             "http-write",
             self.deadline,
             limits,
+            true,
         )
         .await
     }
@@ -248,6 +252,7 @@ mod tests {
                 "http-get",
                 Instant::now() + Duration::from_secs(5),
                 limits,
+                true,
             ));
             match result {
                 Err(HostError::Invalid(message)) => {

@@ -19,6 +19,7 @@ pub(crate) mod storage;
 pub(crate) mod streaming;
 pub(crate) mod variables;
 pub(crate) mod wasi;
+pub(crate) mod wasi_http;
 pub mod websocket;
 
 use wasmtime::component::Linker;
@@ -38,6 +39,7 @@ pub(crate) trait Views:
     + websocket::WebSocketView
     + sockets::LookupView
     + WasiView
+    + wasmtime_wasi_http::WasiHttpView
 {
 }
 
@@ -48,7 +50,7 @@ type Family<T> = fn(&mut Linker<T>, &str) -> wasmtime::Result<bool>;
 /// false when no family does: the linker treats that as a bug, and a test links every
 /// interface the capability table and the baseline name.
 pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtime::Result<bool> {
-    let families: [Family<T>; 12] = [
+    let families: [Family<T>; 13] = [
         base::link,
         wasi::link,
         storage::link,
@@ -61,6 +63,7 @@ pub(crate) fn link<T: Views>(linker: &mut Linker<T>, interface: &str) -> wasmtim
         models::link,
         websocket::link,
         sockets::link,
+        wasi_http::link,
     ];
     for family in families {
         if family(linker, interface)? {

@@ -48,6 +48,11 @@ pub const SOCKETS: &[&str] = &[
     "wasi:sockets/ip-name-lookup",
 ];
 
+/// wasi:http: ambient. Always linked (StarlingMonkey's default builds import it); every
+/// request is refused unless `http-get` or `http-write` is granted, and then it goes through
+/// warden's own client, allowlist and limits (`caps::wasi_http`).
+pub const HTTP: &[&str] = &["wasi:http/types", "wasi:http/outgoing-handler"];
+
 /// What an import needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
@@ -70,6 +75,8 @@ pub enum Ambient {
     Filesystem,
     /// wasi:sockets: these capabilities, with `allow_wasi_network`.
     Sockets(Capabilities),
+    /// wasi:http: `http-get` or `http-write`, for the methods each covers.
+    Http,
 }
 
 /// Whether a WASI import's version is one this host serves: on the 0.2 track (any patch,
@@ -104,6 +111,9 @@ pub fn need_of(import: &str) -> Need {
     }
     if SOCKETS.contains(&name) {
         return Need::Ambient(Ambient::Sockets(capability::providers_of(name)));
+    }
+    if HTTP.contains(&name) {
+        return Need::Ambient(Ambient::Http);
     }
     let providers = capability::providers_of(name);
     if providers.is_empty() {
@@ -140,7 +150,9 @@ pub fn required_capabilities(imports: &[String]) -> Capabilities {
 /// The capabilities a component's ambient imports could make real: the network capability
 /// whose own wasi:sockets interface it imports (`tcp`/`tcp-create-socket` for tcp,
 /// `udp`/`udp-create-socket` for udp, `ip-name-lookup` for dns; `network`, shared by all
-/// three, makes none of them). A package may ask for these beyond what it requires.
+/// three, makes none of them), and `http-get` and `http-write` for
+/// `wasi:http/outgoing-handler` (`wasi:http/types` alone sends nothing). A package may ask
+/// for these beyond what it requires.
 pub fn ambient_capabilities(imports: &[String]) -> Capabilities {
     imports
         .iter()
@@ -149,6 +161,11 @@ pub fn ambient_capabilities(imports: &[String]) -> Capabilities {
                 if capabilities.bits().count_ones() == 1 =>
             {
                 Some(capabilities)
+            }
+            Need::Ambient(Ambient::Http)
+                if split_version(import).0 == "wasi:http/outgoing-handler" =>
+            {
+                Some(Capabilities::HTTP_GET | Capabilities::HTTP_WRITE)
             }
             _ => None,
         })
@@ -166,6 +183,9 @@ pub fn describe_need(import: &str) -> &'static str {
         }
         Need::Ambient(Ambient::Sockets(_)) => {
             "ambient, served denied: every operation refused unless tcp, udp or dns is granted with allow_wasi_network"
+        }
+        Need::Ambient(Ambient::Http) => {
+            "ambient, served denied: every request refused unless http-get or http-write is granted; then the allowlist"
         }
         Need::Capability(_) => "capability",
         Need::Unknown => "unknown to this host",
@@ -278,6 +298,12 @@ pub fn check(imports: &[String], config: &WasmSecurityConfig) -> Result<Capabili
             Need::Ambient(Ambient::Sockets(providers)) => {
                 if config.allow_wasi_network {
                     used |= providers & granted;
+                }
+                continue;
+            }
+            Need::Ambient(Ambient::Http) => {
+                if split_version(import).0 == "wasi:http/outgoing-handler" {
+                    used |= granted & (Capabilities::HTTP_GET | Capabilities::HTTP_WRITE);
                 }
                 continue;
             }
@@ -398,6 +424,44 @@ mod tests {
             "wasi:sockets/instance-network@0.2.9",
         ]);
         assert_eq!(ambient_capabilities(&shared), Capabilities::empty());
+    }
+
+    #[test]
+    fn wasi_http_is_ambient_and_used_only_under_an_http_grant() {
+        // What a default componentize-js (StarlingMonkey) build imports beside the baseline.
+        let js = imports(&[
+            "wasi:http/types@0.2.10",
+            "wasi:http/outgoing-handler@0.2.10",
+            "wasi:io/streams@0.2.12",
+        ]);
+        assert_eq!(
+            check(&js, &config(Capabilities::empty())),
+            Ok(Capabilities::empty())
+        );
+        assert_eq!(required_capabilities(&js), Capabilities::empty());
+        assert_eq!(
+            ambient_capabilities(&js),
+            Capabilities::HTTP_GET | Capabilities::HTTP_WRITE
+        );
+        assert_eq!(
+            check(
+                &js,
+                &config(Capabilities::HTTP_GET | Capabilities::CACHE_READ)
+            ),
+            Ok(Capabilities::HTTP_GET)
+        );
+        // The types alone send nothing, so they make nothing askable or used.
+        let types = imports(&["wasi:http/types@0.2.10"]);
+        assert_eq!(ambient_capabilities(&types), Capabilities::empty());
+        assert_eq!(
+            check(&types, &config(Capabilities::HTTP_GET)),
+            Ok(Capabilities::empty())
+        );
+        assert!(describe_need("wasi:http/outgoing-handler@0.2.0").contains("http-get"));
+        assert_eq!(
+            describe_need("wasi:http/types@0.3.0"),
+            "unknown to this host"
+        );
     }
 
     #[test]

@@ -8,19 +8,20 @@
 
 use crate::caps;
 use crate::policy::capability::{Capabilities, Provider};
-use crate::policy::config::WasmSecurityConfig;
-use crate::policy::preflight::{BASELINE, FILESYSTEM, SOCKETS};
+use crate::policy::preflight::{BASELINE, FILESYSTEM, HTTP, SOCKETS};
 use crate::runtime::store::StoreData;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 /// The interfaces a run with `granted` gets, without versions, each once: the baseline, the
-/// ambient WASI (filesystem and sockets, whatever the grant: the WASI context decides what
-/// they can do) and the warden interfaces of the granted capabilities.
-pub(crate) fn interfaces(_config: &WasmSecurityConfig, granted: Capabilities) -> Vec<&'static str> {
+/// ambient WASI (filesystem, sockets and http, whatever the grant: the run's WASI context and
+/// wasi:http hooks decide what they can do) and the warden interfaces of the granted
+/// capabilities.
+pub(crate) fn interfaces(granted: Capabilities) -> Vec<&'static str> {
     let mut interfaces = BASELINE.to_vec();
     interfaces.extend(FILESYSTEM);
     interfaces.extend(SOCKETS);
+    interfaces.extend(HTTP);
     for info in granted.infos() {
         if info.provider == Provider::Warden {
             interfaces.extend(info.interfaces);
@@ -32,11 +33,7 @@ pub(crate) fn interfaces(_config: &WasmSecurityConfig, granted: Capabilities) ->
 }
 
 /// A linker with the baseline and the interfaces of `granted`.
-pub(crate) fn build(
-    engine: &Engine,
-    config: &WasmSecurityConfig,
-    granted: Capabilities,
-) -> wasmtime::Result<Linker<StoreData>> {
+pub(crate) fn build(engine: &Engine, granted: Capabilities) -> wasmtime::Result<Linker<StoreData>> {
     // A row links only its own provider's interfaces: a warden row cannot bring in WASI (say
     // wasi:sockets without `allow_wasi_network`), whatever the table says.
     for info in granted.infos() {
@@ -52,7 +49,7 @@ pub(crate) fn build(
         }
     }
     let mut linker = Linker::new(engine);
-    for interface in interfaces(config, granted) {
+    for interface in interfaces(granted) {
         if !caps::link(&mut linker, interface)? {
             wasmtime::bail!(
                 "the host has no functions for `{interface}`, which the capability table names"
@@ -75,12 +72,7 @@ mod tests {
         let wat = r#"(component (import "warden:node/storage-write@0.1.0" (instance (export "set" (func)))))"#;
         let component =
             wasmtime::component::Component::new(&engine, wat::parse_str(wat).unwrap()).unwrap();
-        let linker = build(
-            &engine,
-            &WasmSecurityConfig::default(),
-            Capabilities::STORAGE_READ,
-        )
-        .unwrap();
+        let linker = build(&engine, Capabilities::STORAGE_READ).unwrap();
         let error = linker
             .instantiate_pre(&component)
             .err()
@@ -93,30 +85,27 @@ mod tests {
     #[test]
     fn every_grant_builds() {
         let engine = Engine::default();
-        let config = WasmSecurityConfig {
-            allow_wasi: true,
-            allow_wasi_network: true,
-            ..Default::default()
-        };
-        build(&engine, &config, Capabilities::all()).unwrap();
-        build(&engine, &config, Capabilities::empty()).unwrap();
+        build(&engine, Capabilities::all()).unwrap();
+        build(&engine, Capabilities::empty()).unwrap();
         for info in CAPABILITIES {
-            build(&engine, &config, info.bit).unwrap();
+            build(&engine, info.bit).unwrap();
         }
     }
 
     #[test]
     fn ambient_wasi_is_linked_whatever_the_grant_and_warden_rows_only_when_granted() {
-        let none = interfaces(&WasmSecurityConfig::default(), Capabilities::empty());
+        let none = interfaces(Capabilities::empty());
         for ambient in [
             "wasi:sockets/tcp",
             "wasi:sockets/udp",
             "wasi:filesystem/types",
+            "wasi:http/types",
+            "wasi:http/outgoing-handler",
         ] {
             assert!(none.contains(&ambient), "{ambient}");
         }
         assert!(!none.contains(&"warden:node/http-get"));
-        let http = interfaces(&WasmSecurityConfig::default(), Capabilities::HTTP_GET);
+        let http = interfaces(Capabilities::HTTP_GET);
         assert!(http.contains(&"warden:node/http-get"));
     }
 

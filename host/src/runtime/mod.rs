@@ -11,8 +11,8 @@ use crate::bindings::{NodeHostPre, wit};
 use crate::caps::embedder::{Credentials, Functions};
 use crate::caps::models::ModelProvider;
 use crate::caps::variables::Variables;
-use crate::caps::wasi;
 use crate::caps::websocket::Connections;
+use crate::caps::{wasi, wasi_http};
 use crate::error::Error;
 use crate::net::policy::NetworkPolicy;
 use crate::net::tls::TlsRoots;
@@ -565,8 +565,7 @@ impl Runtime {
         let nodes = self.describe(node, &config.limits).await?;
         // Link what the grant allows, not what the node asked for: the preflight decided, and
         // the linker is the second wall, holding nothing beyond the grant.
-        let linker =
-            linker::build(&engine, config, config.capabilities).map_err(Error::internal)?;
+        let linker = linker::build(&engine, config.capabilities).map_err(Error::internal)?;
         let prepared = self.sandbox(&linker, &component, config, nodes)?;
         lock(&self.inner.prepared).insert(key, prepared.clone());
         Ok(prepared)
@@ -595,8 +594,7 @@ impl Runtime {
         };
         // What a run without a grant links (the baseline, and the ambient WASI served
         // denied), and refusing stand-ins for the rest: the types are the real ones.
-        let mut linker =
-            linker::build(&engine, &nothing, Capabilities::empty()).map_err(Error::internal)?;
+        let mut linker = linker::build(&engine, Capabilities::empty()).map_err(Error::internal)?;
         stubs::stub_unserved(&mut linker, &component, &engine).map_err(|error| {
             match error.downcast_ref::<stubs::TooManyResources>() {
                 Some(too_many) => {
@@ -763,9 +761,19 @@ impl PreparedNode {
         let network = NetworkPolicy::new(self.allowed_hosts.clone(), log.clone());
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.host.resources);
+        let deadline = Instant::now() + limits.timeout;
+        let http_hooks = wasi_http::Hooks::new(
+            self.capabilities,
+            self.inner.tls.clone(),
+            network.clone(),
+            log.clone(),
+            deadline,
+            &limits.host,
+        );
+        let wasi_sockets = self.wasi_sockets();
         let state = StoreData {
-            wasi: wasi::context(&log, self.wasi_sockets(), &network, files)?,
-            wasi_sockets: self.wasi_sockets(),
+            wasi: wasi::context(&log, wasi_sockets, &network, files)?,
+            wasi_sockets,
             network,
             tls: self.inner.tls.clone(),
             table,
@@ -784,7 +792,9 @@ impl PreparedNode {
             credentials: request.credentials,
             models: self.inner.models.clone(),
             limits: limits.host.clone(),
-            deadline: Instant::now() + limits.timeout,
+            deadline,
+            http: wasi_http::context(),
+            http_hooks,
         };
         let mut store = Store::new(self.inner.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);

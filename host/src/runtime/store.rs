@@ -22,6 +22,7 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::sockets::WasiSocketsCtxView;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub(crate) struct StoreData {
     pub wasi: WasiCtx,
@@ -51,6 +52,9 @@ pub(crate) struct StoreData {
     pub functions: Option<Arc<Functions>>,
     pub credentials: Option<Arc<Credentials>>,
     pub models: Option<Arc<ModelProvider>>,
+    /// wasi:http: its context, and hooks that send only what the grant covers.
+    pub http: WasiHttpCtx,
+    pub http_hooks: caps::wasi_http::Hooks,
 }
 
 /// The store data lends every family its view (each trait is implemented below).
@@ -61,6 +65,16 @@ impl WasiView for StoreData {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StoreData {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }

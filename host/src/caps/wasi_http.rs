@@ -1,0 +1,387 @@
+//! wasi:http (`types` and `outgoing-handler`): ambient, because some toolchains import it by
+//! default (StarlingMonkey, the engine of componentize-js, links `fetch` to it whether or not
+//! the node fetches anything).
+//!
+//! Always linked, so that such builds link with any grant; a request is refused
+//! (`HTTP-request-denied`, and a denial in the run's log) unless `http-get` or `http-write` is
+//! granted, and then only the methods that capability covers. An allowed request goes through
+//! warden's own client ([`crate::caps::http::send`]): the same allowlist checked on every
+//! address, the same body, header and time limits inside the run's deadline, the same reserved
+//! headers. One hop: wasi:http hands a redirect back to the node, whose next request is checked
+//! again. wasmtime-wasi-http's own client is not compiled in.
+
+use crate::bindings::wit::{Header, HostError, HttpRequest, Method};
+use crate::caps::http::send;
+use crate::net::client::{HttpLimits, RESERVED, is_reserved, method_name};
+use crate::net::policy::NetworkPolicy;
+use crate::net::tls::TlsRoots;
+use crate::output::log::{Level, RunLog, Source};
+use crate::policy::capability::Capabilities;
+use crate::policy::limits::HostLimits;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::p2::bindings::{LinkOptions, http};
+use wasmtime_wasi_http::{
+    DEFAULT_FORBIDDEN_HEADERS, Error, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttp,
+    WasiHttpHooks, WasiHttpView,
+};
+
+/// Bytes of the in-memory form of one `fields` resource (wasmtime-wasi-http counts more than
+/// the wire size). The host sends at most [`crate::net::client::MAX_HEADER_BYTES`] of headers;
+/// this keeps a node from parking 128 KiB (the crate's default) in each of its resources.
+const FIELD_SIZE_LIMIT: usize = 128 * 1024 / 2;
+
+/// Links `wasi:http/types` or `wasi:http/outgoing-handler`; false for anything else.
+pub(crate) fn link<T: WasiHttpView + 'static>(
+    linker: &mut Linker<T>,
+    interface: &str,
+) -> wasmtime::Result<bool> {
+    match interface {
+        "wasi:http/types" => {
+            http::types::add_to_linker::<T, WasiHttp>(
+                linker,
+                &LinkOptions::default().into(),
+                T::http,
+            )?;
+        }
+        "wasi:http/outgoing-handler" => {
+            http::outgoing_handler::add_to_linker::<T, WasiHttp>(linker, T::http)?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The run's wasi:http context: the field limit, and what the hooks need to send.
+pub(crate) fn context() -> wasmtime_wasi_http::WasiHttpCtx {
+    let mut ctx = wasmtime_wasi_http::WasiHttpCtx::new();
+    ctx.set_field_size_limit(FIELD_SIZE_LIMIT);
+    ctx
+}
+
+/// How one run's wasi:http sends: with the methods its grant covers, or none.
+pub(crate) struct Hooks {
+    /// The methods `http-get` and `http-write`, as granted, cover.
+    methods: Vec<Method>,
+    tls: TlsRoots,
+    network: Arc<NetworkPolicy>,
+    log: RunLog,
+    deadline: Instant,
+    limits: HttpLimits,
+}
+
+impl Hooks {
+    pub(crate) fn new(
+        granted: Capabilities,
+        tls: TlsRoots,
+        network: Arc<NetworkPolicy>,
+        log: RunLog,
+        deadline: Instant,
+        limits: &HostLimits,
+    ) -> Self {
+        let mut methods = Vec::new();
+        if granted.contains(Capabilities::HTTP_GET) {
+            methods.extend([Method::Get, Method::Head]);
+        }
+        if granted.contains(Capabilities::HTTP_WRITE) {
+            methods.extend([Method::Post, Method::Put, Method::Patch, Method::Delete]);
+        }
+        Hooks {
+            methods,
+            tls,
+            network,
+            log,
+            deadline,
+            limits: HttpLimits {
+                request_body_bytes: limits.http_request_bytes,
+                response_body_bytes: limits.http_response_bytes,
+            },
+        }
+    }
+
+    /// The capability that covers `method`, for messages.
+    fn capability_for(method: Method) -> &'static str {
+        match method {
+            Method::Get | Method::Head => "http-get",
+            _ => "http-write",
+        }
+    }
+}
+
+/// What a request refused before it is sent says to the node: denied, and why in the log.
+fn refuse(network: &NetworkPolicy, message: String) -> Error {
+    network.record_denial("http", message);
+    Error::HttpRequestDenied
+}
+
+fn method_of(method: &::http::Method) -> Option<Method> {
+    Some(match *method {
+        ::http::Method::GET => Method::Get,
+        ::http::Method::HEAD => Method::Head,
+        ::http::Method::POST => Method::Post,
+        ::http::Method::PUT => Method::Put,
+        ::http::Method::PATCH => Method::Patch,
+        ::http::Method::DELETE => Method::Delete,
+        _ => return None,
+    })
+}
+
+/// The wasi:http error a failure of warden's client becomes (the node's log gets the text).
+fn error_code(error: &HostError) -> Error {
+    match error {
+        HostError::Denied(_) => Error::HttpRequestDenied,
+        HostError::Invalid(_) => Error::HttpRequestUriInvalid,
+        HostError::TooLarge(_) => Error::HttpResponseBodySize(None),
+        HostError::QuotaExceeded(_) => Error::ConnectionLimitReached,
+        HostError::Unavailable(_) => Error::DestinationUnavailable,
+    }
+}
+
+impl WasiHttpHooks for Hooks {
+    /// wasmtime-wasi-http's own list, and every header warden's client sets itself but
+    /// `content-length` (which wasi:http checks against the body; the client sets its own):
+    /// a node setting one learns at once, when it builds the headers.
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        Arc::new(|name| {
+            DEFAULT_FORBIDDEN_HEADERS.contains(name)
+                || (*name != ::http::header::CONTENT_LENGTH && is_reserved(name.as_str(), RESERVED))
+        })
+    }
+
+    /// The client sets `Host` from the URL the allowlist checked.
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
+    fn send_request(
+        &mut self,
+        request: ::http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        ::http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), Error>> + Send>,
+                    ),
+                    Error,
+                >,
+            > + Send,
+    > {
+        let methods = self.methods.clone();
+        let tls = self.tls.clone();
+        let network = self.network.clone();
+        let log = self.log.clone();
+        let deadline = self.deadline;
+        let limits = self.limits;
+        Box::new(async move {
+            let (parts, body) = request.into_parts();
+            let url = parts.uri.to_string();
+            if methods.is_empty() {
+                return Err(refuse(
+                    &network,
+                    format!(
+                        "wasi:http request to {url} denied: grant http-get (GET, HEAD) or \
+                         http-write (POST, PUT, PATCH, DELETE) and allow its host"
+                    ),
+                ));
+            }
+            let Some(method) = method_of(&parts.method) else {
+                return Err(refuse(
+                    &network,
+                    format!(
+                        "wasi:http {} request to {url} denied: the host sends only GET, HEAD, \
+                         POST, PUT, PATCH and DELETE",
+                        parts.method
+                    ),
+                ));
+            };
+            if !methods.contains(&method) {
+                let capability = Hooks::capability_for(method);
+                return Err(refuse(
+                    &network,
+                    format!(
+                        "wasi:http {} request to {url} denied: it needs the {capability} capability",
+                        method_name(method)
+                    ),
+                ));
+            }
+            let mut headers = Vec::with_capacity(parts.headers.len());
+            for (name, value) in &parts.headers {
+                if *name == ::http::header::CONTENT_LENGTH {
+                    continue;
+                }
+                let Ok(value) = value.to_str() else {
+                    log.push(
+                        Level::Warn,
+                        Source::Host,
+                        &format!("wasi:http request to {url}: header `{name}` is not text"),
+                    );
+                    return Err(Error::HttpRequestHeaderSize {
+                        field_name: Some(name.to_string()),
+                        field_size: None,
+                    });
+                };
+                headers.push(Header {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                });
+            }
+            let body = match Limited::new(body, limits.request_body_bytes)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes().to_vec(),
+                Err(_) => {
+                    log.push(
+                        Level::Warn,
+                        Source::Host,
+                        &format!(
+                            "wasi:http request to {url}: the body is over the host's {} bytes, \
+                             or could not be read",
+                            limits.request_body_bytes
+                        ),
+                    );
+                    return Err(Error::HttpRequestBodySize(None));
+                }
+            };
+            let request = HttpRequest {
+                method,
+                url: url.clone(),
+                headers,
+                body,
+            };
+            let capability = Hooks::capability_for(method);
+            let response = send(
+                &tls, &network, request, &methods, capability, deadline, limits, false,
+            )
+            .await
+            .map_err(|error| {
+                if !matches!(error, HostError::Denied(_)) {
+                    log.push(
+                        Level::Warn,
+                        Source::Host,
+                        &format!("wasi:http request to {url} failed: {error}"),
+                    );
+                }
+                error_code(&error)
+            })?;
+            let mut builder = ::http::Response::builder().status(response.status);
+            for header in &response.headers {
+                builder = builder.header(header.name.as_str(), header.value.as_str());
+            }
+            let body = Full::new(Bytes::from(response.body))
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let response = builder
+                .body(body)
+                .map_err(|error| Error::InternalError(Some(error.to_string())))?;
+            let done: Box<dyn Future<Output = Result<(), Error>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, done))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::allowlist::AllowedHosts;
+
+    fn hooks(granted: Capabilities, log: &RunLog) -> Hooks {
+        let network = NetworkPolicy::new(AllowedHosts::parse(&["127.0.0.1"]).unwrap(), log.clone());
+        Hooks::new(
+            granted,
+            TlsRoots::default(),
+            network,
+            log.clone(),
+            Instant::now() + std::time::Duration::from_secs(5),
+            &crate::policy::limits::Limits::default().host,
+        )
+    }
+
+    fn request(method: &str, url: &str) -> ::http::Request<WasiBody> {
+        ::http::Request::builder()
+            .method(method)
+            .uri(url)
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .unwrap()
+    }
+
+    fn outcome(hooks: &mut Hooks, request: ::http::Request<WasiBody>) -> Result<u16, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let future = hooks.send_request(request, None, Box::new(async { Ok(()) }));
+        runtime
+            .block_on(Box::into_pin(future))
+            .map(|(response, _)| response.status().as_u16())
+    }
+
+    #[test]
+    fn without_a_grant_every_request_is_denied_and_logged() {
+        let log = RunLog::new(64 * 1024);
+        let mut hooks = hooks(Capabilities::empty(), &log);
+        let result = outcome(&mut hooks, request("GET", "http://127.0.0.1:1/"));
+        assert!(
+            matches!(result, Err(Error::HttpRequestDenied)),
+            "{result:?}"
+        );
+        let (denials, count) = log.denials();
+        assert_eq!(count, 1);
+        assert!(denials[0].message.contains("grant http-get"), "{denials:?}");
+    }
+
+    #[test]
+    fn a_method_outside_the_grant_is_denied() {
+        let log = RunLog::new(64 * 1024);
+        let mut hooks = hooks(Capabilities::HTTP_GET, &log);
+        for method in ["POST", "DELETE", "OPTIONS", "CONNECT"] {
+            let result = outcome(&mut hooks, request(method, "http://127.0.0.1:1/"));
+            assert!(
+                matches!(result, Err(Error::HttpRequestDenied)),
+                "{method}: {result:?}"
+            );
+        }
+        let (denials, _) = log.denials();
+        assert!(
+            denials[0].message.contains("needs the http-write"),
+            "{denials:?}"
+        );
+    }
+
+    #[test]
+    fn a_host_off_the_allowlist_is_denied_before_connecting() {
+        let log = RunLog::new(64 * 1024);
+        let mut hooks = hooks(Capabilities::HTTP_GET, &log);
+        let result = outcome(&mut hooks, request("GET", "http://example.com/"));
+        assert!(
+            matches!(result, Err(Error::HttpRequestDenied)),
+            "{result:?}"
+        );
+        let (denials, _) = log.denials();
+        assert!(denials[0].message.contains("example.com"), "{denials:?}");
+    }
+
+    #[test]
+    fn the_hosts_own_headers_are_forbidden_to_the_node() {
+        let log = RunLog::new(64 * 1024);
+        let filter = hooks(Capabilities::HTTP_GET, &log).forbidden_header_filter();
+        for name in ["host", "te", "transfer-encoding", "upgrade", "keep-alive"] {
+            assert!(filter(&::http::HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-length", "accept", "authorization"] {
+            assert!(!filter(&::http::HeaderName::from_static(name)), "{name}");
+        }
+    }
+}
