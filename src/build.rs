@@ -1,7 +1,7 @@
 //! `warden build`: compile a node crate for a wasm target and turn it into a component, or
-//! build a Python node with componentize-py (`build::python`).
+//! build a Python or JavaScript node with its language's toolchain (`build::toolchain`).
 
-pub mod python;
+pub mod toolchain;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,7 +29,7 @@ impl Target {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(
-        "no Cargo.toml at {0}; give the path of a node crate (or of a Python node: a directory with app.py)"
+        "no Cargo.toml at {0}; give the path of a node crate (or of a Python or JavaScript node: a directory with app.py or app.js)"
     )]
     NoManifest(PathBuf),
     #[error("cannot run cargo: {0}")]
@@ -49,6 +49,8 @@ pub enum BuildError {
     },
     #[error("cannot turn {path} into a component: {message}")]
     Componentize { path: PathBuf, message: String },
+    #[error("{path}: {message}; it may hold `capabilities = [\"storage-read\", ...]`")]
+    Project { path: PathBuf, message: String },
     #[error("{tool} is not installed; install it with: {install}")]
     ToolMissing { tool: String, install: String },
 }
@@ -63,8 +65,8 @@ pub struct BuildOptions {
     /// Where cargo puts its output; cargo's default when `None`.
     pub target_dir: Option<PathBuf>,
     pub quiet: bool,
-    /// For a Python project: the capabilities its world includes (a Rust crate says them
-    /// with the SDK's features).
+    /// For a Python or JavaScript project: capabilities its world includes beyond those its
+    /// `warden.toml` names (a Rust crate says them with the SDK's features).
     pub capabilities: warden_host::Capabilities,
 }
 
@@ -83,8 +85,11 @@ impl Default for BuildOptions {
 
 /// Builds the node crate (or every cdylib of the workspace) at `path`; returns the components.
 pub fn build(path: &Path, options: &BuildOptions) -> Result<Vec<PathBuf>, BuildError> {
-    if python::is_project(path) {
-        return python::build(path, options.capabilities, options.quiet).map(|built| vec![built]);
+    if let Some(toolchain) = toolchain::of_project(path) {
+        let capabilities = toolchain::project_capabilities(path)? | options.capabilities;
+        return toolchain
+            .build(path, capabilities, options.quiet)
+            .map(|built| vec![built]);
     }
     let manifest = if path.is_dir() {
         path.join("Cargo.toml")

@@ -4,7 +4,7 @@
 use crate::commands::{
     self, approve::ApproveArgs, build::BuildArgs, call::CallArgs, capabilities::CapabilitiesArgs,
     inspect::InspectArgs, install::InstallArgs, installed::InstalledArgs, keygen::KeygenArgs,
-    pack::PackArgs, publish::PublishArgs, registry::RegistryCommand, run::RunArgs,
+    new::NewArgs, pack::PackArgs, publish::PublishArgs, registry::RegistryCommand, run::RunArgs,
     serve::ServeArgs, sync::SyncArgs, verify::VerifyArgs, yank::YankArgs,
 };
 use clap::{Parser, Subcommand};
@@ -23,7 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build a node crate into a component and print its path.
+    /// Make a node project (Rust, Python or JavaScript) that builds and runs at once.
+    New(NewArgs),
+    /// Build a node crate, or a Python or JavaScript node, into a component and print its path.
     Build(BuildArgs),
     /// Show the nodes a component provides, their pins, and the capabilities it needs.
     Inspect(InspectArgs),
@@ -80,6 +82,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::New(args) => commands::new::execute(args),
         Command::Build(args) => commands::build::execute(args),
         Command::Inspect(args) => commands::inspect::execute(args),
         Command::Run(args) => commands::run::execute(*args),

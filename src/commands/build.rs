@@ -1,4 +1,5 @@
-//! `warden build`: build a node crate, or a Python node, into a component and print its path.
+//! `warden build`: build a node crate, or a Python or JavaScript node, into a component and
+//! print its path.
 
 use crate::build::{self, BuildOptions, Target};
 use crate::failure::Failure;
@@ -7,8 +8,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub(crate) struct BuildArgs {
-    /// The node crate (a directory with Cargo.toml) or Python node (a directory with app.py);
-    /// the current directory by default.
+    /// The node crate (a directory with Cargo.toml), Python node (a directory with app.py) or
+    /// JavaScript node (a directory with app.js); the current directory by default.
     path: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "wasm32-unknown-unknown")]
     target: Target,
@@ -18,8 +19,8 @@ pub(crate) struct BuildArgs {
     /// Cargo features of the node crate to enable.
     #[arg(long, value_delimiter = ',')]
     features: Vec<String>,
-    /// For a Python node (a directory with app.py): the capabilities its world includes,
-    /// comma-separated (`storage-read,variables-read`); none by default.
+    /// For a Python or JavaScript node: capabilities its world includes beyond those its
+    /// warden.toml names, comma-separated (`storage-read,variables-read`).
     #[arg(long = "cap", value_name = "CAP[,CAP]...")]
     capabilities: Option<String>,
 }

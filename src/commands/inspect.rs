@@ -93,7 +93,7 @@ pub(crate) fn execute(args: InspectArgs) -> Result<(), Failure> {
     text += &format!("capabilities: {required}\n");
     if !ambient.is_empty() {
         text += &format!(
-            "may also ask for: {ambient} (its ambient wasi:sockets imports can use them: `warden pack --capability`)\n"
+            "may also ask for: {ambient} (its ambient wasi:sockets or wasi:http imports can use them: `warden pack --capability`)\n"
         );
     }
     if summary.imports.is_empty() {

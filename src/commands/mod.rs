@@ -11,6 +11,7 @@ pub(crate) mod inspect;
 pub(crate) mod install;
 pub(crate) mod installed;
 pub(crate) mod keygen;
+pub(crate) mod new;
 pub(crate) mod pack;
 pub(crate) mod publish;
 pub(crate) mod registry;

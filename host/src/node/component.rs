@@ -37,6 +37,18 @@ pub enum ComponentError {
     NoNodeExport(String),
 }
 
+/// A malformed component, saying what to do where the cause is known: componentize-qjs'
+/// default output, for one, uses the component model's async ABI.
+pub(crate) fn malformed(message: String) -> ComponentError {
+    match message.contains("component model async") {
+        true => ComponentError::Malformed(format!(
+            "{message}; the component uses the component model's async ABI, which this host \
+             does not enable: build it without (componentize-qjs --sync)"
+        )),
+        false => ComponentError::Malformed(message),
+    }
+}
+
 /// What the host learns about a component from its bytes alone.
 #[derive(Clone, Debug)]
 pub struct ComponentSummary {
@@ -121,8 +133,7 @@ pub fn summarize(bytes: &[u8]) -> Result<ComponentSummary, ComponentError> {
     if !Parser::is_component(bytes) {
         return Err(ComponentError::NotWasm);
     }
-    let malformed =
-        |error: wasmparser::BinaryReaderError| ComponentError::Malformed(error.to_string());
+    let malformed = |error: wasmparser::BinaryReaderError| malformed(error.to_string());
     let mut summary = ComponentSummary {
         sha256: hex(&Sha256::digest(bytes)),
         imports: Vec::new(),

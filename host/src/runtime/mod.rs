@@ -550,6 +550,8 @@ impl Runtime {
     ) -> Result<PreparedNode, Error> {
         config.limits.validate().map_err(Error::InvalidLimits)?;
         check_counts(&node.summary, &config.limits)?;
+        // Before compiling: refusing an 18 MB Python node must not cost its compilation.
+        preflight::check(&node.summary.imports, config)?;
         let (engine, component) = self.compile(node, &config.limits)?;
         let key = PreparedKey {
             sha256: node.summary.sha256.clone(),
@@ -561,7 +563,6 @@ impl Runtime {
         if let Some(prepared) = lock(&self.inner.prepared).get(&key) {
             return Ok(prepared.with_config(config));
         }
-        preflight::check(&node.summary.imports, config)?;
         let nodes = self.describe(node, &config.limits).await?;
         // Link what the grant allows, not what the node asked for: the preflight decided, and
         // the linker is the second wall, holding nothing beyond the grant.
@@ -1133,7 +1134,7 @@ fn engine_limit(error: &wasmtime::Error) -> Option<(LimitKind, String)> {
 fn compile_error(error: &wasmtime::Error) -> Error {
     match engine_limit(error) {
         Some((kind, detail)) => Error::Limit { kind, detail },
-        None => Error::Component(component::ComponentError::Malformed(error_chain(error))),
+        None => Error::Component(component::malformed(error_chain(error))),
     }
 }
 

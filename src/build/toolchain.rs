@@ -1,0 +1,336 @@
+//! `warden build` for nodes in other languages: a directory with `app.py` (Python, built with
+//! componentize-py) or `app.js` (JavaScript, built with componentize-js), built the default way
+//! against warden's WIT (embedded in this binary, so a node project needs no copy of it) and a
+//! world of `base` plus the capabilities the project asks for in `warden.toml` (or `--cap`).
+
+use super::BuildError;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use warden_host::{CAPABILITIES, Capabilities};
+
+/// The componentize-py release warden's examples and tests are built with.
+pub const COMPONENTIZE_PY: &str = "0.25.1";
+/// The componentize-js release warden's examples and tests are built with.
+pub const COMPONENTIZE_JS: &str = "0.23.0";
+/// The componentize-qjs release the tests also build the JavaScript example with.
+pub const COMPONENTIZE_QJS: &str = "0.4.5";
+
+/// The file of a project that says which capabilities its world includes.
+pub const PROJECT_FILE: &str = "warden.toml";
+/// warden's WIT, as `wit/` holds it (a test keeps the two the same).
+pub const WIT_FILES: [(&str, &str); 7] = [
+    (
+        "capabilities.wit",
+        include_str!("../../wit/capabilities.wit"),
+    ),
+    ("node.wit", include_str!("../../wit/node.wit")),
+    ("types.wit", include_str!("../../wit/types.wit")),
+    ("worlds.wit", include_str!("../../wit/worlds.wit")),
+    (
+        "deps/clocks/clocks.wit",
+        include_str!("../../wit/deps/clocks/clocks.wit"),
+    ),
+    ("deps/io/io.wit", include_str!("../../wit/deps/io/io.wit")),
+    (
+        "deps/sockets/sockets.wit",
+        include_str!("../../wit/deps/sockets/sockets.wit"),
+    ),
+];
+
+/// The world a node with `capabilities` is built against: `base` and each capability's world.
+pub fn world(capabilities: Capabilities) -> String {
+    let mut world = "world warden-node {\n    include base;\n".to_string();
+    for info in CAPABILITIES
+        .iter()
+        .filter(|info| capabilities.contains(info.bit))
+    {
+        world += &format!("    include {};\n", info.world);
+    }
+    world + "}\n"
+}
+
+/// A language's toolchain: how to find its project, its tool, and how to call it.
+pub struct Toolchain {
+    /// The language, for messages.
+    pub language: &'static str,
+    /// The source file that makes a directory a project of this language.
+    pub source: &'static str,
+    /// The tool's command name, looked up on the PATH.
+    pub tool: &'static str,
+    /// The variable that names the tool instead.
+    pub variable: &'static str,
+    /// How to install the tool.
+    pub install: &'static str,
+    /// The tool's arguments: the project, the WIT directory, the world, the output.
+    arguments: fn(&Path, &Path, &str, &Path) -> Vec<OsString>,
+}
+
+/// Python, with componentize-py.
+pub const PYTHON: Toolchain = Toolchain {
+    language: "Python",
+    source: "app.py",
+    tool: "componentize-py",
+    variable: "WARDEN_COMPONENTIZE_PY",
+    install: "python3 -m venv .venv && .venv/bin/pip install componentize-py==0.25.1, then put .venv/bin on the PATH (or set WARDEN_COMPONENTIZE_PY to the componentize-py to use)",
+    arguments: |dir, wit, world, out| {
+        let mut arguments: Vec<OsString> = vec!["-d".into(), wit.into(), "-w".into(), world.into()];
+        arguments.extend(["componentize".into(), "-p".into(), dir.into(), "app".into()]);
+        arguments.extend(["-o".into(), out.into()]);
+        arguments
+    },
+};
+
+/// JavaScript, with componentize-js (the StarlingMonkey engine).
+pub const JAVASCRIPT: Toolchain = Toolchain {
+    language: "JavaScript",
+    source: "app.js",
+    tool: "componentize-js",
+    variable: "WARDEN_COMPONENTIZE_JS",
+    install: "npm install --prefix .tools @bytecodealliance/componentize-js@0.23.0, then put .tools/node_modules/.bin on the PATH (or set WARDEN_COMPONENTIZE_JS to the componentize-js to use)",
+    arguments: |dir, wit, world, out| {
+        vec![
+            dir.join("app.js").into(),
+            "--wit".into(),
+            wit.into(),
+            "--world-name".into(),
+            world.into(),
+            "-o".into(),
+            out.into(),
+        ]
+    },
+};
+
+/// The toolchain of the project in `dir`, if it is a Python or JavaScript one (a directory
+/// with a Cargo.toml is a Rust crate, whatever else it holds).
+pub fn of_project(dir: &Path) -> Option<&'static Toolchain> {
+    if dir.join("Cargo.toml").exists() {
+        return None;
+    }
+    [&PYTHON, &JAVASCRIPT]
+        .into_iter()
+        .find(|toolchain| dir.join(toolchain.source).is_file())
+}
+
+/// The capabilities the project in `dir` asks for in its `warden.toml`
+/// (`capabilities = ["storage-read", …]`); none without one.
+pub fn project_capabilities(dir: &Path) -> Result<Capabilities, BuildError> {
+    let path = dir.join(PROJECT_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Capabilities::empty());
+        }
+        Err(source) => return Err(BuildError::Io { path, source }),
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Project {
+        #[serde(default)]
+        capabilities: Vec<String>,
+    }
+    let project: Project = toml::from_str(&text).map_err(|error| BuildError::Project {
+        path: path.clone(),
+        message: error.to_string(),
+    })?;
+    project
+        .capabilities
+        .iter()
+        .try_fold(Capabilities::empty(), |all, name| {
+            name.parse::<Capabilities>()
+                .map(|one| all | one)
+                .map_err(|error| BuildError::Project {
+                    path: path.clone(),
+                    message: error.to_string(),
+                })
+        })
+}
+
+impl Toolchain {
+    /// The tool: `$VARIABLE`, else `tool` on the PATH.
+    fn command(&self) -> PathBuf {
+        std::env::var_os(self.variable)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(self.tool))
+    }
+
+    /// Builds the project in `dir` into `dir/build/NAME.wasm` (NAME: the directory's name),
+    /// against a world with `capabilities`.
+    pub fn build(
+        &self,
+        dir: &Path,
+        capabilities: Capabilities,
+        quiet: bool,
+    ) -> Result<PathBuf, BuildError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BuildError::Io { path, source }
+        };
+        let wit = dir.join("build/wit");
+        for (name, text) in WIT_FILES {
+            let path = wit.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let text = match name {
+                "worlds.wit" => format!("{text}\n{}", world(capabilities)),
+                _ => text.to_string(),
+            };
+            std::fs::write(&path, text).map_err(io(&path))?;
+        }
+        let name = dir
+            .canonicalize()
+            .map_err(io(dir))?
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "node".into());
+        let out = dir.join("build").join(format!("{name}.wasm"));
+        let tool = self.command();
+        let status = Command::new(&tool)
+            .args((self.arguments)(dir, &wit, "warden-node", &out))
+            // Its own chatter goes to stderr: stdout is for the built component's path.
+            .stdout(Stdio::piped())
+            .stderr(if quiet {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
+            .output();
+        if let Ok(output) = &status
+            && !quiet
+        {
+            eprint!("{}", String::from_utf8_lossy(&output.stdout));
+        }
+        match status {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(BuildError::ToolMissing {
+                    tool: tool.display().to_string(),
+                    install: self.install.to_string(),
+                })
+            }
+            Err(error) => Err(BuildError::Io {
+                path: tool,
+                source: error,
+            }),
+            Ok(output) if !output.status.success() => Err(BuildError::Componentize {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "{} failed{}",
+                    self.tool,
+                    match String::from_utf8_lossy(&output.stderr).trim() {
+                        "" => " (its messages are above)".to_string(),
+                        said => format!(": {said}"),
+                    }
+                ),
+            }),
+            // componentize-js exits 0 on some failures: no component is no success.
+            Ok(_) if !out.is_file() => Err(BuildError::Componentize {
+                path: dir.to_path_buf(),
+                message: format!("{} wrote no component (its messages are above)", self.tool),
+            }),
+            Ok(_) => Ok(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_wit_is_the_projects() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
+        for (name, text) in WIT_FILES {
+            assert_eq!(
+                std::fs::read_to_string(root.join(name)).unwrap(),
+                text,
+                "{name}"
+            );
+        }
+        let mut on_disk = Vec::new();
+        for dir in [
+            root.clone(),
+            root.join("deps/clocks"),
+            root.join("deps/io"),
+            root.join("deps/sockets"),
+        ] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|ext| ext == "wit") {
+                    on_disk.push(path);
+                }
+            }
+        }
+        assert_eq!(
+            on_disk.len(),
+            WIT_FILES.len(),
+            "every .wit file is embedded: {on_disk:?}"
+        );
+    }
+
+    #[test]
+    fn projects_are_told_apart_by_their_source_and_a_cargo_toml_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(of_project(dir.path()).is_none());
+        std::fs::write(dir.path().join("app.js"), "").unwrap();
+        assert_eq!(
+            of_project(dir.path()).map(|t| t.language),
+            Some("JavaScript")
+        );
+        std::fs::write(dir.path().join("app.py"), "").unwrap();
+        assert_eq!(of_project(dir.path()).map(|t| t.language), Some("Python"));
+        std::fs::write(dir.path().join("Cargo.toml"), "").unwrap();
+        assert!(of_project(dir.path()).is_none());
+    }
+
+    #[test]
+    fn warden_toml_names_the_capabilities_or_says_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            project_capabilities(dir.path()).unwrap(),
+            Capabilities::empty()
+        );
+        let file = dir.path().join(PROJECT_FILE);
+        std::fs::write(&file, "capabilities = []\n").unwrap();
+        assert_eq!(
+            project_capabilities(dir.path()).unwrap(),
+            Capabilities::empty()
+        );
+        std::fs::write(
+            &file,
+            "capabilities = [\"storage-read\", \"variables-read\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            project_capabilities(dir.path()).unwrap(),
+            Capabilities::STORAGE_READ | Capabilities::VARIABLES_READ
+        );
+        for (text, says) in [
+            ("capabilities = [\"teleport\"]", "teleport"),
+            ("capabilites = []", "capabilites"),
+            ("capabilities = 3", "capabilities"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let error = project_capabilities(dir.path()).unwrap_err().to_string();
+            assert!(
+                error.contains(says) && error.contains("warden.toml"),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_install_hints_name_the_pinned_releases() {
+        assert!(PYTHON.install.contains(COMPONENTIZE_PY));
+        assert!(JAVASCRIPT.install.contains(COMPONENTIZE_JS));
+    }
+
+    #[test]
+    fn the_world_includes_each_capability_asked_for() {
+        let world = world(Capabilities::STORAGE_READ | Capabilities::VARIABLES_READ);
+        assert!(world.contains("include base;"));
+        assert!(world.contains("include cap-storage-read;"));
+        assert!(world.contains("include cap-variables-read;"));
+        assert!(!world.contains("cap-storage-write"));
+    }
+}
