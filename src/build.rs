@@ -51,6 +51,10 @@ pub enum BuildError {
     Componentize { path: PathBuf, message: String },
     #[error("{path}: {message}; it may hold `capabilities = [\"storage-read\", ...]`")]
     Project { path: PathBuf, message: String },
+    #[error(
+        "{0} is a symbolic link (or not a directory); warden build writes only into the project's own files: remove it"
+    )]
+    Symlink(PathBuf),
     #[error("{tool} is not installed; install it with: {install}")]
     ToolMissing { tool: String, install: String },
 }

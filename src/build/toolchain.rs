@@ -116,6 +116,9 @@ pub fn of_project(dir: &Path) -> Option<&'static Toolchain> {
 /// (`capabilities = ["storage-read", …]`); none without one.
 pub fn project_capabilities(dir: &Path) -> Result<Capabilities, BuildError> {
     let path = dir.join(PROJECT_FILE);
+    if std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        return Err(BuildError::Symlink(path));
+    }
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -129,9 +132,17 @@ pub fn project_capabilities(dir: &Path) -> Result<Capabilities, BuildError> {
         #[serde(default)]
         capabilities: Vec<String>,
     }
+    // The message and the line, not toml's multi-line excerpt of the file.
     let project: Project = toml::from_str(&text).map_err(|error| BuildError::Project {
         path: path.clone(),
-        message: error.to_string(),
+        message: match error.span() {
+            Some(span) => format!(
+                "line {}: {}",
+                text[..span.start.min(text.len())].lines().count().max(1),
+                error.message()
+            ),
+            None => error.message().to_string(),
+        },
     })?;
     project
         .capabilities
@@ -166,7 +177,25 @@ impl Toolchain {
             let path = path.to_path_buf();
             move |source| BuildError::Io { path, source }
         };
-        let wit = dir.join("build/wit");
+        // build/ is written afresh, never through a link: a project from elsewhere could point
+        // build/ or a file in it at any file of the user's.
+        let build = dir.join("build");
+        match std::fs::symlink_metadata(&build) {
+            Ok(meta) if meta.file_type().is_symlink() || !meta.is_dir() => {
+                return Err(BuildError::Symlink(build));
+            }
+            _ => {}
+        }
+        let wit = build.join("wit");
+        match std::fs::remove_dir_all(&wit) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(BuildError::Io {
+                    path: wit,
+                    source: error,
+                });
+            }
+            _ => {}
+        }
         for (name, text) in WIT_FILES {
             let path = wit.join(name);
             if let Some(parent) = path.parent() {
@@ -184,7 +213,17 @@ impl Toolchain {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_else(|| "node".into());
-        let out = dir.join("build").join(format!("{name}.wasm"));
+        let out = build.join(format!("{name}.wasm"));
+        // What the tool writes is the result, never a file left from before.
+        match std::fs::remove_file(&out) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(BuildError::Io {
+                    path: out,
+                    source: error,
+                });
+            }
+            _ => {}
+        }
         let tool = self.command();
         let status = Command::new(&tool)
             .args((self.arguments)(dir, &wit, "warden-node", &out))
@@ -317,6 +356,45 @@ mod tests {
                 "{text}: {error}"
             );
         }
+    }
+
+    /// A project from elsewhere cannot make the build write through a link, nor pass off a
+    /// component it ships as the build's.
+    #[test]
+    fn the_build_writes_through_no_link_and_returns_only_what_the_tool_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "mine").unwrap();
+        let project = dir.path().join("project");
+        std::fs::create_dir_all(project.join("build/wit")).unwrap();
+        std::fs::write(project.join("app.js"), "").unwrap();
+        std::os::unix::fs::symlink(&victim, project.join("build/wit/node.wit")).unwrap();
+        std::fs::write(project.join("build/project.wasm"), "shipped").unwrap();
+        // A tool that exits 0 and writes nothing.
+        let quiet = Toolchain {
+            arguments: |_, _, _, _| Vec::new(),
+            tool: "true",
+            variable: "WARDEN_TEST_NO_SUCH_VARIABLE",
+            ..JAVASCRIPT
+        };
+        let error = quiet
+            .build(&project, Capabilities::empty(), true)
+            .unwrap_err();
+        assert!(error.to_string().contains("wrote no component"), "{error}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
+        assert!(!project.join("build/project.wasm").exists());
+        // build/ itself a link: refused.
+        let linked = dir.path().join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::os::unix::fs::symlink(dir.path(), linked.join("build")).unwrap();
+        let error = quiet
+            .build(&linked, Capabilities::empty(), true)
+            .unwrap_err();
+        assert!(matches!(error, BuildError::Symlink(_)), "{error}");
+        // warden.toml a link: refused, its target never echoed.
+        std::os::unix::fs::symlink(&victim, linked.join(PROJECT_FILE)).unwrap();
+        let error = project_capabilities(&linked).unwrap_err();
+        assert!(matches!(error, BuildError::Symlink(_)) && !error.to_string().contains("mine"));
     }
 
     #[test]

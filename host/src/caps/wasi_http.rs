@@ -9,10 +9,14 @@
 //! address, the same body, header and time limits inside the run's deadline, the same reserved
 //! headers. One hop: wasi:http hands a redirect back to the node, whose next request is checked
 //! again. wasmtime-wasi-http's own client is not compiled in.
+//!
+//! What a node can park in host memory through it is bounded: [`MAX_IN_FLIGHT`] requests and
+//! responses at a time, each within the http limits; a `fields` within [`FIELD_SIZE_LIMIT`];
+//! an unsent body within two small chunks; and every resource within the run's resource limit.
 
 use crate::bindings::wit::{Header, HostError, HttpRequest, Method};
 use crate::caps::http::send;
-use crate::net::client::{HttpLimits, RESERVED, is_reserved, method_name};
+use crate::net::client::{HttpLimits, RESERVED, check_headers, is_reserved, method_name};
 use crate::net::policy::NetworkPolicy;
 use crate::net::tls::TlsRoots;
 use crate::output::log::{Level, RunLog, Source};
@@ -21,8 +25,11 @@ use crate::policy::limits::HostLimits;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::{LinkOptions, http};
 use wasmtime_wasi_http::{
@@ -34,6 +41,18 @@ use wasmtime_wasi_http::{
 /// the wire size). The host sends at most [`crate::net::client::MAX_HEADER_BYTES`] of headers;
 /// this keeps a node from parking 128 KiB (the crate's default) in each of its resources.
 const FIELD_SIZE_LIMIT: usize = 128 * 1024 / 2;
+
+/// Requests of one run in flight at once, their responses included until the node drops them:
+/// each holds up to the response limit in host memory, so this bounds what a run can park
+/// there (warden's own http interface has one in flight). One more is refused.
+pub const MAX_IN_FLIGHT: usize = 2;
+
+/// Bytes of one write to an outgoing body, which buffers one write before the request is sent
+/// (two while it is being sent). A body of a request never sent stays buffered for as long as
+/// the request lives, so this bounds the buffered bytes by the resource limit: 16 KiB a request
+/// under an http grant, 1 KiB without one (nothing is sent then anyway).
+const BODY_CHUNK_BYTES: usize = 8 * 1024;
+const BODY_CHUNK_BYTES_UNGRANTED: usize = 512;
 
 /// Links `wasi:http/types` or `wasi:http/outgoing-handler`; false for anything else.
 pub(crate) fn link<T: WasiHttpView + 'static>(
@@ -72,6 +91,8 @@ pub(crate) struct Hooks {
     log: RunLog,
     deadline: Instant,
     limits: HttpLimits,
+    /// [`MAX_IN_FLIGHT`] permits, one held by each request until its response is dropped.
+    in_flight: Arc<Semaphore>,
 }
 
 impl Hooks {
@@ -100,6 +121,7 @@ impl Hooks {
                 request_body_bytes: limits.http_request_bytes,
                 response_body_bytes: limits.http_response_bytes,
             },
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
@@ -109,6 +131,50 @@ impl Hooks {
             Method::Get | Method::Head => "http-get",
             _ => "http-write",
         }
+    }
+}
+
+/// A URL for the log: without userinfo (`user:token@` is a credential).
+fn shown(uri: &::http::Uri) -> String {
+    match uri.authority() {
+        Some(authority) if authority.as_str().contains('@') => {
+            let host = authority
+                .as_str()
+                .rsplit_once('@')
+                .map(|(_, host)| host)
+                .unwrap_or_default();
+            let scheme = uri.scheme_str().unwrap_or("https");
+            let path = uri.path_and_query().map(|path| path.as_str()).unwrap_or("");
+            format!("{scheme}://{host}{path}")
+        }
+        _ => uri.to_string(),
+    }
+}
+
+/// A response body that holds its request's place among the run's [`MAX_IN_FLIGHT`] until
+/// the node drops it.
+struct HeldBody {
+    body: Full<Bytes>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -135,6 +201,7 @@ fn error_code(error: &HostError) -> Error {
     match error {
         HostError::Denied(_) => Error::HttpRequestDenied,
         HostError::Invalid(_) => Error::HttpRequestUriInvalid,
+        // Request-side sizes are checked before sending: what is left is the response's.
         HostError::TooLarge(_) => Error::HttpResponseBodySize(None),
         HostError::QuotaExceeded(_) => Error::ConnectionLimitReached,
         HostError::Unavailable(_) => Error::DestinationUnavailable,
@@ -155,6 +222,17 @@ impl WasiHttpHooks for Hooks {
     /// The client sets `Host` from the URL the allowlist checked.
     fn set_host_header(&mut self) -> bool {
         false
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        match self.methods.is_empty() {
+            true => BODY_CHUNK_BYTES_UNGRANTED,
+            false => BODY_CHUNK_BYTES,
+        }
     }
 
     fn send_request(
@@ -179,9 +257,10 @@ impl WasiHttpHooks for Hooks {
         let log = self.log.clone();
         let deadline = self.deadline;
         let limits = self.limits;
+        let in_flight = self.in_flight.clone();
         Box::new(async move {
             let (parts, body) = request.into_parts();
-            let url = parts.uri.to_string();
+            let url = shown(&parts.uri);
             if methods.is_empty() {
                 return Err(refuse(
                     &network,
@@ -211,6 +290,17 @@ impl WasiHttpHooks for Hooks {
                     ),
                 ));
             }
+            let Ok(permit) = in_flight.try_acquire_owned() else {
+                log.push(
+                    Level::Warn,
+                    Source::Host,
+                    &format!(
+                        "wasi:http request to {url} refused: the run already has {MAX_IN_FLIGHT} \
+                         requests in flight (a response counts until the node drops it)"
+                    ),
+                );
+                return Err(Error::ConnectionLimitReached);
+            };
             let mut headers = Vec::with_capacity(parts.headers.len());
             for (name, value) in &parts.headers {
                 if *name == ::http::header::CONTENT_LENGTH {
@@ -232,6 +322,14 @@ impl WasiHttpHooks for Hooks {
                     value: value.to_string(),
                 });
             }
+            if let Err(error) = check_headers(&headers, "request") {
+                log.push(
+                    Level::Warn,
+                    Source::Host,
+                    &format!("wasi:http request to {url}: {error}"),
+                );
+                return Err(Error::HttpRequestHeaderSectionSize(None));
+            }
             let body = match Limited::new(body, limits.request_body_bytes)
                 .collect()
                 .await
@@ -252,7 +350,7 @@ impl WasiHttpHooks for Hooks {
             };
             let request = HttpRequest {
                 method,
-                url: url.clone(),
+                url: parts.uri.to_string(),
                 headers,
                 body,
             };
@@ -275,9 +373,12 @@ impl WasiHttpHooks for Hooks {
             for header in &response.headers {
                 builder = builder.header(header.name.as_str(), header.value.as_str());
             }
-            let body = Full::new(Bytes::from(response.body))
-                .map_err(|never| match never {})
-                .boxed_unsync();
+            let body = HeldBody {
+                body: Full::new(Bytes::from(response.body)),
+                _permit: permit,
+            }
+            .map_err(|never| match never {})
+            .boxed_unsync();
             let response = builder
                 .body(body)
                 .map_err(|error| Error::InternalError(Some(error.to_string())))?;
@@ -371,6 +472,101 @@ mod tests {
         );
         let (denials, _) = log.denials();
         assert!(denials[0].message.contains("example.com"), "{denials:?}");
+    }
+
+    /// A plain HTTP/1.1 server answering `200 ok`, on a thread of its own.
+    fn server() -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                std::thread::spawn(move || {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                        match stream.read(&mut buffer) {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => request.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
+                });
+            }
+        });
+        address
+    }
+
+    #[test]
+    fn at_most_two_requests_are_in_flight_until_their_responses_are_dropped() {
+        let address = server();
+        let log = RunLog::new(64 * 1024);
+        let network = NetworkPolicy::new(
+            AllowedHosts::parse(&[address.as_str()]).unwrap(),
+            log.clone(),
+        );
+        let mut hooks = Hooks::new(
+            Capabilities::HTTP_GET,
+            TlsRoots::default(),
+            network,
+            log.clone(),
+            Instant::now() + std::time::Duration::from_secs(10),
+            &crate::policy::limits::Limits::default().host,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("http://{address}/");
+        let mut send = |hooks: &mut Hooks| {
+            let future = hooks.send_request(request("GET", &url), None, Box::new(async { Ok(()) }));
+            runtime.block_on(Box::into_pin(future))
+        };
+        let first = send(&mut hooks).unwrap();
+        let second = send(&mut hooks).unwrap();
+        assert_eq!(first.0.status(), 200);
+        let third = send(&mut hooks);
+        assert!(
+            matches!(third, Err(Error::ConnectionLimitReached)),
+            "{:?}",
+            third.err()
+        );
+        drop(first);
+        assert_eq!(send(&mut hooks).unwrap().0.status(), 200);
+        drop(second);
+        let said: Vec<String> = log
+            .records()
+            .into_iter()
+            .map(|record| record.message)
+            .collect();
+        assert!(
+            said.iter()
+                .any(|line| line.contains("2 requests in flight")),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn userinfo_never_reaches_the_log() {
+        let log = RunLog::new(64 * 1024);
+        let mut hooks = hooks(Capabilities::empty(), &log);
+        let result = outcome(
+            &mut hooks,
+            request("GET", "http://user:secret@127.0.0.1:1/x?y"),
+        );
+        assert!(
+            matches!(result, Err(Error::HttpRequestDenied)),
+            "{result:?}"
+        );
+        let (denials, _) = log.denials();
+        assert!(
+            !denials[0].message.contains("secret")
+                && denials[0].message.contains("http://127.0.0.1:1/x?y"),
+            "{denials:?}"
+        );
     }
 
     #[test]
