@@ -52,7 +52,7 @@ pub enum BuildError {
     #[error("{path}: {message}; it may hold `capabilities = [\"storage-read\", ...]`")]
     Project { path: PathBuf, message: String },
     #[error(
-        "{0} is a symbolic link (or not a directory); warden build writes only into the project's own files: remove it"
+        "{0} is a symbolic or hard link, or not a plain file or directory; warden build reads and writes only the project's own files: replace it with one"
     )]
     Symlink(PathBuf),
     #[error("{tool} is not installed; install it with: {install}")]

@@ -18,6 +18,8 @@ pub const COMPONENTIZE_QJS: &str = "0.4.5";
 
 /// The file of a project that says which capabilities its world includes.
 pub const PROJECT_FILE: &str = "warden.toml";
+/// Bytes a `warden.toml` may have.
+const MAX_PROJECT_FILE_BYTES: u64 = 64 * 1024;
 /// warden's WIT, as `wit/` holds it (a test keeps the two the same).
 pub const WIT_FILES: [(&str, &str); 7] = [
     (
@@ -116,8 +118,28 @@ pub fn of_project(dir: &Path) -> Option<&'static Toolchain> {
 /// (`capabilities = ["storage-read", …]`); none without one.
 pub fn project_capabilities(dir: &Path) -> Result<Capabilities, BuildError> {
     let path = dir.join(PROJECT_FILE);
-    if std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_symlink()) {
-        return Err(BuildError::Symlink(path));
+    // Only the project's own small file: not a link or a hard link to another file (whose
+    // lines a parse error would quote), not a FIFO (which would hold the build forever).
+    match std::fs::symlink_metadata(&path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Capabilities::empty());
+        }
+        Err(source) => return Err(BuildError::Io { path, source }),
+        Ok(meta) => {
+            use std::os::unix::fs::MetadataExt;
+            if !meta.file_type().is_file() || meta.nlink() != 1 {
+                return Err(BuildError::Symlink(path));
+            }
+            if meta.len() > MAX_PROJECT_FILE_BYTES {
+                return Err(BuildError::Project {
+                    path,
+                    message: format!(
+                        "it is {} bytes; at most {MAX_PROJECT_FILE_BYTES}",
+                        meta.len()
+                    ),
+                });
+            }
+        }
     }
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -395,6 +417,26 @@ mod tests {
         std::os::unix::fs::symlink(&victim, linked.join(PROJECT_FILE)).unwrap();
         let error = project_capabilities(&linked).unwrap_err();
         assert!(matches!(error, BuildError::Symlink(_)) && !error.to_string().contains("mine"));
+        // A hard link to another file, or a FIFO: refused, never read.
+        let hard = dir.path().join("hard");
+        std::fs::create_dir_all(&hard).unwrap();
+        std::fs::hard_link(&victim, hard.join(PROJECT_FILE)).unwrap();
+        assert!(matches!(
+            project_capabilities(&hard),
+            Err(BuildError::Symlink(_))
+        ));
+        let fifo = dir.path().join("fifo");
+        std::fs::create_dir_all(&fifo).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(fifo.join(PROJECT_FILE))
+            .status()
+            .is_ok_and(|status| status.success());
+        if made {
+            assert!(matches!(
+                project_capabilities(&fifo),
+                Err(BuildError::Symlink(_))
+            ));
+        }
     }
 
     #[test]

@@ -226,3 +226,29 @@ fn the_allowlist_and_the_capabilitys_methods_still_hold() {
     );
     assert_eq!(served.load(Ordering::SeqCst), 1);
 }
+
+/// wasmtime-wasi-http keeps a request's method and authority with no limit of its own: warden
+/// caps them, so a node with no grant cannot park megabytes in each request it never sends.
+#[test]
+fn over_long_methods_and_authorities_are_refused_without_a_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    wit(dir.path());
+    let types = format!("wasi:http/types@{VERSION}");
+    let imports = format!(
+        r#"(import "{types}" "[constructor]fields" (func $fields (result i32)))
+  (import "{types}" "[constructor]outgoing-request" (func $request (param i32) (result i32)))
+  (import "{types}" "[method]outgoing-request.set-method" (func $set_method (param i32 i32 i32 i32) (result i32)))
+  (import "{types}" "[method]outgoing-request.set-authority" (func $set_authority (param i32 i32 i32 i32) (result i32)))"#
+    );
+    // 2000 bytes of `a` at 4096: a valid token and a valid host name, just too long.
+    let data = format!(r#"(data (i32.const 4096) "{}")"#, "a".repeat(2000));
+    let body = r#"(local.set $i (call $request (call $fields)))
+    ;; other(64 bytes) is taken, other(65) refused
+    (if (call $set_method (local.get $i) (i32.const 9) (i32.const 4096) (i32.const 64)) (then unreachable))
+    (if (i32.eqz (call $set_method (local.get $i) (i32.const 9) (i32.const 4096) (i32.const 65))) (then unreachable))
+    ;; an authority of 1024 bytes is taken, 1025 refused
+    (if (call $set_authority (local.get $i) (i32.const 1) (i32.const 4096) (i32.const 1024)) (then unreachable))
+    (if (i32.eqz (call $set_authority (local.get $i) (i32.const 1) (i32.const 4096) (i32.const 1025))) (then unreachable))"#;
+    let component = hostile::component_in(dir.path(), "http-probe", 2, &imports, &data, "", body);
+    run(component, &config(Capabilities::empty(), &[]));
+}

@@ -3,6 +3,8 @@
 //! `cargo xtask deny` checks the dependency trees against deny.toml; `cargo xtask licenses`
 //! regenerates the license inventory in thirdparty/ (`--check`: fails when it is stale).
 //! `cargo xtask soak [--runs N]` runs the soak of tests/e2e/soak.rs longer than the test suite does.
+//! `cargo xtask bench` runs the benchmark suite (benches/suite.rs) and writes docs/BENCHMARKS.md;
+//! the test suite runs it once, quickly, only to prove it still builds and runs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
             fuzz(seconds)
         }
         "deny" => deny(),
+        "bench" => install_targets().and_then(|()| bench()),
         "soak" => soak_runs().and_then(|runs| install_targets().and_then(|()| soak(runs))),
         "licenses" => match std::env::args().nth(2).as_deref() {
             None => licenses(Inventory::Write),
@@ -33,7 +36,8 @@ fn main() -> ExitCode {
         },
         _ => Err(
             "usage: cargo xtask demo | cargo xtask test | cargo xtask fuzz [SECONDS] | \
-                  cargo xtask deny | cargo xtask licenses [--check] | cargo xtask soak [--runs N]"
+                  cargo xtask deny | cargo xtask licenses [--check] | cargo xtask soak [--runs N] | \
+                  cargo xtask bench"
                 .to_string(),
         ),
     };
@@ -111,6 +115,13 @@ fn test() -> Result<(), String> {
     deny()?;
     licenses(Inventory::Check)?;
     fuzz(15)
+}
+
+/// The benchmark suite, measured (release build), writing docs/BENCHMARKS.md and its charts.
+fn bench() -> Result<(), String> {
+    let mut command = cargo();
+    command.args(["bench", "--bench", "suite"]);
+    run(command)
 }
 
 /// The runs `cargo xtask soak` makes: `--runs N`, 5,000 when not given.

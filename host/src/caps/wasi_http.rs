@@ -22,7 +22,7 @@ use crate::net::tls::TlsRoots;
 use crate::output::log::{Level, RunLog, Source};
 use crate::policy::capability::Capabilities;
 use crate::policy::limits::HostLimits;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Bytes;
 use std::future::Future;
 use std::pin::Pin;
@@ -66,6 +66,7 @@ pub(crate) fn link<T: WasiHttpView + 'static>(
                 &LinkOptions::default().into(),
                 T::http,
             )?;
+            cap_request_strings(linker)?;
         }
         "wasi:http/outgoing-handler" => {
             http::outgoing_handler::add_to_linker::<T, WasiHttp>(linker, T::http)?;
@@ -74,6 +75,61 @@ pub(crate) fn link<T: WasiHttpView + 'static>(
     }
     Ok(true)
 }
+
+/// Bytes of a method (`other(...)`) and of an authority a node may set on a request.
+/// wasmtime-wasi-http stores both with no limit of its own (a path is capped by the `http`
+/// crate, a scheme at 64 bytes), so without these a node with no grant could park megabytes in
+/// each of its requests.
+pub const MAX_METHOD_BYTES: usize = 64;
+pub const MAX_AUTHORITY_BYTES: usize = 1024;
+
+/// Replaces `outgoing-request.set-method` and `set-authority` with versions that refuse an
+/// over-long string (the interface's own `err`) and otherwise do what wasmtime-wasi-http does.
+fn cap_request_strings<T: WasiHttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    use http::types::{HostOutgoingRequest, Method as WasiMethod};
+    use wasmtime::StoreContextMut;
+    use wasmtime::component::Resource;
+    use wasmtime_wasi_http::p2::types::HostOutgoingRequest as Request;
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(&format!("wasi:http/types@{WASI_HTTP_VERSION}"))?;
+    types.func_wrap(
+        "[method]outgoing-request.set-method",
+        |mut store: StoreContextMut<'_, T>, (request, method): (Resource<Request>, WasiMethod)| {
+            if let WasiMethod::Other(name) = &method
+                && name.len() > MAX_METHOD_BYTES
+            {
+                return Ok((Err(()),));
+            }
+            Ok((HostOutgoingRequest::set_method(
+                &mut store.data_mut().http(),
+                request,
+                method,
+            )?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-authority",
+        |mut store: StoreContextMut<'_, T>,
+         (request, authority): (Resource<Request>, Option<String>)| {
+            if authority
+                .as_ref()
+                .is_some_and(|authority| authority.len() > MAX_AUTHORITY_BYTES)
+            {
+                return Ok((Err(()),));
+            }
+            Ok((HostOutgoingRequest::set_authority(
+                &mut store.data_mut().http(),
+                request,
+                authority,
+            )?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The wasi:http version wasmtime-wasi-http 48 serves (imports of any 0.2.x match it).
+const WASI_HTTP_VERSION: &str = "0.2.12";
 
 /// The run's wasi:http context: the field limit, and what the hooks need to send.
 pub(crate) fn context() -> wasmtime_wasi_http::WasiHttpCtx {
@@ -151,10 +207,15 @@ fn shown(uri: &::http::Uri) -> String {
     }
 }
 
+/// Bytes of one frame of a response body handed to the node.
+const FRAME_BYTES: usize = 16 * 1024;
+
 /// A response body that holds its request's place among the run's [`MAX_IN_FLIGHT`] until
-/// the node drops it.
+/// the node drops it, and hands the body out in frames copied out of it: a frame sharing the
+/// whole buffer would keep it alive after the slot is given back (a node can splice a byte of
+/// it into a request it never sends).
 struct HeldBody {
-    body: Full<Bytes>,
+    body: Bytes,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -164,17 +225,24 @@ impl hyper::body::Body for HeldBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
+        _context: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(context)
+        if self.body.is_empty() {
+            return Poll::Ready(None);
+        }
+        let take = self.body.len().min(FRAME_BYTES);
+        let frame = Bytes::copy_from_slice(&self.body[..take]);
+        let rest = self.body.slice(take..);
+        self.body = rest;
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(frame))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body.is_empty()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
+        hyper::body::SizeHint::with_exact(self.body.len() as u64)
     }
 }
 
@@ -348,9 +416,11 @@ impl WasiHttpHooks for Hooks {
                     return Err(Error::HttpRequestBodySize(None));
                 }
             };
+            // Without userinfo (warden's client sends none): no layer below, nor any message
+            // it writes, sees a credential in the URL.
             let request = HttpRequest {
                 method,
-                url: parts.uri.to_string(),
+                url: url.clone(),
                 headers,
                 body,
             };
@@ -374,7 +444,7 @@ impl WasiHttpHooks for Hooks {
                 builder = builder.header(header.name.as_str(), header.value.as_str());
             }
             let body = HeldBody {
-                body: Full::new(Bytes::from(response.body)),
+                body: Bytes::from(response.body),
                 _permit: permit,
             }
             .map_err(|never| match never {})
@@ -566,6 +636,56 @@ mod tests {
             !denials[0].message.contains("secret")
                 && denials[0].message.contains("http://127.0.0.1:1/x?y"),
             "{denials:?}"
+        );
+    }
+
+    /// With a grant, the URL reaches warden's client without userinfo, so neither its
+    /// allowlist's messages nor its errors can log the credential.
+    #[test]
+    fn userinfo_never_reaches_the_client() {
+        let log = RunLog::new(64 * 1024);
+        let mut hooks = hooks(Capabilities::HTTP_GET, &log);
+        let result = outcome(
+            &mut hooks,
+            request("GET", "http://user:secret@127.0.0.1:99999/x"),
+        );
+        assert!(result.is_err());
+        let said: Vec<String> = log
+            .records()
+            .into_iter()
+            .map(|record| record.message)
+            .collect();
+        assert!(
+            !said.is_empty() && said.iter().all(|line| !line.contains("secret")),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn response_frames_are_small_copies() {
+        let body: Vec<u8> = (0..100_000u32).map(|index| index as u8).collect();
+        let semaphore = Arc::new(Semaphore::new(1));
+        let held = HeldBody {
+            body: Bytes::from(body.clone()),
+            _permit: semaphore.clone().try_acquire_owned().unwrap(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut frames = Vec::new();
+        let mut held = std::pin::pin!(held);
+        while let Some(frame) = runtime.block_on(std::future::poll_fn(|context| {
+            hyper::body::Body::poll_frame(held.as_mut(), context)
+        })) {
+            let data = frame.unwrap().into_data().unwrap();
+            assert!(data.len() <= FRAME_BYTES);
+            frames.extend_from_slice(&data);
+        }
+        assert_eq!(frames, body);
+        assert_eq!(
+            semaphore.available_permits(),
+            0,
+            "the slot is held until the body goes"
         );
     }
 

@@ -1,0 +1,1035 @@
+//! The benchmark suite: warden side by side with raw Wasmtime 48 in the same run, as ratios
+//! (these machines are shared and noisy; ratios hold where absolute times do not).
+//!
+//! `cargo xtask bench` runs it in full (`cargo bench --bench suite`) and writes
+//! docs/BENCHMARKS.md and its charts (docs/bench/*.svg). Run any other way (`cargo test --bench
+//! suite`, as CI does), every workload runs once with tiny sizes and nothing is written: that
+//! proves the suite still builds and runs, and claims nothing about time.
+//!
+//! Workloads (the nodes are `tests/nodes/bench`, built with the SDK):
+//! 1. ready to run: bytes to a prepared node, cold (compiling) and warm (from the code cache),
+//!    and verifying a signed package;
+//! 2. instantiate + call a no-op node from 1, 2, 16 and 64 concurrent tasks;
+//! 3. host calls: log calls and storage reads in one run;
+//! 4. a CPU-bound node (FNV-1a over 1 MB) under each interruption mode.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warden::build::{BuildOptions, Target, build};
+use warden_host::{
+    Capabilities, Field, NodeComponent, PreparedNode, RunContext, RunRequest, Runtime,
+    RuntimeConfig, Value, WasmSecurityConfig,
+};
+use wasmtime::component::{Component, ComponentType, InstancePre, Lift, Linker, Lower, TypedFunc};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut,
+};
+
+mod raw_types {
+    use super::*;
+
+    #[derive(ComponentType, Lift, Lower, Clone)]
+    #[component(record)]
+    pub struct RawContext {
+        #[component(name = "run-id")]
+        pub run_id: String,
+        #[component(name = "app-id")]
+        pub app_id: String,
+        #[component(name = "board-id")]
+        pub board_id: String,
+        #[component(name = "node-instance-id")]
+        pub node_instance_id: String,
+        #[component(name = "user-id")]
+        pub user_id: String,
+        #[component(name = "event-id")]
+        pub event_id: String,
+    }
+
+    #[derive(ComponentType, Lift, Lower, Clone)]
+    #[component(variant)]
+    pub enum RawValue {
+        #[component(name = "null")]
+        Null,
+        #[component(name = "boolean")]
+        Boolean(bool),
+        #[component(name = "integer")]
+        Integer(i64),
+        #[component(name = "float")]
+        Float(f64),
+        #[component(name = "text")]
+        Text(String),
+        #[component(name = "bytes")]
+        Bytes(Vec<u8>),
+        #[component(name = "json")]
+        Json(String),
+    }
+
+    #[derive(ComponentType, Lift, Lower, Clone)]
+    #[component(record)]
+    pub struct RawField {
+        pub name: String,
+        pub value: RawValue,
+    }
+
+    // Built by lifting the guest's arguments, never by name.
+    #[allow(dead_code)]
+    #[derive(ComponentType, Lift, Lower, Clone, Copy)]
+    #[component(enum)]
+    #[repr(u8)]
+    pub enum RawLevel {
+        #[component(name = "trace")]
+        Trace,
+        #[component(name = "debug")]
+        Debug,
+        #[component(name = "info")]
+        Info,
+        #[component(name = "warn")]
+        Warn,
+        #[component(name = "error")]
+        Error,
+    }
+
+    // Built by lifting the guest's arguments, never by name.
+    #[allow(dead_code)]
+    #[derive(ComponentType, Lift, Lower, Clone, Copy, PartialEq, Eq, Hash)]
+    #[component(enum)]
+    #[repr(u8)]
+    pub enum RawScope {
+        #[component(name = "board")]
+        Board,
+        #[component(name = "node")]
+        Node,
+        #[component(name = "user")]
+        User,
+        #[component(name = "upload")]
+        Upload,
+        #[component(name = "cache")]
+        Cache,
+    }
+
+    #[derive(ComponentType, Lift, Lower, Clone)]
+    #[component(variant)]
+    pub enum RawHostError {
+        #[component(name = "denied")]
+        Denied(String),
+        #[component(name = "invalid")]
+        Invalid(String),
+        #[component(name = "too-large")]
+        TooLarge(String),
+        #[component(name = "quota-exceeded")]
+        QuotaExceeded(String),
+        #[component(name = "unavailable")]
+        Unavailable(String),
+    }
+}
+use raw_types::*;
+
+type RunFunc = TypedFunc<(String, RawContext, Vec<RawField>), (Result<Vec<RawField>, String>,)>;
+
+/// What raw Wasmtime's host functions touch: a deadline, a log byte count and a map.
+struct RawState {
+    deadline: Instant,
+    logged: usize,
+    storage: Arc<HashMap<(RawScope, String), Vec<u8>>>,
+}
+
+/// How a raw engine interrupts a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Interruption {
+    None,
+    Epoch,
+    Fuel,
+    Both,
+}
+
+impl Interruption {
+    const ALL: [Interruption; 4] = [
+        Interruption::None,
+        Interruption::Epoch,
+        Interruption::Fuel,
+        Interruption::Both,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Interruption::None => "none",
+            Interruption::Epoch => "epoch",
+            Interruption::Fuel => "fuel",
+            Interruption::Both => "epoch+fuel",
+        }
+    }
+}
+
+/// Raw Wasmtime: an `InstancePre`, a plain store, a typed call, host functions doing the
+/// least the same work needs, and nothing else.
+struct Raw {
+    pre: InstancePre<RawState>,
+    interruption: Interruption,
+}
+
+impl Raw {
+    fn engine(pooling: bool, interruption: Interruption) -> Engine {
+        let mut config = Config::new();
+        if pooling {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(
+                PoolingAllocationConfig::new(),
+            ));
+        }
+        config.epoch_interruption(matches!(
+            interruption,
+            Interruption::Epoch | Interruption::Both
+        ));
+        config.consume_fuel(matches!(
+            interruption,
+            Interruption::Fuel | Interruption::Both
+        ));
+        Engine::new(&config).expect("a raw engine")
+    }
+
+    fn linker(engine: &Engine) -> Linker<RawState> {
+        let mut linker = Linker::new(engine);
+        linker
+            .instance("warden:node/context@0.1.0")
+            .and_then(|mut context| {
+                context.func_wrap(
+                    "remaining-ms",
+                    |store: StoreContextMut<'_, RawState>, ()| {
+                        Ok((store
+                            .data()
+                            .deadline
+                            .saturating_duration_since(Instant::now())
+                            .as_millis() as u64,))
+                    },
+                )
+            })
+            .expect("context");
+        linker
+            .instance("warden:node/log@0.1.0")
+            .and_then(|mut log| {
+                log.func_wrap(
+                    "log",
+                    |mut store: StoreContextMut<'_, RawState>,
+                     (_level, message): (RawLevel, String)| {
+                        store.data_mut().logged += message.len();
+                        Ok(())
+                    },
+                )
+            })
+            .expect("log");
+        linker
+            .instance("warden:node/storage-read@0.1.0")
+            .and_then(|mut storage| {
+                storage.func_wrap(
+                    "get",
+                    |store: StoreContextMut<'_, RawState>, (scope, key): (RawScope, String)| {
+                        let value = store.data().storage.get(&(scope, key)).cloned();
+                        Ok((Ok::<_, RawHostError>(value),))
+                    },
+                )?;
+                storage.func_wrap(
+                    "exists",
+                    |store: StoreContextMut<'_, RawState>, (scope, key): (RawScope, String)| {
+                        Ok((Ok::<_, RawHostError>(
+                            store.data().storage.contains_key(&(scope, key)),
+                        ),))
+                    },
+                )?;
+                storage.func_wrap(
+                    "list-keys",
+                    |_store: StoreContextMut<'_, RawState>,
+                     (_scope, _prefix, _limit): (RawScope, String, u32)| {
+                        Ok((Ok::<Vec<String>, RawHostError>(Vec::new()),))
+                    },
+                )
+            })
+            .expect("storage-read");
+        linker
+    }
+
+    fn new(bytes: &[u8], pooling: bool, interruption: Interruption) -> Self {
+        let engine = Self::engine(pooling, interruption);
+        let component = Component::new(&engine, bytes).expect("compile");
+        Raw::link(&engine, &component, interruption)
+    }
+
+    fn link(engine: &Engine, component: &Component, interruption: Interruption) -> Self {
+        let mut linker = Self::linker(engine);
+        linker
+            .define_unknown_imports_as_traps(component)
+            .expect("stubs");
+        Raw {
+            pre: linker.instantiate_pre(component).expect("link"),
+            interruption,
+        }
+    }
+
+    fn run(&self, node: &str, n: i64) -> i64 {
+        let state = RawState {
+            deadline: Instant::now() + Duration::from_secs(30),
+            logged: 0,
+            storage: Arc::default(),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        if matches!(self.interruption, Interruption::Fuel | Interruption::Both) {
+            store.set_fuel(u64::MAX).expect("fuel");
+        }
+        if matches!(self.interruption, Interruption::Epoch | Interruption::Both) {
+            store.set_epoch_deadline(u64::MAX / 2);
+        }
+        let instance = self.pre.instantiate(&mut store).expect("instantiate");
+        let interface = instance
+            .get_export_index(&mut store, None, "warden:node/node@0.1.0")
+            .expect("the node interface");
+        let run = instance
+            .get_export_index(&mut store, Some(&interface), "run")
+            .expect("run");
+        let run: RunFunc = instance.get_typed_func(&mut store, run).expect("typed run");
+        let context = RawContext {
+            run_id: String::new(),
+            app_id: "local".into(),
+            board_id: "default".into(),
+            node_instance_id: node.into(),
+            user_id: "local".into(),
+            event_id: String::new(),
+        };
+        let inputs = vec![RawField {
+            name: "n".into(),
+            value: RawValue::Integer(n),
+        }];
+        let (result,) = run
+            .call(&mut store, (node.into(), context, inputs))
+            .expect("call");
+        match result
+            .expect("the node succeeds")
+            .first()
+            .map(|field| &field.value)
+        {
+            Some(RawValue::Integer(value)) => *value,
+            _ => 0,
+        }
+    }
+}
+
+fn warden_run(tokio: &tokio::runtime::Runtime, prepared: &PreparedNode, node: &str, n: i64) -> i64 {
+    tokio.block_on(warden_run_async(prepared, node, n))
+}
+
+async fn warden_run_async(prepared: &PreparedNode, node: &str, n: i64) -> i64 {
+    let request = RunRequest {
+        node: Some(node.into()),
+        context: RunContext::for_node(node),
+        inputs: vec![Field {
+            name: "n".into(),
+            value: Value::Integer(n),
+        }],
+        ..RunRequest::default()
+    };
+    let outcome = prepared.run(request).await.expect("the node runs");
+    match outcome.outputs.first().map(|field| &field.value) {
+        Some(Value::Integer(value)) => *value,
+        _ => 0,
+    }
+}
+
+/// Sizes and durations: the full suite, or one quick pass.
+#[derive(Clone, Copy)]
+struct Scale {
+    full: bool,
+}
+
+impl Scale {
+    /// Samples of a measurement.
+    fn samples(self, full: usize) -> usize {
+        if self.full { full } else { 1 }
+    }
+
+    fn size(self, full: i64, quick: i64) -> i64 {
+        if self.full { full } else { quick }
+    }
+
+    fn duration(self, full: Duration) -> Duration {
+        if self.full {
+            full
+        } else {
+            Duration::from_millis(5)
+        }
+    }
+}
+
+/// Latencies of `samples` runs of `f`, after a warm-up, sorted.
+fn sample(samples: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    for _ in 0..samples.min(20) {
+        f();
+    }
+    let mut times: Vec<Duration> = (0..samples)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    times
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn median(sorted: &[Duration]) -> Duration {
+    percentile(sorted, 0.5)
+}
+
+/// A duration as people read it.
+fn human(duration: Duration) -> String {
+    let nanos = duration.as_nanos() as f64;
+    if nanos >= 1e9 {
+        format!("{:.2} s", nanos / 1e9)
+    } else if nanos >= 1e6 {
+        format!("{:.2} ms", nanos / 1e6)
+    } else if nanos >= 1e3 {
+        format!("{:.1} µs", nanos / 1e3)
+    } else {
+        format!("{nanos:.0} ns")
+    }
+}
+
+fn ratio(ours: Duration, theirs: Duration) -> String {
+    if theirs.is_zero() {
+        return "–".into();
+    }
+    format!("{:.2}x", ours.as_secs_f64() / theirs.as_secs_f64())
+}
+
+fn build_bench_node() -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let options = BuildOptions {
+        target: Target::Unknown,
+        quiet: true,
+        ..BuildOptions::default()
+    };
+    let built = build(&root.join("tests/nodes/bench"), &options).expect("build the bench node");
+    std::fs::read(&built[0]).expect("read the bench node")
+}
+
+fn grant() -> WasmSecurityConfig {
+    WasmSecurityConfig {
+        capabilities: Capabilities::STORAGE_READ,
+        ..WasmSecurityConfig::default()
+    }
+}
+
+/// One table of the report, in Markdown.
+struct Table {
+    title: String,
+    note: String,
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(title: &str, note: &str, header: &[&str]) -> Self {
+        Table {
+            title: title.into(),
+            note: note.into(),
+            header: header.iter().map(|cell| cell.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn markdown(&self) -> String {
+        let mut text = format!("## {}\n\n{}\n\n", self.title, self.note);
+        let _ = writeln!(text, "| {} |", self.header.join(" | "));
+        let _ = writeln!(text, "|{}", "---|".repeat(self.header.len()));
+        for row in &self.rows {
+            let _ = writeln!(text, "| {} |", row.join(" | "));
+        }
+        text
+    }
+}
+
+/// 1. Ready to run: bytes to a prepared node.
+fn ready(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
+    let samples = scale.samples(10);
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    // Measured inside: the runtime's creation is not part of readiness.
+    let timed = |warm: bool| {
+        let cache_dir = tempfile::tempdir().expect("a cache directory");
+        let cache = Arc::new(
+            warden_host::CodeCache::open(&cache_dir.path().join("code")).expect("code cache"),
+        );
+        let runtime_with_cache = || {
+            let mut config =
+                RuntimeConfig::new(warden_host::Storage::in_memory().expect("storage"));
+            config.code_cache = Some(cache.clone());
+            Runtime::from_config(config)
+        };
+        if warm {
+            let runtime = runtime_with_cache();
+            let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
+            tokio
+                .block_on(runtime.prepare(&component, &grant()))
+                .expect("fill the cache");
+        }
+        let mut times = Vec::new();
+        for _ in 0..samples {
+            let runtime = runtime_with_cache();
+            let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
+            let start = Instant::now();
+            black_box(
+                tokio
+                    .block_on(runtime.prepare(&component, &grant()))
+                    .expect("prepare"),
+            );
+            times.push(start.elapsed());
+        }
+        times.sort_unstable();
+        times
+    };
+    let warden_cold = {
+        let mut times = Vec::new();
+        for _ in 0..samples {
+            let runtime = Runtime::new().expect("runtime");
+            let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
+            let start = Instant::now();
+            black_box(
+                tokio
+                    .block_on(runtime.prepare(&component, &grant()))
+                    .expect("prepare"),
+            );
+            times.push(start.elapsed());
+        }
+        times.sort_unstable();
+        times
+    };
+    let warden_warm = timed(true);
+    // Raw Wasmtime: compile and link; and from serialized code.
+    let engine = Raw::engine(true, Interruption::Both);
+    let raw_cold = sample(samples, || {
+        let component = Component::new(&engine, bytes).expect("compile");
+        black_box(Raw::link(&engine, &component, Interruption::Both));
+    });
+    let serialized = Component::new(&engine, bytes)
+        .and_then(|component| component.serialize())
+        .expect("serialize");
+    let raw_warm = sample(samples, || {
+        // SAFETY: the bytes were serialized by this engine just above.
+        let component =
+            unsafe { Component::deserialize(&engine, &serialized) }.expect("deserialize");
+        black_box(Raw::link(&engine, &component, Interruption::Both));
+    });
+    // Verifying a signed package of the same component (before anything is compiled).
+    let key = warden_package::generate_key().expect("a key");
+    let manifest = warden_package::Manifest {
+        name: "bench".into(),
+        version: "1.0.0".into(),
+        description: String::new(),
+        publisher: String::new(),
+        capabilities: Vec::new(),
+        allowed_hosts: Vec::new(),
+        limits: "default".into(),
+        wit: String::new(),
+        component_sha256: String::new(),
+        component_bytes: 0,
+    };
+    let package = warden_package::pack(bytes, manifest, &key).expect("pack");
+    let verify = sample(samples.max(10), || {
+        let package = warden_package::decode(&package).expect("decode");
+        black_box(warden_package::verify(&package, None).expect("verify"));
+    });
+    let mut table = Table::new(
+        "1. Ready to run",
+        &format!(
+            "From the component's bytes to a node ready to instantiate: compiled and linked \
+             (cold), or loaded from the compiled-code cache (warm; raw Wasmtime deserializes what \
+             it serialized). The node is `tests/nodes/bench` ({} KB). Medians of {samples}.",
+            bytes.len() / 1024
+        ),
+        &["", "raw Wasmtime", "warden", "warden / raw"],
+    );
+    let (cold_m, warm_m) = (median(&warden_cold), median(&warden_warm));
+    table.row(vec![
+        "cold (compile + link)".into(),
+        human(median(&raw_cold)),
+        human(cold_m),
+        ratio(cold_m, median(&raw_cold)),
+    ]);
+    table.row(vec![
+        "warm (from the cache)".into(),
+        human(median(&raw_warm)),
+        human(warm_m),
+        ratio(warm_m, median(&raw_warm)),
+    ]);
+    table.row(vec![
+        "cold / warm".into(),
+        format!(
+            "{:.0}x",
+            median(&raw_cold).as_secs_f64() / median(&raw_warm).as_secs_f64().max(1e-9)
+        ),
+        format!(
+            "{:.0}x",
+            cold_m.as_secs_f64() / warm_m.as_secs_f64().max(1e-9)
+        ),
+        "target: warden at least 20x".into(),
+    ]);
+    table.row(vec![
+        "verify a signed package".into(),
+        "–".into(),
+        human(median(&verify)),
+        "–".into(),
+    ]);
+    tables.push(table);
+}
+
+/// Throughput and latency of instantiate + call of the no-op node from `tasks` at once.
+struct Concurrency {
+    tasks: usize,
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn raw_concurrency(raw: &Arc<Raw>, tasks: usize, length: Duration) -> Concurrency {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let raw = raw.clone();
+            std::thread::spawn(move || {
+                let mut times = Vec::new();
+                while start.elapsed() < length {
+                    let begun = Instant::now();
+                    black_box(raw.run("noop", 0));
+                    times.push(begun.elapsed());
+                }
+                times
+            })
+        })
+        .collect();
+    let mut times: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|handle| handle.join().expect("a raw task"))
+        .collect();
+    let elapsed = start.elapsed();
+    times.sort_unstable();
+    Concurrency {
+        tasks,
+        per_second: times.len() as f64 / elapsed.as_secs_f64(),
+        p50: median(&times),
+        p99: percentile(&times, 0.99),
+    }
+}
+
+fn warden_concurrency(
+    tokio: &tokio::runtime::Runtime,
+    prepared: &PreparedNode,
+    tasks: usize,
+    length: Duration,
+) -> Concurrency {
+    let start = Instant::now();
+    let mut times: Vec<Duration> = tokio.block_on(async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let prepared = prepared.clone();
+                tokio::spawn(async move {
+                    let mut times = Vec::new();
+                    while start.elapsed() < length {
+                        let begun = Instant::now();
+                        black_box(warden_run_async(&prepared, "noop", 0).await);
+                        times.push(begun.elapsed());
+                        // Let the other tasks in, as a server's would.
+                        tokio::task::yield_now().await;
+                    }
+                    times
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for handle in handles {
+            all.extend(handle.await.expect("a warden task"));
+        }
+        all
+    });
+    let elapsed = start.elapsed();
+    times.sort_unstable();
+    Concurrency {
+        tasks,
+        per_second: times.len() as f64 / elapsed.as_secs_f64(),
+        p50: median(&times),
+        p99: percentile(&times, 0.99),
+    }
+}
+
+/// 2. Instantiate + call from concurrent tasks.
+fn concurrency(
+    scale: Scale,
+    bytes: &[u8],
+    tables: &mut Vec<Table>,
+) -> (Vec<Concurrency>, Vec<Concurrency>) {
+    let length = scale.duration(Duration::from_secs(2));
+    let raw = Arc::new(Raw::new(bytes, true, Interruption::None));
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let runtime = Runtime::new().expect("runtime");
+    let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
+    let prepared = tokio
+        .block_on(runtime.prepare(&component, &grant()))
+        .expect("prepare");
+    let mut raws = Vec::new();
+    let mut wardens = Vec::new();
+    for tasks in [1, 2, 16, 64] {
+        raws.push(raw_concurrency(&raw, tasks, length));
+        wardens.push(warden_concurrency(&tokio, &prepared, tasks, length));
+    }
+    let mut table = Table::new(
+        "2. Instantiate + call a no-op node, concurrently",
+        &format!(
+            "Runs per second and latency of instantiate + call from N tasks at once, for {} \
+             each, on {workers} cores: raw Wasmtime (pooling allocator, no interruption) on N \
+             threads, warden on N tasks of a {workers}-thread tokio runtime. Target: 2 tasks at \
+             least 1.7x the runs per second of 1.",
+            human(length)
+        ),
+        &[
+            "tasks",
+            "raw runs/s",
+            "raw p50",
+            "raw p99",
+            "warden runs/s",
+            "warden p50",
+            "warden p99",
+            "warden / raw runs/s",
+            "warden scaling vs 1 task",
+        ],
+    );
+    let single = wardens.first().map_or(1.0, |first| first.per_second);
+    for (raw, warden) in raws.iter().zip(&wardens) {
+        table.row(vec![
+            raw.tasks.to_string(),
+            format!("{:.0}", raw.per_second),
+            human(raw.p50),
+            human(raw.p99),
+            format!("{:.0}", warden.per_second),
+            human(warden.p50),
+            human(warden.p99),
+            format!("{:.2}", warden.per_second / raw.per_second.max(1e-9)),
+            format!("{:.2}x", warden.per_second / single.max(1e-9)),
+        ]);
+    }
+    tables.push(table);
+    (raws, wardens)
+}
+
+/// 3. Host calls: `n` log calls, `n` storage reads in one run, less the no-op run.
+fn host_calls(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
+    let calls = scale.size(100_000, 10);
+    let samples = scale.samples(20);
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let runtime = Runtime::new().expect("runtime");
+    let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
+    let prepared = tokio
+        .block_on(runtime.prepare(&component, &grant()))
+        .expect("prepare");
+    let raw = Raw::new(bytes, true, Interruption::Both);
+    let mut table = Table::new(
+        "3. Host calls",
+        &format!(
+            "{calls} calls in one run, per call (the run's time less a no-op run's, divided by \
+             {calls}). Raw Wasmtime's host functions do the least the same work needs: `log` \
+             counts the bytes, `storage-read.get` looks the key up in a `HashMap`; warden's \
+             log keeps the record (up to the log cap) and storage reads go to its redb store. \
+             Medians of {samples}. Target: at most 1.10x raw Wasmtime for a call."
+        ),
+        &["call", "raw Wasmtime", "warden", "warden / raw"],
+    );
+    let raw_noop = median(&sample(samples, || {
+        black_box(raw.run("noop", 0));
+    }));
+    let warden_noop = median(&sample(samples, || {
+        black_box(warden_run(&tokio, &prepared, "noop", 0));
+    }));
+    for node in ["log-calls", "storage-reads"] {
+        let raw_time = median(&sample(samples, || {
+            black_box(raw.run(node, calls));
+        }));
+        let warden_time = median(&sample(samples, || {
+            black_box(warden_run(&tokio, &prepared, node, calls));
+        }));
+        let per = |total: Duration, base: Duration| {
+            total.saturating_sub(base) / u32::try_from(calls).unwrap_or(u32::MAX)
+        };
+        let (raw_per, warden_per) = (per(raw_time, raw_noop), per(warden_time, warden_noop));
+        table.row(vec![
+            node.replace('-', " "),
+            human(raw_per),
+            human(warden_per),
+            ratio(warden_per, raw_per),
+        ]);
+    }
+    tables.push(table);
+}
+
+/// 4. The CPU-bound node under each interruption mode.
+fn interruption(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) -> Vec<(String, Duration)> {
+    let size = scale.size(1 << 20, 64);
+    let samples = scale.samples(20);
+    let mut results = Vec::new();
+    for mode in Interruption::ALL {
+        let raw = Raw::new(bytes, true, mode);
+        let time = median(&sample(samples, || {
+            black_box(raw.run("hash", size));
+        }));
+        results.push((format!("raw, {}", mode.name()), time));
+    }
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let runtime = Runtime::new().expect("runtime");
+    let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
+    let prepared = tokio
+        .block_on(runtime.prepare(&component, &grant()))
+        .expect("prepare");
+    let warden = median(&sample(samples, || {
+        black_box(warden_run(&tokio, &prepared, "hash", size));
+    }));
+    results.push(("warden (epoch+fuel, always)".into(), warden));
+    let none = results[0].1;
+    let mut table = Table::new(
+        "4. A CPU-bound node under each interruption mode",
+        &format!(
+            "FNV-1a over {} KiB generated in the node, one run, medians of {samples}; raw \
+             Wasmtime with epoch interruption, fuel metering, both or neither, and warden (which \
+             always has both: the timeout and the fuel limit). Target: epoch at most 15% over \
+             none.",
+            size / 1024
+        ),
+        &["mode", "time", "over none"],
+    );
+    for (mode, time) in &results {
+        table.row(vec![
+            mode.clone(),
+            human(*time),
+            format!(
+                "{:+.0}%",
+                (time.as_secs_f64() / none.as_secs_f64().max(1e-12) - 1.0) * 100.0
+            ),
+        ]);
+    }
+    tables.push(table);
+    results
+}
+
+/// The concurrency curves, as an SVG chart.
+fn concurrency_chart(path: &Path, raw: &[Concurrency], warden: &[Concurrency]) {
+    use plotters::prelude::*;
+    let top = raw
+        .iter()
+        .chain(warden)
+        .map(|point| point.per_second)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+    let _ = root.fill(&WHITE);
+    let Ok(mut chart) = ChartBuilder::on(&root)
+        .caption("instantiate + call, runs per second", ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0f64..3.0f64, 0.0..top)
+    else {
+        return;
+    };
+    let labels = ["1", "2", "16", "64"];
+    let _ = chart
+        .configure_mesh()
+        .x_labels(4)
+        .x_label_formatter(&|x| {
+            labels
+                .get(x.round() as usize)
+                .map(|label| label.to_string())
+                .unwrap_or_default()
+        })
+        .x_desc("concurrent tasks")
+        .y_desc("runs/s")
+        .draw();
+    for (name, points, color) in [
+        ("raw Wasmtime (pooling)", raw, BLUE),
+        ("warden", warden, RED),
+    ] {
+        let series: Vec<(f64, f64)> = points
+            .iter()
+            .enumerate()
+            .map(|(index, point)| (index as f64, point.per_second))
+            .collect();
+        if let Ok(drawn) = chart.draw_series(LineSeries::new(series, color.stroke_width(2))) {
+            drawn
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+    }
+    let _ = chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw();
+    let _ = root.present();
+}
+
+/// The interruption modes' times, as an SVG bar chart.
+fn interruption_chart(path: &Path, results: &[(String, Duration)]) {
+    use plotters::prelude::*;
+    let top = results
+        .iter()
+        .map(|(_, time)| time.as_secs_f64() * 1e3)
+        .fold(0.001, f64::max)
+        * 1.15;
+    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+    let _ = root.fill(&WHITE);
+    let Ok(mut chart) = ChartBuilder::on(&root)
+        .caption(
+            "FNV-1a over 1 MiB, by interruption mode",
+            ("sans-serif", 20),
+        )
+        .margin(16)
+        .x_label_area_size(60)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0..results.len(), 0.0..top)
+    else {
+        return;
+    };
+    let _ = chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(results.len())
+        .x_label_formatter(&|index| {
+            results
+                .get(*index)
+                .map(|(name, _)| name.clone())
+                .unwrap_or_default()
+        })
+        .y_desc("ms")
+        .draw();
+    let _ = chart.draw_series(results.iter().enumerate().map(|(index, (_, time))| {
+        Rectangle::new(
+            [(index, 0.0), (index + 1, time.as_secs_f64() * 1e3)],
+            BLUE.mix(0.6).filled(),
+        )
+    }));
+    let _ = root.present();
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other run (cargo test) is the quick pass.
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let scale = Scale { full };
+    let started = Instant::now();
+    let bytes = build_bench_node();
+    let mut tables = Vec::new();
+    eprintln!("suite: 1. ready to run");
+    ready(scale, &bytes, &mut tables);
+    eprintln!("suite: 2. concurrency");
+    let (raw, warden) = concurrency(scale, &bytes, &mut tables);
+    eprintln!("suite: 3. host calls");
+    host_calls(scale, &bytes, &mut tables);
+    eprintln!("suite: 4. interruption modes");
+    let modes = interruption(scale, &bytes, &mut tables);
+    if !full {
+        eprintln!(
+            "suite: every workload ran once in {:.1} s (quick pass; `cargo xtask bench` measures)",
+            started.elapsed().as_secs_f64()
+        );
+        return;
+    }
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let charts = docs.join("bench");
+    if let Err(error) = std::fs::create_dir_all(&charts) {
+        eprintln!("suite: cannot create {}: {error}", charts.display());
+        std::process::exit(1);
+    }
+    concurrency_chart(&charts.join("concurrency.svg"), &raw, &warden);
+    interruption_chart(&charts.join("interruption.svg"), &modes);
+    let mut report = format!(
+        "# Benchmarks\n\nWritten by `cargo xtask bench` (`benches/suite.rs`) on {} with {} cores, \
+         {} after {:.0} s of measuring. Every workload runs warden and raw Wasmtime 48 side by \
+         side in the same process; read the ratios, which hold on a shared, noisy machine where \
+         the absolute times do not. Raw Wasmtime is the speed limit: an `InstancePre`, a plain \
+         store, a typed call and host functions that do the least the work needs.\n\n\
+         Not measured yet: Extism, an 18 MB Python node's readiness, `http-get` calls, memory \
+         per prepared node and per instance, and the daemon over HTTP (see issue 14). The \
+         micro-benchmarks of `benches/runtime.rs` (criterion) and the history of earlier \
+         measurements are in [benchmarks-history.md](benchmarks-history.md).\n\n",
+        machine(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        today(),
+        started.elapsed().as_secs_f64()
+    );
+    for table in &tables {
+        report += &table.markdown();
+        report += "\n";
+        if table.title.starts_with("2.") {
+            report += "![runs per second by concurrent tasks](bench/concurrency.svg)\n\n";
+        }
+        if table.title.starts_with("4.") {
+            report += "![time by interruption mode](bench/interruption.svg)\n\n";
+        }
+    }
+    let path = docs.join("BENCHMARKS.md");
+    if let Err(error) = std::fs::write(&path, report) {
+        eprintln!("suite: cannot write {}: {error}", path.display());
+        std::process::exit(1);
+    }
+    eprintln!("suite: wrote {}", path.display());
+}
+
+/// The CPU's model name, from /proc/cpuinfo where there is one.
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "an unknown CPU".into())
+}
+
+/// Today's date (UTC), from the system clock.
+fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() / 86_400) as i64;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
