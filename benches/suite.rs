@@ -12,6 +12,11 @@
 //! 2. instantiate + call a no-op node from 1, 2, 16 and 64 concurrent tasks;
 //! 3. host calls: log calls and storage reads in one run;
 //! 4. a CPU-bound node (FNV-1a over 1 MB) under each interruption mode.
+//!
+//! For experiments: `WARDEN_BENCH_ONLY=concurrency` (or `ready`, `host-calls`, `interruption`)
+//! runs one workload and prints its table; `WARDEN_BENCH_KEEP_RESIDENT=BYTES`,
+//! `WARDEN_BENCH_DECOMMIT_BATCH=N` and `WARDEN_BENCH_NO_COW=1` change raw Wasmtime's pooling
+//! allocator (see docs/benchmarks-history.md).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -175,9 +180,19 @@ impl Raw {
     fn engine(pooling: bool, interruption: Interruption) -> Engine {
         let mut config = Config::new();
         if pooling {
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(
-                PoolingAllocationConfig::new(),
-            ));
+            let mut pool = PoolingAllocationConfig::new();
+            if let Ok(bytes) = std::env::var("WARDEN_BENCH_KEEP_RESIDENT") {
+                let bytes: usize = bytes.parse().unwrap_or(0);
+                pool.linear_memory_keep_resident(bytes)
+                    .table_keep_resident(bytes);
+            }
+            if let Ok(batch) = std::env::var("WARDEN_BENCH_DECOMMIT_BATCH") {
+                pool.decommit_batch_size(batch.parse().unwrap_or(1));
+            }
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            if std::env::var_os("WARDEN_BENCH_NO_COW").is_some() {
+                config.memory_init_cow(false);
+            }
         }
         config.epoch_interruption(matches!(
             interruption,
@@ -947,6 +962,20 @@ fn main() {
     let started = Instant::now();
     let bytes = build_bench_node();
     let mut tables = Vec::new();
+    if let Ok(only) = std::env::var("WARDEN_BENCH_ONLY") {
+        // An experiment: one workload, printed, nothing written.
+        match only.as_str() {
+            "concurrency" => drop(concurrency(scale, &bytes, &mut tables)),
+            "interruption" => drop(interruption(scale, &bytes, &mut tables)),
+            "ready" => ready(scale, &bytes, &mut tables),
+            "host-calls" => host_calls(scale, &bytes, &mut tables),
+            other => eprintln!("suite: no workload `{other}`"),
+        }
+        for table in &tables {
+            println!("{}", table.markdown());
+        }
+        return;
+    }
     eprintln!("suite: 1. ready to run");
     ready(scale, &bytes, &mut tables);
     eprintln!("suite: 2. concurrency");
