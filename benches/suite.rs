@@ -11,7 +11,8 @@
 //!    and verifying a signed package;
 //! 2. instantiate + call a no-op node from 1, 2, 16 and 64 concurrent tasks;
 //! 3. host calls: log calls and storage reads in one run;
-//! 4. a CPU-bound node (FNV-1a over 1 MB) under each interruption mode.
+//! 4. a CPU-bound node (FNV-1a over 1 MB) under each interruption mode;
+//! 5. resident memory per idle prepared node and per live instance.
 //!
 //! For experiments: `WARDEN_BENCH_ONLY=concurrency` (or `ready`, `host-calls`, `interruption`)
 //! runs one workload and prints its table; `WARDEN_BENCH_KEEP_RESIDENT=BYTES`,
@@ -296,6 +297,17 @@ impl Raw {
             store.set_epoch_deadline(u64::MAX / 2);
         }
         let instance = self.pre.instantiate(&mut store).expect("instantiate");
+        self.call(&mut store, &instance, node, n)
+    }
+
+    /// Calls `node` of an instantiated `instance` with input `n`; its `result`.
+    fn call(
+        &self,
+        mut store: &mut Store<RawState>,
+        instance: &wasmtime::component::Instance,
+        node: &str,
+        n: i64,
+    ) -> i64 {
         let interface = instance
             .get_export_index(&mut store, None, "warden:node/node@0.1.0")
             .expect("the node interface");
@@ -437,9 +449,62 @@ fn build_bench_node() -> Vec<u8> {
 
 fn grant() -> WasmSecurityConfig {
     WasmSecurityConfig {
-        capabilities: Capabilities::STORAGE_READ,
+        capabilities: Capabilities::STORAGE_READ | Capabilities::HTTP_GET,
         ..WasmSecurityConfig::default()
     }
+}
+
+/// A plain HTTP/1.1 server on loopback answering every request `200 ok`, on a thread and
+/// runtime of its own; its address.
+fn ok_server() -> std::net::SocketAddr {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("a loopback port");
+            let _ = sender.send(listener.local_addr().expect("its address"));
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_request| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(hyper::body::Bytes::from_static(b"ok")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    receiver.recv().expect("the server's address")
+}
+
+/// One GET of `http://{address}/` with raw hyper, on a connection of its own (as warden's
+/// client makes one per request); the status.
+async fn raw_get(address: std::net::SocketAddr) -> u16 {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/")
+        .header("host", address.to_string())
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .expect("a request");
+    let response = sender.send_request(request).await.expect("a response");
+    let status = response.status().as_u16();
+    black_box(response.into_body().collect().await.expect("the body"));
+    status
 }
 
 /// One table of the report, in Markdown.
@@ -602,6 +667,9 @@ fn ready(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
         ),
         "target: warden at least 20x".into(),
     ]);
+    if scale.full {
+        python_ready(&tokio, &mut table);
+    }
     table.row(vec![
         "verify a signed package".into(),
         "–".into(),
@@ -609,6 +677,114 @@ fn ready(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
         "–".into(),
     ]);
     tables.push(table);
+}
+
+/// The 18 MB Python example, cold and warm, when componentize-py is where the toolchain
+/// tests install it (`cargo xtask test` does); a row saying so otherwise.
+fn python_ready(tokio: &tokio::runtime::Runtime, table: &mut Table) {
+    let tool = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!(
+            "componentize-py-{}",
+            warden::build::toolchain::COMPONENTIZE_PY
+        ))
+        .join("bin/componentize-py");
+    let skip = |table: &mut Table, why: &str| {
+        table.row(vec![
+            "Python node (18 MB)".into(),
+            "–".into(),
+            format!("not measured: {why}"),
+            "–".into(),
+        ]);
+    };
+    if !tool.exists() {
+        return skip(
+            table,
+            "componentize-py is not installed (the toolchain tests install it)",
+        );
+    }
+    let Ok(scratch) = tempfile::tempdir() else {
+        return skip(table, "no temporary directory");
+    };
+    let project = scratch.path().join("text-transform");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if std::fs::create_dir_all(&project).is_err()
+        || std::fs::copy(
+            root.join("nodes/python/text-transform/app.py"),
+            project.join("app.py"),
+        )
+        .is_err()
+    {
+        return skip(table, "cannot copy the example");
+    }
+    let built =
+        warden::build::toolchain::PYTHON.build_with(&tool, &project, Capabilities::empty(), true);
+    let Ok(path) = built else {
+        return skip(table, "the build failed");
+    };
+    let Ok(bytes) = std::fs::read(&path) else {
+        return skip(table, "cannot read the build");
+    };
+    let nothing = WasmSecurityConfig {
+        capabilities: Capabilities::empty(),
+        ..WasmSecurityConfig::default()
+    };
+    let samples = 3;
+    let mut cold = Vec::new();
+    for _ in 0..samples {
+        let runtime = Runtime::new().expect("runtime");
+        let component = NodeComponent::from_bytes(bytes.clone()).expect("component");
+        let start = Instant::now();
+        black_box(
+            tokio
+                .block_on(runtime.prepare(&component, &nothing))
+                .expect("prepare"),
+        );
+        cold.push(start.elapsed());
+    }
+    cold.sort_unstable();
+    let cache =
+        Arc::new(warden_host::CodeCache::open(&scratch.path().join("code")).expect("code cache"));
+    let runtime_with_cache = || {
+        let mut config = RuntimeConfig::new(warden_host::Storage::in_memory().expect("storage"));
+        config.code_cache = Some(cache.clone());
+        Runtime::from_config(config)
+    };
+    let component = NodeComponent::from_bytes(bytes.clone()).expect("component");
+    tokio
+        .block_on(runtime_with_cache().prepare(&component, &nothing))
+        .expect("fill the cache");
+    let mut warm = Vec::new();
+    for _ in 0..samples {
+        let runtime = runtime_with_cache();
+        let component = NodeComponent::from_bytes(bytes.clone()).expect("component");
+        let start = Instant::now();
+        black_box(
+            tokio
+                .block_on(runtime.prepare(&component, &nothing))
+                .expect("prepare"),
+        );
+        warm.push(start.elapsed());
+    }
+    warm.sort_unstable();
+    let (cold, warm) = (median(&cold), median(&warm));
+    table.row(vec![
+        format!("Python node ({} MB): cold", bytes.len() / 1_000_000),
+        "–".into(),
+        human(cold),
+        "–".into(),
+    ]);
+    table.row(vec![
+        "Python node: warm".into(),
+        "–".into(),
+        human(warm),
+        "–".into(),
+    ]);
+    table.row(vec![
+        "Python node: cold / warm".into(),
+        "–".into(),
+        format!("{:.0}x", cold.as_secs_f64() / warm.as_secs_f64().max(1e-9)),
+        "target: at least 100x".into(),
+    ]);
 }
 
 /// Throughput and latency of instantiate + call of the no-op node from `tasks` at once.
@@ -774,7 +950,9 @@ fn host_calls(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
              {calls}). Raw Wasmtime's host functions do the least the same work needs: `log` \
              counts the bytes, `storage-read.get` looks the key up in a `HashMap`; warden's \
              log keeps the record (up to the log cap) and storage reads go to its redb store. \
-             Medians of {samples}. Target: at most 1.10x raw Wasmtime for a call."
+             Medians of {samples}. Target: at most 1.10x raw Wasmtime for a call. The \
+             http-get row compares the node's GETs (a new connection each, the allowlist \
+             checked on every address) with raw hyper making the same requests from Rust."
         ),
         &["call", "raw Wasmtime", "warden", "warden / raw"],
     );
@@ -802,6 +980,55 @@ fn host_calls(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
             ratio(warden_per, raw_per),
         ]);
     }
+    // http-get: the node's GETs against raw hyper's, each on a new loopback connection.
+    let gets = scale.size(1_000, 2);
+    let address = ok_server();
+    let config = WasmSecurityConfig {
+        allowed_hosts: warden_host::allowlist::AllowedHosts::parse(&[address.to_string().as_str()])
+            .expect("the allowlist"),
+        ..grant()
+    };
+    let prepared = tokio
+        .block_on(runtime.prepare(&component, &config))
+        .expect("prepare");
+    let url = format!("http://{address}/");
+    let http_samples = scale.samples(5);
+    let raw_time = median(&sample(http_samples, || {
+        tokio.block_on(async {
+            for _ in 0..gets {
+                black_box(raw_get(address).await);
+            }
+        })
+    }));
+    let warden_time = median(&sample(http_samples, || {
+        let request = RunRequest {
+            node: Some("http-gets".into()),
+            context: RunContext::for_node("http-gets"),
+            inputs: vec![
+                Field {
+                    name: "n".into(),
+                    value: Value::Integer(gets),
+                },
+                Field {
+                    name: "url".into(),
+                    value: Value::Text(url.clone()),
+                },
+            ],
+            ..RunRequest::default()
+        };
+        black_box(tokio.block_on(prepared.run(request)).expect("the gets run"));
+    }));
+    let divisor = u32::try_from(gets).unwrap_or(u32::MAX);
+    let (raw_per, warden_per) = (
+        raw_time / divisor,
+        warden_time.saturating_sub(warden_noop) / divisor,
+    );
+    table.row(vec![
+        format!("http-get, {gets} to loopback (against raw hyper)"),
+        human(raw_per),
+        human(warden_per),
+        ratio(warden_per, raw_per),
+    ]);
     tables.push(table);
 }
 
@@ -854,6 +1081,101 @@ fn interruption(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) -> Vec<(Str
     }
     tables.push(table);
     results
+}
+
+/// The process's resident memory, from /proc/self/statm (0 where there is none).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// `bytes` with a custom section naming `index`: the same node with another digest, so each
+/// copy is compiled and prepared on its own, as distinct nodes are.
+fn variant(bytes: &[u8], index: usize) -> Vec<u8> {
+    let name = b"bench-variant";
+    let payload = format!("{index}");
+    let size = 1 + name.len() + payload.len();
+    let mut out = bytes.to_vec();
+    out.push(0);
+    // Sizes under 128 fit one LEB128 byte.
+    out.push(size as u8);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(payload.as_bytes());
+    out
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.2} MiB", bytes / (1024.0 * 1024.0))
+}
+
+/// Workload 5, memory: resident bytes per idle prepared node (each a distinct node, compiled) and
+/// per live instance.
+fn memory(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
+    let counts: &[usize] = if scale.full { &[1, 100, 1000] } else { &[1, 2] };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let mut table = Table::new(
+        "5. Memory",
+        "The process's resident memory (RSS) added by N idle prepared nodes, each a distinct \
+         node (the bench node with a custom section naming it, so each is compiled: its code, \
+         its linker and `InstancePre`, its described pins), after a first node that brings the \
+         runtime's one-time costs; and by N live instances held at once, each called once \
+         (raw Wasmtime, on-demand allocator: a store and an instance of the bench node each). \
+         Per node and per instance: the growth divided by N. warden's own live instances are \
+         not measured yet (a run cannot be held open from outside).",
+        &[
+            "N",
+            "warden: per prepared node",
+            "raw Wasmtime: per live instance",
+        ],
+    );
+    for &count in counts {
+        let runtime = Runtime::new().expect("runtime");
+        // The runtime's one-time costs (its engine, its pool) come with a first node, which
+        // the baseline includes.
+        let first = NodeComponent::from_bytes(variant(bytes, usize::MAX)).expect("a component");
+        let first = tokio
+            .block_on(runtime.prepare(&first, &grant()))
+            .expect("prepare the first node");
+        let before = resident_bytes();
+        let mut prepared = Vec::with_capacity(count);
+        for index in 0..count {
+            let component =
+                NodeComponent::from_bytes(variant(bytes, index)).expect("a variant component");
+            prepared.push(
+                tokio
+                    .block_on(runtime.prepare(&component, &grant()))
+                    .expect("prepare a variant"),
+            );
+        }
+        let per_node = resident_bytes().saturating_sub(before) as f64 / count as f64;
+        drop((prepared, first));
+        drop(runtime);
+        let raw = Raw::new(bytes, false, Interruption::None);
+        let before = resident_bytes();
+        let mut live = Vec::with_capacity(count);
+        for _ in 0..count {
+            let state = RawState {
+                deadline: Instant::now() + Duration::from_secs(30),
+                logged: 0,
+                storage: Arc::default(),
+            };
+            let mut store = Store::new(raw.pre.engine(), state);
+            let instance = raw.pre.instantiate(&mut store).expect("instantiate");
+            // Called once, so its memory is touched as a run's is.
+            black_box(raw.call(&mut store, &instance, "noop", 0));
+            live.push((store, instance));
+        }
+        let per_instance = resident_bytes().saturating_sub(before) as f64 / count as f64;
+        drop(live);
+        table.row(vec![count.to_string(), mib(per_node), mib(per_instance)]);
+    }
+    tables.push(table);
 }
 
 /// The concurrency curves, as an SVG chart.
@@ -969,6 +1291,7 @@ fn main() {
             "interruption" => drop(interruption(scale, &bytes, &mut tables)),
             "ready" => ready(scale, &bytes, &mut tables),
             "host-calls" => host_calls(scale, &bytes, &mut tables),
+            "memory" => memory(scale, &bytes, &mut tables),
             other => eprintln!("suite: no workload `{other}`"),
         }
         for table in &tables {
@@ -984,6 +1307,8 @@ fn main() {
     host_calls(scale, &bytes, &mut tables);
     eprintln!("suite: 4. interruption modes");
     let modes = interruption(scale, &bytes, &mut tables);
+    eprintln!("suite: 5. memory");
+    memory(scale, &bytes, &mut tables);
     if !full {
         eprintln!(
             "suite: every workload ran once in {:.1} s (quick pass; `cargo xtask bench` measures)",
@@ -1005,8 +1330,8 @@ fn main() {
          side in the same process; read the ratios, which hold on a shared, noisy machine where \
          the absolute times do not. Raw Wasmtime is the speed limit: an `InstancePre`, a plain \
          store, a typed call and host functions that do the least the work needs.\n\n\
-         Not measured yet: Extism, an 18 MB Python node's readiness, `http-get` calls, memory \
-         per prepared node and per instance, and the daemon over HTTP (see issue 14). The \
+         Not measured yet: Extism, warden's own memory per live instance, and the daemon over \
+         HTTP (see issue 14). What was found investigating missed targets, the \
          micro-benchmarks of `benches/runtime.rs` (criterion) and the history of earlier \
          measurements are in [benchmarks-history.md](benchmarks-history.md).\n\n",
         machine(),

@@ -195,6 +195,17 @@ impl Toolchain {
         capabilities: Capabilities,
         quiet: bool,
     ) -> Result<PathBuf, BuildError> {
+        self.build_with(&self.command(), dir, capabilities, quiet)
+    }
+
+    /// [`Toolchain::build`] with the tool at `tool`.
+    pub fn build_with(
+        &self,
+        tool: &Path,
+        dir: &Path,
+        capabilities: Capabilities,
+        quiet: bool,
+    ) -> Result<PathBuf, BuildError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| BuildError::Io { path, source }
@@ -246,7 +257,7 @@ impl Toolchain {
             }
             _ => {}
         }
-        let tool = self.command();
+        let tool = tool.to_path_buf();
         let status = Command::new(&tool)
             .args((self.arguments)(dir, &wit, "warden-node", &out))
             // Its own chatter goes to stderr: stdout is for the built component's path.

@@ -1,7 +1,8 @@
-//! The benchmark suite's nodes: a no-op, host-call loops (log, storage reads) and a CPU-bound
-//! hash, each with an integer input and an integer output `result`.
+//! The benchmark suite's nodes: a no-op, host-call loops (log, storage reads, http-get) and a
+//! CPU-bound hash, each with an integer input `n` and an integer output `result`.
 
 use std::hint::black_box;
+use warden_sdk::bindings::warden::node::types::{HttpRequest, Method};
 use warden_sdk::prelude::*;
 use warden_sdk::storage;
 
@@ -57,4 +58,32 @@ node!(Hash, "hash", |cx| {
     Ok(())
 });
 
-warden_sdk::export_nodes!(Noop, LogCalls, StorageReads, Hash);
+/// `n` GETs of `url`, one after another; how many answered 200.
+struct HttpGets;
+
+impl Node for HttpGets {
+    const NAME: &'static str = "http-gets";
+
+    fn info() -> NodeInfo {
+        NodeInfo::new(Self::NAME, "http-gets")
+            .input(Pin::integer("n").default(0i64))
+            .input(Pin::text("url").default(""))
+            .output(Pin::integer("result"))
+    }
+
+    fn run(cx: &mut Context) -> Result<(), NodeError> {
+        let gets: i64 = cx.input("n")?;
+        let url: String = cx.input("url")?;
+        let request = HttpRequest { method: Method::Get, url, headers: Vec::new(), body: Vec::new() };
+        let mut answered = 0i64;
+        for _ in 0..gets {
+            if warden_sdk::http_get::fetch(&request)?.status == 200 {
+                answered += 1;
+            }
+        }
+        cx.output("result", answered);
+        Ok(())
+    }
+}
+
+warden_sdk::export_nodes!(Noop, LogCalls, StorageReads, Hash, HttpGets);
