@@ -21,6 +21,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use subtle::ConstantTimeEq;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -189,7 +190,7 @@ impl CodeCache {
             return self.reject(&path, "it is shorter than its tag", warn);
         }
         let (tag, code) = bytes.split_at(TAG_BYTES);
-        if hmac::verify(&self.key, &signed(&name, code), tag).is_err() {
+        if !bool::from(tag_of(&self.key, &name, code).as_ref().ct_eq(tag)) {
             return self.reject(
                 &path,
                 "its tag does not verify: it was not written by this host",
@@ -222,7 +223,7 @@ impl CodeCache {
                         code.len()
                     ));
                 }
-                let tag = hmac::sign(&self.key, &signed(&name, &code));
+                let tag = tag_of(&self.key, &name, &code);
                 let mut file = tempfile::Builder::new()
                     .prefix(".entry-")
                     .permissions(fs::Permissions::from_mode(0o600))
@@ -277,12 +278,14 @@ fn entry_name(engine: &Engine, sha256: &str) -> String {
 }
 
 /// What the tag covers: the entry's name, then the compiled bytes.
-fn signed(name: &str, code: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(name.len() + 1 + code.len());
-    message.extend_from_slice(name.as_bytes());
-    message.push(0);
-    message.extend_from_slice(code);
-    message
+/// The HMAC of an entry: its name, a zero byte, its code. Computed in place: a Python node's
+/// code is 50 MB, and copying it to sign it cost a warm start about a tenth of its time.
+fn tag_of(key: &hmac::Key, name: &str, code: &[u8]) -> hmac::Tag {
+    let mut context = hmac::Context::with_key(key);
+    context.update(name.as_bytes());
+    context.update(&[0]);
+    context.update(code);
+    context.sign()
 }
 
 /// Why an entry was not read: one that is not what this host writes (deleted), or one that
