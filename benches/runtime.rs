@@ -13,55 +13,16 @@ use warden_host::{
     Capabilities, Field, NodeComponent, PreparedNode, RunContext, RunRequest, Runtime, Value,
     WasmSecurityConfig,
 };
-use wasmtime::component::{Component, ComponentType, InstancePre, Lift, Linker, Lower, TypedFunc};
+use wasmtime::component::{Component, InstancePre, Linker, TypedFunc};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut,
 };
 
 const HOST_CALLS: i64 = 1_000;
 
-#[derive(ComponentType, Lift, Lower, Clone)]
-#[component(record)]
-struct RawContext {
-    #[component(name = "run-id")]
-    run_id: String,
-    #[component(name = "app-id")]
-    app_id: String,
-    #[component(name = "board-id")]
-    board_id: String,
-    #[component(name = "node-instance-id")]
-    node_instance_id: String,
-    #[component(name = "user-id")]
-    user_id: String,
-    #[component(name = "event-id")]
-    event_id: String,
-}
-
-#[derive(ComponentType, Lift, Lower, Clone)]
-#[component(variant)]
-enum RawValue {
-    #[component(name = "null")]
-    Null,
-    #[component(name = "boolean")]
-    Boolean(bool),
-    #[component(name = "integer")]
-    Integer(i64),
-    #[component(name = "float")]
-    Float(f64),
-    #[component(name = "text")]
-    Text(String),
-    #[component(name = "bytes")]
-    Bytes(Vec<u8>),
-    #[component(name = "json")]
-    Json(String),
-}
-
-#[derive(ComponentType, Lift, Lower, Clone)]
-#[component(record)]
-struct RawField {
-    name: String,
-    value: RawValue,
-}
+#[path = "common/raw_types.rs"]
+mod raw_types;
+use raw_types::{RawContext, RawField, RawValue};
 
 type RunFunc = TypedFunc<(String, RawContext, Vec<RawField>), (Result<Vec<RawField>, String>,)>;
 

@@ -30,108 +30,13 @@ use warden_host::{
     Capabilities, Field, NodeComponent, PreparedNode, RunContext, RunRequest, Runtime,
     RuntimeConfig, Value, WasmSecurityConfig,
 };
-use wasmtime::component::{Component, ComponentType, InstancePre, Lift, Linker, Lower, TypedFunc};
+use wasmtime::component::{Component, InstancePre, Linker, TypedFunc};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut,
 };
 
-mod raw_types {
-    use super::*;
-
-    #[derive(ComponentType, Lift, Lower, Clone)]
-    #[component(record)]
-    pub struct RawContext {
-        #[component(name = "run-id")]
-        pub run_id: String,
-        #[component(name = "app-id")]
-        pub app_id: String,
-        #[component(name = "board-id")]
-        pub board_id: String,
-        #[component(name = "node-instance-id")]
-        pub node_instance_id: String,
-        #[component(name = "user-id")]
-        pub user_id: String,
-        #[component(name = "event-id")]
-        pub event_id: String,
-    }
-
-    #[derive(ComponentType, Lift, Lower, Clone)]
-    #[component(variant)]
-    pub enum RawValue {
-        #[component(name = "null")]
-        Null,
-        #[component(name = "boolean")]
-        Boolean(bool),
-        #[component(name = "integer")]
-        Integer(i64),
-        #[component(name = "float")]
-        Float(f64),
-        #[component(name = "text")]
-        Text(String),
-        #[component(name = "bytes")]
-        Bytes(Vec<u8>),
-        #[component(name = "json")]
-        Json(String),
-    }
-
-    #[derive(ComponentType, Lift, Lower, Clone)]
-    #[component(record)]
-    pub struct RawField {
-        pub name: String,
-        pub value: RawValue,
-    }
-
-    // Built by lifting the guest's arguments, never by name.
-    #[allow(dead_code)]
-    #[derive(ComponentType, Lift, Lower, Clone, Copy)]
-    #[component(enum)]
-    #[repr(u8)]
-    pub enum RawLevel {
-        #[component(name = "trace")]
-        Trace,
-        #[component(name = "debug")]
-        Debug,
-        #[component(name = "info")]
-        Info,
-        #[component(name = "warn")]
-        Warn,
-        #[component(name = "error")]
-        Error,
-    }
-
-    // Built by lifting the guest's arguments, never by name.
-    #[allow(dead_code)]
-    #[derive(ComponentType, Lift, Lower, Clone, Copy, PartialEq, Eq, Hash)]
-    #[component(enum)]
-    #[repr(u8)]
-    pub enum RawScope {
-        #[component(name = "board")]
-        Board,
-        #[component(name = "node")]
-        Node,
-        #[component(name = "user")]
-        User,
-        #[component(name = "upload")]
-        Upload,
-        #[component(name = "cache")]
-        Cache,
-    }
-
-    #[derive(ComponentType, Lift, Lower, Clone)]
-    #[component(variant)]
-    pub enum RawHostError {
-        #[component(name = "denied")]
-        Denied(String),
-        #[component(name = "invalid")]
-        Invalid(String),
-        #[component(name = "too-large")]
-        TooLarge(String),
-        #[component(name = "quota-exceeded")]
-        QuotaExceeded(String),
-        #[component(name = "unavailable")]
-        Unavailable(String),
-    }
-}
+#[path = "common/raw_types.rs"]
+mod raw_types;
 use raw_types::*;
 
 type RunFunc = TypedFunc<(String, RawContext, Vec<RawField>), (Result<Vec<RawField>, String>,)>;
@@ -547,57 +452,9 @@ fn ready(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
         .enable_all()
         .build()
         .expect("tokio");
-    // Measured inside: the runtime's creation is not part of readiness.
-    let timed = |warm: bool| {
-        let cache_dir = tempfile::tempdir().expect("a cache directory");
-        let cache = Arc::new(
-            warden_host::CodeCache::open(&cache_dir.path().join("code")).expect("code cache"),
-        );
-        let runtime_with_cache = || {
-            let mut config =
-                RuntimeConfig::new(warden_host::Storage::in_memory().expect("storage"));
-            config.code_cache = Some(cache.clone());
-            Runtime::from_config(config)
-        };
-        if warm {
-            let runtime = runtime_with_cache();
-            let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
-            tokio
-                .block_on(runtime.prepare(&component, &grant()))
-                .expect("fill the cache");
-        }
-        let mut times = Vec::new();
-        for _ in 0..samples {
-            let runtime = runtime_with_cache();
-            let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
-            let start = Instant::now();
-            black_box(
-                tokio
-                    .block_on(runtime.prepare(&component, &grant()))
-                    .expect("prepare"),
-            );
-            times.push(start.elapsed());
-        }
-        times.sort_unstable();
-        times
-    };
-    let warden_cold = {
-        let mut times = Vec::new();
-        for _ in 0..samples {
-            let runtime = Runtime::new().expect("runtime");
-            let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
-            let start = Instant::now();
-            black_box(
-                tokio
-                    .block_on(runtime.prepare(&component, &grant()))
-                    .expect("prepare"),
-            );
-            times.push(start.elapsed());
-        }
-        times.sort_unstable();
-        times
-    };
-    let warden_warm = timed(true);
+    let warden_cold = prepare_times(&tokio, bytes, &grant(), samples, None);
+    let cache_dir = tempfile::tempdir().expect("a cache directory");
+    let warden_warm = prepare_times(&tokio, bytes, &grant(), samples, Some(cache_dir.path()));
     // Raw Wasmtime: compile and link; and from serialized code.
     let engine = Raw::engine(true, Interruption::Both);
     let raw_cold = sample(samples, || {
@@ -679,6 +536,41 @@ fn ready(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
     tables.push(table);
 }
 
+/// Times of `samples` preparations of `bytes` under `config`, sorted, each by a fresh runtime
+/// (its engine made before the clock starts): compiling, or with a code cache in `cache`
+/// (filled first) loading the compiled code from it.
+fn prepare_times(
+    tokio: &tokio::runtime::Runtime,
+    bytes: &[u8],
+    config: &WasmSecurityConfig,
+    samples: usize,
+    cache: Option<&Path>,
+) -> Vec<Duration> {
+    let cache = cache
+        .map(|dir| Arc::new(warden_host::CodeCache::open(&dir.join("code")).expect("code cache")));
+    let runtime = || {
+        let mut runtime = RuntimeConfig::new(warden_host::Storage::in_memory().expect("storage"));
+        runtime.code_cache = cache.clone();
+        Runtime::from_config(runtime)
+    };
+    let prepare = |runtime: &Runtime| {
+        let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
+        let start = Instant::now();
+        black_box(
+            tokio
+                .block_on(runtime.prepare(&component, config))
+                .expect("prepare"),
+        );
+        start.elapsed()
+    };
+    if cache.is_some() {
+        prepare(&runtime());
+    }
+    let mut times: Vec<Duration> = (0..samples).map(|_| prepare(&runtime())).collect();
+    times.sort_unstable();
+    times
+}
+
 /// The 18 MB Python example, cold and warm, when componentize-py is where the toolchain
 /// tests install it (`cargo xtask test` does); a row saying so otherwise.
 fn python_ready(tokio: &tokio::runtime::Runtime, table: &mut Table) {
@@ -728,44 +620,8 @@ fn python_ready(tokio: &tokio::runtime::Runtime, table: &mut Table) {
         capabilities: Capabilities::empty(),
         ..WasmSecurityConfig::default()
     };
-    let samples = 3;
-    let mut cold = Vec::new();
-    for _ in 0..samples {
-        let runtime = Runtime::new().expect("runtime");
-        let component = NodeComponent::from_bytes(bytes.clone()).expect("component");
-        let start = Instant::now();
-        black_box(
-            tokio
-                .block_on(runtime.prepare(&component, &nothing))
-                .expect("prepare"),
-        );
-        cold.push(start.elapsed());
-    }
-    cold.sort_unstable();
-    let cache =
-        Arc::new(warden_host::CodeCache::open(&scratch.path().join("code")).expect("code cache"));
-    let runtime_with_cache = || {
-        let mut config = RuntimeConfig::new(warden_host::Storage::in_memory().expect("storage"));
-        config.code_cache = Some(cache.clone());
-        Runtime::from_config(config)
-    };
-    let component = NodeComponent::from_bytes(bytes.clone()).expect("component");
-    tokio
-        .block_on(runtime_with_cache().prepare(&component, &nothing))
-        .expect("fill the cache");
-    let mut warm = Vec::new();
-    for _ in 0..samples {
-        let runtime = runtime_with_cache();
-        let component = NodeComponent::from_bytes(bytes.clone()).expect("component");
-        let start = Instant::now();
-        black_box(
-            tokio
-                .block_on(runtime.prepare(&component, &nothing))
-                .expect("prepare"),
-        );
-        warm.push(start.elapsed());
-    }
-    warm.sort_unstable();
+    let cold = prepare_times(tokio, &bytes, &nothing, 3, None);
+    let warm = prepare_times(tokio, &bytes, &nothing, 3, Some(scratch.path()));
     let (cold, warm) = (median(&cold), median(&warm));
     table.row(vec![
         format!("Python node ({} MB): cold", bytes.len() / 1_000_000),
@@ -795,6 +651,19 @@ struct Concurrency {
     p99: Duration,
 }
 
+impl Concurrency {
+    /// From every run's latency over `elapsed`.
+    fn of(tasks: usize, mut times: Vec<Duration>, elapsed: Duration) -> Self {
+        times.sort_unstable();
+        Concurrency {
+            tasks,
+            per_second: times.len() as f64 / elapsed.as_secs_f64(),
+            p50: median(&times),
+            p99: percentile(&times, 0.99),
+        }
+    }
+}
+
 fn raw_concurrency(raw: &Arc<Raw>, tasks: usize, length: Duration) -> Concurrency {
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
@@ -811,18 +680,11 @@ fn raw_concurrency(raw: &Arc<Raw>, tasks: usize, length: Duration) -> Concurrenc
             })
         })
         .collect();
-    let mut times: Vec<Duration> = handles
+    let times: Vec<Duration> = handles
         .into_iter()
         .flat_map(|handle| handle.join().expect("a raw task"))
         .collect();
-    let elapsed = start.elapsed();
-    times.sort_unstable();
-    Concurrency {
-        tasks,
-        per_second: times.len() as f64 / elapsed.as_secs_f64(),
-        p50: median(&times),
-        p99: percentile(&times, 0.99),
-    }
+    Concurrency::of(tasks, times, start.elapsed())
 }
 
 fn warden_concurrency(
@@ -832,7 +694,7 @@ fn warden_concurrency(
     length: Duration,
 ) -> Concurrency {
     let start = Instant::now();
-    let mut times: Vec<Duration> = tokio.block_on(async {
+    let times: Vec<Duration> = tokio.block_on(async {
         let handles: Vec<_> = (0..tasks)
             .map(|_| {
                 let prepared = prepared.clone();
@@ -855,14 +717,7 @@ fn warden_concurrency(
         }
         all
     });
-    let elapsed = start.elapsed();
-    times.sort_unstable();
-    Concurrency {
-        tasks,
-        per_second: times.len() as f64 / elapsed.as_secs_f64(),
-        p50: median(&times),
-        p99: percentile(&times, 0.99),
-    }
+    Concurrency::of(tasks, times, start.elapsed())
 }
 
 /// 2. Instantiate + call from concurrent tasks.

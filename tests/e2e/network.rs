@@ -77,12 +77,7 @@ fn text(outcome: &RunOutcome, name: &str) -> Option<String> {
 }
 
 fn host_warnings(outcome: &RunOutcome) -> String {
-    outcome
-        .log
-        .iter()
-        .map(|record| record.message.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
+    crate::support::log_text(outcome)
 }
 
 #[test]

@@ -29,31 +29,11 @@ enum Expect {
 /// world importing `wasi:http/outgoing-handler`.
 fn wit(dir: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let copy = |from: &Path, to: &Path| {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name();
-            if name.to_string_lossy().ends_with(".wit") {
-                let text = std::fs::read_to_string(entry.path()).unwrap();
-                std::fs::write(
-                    to.join(name),
-                    text.replace("@0.2.12", &format!("@{VERSION}")),
-                )
-                .unwrap();
-            }
-        }
-    };
-    copy(&root.join("wit"), dir);
-    for dep in ["clocks", "io", "sockets"] {
-        copy(
-            &root.join("wit/deps").join(dep),
-            &dir.join("deps").join(dep),
-        );
-    }
-    copy(
+    hostile::project_wit_at(dir, VERSION);
+    hostile::copy_wit(
         &root.join("tests/fixtures/wasi-http"),
         &dir.join("deps/http"),
+        VERSION,
     );
     let worlds = dir.join("worlds.wit");
     let text = std::fs::read_to_string(&worlds).unwrap()
@@ -162,12 +142,7 @@ fn run(component: Vec<u8>, config: &WasmSecurityConfig) -> RunOutcome {
 }
 
 fn log(outcome: &RunOutcome) -> String {
-    outcome
-        .log
-        .iter()
-        .map(|record| record.message.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
+    crate::support::log_text(outcome)
 }
 
 #[test]

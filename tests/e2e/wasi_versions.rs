@@ -14,26 +14,7 @@ use warden_host::{Capabilities, Error, Runtime, WasmSecurityConfig};
 /// The project's WIT with its WASI at `version`, plus the wasi:cli and wasi:filesystem
 /// functions the probe imports, and a world `wasi-probe` importing them.
 fn wit_at(version: &str, dir: &Path) {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
-    let copy = |from: &Path, to: &Path| {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name();
-            if name.to_string_lossy().ends_with(".wit") {
-                let text = std::fs::read_to_string(entry.path()).unwrap();
-                std::fs::write(
-                    to.join(name),
-                    text.replace("@0.2.12", &format!("@{version}")),
-                )
-                .unwrap();
-            }
-        }
-    };
-    copy(&source, dir);
-    for dep in ["clocks", "io", "sockets"] {
-        copy(&source.join("deps").join(dep), &dir.join("deps").join(dep));
-    }
+    hostile::project_wit_at(dir, version);
     std::fs::create_dir_all(dir.join("deps/cli")).unwrap();
     std::fs::write(
         dir.join("deps/cli/cli.wit"),

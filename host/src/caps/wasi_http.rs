@@ -95,37 +95,39 @@ fn cap_request_strings<T: WasiHttpView + 'static>(linker: &mut Linker<T>) -> was
     types.func_wrap(
         "[method]outgoing-request.set-method",
         |mut store: StoreContextMut<'_, T>, (request, method): (Resource<Request>, WasiMethod)| {
-            if let WasiMethod::Other(name) = &method
-                && name.len() > MAX_METHOD_BYTES
-            {
-                return Ok((Err(()),));
-            }
-            Ok((HostOutgoingRequest::set_method(
-                &mut store.data_mut().http(),
-                request,
-                method,
-            )?,))
+            let length = match &method {
+                WasiMethod::Other(name) => name.len(),
+                _ => 0,
+            };
+            refuse_long(length, MAX_METHOD_BYTES, || {
+                HostOutgoingRequest::set_method(&mut store.data_mut().http(), request, method)
+            })
         },
     )?;
     types.func_wrap(
         "[method]outgoing-request.set-authority",
         |mut store: StoreContextMut<'_, T>,
          (request, authority): (Resource<Request>, Option<String>)| {
-            if authority
-                .as_ref()
-                .is_some_and(|authority| authority.len() > MAX_AUTHORITY_BYTES)
-            {
-                return Ok((Err(()),));
-            }
-            Ok((HostOutgoingRequest::set_authority(
-                &mut store.data_mut().http(),
-                request,
-                authority,
-            )?,))
+            let length = authority.as_ref().map_or(0, String::len);
+            refuse_long(length, MAX_AUTHORITY_BYTES, || {
+                HostOutgoingRequest::set_authority(&mut store.data_mut().http(), request, authority)
+            })
         },
     )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// The interface's `err` when a string of `length` bytes is over `limit`, else what `set` does.
+fn refuse_long(
+    length: usize,
+    limit: usize,
+    set: impl FnOnce() -> wasmtime::Result<Result<(), ()>>,
+) -> wasmtime::Result<(Result<(), ()>,)> {
+    match length > limit {
+        true => Ok((Err(()),)),
+        false => Ok((set()?,)),
+    }
 }
 
 /// The wasi:http version wasmtime-wasi-http 48 serves (imports of any 0.2.x match it).

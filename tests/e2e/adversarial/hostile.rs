@@ -89,6 +89,37 @@ pub fn component_in(
         .unwrap_or_else(|error| panic!("the hostile module does not encode: {error:#}"))
 }
 
+/// Copies the `.wit` files of `from` into `to`, their WASI packages moved from 0.2.12 (the
+/// project's) to `version`.
+pub fn copy_wit(from: &Path, to: &Path, version: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".wit") {
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            std::fs::write(
+                to.join(name),
+                text.replace("@0.2.12", &format!("@{version}")),
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// The project's WIT (with its WASI dependencies) in `dir`, its WASI at `version`.
+pub fn project_wit_at(dir: &Path, version: &str) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
+    copy_wit(&source, dir, version);
+    for dep in ["clocks", "io", "sockets"] {
+        copy_wit(
+            &source.join("deps").join(dep),
+            &dir.join("deps").join(dep),
+            version,
+        );
+    }
+}
+
 /// The import of the always-available `log` function, as `$log (level, ptr, len)`.
 pub const LOG: &str = r#"(import "warden:node/log@0.1.0" "log" (func $log (param i32 i32 i32)))"#;
 

@@ -115,6 +115,16 @@ pub fn output<'a>(outcome: &'a RunOutcome, name: &str) -> &'a warden_host::Value
         .value
 }
 
+/// Every message of a run's log, one a line.
+pub fn log_text(outcome: &RunOutcome) -> String {
+    outcome
+        .log
+        .iter()
+        .map(|record| record.message.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Starts a server on a loopback port, on a thread and runtime of its own; each connection is
 /// handed to `handle` on a task of its own. Returns the address it listens on.
 pub fn serve_loopback<F, Fut>(handle: F) -> std::net::SocketAddr
