@@ -81,14 +81,7 @@ impl Raw {
             .get_export_index(&mut store, Some(&interface), "run")
             .unwrap();
         let run: RunFunc = instance.get_typed_func(&mut store, run).unwrap();
-        let context = RawContext {
-            run_id: String::new(),
-            app_id: "local".into(),
-            board_id: "default".into(),
-            node_instance_id: node.into(),
-            user_id: "local".into(),
-            event_id: String::new(),
-        };
+        let context = RawContext::for_node(node);
         let (result,) = run
             .call(&mut store, (node.into(), context, inputs))
             .unwrap();

@@ -220,14 +220,7 @@ impl Raw {
             .get_export_index(&mut store, Some(&interface), "run")
             .expect("run");
         let run: RunFunc = instance.get_typed_func(&mut store, run).expect("typed run");
-        let context = RawContext {
-            run_id: String::new(),
-            app_id: "local".into(),
-            board_id: "default".into(),
-            node_instance_id: node.into(),
-            user_id: "local".into(),
-            event_id: String::new(),
-        };
+        let context = RawContext::for_node(node);
         let inputs = vec![RawField {
             name: "n".into(),
             value: RawValue::Integer(n),
@@ -339,6 +332,28 @@ fn ratio(ours: Duration, theirs: Duration) -> String {
         return "–".into();
     }
     format!("{:.2}x", ours.as_secs_f64() / theirs.as_secs_f64())
+}
+
+/// A current-thread tokio runtime, a warden runtime and the bench node prepared on it with
+/// [`grant`] (the runtime and the component are returned for preparing it again).
+fn prepared_on_one_thread(
+    bytes: &[u8],
+) -> (
+    tokio::runtime::Runtime,
+    Runtime,
+    NodeComponent,
+    PreparedNode,
+) {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let runtime = Runtime::new().expect("runtime");
+    let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
+    let prepared = tokio
+        .block_on(runtime.prepare(&component, &grant()))
+        .expect("prepare");
+    (tokio, runtime, component, prepared)
 }
 
 fn build_bench_node() -> Vec<u8> {
@@ -788,15 +803,7 @@ fn concurrency(
 fn host_calls(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
     let calls = scale.size(100_000, 10);
     let samples = scale.samples(20);
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio");
-    let runtime = Runtime::new().expect("runtime");
-    let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
-    let prepared = tokio
-        .block_on(runtime.prepare(&component, &grant()))
-        .expect("prepare");
+    let (tokio, runtime, component, prepared) = prepared_on_one_thread(bytes);
     let raw = Raw::new(bytes, true, Interruption::Both);
     let mut table = Table::new(
         "3. Host calls",
@@ -899,15 +906,7 @@ fn interruption(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) -> Vec<(Str
         }));
         results.push((format!("raw, {}", mode.name()), time));
     }
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio");
-    let runtime = Runtime::new().expect("runtime");
-    let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
-    let prepared = tokio
-        .block_on(runtime.prepare(&component, &grant()))
-        .expect("prepare");
+    let (tokio, _runtime, _component, prepared) = prepared_on_one_thread(bytes);
     let warden = median(&sample(samples, || {
         black_box(warden_run(&tokio, &prepared, "hash", size));
     }));

@@ -23,6 +23,20 @@ pub struct RawContext {
     pub event_id: String,
 }
 
+impl RawContext {
+    /// The context warden's `RunContext::for_node` gives a local run of `node`.
+    pub fn for_node(node: &str) -> Self {
+        RawContext {
+            run_id: String::new(),
+            app_id: "local".into(),
+            board_id: "default".into(),
+            node_instance_id: node.into(),
+            user_id: "local".into(),
+            event_id: String::new(),
+        }
+    }
+}
+
 #[derive(ComponentType, Lift, Lower, Clone)]
 #[component(variant)]
 pub enum RawValue {

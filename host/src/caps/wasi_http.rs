@@ -546,6 +546,13 @@ mod tests {
         assert!(denials[0].message.contains("example.com"), "{denials:?}");
     }
 
+    fn messages(log: &RunLog) -> Vec<String> {
+        log.records()
+            .into_iter()
+            .map(|record| record.message)
+            .collect()
+    }
+
     /// A plain HTTP/1.1 server answering `200 ok`, on a thread of its own.
     fn server() -> String {
         use std::io::{Read, Write};
@@ -609,11 +616,7 @@ mod tests {
         drop(first);
         assert_eq!(send(&mut hooks).unwrap().0.status(), 200);
         drop(second);
-        let said: Vec<String> = log
-            .records()
-            .into_iter()
-            .map(|record| record.message)
-            .collect();
+        let said = messages(&log);
         assert!(
             said.iter()
                 .any(|line| line.contains("2 requests in flight")),
@@ -652,11 +655,7 @@ mod tests {
             request("GET", "http://user:secret@127.0.0.1:99999/x"),
         );
         assert!(result.is_err());
-        let said: Vec<String> = log
-            .records()
-            .into_iter()
-            .map(|record| record.message)
-            .collect();
+        let said = messages(&log);
         assert!(
             !said.is_empty() && said.iter().all(|line| !line.contains("secret")),
             "{said:?}"
