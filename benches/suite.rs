@@ -38,6 +38,15 @@ use wasmtime::{
 #[path = "common/raw_types.rs"]
 mod raw_types;
 use raw_types::*;
+#[path = "suite/daemon.rs"]
+mod daemon;
+#[path = "suite/extism.rs"]
+mod extism;
+#[allow(dead_code)]
+#[path = "../tests/e2e/daemon/provider.rs"]
+mod provider;
+#[path = "../tests/e2e/support/mod.rs"]
+mod support;
 
 type RunFunc = TypedFunc<(String, RawContext, Vec<RawField>), (Result<Vec<RawField>, String>,)>;
 
@@ -260,6 +269,15 @@ async fn warden_run_async(prepared: &PreparedNode, node: &str, n: i64) -> i64 {
     }
 }
 
+/// warden's figures that the Extism comparison (workload 7) sets against Extism's.
+#[derive(Default)]
+struct Figures {
+    /// Bytes to a prepared node, compiling.
+    cold: Duration,
+    /// One log call.
+    log_call: Duration,
+}
+
 /// Sizes and durations: the full suite, or one quick pass.
 #[derive(Clone, Copy)]
 struct Scale {
@@ -461,7 +479,7 @@ impl Table {
 }
 
 /// 1. Ready to run: bytes to a prepared node.
-fn ready(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
+fn ready(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>, figures: &mut Figures) {
     let samples = scale.samples(10);
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -515,6 +533,7 @@ fn ready(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
         &["", "raw Wasmtime", "warden", "warden / raw"],
     );
     let (cold_m, warm_m) = (median(&warden_cold), median(&warden_warm));
+    figures.cold = cold_m;
     table.row(vec![
         "cold (compile + link)".into(),
         human(median(&raw_cold)),
@@ -800,7 +819,7 @@ fn concurrency(
 }
 
 /// 3. Host calls: `n` log calls, `n` storage reads in one run, less the no-op run.
-fn host_calls(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
+fn host_calls(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>, figures: &mut Figures) {
     let calls = scale.size(100_000, 10);
     let samples = scale.samples(20);
     let (tokio, runtime, component, prepared) = prepared_on_one_thread(bytes);
@@ -835,6 +854,9 @@ fn host_calls(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
             total.saturating_sub(base) / u32::try_from(calls).unwrap_or(u32::MAX)
         };
         let (raw_per, warden_per) = (per(raw_time, raw_noop), per(warden_time, warden_noop));
+        if node == "log-calls" {
+            figures.log_call = warden_per;
+        }
         table.row(vec![
             node.replace('-', " "),
             human(raw_per),
@@ -980,11 +1002,14 @@ fn memory(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
          its linker and `InstancePre`, its described pins), after a first node that brings the \
          runtime's one-time costs; and by N live instances held at once, each called once \
          (raw Wasmtime, on-demand allocator: a store and an instance of the bench node each). \
-         Per node and per instance: the growth divided by N. warden's own live instances are \
-         not measured yet (a run cannot be held open from outside).",
+         warden's live runs are N runs of the same prepared node held open at once, each \
+         waiting in an `http-get` on a loopback server that accepts and never answers: a \
+         store, an instance in the pool, its fiber stack, its run log and its connection. Per \
+         node and per instance: the growth divided by N.",
         &[
             "N",
             "warden: per prepared node",
+            "warden: per live run",
             "raw Wasmtime: per live instance",
         ],
     );
@@ -1027,17 +1052,137 @@ fn memory(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
         }
         let per_instance = resident_bytes().saturating_sub(before) as f64 / count as f64;
         drop(live);
-        table.row(vec![count.to_string(), mib(per_node), mib(per_instance)]);
+        let per_run = warden_live_runs(bytes, count);
+        table.row(vec![
+            count.to_string(),
+            mib(per_node),
+            mib(per_run),
+            mib(per_instance),
+        ]);
     }
     tables.push(table);
 }
 
+/// A loopback server that accepts connections and never answers, holding them until
+/// `release`: runs waiting on it stay live.
+struct Silent {
+    address: std::net::SocketAddr,
+    held: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Silent {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let holder = held.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                holder.lock().expect("the held connections").push(stream);
+            }
+        });
+        Silent { address, held }
+    }
+
+    fn held(&self) -> usize {
+        self.held.lock().expect("the held connections").len()
+    }
+
+    /// Closes every held connection: the runs waiting on them end.
+    fn release(&self) {
+        self.held.lock().expect("the held connections").clear();
+    }
+}
+
+/// RSS added per run by `count` runs of the bench node held open at once (each in an
+/// `http-get` to a server that never answers), after a first run has warmed the pool.
+fn warden_live_runs(bytes: &[u8], count: usize) -> f64 {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let silent = Silent::start();
+    let runtime = Runtime::from_config(RuntimeConfig {
+        concurrency: u32::try_from(count + 1).unwrap_or(u32::MAX),
+        max_connections: count + 16,
+        ..RuntimeConfig::new(warden_host::Storage::in_memory().expect("storage"))
+    });
+    let component = NodeComponent::from_bytes(bytes.to_vec()).expect("component");
+    let config = WasmSecurityConfig {
+        allowed_hosts: warden_host::allowlist::AllowedHosts::parse(&[silent
+            .address
+            .to_string()
+            .as_str()])
+        .expect("the allowlist"),
+        ..grant()
+    };
+    let prepared = tokio
+        .block_on(runtime.prepare(&component, &config))
+        .expect("prepare");
+    let url = format!("http://{}/", silent.address);
+    let request = move || RunRequest {
+        node: Some("http-gets".into()),
+        context: RunContext::for_node("http-gets"),
+        inputs: vec![
+            Field {
+                name: "n".into(),
+                value: Value::Integer(1),
+            },
+            Field {
+                name: "url".into(),
+                value: Value::Text(url.clone()),
+            },
+        ],
+        ..RunRequest::default()
+    };
+    tokio.block_on(async {
+        // A first run, ended by closing its connection, brings the pool's one-time costs.
+        let first = tokio::spawn({
+            let (prepared, request) = (prepared.clone(), request());
+            async move { prepared.run(request).await }
+        });
+        while silent.held() < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        silent.release();
+        let _ = first.await;
+        let before = resident_bytes();
+        let runs: Vec<_> = (0..count)
+            .map(|_| {
+                let (prepared, request) = (prepared.clone(), request());
+                tokio::spawn(async move { prepared.run(request).await })
+            })
+            .collect();
+        let waiting = Instant::now();
+        while silent.held() < count {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(60),
+                "only {} of {count} runs reached the server",
+                silent.held()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let per_run = resident_bytes().saturating_sub(before) as f64 / count as f64;
+        silent.release();
+        for run in runs {
+            let _ = run.await;
+        }
+        per_run
+    })
+}
+
 /// The concurrency curves, as an SVG chart.
-fn concurrency_chart(path: &Path, raw: &[Concurrency], warden: &[Concurrency]) {
+fn concurrency_chart(
+    path: &Path,
+    raw: &[Concurrency],
+    warden: &[Concurrency],
+    extism: &[Concurrency],
+) {
     use plotters::prelude::*;
     let top = raw
         .iter()
         .chain(warden)
+        .chain(extism)
         .map(|point| point.per_second)
         .fold(1.0, f64::max)
         * 1.1;
@@ -1068,7 +1213,11 @@ fn concurrency_chart(path: &Path, raw: &[Concurrency], warden: &[Concurrency]) {
     for (name, points, color) in [
         ("raw Wasmtime (pooling)", raw, BLUE),
         ("warden", warden, RED),
+        ("Extism (create plugin + call)", extism, GREEN),
     ] {
+        if points.is_empty() {
+            continue;
+        }
         let series: Vec<(f64, f64)> = points
             .iter()
             .enumerate()
@@ -1143,9 +1292,10 @@ fn main() {
         match only.as_str() {
             "concurrency" => drop(concurrency(scale, &bytes, &mut tables)),
             "interruption" => drop(interruption(scale, &bytes, &mut tables)),
-            "ready" => ready(scale, &bytes, &mut tables),
-            "host-calls" => host_calls(scale, &bytes, &mut tables),
+            "ready" => ready(scale, &bytes, &mut tables, &mut Figures::default()),
+            "host-calls" => host_calls(scale, &bytes, &mut tables, &mut Figures::default()),
             "memory" => memory(scale, &bytes, &mut tables),
+            "daemon" => daemon::daemon(scale, &bytes, &mut tables),
             other => eprintln!("suite: no workload `{other}`"),
         }
         for table in &tables {
@@ -1154,15 +1304,22 @@ fn main() {
         return;
     }
     eprintln!("suite: 1. ready to run");
-    ready(scale, &bytes, &mut tables);
+    let mut figures = Figures::default();
+    ready(scale, &bytes, &mut tables, &mut figures);
     eprintln!("suite: 2. concurrency");
     let (raw, warden) = concurrency(scale, &bytes, &mut tables);
     eprintln!("suite: 3. host calls");
-    host_calls(scale, &bytes, &mut tables);
+    host_calls(scale, &bytes, &mut tables, &mut figures);
     eprintln!("suite: 4. interruption modes");
     let modes = interruption(scale, &bytes, &mut tables);
     eprintln!("suite: 5. memory");
     memory(scale, &bytes, &mut tables);
+    eprintln!("suite: 6. the daemon");
+    daemon::daemon(scale, &bytes, &mut tables);
+    let extism = extism::results(full);
+    if let Ok(extism) = &extism {
+        tables.push(extism::table(extism, &figures, &warden, &modes));
+    }
     if !full {
         eprintln!(
             "suite: every workload ran once in {:.1} s (quick pass; `cargo xtask bench` measures)",
@@ -1176,7 +1333,13 @@ fn main() {
         eprintln!("suite: cannot create {}: {error}", charts.display());
         std::process::exit(1);
     }
-    concurrency_chart(&charts.join("concurrency.svg"), &raw, &warden);
+    let extism_curve = extism.as_ref().map(extism::concurrency).unwrap_or_default();
+    concurrency_chart(
+        &charts.join("concurrency.svg"),
+        &raw,
+        &warden,
+        &extism_curve,
+    );
     interruption_chart(&charts.join("interruption.svg"), &modes);
     let mut report = format!(
         "# Benchmarks\n\nWritten by `cargo xtask bench` (`benches/suite.rs`) on {} with {} cores, \
@@ -1184,14 +1347,17 @@ fn main() {
          side in the same process; read the ratios, which hold on a shared, noisy machine where \
          the absolute times do not. Raw Wasmtime is the speed limit: an `InstancePre`, a plain \
          store, a typed call and host functions that do the least the work needs.\n\n\
-         Not measured yet: Extism, warden's own memory per live instance, and the daemon over \
-         HTTP (see issue 14). What was found investigating missed targets, the \
-         micro-benchmarks of `benches/runtime.rs` (criterion) and the history of earlier \
-         measurements are in [benchmarks-history.md](benchmarks-history.md).\n\n",
+         {}What was found investigating missed targets, the micro-benchmarks of \
+         `benches/runtime.rs` (criterion) and the history of earlier measurements are in \
+         [benchmarks-history.md](benchmarks-history.md).\n\n",
         machine(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         today(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        match &extism {
+            Ok(_) => String::new(),
+            Err(why) => format!("Extism is not measured in this run: {why}. "),
+        }
     );
     for table in &tables {
         report += &table.markdown();

@@ -4,7 +4,8 @@
 //! regenerates the license inventory in thirdparty/ (`--check`: fails when it is stale).
 //! `cargo xtask soak [--runs N]` runs the soak of tests/e2e/soak.rs longer than the test suite does.
 //! `cargo xtask bench` runs the benchmark suite (benches/suite.rs) and writes docs/BENCHMARKS.md;
-//! the test suite runs it once, quickly, only to prove it still builds and runs.
+//! the test suite runs it once, quickly, only to prove it still builds and runs (and the Extism
+//! bench of benches/extism/ likewise).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -111,16 +112,87 @@ fn test() -> Result<(), String> {
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
     run(doc)?;
+    // The Extism bench builds and runs once (its suite's quick pass ran with the benches above).
+    extism(false, &["--quick"])?;
     audit()?;
     deny()?;
     licenses(Inventory::Check)?;
     fuzz(15)
 }
 
-/// The benchmark suite, measured (release build), writing docs/BENCHMARKS.md and its charts.
-fn bench() -> Result<(), String> {
+/// The target directory: `$CARGO_TARGET_DIR`, or `target/` in the repository.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// The Extism bench (benches/extism/, a workspace of its own: Extism is built on another
+/// Wasmtime), with `args`: `--quick`, or `--out FILE`.
+fn extism(release: bool, args: &[&str]) -> Result<(), String> {
     let mut command = cargo();
-    command.args(["bench", "--bench", "suite"]);
+    command.arg("run");
+    if release {
+        command.arg("--release");
+    }
+    command
+        .args(["--manifest-path", "benches/extism/Cargo.toml"])
+        // In the environment, so that the bench builds its plugin there too.
+        .env("CARGO_TARGET_DIR", target_dir().join("extism"))
+        .arg("--")
+        .args(args);
+    run(command)
+}
+
+/// The oha version `cargo xtask bench` installs to load the daemon.
+const OHA: &str = "1.16.0";
+
+/// oha, installed from crates.io under the target directory when it is not there yet; `None`,
+/// with a message, when it cannot be installed here.
+fn oha() -> Option<PathBuf> {
+    let tools = target_dir().join("tools");
+    let binary = tools.join("bin").join("oha");
+    let installed = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(OHA));
+    if installed {
+        return Some(binary);
+    }
+    println!(
+        "xtask: installing oha {OHA} (the daemon's load generator) into {}",
+        tools.display()
+    );
+    let mut install = cargo();
+    install
+        .args(["install", "oha", "--locked", "--version", OHA, "--root"])
+        .arg(&tools);
+    match run(install) {
+        Ok(()) => Some(binary),
+        Err(error) => {
+            println!("xtask: {error}; the daemon's throughput is not measured");
+            None
+        }
+    }
+}
+
+/// The benchmark suite, measured (release build), writing docs/BENCHMARKS.md and its charts:
+/// first Extism's bench, whose results the suite folds in, then the suite, with oha to load
+/// the daemon.
+fn bench() -> Result<(), String> {
+    let results = target_dir().join("bench");
+    std::fs::create_dir_all(&results)
+        .map_err(|error| format!("cannot create {}: {error}", results.display()))?;
+    let extism_results = results.join("extism.json");
+    let _ = std::fs::remove_file(&extism_results);
+    extism(true, &["--out", &extism_results.to_string_lossy()])?;
+    let mut command = cargo();
+    command
+        .args(["bench", "--bench", "suite"])
+        .env("WARDEN_BENCH_EXTISM", &extism_results);
+    if let Some(oha) = oha() {
+        command.env("WARDEN_BENCH_OHA", oha);
+    }
     run(command)
 }
 
