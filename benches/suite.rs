@@ -10,13 +10,17 @@
 //! 1. ready to run: bytes to a prepared node, cold (compiling) and warm (from the code cache),
 //!    and verifying a signed package;
 //! 2. instantiate + call a no-op node from 1, 2, 16 and 64 concurrent tasks;
-//! 3. host calls: log calls and storage reads in one run;
+//! 3. host calls: log calls, storage reads and http-gets in one run;
 //! 4. a CPU-bound node (FNV-1a over 1 MB) under each interruption mode;
-//! 5. resident memory per idle prepared node and per live instance.
+//! 5. resident memory per idle prepared node and per live run;
+//! 6. the daemon over HTTPS (suite/daemon.rs);
+//! 7. Extism, from its own bench's results (suite/extism.rs, benches/extism/).
 //!
-//! For experiments: `WARDEN_BENCH_ONLY=concurrency` (or `ready`, `host-calls`, `interruption`)
-//! runs one workload and prints its table; `WARDEN_BENCH_KEEP_RESIDENT=BYTES`,
-//! `WARDEN_BENCH_DECOMMIT_BATCH=N` and `WARDEN_BENCH_NO_COW=1` change raw Wasmtime's pooling
+//! For experiments: `WARDEN_BENCH_ONLY=concurrency` (or `ready`, `host-calls`, `interruption`,
+//! `memory`, `daemon`) runs one workload and prints its table; `WARDEN_BENCH_KEEP_RESIDENT=BYTES`,
+//! `WARDEN_BENCH_PAGEMAP=1`, `WARDEN_BENCH_DECOMMIT_BATCH=N`, `WARDEN_BENCH_NO_COW=1` and
+//! `WARDEN_BENCH_NO_SIGNALS=1` (explicit checks instead of signals-based traps, which turns off
+//! Cranelift's Spectre mitigation for heap accesses) change raw Wasmtime's engine and pooling
 //! allocator (see docs/benchmarks-history.md).
 
 use std::collections::HashMap;
@@ -100,6 +104,12 @@ impl Raw {
                 let bytes: usize = bytes.parse().unwrap_or(0);
                 pool.linear_memory_keep_resident(bytes)
                     .table_keep_resident(bytes);
+            }
+            if std::env::var_os("WARDEN_BENCH_NO_SIGNALS").is_some() {
+                config.signals_based_traps(false).memory_guard_size(0);
+            }
+            if std::env::var_os("WARDEN_BENCH_PAGEMAP").is_some() {
+                pool.pagemap_scan(wasmtime::Enabled::Yes);
             }
             if let Ok(batch) = std::env::var("WARDEN_BENCH_DECOMMIT_BATCH") {
                 pool.decommit_batch_size(batch.parse().unwrap_or(1));

@@ -12,4 +12,5 @@ mod host_calls;
 mod memory;
 mod network;
 mod output;
+mod reuse;
 mod websocket;
