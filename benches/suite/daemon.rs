@@ -307,6 +307,8 @@ fn ceiling(data: &Path, answer: Bytes) -> String {
                 .expect("a loopback port");
             let _ = sender.send(listener.local_addr().expect("its address").to_string());
             while let Ok((stream, _)) = listener.accept().await {
+                // As the daemon's server does.
+                let _ = stream.set_nodelay(true);
                 let (acceptor, answer) = (acceptor.clone(), answer.clone());
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(stream).await else {
@@ -495,7 +497,16 @@ pub fn daemon(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>) {
             "not 200",
         ],
     );
-    for connections in [16usize, 64] {
+    // For experiments: other connection counts, e.g. `WARDEN_BENCH_CONNECTIONS=1,16`.
+    let counts: Vec<usize> = std::env::var("WARDEN_BENCH_CONNECTIONS")
+        .ok()
+        .map(|text| {
+            text.split(',')
+                .filter_map(|count| count.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|| vec![16, 64]);
+    for connections in counts {
         for h2 in [false, true] {
             let protocol = if h2 { "HTTP/2" } else { "HTTP/1.1" };
             eprintln!("suite: 6. {protocol}, {connections} connections");

@@ -50,10 +50,19 @@ impl Admission {
         }
     }
 
+    /// A slot, if one is free now.
+    pub fn try_acquire(&self) -> Option<Slot> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| Slot { _permit: permit })
+    }
+
     /// Takes a slot now if one is free, else waits for one in the queue, at most `timeout`.
     pub async fn acquire(&self, timeout: Duration) -> Result<Slot, Overloaded> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(Slot { _permit: permit });
+        if let Some(slot) = self.try_acquire() {
+            return Ok(slot);
         }
         let queued = self
             .waiting

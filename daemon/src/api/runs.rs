@@ -531,16 +531,22 @@ async fn admit(daemon: &Shared, live: &Arc<LiveNode>) -> Result<(Slot, Slot), Ap
         )
         .retry_after(1)
     };
-    let observing = async {
-        // The queue's depth is sampled once the wait has begun.
-        tokio::task::yield_now().await;
-        observe(live);
+    let node_slot = match live.admission.try_acquire() {
+        // A free slot: no wait, no yield (which would wake another worker thread).
+        Some(slot) => slot,
+        None => {
+            let observing = async {
+                // The queue's depth is sampled once the wait has begun.
+                tokio::task::yield_now().await;
+                observe(live);
+            };
+            let (node_slot, ()) = tokio::join!(live.admission.acquire(timeout), observing);
+            node_slot.map_err(|why| {
+                observe(live);
+                overloaded(&node, why)
+            })?
+        }
     };
-    let (node_slot, ()) = tokio::join!(live.admission.acquire(timeout), observing);
-    let node_slot = node_slot.map_err(|why| {
-        observe(live);
-        overloaded(&node, why)
-    })?;
     let host_slot = daemon.admission.acquire(timeout).await.map_err(|why| {
         observe(live);
         overloaded("*", why)
