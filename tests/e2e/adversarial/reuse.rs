@@ -1,9 +1,10 @@
 //! A pool slot's next run sees pristine memory. Between runs the pool resets a slot's memory in
 //! place (the pages the run touched, up to a megabyte, where the kernel can list them) or
 //! releases it; either way, nothing a run wrote may reach the next run in that slot. The hostile
-//! node checks that its memory is as its module defines it (its data segment intact, zeros
-//! elsewhere, in its first pages and in 3 MiB it grows), traps if not, and then writes over all
-//! of it, so that the next run finds the residue if any is left.
+//! node checks that its memory and its table are as its module defines them (its data segment
+//! intact, zeros elsewhere, in its first pages and in 3 MiB it grows; no function in the table),
+//! traps if not, and then writes over all of them, so that the next run finds the residue if
+//! any is left.
 
 use super::hostile;
 use futures_util::future::join_all;
@@ -22,7 +23,11 @@ fn check_zero(from: &str, to: &str) -> String {
 }
 
 fn residue_checking_node() -> NodeComponent {
-    let data = r#"(data (i32.const 2048) "\01\02\03\04\05\06\07\08")"#;
+    // Beside the data segment, a table of its own, empty as the module defines it.
+    let data = r#"(data (i32.const 2048) "\01\02\03\04\05\06\07\08")
+  (table $left 64 funcref)
+  (func $mark)
+  (elem declare func $mark)"#;
     let body = format!(
         r#"
     ;; The data segment as the module defines it, and zeros around it.
@@ -31,7 +36,15 @@ fn residue_checking_node() -> NodeComponent {
     ;; 48 new pages (3 MiB, past what a slot keeps resident), all zero.
     (if (i32.ne (memory.grow (i32.const 48)) (i32.const 2)) (then unreachable))
     {}
+    ;; The table empty.
+    (local.set $i (i32.const 0))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (i32.const 64)))
+      (if (i32.eqz (ref.is_null (table.get $left (local.get $i)))) (then unreachable))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
     ;; Residue for the next run: everything written over.
+    (table.fill $left (i32.const 0) (ref.func $mark) (i32.const 64))
     (i64.store (i32.const 2048) (i64.const -1))
     (memory.fill (i32.const 4096) (i32.const 0xa5) (i32.const 61440))
     (memory.fill (i32.const 131072) (i32.const 0xa5) (i32.const 3145728))"#,
