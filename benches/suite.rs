@@ -42,6 +42,9 @@ use wasmtime::{
 #[path = "common/raw_types.rs"]
 mod raw_types;
 use raw_types::*;
+#[path = "common/scale.rs"]
+mod scale;
+use scale::{Scale, median, percentile};
 #[path = "suite/daemon.rs"]
 mod daemon;
 #[path = "suite/extism.rs"]
@@ -293,31 +296,6 @@ struct Figures {
     log_call: Duration,
 }
 
-/// Sizes and durations: the full suite, or one quick pass.
-#[derive(Clone, Copy)]
-struct Scale {
-    full: bool,
-}
-
-impl Scale {
-    /// Samples of a measurement.
-    fn samples(self, full: usize) -> usize {
-        if self.full { full } else { 1 }
-    }
-
-    fn size(self, full: i64, quick: i64) -> i64 {
-        if self.full { full } else { quick }
-    }
-
-    fn duration(self, full: Duration) -> Duration {
-        if self.full {
-            full
-        } else {
-            Duration::from_millis(5)
-        }
-    }
-}
-
 /// Latencies of `samples` runs of `f`, after a warm-up, sorted.
 fn sample(samples: usize, mut f: impl FnMut()) -> Vec<Duration> {
     for _ in 0..samples.min(20) {
@@ -332,18 +310,6 @@ fn sample(samples: usize, mut f: impl FnMut()) -> Vec<Duration> {
         .collect();
     times.sort_unstable();
     times
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn median(sorted: &[Duration]) -> Duration {
-    percentile(sorted, 0.5)
 }
 
 /// A duration as people read it.
@@ -460,6 +426,22 @@ async fn raw_get(address: std::net::SocketAddr) -> u16 {
     status
 }
 
+/// The manifest of the bench node's package at `version` (`pack` fills in the rest).
+fn package_manifest(version: &str) -> warden_package::Manifest {
+    warden_package::Manifest {
+        name: "bench".into(),
+        version: version.into(),
+        description: String::new(),
+        publisher: "bench".into(),
+        capabilities: Vec::new(),
+        allowed_hosts: Vec::new(),
+        limits: "default".into(),
+        wit: String::new(),
+        component_sha256: String::new(),
+        component_bytes: 0,
+    }
+}
+
 /// One table of the report, in Markdown.
 struct Table {
     title: String,
@@ -520,19 +502,7 @@ fn ready(scale: Scale, bytes: &[u8], tables: &mut Vec<Table>, figures: &mut Figu
     });
     // Verifying a signed package of the same component (before anything is compiled).
     let key = warden_package::generate_key().expect("a key");
-    let manifest = warden_package::Manifest {
-        name: "bench".into(),
-        version: "1.0.0".into(),
-        description: String::new(),
-        publisher: String::new(),
-        capabilities: Vec::new(),
-        allowed_hosts: Vec::new(),
-        limits: "default".into(),
-        wit: String::new(),
-        component_sha256: String::new(),
-        component_bytes: 0,
-    };
-    let package = warden_package::pack(bytes, manifest, &key).expect("pack");
+    let package = warden_package::pack(bytes, package_manifest("1.0.0"), &key).expect("pack");
     let verify = sample(samples.max(10), || {
         let package = warden_package::decode(&package).expect("decode");
         black_box(warden_package::verify(&package, None).expect("verify"));

@@ -55,19 +55,8 @@ fn now() -> u64 {
 /// caps large enough that a load generator on one loopback address meets none of them.
 fn write_fixture(dir: &Path, bytes: &[u8], provider: &Provider) {
     let key = warden_package::generate_key().expect("a signing key");
-    let manifest = warden_package::Manifest {
-        name: "bench".into(),
-        version: "0.1.0".into(),
-        description: String::new(),
-        publisher: "bench".into(),
-        capabilities: vec![],
-        allowed_hosts: vec![],
-        limits: "default".into(),
-        wit: String::new(),
-        component_sha256: String::new(),
-        component_bytes: 0,
-    };
-    let package = warden_package::pack(bytes, manifest, &key).expect("sign the bench node");
+    let package = warden_package::pack(bytes, super::package_manifest("0.1.0"), &key)
+        .expect("sign the bench node");
     std::fs::create_dir_all(dir.join("packages")).expect("the package directory");
     std::fs::write(dir.join("packages/bench-0.1.0.wpkg"), package).expect("write the package");
     std::fs::write(dir.join("provider-ca.pem"), &provider.ca_pem).expect("write the CA");

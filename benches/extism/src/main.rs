@@ -16,6 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "../../common/scale.rs"]
+mod scale;
+use scale::{Scale, median, percentile};
+
 /// Bytes the host's `log` has seen: the least work a log call can do, as in raw Wasmtime's.
 static LOGGED: AtomicU64 = AtomicU64::new(0);
 
@@ -31,30 +35,6 @@ fn log(
     let message: &str = plugin.memory_get_val(input)?;
     LOGGED.fetch_add(message.len() as u64, Ordering::Relaxed);
     Ok(())
-}
-
-/// Sizes and durations: the full bench, or one quick pass.
-#[derive(Clone, Copy)]
-struct Scale {
-    full: bool,
-}
-
-impl Scale {
-    fn samples(self, full: usize) -> usize {
-        if self.full { full } else { 1 }
-    }
-
-    fn size(self, full: i64, quick: i64) -> i64 {
-        if self.full { full } else { quick }
-    }
-
-    fn duration(self, full: Duration) -> Duration {
-        if self.full {
-            full
-        } else {
-            Duration::from_millis(5)
-        }
-    }
 }
 
 fn main() {
@@ -156,18 +136,6 @@ fn sample(
     }
     times.sort_unstable();
     Ok(times)
-}
-
-fn median(sorted: &[Duration]) -> Duration {
-    percentile(sorted, 0.5)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 fn nanos(duration: Duration) -> f64 {
