@@ -120,7 +120,15 @@ pub enum PackageError {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    // Digit by digit: the daemon writes a run id and digests for every run, and a `format!` per
+    // byte showed in its profile.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -530,6 +538,11 @@ mod tests {
         assert_eq!(unhex::<2>("zzzz"), None);
         assert_eq!(unhex::<2>("+f+f"), None);
         assert_eq!(unhex::<2>("0AFF"), None);
+        let every: Vec<u8> = (0..=255).collect();
+        let text = hex(&every);
+        assert_eq!(&text[..8], "00010203");
+        assert_eq!(&text[text.len() - 4..], "feff");
+        assert_eq!(unhex::<256>(&text), every.try_into().ok());
     }
 
     #[test]
