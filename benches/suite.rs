@@ -18,7 +18,7 @@
 //!
 //! For experiments: `WARDEN_BENCH_ONLY=concurrency` (or `ready`, `host-calls`, `interruption`,
 //! `memory`, `daemon`) runs one workload and prints its table; `WARDEN_BENCH_KEEP_RESIDENT=BYTES`,
-//! `WARDEN_BENCH_NO_PAGEMAP=1`, `WARDEN_BENCH_DECOMMIT_BATCH=N`, `WARDEN_BENCH_NO_COW=1` and
+//! `WARDEN_BENCH_PAGEMAP=1`, `WARDEN_BENCH_DECOMMIT_BATCH=N`, `WARDEN_BENCH_NO_COW=1` and
 //! `WARDEN_BENCH_NO_SIGNALS=1` (explicit checks instead of signals-based traps, which turns off
 //! Cranelift's Spectre mitigation for heap accesses) change raw Wasmtime's engine and pooling
 //! allocator (see docs/benchmarks-history.md).
@@ -103,10 +103,12 @@ impl Raw {
         let mut config = Config::new();
         if pooling {
             let mut pool = PoolingAllocationConfig::new();
-            // Slots reset as warden's are: the touched pages in place, up to 1 MiB, where the
-            // kernel lists them (PAGEMAP_SCAN), so that the ratio compares like with like.
+            // Slots reset as warden's are (with `madvise`), so that the ratios compare like with
+            // like; `WARDEN_BENCH_PAGEMAP=1` resets the touched pages in place instead, up to
+            // 1 MiB, where the kernel lists them (see docs/benchmarks-history.md for why warden
+            // does not).
             let pagemap = PoolingAllocationConfig::is_pagemap_scan_available()
-                && std::env::var_os("WARDEN_BENCH_NO_PAGEMAP").is_none();
+                && std::env::var_os("WARDEN_BENCH_PAGEMAP").is_some();
             let keep = std::env::var("WARDEN_BENCH_KEEP_RESIDENT")
                 .ok()
                 .map(|bytes| bytes.parse().unwrap_or(0))

@@ -1,10 +1,10 @@
-//! A pool slot's next run sees pristine memory. Between runs the pool resets a slot's memory in
-//! place (the pages the run touched, up to a megabyte, where the kernel can list them) or
-//! releases it; either way, nothing a run wrote may reach the next run in that slot. The hostile
-//! node checks that its memory and its table are as its module defines them (its data segment
-//! intact, zeros elsewhere, in its first pages and in 3 MiB it grows; no function in the table),
-//! traps if not, and then writes over all of them, so that the next run finds the residue if
-//! any is left.
+//! A pool slot's next run sees pristine memory. Between runs the pool resets a slot's memory and
+//! tables (with `madvise`; Wasmtime's in-place reset missed swapped-out pages, see
+//! docs/benchmarks-history.md); nothing a run wrote may reach the next run in that slot. The
+//! hostile node checks that its memory and its table are as its module defines them (its data
+//! segment intact, zeros elsewhere, in its first pages and in 3 MiB it grows; no function in the
+//! table), traps if not, and then writes over all of them, so that the next run finds the
+//! residue if any is left.
 
 use super::hostile;
 use futures_util::future::join_all;
@@ -23,9 +23,10 @@ fn check_zero(from: &str, to: &str) -> String {
 }
 
 fn residue_checking_node() -> NodeComponent {
-    // Beside the data segment, a table of its own, empty as the module defines it.
+    // Beside the data segment, a table of its own (8 KiB of entries, more than a page), empty
+    // as the module defines it.
     let data = r#"(data (i32.const 2048) "\01\02\03\04\05\06\07\08")
-  (table $left 64 funcref)
+  (table $left 1024 funcref)
   (func $mark)
   (elem declare func $mark)"#;
     let body = format!(
@@ -39,12 +40,12 @@ fn residue_checking_node() -> NodeComponent {
     ;; The table empty.
     (local.set $i (i32.const 0))
     (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (i32.const 64)))
+      (br_if $done (i32.ge_u (local.get $i) (i32.const 1024)))
       (if (i32.eqz (ref.is_null (table.get $left (local.get $i)))) (then unreachable))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br $next)))
     ;; Residue for the next run: everything written over.
-    (table.fill $left (i32.const 0) (ref.func $mark) (i32.const 64))
+    (table.fill $left (i32.const 0) (ref.func $mark) (i32.const 1024))
     (i64.store (i32.const 2048) (i64.const -1))
     (memory.fill (i32.const 4096) (i32.const 0xa5) (i32.const 61440))
     (memory.fill (i32.const 131072) (i32.const 0xa5) (i32.const 3145728))"#,
