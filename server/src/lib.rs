@@ -88,10 +88,6 @@ pub async fn serve_with_shutdown(
                 continue;
             }
         };
-        // Answers are written in several pieces (TLS records, HTTP/2 frames, a streamed
-        // body): with Nagle's algorithm a piece could wait for the client's delayed ACK,
-        // 40 ms on Linux.
-        let _ = stream.set_nodelay(true);
         let admission = match caps.admit(peer.ip()) {
             Ok(admission) => admission,
             Err(refusal) => {
@@ -102,6 +98,10 @@ pub async fn serve_with_shutdown(
                 continue;
             }
         };
+        // Answers are written in several pieces (TLS records, HTTP/2 frames, a streamed
+        // body): with Nagle's algorithm a piece could wait for the client's delayed ACK,
+        // 40 ms on Linux.
+        let _ = stream.set_nodelay(true);
         let connection = Connection {
             peer,
             limits: limits.clone(),
