@@ -100,6 +100,12 @@ struct Raw {
 
 impl Raw {
     fn engine(pooling: bool, interruption: Interruption) -> Engine {
+        Self::engine_with(pooling, interruption)
+    }
+
+    /// An engine as [`Raw::engine`] makes it. Wasmtime 48 needs no switch for async: a store
+    /// instantiated with `instantiate_async` runs on fibers.
+    fn engine_with(pooling: bool, interruption: Interruption) -> Engine {
         let mut config = Config::new();
         if pooling {
             let mut pool = PoolingAllocationConfig::new();
@@ -206,6 +212,15 @@ impl Raw {
         Raw::link(&engine, &component, interruption)
     }
 
+    /// Raw Wasmtime as warden's engine runs: async (fibers), epoch and fuel, pooled; run it
+    /// with [`Raw::run_async`]. What separates it from [`Raw::new`] is what Wasmtime's async
+    /// and interruption cost; what separates warden from it is warden's own.
+    fn new_async(bytes: &[u8]) -> Self {
+        let engine = Self::engine_with(true, Interruption::Both);
+        let component = Component::new(&engine, bytes).expect("compile");
+        Raw::link(&engine, &component, Interruption::Both)
+    }
+
     fn link(engine: &Engine, component: &Component, interruption: Interruption) -> Self {
         let mut linker = Self::linker(engine);
         linker
@@ -218,6 +233,28 @@ impl Raw {
     }
 
     fn run(&self, node: &str, n: i64) -> i64 {
+        let mut store = self.store();
+        let instance = self.pre.instantiate(&mut store).expect("instantiate");
+        self.call(&mut store, &instance, node, n)
+    }
+
+    /// [`Raw::run`] on an engine made by [`Raw::new_async`].
+    async fn run_async(&self, node: &str, n: i64) -> i64 {
+        let mut store = self.store();
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiate");
+        let run = Self::run_func(&mut store, &instance);
+        let (result,) = run
+            .call_async(&mut store, Self::arguments(node, n))
+            .await
+            .expect("call");
+        Self::result(result)
+    }
+
+    fn store(&self) -> Store<RawState> {
         let state = RawState {
             deadline: Instant::now() + Duration::from_secs(30),
             logged: 0,
@@ -230,33 +267,45 @@ impl Raw {
         if matches!(self.interruption, Interruption::Epoch | Interruption::Both) {
             store.set_epoch_deadline(u64::MAX / 2);
         }
-        let instance = self.pre.instantiate(&mut store).expect("instantiate");
-        self.call(&mut store, &instance, node, n)
+        store
     }
 
     /// Calls `node` of an instantiated `instance` with input `n`; its `result`.
     fn call(
         &self,
-        mut store: &mut Store<RawState>,
+        store: &mut Store<RawState>,
         instance: &wasmtime::component::Instance,
         node: &str,
         n: i64,
     ) -> i64 {
+        let run = Self::run_func(&mut *store, instance);
+        let (result,) = run.call(store, Self::arguments(node, n)).expect("call");
+        Self::result(result)
+    }
+
+    /// The node's typed `run` export.
+    fn run_func(
+        mut store: &mut Store<RawState>,
+        instance: &wasmtime::component::Instance,
+    ) -> RunFunc {
         let interface = instance
             .get_export_index(&mut store, None, "warden:node/node@0.1.0")
             .expect("the node interface");
         let run = instance
             .get_export_index(&mut store, Some(&interface), "run")
             .expect("run");
-        let run: RunFunc = instance.get_typed_func(&mut store, run).expect("typed run");
-        let context = RawContext::for_node(node);
+        instance.get_typed_func(&mut store, run).expect("typed run")
+    }
+
+    fn arguments(node: &str, n: i64) -> (String, RawContext, Vec<RawField>) {
         let inputs = vec![RawField {
             name: "n".into(),
             value: RawValue::Integer(n),
         }];
-        let (result,) = run
-            .call(&mut store, (node.into(), context, inputs))
-            .expect("call");
+        (node.into(), RawContext::for_node(node), inputs)
+    }
+
+    fn result(result: Result<Vec<RawField>, String>) -> i64 {
         match result
             .expect("the node succeeds")
             .first()
@@ -708,6 +757,30 @@ fn raw_concurrency(raw: &Arc<Raw>, tasks: usize, length: Duration) -> Concurrenc
     Concurrency::of(tasks, times, start.elapsed())
 }
 
+/// Raw Wasmtime's async engine (see [`Raw::new_async`]): one task on `tokio`, looping.
+fn raw_async_single(
+    tokio: &tokio::runtime::Runtime,
+    raw: &Arc<Raw>,
+    length: Duration,
+) -> Concurrency {
+    let start = Instant::now();
+    let raw = raw.clone();
+    let times = tokio.block_on(async move {
+        tokio::spawn(async move {
+            let mut times = Vec::new();
+            while start.elapsed() < length {
+                let begun = Instant::now();
+                black_box(raw.run_async("noop", 0).await);
+                times.push(begun.elapsed());
+            }
+            times
+        })
+        .await
+        .expect("a raw task")
+    });
+    Concurrency::of(1, times, start.elapsed())
+}
+
 fn warden_concurrency(
     tokio: &tokio::runtime::Runtime,
     prepared: &PreparedNode,
@@ -725,8 +798,11 @@ fn warden_concurrency(
                         let begun = Instant::now();
                         black_box(warden_run_async(&prepared, "noop", 0).await);
                         times.push(begun.elapsed());
-                        // Let the other tasks in, as a server's would.
-                        tokio::task::yield_now().await;
+                        // Let the other tasks in, as a server's would. One task has none to
+                        // let in (see table 2a for what a yield costs it).
+                        if tasks > 1 || std::env::var_os("WARDEN_BENCH_YIELD").is_some() {
+                            tokio::task::yield_now().await;
+                        }
                     }
                     times
                 })
@@ -749,7 +825,10 @@ fn concurrency(
 ) -> (Vec<Concurrency>, Vec<Concurrency>) {
     let length = scale.duration(Duration::from_secs(2));
     let raw = Arc::new(Raw::new(bytes, true, Interruption::None));
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = std::env::var("WARDEN_BENCH_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -803,6 +882,40 @@ fn concurrency(
             ratio(warden.p50, raw.p50),
             format!("{:.2}x", warden.per_second / single.max(1e-9)),
         ]);
+    }
+    tables.push(table);
+    let raw_async = Arc::new(Raw::new_async(bytes));
+    let raw_async = raw_async_single(&tokio, &raw_async, length);
+    let mut table = Table::new(
+        "2a. Where one task's time goes",
+        "Instantiate + call of the no-op node from one task, as above, with a peer between raw \
+         Wasmtime and warden: raw Wasmtime with the engine warden runs (async, so \
+         instantiation and call each run on a fiber; epoch interruption and fuel metering on), \
+         on one task of the same tokio runtime. The step from raw to raw async is what \
+         Wasmtime's async support and interruption cost; the step from raw async to warden is \
+         warden's own (the run's store and WASI context, its log and record, the timeout, \
+         checking inputs and outputs). With one task the loop does not yield between runs: a \
+         yield wakes the idle worker, which takes the task to the other core, and each slot \
+         reset (`madvise`) must then interrupt both cores to flush their TLBs; that costs \
+         about 13 µs a run here.",
+        &["peer", "runs/s", "p50", "p99", "p50 over raw"],
+    );
+    let rows = [
+        ("raw Wasmtime", raws.first()),
+        ("raw Wasmtime, async + epoch + fuel", Some(&raw_async)),
+        ("warden", wardens.first()),
+    ];
+    let raw_p50 = raws.first().map_or(Duration::ZERO, |raw| raw.p50);
+    for (peer, measured) in rows {
+        if let Some(measured) = measured {
+            table.row(vec![
+                peer.to_string(),
+                format!("{:.0}", measured.per_second),
+                human(measured.p50),
+                human(measured.p99),
+                ratio(measured.p50, raw_p50),
+            ]);
+        }
     }
     tables.push(table);
     (raws, wardens)

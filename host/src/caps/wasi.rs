@@ -18,7 +18,7 @@ use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiView};
 use wasmtime_wasi_io::bytes::Bytes;
 
 /// A WASI context with nothing from the host: the node's stdout and stderr go to `log`;
@@ -34,6 +34,24 @@ pub(crate) fn context(
     network: &Arc<NetworkPolicy>,
     files: Option<&Path>,
 ) -> Result<WasiCtx, crate::Error> {
+    let mut builder = baseline(log, sockets, network);
+    if let Some(dir) = files {
+        // The node's own directory, as `/`: the only path wasi:filesystem can reach.
+        builder
+            .preopened_dir(dir, "/", FsPerms::ReadWrite)
+            .map_err(|error| {
+                crate::Error::Internal(format!("cannot open {}: {error}", dir.display()))
+            })?;
+    }
+    Ok(builder.build())
+}
+
+/// [`context`]'s builder without a directory: what a run gets when it has none.
+pub(crate) fn baseline(
+    log: &RunLog,
+    sockets: Capabilities,
+    network: &Arc<NetworkPolicy>,
+) -> WasiCtxBuilder {
     let mut builder = WasiCtx::builder();
     builder
         .stdout(LogStream {
@@ -54,15 +72,7 @@ pub(crate) fn context(
             Box::pin(async move { allowed })
         });
     }
-    if let Some(dir) = files {
-        // The node's own directory, as `/`: the only path wasi:filesystem can reach.
-        builder
-            .preopened_dir(dir, "/", FsPerms::ReadWrite)
-            .map_err(|error| {
-                crate::Error::Internal(format!("cannot open {}: {error}", dir.display()))
-            })?;
-    }
-    Ok(builder.build())
+    builder
 }
 
 struct Io;

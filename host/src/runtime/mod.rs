@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, ComponentExportIndex, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
     Store, Trap, UpdateDeadline, WasmBacktrace,
@@ -636,9 +636,15 @@ impl Runtime {
         };
         let pre = linker.instantiate_pre(component).map_err(mismatch)?;
         let pre = NodeHostPre::new(pre).map_err(mismatch)?;
+        let run_export = run_export(component).ok_or_else(|| {
+            mismatch(wasmtime::Error::msg(
+                "it exports no `run` in warden:node/node@0.1.0",
+            ))
+        })?;
         Ok(PreparedNode {
             inner: Arc::new(PreparedInner {
                 pre,
+                run_export,
                 storage: self.inner.storage.clone(),
                 tls: self.inner.tls.clone(),
                 files: self.inner.files.clone(),
@@ -695,6 +701,9 @@ pub struct PreparedNode {
 
 struct PreparedInner {
     pre: NodeHostPre<StoreData>,
+    /// The node's `run`, found once: a run looks up and type-checks only it, where the
+    /// bindings' `instantiate_async` checks every export (`describe`'s nested records too).
+    run_export: ComponentExportIndex,
     storage: Storage,
     tls: TlsRoots,
     files: Arc<FilesRoot>,
@@ -704,6 +713,17 @@ struct PreparedInner {
     connections: Connections,
     max_connections: usize,
     nodes: Vec<NodeInfo>,
+}
+
+/// `run`'s parameters and results, as the bindings type them.
+type RunParams<'a> = (&'a str, &'a wit::RunContext, &'a [wit::Field]);
+type RunResults = (Result<Vec<wit::Field>, String>,);
+
+/// Where `component` exports `run` of warden:node/node@0.1.0.
+fn run_export(component: &Component) -> Option<ComponentExportIndex> {
+    let (_, interface) = component.get_export(None, "warden:node/node@0.1.0")?;
+    let (_, run) = component.get_export(Some(&interface), "run")?;
+    Some(run)
 }
 
 /// One run's claim on the runtime's concurrency; released when dropped.
@@ -780,7 +800,10 @@ impl PreparedNode {
         );
         let wasi_sockets = self.wasi_sockets();
         let state = StoreData {
-            wasi: wasi::context(&log, wasi_sockets, &network, files)?,
+            wasi: match files {
+                Some(dir) => Some(wasi::context(&log, wasi_sockets, &network, Some(dir))?),
+                None => None,
+            },
             wasi_sockets,
             network,
             tls: self.inner.tls.clone(),
@@ -902,11 +925,18 @@ impl PreparedNode {
         let mut store = self.store(request, log.clone(), delivery.clone(), files.as_deref())?;
         let inputs: Vec<wit::Field> = inputs.into_iter().map(Into::into).collect();
         let call = async {
-            let instance = self.inner.pre.instantiate_async(&mut store).await?;
-            instance
-                .warden_node_node()
-                .call_run(&mut store, &info.name, &context, &inputs)
-                .await
+            let instance = self
+                .inner
+                .pre
+                .instance_pre()
+                .instantiate_async(&mut store)
+                .await?;
+            let run = instance
+                .get_typed_func::<RunParams<'_>, RunResults>(&mut store, self.inner.run_export)?;
+            let (result,) = run
+                .call_async(&mut store, (&info.name, &context, &inputs))
+                .await?;
+            wasmtime::Result::Ok(result)
         };
         let result = match files {
             // The directory is measured while the node runs; over its quota, the run ends.

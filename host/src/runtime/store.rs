@@ -25,7 +25,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub(crate) struct StoreData {
-    pub wasi: WasiCtx,
+    /// The run's WASI context, built when the node first reaches WASI: most runs of a node
+    /// built for `wasm32-unknown-unknown` never do, and building one seeds two random
+    /// generators (about a microsecond a run). A node directory's context is built up front,
+    /// where opening the directory can fail.
+    pub wasi: Option<WasiCtx>,
     pub table: ResourceTable,
     pub limiter: Limiter,
     pub context: RunContext,
@@ -60,10 +64,21 @@ pub(crate) struct StoreData {
 /// The store data lends every family its view (each trait is implemented below).
 impl caps::Views for StoreData {}
 
+/// The run's WASI context in `wasi`; the baseline (no directory) if none was built yet. A
+/// function of fields rather than a method, so that the caller can lend the other fields too.
+fn wasi_ctx<'a>(
+    wasi: &'a mut Option<WasiCtx>,
+    log: &RunLog,
+    sockets: Capabilities,
+    network: &Arc<NetworkPolicy>,
+) -> &'a mut WasiCtx {
+    wasi.get_or_insert_with(|| caps::wasi::baseline(log, sockets, network).build())
+}
+
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: wasi_ctx(&mut self.wasi, &self.log, self.wasi_sockets, &self.network),
             table: &mut self.table,
         }
     }
@@ -179,7 +194,8 @@ impl caps::sockets::LookupView for StoreData {
     fn lookup(&mut self) -> GuardedLookup<'_> {
         GuardedLookup {
             sockets: WasiSocketsCtxView {
-                ctx: self.wasi.sockets(),
+                ctx: wasi_ctx(&mut self.wasi, &self.log, self.wasi_sockets, &self.network)
+                    .sockets(),
                 table: &mut self.table,
             },
             policy: &self.network,
