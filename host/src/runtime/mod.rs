@@ -90,16 +90,6 @@ fn memory_slot_bytes(pool: &Limits) -> u64 {
     pool.memory_bytes.div_ceil(WASM_PAGE).max(1) * WASM_PAGE
 }
 
-/// Memory and table regions of finished runs that wait to be reset together. Each reset
-/// (`madvise`) interrupts every core the host runs on to flush its TLB, and that interrupt,
-/// not the reset, is what costs on a multi-threaded host: one `process_madvise` for 32 regions
-/// costs about what one `madvise` does. A waiting slot is not handed out again until it is
-/// reset, and when the pool runs out Wasmtime resets the waiting ones at once and retries, so
-/// the wait costs no capacity. Measured (docs/benchmarks-history.md): 1.5 to 2 times the runs
-/// per second at 16 and 64 concurrent runs; what it keeps is the written pages of the waiting
-/// runs, a few MiB.
-const DECOMMIT_BATCH: usize = 32;
-
 /// Instances, memories, tables and fiber stacks come from pools sized for `concurrency` runs
 /// under `pool` (every count is per run times the runs, so `concurrency` runs always fit).
 /// The per-run limits are still enforced by the store's limiter; the pool bounds are the
@@ -119,15 +109,18 @@ fn pooling(concurrency: u32, pool: &Limits) -> PoolingAllocationConfig {
         .max_memories_per_module(pool.max_memories)
         .max_tables_per_module(pool.max_tables)
         .table_elements(pool.max_table_elements)
-        .max_memory_size(memory_slot_bytes(pool) as usize)
-        .decommit_batch_size(DECOMMIT_BATCH);
+        .max_memory_size(memory_slot_bytes(pool) as usize);
     // Slots are reset for their next run with `madvise`, which costs a TLB shootdown per run
     // on a multi-threaded host. Wasmtime's in-place reset (`pagemap_scan` with
     // `*_keep_resident`) avoids that and doubled the runs per second here, but in Wasmtime 48
     // it neither resets nor releases a written page that is swapped out or migrating during the
     // scan, so the slot's next run, perhaps another tenant's, would read it (and a stale table
     // entry would point into a freed instance): bytecodealliance/wasmtime#14357. Off until
-    // that is fixed.
+    // that is fixed. Resetting finished runs' slots in batches (`decommit_batch_size`, one
+    // `process_madvise` for many) was measured too and is off as well: waiting slots keep
+    // everything their runs wrote (up to 31 memories per queue shard, each up to
+    // `memory_bytes`), and while another thread resets a batch its slots are neither free nor
+    // queued, so a run within the concurrency could be refused as busy.
     config
 }
 
