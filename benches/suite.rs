@@ -757,28 +757,62 @@ fn raw_concurrency(raw: &Arc<Raw>, tasks: usize, length: Duration) -> Concurrenc
     Concurrency::of(tasks, times, start.elapsed())
 }
 
-/// Raw Wasmtime's async engine (see [`Raw::new_async`]): one task on `tokio`, looping.
-fn raw_async_single(
+/// Table 2a's three peers on one task each: raw Wasmtime on a thread, raw Wasmtime's async
+/// engine (see [`Raw::new_async`]) and warden on a task of `tokio`, taking turns in five rounds
+/// of a fifth of `length`, so that a slow spell of the shared machine falls on all three.
+fn one_task_rounds(
     tokio: &tokio::runtime::Runtime,
-    raw: &Arc<Raw>,
+    raw: &Raw,
+    raw_async: &Raw,
+    prepared: &PreparedNode,
     length: Duration,
-) -> Concurrency {
-    let start = Instant::now();
-    let raw = raw.clone();
-    let times = tokio.block_on(async move {
-        tokio::spawn(async move {
-            let mut times = Vec::new();
-            while start.elapsed() < length {
+) -> [Concurrency; 3] {
+    const ROUNDS: u32 = 5;
+    let slice = length / ROUNDS;
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut elapsed = [Duration::ZERO; 3];
+    for _ in 0..ROUNDS {
+        let (raw_times, rest) = times.split_at_mut(1);
+        let (raw_async_times, warden_times) = rest.split_at_mut(1);
+        elapsed[0] += std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let start = Instant::now();
+                    while start.elapsed() < slice {
+                        let begun = Instant::now();
+                        black_box(raw.run("noop", 0));
+                        raw_times[0].push(begun.elapsed());
+                    }
+                    start.elapsed()
+                })
+                .join()
+                .expect("a raw task")
+        });
+        elapsed[1] += tokio.block_on(async {
+            let start = Instant::now();
+            while start.elapsed() < slice {
                 let begun = Instant::now();
-                black_box(raw.run_async("noop", 0).await);
-                times.push(begun.elapsed());
+                black_box(raw_async.run_async("noop", 0).await);
+                raw_async_times[0].push(begun.elapsed());
             }
-            times
-        })
-        .await
-        .expect("a raw task")
-    });
-    Concurrency::of(1, times, start.elapsed())
+            start.elapsed()
+        });
+        elapsed[2] += tokio.block_on(async {
+            let start = Instant::now();
+            while start.elapsed() < slice {
+                let begun = Instant::now();
+                black_box(warden_run_async(prepared, "noop", 0).await);
+                warden_times[0].push(begun.elapsed());
+            }
+            start.elapsed()
+        });
+    }
+    let [raw_times, raw_async_times, warden_times] = times;
+    [
+        Concurrency::of(1, raw_times, elapsed[0]),
+        Concurrency::of(1, raw_async_times, elapsed[1]),
+        Concurrency::of(1, warden_times, elapsed[2]),
+    ]
 }
 
 fn warden_concurrency(
@@ -884,38 +918,38 @@ fn concurrency(
         ]);
     }
     tables.push(table);
-    let raw_async = Arc::new(Raw::new_async(bytes));
-    let raw_async = raw_async_single(&tokio, &raw_async, length);
     let mut table = Table::new(
         "2a. Where one task's time goes",
-        "Instantiate + call of the no-op node from one task, as above, with a peer between raw \
-         Wasmtime and warden: raw Wasmtime with the engine warden runs (async, so \
-         instantiation and call each run on a fiber; epoch interruption and fuel metering on), \
-         on one task of the same tokio runtime. The step from raw to raw async is what \
-         Wasmtime's async support and interruption cost; the step from raw async to warden is \
-         warden's own (the run's store and WASI context, its log and record, the timeout, \
-         checking inputs and outputs). With one task the loop does not yield between runs: a \
-         yield wakes the idle worker, which takes the task to the other core, and each slot \
-         reset (`madvise`) must then interrupt both cores to flush their TLBs; that costs \
-         about 13 µs a run here.",
+        "Instantiate + call of the no-op node from one task, with a peer between raw Wasmtime \
+         and warden: raw Wasmtime with the engine warden runs (async, so instantiation and \
+         call each run on a fiber; epoch interruption and fuel metering on). Raw Wasmtime runs \
+         on a thread, the other two in `block_on` of the tokio runtime above; the three take \
+         turns in five rounds, so that a slow spell of the shared machine falls on all of \
+         them. The step from raw to raw async is what Wasmtime's async support and \
+         interruption cost; the step from raw async to warden is warden's own (the run's \
+         store, its log and record, the timeout, checking inputs and outputs). In table 2 one \
+         task does not yield between runs either: a yield wakes the idle worker, which takes \
+         the task to the other core, and each slot reset (`madvise`) must then interrupt both \
+         cores to flush their TLBs, about 13 µs a run here.",
         &["peer", "runs/s", "p50", "p99", "p50 over raw"],
     );
+    let raw_async = Raw::new_async(bytes);
+    let [raw_one, raw_async_one, warden_one] =
+        one_task_rounds(&tokio, &raw, &raw_async, &prepared, length);
     let rows = [
-        ("raw Wasmtime", raws.first()),
-        ("raw Wasmtime, async + epoch + fuel", Some(&raw_async)),
-        ("warden", wardens.first()),
+        ("raw Wasmtime", raw_one),
+        ("raw Wasmtime, async + epoch + fuel", raw_async_one),
+        ("warden", warden_one),
     ];
-    let raw_p50 = raws.first().map_or(Duration::ZERO, |raw| raw.p50);
+    let raw_p50 = rows[0].1.p50;
     for (peer, measured) in rows {
-        if let Some(measured) = measured {
-            table.row(vec![
-                peer.to_string(),
-                format!("{:.0}", measured.per_second),
-                human(measured.p50),
-                human(measured.p99),
-                ratio(measured.p50, raw_p50),
-            ]);
-        }
+        table.row(vec![
+            peer.to_string(),
+            format!("{:.0}", measured.per_second),
+            human(measured.p50),
+            human(measured.p99),
+            ratio(measured.p50, raw_p50),
+        ]);
     }
     tables.push(table);
     (raws, wardens)
