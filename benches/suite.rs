@@ -21,7 +21,9 @@
 //! `WARDEN_BENCH_PAGEMAP=1`, `WARDEN_BENCH_DECOMMIT_BATCH=N`, `WARDEN_BENCH_NO_COW=1` and
 //! `WARDEN_BENCH_NO_SIGNALS=1` (explicit checks instead of signals-based traps, which turns off
 //! Cranelift's Spectre mitigation for heap accesses) change raw Wasmtime's engine and pooling
-//! allocator (see docs/benchmarks-history.md).
+//! allocator (see docs/benchmarks-history.md). `WARDEN_BENCH_WORKERS=N` sets the tokio
+//! runtime's worker threads for workload 2, and `WARDEN_BENCH_YIELD=1` makes its one task yield
+//! between runs as the others do.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -21,32 +21,29 @@ use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiView};
 use wasmtime_wasi_io::bytes::Bytes;
 
-/// A WASI context with nothing from the host: the node's stdout and stderr go to `log`;
-/// sockets work only for `sockets` (the network capabilities granted with
-/// `allow_wasi_network`; wasi:sockets is linked whatever the grant, so this is what keeps it
-/// denied), every address checked by `network`;
-/// `files`, when given, is the node's private directory, preopened as `/`. The builder's
-/// defaults are the rest of the baseline: no environment, no arguments, stdin closed, and the
-/// secure random source seeded from the operating system.
+/// The baseline WASI context of [`baseline`] with `dir`, the node's private directory,
+/// preopened as `/`: the only path wasi:filesystem can reach.
 pub(crate) fn context(
     log: &RunLog,
     sockets: Capabilities,
     network: &Arc<NetworkPolicy>,
-    files: Option<&Path>,
+    dir: &Path,
 ) -> Result<WasiCtx, crate::Error> {
     let mut builder = baseline(log, sockets, network);
-    if let Some(dir) = files {
-        // The node's own directory, as `/`: the only path wasi:filesystem can reach.
-        builder
-            .preopened_dir(dir, "/", FsPerms::ReadWrite)
-            .map_err(|error| {
-                crate::Error::Internal(format!("cannot open {}: {error}", dir.display()))
-            })?;
-    }
+    builder
+        .preopened_dir(dir, "/", FsPerms::ReadWrite)
+        .map_err(|error| {
+            crate::Error::Internal(format!("cannot open {}: {error}", dir.display()))
+        })?;
     Ok(builder.build())
 }
 
-/// [`context`]'s builder without a directory: what a run gets when it has none.
+/// A WASI context with nothing from the host: the node's stdout and stderr go to `log`;
+/// sockets work only for `sockets` (the network capabilities granted with
+/// `allow_wasi_network`; wasi:sockets is linked whatever the grant, so this is what keeps it
+/// denied), every address checked by `network`. The builder's defaults are the rest of the
+/// baseline: no environment, no arguments, no directory, stdin closed, and the secure random
+/// source seeded from the operating system.
 pub(crate) fn baseline(
     log: &RunLog,
     sockets: Capabilities,

@@ -804,10 +804,9 @@ impl PreparedNode {
         );
         let wasi_sockets = self.wasi_sockets();
         let state = StoreData {
-            wasi: match files {
-                Some(dir) => Some(wasi::context(&log, wasi_sockets, &network, Some(dir))?),
-                None => None,
-            },
+            wasi: files
+                .map(|dir| wasi::context(&log, wasi_sockets, &network, dir))
+                .transpose()?,
             wasi_sockets,
             network,
             tls: self.inner.tls.clone(),
