@@ -38,6 +38,12 @@ pub enum StartError {
     },
     #[error("the node storage: {0}")]
     Storage(String),
+    #[error(
+        "[cluster] is set, but the environment variable {0} that holds the database URL is not; set it to postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    )]
+    NoDatabaseUrl(String),
+    #[error("joining the cluster: {0}")]
+    Cluster(#[from] warden_cluster::ClusterError),
     #[error(transparent)]
     Audit(#[from] AuditError),
 }
@@ -192,6 +198,33 @@ impl AuthFailures {
     }
 }
 
+/// The cluster this daemon joins: `[cluster]` in the manifest, or, without it, the default
+/// settings when `WARDEN_DATABASE_URL` is set (a container configured by its environment).
+fn cluster_of(manifest: &Manifest) -> Option<crate::manifest::Cluster> {
+    manifest.cluster.clone().or_else(|| {
+        std::env::var_os(crate::manifest::DEFAULT_DATABASE_URL_ENV)
+            .map(|_| crate::manifest::Cluster::default())
+    })
+}
+
+/// The storage scopes in the cluster's PostgreSQL database, which every daemon shares.
+async fn cluster_storage(cluster: &crate::manifest::Cluster) -> Result<Storage, StartError> {
+    let url = std::env::var(&cluster.database_url_env)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .ok_or_else(|| StartError::NoDatabaseUrl(cluster.database_url_env.clone()))?;
+    let options = warden_cluster::DatabaseOptions {
+        max_connections: cluster.max_connections,
+        connect_timeout: cluster.connect_timeout,
+        ..warden_cluster::DatabaseOptions::default()
+    };
+    let database = warden_cluster::Database::connect(&url, &options).await?;
+    tracing::info!("storage scopes are in the cluster's PostgreSQL database");
+    Ok(Storage::new(Arc::new(warden_cluster::PgStorage::new(
+        &database,
+    ))))
+}
+
 impl Daemon {
     /// Reads the manifest, loads and prepares every node, and opens the audit log. Any problem
     /// refuses the start, every problem listed.
@@ -214,8 +247,11 @@ impl Daemon {
         if keys.is_empty() && !stored {
             return Err(StartError::NoApiKey);
         }
-        let storage = Storage::open(&data.join("storage.redb"))
-            .map_err(|error| StartError::Storage(error.to_string()))?;
+        let storage = match cluster_of(&manifest) {
+            Some(cluster) => cluster_storage(&cluster).await?,
+            None => Storage::open(&data.join("storage.redb"))
+                .map_err(|error| StartError::Storage(error.to_string()))?,
+        };
         let code_cache = match manifest.host.code_cache {
             true => match CodeCache::open(&data.join("code")) {
                 Ok(cache) => Some(Arc::new(cache)),

@@ -85,6 +85,32 @@ pub struct Manifest {
     pub executor: Option<ExecutorAuth>,
     /// How people's OpenID Connect access tokens are checked; refused without.
     pub oidc: Option<OidcAuth>,
+    /// `[cluster]`: this daemon is one of many sharing a PostgreSQL database.
+    pub cluster: Option<Cluster>,
+}
+
+/// The environment variable that holds the cluster's database URL when `[cluster]` names none.
+pub const DEFAULT_DATABASE_URL_ENV: &str = "WARDEN_DATABASE_URL";
+
+/// `[cluster]`: where the shared state is. The URL carries a password, so the manifest names
+/// the environment variable that holds it, never the URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    pub database_url_env: String,
+    /// Connections this daemon opens to the database at most.
+    pub max_connections: u32,
+    /// How long the daemon waits at start for its database to answer.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            database_url_env: DEFAULT_DATABASE_URL_ENV.to_string(),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[auth.executor]`: the issuer, audience, keys and lifetimes of executor tokens.
@@ -239,6 +265,7 @@ impl Manifest {
                     != started.metrics.as_ref().map(|m| &m.listen),
             ),
             ("storage.data_dir", self.data_dir != started.data_dir),
+            ("cluster", self.cluster != started.cluster),
             (
                 "host",
                 format!("{:?}", self.host) != format!("{:?}", started.host),
@@ -254,6 +281,7 @@ impl Manifest {
         self.api.keys = keys;
         self.metrics = started.metrics.clone();
         self.data_dir = started.data_dir.clone();
+        self.cluster = started.cluster.clone();
         self.host = started.host.clone();
         for node in &mut self.nodes {
             node.concurrency = node.concurrency.min(self.host.concurrency);
@@ -283,6 +311,15 @@ struct RawManifest {
     nodes: Vec<RawNode>,
     #[serde(default)]
     auth: RawAuth,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    database_url_env: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u32>>,
+    connect_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -552,6 +589,10 @@ fn check(
         }
     });
     let host = check_host(&raw.host, problems);
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .map(|cluster| check_cluster(cluster, problems));
     let data_dir = relative(
         base,
         raw.storage.data_dir.as_deref().unwrap_or("warden-data"),
@@ -662,6 +703,7 @@ fn check(
     Manifest {
         executor,
         oidc,
+        cluster,
         path: path.to_path_buf(),
         sha256: warden_package::hex(&sha2::Digest::finalize(
             <sha2::Sha256 as sha2::Digest>::new_with_prefix(text.as_bytes()),
@@ -1045,6 +1087,40 @@ fn check_api(raw: &RawApi, base: &Path, problems: &mut Problems) -> Api {
     }
 }
 
+fn check_cluster(raw: &RawCluster, problems: &mut Problems) -> Cluster {
+    let mut cluster = Cluster::default();
+    if let Some(name) = &raw.database_url_env {
+        let valid = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            cluster.database_url_env = name.get_ref().clone();
+        } else {
+            problems.at(
+                name,
+                "cluster.database_url_env",
+                "the name of an environment variable (letters, digits and `_`), such as WARDEN_DATABASE_URL; the URL itself stays out of the manifest",
+            );
+        }
+    }
+    if let Some(count) = &raw.max_connections {
+        if (1..=1000).contains(count.get_ref()) {
+            cluster.max_connections = *count.get_ref();
+        } else {
+            problems.at(count, "cluster.max_connections", "between 1 and 1000");
+        }
+    }
+    cluster.connect_timeout = duration(
+        problems,
+        &raw.connect_timeout,
+        "cluster.connect_timeout",
+        cluster.connect_timeout,
+    );
+    cluster
+}
+
 fn check_host(raw: &RawHost, problems: &mut Problems) -> HostSettings {
     let concurrency = match &raw.concurrency {
         Some(value) if *value.get_ref() == 0 || *value.get_ref() > warden_host::MAX_CONCURRENCY => {
@@ -1320,6 +1396,50 @@ grant = ["storage-read", "storage-write"]
         assert_eq!(node.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(node.limits, Limits::default_preset());
         assert_eq!(manifest.host.sync_interval, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn a_cluster_names_the_variable_that_holds_its_database_url() {
+        assert_eq!(parse("").unwrap().cluster, None);
+        assert_eq!(
+            parse("[cluster]\n").unwrap().cluster,
+            Some(Cluster::default())
+        );
+        let cluster = parse(
+            "[cluster]\ndatabase_url_env = \"PG_URL\"\nmax_connections = 4\nconnect_timeout = \"2s\"\n",
+        )
+        .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(cluster.database_url_env, "PG_URL");
+        assert_eq!(cluster.max_connections, 4);
+        assert_eq!(cluster.connect_timeout, Duration::from_secs(2));
+        // A URL where the variable's name belongs is refused, and not echoed back.
+        let error = parse(
+            "[cluster]\ndatabase_url_env = \"postgres://u:secret@db/warden\"\nmax_connections = 0\n",
+        )
+        .unwrap_err();
+        let ManifestError::Invalid { problems, .. } = &error else {
+            panic!("{error}");
+        };
+        let fields: Vec<(usize, &str)> = problems
+            .iter()
+            .map(|p| (p.line, p.field.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                (2, "cluster.database_url_env"),
+                (3, "cluster.max_connections")
+            ]
+        );
+        assert!(!error.to_string().contains("secret"), "{error}");
+        assert!(parse("[cluster]\nurl = \"x\"\n").is_err());
+        // Joining or leaving a cluster takes a restart.
+        let started = parse("").unwrap();
+        let (kept, changed) = parse("[cluster]\n").unwrap().keeping_fixed(&started);
+        assert_eq!(kept.cluster, None);
+        assert_eq!(changed, ["cluster"]);
     }
 
     #[test]

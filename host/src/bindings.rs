@@ -8,8 +8,17 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "warden:node/node-host",
     exports: { default: async },
-    // HTTP waits on the network: these host functions are async (the call already is).
+    // What waits on the network is async (the call already is).
     imports: {
+        // Storage and the cache may be across the network (PostgreSQL, in a cluster).
+        "warden:node/storage-read.get": async,
+        "warden:node/storage-read.exists": async,
+        "warden:node/storage-read.list-keys": async,
+        "warden:node/storage-write.set": async,
+        "warden:node/storage-delete.delete": async,
+        "warden:node/cache-read.get": async,
+        "warden:node/cache-write.set": async,
+        "warden:node/cache-write.remove": async,
         "warden:node/http-get.fetch": async,
         "warden:node/http-write.send": async,
         "warden:node/models.embed": async,

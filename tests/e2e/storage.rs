@@ -147,11 +147,14 @@ fn the_upload_scope_is_read_only_for_nodes_and_filled_by_the_embedder() {
     );
     let error = probe.error(&alice, "delete", "upload", "report.csv", "");
     assert!(error.starts_with("denied:"), "{error}");
-    probe
-        .runtime
-        .storage()
-        .put(&alice, Scope::Upload, "report.csv", b"a,b\n1,2", u64::MAX)
-        .unwrap();
+    block_on(probe.runtime.storage().put(
+        &alice,
+        Scope::Upload,
+        "report.csv",
+        b"a,b\n1,2",
+        u64::MAX,
+    ))
+    .unwrap();
     assert_eq!(
         probe.value(&alice, "get", "upload", "report.csv", ""),
         text("a,b\n1,2")

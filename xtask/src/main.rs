@@ -95,6 +95,10 @@ fn install_targets() -> Result<(), String> {
 fn test() -> Result<(), String> {
     let mut command = cargo();
     command.args(["test", "--workspace", "--all-targets"]);
+    if postgresql() {
+        // Installed or found: the cluster tests must then run, not skip.
+        command.env("WARDEN_REQUIRE_SERVICES", "1");
+    }
     run(command)?;
     // The OTLP export is behind a feature: its test (spans reaching a loopback receiver) runs
     // with it on.
@@ -118,6 +122,68 @@ fn test() -> Result<(), String> {
     deny()?;
     licenses(Inventory::Check)?;
     fuzz(15)
+}
+
+/// Whether PostgreSQL's server binaries are here, for the cluster tests: found, or installed
+/// from Debian's `postgresql` package when this runs as root with apt. The tests start their
+/// own server on loopback; without one they skip, saying why.
+fn postgresql() -> bool {
+    let installed = || {
+        std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|version| version.path().join("bin/initdb").exists())
+            || Command::new("initdb")
+                .arg("--version")
+                .output()
+                .is_ok_and(|output| output.status.success())
+    };
+    if std::env::var_os("WARDEN_PG_BIN").is_some() || installed() {
+        return true;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
+    if !root || !Path::new("/usr/bin/apt-get").exists() {
+        eprintln!(
+            "PostgreSQL is not installed and cannot be installed here (apt-get as root): the \
+             cluster tests will skip. Install Debian's `postgresql` package to run them."
+        );
+        return false;
+    }
+    eprintln!("installing PostgreSQL for the cluster tests (Debian's postgresql package, once)");
+    // The tests make their own clusters: the package's default one would only be a server
+    // left running on port 5432.
+    let _ = std::fs::create_dir_all("/etc/postgresql-common");
+    if !Path::new("/etc/postgresql-common/createcluster.conf").exists() {
+        let _ = std::fs::write(
+            "/etc/postgresql-common/createcluster.conf",
+            "create_main_cluster = false\n",
+        );
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let install = [
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "postgresql",
+    ];
+    // A fresh machine's package lists may be empty or stale: update once, then try again.
+    let done = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
+    if !done {
+        eprintln!("PostgreSQL could not be installed: the cluster tests will skip");
+        return false;
+    }
+    installed()
 }
 
 /// The target directory: `$CARGO_TARGET_DIR`, or `target/` in the repository.

@@ -44,17 +44,18 @@ impl View<'_> {
 }
 
 impl cache_read::Host for View<'_> {
-    fn get(&mut self, key: String, scope: CacheScope) -> Result<Option<Vec<u8>>, HostError> {
+    async fn get(&mut self, key: String, scope: CacheScope) -> Result<Option<Vec<u8>>, HostError> {
         let key = validate_key(&key)?;
         Ok(self
             .storage
             .backend()
-            .cache_get(&self.cache_partition(scope), key, now_ms())?)
+            .cache_get(&self.cache_partition(scope), key, now_ms())
+            .await?)
     }
 }
 
 impl cache_write::Host for View<'_> {
-    fn set(
+    async fn set(
         &mut self,
         key: String,
         value: Vec<u8>,
@@ -75,21 +76,26 @@ impl cache_write::Host for View<'_> {
         let now = now_ms();
         let expires = now.saturating_add(ttl.as_millis() as u64);
         let quota = self.limits.storage_quota_bytes;
-        Ok(self.storage.backend().cache_set(
-            &self.cache_partition(scope),
-            key,
-            &value,
-            expires,
-            quota,
-            now,
-        )?)
+        Ok(self
+            .storage
+            .backend()
+            .cache_set(
+                &self.cache_partition(scope),
+                key,
+                &value,
+                expires,
+                quota,
+                now,
+            )
+            .await?)
     }
 
-    fn remove(&mut self, key: String, scope: CacheScope) -> Result<bool, HostError> {
+    async fn remove(&mut self, key: String, scope: CacheScope) -> Result<bool, HostError> {
         let key = validate_key(&key)?;
         Ok(self
             .storage
             .backend()
-            .cache_remove(&self.cache_partition(scope), key)?)
+            .cache_remove(&self.cache_partition(scope), key)
+            .await?)
     }
 }

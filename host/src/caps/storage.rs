@@ -89,20 +89,23 @@ fn writable(scope: Scope) -> Result<(), HostError> {
 }
 
 impl storage_read::Host for View<'_> {
-    fn get(&mut self, scope_: WitScope, key: String) -> Result<Option<Vec<u8>>, HostError> {
+    async fn get(&mut self, scope_: WitScope, key: String) -> Result<Option<Vec<u8>>, HostError> {
         let scope = scope(scope_);
         let key = validate_key(&key)?;
         Ok(self
             .storage
             .backend()
-            .get(&scope.partition(self.context), key)?)
+            .get(&scope.partition(self.context), key)
+            .await?)
     }
 
-    fn exists(&mut self, scope_: WitScope, key: String) -> Result<bool, HostError> {
-        storage_read::Host::get(self, scope_, key).map(|value| value.is_some())
+    async fn exists(&mut self, scope_: WitScope, key: String) -> Result<bool, HostError> {
+        storage_read::Host::get(self, scope_, key)
+            .await
+            .map(|value| value.is_some())
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         scope_: WitScope,
         prefix: String,
@@ -114,12 +117,18 @@ impl storage_read::Host for View<'_> {
         Ok(self
             .storage
             .backend()
-            .list(&scope.partition(self.context), &prefix, limit)?)
+            .list(&scope.partition(self.context), &prefix, limit)
+            .await?)
     }
 }
 
 impl storage_write::Host for View<'_> {
-    fn set(&mut self, scope_: WitScope, key: String, value: Vec<u8>) -> Result<(), HostError> {
+    async fn set(
+        &mut self,
+        scope_: WitScope,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), HostError> {
         let scope = scope(scope_);
         writable(scope)?;
         let key = validate_key(&key)?;
@@ -128,18 +137,20 @@ impl storage_write::Host for View<'_> {
         Ok(self
             .storage
             .backend()
-            .set(&scope.partition(self.context), key, &value, quota)?)
+            .set(&scope.partition(self.context), key, &value, quota)
+            .await?)
     }
 }
 
 impl storage_delete::Host for View<'_> {
-    fn delete(&mut self, scope_: WitScope, key: String) -> Result<bool, HostError> {
+    async fn delete(&mut self, scope_: WitScope, key: String) -> Result<bool, HostError> {
         let scope = scope(scope_);
         writable(scope)?;
         let key = validate_key(&key)?;
         Ok(self
             .storage
             .backend()
-            .delete(&scope.partition(self.context), key)?)
+            .delete(&scope.partition(self.context), key)
+            .await?)
     }
 }

@@ -600,7 +600,7 @@ mod tests {
             .build()
             .unwrap();
         let url = format!("http://{address}/");
-        let mut send = |hooks: &mut Hooks| {
+        let send = |hooks: &mut Hooks| {
             let future = hooks.send_request(request("GET", &url), None, Box::new(async { Ok(()) }));
             runtime.block_on(Box::into_pin(future))
         };

@@ -13,25 +13,35 @@ pub enum StorageError {
 
 /// What a storage backend does. Keys arrive validated and partitioned; a backend only stores.
 ///
+/// The methods are async because a backend may be across the network (PostgreSQL, for a
+/// cluster of daemons); the host functions that call them are async imports, so a node waiting
+/// on a remote store gives its thread back, as a node waiting on HTTP does.
+///
 /// Implementations keep a byte count (keys plus values) per partition and refuse a `set` that
 /// would take it over `quota`.
+#[async_trait::async_trait]
 pub trait StorageBackend: Send + Sync {
-    fn get(&self, partition: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
-    fn set(&self, partition: &str, key: &str, value: &[u8], quota: u64)
-    -> Result<(), StorageError>;
-    fn delete(&self, partition: &str, key: &str) -> Result<bool, StorageError>;
+    async fn get(&self, partition: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    async fn set(
+        &self,
+        partition: &str,
+        key: &str,
+        value: &[u8],
+        quota: u64,
+    ) -> Result<(), StorageError>;
+    async fn delete(&self, partition: &str, key: &str) -> Result<bool, StorageError>;
     /// Keys of `partition` that start with `prefix`, sorted, at most `limit`.
-    fn list(
+    async fn list(
         &self,
         partition: &str,
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, StorageError>;
     /// Bytes the partition holds.
-    fn usage(&self, partition: &str) -> Result<u64, StorageError>;
+    async fn usage(&self, partition: &str) -> Result<u64, StorageError>;
 
     /// An execution-cache entry, if it has not expired at `now_ms`.
-    fn cache_get(
+    async fn cache_get(
         &self,
         partition: &str,
         key: &str,
@@ -39,7 +49,7 @@ pub trait StorageBackend: Send + Sync {
     ) -> Result<Option<Vec<u8>>, StorageError>;
     /// Stores an execution-cache entry. Entries expired at `now_ms` stop counting against
     /// `quota`: a backend reclaims them (a bounded number per call) before it refuses a write.
-    fn cache_set(
+    async fn cache_set(
         &self,
         partition: &str,
         key: &str,
@@ -48,5 +58,5 @@ pub trait StorageBackend: Send + Sync {
         quota: u64,
         now_ms: u64,
     ) -> Result<(), StorageError>;
-    fn cache_remove(&self, partition: &str, key: &str) -> Result<bool, StorageError>;
+    async fn cache_remove(&self, partition: &str, key: &str) -> Result<bool, StorageError>;
 }

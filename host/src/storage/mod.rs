@@ -41,18 +41,18 @@ impl Storage {
     }
 
     /// Reads a key of a scope as a node of `context` would see it.
-    pub fn get(
+    pub async fn get(
         &self,
         context: &RunContext,
         scope: Scope,
         key: &str,
     ) -> Result<Option<Vec<u8>>, ScopedError> {
         let key = validate_key(key)?;
-        Ok(self.backend.get(&scope.partition(context), key)?)
+        Ok(self.backend.get(&scope.partition(context), key).await?)
     }
 
     /// Writes a key of any scope, the upload scope included: this is the embedder's door.
-    pub fn put(
+    pub async fn put(
         &self,
         context: &RunContext,
         scope: Scope,
@@ -63,7 +63,8 @@ impl Storage {
         let key = validate_key(key)?;
         Ok(self
             .backend
-            .set(&scope.partition(context), key, value, quota)?)
+            .set(&scope.partition(context), key, value, quota)
+            .await?)
     }
 }
 

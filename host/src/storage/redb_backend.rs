@@ -177,8 +177,10 @@ impl RedbStorage {
     }
 }
 
-impl StorageBackend for RedbStorage {
-    fn get(&self, partition: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+/// The same operations, synchronous: the backend trait's methods call these, and so can code
+/// that holds a `RedbStorage` itself.
+impl RedbStorage {
+    pub fn get(&self, partition: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(DATA).map_err(backend)?;
         Ok(table
@@ -187,7 +189,7 @@ impl StorageBackend for RedbStorage {
             .map(|value| value.value().to_vec()))
     }
 
-    fn set(
+    pub fn set(
         &self,
         partition: &str,
         key: &str,
@@ -197,11 +199,11 @@ impl StorageBackend for RedbStorage {
         self.put(DATA, partition, key, value, quota, None)
     }
 
-    fn delete(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
+    pub fn delete(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
         self.remove(DATA, partition, key)
     }
 
-    fn list(
+    pub fn list(
         &self,
         partition: &str,
         prefix: &str,
@@ -224,7 +226,7 @@ impl StorageBackend for RedbStorage {
         Ok(keys)
     }
 
-    fn usage(&self, partition: &str) -> Result<u64, StorageError> {
+    pub fn usage(&self, partition: &str) -> Result<u64, StorageError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(USAGE).map_err(backend)?;
         Ok(table
@@ -234,7 +236,7 @@ impl StorageBackend for RedbStorage {
             .unwrap_or(0))
     }
 
-    fn cache_get(
+    pub fn cache_get(
         &self,
         partition: &str,
         key: &str,
@@ -257,7 +259,7 @@ impl StorageBackend for RedbStorage {
         Ok(Some(value.to_vec()))
     }
 
-    fn cache_set(
+    pub fn cache_set(
         &self,
         partition: &str,
         key: &str,
@@ -272,8 +274,69 @@ impl StorageBackend for RedbStorage {
         self.put(CACHE, partition, key, &stored, quota, Some(now_ms))
     }
 
-    fn cache_remove(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
+    pub fn cache_remove(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
         self.remove(CACHE, partition, key)
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageBackend for RedbStorage {
+    // redb answers from memory or a local file, in microseconds: the work runs inline, as every
+    // other host call does, rather than on a blocking thread.
+    async fn get(&self, partition: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        RedbStorage::get(self, partition, key)
+    }
+
+    async fn set(
+        &self,
+        partition: &str,
+        key: &str,
+        value: &[u8],
+        quota: u64,
+    ) -> Result<(), StorageError> {
+        RedbStorage::set(self, partition, key, value, quota)
+    }
+
+    async fn delete(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
+        RedbStorage::delete(self, partition, key)
+    }
+
+    async fn list(
+        &self,
+        partition: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        RedbStorage::list(self, partition, prefix, limit)
+    }
+
+    async fn usage(&self, partition: &str) -> Result<u64, StorageError> {
+        RedbStorage::usage(self, partition)
+    }
+
+    async fn cache_get(
+        &self,
+        partition: &str,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        RedbStorage::cache_get(self, partition, key, now_ms)
+    }
+
+    async fn cache_set(
+        &self,
+        partition: &str,
+        key: &str,
+        value: &[u8],
+        expires_at_ms: u64,
+        quota: u64,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        RedbStorage::cache_set(self, partition, key, value, expires_at_ms, quota, now_ms)
+    }
+
+    async fn cache_remove(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
+        RedbStorage::cache_remove(self, partition, key)
     }
 }
 

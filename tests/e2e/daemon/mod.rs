@@ -5,6 +5,7 @@
 mod admin;
 mod api;
 mod auth;
+mod cluster;
 mod lifecycle;
 mod load;
 mod oidc;
@@ -178,12 +179,19 @@ impl Daemon {
 
     /// Starts it, or returns what it said when it did not start.
     pub fn try_start(fixture: &Fixture) -> Result<Daemon, String> {
+        Daemon::try_start_with_env(fixture, &[])
+    }
+
+    /// Starts it with more environment variables.
+    pub fn try_start_with_env(fixture: &Fixture, env: &[(&str, &str)]) -> Result<Daemon, String> {
         let stderr = fixture.path(&format!("daemon-{}.log", unique()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
             .args(["serve", "--manifest"])
             .arg(fixture.path("host.toml"))
             .env("WARDEN_API_KEY", KEY)
             .env_remove("WARDEN_MANIFEST")
+            .env_remove("WARDEN_DATABASE_URL")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()

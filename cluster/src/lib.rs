@@ -1,0 +1,17 @@
+//! Many `warden serve` daemons behaving as one host.
+//!
+//! PostgreSQL is the system of record: the daemons keep no durable state of their own. This crate
+//! holds the connection pool and schema ([`Database`]) and the PostgreSQL implementations of the
+//! host's seams, starting with storage ([`PgStorage`]): the storage scopes, with per-scope quotas
+//! enforced in a transaction so that writers on different daemons cannot overshoot.
+
+mod database;
+mod error;
+mod schema;
+mod storage;
+#[cfg(feature = "test-services")]
+pub mod test_services;
+
+pub use database::{Database, DatabaseOptions};
+pub use error::ClusterError;
+pub use storage::PgStorage;

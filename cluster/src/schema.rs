@@ -1,0 +1,113 @@
+//! The cluster's schema, as numbered migrations applied in order, each once.
+//!
+//! Plain SQL run at start rather than `sqlx::migrate!`: no database is needed at build time, and
+//! the daemons that start together take turns on one advisory lock, so exactly one applies a
+//! migration. A database migrated by a newer warden is refused rather than written to.
+
+use crate::error::ClusterError;
+use sqlx::PgPool;
+
+/// The advisory lock migrations hold (any constant that other applications are unlikely to use).
+const MIGRATION_LOCK: i64 = 0x7761_7264_656e_0001;
+
+/// The migrations, in order. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "storage scopes, the execution cache and per-partition usage",
+    // Partitions join their parts with NUL, which `text` cannot hold: they are `bytea`. Keys are
+    // `text` in the "C" collation, so keys sort by their bytes, as in the redb backend, and a
+    // prefix is a contiguous range of the primary key.
+    r#"
+    CREATE TABLE warden_storage (
+        partition bytea NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        value bytea NOT NULL,
+        PRIMARY KEY (partition, key)
+    );
+    CREATE TABLE warden_cache (
+        partition bytea NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        value bytea NOT NULL,
+        expires_at_ms bigint NOT NULL,
+        PRIMARY KEY (partition, key)
+    );
+    CREATE INDEX warden_cache_expiry ON warden_cache (partition, expires_at_ms);
+    -- Bytes (keys plus values) per partition: writers lock a partition's row first, so quotas
+    -- hold across daemons.
+    CREATE TABLE warden_usage (
+        partition bytea PRIMARY KEY,
+        bytes bigint NOT NULL CHECK (bytes >= 0)
+    );
+    "#,
+)];
+
+/// The schema version this build writes.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |(version, _, _)| *version)
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), ClusterError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS warden_schema (
+            version integer PRIMARY KEY,
+            description text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let found: i32 = sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM warden_schema")
+        .fetch_one(&mut *tx)
+        .await?;
+    if found > latest() {
+        return Err(ClusterError::SchemaTooNew {
+            found,
+            known: latest(),
+        });
+    }
+    for (version, description, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > found) {
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| ClusterError::Schema(format!("migration {version}: {error}")))?;
+        sqlx::query("INSERT INTO warden_schema (version, description) VALUES ($1, $2)")
+            .bind(version)
+            .bind(description)
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!(
+            version,
+            description,
+            "the cluster's database schema was migrated"
+        );
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn version(pool: &PgPool) -> Result<i32, ClusterError> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM warden_schema")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_from_one_without_gaps() {
+        for (index, (version, description, sql)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, index as i32 + 1);
+            assert!(!description.is_empty() && !sql.trim().is_empty());
+        }
+        assert_eq!(latest(), MIGRATIONS.len() as i32);
+    }
+}

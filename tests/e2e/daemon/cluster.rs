@@ -1,0 +1,100 @@
+//! Daemons sharing one PostgreSQL database (`[cluster]`): a node's storage is the same whichever
+//! daemon runs it. Skipped, with the reason, where PostgreSQL is not installed.
+
+use super::*;
+use warden_cluster::test_services::shared_postgres;
+
+const CLUSTER: &str = r#"
+[cluster]
+database_url_env = "WARDEN_TEST_DATABASE_URL"
+connect_timeout = "1s"
+"#;
+
+const PROBE_NODE: &str = r#"
+[[nodes]]
+name = "storage-probe"
+grant = ["storage-read", "storage-write", "storage-delete", "cache-read", "cache-write", "variables-read", "variables-write"]
+"#;
+
+fn fresh_database() -> Option<String> {
+    let server = shared_postgres()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    Some(runtime.block_on(server.fresh_database()).unwrap())
+}
+
+fn probe_daemon(url: &str) -> (Fixture, Daemon) {
+    let fixture = Fixture::new();
+    fixture.add(
+        "storage-probe",
+        "1.0.0",
+        &build_node("tests/nodes/storage-probe", Target::Unknown, &[]),
+    );
+    fixture.write_manifest("", &format!("{CLUSTER}{PROBE_NODE}"));
+    let daemon = Daemon::try_start_with_env(&fixture, &[("WARDEN_TEST_DATABASE_URL", url)])
+        .unwrap_or_else(|output| panic!("the daemon did not start: {output}"));
+    (fixture, daemon)
+}
+
+fn probe(daemon: &Daemon, op: &str, key: &str, value: &str) -> Json {
+    let reply = daemon.run(json!({
+        "node": "storage-probe",
+        "inputs": { "op": op, "scope": "board", "key": key, "value": value },
+        "context": { "app_id": "app", "board_id": "board-1", "user_id": "ann" },
+    }));
+    assert_eq!(reply.status, 200, "{}", reply.shown());
+    let outputs = reply.json()["outputs"].clone();
+    assert!(outputs.get("error").is_none_or(Json::is_null), "{outputs}");
+    outputs["value"].clone()
+}
+
+#[test]
+fn storage_written_through_one_daemon_is_read_through_another() {
+    let Some(url) = fresh_database() else { return };
+    let (_a_files, a) = probe_daemon(&url);
+    let (_b_files, b) = probe_daemon(&url);
+    assert!(
+        a.log()
+            .contains("storage scopes are in the cluster's PostgreSQL database")
+    );
+
+    assert_eq!(probe(&a, "set", "notes/first", "written by A"), json!(true));
+    assert_eq!(probe(&b, "get", "notes/first", ""), json!("written by A"));
+    assert_eq!(
+        probe(&b, "set", "notes/second", "written by B"),
+        json!(true)
+    );
+    assert_eq!(
+        probe(&a, "list", "notes/", ""),
+        json!("notes/first,notes/second")
+    );
+    assert_eq!(probe(&b, "delete", "notes/first", ""), json!(true));
+    assert_eq!(probe(&a, "exists", "notes/first", ""), json!(false));
+}
+
+#[test]
+fn a_cluster_without_its_database_url_or_database_refuses_to_start() {
+    let fixture = Fixture::new();
+    fixture.write_manifest("", CLUSTER);
+    let refused = Daemon::try_start(&fixture).err().expect("refused");
+    assert!(refused.contains("WARDEN_TEST_DATABASE_URL"), "{refused}");
+    assert!(refused.contains("postgres://"), "{refused}");
+
+    // Nothing listens on this port: the daemon waits for its database, then says so.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://warden:hunter2@127.0.0.1:{port}/warden");
+    let refused = Daemon::try_start_with_env(&fixture, &[("WARDEN_TEST_DATABASE_URL", &url)])
+        .err()
+        .expect("refused");
+    assert!(
+        refused.contains("cannot reach the cluster's PostgreSQL database"),
+        "{refused}"
+    );
+    assert!(!refused.contains("hunter2"), "{refused}");
+}
