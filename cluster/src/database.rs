@@ -7,6 +7,74 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Settings of every session the daemon opens, so that nothing a daemon does can hold the others
+/// for long: a lock waited for over 5 s fails the call (storage answers `unavailable`), a
+/// statement over 60 s is cancelled, and a transaction left idle for 30 s (its daemon gone
+/// silent) is ended by the server, releasing its locks.
+const SESSION_SETTINGS: [(&str, &str); 3] = [
+    ("lock_timeout", "5s"),
+    ("statement_timeout", "60s"),
+    ("idle_in_transaction_session_timeout", "30s"),
+];
+
+/// The URL parameters sqlx understands. Others are refused here, by name: sqlx would log an
+/// unknown parameter with its value, and a misspelt `password` would reach the log.
+const URL_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Checks the URL's scheme and parameters. The URL may carry a password: errors name what is
+/// wrong, never the URL or a value.
+fn check_url(text: &str) -> Result<(), ClusterError> {
+    let url = url::Url::parse(text)
+        .map_err(|error| ClusterError::Url(format!("it is not a URL ({error})")))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(ClusterError::Url(
+            "it does not start with postgres:// or postgresql://".into(),
+        ));
+    }
+    for (key, _) in url.query_pairs() {
+        if !URL_PARAMETERS.contains(&&*key) {
+            let shown: String = key.chars().take(64).collect();
+            return Err(ClusterError::Url(format!(
+                "it has a parameter `{shown}` that warden does not know (known: {})",
+                URL_PARAMETERS.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Errors that retrying cannot fix: a wrong password or user, a missing database, a refused
+/// TLS setting.
+fn refused_for_good(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            // 28: invalid authorization; 3D000: no such database.
+            code.starts_with("28") || code == "3D000"
+        }),
+        sqlx::Error::Configuration(_) | sqlx::Error::Tls(_) => true,
+        _ => false,
+    }
+}
+
 /// How a daemon uses the database.
 #[derive(Clone, Debug)]
 pub struct DatabaseOptions {
@@ -41,15 +109,11 @@ impl Database {
     /// Connects to `url`, waits for the server up to the connect timeout, and migrates the
     /// schema (daemons starting together take turns on an advisory lock).
     pub async fn connect(url: &str, options: &DatabaseOptions) -> Result<Self, ClusterError> {
-        // The URL may carry a password: errors name what is wrong, never the URL itself.
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(ClusterError::Url(
-                "it does not start with postgres:// or postgresql://".into(),
-            ));
-        }
+        check_url(url)?;
         let connect = PgConnectOptions::from_str(url)
             .map_err(|error| ClusterError::Url(error.to_string()))?
-            .application_name("warden");
+            .application_name("warden")
+            .options(SESSION_SETTINGS);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
@@ -57,15 +121,21 @@ impl Database {
         let deadline = tokio::time::Instant::now() + options.connect_timeout;
         let mut delay = Duration::from_millis(100);
         loop {
-            match pool.acquire().await {
-                Ok(_) => break,
-                Err(error) if tokio::time::Instant::now() + delay < deadline => {
-                    tracing::info!(%error, "the cluster's database is not reachable yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let error = match tokio::time::timeout(left, pool.acquire()).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(error)) if refused_for_good(&error) => {
+                    return Err(ClusterError::Connect(error.to_string()));
                 }
-                Err(error) => return Err(ClusterError::Connect(error.to_string())),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer in {:?}", options.connect_timeout),
+            };
+            if tokio::time::Instant::now() + delay >= deadline {
+                return Err(ClusterError::Connect(error));
             }
+            tracing::info!(%error, "the cluster's database is not reachable yet; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
         let encoding: String = sqlx::query_scalar("SHOW server_encoding")
             .fetch_one(&pool)
@@ -77,6 +147,14 @@ impl Database {
         Ok(Database { pool })
     }
 
+    /// Whether the database answers now: one `SELECT 1`, waiting at most `within`.
+    pub async fn ping(&self, within: Duration) -> Result<(), ClusterError> {
+        match tokio::time::timeout(within, sqlx::query("SELECT 1").execute(&self.pool)).await {
+            Ok(answered) => answered.map(drop).map_err(ClusterError::from),
+            Err(_) => Err(ClusterError::Connect(format!("no answer in {within:?}"))),
+        }
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -84,5 +162,21 @@ impl Database {
     /// The schema version the database is at.
     pub async fn schema_version(&self) -> Result<i32, ClusterError> {
         schema::version(&self.pool).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_without_echoing_their_values() {
+        assert!(check_url("postgres://u:p@db:5432/warden?sslmode=verify-full").is_ok());
+        assert!(check_url("postgresql:///warden?host=/run/postgresql&port=5433").is_ok());
+        let refused = check_url("postgres://u@db/warden?pasword=hunter2").unwrap_err();
+        assert!(refused.to_string().contains("`pasword`"), "{refused}");
+        assert!(!refused.to_string().contains("hunter2"), "{refused}");
+        assert!(check_url("mysql://db/warden").is_err());
+        assert!(check_url("not a url").is_err());
     }
 }

@@ -48,6 +48,10 @@ pub fn latest() -> i32 {
 
 pub async fn migrate(pool: &PgPool) -> Result<(), ClusterError> {
     let mut tx = pool.begin().await?;
+    // Another daemon may be migrating: wait for it longer than for a storage lock.
+    sqlx::query("SET LOCAL lock_timeout = '120s'")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)

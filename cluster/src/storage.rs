@@ -8,6 +8,8 @@
 
 use crate::database::Database;
 use sqlx::{PgPool, Postgres, Transaction};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 use warden_host::storage::{StorageBackend, StorageError};
 
 /// Expired cache entries one write reclaims at most, as in the redb backend.
@@ -15,14 +17,40 @@ const RECLAIM_PER_WRITE: i64 = 4096;
 /// The bytes a cache entry's expiry counts for, as in the redb backend (its 8-byte header).
 const CACHE_HEADER_BYTES: u64 = 8;
 
+/// Writers of one partition in this daemon take turns here before they take a connection: a
+/// busy partition then holds one of the pool's connections, not all of them. Partitions share
+/// stripes by hash; across daemons the partition's row lock orders writers.
+const WRITE_STRIPES: usize = 64;
+
 /// Storage in the cluster's PostgreSQL database.
 #[derive(Clone, Debug)]
 pub struct PgStorage {
     pool: PgPool,
+    stripes: Arc<[tokio::sync::Mutex<()>]>,
+    hasher: std::hash::RandomState,
 }
 
+/// What a node is told when the database fails it; the detail goes to the host's log (it may
+/// name the database's hosts, tables or users, which are none of the node's business).
 fn backend(error: sqlx::Error) -> StorageError {
-    StorageError::Backend(format!("PostgreSQL: {error}"))
+    let busy = match &error {
+        sqlx::Error::Database(database) => database
+            .code()
+            // 55P03: a lock not had within lock_timeout; 57014: a statement cancelled by
+            // statement_timeout.
+            .is_some_and(|code| code == "55P03" || code == "57014"),
+        sqlx::Error::PoolTimedOut => true,
+        _ => false,
+    };
+    tracing::warn!(%error, "a storage call to the cluster's database failed");
+    StorageError::Backend(
+        if busy {
+            "the storage is busy with other writers; try again"
+        } else {
+            "the cluster's database did not complete the storage call; the host's log says why"
+        }
+        .into(),
+    )
 }
 
 /// Milliseconds as PostgreSQL's `bigint`: times past year 292 million are the same time.
@@ -56,7 +84,25 @@ impl PgStorage {
     pub fn new(database: &Database) -> Self {
         PgStorage {
             pool: database.pool().clone(),
+            stripes: (0..WRITE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: std::hash::RandomState::new(),
         }
+    }
+
+    fn stripe(&self, partition: &[u8]) -> &tokio::sync::Mutex<()> {
+        let index = self.hasher.hash_one(partition) as usize % self.stripes.len();
+        &self.stripes[index]
+    }
+
+    /// A write transaction, in READ COMMITTED whatever the database's default: the partition's
+    /// row lock is what orders writers, and a stricter level would only fail them.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StorageError> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(backend)
     }
 
     /// Locks the partition's usage row, creating it at zero, and returns its count.
@@ -75,6 +121,21 @@ impl PgStorage {
         .await
         .map_err(backend)?;
         Ok(bytes(current))
+    }
+
+    /// Locks the partition's usage row if it has one, and returns its count. A partition
+    /// without one holds nothing.
+    async fn lock_existing_usage(
+        tx: &mut Transaction<'_, Postgres>,
+        partition: &[u8],
+    ) -> Result<Option<u64>, StorageError> {
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT bytes FROM warden_usage WHERE partition = $1 FOR UPDATE")
+                .bind(partition)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(backend)?;
+        Ok(current.map(bytes))
     }
 
     async fn set_usage(
@@ -104,7 +165,8 @@ impl PgStorage {
             Table::Data => ("warden_storage", 0),
             Table::Cache { .. } => ("warden_cache", CACHE_HEADER_BYTES),
         };
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let _turn = self.stripe(partition).lock().await;
+        let mut tx = self.begin().await?;
         let mut current = Self::lock_usage(&mut tx, partition).await?;
         let old: Option<i32> = sqlx::query_scalar(&format!(
             "SELECT octet_length(value) FROM {name} WHERE partition = $1 AND key = $2"
@@ -135,15 +197,22 @@ impl PgStorage {
             .await
             .map_err(backend)?;
             let freed: u64 = reclaimed
-                .into_iter()
-                .map(|len| bytes(len) + CACHE_HEADER_BYTES)
+                .iter()
+                .map(|len| bytes(*len) + CACHE_HEADER_BYTES)
                 .sum();
             current = current.saturating_sub(freed);
+            let needed = current.saturating_sub(old_bytes) + new_bytes;
+            if needed > quota && !reclaimed.is_empty() {
+                // What was reclaimed stays reclaimed, so that a partition with more expired
+                // entries than one write reclaims makes progress write after write.
+                Self::set_usage(&mut tx, partition, current).await?;
+                tx.commit().await.map_err(backend)?;
+                return Err(StorageError::QuotaExceeded { needed, quota });
+            }
         }
         let needed = current.saturating_sub(old_bytes) + new_bytes;
         if needed > quota {
-            // Dropping the transaction rolls it back; the reclaimed entries had expired anyway,
-            // and stay until a write that fits reclaims them.
+            // Dropping the transaction rolls it back.
             return Err(StorageError::QuotaExceeded { needed, quota });
         }
         match table {
@@ -179,8 +248,13 @@ impl PgStorage {
         } else {
             ("warden_storage", 0)
         };
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let current = Self::lock_usage(&mut tx, partition).await?;
+        let _turn = self.stripe(partition).lock().await;
+        let mut tx = self.begin().await?;
+        // Deleting from a partition that holds nothing writes nothing: a node looping on
+        // deletes of missing keys makes no rows and no WAL.
+        let Some(current) = Self::lock_existing_usage(&mut tx, partition).await? else {
+            return Ok(false);
+        };
         let removed: Option<i32> = sqlx::query_scalar(&format!(
             "DELETE FROM {name} WHERE partition = $1 AND key = $2 RETURNING octet_length(value)"
         ))
@@ -207,6 +281,17 @@ impl StorageBackend for PgStorage {
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)
+    }
+
+    async fn exists(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM warden_storage WHERE partition = $1 AND key = $2)",
+        )
+        .bind(partition.as_bytes())
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)
     }
 
     async fn set(

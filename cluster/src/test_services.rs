@@ -3,7 +3,9 @@
 //!
 //! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user in a
 //! temporary directory it owns. Each server dies with the test process (a parent-death signal),
-//! so a crashed test leaves nothing running.
+//! so a crashed test leaves nothing running. A server listens on a Unix socket in its own
+//! directory (mode 0700) and on no TCP port: its trust authentication admits only who may enter
+//! that directory.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,9 +18,10 @@ use std::time::{Duration, Instant};
 /// skip when a service does not start.
 pub const REQUIRE_ENV: &str = "WARDEN_REQUIRE_SERVICES";
 
-/// A PostgreSQL server of its own, on a loopback port, with trust authentication.
+/// A PostgreSQL server of its own, on a Unix socket in its directory, with trust authentication.
 pub struct Postgres {
-    child: Child,
+    /// The server while it runs (`None` between `stop` and `resume`).
+    child: Option<Child>,
     port: u16,
     // Holds the data directory for the server's lifetime; removed when dropped.
     dir: tempfile::TempDir,
@@ -31,21 +34,25 @@ pub struct Postgres {
 /// PostgreSQL is not installed here.
 pub fn shared_postgres() -> Option<&'static Postgres> {
     static SHARED: OnceLock<Option<Postgres>> = OnceLock::new();
-    SHARED
-        .get_or_init(|| match Postgres::start() {
-            Ok(server) => Some(server),
-            Err(reason) => {
-                if std::env::var_os(REQUIRE_ENV).is_some() {
-                    panic!("PostgreSQL did not start, and {REQUIRE_ENV} is set: {reason}");
-                }
-                eprintln!(
-                    "skipping the PostgreSQL tests: {reason}. `cargo xtask test` installs \
-                     PostgreSQL (Debian's `postgresql` package) when it can."
-                );
-                None
+    SHARED.get_or_init(own_postgres).as_ref()
+}
+
+/// A server of the test's own, for tests that stop and restart it; `None` (with the reason
+/// printed) when PostgreSQL is not installed here.
+pub fn own_postgres() -> Option<Postgres> {
+    match Postgres::start() {
+        Ok(server) => Some(server),
+        Err(reason) => {
+            if std::env::var_os(REQUIRE_ENV).is_some() {
+                panic!("PostgreSQL did not start, and {REQUIRE_ENV} is set: {reason}");
             }
-        })
-        .as_ref()
+            eprintln!(
+                "skipping a PostgreSQL test: {reason}. `cargo xtask test` installs PostgreSQL \
+                 (Debian's `postgresql` package) when it can."
+            );
+            None
+        }
+    }
 }
 
 /// Where the server binaries are: `WARDEN_PG_BIN`, the newest `/usr/lib/postgresql/*/bin`, or
@@ -96,13 +103,8 @@ fn server_owner() -> Result<Option<(u32, u32)>, String> {
         })
 }
 
-fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|error| error.to_string())?;
-    Ok(listener
-        .local_addr()
-        .map_err(|error| error.to_string())?
-        .port())
-}
+/// The port only names the socket file (`.s.PGSQL.PORT`), which is in the server's own directory.
+const PORT: u16 = 5432;
 
 impl Postgres {
     /// Creates a cluster in a temporary directory and starts it, waiting until it accepts
@@ -138,17 +140,17 @@ impl Postgres {
                 String::from_utf8_lossy(&output.stderr).trim()
             ));
         }
-        let port = free_port()?;
+        let port = PORT;
         let child = spawn_server(&bin, owner, dir.path(), port)?;
-        let server = Postgres {
-            child,
+        let mut server = Postgres {
+            child: Some(child),
             port,
             dir,
             bin,
             owner,
             databases: AtomicU32::new(0),
         };
-        server.wait_ready()?;
+        server.wait_ready(0)?;
         Ok(server)
     }
 
@@ -156,19 +158,28 @@ impl Postgres {
         self.dir.path().join("server.log")
     }
 
-    /// Waits for the log line that says the server accepts connections.
-    fn wait_ready(&self) -> Result<(), String> {
+    /// How much the log holds: a start waits for its own "ready" line, after this.
+    fn log_length(&self) -> usize {
+        std::fs::metadata(self.log()).map_or(0, |metadata| metadata.len() as usize)
+    }
+
+    /// Waits for the log line, written after `from`, that says the server accepts connections.
+    fn wait_ready(&mut self, from: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = 0;
         loop {
-            let log = std::fs::read_to_string(self.log()).unwrap_or_default();
-            if log[seen.min(log.len())..].contains("ready to accept connections") {
+            let log = std::fs::read(self.log()).unwrap_or_default();
+            let new = String::from_utf8_lossy(log.get(from..).unwrap_or_default());
+            if new.contains("ready to accept connections") {
                 return Ok(());
             }
-            if Instant::now() > deadline {
-                return Err(format!("PostgreSQL did not start in 60 s: {}", log.trim()));
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|child| child.try_wait().ok().flatten().is_some());
+            if exited || Instant::now() > deadline {
+                self.stop();
+                return Err(format!("PostgreSQL did not start: {}", new.trim()));
             }
-            seen = log.rfind('\n').unwrap_or(0);
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -183,7 +194,11 @@ impl Postgres {
     }
 
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://warden@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://warden@localhost/{database}?host={}&port={}",
+            self.dir.path().display(),
+            self.port
+        )
     }
 
     /// Creates an empty database of its own for one test and returns its URL.
@@ -206,20 +221,39 @@ impl Postgres {
         Ok(self.url(&name))
     }
 
-    /// Stops the server at once (as a crash would) and starts it again on the same port and
-    /// data: for tests of surviving a database restart.
-    pub fn restart(&mut self) -> Result<(), String> {
-        self.stop();
-        self.child = spawn_server(&self.bin, self.owner, self.dir.path(), self.port)?;
-        self.wait_ready()
-    }
-
-    fn stop(&mut self) {
+    /// Stops the server at once, as a crash would (committed data stays: commits wait for
+    /// their WAL to be written).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         // SIGQUIT is PostgreSQL's immediate shutdown: the server and its backends exit now.
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+        // The child is not yet reaped, so its pid cannot have been reused.
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::QUIT);
         }
-        let _ = self.child.wait();
+        let _ = child.wait();
+    }
+
+    /// Starts a stopped server again, on the same port and data.
+    pub fn resume(&mut self) -> Result<(), String> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let from = self.log_length();
+        self.child = Some(spawn_server(
+            &self.bin,
+            self.owner,
+            self.dir.path(),
+            self.port,
+        )?);
+        self.wait_ready(from)
+    }
+
+    /// `stop`, then `resume`.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        self.resume()
     }
 }
 
@@ -233,15 +267,22 @@ impl Drop for Postgres {
 /// server itself dies with the process): remove those of servers that are gone. A directory
 /// younger than ten minutes may be one that another test process is still setting up.
 fn remove_stale_directories() {
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
+    // Only this user's directories, or, as root, those made for the postgres user.
+    let me = rustix::process::getuid().as_raw();
+    let server = server_owner().ok().flatten().map(|(uid, _)| uid);
     for entry in entries.flatten() {
         let path = entry.path();
-        let named = entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with("warden-pg-");
+        let owner = entry.metadata().map(|metadata| metadata.uid()).ok();
+        let ours = owner.is_some_and(|uid| uid == me || Some(uid) == server);
+        let named = ours
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("warden-pg-");
         let old = entry
             .metadata()
             .and_then(|metadata| metadata.modified())
@@ -287,23 +328,11 @@ fn spawn_server(
     command
         .arg("-D")
         .arg(dir.join("data"))
-        .args([
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-k",
-        ])
+        .args(["-c", "listen_addresses=", "-p", &port.to_string(), "-k"])
         .arg(dir)
-        // A test server: durability is not what is tested, and these make it fast.
-        .args([
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-        ])
+        // A test server: surviving the machine's crash is not tested, and these make it fast.
+        // Commits still wait for their WAL to reach the kernel, so a stopped server keeps them.
+        .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
         .args(["-c", "max_connections=300"])
         .stdin(Stdio::null())
         .stdout(log)

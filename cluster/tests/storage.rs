@@ -102,6 +102,41 @@ async fn conformance(store: &dyn StorageBackend) {
     assert_eq!(store.usage("c").await.unwrap(), 19);
     // Cache entries and storage keys of one name are apart.
     assert_eq!(store.get("c", "z").await.unwrap(), None);
+
+    // A write refused even after reclaiming keeps what it reclaimed: a partition with more
+    // expired entries than one write reclaims makes progress write after write.
+    store
+        .cache_set("r", "old", &[0; 11], 2_000, 100, 1_000)
+        .await
+        .unwrap();
+    store
+        .cache_set("r", "live", &[0; 66], 90_000, 100, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(store.usage("r").await.unwrap(), 3 + 8 + 11 + 4 + 8 + 66);
+    let refused = store
+        .cache_set("r", "big", &[0; 40], 90_000, 100, 5_000)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        StorageError::QuotaExceeded {
+            needed: 78 + 3 + 8 + 40,
+            quota: 100
+        }
+    );
+    assert_eq!(store.usage("r").await.unwrap(), 4 + 8 + 66);
+    // The written key's own expired entry is replaced, not reclaimed twice.
+    store
+        .cache_set("r", "live", &[1; 10], 90_000, 100, 95_000)
+        .await
+        .unwrap();
+    assert_eq!(store.usage("r").await.unwrap(), 4 + 8 + 10);
+
+    // `exists` answers for storage keys, not cache entries.
+    assert!(store.exists("p", "b").await.unwrap());
+    assert!(!store.exists("p", "a/1").await.unwrap());
+    assert!(!store.exists("r", "live").await.unwrap());
 }
 
 #[tokio::test]
@@ -117,12 +152,87 @@ async fn postgres_passes_the_conformance_suite() {
     conformance(&PgStorage::new(&database)).await;
 }
 
+#[tokio::test]
+async fn sessions_have_timeouts_and_deletes_of_nothing_write_nothing() {
+    let Some(database) = database().await else {
+        return;
+    };
+    for (setting, value) in [
+        ("lock_timeout", "5s"),
+        ("statement_timeout", "1min"),
+        ("idle_in_transaction_session_timeout", "30s"),
+    ] {
+        let shown: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+            .fetch_one(database.pool())
+            .await
+            .unwrap();
+        assert_eq!(shown, value, "{setting}");
+    }
+    let store = PgStorage::new(&database);
+    assert!(!store.delete("empty", "k").await.unwrap());
+    assert!(!store.cache_remove("empty", "k").await.unwrap());
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM warden_usage")
+        .fetch_one(database.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[tokio::test]
+async fn urls_with_unknown_parameters_are_refused_without_their_values() {
+    let options = DatabaseOptions::default();
+    let url = "postgres://warden@localhost/db?pasword=hunter2";
+    let refused = Database::connect(url, &options).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(matches!(refused, ClusterError::Url(_)), "{message}");
+    assert!(message.contains("`pasword`"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    let refused = Database::connect("http://db/warden", &options)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, ClusterError::Url(_)), "{refused}");
+}
+
+#[tokio::test]
+async fn a_missing_database_is_named_in_the_error() {
+    let Some(server) = shared_postgres() else {
+        return;
+    };
+    let refused = Database::connect(&server.url("no_such_database"), &DatabaseOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, ClusterError::Connect(_)), "{refused}");
+    assert!(
+        refused.to_string().contains("no_such_database"),
+        "{refused}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_holds_under_writers_on_two_daemons() {
     let Some(server) = shared_postgres() else {
         return;
     };
     let url = server.fresh_database().await.unwrap();
+    // A stricter default isolation must not turn contention into failures: writes pick
+    // READ COMMITTED themselves.
+    let name = url
+        .split('/')
+        .nth(3)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let admin = Database::connect(&url, &DatabaseOptions::default())
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!(
+        "ALTER DATABASE {name} SET default_transaction_isolation = 'serializable'"
+    ))
+    .execute(admin.pool())
+    .await
+    .unwrap();
     let options = DatabaseOptions::default();
     // Two pools are two daemons: nothing is shared but the database.
     let (first, second) = tokio::join!(

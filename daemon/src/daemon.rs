@@ -104,6 +104,8 @@ pub struct Daemon {
     /// Set when runs still in flight must stop (the shutdown grace is over).
     hard_stop: watch::Sender<bool>,
     pub code_cache: Option<Arc<CodeCache>>,
+    /// The shared database, when this daemon is one of a cluster.
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
     /// Failed authentications, by address, for the audit log.
     pub auth_failures: AuthFailures,
     /// Failed authentications, by source, for holding back a source that keeps failing.
@@ -198,33 +200,6 @@ impl AuthFailures {
     }
 }
 
-/// The cluster this daemon joins: `[cluster]` in the manifest, or, without it, the default
-/// settings when `WARDEN_DATABASE_URL` is set (a container configured by its environment).
-fn cluster_of(manifest: &Manifest) -> Option<crate::manifest::Cluster> {
-    manifest.cluster.clone().or_else(|| {
-        std::env::var_os(crate::manifest::DEFAULT_DATABASE_URL_ENV)
-            .map(|_| crate::manifest::Cluster::default())
-    })
-}
-
-/// The storage scopes in the cluster's PostgreSQL database, which every daemon shares.
-async fn cluster_storage(cluster: &crate::manifest::Cluster) -> Result<Storage, StartError> {
-    let url = std::env::var(&cluster.database_url_env)
-        .ok()
-        .filter(|url| !url.is_empty())
-        .ok_or_else(|| StartError::NoDatabaseUrl(cluster.database_url_env.clone()))?;
-    let options = warden_cluster::DatabaseOptions {
-        max_connections: cluster.max_connections,
-        connect_timeout: cluster.connect_timeout,
-        ..warden_cluster::DatabaseOptions::default()
-    };
-    let database = warden_cluster::Database::connect(&url, &options).await?;
-    tracing::info!("storage scopes are in the cluster's PostgreSQL database");
-    Ok(Storage::new(Arc::new(warden_cluster::PgStorage::new(
-        &database,
-    ))))
-}
-
 impl Daemon {
     /// Reads the manifest, loads and prepares every node, and opens the audit log. Any problem
     /// refuses the start, every problem listed.
@@ -247,10 +222,16 @@ impl Daemon {
         if keys.is_empty() && !stored {
             return Err(StartError::NoApiKey);
         }
-        let storage = match cluster_of(&manifest) {
-            Some(cluster) => cluster_storage(&cluster).await?,
-            None => Storage::open(&data.join("storage.redb"))
-                .map_err(|error| StartError::Storage(error.to_string()))?,
+        let (storage, cluster) = match crate::cluster::configured(&manifest) {
+            Some(settings) => {
+                let link = crate::cluster::ClusterLink::join(&settings).await?;
+                (link.storage(), Some(link))
+            }
+            None => (
+                Storage::open(&data.join("storage.redb"))
+                    .map_err(|error| StartError::Storage(error.to_string()))?,
+                None,
+            ),
         };
         let code_cache = match manifest.host.code_cache {
             true => match CodeCache::open(&data.join("code")) {
@@ -298,6 +279,7 @@ impl Daemon {
             ),
             reading: Admission::new(manifest.host.concurrency.max(4), manifest.host.queue),
             undelivered: Arc::default(),
+            cluster,
         });
         daemon.audit.record(
             "daemon_start",

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod cluster;
 pub mod daemon;
 pub mod generation;
 pub mod loader;

@@ -33,8 +33,12 @@ pub const GENERATION: &str = "warden_generation";
 /// Compiled-code cache events, by `event` (`hit`, `miss`, `rejected`, `stored`).
 pub const CODE_CACHE: &str = "warden_code_cache_total";
 
+/// 1 while the cluster's database answers the daemon's probes, 0 when it does not (only in a
+/// cluster).
+pub const CLUSTER_DATABASE_UP: &str = "warden_cluster_database_up";
+
 /// Every metric the daemon exports.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     RUNS,
     RUN_DURATION,
     DENIALS,
@@ -49,6 +53,7 @@ pub const ALL: [&str; 14] = [
     CODE_CACHE,
     AUDIT_FAILURES,
     AUTH_FAILURES,
+    CLUSTER_DATABASE_UP,
 ];
 
 /// Requests refused for their credential, by `kind` (missing, expired, bad_signature, …).

@@ -126,26 +126,31 @@ fn test() -> Result<(), String> {
 
 /// Whether PostgreSQL's server binaries are here, for the cluster tests: found, or installed
 /// from Debian's `postgresql` package when this runs as root with apt. The tests start their
-/// own server on loopback; without one they skip, saying why.
+/// own server in a temporary directory; without one they skip, saying why.
 fn postgresql() -> bool {
-    let installed = || {
-        std::fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|version| version.path().join("bin/initdb").exists())
-            || Command::new("initdb")
-                .arg("--version")
-                .output()
-                .is_ok_and(|output| output.status.success())
-    };
-    if std::env::var_os("WARDEN_PG_BIN").is_some() || installed() {
-        return true;
-    }
     let root = Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
+    // What the tests need (cluster/src/test_services.rs): initdb and postgres side by side,
+    // and, as root, a `postgres` user to run them as.
+    let usable = || {
+        let user = !root
+            || std::fs::read_to_string("/etc/passwd")
+                .is_ok_and(|passwd| passwd.lines().any(|line| line.starts_with("postgres:")));
+        let binaries = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|version| {
+                let bin = version.path().join("bin");
+                bin.join("initdb").exists() && bin.join("postgres").exists()
+            });
+        user && binaries
+    };
+    if std::env::var_os("WARDEN_PG_BIN").is_some() || usable() {
+        return true;
+    }
     if !root || !Path::new("/usr/bin/apt-get").exists() {
         eprintln!(
             "PostgreSQL is not installed and cannot be installed here (apt-get as root): the \
@@ -154,15 +159,6 @@ fn postgresql() -> bool {
         return false;
     }
     eprintln!("installing PostgreSQL for the cluster tests (Debian's postgresql package, once)");
-    // The tests make their own clusters: the package's default one would only be a server
-    // left running on port 5432.
-    let _ = std::fs::create_dir_all("/etc/postgresql-common");
-    if !Path::new("/etc/postgresql-common/createcluster.conf").exists() {
-        let _ = std::fs::write(
-            "/etc/postgresql-common/createcluster.conf",
-            "create_main_cluster = false\n",
-        );
-    }
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)
@@ -179,11 +175,11 @@ fn postgresql() -> bool {
     ];
     // A fresh machine's package lists may be empty or stale: update once, then try again.
     let done = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
-    if !done {
+    if !done || !usable() {
         eprintln!("PostgreSQL could not be installed: the cluster tests will skip");
         return false;
     }
-    installed()
+    true
 }
 
 /// The target directory: `$CARGO_TARGET_DIR`, or `target/` in the repository.

@@ -119,6 +119,17 @@ async fn readyz(State(daemon): State<Shared>) -> Response {
         )
         .into_response();
     }
+    if let Some(cluster) = &daemon.cluster
+        && !cluster.reachable()
+    {
+        // Why stays in the log: this answer is public.
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the cluster's database does not answer this daemon; the daemon's log says why",
+        )
+        .into_response();
+    }
     if !generation.missing.is_empty() {
         // Every manifest node prepared is what ready means: one blocked by its registry is not.
         let missing: Vec<_> = generation

@@ -100,9 +100,13 @@ impl storage_read::Host for View<'_> {
     }
 
     async fn exists(&mut self, scope_: WitScope, key: String) -> Result<bool, HostError> {
-        storage_read::Host::get(self, scope_, key)
-            .await
-            .map(|value| value.is_some())
+        let scope = scope(scope_);
+        let key = validate_key(&key)?;
+        Ok(self
+            .storage
+            .backend()
+            .exists(&scope.partition(self.context), key)
+            .await?)
     }
 
     async fn list_keys(

@@ -22,6 +22,11 @@ pub enum StorageError {
 #[async_trait::async_trait]
 pub trait StorageBackend: Send + Sync {
     async fn get(&self, partition: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Whether `key` is stored. Backends answer without reading the value where they can: a
+    /// value may be megabytes, and a node may ask often.
+    async fn exists(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
+        Ok(self.get(partition, key).await?.is_some())
+    }
     async fn set(
         &self,
         partition: &str,

@@ -70,10 +70,11 @@ impl RedbStorage {
         now_ms: Option<u64>,
     ) -> Result<(), StorageError> {
         let txn = self.db.begin_write().map_err(backend)?;
-        {
+        let refused = {
             let mut data = txn.open_table(table).map_err(backend)?;
             let mut usage = txn.open_table(USAGE).map_err(backend)?;
             let mut expiries = txn.open_table(EXPIRY).map_err(backend)?;
+            let mut reclaimed = false;
             let old = data
                 .get((partition, key))
                 .map_err(backend)?
@@ -99,13 +100,14 @@ impl RedbStorage {
                     })
                     .collect();
                 for (expiry, expired_key) in expired {
-                    expiries
-                        .remove((partition, expiry, expired_key.as_str()))
-                        .map_err(backend)?;
-                    // The key being written is replaced below, and counted there.
+                    // The key being written is replaced below, and counted there; its index
+                    // entry goes then too (or stays, if the write is refused).
                     if expired_key == key {
                         continue;
                     }
+                    expiries
+                        .remove((partition, expiry, expired_key.as_str()))
+                        .map_err(backend)?;
                     if let Some(value) = data
                         .remove((partition, expired_key.as_str()))
                         .map_err(backend)?
@@ -113,28 +115,38 @@ impl RedbStorage {
                         current = current
                             .saturating_sub((expired_key.len() + value.value().len()) as u64);
                     }
+                    reclaimed = true;
                 }
             }
             let needed = current.saturating_sub(old_bytes) + new_bytes;
             if needed > quota {
-                return Err(StorageError::QuotaExceeded { needed, quota });
-            }
-            if now_ms.is_some() {
-                if let Some((_, Some(old_expiry))) = old {
-                    expiries
-                        .remove((partition, old_expiry, key))
-                        .map_err(backend)?;
+                // What was reclaimed stays reclaimed, so that a partition with more expired
+                // entries than one write reclaims makes progress write after write.
+                if !reclaimed {
+                    return Err(StorageError::QuotaExceeded { needed, quota });
                 }
-                if let Some(expiry) = expiry_of(stored) {
-                    expiries
-                        .insert((partition, expiry, key), ())
-                        .map_err(backend)?;
+                usage.insert(partition, current).map_err(backend)?;
+                Some(StorageError::QuotaExceeded { needed, quota })
+            } else {
+                if now_ms.is_some() {
+                    if let Some((_, Some(old_expiry))) = old {
+                        expiries
+                            .remove((partition, old_expiry, key))
+                            .map_err(backend)?;
+                    }
+                    if let Some(expiry) = expiry_of(stored) {
+                        expiries
+                            .insert((partition, expiry, key), ())
+                            .map_err(backend)?;
+                    }
                 }
+                data.insert((partition, key), stored).map_err(backend)?;
+                usage.insert(partition, needed).map_err(backend)?;
+                None
             }
-            data.insert((partition, key), stored).map_err(backend)?;
-            usage.insert(partition, needed).map_err(backend)?;
-        }
-        txn.commit().map_err(backend)
+        };
+        txn.commit().map_err(backend)?;
+        refused.map_or(Ok(()), Err)
     }
 
     fn remove(
@@ -187,6 +199,13 @@ impl RedbStorage {
             .get((partition, key))
             .map_err(backend)?
             .map(|value| value.value().to_vec()))
+    }
+
+    /// Whether `key` is stored, without copying its value.
+    pub fn exists(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(DATA).map_err(backend)?;
+        Ok(table.get((partition, key)).map_err(backend)?.is_some())
     }
 
     pub fn set(
@@ -285,6 +304,10 @@ impl StorageBackend for RedbStorage {
     // other host call does, rather than on a blocking thread.
     async fn get(&self, partition: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         RedbStorage::get(self, partition, key)
+    }
+
+    async fn exists(&self, partition: &str, key: &str) -> Result<bool, StorageError> {
+        RedbStorage::exists(self, partition, key)
     }
 
     async fn set(

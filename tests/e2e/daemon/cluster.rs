@@ -2,7 +2,7 @@
 //! daemon runs it. Skipped, with the reason, where PostgreSQL is not installed.
 
 use super::*;
-use warden_cluster::test_services::shared_postgres;
+use warden_cluster::test_services::{Postgres, own_postgres, shared_postgres};
 
 const CLUSTER: &str = r#"
 [cluster]
@@ -17,12 +17,33 @@ grant = ["storage-read", "storage-write", "storage-delete", "cache-read", "cache
 "#;
 
 fn fresh_database() -> Option<String> {
-    let server = shared_postgres()?;
+    Some(database_on(shared_postgres()?))
+}
+
+fn database_on(server: &Postgres) -> String {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    Some(runtime.block_on(server.fresh_database()).unwrap())
+    runtime.block_on(server.fresh_database()).unwrap()
+}
+
+/// Polls `/readyz` until it answers `status` (and, for an error, `code`), at most 30 s.
+fn wait_readiness(daemon: &Daemon, status: u16, code: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = daemon.call("GET", "/readyz", None);
+        if ready.status == status && (status == 200 || ready.code() == code) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still answers {}: {}",
+            ready.status,
+            ready.shown()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn probe_daemon(url: &str) -> (Fixture, Daemon) {
@@ -97,4 +118,53 @@ fn a_cluster_without_its_database_url_or_database_refuses_to_start() {
         "{refused}"
     );
     assert!(!refused.contains("hunter2"), "{refused}");
+}
+
+#[test]
+fn a_database_restart_is_survived_and_readiness_follows_it() {
+    let Some(mut server) = own_postgres() else {
+        return;
+    };
+    let url = database_on(&server);
+    let (_files, daemon) = probe_daemon(&url);
+    assert_eq!(
+        probe(&daemon, "set", "kept", "before the restart"),
+        json!(true)
+    );
+    wait_readiness(&daemon, 200, "");
+    let up = metric(&daemon.metrics_text(), "warden_cluster_database_up", "");
+    assert_eq!(up, Some(1.0));
+
+    server.stop();
+    wait_readiness(&daemon, 503, "database_unavailable");
+    assert_eq!(
+        metric(&daemon.metrics_text(), "warden_cluster_database_up", ""),
+        Some(0.0)
+    );
+    // A run that needs storage meanwhile fails, with an answer, and nothing panics.
+    let reply = daemon.run(json!({
+        "node": "storage-probe",
+        "inputs": { "op": "get", "scope": "board", "key": "kept" },
+        "context": { "app_id": "app", "board_id": "board-1" },
+    }));
+    let failed = reply.status != 200 || reply.json()["outputs"]["error"].is_string();
+    assert!(failed, "{}", reply.shown());
+
+    server.resume().unwrap();
+    wait_readiness(&daemon, 200, "");
+    assert_eq!(
+        probe(&daemon, "get", "kept", ""),
+        json!("before the restart")
+    );
+    assert_eq!(probe(&daemon, "set", "after", "the restart"), json!(true));
+    assert!(
+        daemon
+            .log()
+            .contains("the cluster's database stopped answering")
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("the cluster's database answers again")
+    );
 }

@@ -369,7 +369,11 @@ pub async fn connect(
 
 /// The value of `metric` with `labels` (such as `node="limits",outcome="ok"`) in a scrape.
 pub fn metric(text: &str, metric: &str, labels: &str) -> Option<f64> {
-    let prefix = format!("{metric}{{{labels}}} ");
+    // Prometheus writes a metric without labels without braces.
+    let prefix = match labels {
+        "" => format!("{metric} "),
+        labels => format!("{metric}{{{labels}}} "),
+    };
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|value| value.trim().parse().ok())
