@@ -3,7 +3,7 @@
 
 use crate::error::ClusterError;
 use crate::schema;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ const URL_PARAMETERS: [&str; 18] = [
 
 /// Checks the URL's scheme and parameters. The URL may carry a password: errors name what is
 /// wrong, never the URL or a value.
-fn check_url(text: &str) -> Result<(), ClusterError> {
+fn check_url(text: &str) -> Result<url::Url, ClusterError> {
     let url = url::Url::parse(text)
         .map_err(|error| ClusterError::Url(format!("it is not a URL ({error})")))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
@@ -59,7 +59,59 @@ fn check_url(text: &str) -> Result<(), ClusterError> {
             )));
         }
     }
-    Ok(())
+    Ok(url)
+}
+
+/// Where the URL says the server is: a host name, an address, or a socket directory.
+fn server_host(url: &url::Url) -> String {
+    let parameter = url
+        .query_pairs()
+        .find(|(key, _)| key == "host" || key == "hostaddr")
+        .map(|(_, value)| value.into_owned());
+    parameter
+        .or_else(|| match url.host() {
+            Some(url::Host::Ipv6(address)) => Some(address.to_string()),
+            Some(host) => Some(host.to_string()),
+            None => None,
+        })
+        .or_else(|| std::env::var("PGHOST").ok())
+        .unwrap_or_default()
+}
+
+/// A server on this machine: a Unix socket, `localhost`, or a loopback address.
+fn is_local(host: &str) -> bool {
+    host.is_empty()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+/// How TLS is chosen: what the URL (or `PGSSLMODE`) says; otherwise verified TLS
+/// (`verify-full`, Mozilla's roots or `sslrootcert`) to a server on another machine, where
+/// PostgreSQL's own default (`prefer`) would fall back to plain text, or accept any certificate.
+fn tls_mode(url: &url::Url) -> Option<PgSslMode> {
+    let explicit = url
+        .query_pairs()
+        .find(|(key, _)| key == "sslmode" || key == "ssl-mode")
+        .map(|(_, value)| value.into_owned())
+        .or_else(|| std::env::var("PGSSLMODE").ok());
+    let host = server_host(url);
+    match explicit {
+        Some(mode) => {
+            let unverified = matches!(mode.as_str(), "disable" | "allow" | "prefer" | "require");
+            if unverified && !is_local(&host) {
+                tracing::warn!(
+                    sslmode = %mode,
+                    "the cluster's database is reached without a verified certificate; use sslmode=verify-full outside a private network"
+                );
+            }
+            None
+        }
+        None if is_local(&host) => None,
+        None => Some(PgSslMode::VerifyFull),
+    }
 }
 
 /// Errors that retrying cannot fix: a wrong password or user, a missing database, a refused
@@ -109,11 +161,14 @@ impl Database {
     /// Connects to `url`, waits for the server up to the connect timeout, and migrates the
     /// schema (daemons starting together take turns on an advisory lock).
     pub async fn connect(url: &str, options: &DatabaseOptions) -> Result<Self, ClusterError> {
-        check_url(url)?;
-        let connect = PgConnectOptions::from_str(url)
+        let parsed = check_url(url)?;
+        let mut connect = PgConnectOptions::from_str(url)
             .map_err(|error| ClusterError::Url(error.to_string()))?
             .application_name("warden")
             .options(SESSION_SETTINGS);
+        if let Some(mode) = tls_mode(&parsed) {
+            connect = connect.ssl_mode(mode);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
@@ -178,5 +233,37 @@ mod tests {
         assert!(!refused.to_string().contains("hunter2"), "{refused}");
         assert!(check_url("mysql://db/warden").is_err());
         assert!(check_url("not a url").is_err());
+    }
+
+    fn mode(url: &str) -> Option<PgSslMode> {
+        tls_mode(&check_url(url).unwrap())
+    }
+
+    #[test]
+    fn a_server_on_another_machine_gets_verified_tls_unless_the_url_says_otherwise() {
+        assert!(matches!(
+            mode("postgres://u:p@db.internal/warden"),
+            Some(PgSslMode::VerifyFull)
+        ));
+        assert!(matches!(
+            mode("postgres://u:p@10.0.0.5:5432/warden"),
+            Some(PgSslMode::VerifyFull)
+        ));
+        assert!(matches!(
+            mode("postgres://u@x/warden?host=db.internal"),
+            Some(PgSslMode::VerifyFull)
+        ));
+        // This machine: TLS protects nothing there, and local servers seldom have it.
+        for local in [
+            "postgres://u@localhost/warden",
+            "postgres://u@127.0.0.1:5432/warden",
+            "postgres://u@[::1]/warden",
+            "postgres:///warden?host=/run/postgresql",
+        ] {
+            assert!(mode(local).is_none(), "{local}");
+        }
+        // Said in the URL: kept (a private network without TLS says sslmode=disable).
+        assert!(mode("postgres://u@db/warden?sslmode=disable").is_none());
+        assert!(mode("postgres://u@db/warden?sslmode=verify-ca").is_none());
     }
 }

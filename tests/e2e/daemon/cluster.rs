@@ -14,6 +14,9 @@ const PROBE_NODE: &str = r#"
 [[nodes]]
 name = "storage-probe"
 grant = ["storage-read", "storage-write", "storage-delete", "cache-read", "cache-write", "variables-read", "variables-write"]
+# A 16 MiB storage quota, so that the quota test fills it with a few dozen runs.
+limits = "restrictive"
+queue = 64
 "#;
 
 fn fresh_database() -> Option<String> {
@@ -60,10 +63,14 @@ fn probe_daemon(url: &str) -> (Fixture, Daemon) {
 }
 
 fn probe(daemon: &Daemon, op: &str, key: &str, value: &str) -> Json {
+    probe_in(daemon, "board-1", op, key, value)
+}
+
+fn probe_in(daemon: &Daemon, board: &str, op: &str, key: &str, value: &str) -> Json {
     let reply = daemon.run(json!({
         "node": "storage-probe",
         "inputs": { "op": op, "scope": "board", "key": key, "value": value },
-        "context": { "app_id": "app", "board_id": "board-1", "user_id": "ann" },
+        "context": { "app_id": "app", "board_id": board, "user_id": "ann" },
     }));
     assert_eq!(reply.status, 200, "{}", reply.shown());
     let outputs = reply.json()["outputs"].clone();
@@ -167,4 +174,39 @@ fn a_database_restart_is_survived_and_readiness_follows_it() {
             .log()
             .contains("the cluster's database answers again")
     );
+}
+
+#[test]
+fn a_quota_holds_for_writers_on_two_daemons() {
+    let Some(url) = fresh_database() else { return };
+    let (_a_files, a) = probe_daemon(&url);
+    let (_b_files, b) = probe_daemon(&url);
+    // The restrictive preset: 16 MiB per scope. 67 values of 250,000 bytes and 3-byte keys fit
+    // (16,750,201 bytes); the 68th would not.
+    let write = |i: usize| {
+        json!({
+            "node": "storage-probe",
+            "inputs": { "op": "set", "scope": "board", "key": format!("k{i:02}"), "size": 250_000 },
+            "context": { "app_id": "app", "board_id": "quota-board" },
+        })
+    };
+    let (from_a, from_b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| concurrently(&a, (0..40).map(write).collect()));
+        let b = scope.spawn(|| concurrently(&b, (40..80).map(write).collect()));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut stored = 0;
+    let mut refused = 0;
+    for reply in from_a.iter().chain(&from_b) {
+        assert_eq!(reply.status, 200, "{}", reply.shown());
+        let outputs = reply.json()["outputs"].clone();
+        match outputs["error"].as_str() {
+            None => stored += 1,
+            Some(error) if error.contains("quota") => refused += 1,
+            Some(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!((stored, refused), (67, 13));
+    let listed = probe_in(&a, "quota-board", "list", "", "");
+    assert_eq!(listed.as_str().unwrap().split(',').count(), 67);
 }
