@@ -7,16 +7,6 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Settings of every session the daemon opens, so that nothing a daemon does can hold the others
-/// for long: a lock waited for over 5 s fails the call (storage answers `unavailable`), a
-/// statement over 60 s is cancelled, and a transaction left idle for 30 s (its daemon gone
-/// silent) is ended by the server, releasing its locks.
-const SESSION_SETTINGS: [(&str, &str); 3] = [
-    ("lock_timeout", "5s"),
-    ("statement_timeout", "60s"),
-    ("idle_in_transaction_session_timeout", "30s"),
-];
-
 /// The URL parameters sqlx understands. Others are refused here, by name: sqlx would log an
 /// unknown parameter with its value, and a misspelt `password` would reach the log.
 const URL_PARAMETERS: [&str; 18] = [
@@ -52,9 +42,19 @@ fn check_url(text: &str) -> Result<url::Url, ClusterError> {
     }
     for (key, _) in url.query_pairs() {
         if !URL_PARAMETERS.contains(&&*key) {
-            let shown: String = key.chars().take(64).collect();
+            // Named only when it looks like a name: a password with a `?` in it, written
+            // without percent-encoding, turns into a "parameter".
+            let named = (1..=32).contains(&key.len())
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '-');
+            let shown = if named {
+                format!("a parameter `{key}`")
+            } else {
+                "a parameter (not shown: it may be part of a password; percent-encode `?`, `@` and `/` in passwords)".to_string()
+            };
             return Err(ClusterError::Url(format!(
-                "it has a parameter `{shown}` that warden does not know (known: {})",
+                "it has {shown} that warden does not know (known: {})",
                 URL_PARAMETERS.join(", ")
             )));
         }
@@ -155,6 +155,8 @@ impl Default for DatabaseOptions {
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: PgPool,
+    /// How to connect again: the readiness probe has a connection of its own.
+    connect: PgConnectOptions,
 }
 
 impl Database {
@@ -162,17 +164,22 @@ impl Database {
     /// schema (daemons starting together take turns on an advisory lock).
     pub async fn connect(url: &str, options: &DatabaseOptions) -> Result<Self, ClusterError> {
         let parsed = check_url(url)?;
+        // sqlx's own message may quote a value (say, a password mistaken for `sslmode`).
         let mut connect = PgConnectOptions::from_str(url)
-            .map_err(|error| ClusterError::Url(error.to_string()))?
-            .application_name("warden")
-            .options(SESSION_SETTINGS);
+            .map_err(|_| {
+                ClusterError::Url(
+                    "a value in it is not valid (check the port, sslmode and statement-cache-capacity)"
+                        .into(),
+                )
+            })?
+            .application_name("warden");
         if let Some(mode) = tls_mode(&parsed) {
             connect = connect.ssl_mode(mode);
         }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect);
+            .connect_lazy_with(connect.clone());
         let deadline = tokio::time::Instant::now() + options.connect_timeout;
         let mut delay = Duration::from_millis(100);
         loop {
@@ -183,7 +190,10 @@ impl Database {
                     return Err(ClusterError::Connect(error.to_string()));
                 }
                 Ok(Err(error)) => error.to_string(),
-                Err(_) => format!("no answer in {:?}", options.connect_timeout),
+                Err(_) => format!(
+                    "no answer within the connect timeout ({:?})",
+                    options.connect_timeout
+                ),
             };
             if tokio::time::Instant::now() + delay >= deadline {
                 return Err(ClusterError::Connect(error));
@@ -199,7 +209,19 @@ impl Database {
             return Err(ClusterError::Encoding(encoding));
         }
         schema::migrate(&pool).await?;
-        Ok(Database { pool })
+        Ok(Database { pool, connect })
+    }
+
+    /// The same database through a pool of one connection of its own: a probe of whether the
+    /// database answers must not wait behind the storage calls that fill the main pool.
+    pub fn probe(&self, within: Duration) -> Database {
+        Database {
+            pool: PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(within)
+                .connect_lazy_with(self.connect.clone()),
+            connect: self.connect.clone(),
+        }
     }
 
     /// Whether the database answers now: one `SELECT 1`, waiting at most `within`.
@@ -231,6 +253,9 @@ mod tests {
         let refused = check_url("postgres://u@db/warden?pasword=hunter2").unwrap_err();
         assert!(refused.to_string().contains("`pasword`"), "{refused}");
         assert!(!refused.to_string().contains("hunter2"), "{refused}");
+        // A password with an unencoded `?` becomes a "parameter": it is not shown.
+        let refused = check_url("postgres://u:12?Secret@db/warden").unwrap_err();
+        assert!(!refused.to_string().contains("Secret"), "{refused}");
         assert!(check_url("mysql://db/warden").is_err());
         assert!(check_url("not a url").is_err());
     }

@@ -48,8 +48,9 @@ pub fn latest() -> i32 {
 
 pub async fn migrate(pool: &PgPool) -> Result<(), ClusterError> {
     let mut tx = pool.begin().await?;
-    // Another daemon may be migrating: wait for it longer than for a storage lock.
-    sqlx::query("SET LOCAL lock_timeout = '120s'")
+    // Another daemon may be migrating: wait for it longer than for a storage lock, and let a
+    // migration take what it takes (an index on a large table), whatever the role's defaults.
+    sqlx::raw_sql("SET LOCAL lock_timeout = '120s'; SET LOCAL statement_timeout = 0")
         .execute(&mut *tx)
         .await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -20,7 +20,19 @@ const CACHE_HEADER_BYTES: u64 = 8;
 /// Writers of one partition in this daemon take turns here before they take a connection: a
 /// busy partition then holds one of the pool's connections, not all of them. Partitions share
 /// stripes by hash; across daemons the partition's row lock orders writers.
-const WRITE_STRIPES: usize = 64;
+const WRITE_STRIPES: usize = 256;
+/// How long a writer waits for its turn in this daemon before it is told the storage is busy.
+const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Each write transaction's start, in one round trip: READ COMMITTED whatever the database's
+/// default (the partition's row lock is what orders writers; a stricter level would only fail
+/// them), a lock waited for over 5 s fails the call as busy, a statement over 60 s is cancelled,
+/// and a transaction left idle for 30 s (its daemon gone silent) is ended by the server,
+/// releasing its locks. `SET LOCAL` rather than connection options, which PgBouncer drops.
+const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
+    SET LOCAL lock_timeout = '5s'; \
+    SET LOCAL statement_timeout = '60s'; \
+    SET LOCAL idle_in_transaction_session_timeout = '30s'";
 
 /// Storage in the cluster's PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -29,6 +41,9 @@ pub struct PgStorage {
     stripes: Arc<[tokio::sync::Mutex<()>]>,
     hasher: std::hash::RandomState,
 }
+
+/// What a node is told when its write waited too long for others.
+const BUSY: &str = "the storage is busy with other writers; try again";
 
 /// What a node is told when the database fails it; the detail goes to the host's log (it may
 /// name the database's hosts, tables or users, which are none of the node's business).
@@ -45,7 +60,7 @@ fn backend(error: sqlx::Error) -> StorageError {
     tracing::warn!(%error, "a storage call to the cluster's database failed");
     StorageError::Backend(
         if busy {
-            "the storage is busy with other writers; try again"
+            BUSY
         } else {
             "the cluster's database did not complete the storage call; the host's log says why"
         }
@@ -96,13 +111,19 @@ impl PgStorage {
         &self.stripes[index]
     }
 
-    /// A write transaction, in READ COMMITTED whatever the database's default: the partition's
-    /// row lock is what orders writers, and a stricter level would only fail them.
+    /// A write transaction (see `BEGIN_WRITE`).
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StorageError> {
-        self.pool
-            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)
+    }
+
+    /// This daemon's turn to write `partition`, or busy after `TURN_TIMEOUT`.
+    async fn turn(
+        &self,
+        partition: &[u8],
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, StorageError> {
+        tokio::time::timeout(TURN_TIMEOUT, self.stripe(partition).lock())
             .await
-            .map_err(backend)
+            .map_err(|_| StorageError::Backend(BUSY.into()))
     }
 
     /// Locks the partition's usage row, creating it at zero, and returns its count.
@@ -165,7 +186,7 @@ impl PgStorage {
             Table::Data => ("warden_storage", 0),
             Table::Cache { .. } => ("warden_cache", CACHE_HEADER_BYTES),
         };
-        let _turn = self.stripe(partition).lock().await;
+        let _turn = self.turn(partition).await?;
         let mut tx = self.begin().await?;
         let mut current = Self::lock_usage(&mut tx, partition).await?;
         let old: Option<i32> = sqlx::query_scalar(&format!(
@@ -248,7 +269,7 @@ impl PgStorage {
         } else {
             ("warden_storage", 0)
         };
-        let _turn = self.stripe(partition).lock().await;
+        let _turn = self.turn(partition).await?;
         let mut tx = self.begin().await?;
         // Deleting from a partition that holds nothing writes nothing: a node looping on
         // deletes of missing keys makes no rows and no WAL.

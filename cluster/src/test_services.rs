@@ -113,9 +113,17 @@ impl Postgres {
         remove_stale_directories();
         let bin = binaries()?;
         let owner = server_owner()?;
+        // Under /tmp when there is one: a Unix socket's path must stay under 108 bytes, and
+        // TMPDIR may be long.
+        let base = Path::new("/tmp");
+        let base = if base.is_dir() {
+            base.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
         let dir = tempfile::Builder::new()
             .prefix("warden-pg-")
-            .tempdir()
+            .tempdir_in(base)
             .map_err(|error| format!("cannot create a directory for PostgreSQL: {error}"))?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
@@ -268,7 +276,7 @@ impl Drop for Postgres {
 /// younger than ten minutes may be one that another test process is still setting up.
 fn remove_stale_directories() {
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
         return;
     };
     // Only this user's directories, or, as root, those made for the postgres user.

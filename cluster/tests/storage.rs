@@ -126,17 +126,46 @@ async fn conformance(store: &dyn StorageBackend) {
         }
     );
     assert_eq!(store.usage("r").await.unwrap(), 4 + 8 + 66);
-    // The written key's own expired entry is replaced, not reclaimed twice.
+
+    // The written key's own expired entry is replaced, not reclaimed as well: "k" (49 bytes)
+    // and "e" (19) have expired, "l" (29) lives; rewriting "k" with 69 bytes reclaims "e" only.
+    let set = |partition: &'static str, key: &'static str, len: usize, expiry: u64| async move {
+        let value = vec![0; len];
+        store
+            .cache_set(partition, key, &value, expiry, 100, 1_000)
+            .await
+    };
+    set("rewrite", "k", 40, 2_000).await.unwrap();
+    set("rewrite", "e", 10, 2_000).await.unwrap();
+    set("rewrite", "l", 20, 99_000).await.unwrap();
     store
-        .cache_set("r", "live", &[1; 10], 90_000, 100, 95_000)
+        .cache_set("rewrite", "k", &[1; 60], 99_000, 100, 3_000)
         .await
         .unwrap();
-    assert_eq!(store.usage("r").await.unwrap(), 4 + 8 + 10);
+    assert_eq!(store.usage("rewrite").await.unwrap(), 29 + 69);
+    // Refused after reclaiming "e", a rewrite of expired "k" leaves "k" reclaimable later.
+    set("refuse", "k", 40, 2_000).await.unwrap();
+    set("refuse", "e", 10, 2_000).await.unwrap();
+    set("refuse", "l", 20, 99_000).await.unwrap();
+    let refused = store
+        .cache_set("refuse", "k", &[1; 95], 99_000, 100, 3_000)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StorageError::QuotaExceeded { .. }),
+        "{refused}"
+    );
+    assert_eq!(store.usage("refuse").await.unwrap(), 49 + 29);
+    store
+        .cache_set("refuse", "m", &[1; 50], 99_000, 100, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(store.usage("refuse").await.unwrap(), 29 + 59);
 
     // `exists` answers for storage keys, not cache entries.
     assert!(store.exists("p", "b").await.unwrap());
     assert!(!store.exists("p", "a/1").await.unwrap());
-    assert!(!store.exists("r", "live").await.unwrap());
+    assert!(!store.exists("rewrite", "l").await.unwrap());
 }
 
 #[tokio::test]
@@ -152,26 +181,33 @@ async fn postgres_passes_the_conformance_suite() {
     conformance(&PgStorage::new(&database)).await;
 }
 
-#[tokio::test]
-async fn sessions_have_timeouts_and_deletes_of_nothing_write_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_held_up_by_a_lock_is_told_busy_and_deletes_of_nothing_write_nothing() {
     let Some(database) = database().await else {
         return;
     };
-    for (setting, value) in [
-        ("lock_timeout", "5s"),
-        ("statement_timeout", "1min"),
-        ("idle_in_transaction_session_timeout", "30s"),
-    ] {
-        let shown: String = sqlx::query_scalar(&format!("SHOW {setting}"))
-            .fetch_one(database.pool())
-            .await
-            .unwrap();
-        assert_eq!(shown, value, "{setting}");
-    }
     let store = PgStorage::new(&database);
+    store.set("held", "k", b"v", 1000).await.unwrap();
+    // Another daemon, gone silent in the middle of a write to the partition.
+    let mut silent = database.pool().begin().await.unwrap();
+    sqlx::query("SELECT bytes FROM warden_usage WHERE partition = $1 FOR UPDATE")
+        .bind(&b"held"[..])
+        .execute(&mut *silent)
+        .await
+        .unwrap();
+    let refused = store.set("held", "k", b"w", 1000).await.unwrap_err();
+    // Told after the lock timeout, in words that name nothing of the database.
+    assert_eq!(
+        refused,
+        StorageError::Backend("the storage is busy with other writers; try again".into())
+    );
+    silent.rollback().await.unwrap();
+    store.set("held", "k", b"w", 1000).await.unwrap();
+
     assert!(!store.delete("empty", "k").await.unwrap());
     assert!(!store.cache_remove("empty", "k").await.unwrap());
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM warden_usage")
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM warden_usage WHERE partition = $1")
+        .bind(&b"empty"[..])
         .fetch_one(database.pool())
         .await
         .unwrap();

@@ -5,7 +5,7 @@ use crate::daemon::StartError;
 use crate::manifest::{Cluster, DEFAULT_DATABASE_URL_ENV, Manifest};
 use crate::telemetry;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use warden_cluster::{Database, DatabaseOptions, PgStorage};
 use warden_host::Storage;
@@ -14,23 +14,28 @@ use warden_host::Storage;
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a probe waits for the answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Probes failed in a row before the daemon says it is not ready: one slow answer is not an
+/// outage, and a load balancer should not drain every daemon for it.
+const FAILURES_TO_UNREADY: u32 = 3;
 
 /// The cluster this daemon joins: `[cluster]` in the manifest, or, without it, the default
 /// settings when `WARDEN_DATABASE_URL` is set (a container configured by its environment).
 pub fn configured(manifest: &Manifest) -> Option<Cluster> {
-    manifest.cluster.clone().or_else(|| {
-        std::env::var_os(DEFAULT_DATABASE_URL_ENV)
-            .filter(|url| !url.is_empty())
-            .map(|_| Cluster::default())
-    })
+    // Set but empty still joins, and then refuses to start: an empty variable is a
+    // configuration gone wrong (an unset `${DATABASE_URL}` in a Compose file), and falling
+    // back to local storage would split the cluster's data silently.
+    manifest
+        .cluster
+        .clone()
+        .or_else(|| std::env::var_os(DEFAULT_DATABASE_URL_ENV).map(|_| Cluster::default()))
 }
 
 /// This daemon's link to the cluster's database.
 pub struct ClusterLink {
     database: Database,
-    /// The last probe's answer. A `/readyz` reads it rather than asking the database, so that
+    /// Probes failed in a row. A `/readyz` reads this rather than asking the database, so that
     /// unauthenticated probes cannot load the database.
-    reachable: AtomicBool,
+    failures: AtomicU32,
 }
 
 impl ClusterLink {
@@ -51,7 +56,7 @@ impl ClusterLink {
         metrics::gauge!(telemetry::CLUSTER_DATABASE_UP).set(1.0);
         let link = Arc::new(ClusterLink {
             database,
-            reachable: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
         });
         link.spawn_probe();
         Ok(link)
@@ -62,31 +67,37 @@ impl ClusterLink {
         Storage::new(Arc::new(PgStorage::new(&self.database)))
     }
 
-    /// Whether the database answered the last probe.
+    /// Whether the database answers: false after `FAILURES_TO_UNREADY` probes failed in a row.
     pub fn reachable(&self) -> bool {
-        self.reachable.load(Ordering::Relaxed)
+        self.failures.load(Ordering::Relaxed) < FAILURES_TO_UNREADY
     }
 
-    /// Probes the database every `PROBE_INTERVAL` for as long as the link lives, logging each
-    /// change (and only changes, so a database that is down does not flood the log).
+    /// Probes the database every `PROBE_INTERVAL` for as long as the link lives, through a
+    /// connection of its own (a busy pool is not a database that is down), logging each change
+    /// (and only changes, so a database that is down does not flood the log).
     fn spawn_probe(self: &Arc<Self>) {
         let link = Arc::downgrade(self);
+        let probe = self.database.probe(PROBE_TIMEOUT);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(PROBE_INTERVAL);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 ticks.tick().await;
+                let answered = probe.ping(PROBE_TIMEOUT).await;
                 let Some(link) = link.upgrade() else { return };
-                let answered = link.database.ping(PROBE_TIMEOUT).await;
-                let was = link.reachable.swap(answered.is_ok(), Ordering::Relaxed);
-                metrics::gauge!(telemetry::CLUSTER_DATABASE_UP).set(match answered {
-                    Ok(()) => 1.0,
-                    Err(_) => 0.0,
-                });
-                match answered {
-                    Err(error) if was => {
-                        tracing::warn!("the cluster's database stopped answering: {error}")
+                let was = link.reachable();
+                match &answered {
+                    Ok(()) => link.failures.store(0, Ordering::Relaxed),
+                    Err(_) => {
+                        link.failures.fetch_add(1, Ordering::Relaxed);
                     }
+                }
+                let now = link.reachable();
+                metrics::gauge!(telemetry::CLUSTER_DATABASE_UP).set(if now { 1.0 } else { 0.0 });
+                match answered {
+                    Err(error) if was && !now => tracing::warn!(
+                        "the cluster's database stopped answering ({FAILURES_TO_UNREADY} probes in a row): {error}"
+                    ),
                     Ok(()) if !was => tracing::info!("the cluster's database answers again"),
                     _ => {}
                 }

@@ -158,7 +158,17 @@ fn postgresql() -> bool {
         );
         return false;
     }
-    eprintln!("installing PostgreSQL for the cluster tests (Debian's postgresql package, once)");
+    eprintln!(
+        "installing PostgreSQL for the cluster tests (Debian's postgresql package, once; \
+         without the package's default cluster, as /etc/postgresql-common/createcluster.conf now says)"
+    );
+    // The tests make their own servers: the package's default cluster would only be a server
+    // left running on port 5432 (and at every boot). Written only where nothing is configured.
+    let conf = Path::new("/etc/postgresql-common/createcluster.conf");
+    if !conf.exists() {
+        let _ = std::fs::create_dir_all("/etc/postgresql-common");
+        let _ = std::fs::write(conf, "create_main_cluster = false\n");
+    }
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)

@@ -110,6 +110,14 @@ fn a_cluster_without_its_database_url_or_database_refuses_to_start() {
     assert!(refused.contains("WARDEN_TEST_DATABASE_URL"), "{refused}");
     assert!(refused.contains("postgres://"), "{refused}");
 
+    // Without [cluster], a WARDEN_DATABASE_URL that is set but empty is a configuration gone
+    // wrong: refused, not a silent fall back to local storage.
+    let plain = Fixture::new();
+    let refused = Daemon::try_start_with_env(&plain, &[("WARDEN_DATABASE_URL", "")])
+        .err()
+        .expect("refused");
+    assert!(refused.contains("WARDEN_DATABASE_URL"), "{refused}");
+
     // Nothing listens on this port: the daemon waits for its database, then says so.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -154,8 +162,16 @@ fn a_database_restart_is_survived_and_readiness_follows_it() {
         "inputs": { "op": "get", "scope": "board", "key": "kept" },
         "context": { "app_id": "app", "board_id": "board-1" },
     }));
-    let failed = reply.status != 200 || reply.json()["outputs"]["error"].is_string();
-    assert!(failed, "{}", reply.shown());
+    assert_eq!(reply.status, 200, "{}", reply.shown());
+    let error = reply.json()["outputs"]["error"].clone();
+    let error = error
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", reply.shown()));
+    // The node learns that storage is unavailable, and nothing about the database.
+    assert!(error.starts_with("unavailable"), "{error}");
+    for detail in ["warden-pg", "os error", "PostgreSQL", "5432", "refused"] {
+        assert!(!error.contains(detail), "{error}");
+    }
 
     server.resume().unwrap();
     wait_readiness(&daemon, 200, "");
