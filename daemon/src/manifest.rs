@@ -1399,6 +1399,24 @@ grant = ["storage-read", "storage-write"]
     }
 
     #[test]
+    fn the_deployment_files_hold_valid_host_manifests() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let compose = std::fs::read_to_string(root.join("deploy/compose/host.toml")).unwrap();
+        let configmap =
+            std::fs::read_to_string(root.join("deploy/kubernetes/configmap.yaml")).unwrap();
+        let (_, block) = configmap.split_once("host.toml: |\n").unwrap();
+        let embedded: Vec<&str> = block
+            .lines()
+            .map(|line| line.strip_prefix("    ").unwrap_or(line))
+            .collect();
+        for (file, text) in [("compose", compose), ("kubernetes", embedded.join("\n"))] {
+            let manifest = parse(&text).unwrap_or_else(|error| panic!("{file}: {error}"));
+            assert!(manifest.cluster.is_some(), "{file}");
+            assert!(manifest.metrics.is_some(), "{file}");
+        }
+    }
+
+    #[test]
     fn a_cluster_names_the_variable_that_holds_its_database_url() {
         assert_eq!(parse("").unwrap().cluster, None);
         assert_eq!(

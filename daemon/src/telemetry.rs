@@ -92,3 +92,47 @@ pub fn render() -> String {
         None => "# metrics go to the process's own recorder\n".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names of the daemon's metrics that `text` uses (histogram series by their family).
+    fn metrics_used(text: &str) -> Vec<String> {
+        let mut used = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("warden_") {
+            let name: String = rest[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest = &rest[start + name.len()..];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name)
+                .to_string();
+            used.push(family);
+        }
+        used
+    }
+
+    #[test]
+    fn the_dashboard_and_the_autoscaler_use_metrics_that_exist() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in [
+            "deploy/compose/grafana/dashboards/warden.json",
+            "deploy/kubernetes/hpa.yaml",
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let used = metrics_used(&text);
+            assert!(!used.is_empty(), "{file} uses no metric");
+            for name in used {
+                assert!(
+                    ALL.contains(&name.as_str()),
+                    "{file}: {name} is not a metric"
+                );
+            }
+        }
+    }
+}

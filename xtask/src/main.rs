@@ -5,7 +5,8 @@
 //! `cargo xtask soak [--runs N]` runs the soak of tests/e2e/soak.rs longer than the test suite does.
 //! `cargo xtask bench` runs the benchmark suite (benches/suite.rs) and writes docs/BENCHMARKS.md;
 //! the test suite runs it once, quickly, only to prove it still builds and runs (and the Extism
-//! bench of benches/extism/ likewise).
+//! bench of benches/extism/ likewise). `cargo xtask deploy-check` checks deploy/ against the
+//! Kubernetes and Compose schemas (the test suite does too).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
             fuzz(seconds)
         }
         "deny" => deny(),
+        "deploy-check" => deploy_check(),
         "bench" => install_targets().and_then(|()| bench()),
         "soak" => soak_runs().and_then(|runs| install_targets().and_then(|()| soak(runs))),
         "licenses" => match std::env::args().nth(2).as_deref() {
@@ -38,7 +40,7 @@ fn main() -> ExitCode {
         _ => Err(
             "usage: cargo xtask demo | cargo xtask test | cargo xtask fuzz [SECONDS] | \
                   cargo xtask deny | cargo xtask licenses [--check] | cargo xtask soak [--runs N] | \
-                  cargo xtask bench"
+                  cargo xtask bench | cargo xtask deploy-check"
                 .to_string(),
         ),
     };
@@ -119,6 +121,7 @@ fn test() -> Result<(), String> {
     // The Extism bench builds and runs once (its suite's quick pass ran with the benches above).
     extism(false, &["--quick"])?;
     audit()?;
+    deploy_check()?;
     deny()?;
     licenses(Inventory::Check)?;
     fuzz(15)
@@ -190,6 +193,69 @@ fn postgresql() -> bool {
         return false;
     }
     true
+}
+
+/// The versions of the schema checkers `cargo xtask deploy-check` installs from PyPI.
+const DEPLOY_CHECKERS: [&str; 2] = ["kubernetes-validate==1.37.0", "check-jsonschema==0.39.0"];
+
+/// The deployment files against their schemas: every manifest in deploy/kubernetes/ with
+/// kubernetes-validate (strict: an unknown field is an error; Kubernetes 1.37), and
+/// deploy/compose/compose.yaml with check-jsonschema's Compose Specification schema. Both come
+/// from PyPI, into a virtualenv under the target directory; where Python's venv or PyPI is not
+/// available the check is skipped, saying so.
+fn deploy_check() -> Result<(), String> {
+    let venv = target_dir().join("tools").join("deploy-venv");
+    let bin = venv.join("bin");
+    let installed = || {
+        Command::new(bin.join("pip"))
+            .args(["show", "-q", "kubernetes-validate", "check-jsonschema"])
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    if !installed() {
+        eprintln!(
+            "xtask: installing {} from PyPI (once)",
+            DEPLOY_CHECKERS.join(" and ")
+        );
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|status| status.success());
+        let done = made
+            && Command::new(bin.join("pip"))
+                .args(["install", "-q"])
+                .args(DEPLOY_CHECKERS)
+                .status()
+                .is_ok_and(|status| status.success());
+        if !done {
+            eprintln!(
+                "xtask: the deployment files were NOT checked: the schema checkers could not be \
+                 installed (python3 -m venv and PyPI are needed)"
+            );
+            return Ok(());
+        }
+    }
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/kubernetes"))
+        .map_err(|error| format!("cannot read deploy/kubernetes: {error}"))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    manifests.sort();
+    let mut kubernetes = Command::new(bin.join("kubernetes-validate"));
+    kubernetes.args(["--strict", "--quiet"]).args(&manifests);
+    run(kubernetes)?;
+    let mut compose = Command::new(bin.join("check-jsonschema"));
+    compose
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(root().join("deploy/compose/compose.yaml"));
+    run(compose)?;
+    eprintln!(
+        "xtask: {} Kubernetes manifests and the Compose file match their schemas",
+        manifests.len()
+    );
+    Ok(())
 }
 
 /// The target directory: `$CARGO_TARGET_DIR`, or `target/` in the repository.
