@@ -9,6 +9,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+
+/// Tests run in parallel, and several need the same tool: one installs it while the others
+/// wait, rather than all installing into one directory at once (on a fresh machine a test
+/// would otherwise find the command while pip or npm were still writing it).
+static INSTALLING: Mutex<()> = Mutex::new(());
+
+/// Written once an install has finished: a directory without it is a broken install (an
+/// interrupted run), and is made again.
+const INSTALLED: &str = "warden-installed";
 
 /// The componentize-py release the examples are built with (the one `warden build` names).
 pub const COMPONENTIZE_PY: &str = warden::build::toolchain::COMPONENTIZE_PY;
@@ -37,9 +47,13 @@ fn componentize_py() -> Option<PathBuf> {
     let venv =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("componentize-py-{COMPONENTIZE_PY}"));
     let tool = venv.join("bin/componentize-py");
-    if tool.exists() {
+    let _turn = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if venv.join(INSTALLED).exists() {
         return Some(tool);
     }
+    let _ = std::fs::remove_dir_all(&venv);
     let created = Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
@@ -78,6 +92,7 @@ fn componentize_py() -> Option<PathBuf> {
         }
         panic!("pip could not install componentize-py=={COMPONENTIZE_PY}: {said}");
     }
+    std::fs::write(venv.join(INSTALLED), "").unwrap();
     Some(tool)
 }
 
@@ -126,9 +141,13 @@ fn npm_tool(package: &str, version: &str, bin: &str) -> Option<PathBuf> {
         package.replace(['/', '@'], "_")
     ));
     let tool = prefix.join("node_modules/.bin").join(bin);
-    if tool.exists() {
+    let _turn = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if prefix.join(INSTALLED).exists() {
         return Some(tool);
     }
+    let _ = std::fs::remove_dir_all(&prefix);
     let installed = Command::new("npm")
         .args([
             "install",
@@ -172,6 +191,7 @@ fn npm_tool(package: &str, version: &str, bin: &str) -> Option<PathBuf> {
         }
         panic!("npm could not install {package}@{version}: {said}");
     }
+    std::fs::write(prefix.join(INSTALLED), "").unwrap();
     Some(tool)
 }
 
