@@ -68,9 +68,10 @@ fn backend(error: sqlx::Error) -> StorageError {
     )
 }
 
-/// Milliseconds as PostgreSQL's `bigint`: times past year 292 million are the same time.
-fn millis(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
+/// A count or a time in milliseconds as PostgreSQL's `bigint`: values past `i64::MAX` (byte
+/// counts no quota reaches, times past year 292 million) are `i64::MAX`.
+fn bigint(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn bytes(count: i64) -> u64 {
@@ -166,7 +167,7 @@ impl PgStorage {
     ) -> Result<(), StorageError> {
         sqlx::query("UPDATE warden_usage SET bytes = $2 WHERE partition = $1")
             .bind(partition)
-            .bind(millis(count))
+            .bind(bigint(count))
             .execute(&mut **tx)
             .await
             .map_err(backend)?;
@@ -211,7 +212,7 @@ impl PgStorage {
                  RETURNING (octet_length(key) + octet_length(value))::bigint",
             )
             .bind(partition)
-            .bind(millis(now_ms))
+            .bind(bigint(now_ms))
             .bind(key)
             .bind(RECLAIM_PER_WRITE)
             .fetch_all(&mut *tx)
@@ -253,7 +254,7 @@ impl PgStorage {
             .bind(partition)
             .bind(key)
             .bind(value)
-            .bind(millis(expires_at_ms)),
+            .bind(bigint(expires_at_ms)),
         }
         .execute(&mut *tx)
         .await
@@ -380,7 +381,7 @@ impl StorageBackend for PgStorage {
         )
         .bind(partition.as_bytes())
         .bind(key)
-        .bind(millis(now_ms))
+        .bind(bigint(now_ms))
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)
