@@ -95,13 +95,15 @@ fn install_targets() -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut steps = StepClock::default();
     let mut command = cargo();
     command.args(["test", "--workspace", "--all-targets"]);
-    if postgresql() {
+    if steps.time("PostgreSQL found or installed", postgresql) {
         // Installed or found: the cluster tests must then run, not skip.
         command.env("WARDEN_REQUIRE_SERVICES", "1");
     }
-    run(command)?;
+    steps.time("cargo test --workspace --all-targets", || run(command))?;
     // The OTLP export is behind a feature: its test (spans reaching a loopback receiver) runs
     // with it on.
     let mut otlp = cargo();
@@ -114,17 +116,45 @@ fn test() -> Result<(), String> {
         "--test",
         "otlp",
     ]);
-    run(otlp)?;
+    steps.time("OTLP test", || run(otlp))?;
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
-    run(doc)?;
+    steps.time("doc tests", || run(doc))?;
     // The Extism bench builds and runs once (its suite's quick pass ran with the benches above).
-    extism(false, &["--quick"])?;
-    audit()?;
-    deploy_check()?;
-    deny()?;
-    licenses(Inventory::Check)?;
-    fuzz(15)
+    steps.time("Extism bench, quick", || extism(false, &["--quick"]))?;
+    steps.time("cargo audit", audit)?;
+    steps.time("deploy-check", deploy_check)?;
+    steps.time("cargo deny", deny)?;
+    steps.time("license inventory check", || licenses(Inventory::Check))?;
+    steps.time("fuzz", || fuzz(15))?;
+    steps.report(started.elapsed());
+    Ok(())
+}
+
+/// How long each step of `cargo xtask test` took, printed as each ends and summed at the end,
+/// so that a slow CI run says where its time went.
+#[derive(Default)]
+struct StepClock {
+    done: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl StepClock {
+    fn time<T>(&mut self, name: &'static str, step: impl FnOnce() -> T) -> T {
+        let started = std::time::Instant::now();
+        let outcome = step();
+        let took = started.elapsed();
+        eprintln!("xtask: {name}: {:.0} s", took.as_secs_f64());
+        self.done.push((name, took));
+        outcome
+    }
+
+    fn report(&self, total: std::time::Duration) {
+        eprintln!("xtask: test steps, in seconds:");
+        for (name, took) in &self.done {
+            eprintln!("  {:>6.0}  {name}", took.as_secs_f64());
+        }
+        eprintln!("  {:>6.0}  total", total.as_secs_f64());
+    }
 }
 
 /// Whether PostgreSQL's server binaries are here, for the cluster tests: found, or installed
