@@ -7,6 +7,7 @@
 
 mod database;
 mod error;
+mod queue;
 mod schema;
 mod storage;
 #[cfg(feature = "test-services")]
@@ -14,4 +15,8 @@ pub mod test_services;
 
 pub use database::{Database, DatabaseOptions};
 pub use error::ClusterError;
+pub use queue::{
+    Claimed, Enqueued, FINISHED_CHANNEL, NewRun, QUEUED_CHANNEL, QueueBounds, QueuedRun, RunQueue,
+    RunState, Wakeup,
+};
 pub use storage::PgStorage;

@@ -11,13 +11,19 @@ use sqlx::PgPool;
 const MIGRATION_LOCK: i64 = 0x7761_7264_656e_0001;
 
 /// The migrations, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "storage scopes, the execution cache and per-partition usage",
-    // Partitions join their parts with NUL, which `text` cannot hold: they are `bytea`. Keys are
-    // `text` in the "C" collation, so keys sort by their bytes, as in the redb backend, and a
-    // prefix is a contiguous range of the primary key.
-    r#"
+///
+/// Daemons of the cluster are upgraded one at a time, so for a while older daemons use a schema
+/// that a newer one migrated. A migration therefore only adds: tables, indexes, and columns that
+/// are nullable or have a default. A column or table that a release stops using is dropped only
+/// by a later release's migration, once no daemon of the previous one can be running.
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "storage scopes, the execution cache and per-partition usage",
+        // Partitions join their parts with NUL, which `text` cannot hold: they are `bytea`. Keys are
+        // `text` in the "C" collation, so keys sort by their bytes, as in the redb backend, and a
+        // prefix is a contiguous range of the primary key.
+        r#"
     CREATE TABLE warden_storage (
         partition bytea NOT NULL,
         key text COLLATE "C" NOT NULL,
@@ -39,7 +45,39 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
         bytes bigint NOT NULL CHECK (bytes >= 0)
     );
     "#,
-)];
+    ),
+    (
+        2,
+        "runs: queued runs, their leases, answers and records, and idempotency keys",
+        // One row per run, from queued to finished. Workers claim with FOR UPDATE SKIP LOCKED
+        // through the partial indexes on each state; an idempotency key is unique per caller.
+        r#"
+    CREATE TABLE warden_runs (
+        id text PRIMARY KEY,
+        caller text NOT NULL,
+        idempotency_key text,
+        request_sha256 text NOT NULL,
+        package text NOT NULL,
+        request text NOT NULL,
+        state text NOT NULL CHECK (state IN ('queued', 'running', 'finished')),
+        attempts integer NOT NULL DEFAULT 0,
+        lease_owner text,
+        lease_until timestamptz,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz,
+        status integer,
+        result text,
+        record jsonb
+    );
+    CREATE UNIQUE INDEX warden_runs_idempotency ON warden_runs (caller, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX warden_runs_queued ON warden_runs (created_at) WHERE state = 'queued';
+    CREATE INDEX warden_runs_leased ON warden_runs (lease_until) WHERE state = 'running';
+    CREATE INDEX warden_runs_unfinished ON warden_runs (caller) WHERE state <> 'finished';
+    CREATE INDEX warden_runs_finished ON warden_runs (finished_at) WHERE state = 'finished';
+    "#,
+    ),
+];
 
 /// The schema version this build writes.
 pub fn latest() -> i32 {

@@ -7,7 +7,8 @@ use crate::telemetry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use warden_cluster::{Database, DatabaseOptions, PgStorage};
+use tokio::sync::broadcast;
+use warden_cluster::{Database, DatabaseOptions, PgStorage, RunQueue, Wakeup};
 use warden_host::Storage;
 
 /// How often the daemon asks the database whether it answers.
@@ -33,6 +34,12 @@ pub fn configured(manifest: &Manifest) -> Option<Cluster> {
 /// This daemon's link to the cluster's database.
 pub struct ClusterLink {
     database: Database,
+    /// The queue of runs every daemon of the cluster takes from.
+    pub queue: RunQueue,
+    /// The `[cluster]` settings it joined with (fixed until a restart).
+    pub settings: Cluster,
+    /// Runs queued or finished anywhere in the cluster, as the database announces them.
+    wakeups: broadcast::Sender<Wakeup>,
     /// Probes failed in a row. A `/readyz` reads this rather than asking the database, so that
     /// unauthenticated probes cannot load the database.
     failures: AtomicU32,
@@ -54,12 +61,23 @@ impl ClusterLink {
         let database = Database::connect(&url, &options).await?;
         tracing::info!("storage scopes are in the cluster's PostgreSQL database");
         metrics::gauge!(telemetry::CLUSTER_DATABASE_UP).set(1.0);
+        let queue = RunQueue::new(&database, &owner());
+        let (wakeups, _) = broadcast::channel(1024);
+        queue.listen(&wakeups).await?;
         let link = Arc::new(ClusterLink {
             database,
+            queue,
+            settings: cluster.clone(),
+            wakeups,
             failures: AtomicU32::new(0),
         });
         link.spawn_probe();
         Ok(link)
+    }
+
+    /// Runs queued or finished from now on, anywhere in the cluster.
+    pub fn wakeups(&self) -> broadcast::Receiver<Wakeup> {
+        self.wakeups.subscribe()
     }
 
     /// The storage scopes, in the shared database.
@@ -93,6 +111,9 @@ impl ClusterLink {
                     }
                 }
                 let now = link.reachable();
+                if let Ok(depth) = link.queue.depth().await {
+                    metrics::gauge!(telemetry::CLUSTER_QUEUE_DEPTH).set(depth as f64);
+                }
                 metrics::gauge!(telemetry::CLUSTER_DATABASE_UP).set(if now { 1.0 } else { 0.0 });
                 match answered {
                     Err(error) if was && !now => tracing::warn!(
@@ -104,4 +125,16 @@ impl ClusterLink {
             }
         });
     }
+}
+
+/// This daemon as the leases it holds name it: the host's name (a pod's name in Kubernetes)
+/// and the process id, for an operator reading `warden_runs`.
+fn owner() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().chars().take(64).collect::<String>())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "warden".to_string());
+    format!("{host}:{}", std::process::id())
 }

@@ -19,6 +19,7 @@ pub mod otlp;
 pub mod records;
 mod serve;
 pub mod telemetry;
+mod worker;
 
 pub use daemon::{Daemon, Options, ReloadError, StartError};
 pub use manifest::{ApiKey, Manifest, ManifestError};

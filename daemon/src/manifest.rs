@@ -101,6 +101,19 @@ pub struct Cluster {
     pub max_connections: u32,
     /// How long the daemon waits at start for its database to answer.
     pub connect_timeout: Duration,
+    /// How long a worker holds a queued run without renewing its lease: a daemon that dies
+    /// mid-run has its runs taken again this long after its last renewal.
+    pub lease: Duration,
+    /// Workers taking queued runs on this daemon (`None`: as many as `host.concurrency`).
+    pub workers: Option<u32>,
+    /// Times a queued run is taken at most: a run whose daemons died this often is answered
+    /// `run_lost` instead of being taken again.
+    pub max_attempts: u32,
+    /// Unfinished queued runs per caller, and in all.
+    pub max_queued_per_caller: u32,
+    pub max_queued: u32,
+    /// How long a run may wait in the queue before it is answered `queue_expired`.
+    pub max_queue_wait: Duration,
 }
 
 impl Default for Cluster {
@@ -109,6 +122,12 @@ impl Default for Cluster {
             database_url_env: DEFAULT_DATABASE_URL_ENV.to_string(),
             max_connections: 16,
             connect_timeout: Duration::from_secs(30),
+            lease: Duration::from_secs(30),
+            workers: None,
+            max_attempts: 3,
+            max_queued_per_caller: 1000,
+            max_queued: 100_000,
+            max_queue_wait: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -320,6 +339,12 @@ struct RawCluster {
     database_url_env: Option<Spanned<String>>,
     max_connections: Option<Spanned<u32>>,
     connect_timeout: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
+    workers: Option<Spanned<u32>>,
+    max_attempts: Option<Spanned<u32>>,
+    max_queued_per_caller: Option<Spanned<u32>>,
+    max_queued: Option<Spanned<u32>>,
+    max_queue_wait: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1118,6 +1143,54 @@ fn check_cluster(raw: &RawCluster, problems: &mut Problems) -> Cluster {
         "cluster.connect_timeout",
         cluster.connect_timeout,
     );
+    let lease = duration(problems, &raw.lease, "cluster.lease", cluster.lease);
+    match &raw.lease {
+        // A renewal comes every third of a lease: under a second would be a write per run
+        // every few hundred milliseconds; over ten minutes, a lost run waits too long.
+        Some(text) if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&lease) => {
+            problems.at(text, "cluster.lease", "between 1s and 10m");
+        }
+        _ => cluster.lease = lease,
+    }
+    let counts = [
+        (
+            &raw.workers,
+            "cluster.workers",
+            1..=warden_host::MAX_CONCURRENCY,
+        ),
+        (&raw.max_attempts, "cluster.max_attempts", 1..=100),
+        (
+            &raw.max_queued_per_caller,
+            "cluster.max_queued_per_caller",
+            1..=1_000_000,
+        ),
+        (&raw.max_queued, "cluster.max_queued", 1..=10_000_000),
+    ];
+    let mut values = [None; 4];
+    for (index, (value, field, range)) in counts.into_iter().enumerate() {
+        if let Some(value) = value {
+            if range.contains(value.get_ref()) {
+                values[index] = Some(*value.get_ref());
+            } else {
+                problems.at(
+                    value,
+                    field,
+                    format!("between {} and {}", range.start(), range.end()),
+                );
+            }
+        }
+    }
+    let [workers, attempts, per_caller, total] = values;
+    cluster.workers = workers;
+    cluster.max_attempts = attempts.unwrap_or(cluster.max_attempts);
+    cluster.max_queued_per_caller = per_caller.unwrap_or(cluster.max_queued_per_caller);
+    cluster.max_queued = total.unwrap_or(cluster.max_queued);
+    cluster.max_queue_wait = duration(
+        problems,
+        &raw.max_queue_wait,
+        "cluster.max_queue_wait",
+        cluster.max_queue_wait,
+    );
     cluster
 }
 
@@ -1453,6 +1526,43 @@ grant = ["storage-read", "storage-write"]
         );
         assert!(!error.to_string().contains("secret"), "{error}");
         assert!(parse("[cluster]\nurl = \"x\"\n").is_err());
+        // The queue's settings, each checked against its range.
+        let queue = parse(
+            "[cluster]\nlease = \"5s\"\nworkers = 2\nmax_attempts = 5\nmax_queued_per_caller = 10\nmax_queued = 20\nmax_queue_wait = \"1h\"\n",
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(
+            (queue.lease, queue.workers, queue.max_attempts),
+            (Duration::from_secs(5), Some(2), 5)
+        );
+        assert_eq!(
+            (
+                queue.max_queued_per_caller,
+                queue.max_queued,
+                queue.max_queue_wait
+            ),
+            (10, 20, Duration::from_secs(3600))
+        );
+        let error = parse(
+            "[cluster]\nlease = \"500ms\"\nworkers = 0\nmax_attempts = 101\nmax_queued_per_caller = 0\nmax_queued = 0\n",
+        )
+        .unwrap_err();
+        let ManifestError::Invalid { problems, .. } = &error else {
+            panic!("{error}");
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "cluster.lease",
+                "cluster.workers",
+                "cluster.max_attempts",
+                "cluster.max_queued_per_caller",
+                "cluster.max_queued"
+            ]
+        );
         // Joining or leaving a cluster takes a restart.
         let started = parse("").unwrap();
         let (kept, changed) = parse("[cluster]\n").unwrap().keeping_fixed(&started);

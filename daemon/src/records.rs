@@ -152,7 +152,7 @@ impl RunRecords {
         }
     }
 
-    pub fn insert(&self, run_id: &str, record: Json) {
+    pub fn insert(&self, run_id: &str, record: Arc<Json>) {
         let mut state = lock(&self.state);
         self.expire(&mut state);
         if self.cap == 0 {
@@ -166,7 +166,7 @@ impl RunRecords {
                 None => break,
             }
         }
-        state.records.insert(run_id.to_string(), Arc::new(record));
+        state.records.insert(run_id.to_string(), record);
         state.order.push_back((Instant::now(), run_id.to_string()));
     }
 
@@ -337,14 +337,14 @@ mod tests {
     fn records_are_bounded_by_count_and_time() {
         let records = RunRecords::new(2, Duration::from_secs(3600));
         for id in ["a", "b", "c"] {
-            records.insert(id, json!({ "run_id": id }));
+            records.insert(id, Arc::new(json!({ "run_id": id })));
         }
         assert!(records.get("a").is_none(), "the oldest went first");
         assert_eq!(records.get("c").unwrap()["run_id"], "c");
         assert_eq!(records.len(), 2);
 
         let records = RunRecords::new(10, Duration::from_millis(1));
-        records.insert("a", json!({}));
+        records.insert("a", Arc::new(json!({})));
         std::thread::sleep(Duration::from_millis(5));
         assert!(records.get("a").is_none());
     }

@@ -136,6 +136,8 @@ pub async fn serve(
         ))
     });
     let background = tokio::spawn(background(daemon.clone(), hangup));
+    // In a cluster, queued runs are taken from the shared queue.
+    let workers = crate::worker::Workers::start(&daemon);
     tokio::select! {
         () = shutdown => {}
         () = terminated() => {}
@@ -147,6 +149,10 @@ pub async fn serve(
     let _ = stop_accepting.send(true);
     background.abort();
     daemon.shut_down(manifest.host.shutdown_grace).await;
+    if let Some(workers) = workers {
+        // Queued runs stopped by the shutdown go back to the queue for another daemon.
+        workers.drain(Duration::from_secs(5)).await;
+    }
     let _ = api.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;

@@ -37,8 +37,18 @@ pub const CODE_CACHE: &str = "warden_code_cache_total";
 /// cluster).
 pub const CLUSTER_DATABASE_UP: &str = "warden_cluster_database_up";
 
+/// Queued runs waiting to be claimed, in the whole cluster (sampled by each daemon every few
+/// seconds: every daemon reports the same value, so aggregate with `max`).
+pub const CLUSTER_QUEUE_DEPTH: &str = "warden_cluster_queue_depth";
+/// Queued runs this daemon claimed, by `delivery` (`first`, or `redelivered`: taken again
+/// after the lease of a worker that died or stalled ran out).
+pub const CLUSTER_CLAIMS: &str = "warden_cluster_claims_total";
+/// Runs this daemon stopped because its lease on them was lost (the database did not renew it
+/// in time): another worker runs them again.
+pub const CLUSTER_LEASES_LOST: &str = "warden_cluster_leases_lost_total";
+
 /// Every metric the daemon exports.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 18] = [
     RUNS,
     RUN_DURATION,
     DENIALS,
@@ -54,6 +64,9 @@ pub const ALL: [&str; 15] = [
     AUDIT_FAILURES,
     AUTH_FAILURES,
     CLUSTER_DATABASE_UP,
+    CLUSTER_QUEUE_DEPTH,
+    CLUSTER_CLAIMS,
+    CLUSTER_LEASES_LOST,
 ];
 
 /// Requests refused for their credential, by `kind` (missing, expired, bad_signature, …).

@@ -8,7 +8,8 @@ mod auth_proxy;
 mod error;
 mod identity;
 mod nodes;
-mod runs;
+pub(crate) mod queued;
+pub(crate) mod runs;
 
 pub use admin::SELF_ISSUED_PER_HOUR;
 pub use identity::{Caller, ExecutorScope};
@@ -35,6 +36,7 @@ pub fn router(daemon: Shared) -> Router {
     let authenticated = Router::new()
         .route("/v1/runs", post(runs::create))
         .route("/v1/runs/{id}", get(runs::record))
+        .route("/v1/runs/{id}/result", get(queued::result))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/nodes/{*name}", get(nodes::one))
         .route("/v1/admin/reload", post(nodes::reload))

@@ -31,9 +31,9 @@ use warden_host::{DataType, Error, Field, RunContext, RunReport, RunRequest, Val
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RunBody {
+pub(super) struct RunBody {
     /// `node`, `package` (a one-node package) or `package/node`.
-    node: String,
+    pub(super) node: String,
     /// Kept as their JSON text until typed by the pins: an array of a million zeros stays 2
     /// MB, not the 32 MB it would take as a parsed document.
     #[serde(default)]
@@ -42,12 +42,24 @@ struct RunBody {
     context: ContextBody,
     #[serde(default)]
     variables: BTreeMap<String, Box<RawValue>>,
-    idempotency_key: Option<String>,
+    pub(super) idempotency_key: Option<String>,
+    /// `sync` (the default): answered when the run ends, by this daemon. `queued`: answered at
+    /// once with the run's id; a worker on any daemon of the cluster runs it.
+    #[serde(default)]
+    pub(super) mode: Mode,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Mode {
+    #[default]
+    Sync,
+    Queued,
 }
 
 #[derive(Deserialize, Default, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct ContextBody {
+pub(super) struct ContextBody {
     app_id: Option<String>,
     board_id: Option<String>,
     user_id: Option<String>,
@@ -80,7 +92,7 @@ fn delivery(headers: &HeaderMap) -> Delivery {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     warden_package::hex(&Sha256::digest(bytes))
 }
 
@@ -107,7 +119,7 @@ fn sorted(json: &Json) -> Json {
     }
 }
 
-fn run_id() -> String {
+pub(super) fn run_id() -> String {
     let mut bytes = [0u8; 16];
     // The system's random source does not fail on the systems warden runs on; were it to,
     // the time and a counter still make ids unique in this process.
@@ -175,6 +187,9 @@ pub async fn create(
     })?;
     drop(bytes);
     authorize(&daemon, &caller, &mut body.context)?;
+    if body.mode == Mode::Queued {
+        return super::queued::enqueue(&daemon, &caller, &headers, body).await;
+    }
     let id = run_id();
     // An idempotency key is claimed first: a retry gets the first answer even when the node
     // has since gone, and any refusal below gives the key back.
@@ -233,11 +248,9 @@ pub async fn create(
         id: id.clone(),
         node: format!("{}/{node_name}", live.name()),
         caller: caller.name.clone(),
-        executor: caller
-            .scope
-            .as_ref()
-            .map(|scope| json!({ "run_id": scope.run_id, "jti": scope.jti })),
+        executor: executor(&caller),
         claim,
+        queued: false,
         inputs: inputs_digest,
         context: json!({
             "app_id": request.context.app_id,
@@ -249,7 +262,7 @@ pub async fn create(
     };
     let task = tokio::spawn(execute(daemon.clone(), live, request, slots, run, events));
     if !streaming {
-        let (status, body) = task.await.map_err(|error| {
+        let Answer { status, body, .. } = task.await.map_err(|error| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -265,6 +278,131 @@ pub async fn create(
         daemon.undelivered.clone(),
         &id,
     ))
+}
+
+/// Whether `body` would run here now: its node resolves, its inputs and variables match the
+/// node's pins, and its context is valid (checked with a stand-in run id).
+pub(super) fn check_request(daemon: &Shared, body: &RunBody) -> Result<(), ApiError> {
+    let (resolved, node_name) = daemon
+        .current()
+        .resolve(&body.node)
+        .map_err(unresolved_error)?;
+    convert(&resolved, &node_name, body)?;
+    run_context("run-0", &node_name, &body.context)?;
+    Ok(())
+}
+
+/// A queued run's request as the queue keeps it: the body as the caller sent it (its context
+/// already narrowed to what the caller may use), and who asked.
+#[derive(serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoredRun {
+    node: String,
+    inputs: BTreeMap<String, Box<RawValue>>,
+    context: ContextBody,
+    variables: BTreeMap<String, Box<RawValue>>,
+    caller: String,
+    executor: Option<Json>,
+}
+
+impl StoredRun {
+    pub(super) fn new(body: RunBody, caller: &Caller) -> Self {
+        StoredRun {
+            node: body.node,
+            inputs: body.inputs,
+            context: body.context,
+            variables: body.variables,
+            caller: caller.name.clone(),
+            executor: executor(caller),
+        }
+    }
+}
+
+fn executor(caller: &Caller) -> Option<Json> {
+    caller
+        .scope
+        .as_ref()
+        .map(|scope| json!({ "run_id": scope.run_id, "jti": scope.jti }))
+}
+
+/// Why a queued run taken by a worker did not run.
+pub(crate) enum NotRun {
+    /// It cannot run here: its answer (an unknown node, a bad input).
+    Refused(ApiError),
+    /// Not now (the node's or the host's queue is full, the daemon is stopping): give it back.
+    NotNow(ApiError),
+}
+
+/// Runs a queued run's request on this daemon, as `POST /v1/runs` would have run it at once.
+pub(crate) async fn run_stored(
+    daemon: &Shared,
+    id: &str,
+    stored: StoredRun,
+) -> Result<Answer, NotRun> {
+    let body = RunBody {
+        node: stored.node,
+        inputs: stored.inputs,
+        context: stored.context,
+        variables: stored.variables,
+        idempotency_key: None,
+        mode: Mode::Queued,
+    };
+    let (resolved, node_name) = daemon
+        .current()
+        .resolve(&body.node)
+        .map_err(|error| NotRun::Refused(unresolved_error(error)))?;
+    let (inputs, variables) = convert(&resolved, &node_name, &body).map_err(NotRun::Refused)?;
+    let context = run_context(id, &node_name, &body.context).map_err(NotRun::Refused)?;
+    let (live, node_name, slots) =
+        admit_current(daemon, &body.node)
+            .await
+            .map_err(|error| match error.code.as_str() {
+                "overloaded" | "busy" | "shutting_down" => NotRun::NotNow(error),
+                _ => NotRun::Refused(error),
+            })?;
+    if live.verified.component_sha256 != resolved.verified.component_sha256 {
+        // Replaced while it waited: typed again when taken again.
+        return Err(NotRun::NotNow(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the node was replaced while the run waited",
+        )));
+    }
+    drop(resolved);
+    let request = RunRequest {
+        node: Some(node_name.clone()),
+        context,
+        inputs,
+        variables,
+        ..RunRequest::default()
+    };
+    let run = Run {
+        id: id.to_string(),
+        node: format!("{}/{node_name}", live.name()),
+        caller: stored.caller,
+        executor: stored.executor,
+        claim: None,
+        queued: true,
+        inputs: digest_raw(&body.inputs),
+        context: json!({
+            "app_id": request.context.app_id,
+            "board_id": request.context.board_id,
+            "user_id": request.context.user_id,
+            "event_id": request.context.event_id,
+            "node_instance_id": request.context.node_instance_id,
+        }),
+    };
+    // Nothing streams from a queued run: its answer is kept whole.
+    let (events, _) = mpsc::unbounded_channel();
+    Ok(execute(
+        daemon.clone(),
+        live,
+        request,
+        slots,
+        run,
+        Events::new(events),
+    )
+    .await)
 }
 
 /// Whether `caller` may run in the request's context: an executor only in its token's app,
@@ -341,24 +479,10 @@ fn claim_key(
     body: &RunBody,
     id: &str,
 ) -> Result<Option<KeyClaim>, ApiError> {
-    let key = match (&body.idempotency_key, headers.get("idempotency-key")) {
-        (Some(key), _) => key.clone(),
-        (None, Some(value)) => value
-            .to_str()
-            .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?
-            .to_string(),
-        (None, None) => return Ok(None),
+    let Some(key) = idempotency_key(headers, body)? else {
+        return Ok(None);
     };
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-        return Err(ApiError::bad_request(format!(
-            "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} bytes"
-        )));
-    }
-    // The request as sent (inputs and variables in name order, each as its JSON text).
-    let request_sha256 = sha256_hex(
-        &serde_json::to_vec(&(&body.node, &body.inputs, &body.context, &body.variables))
-            .unwrap_or_default(),
-    );
+    let request_sha256 = request_sha256(body);
     match daemon.records.claim(&caller.name, &key, id, &request_sha256) {
         Ok(()) => Ok(Some(KeyClaim {
             daemon: daemon.clone(),
@@ -374,6 +498,37 @@ fn claim_key(
         .retry_after(1)),
         Err(ClaimRefused::Used(existing)) => Err(replay(existing, &request_sha256)),
     }
+}
+
+/// The request's idempotency key (its `idempotency_key` or the `Idempotency-Key` header), if it
+/// has one.
+pub(super) fn idempotency_key(
+    headers: &HeaderMap,
+    body: &RunBody,
+) -> Result<Option<String>, ApiError> {
+    let key = match (&body.idempotency_key, headers.get("idempotency-key")) {
+        (Some(key), _) => key.clone(),
+        (None, Some(value)) => value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::bad_request(format!(
+            "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+        )));
+    }
+    Ok(Some(key))
+}
+
+/// The hash of a request as sent (inputs and variables in name order, each as its JSON text):
+/// an idempotency key stands for this request only.
+pub(super) fn request_sha256(body: &RunBody) -> String {
+    sha256_hex(
+        &serde_json::to_vec(&(&body.node, &body.inputs, &body.context, &body.variables))
+            .unwrap_or_default(),
+    )
 }
 
 /// A claimed idempotency key: given back when dropped armed (the request was refused, the
@@ -647,6 +802,9 @@ struct Run {
     /// The executor token's run id and `jti`, for a run the executor asked for.
     executor: Option<Json>,
     claim: Option<KeyClaim>,
+    /// A queued run: its record is kept with it in the cluster's queue (with its state and
+    /// attempts), not in this daemon's memory.
+    queued: bool,
     inputs: Json,
     /// The run's context ids, as the node saw them.
     context: Json,
@@ -717,7 +875,7 @@ async fn execute(
     slots: (Slot, Slot),
     run: Run,
     events: Events,
-) -> (StatusCode, Json) {
+) -> Answer {
     let context = &request.context;
     let span = tracing::info_span!(
         "run",
@@ -842,7 +1000,10 @@ async fn execute(
             }),
         );
     }
-    daemon.records.insert(&run.id, record);
+    let record = Arc::new(record);
+    if !run.queued {
+        daemon.records.insert(&run.id, record.clone());
+    }
     let node = live.name().to_string();
     metrics::counter!(telemetry::RUNS, "node" => node.clone(), "outcome" => label).increment(1);
     metrics::histogram!(telemetry::RUN_DURATION, "node" => node.clone())
@@ -878,7 +1039,18 @@ async fn execute(
         claim.finish(status, &body);
     }
     events.finish(Event::Done(status, body.clone()));
-    (status, body)
+    Answer {
+        status,
+        body,
+        record,
+    }
+}
+
+/// A run's answer and its record.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub body: Json,
+    pub record: Arc<Json>,
 }
 
 /// Why a run ended without an outcome.
@@ -1046,14 +1218,19 @@ pub async fn record(
     let Path(id) = id.map_err(super::path_rejected)?;
     // A caller reads its own runs' records (an admin reads all); another's answers as one
     // that does not exist.
-    let record = daemon.records.get(&id).filter(|record| {
+    let record = match daemon.records.get(&id) {
+        Some(record) => Some(record.as_ref().clone()),
+        // A queued run, run by this daemon or another.
+        None => super::queued::record(&daemon, &id).await?,
+    };
+    let record = record.filter(|record| {
         caller
             .permissions
             .allows(crate::auth::Permissions::READ_LOGS)
             || record["caller"] == caller.name.as_str()
     });
     match record {
-        Some(record) => Ok(axum::Json(record.as_ref().clone()).into_response()),
+        Some(record) => Ok(axum::Json(record).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_run",

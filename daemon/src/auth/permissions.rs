@@ -144,6 +144,11 @@ pub const ROUTES: &[(&str, &str, Needs)] = &[
     ("GET", "/v1/runs/{id}", Needs::OwnOr(Permissions::READ_LOGS)),
     (
         "GET",
+        "/v1/runs/{id}/result",
+        Needs::OwnOr(Permissions::ADMIN),
+    ),
+    (
+        "GET",
         "/v1/nodes",
         Needs::Permission(Permissions::READ_BOARDS),
     ),

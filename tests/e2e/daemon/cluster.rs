@@ -4,7 +4,7 @@
 use super::*;
 use warden_cluster::test_services::{Postgres, own_postgres, shared_postgres};
 
-const CLUSTER: &str = r#"
+pub(super) const CLUSTER: &str = r#"
 [cluster]
 database_url_env = "WARDEN_TEST_DATABASE_URL"
 connect_timeout = "1s"
@@ -19,11 +19,11 @@ limits = "restrictive"
 queue = 64
 "#;
 
-fn fresh_database() -> Option<String> {
+pub(super) fn fresh_database() -> Option<String> {
     Some(database_on(shared_postgres()?))
 }
 
-fn database_on(server: &Postgres) -> String {
+pub(super) fn database_on(server: &Postgres) -> String {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -32,7 +32,7 @@ fn database_on(server: &Postgres) -> String {
 }
 
 /// Polls `/readyz` until it answers `status` (and, for an error, `code`), at most 30 s.
-fn wait_readiness(daemon: &Daemon, status: u16, code: &str) {
+pub(super) fn wait_readiness(daemon: &Daemon, status: u16, code: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = daemon.call("GET", "/readyz", None);

@@ -10,6 +10,7 @@ mod lifecycle;
 mod load;
 mod oidc;
 mod provider;
+mod queue;
 
 use crate::support::*;
 use ed25519_dalek::SigningKey;

@@ -1,0 +1,456 @@
+//! Queued runs in PostgreSQL: any daemon of the cluster takes any run.
+//!
+//! A run is one row of `warden_runs`. A caller's request adds it as `queued`; a worker on any
+//! daemon claims the oldest with `FOR UPDATE SKIP LOCKED` (workers never wait on each other's
+//! rows) and holds it under a lease that it renews while the node runs. A daemon that dies stops
+//! renewing; once the lease has run out, another worker claims the run again, so delivery is at
+//! least once.
+//!
+//! Each claim increments the run's `attempts`, and a worker renews, finishes or gives back only
+//! the attempt it claimed: a worker whose lease ran out (a daemon paused past its lease) can no
+//! longer record an answer, so a run has exactly one answer, the first recorded by a worker that
+//! held the lease. An idempotency key is unique per caller, so a retried request finds the run
+//! its first attempt queued instead of queueing another.
+//!
+//! `NOTIFY` tells idle workers that a run was queued, and waiting callers that a run finished.
+//! Notifications are a shortcut, not the mechanism: they can be lost while a listener
+//! reconnects, so workers and waiters also look again on a timer.
+
+use crate::database::Database;
+use crate::error::ClusterError;
+use sqlx::{PgPool, Row};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// The channel a queued run is announced on (payload: its package).
+pub const QUEUED_CHANNEL: &str = "warden_run_queued";
+/// The channel a finished run is announced on (payload: its id).
+pub const FINISHED_CHANNEL: &str = "warden_run_finished";
+
+/// Each queue transaction's start: READ COMMITTED, and no statement or lock waited on for long
+/// (`SET LOCAL`, which PgBouncer keeps, unlike connection options).
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
+    SET LOCAL lock_timeout = '5s'; \
+    SET LOCAL statement_timeout = '30s'; \
+    SET LOCAL idle_in_transaction_session_timeout = '30s'";
+
+/// A run to queue.
+#[derive(Clone, Debug)]
+pub struct NewRun<'a> {
+    pub id: &'a str,
+    /// Who asked: an idempotency key is unique per caller.
+    pub caller: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    /// The request's hash: a key used again for another request is refused.
+    pub request_sha256: &'a str,
+    /// The package that serves it: only daemons that serve it claim it.
+    pub package: &'a str,
+    /// What the worker needs to run it (the daemon's own JSON).
+    pub request: &'a str,
+}
+
+/// How many unfinished runs may wait, per caller and in all.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueBounds {
+    pub per_caller: u32,
+    pub total: u32,
+}
+
+/// What queueing a run did.
+#[derive(Debug)]
+pub enum Enqueued {
+    /// The run was queued.
+    Queued,
+    /// The caller's idempotency key was used before: the run it stands for.
+    Existing(Box<QueuedRun>),
+    /// The caller already has `per_caller` unfinished runs.
+    CallerFull,
+    /// The queue holds `total` unfinished runs.
+    QueueFull,
+}
+
+/// Where a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Queued,
+    Running,
+    Finished,
+}
+
+impl RunState {
+    fn parse(text: &str) -> RunState {
+        match text {
+            "queued" => RunState::Queued,
+            "running" => RunState::Running,
+            _ => RunState::Finished,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Finished => "finished",
+        }
+    }
+}
+
+/// A run's row, as a caller sees it.
+#[derive(Clone, Debug)]
+pub struct QueuedRun {
+    pub id: String,
+    pub caller: String,
+    pub request_sha256: String,
+    pub package: String,
+    pub state: RunState,
+    /// Claims so far: more than one means a worker's lease ran out (its daemon died or stalled).
+    pub attempts: i32,
+    /// The HTTP status and the JSON answer, once finished.
+    pub status: Option<i32>,
+    pub result: Option<String>,
+    /// The run's record (what `GET /v1/runs/{id}` shows), once finished.
+    pub record: Option<String>,
+}
+
+/// A run a worker holds under its lease.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub id: String,
+    pub caller: String,
+    pub package: String,
+    pub request: String,
+    /// This claim's number: the lease is this attempt's only.
+    pub attempt: i32,
+    /// The claim took a run whose previous lease had run out.
+    pub redelivered: bool,
+}
+
+/// A notification: a run was queued (for a package), or finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    Queued(String),
+    Finished(String),
+    /// The listener lost its connection (or fell behind): anything may have happened; look.
+    Missed,
+}
+
+/// The queue of runs in the cluster's database.
+#[derive(Clone, Debug)]
+pub struct RunQueue {
+    pool: PgPool,
+    /// Who claims, as the leases name it (for operators reading the table).
+    owner: String,
+}
+
+const RUN_COLUMNS: &str =
+    "id, caller, request_sha256, package, state, attempts, status, result, record::text AS record";
+
+fn queued_run(row: &sqlx::postgres::PgRow) -> Result<QueuedRun, sqlx::Error> {
+    Ok(QueuedRun {
+        id: row.try_get("id")?,
+        caller: row.try_get("caller")?,
+        request_sha256: row.try_get("request_sha256")?,
+        package: row.try_get("package")?,
+        state: RunState::parse(row.try_get::<&str, _>("state")?),
+        attempts: row.try_get("attempts")?,
+        status: row.try_get("status")?,
+        result: row.try_get("result")?,
+        record: row.try_get("record")?,
+    })
+}
+
+/// A duration as PostgreSQL seconds (`make_interval(secs => …)` takes a double).
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// A count as PostgreSQL's `bigint`.
+fn bigint(count: u32) -> i64 {
+    i64::from(count)
+}
+
+impl RunQueue {
+    pub fn new(database: &Database, owner: &str) -> Self {
+        RunQueue {
+            pool: database.pool().clone(),
+            owner: owner.to_string(),
+        }
+    }
+
+    /// Queues `run` unless its idempotency key was used before or a bound is reached. Writers
+    /// of one caller take turns on an advisory lock, so the caller's bound holds across daemons.
+    pub async fn enqueue(
+        &self,
+        run: &NewRun<'_>,
+        bounds: QueueBounds,
+    ) -> Result<Enqueued, ClusterError> {
+        let mut tx = self.pool.begin_with(BEGIN).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(run.caller)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(key) = run.idempotency_key {
+            let existing = sqlx::query(&format!(
+                "SELECT {RUN_COLUMNS} FROM warden_runs WHERE caller = $1 AND idempotency_key = $2"
+            ))
+            .bind(run.caller)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = existing {
+                return Ok(Enqueued::Existing(Box::new(queued_run(&row)?)));
+            }
+        }
+        // Counted up to the bound only: a full queue costs a bounded scan, not a count of all.
+        let mine: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM warden_runs
+              WHERE caller = $1 AND state <> 'finished' LIMIT $2) AS unfinished",
+        )
+        .bind(run.caller)
+        .bind(bigint(bounds.per_caller))
+        .fetch_one(&mut *tx)
+        .await?;
+        if mine >= bigint(bounds.per_caller) {
+            return Ok(Enqueued::CallerFull);
+        }
+        let all: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM warden_runs
+              WHERE state <> 'finished' LIMIT $1) AS unfinished",
+        )
+        .bind(bigint(bounds.total))
+        .fetch_one(&mut *tx)
+        .await?;
+        if all >= bigint(bounds.total) {
+            return Ok(Enqueued::QueueFull);
+        }
+        sqlx::query(
+            "INSERT INTO warden_runs
+               (id, caller, idempotency_key, request_sha256, package, request, state)
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued')",
+        )
+        .bind(run.id)
+        .bind(run.caller)
+        .bind(run.idempotency_key)
+        .bind(run.request_sha256)
+        .bind(run.package)
+        .bind(run.request)
+        .execute(&mut *tx)
+        .await?;
+        // Delivered when the transaction commits, never before the row is there.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(QUEUED_CHANNEL)
+            .bind(run.package)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Enqueued::Queued)
+    }
+
+    /// Claims the oldest run of one of `packages` under a lease of `lease`: first a run whose
+    /// lease ran out (its worker is gone), then the oldest queued one. `None` when there is none.
+    pub async fn claim(
+        &self,
+        packages: &[String],
+        lease: Duration,
+    ) -> Result<Option<Claimed>, ClusterError> {
+        // Two statements, each able to use its own partial index: a condition with OR over
+        // both states would scan.
+        for (redelivered, condition) in [
+            (true, "state = 'running' AND lease_until < now()"),
+            (false, "state = 'queued'"),
+        ] {
+            let order = if redelivered {
+                "lease_until"
+            } else {
+                "created_at"
+            };
+            let row = sqlx::query(&format!(
+                "WITH next AS (
+                   SELECT id FROM warden_runs
+                    WHERE {condition} AND package = ANY($1)
+                    ORDER BY {order} LIMIT 1
+                    FOR UPDATE SKIP LOCKED)
+                 UPDATE warden_runs AS run
+                    SET state = 'running', attempts = run.attempts + 1, lease_owner = $2,
+                        lease_until = now() + make_interval(secs => $3)
+                   FROM next WHERE run.id = next.id
+                 RETURNING run.id, run.caller, run.package, run.request, run.attempts"
+            ))
+            .bind(packages)
+            .bind(&self.owner)
+            .bind(seconds(lease))
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                return Ok(Some(Claimed {
+                    id: row.try_get("id")?,
+                    caller: row.try_get("caller")?,
+                    package: row.try_get("package")?,
+                    request: row.try_get("request")?,
+                    attempt: row.try_get("attempts")?,
+                    redelivered,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Renews the lease of `claimed` for `lease` from now. False when the lease is no longer
+    /// this claim's: it ran out and another worker took the run, or the run finished.
+    pub async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, ClusterError> {
+        let renewed = sqlx::query(
+            "UPDATE warden_runs SET lease_until = now() + make_interval(secs => $3)
+              WHERE id = $1 AND attempts = $2 AND state = 'running'",
+        )
+        .bind(&claimed.id)
+        .bind(claimed.attempt)
+        .bind(seconds(lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Records the answer of `claimed` and tells waiting callers. False when the lease was no
+    /// longer this claim's: the answer is not recorded (the run has, or will have, another).
+    pub async fn finish(
+        &self,
+        claimed: &Claimed,
+        status: u16,
+        result: &str,
+        record: &str,
+    ) -> Result<bool, ClusterError> {
+        let finished = sqlx::query(
+            "WITH done AS (
+               UPDATE warden_runs
+                  SET state = 'finished', status = $3, result = $4, record = $5::jsonb,
+                      finished_at = now(), lease_until = NULL
+                WHERE id = $1 AND attempts = $2 AND state = 'running'
+               RETURNING id)
+             SELECT pg_notify($6, id) FROM done",
+        )
+        .bind(&claimed.id)
+        .bind(claimed.attempt)
+        .bind(i32::from(status))
+        .bind(result)
+        .bind(record)
+        .bind(FINISHED_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(finished.is_some())
+    }
+
+    /// Gives `claimed` back to the queue at once (this daemon is stopping, or cannot run it),
+    /// rather than leaving it until its lease runs out.
+    pub async fn give_back(&self, claimed: &Claimed) -> Result<(), ClusterError> {
+        sqlx::query(
+            "WITH back AS (
+               UPDATE warden_runs SET state = 'queued', lease_owner = NULL, lease_until = NULL
+                WHERE id = $1 AND attempts = $2 AND state = 'running'
+               RETURNING package)
+             SELECT pg_notify($3, package) FROM back",
+        )
+        .bind(&claimed.id)
+        .bind(claimed.attempt)
+        .bind(QUEUED_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The run `id`, in whatever state.
+    pub async fn get(&self, id: &str) -> Result<Option<QueuedRun>, ClusterError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM warden_runs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(queued_run).transpose()?)
+    }
+
+    /// Runs waiting to be claimed.
+    pub async fn depth(&self) -> Result<i64, ClusterError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM warden_runs WHERE state = 'queued'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Forgets finished runs older than `keep` (their answers, records and idempotency keys),
+    /// at most `batch` at a time, and finishes runs queued longer than `wait` with `expired`
+    /// (the status and the answer a caller then gets). Returns what it forgot and expired.
+    pub async fn sweep(
+        &self,
+        keep: Duration,
+        wait: Duration,
+        expired: (u16, &str),
+        batch: u32,
+    ) -> Result<(u64, u64), ClusterError> {
+        let forgotten = sqlx::query(
+            "DELETE FROM warden_runs WHERE id IN (
+               SELECT id FROM warden_runs
+                WHERE state = 'finished' AND finished_at < now() - make_interval(secs => $1)
+                LIMIT $2)",
+        )
+        .bind(seconds(keep))
+        .bind(bigint(batch))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let timed_out = sqlx::query(
+            "WITH gone AS (
+               UPDATE warden_runs
+                  SET state = 'finished', status = $3, result = $4, finished_at = now()
+                WHERE id IN (
+                  SELECT id FROM warden_runs
+                   WHERE state = 'queued' AND created_at < now() - make_interval(secs => $1)
+                   LIMIT $2 FOR UPDATE SKIP LOCKED)
+               RETURNING id)
+             SELECT pg_notify($5, id) FROM gone",
+        )
+        .bind(seconds(wait))
+        .bind(bigint(batch))
+        .bind(i32::from(expired.0))
+        .bind(expired.1)
+        .bind(FINISHED_CHANNEL)
+        .fetch_all(&self.pool)
+        .await?
+        .len() as u64;
+        Ok((forgotten, timed_out))
+    }
+
+    /// Announces queued and finished runs on `wakeups`, listening on a connection of its own
+    /// for as long as that sender lives. A lost connection is taken up again and announced as
+    /// [`Wakeup::Missed`].
+    pub async fn listen(&self, wakeups: &broadcast::Sender<Wakeup>) -> Result<(), ClusterError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener
+            .listen_all([QUEUED_CHANNEL, FINISHED_CHANNEL])
+            .await?;
+        let wakeups = wakeups.downgrade();
+        tokio::spawn(async move {
+            loop {
+                let wakeup = match listener.try_recv().await {
+                    Ok(Some(notification)) => match notification.channel() {
+                        QUEUED_CHANNEL => Wakeup::Queued(notification.payload().to_string()),
+                        _ => Wakeup::Finished(notification.payload().to_string()),
+                    },
+                    // The connection was lost; the next call connects again.
+                    Ok(None) => Wakeup::Missed,
+                    Err(error) => {
+                        tracing::warn!(%error, "listening to the cluster's database failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Wakeup::Missed
+                    }
+                };
+                let Some(wakeups) = wakeups.upgrade() else {
+                    return;
+                };
+                // No one waiting is fine.
+                let _ = wakeups.send(wakeup);
+            }
+        });
+        Ok(())
+    }
+}

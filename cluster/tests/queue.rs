@@ -1,0 +1,240 @@
+//! The queue of runs against a real PostgreSQL on loopback: claims that skip each other's rows,
+//! leases that run out and fence the worker that lost them, idempotency keys, bounds,
+//! notifications and the sweep. Two `RunQueue`s on two pools stand for two daemons.
+
+use std::time::Duration;
+use tokio::sync::broadcast;
+use warden_cluster::test_services::shared_postgres;
+use warden_cluster::{
+    Database, DatabaseOptions, Enqueued, NewRun, QueueBounds, RunQueue, RunState, Wakeup,
+};
+
+const BOUNDS: QueueBounds = QueueBounds {
+    per_caller: 100,
+    total: 1000,
+};
+
+/// Two daemons' queues on one fresh database.
+async fn queues() -> Option<(RunQueue, RunQueue, Database)> {
+    let server = shared_postgres()?;
+    let url = server.fresh_database().await.expect("a fresh database");
+    let connect = || async {
+        Database::connect(&url, &DatabaseOptions::default())
+            .await
+            .expect("connect")
+    };
+    let (a, b) = (connect().await, connect().await);
+    Some((RunQueue::new(&a, "a"), RunQueue::new(&b, "b"), a))
+}
+
+fn run<'a>(id: &'a str, key: Option<&'a str>, sha: &'a str) -> NewRun<'a> {
+    NewRun {
+        id,
+        caller: "ann",
+        idempotency_key: key,
+        request_sha256: sha,
+        package: "pkg",
+        request: r#"{"node":"pkg"}"#,
+    }
+}
+
+fn packages() -> Vec<String> {
+    vec!["pkg".to_string()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_claimed_once_and_its_lease_fences_a_worker_that_lost_it() {
+    let Some((a, b, _db)) = queues().await else {
+        return;
+    };
+    assert!(matches!(
+        a.enqueue(&run("r1", Some("k1"), "s1"), BOUNDS)
+            .await
+            .unwrap(),
+        Enqueued::Queued
+    ));
+    let lease = Duration::from_millis(1500);
+    let first = a.claim(&packages(), lease).await.unwrap().expect("claimed");
+    assert_eq!((first.id.as_str(), first.attempt), ("r1", 1));
+    assert!(!first.redelivered);
+    // The other daemon finds nothing: the row is taken, and packages it does not serve are not
+    // its to take.
+    assert!(b.claim(&packages(), lease).await.unwrap().is_none());
+    assert!(matches!(
+        b.enqueue(
+            &NewRun {
+                package: "other",
+                ..run("r2", None, "s2")
+            },
+            BOUNDS
+        )
+        .await
+        .unwrap(),
+        Enqueued::Queued
+    ));
+    assert!(b.claim(&packages(), lease).await.unwrap().is_none());
+    assert!(a.renew(&first, lease).await.unwrap());
+
+    // A's lease runs out (its daemon paused): B takes the run again, and A can neither renew
+    // nor answer it any more.
+    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    let second = b
+        .claim(&packages(), lease)
+        .await
+        .unwrap()
+        .expect("taken again");
+    assert_eq!((second.id.as_str(), second.attempt), ("r1", 2));
+    assert!(second.redelivered);
+    assert!(!a.renew(&first, lease).await.unwrap());
+    assert!(
+        !a.finish(&first, 200, "{\"late\":true}", "{}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.finish(&second, 200, "{\"ok\":true}", "{\"run_id\":\"r1\"}")
+            .await
+            .unwrap()
+    );
+    // Once answered, the answer stays the first one recorded.
+    assert!(!b.finish(&second, 500, "{}", "{}").await.unwrap());
+    let done = a.get("r1").await.unwrap().expect("the run");
+    assert_eq!(done.state, RunState::Finished);
+    assert_eq!(done.attempts, 2);
+    assert_eq!(done.status, Some(200));
+    assert_eq!(done.result.as_deref(), Some("{\"ok\":true}"));
+    assert_eq!(done.record.as_deref(), Some("{\"run_id\": \"r1\"}"));
+
+    // The key stands for that run, answered; another request under it is told apart by hash.
+    match a
+        .enqueue(&run("r3", Some("k1"), "s1"), BOUNDS)
+        .await
+        .unwrap()
+    {
+        Enqueued::Existing(existing) => {
+            assert_eq!(existing.id, "r1");
+            assert_eq!(existing.request_sha256, "s1");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(a.get("r3").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_two_daemons_share_a_queue_without_taking_a_run_twice() {
+    let Some((a, b, _db)) = queues().await else {
+        return;
+    };
+    let ids: Vec<String> = (0..40).map(|i| format!("run-{i:02}")).collect();
+    for id in &ids {
+        a.enqueue(&run(id, None, "s"), BOUNDS).await.unwrap();
+    }
+    assert_eq!(a.depth().await.unwrap(), 40);
+    let lease = Duration::from_secs(30);
+    let drain = |queue: RunQueue| async move {
+        let mut taken = Vec::new();
+        while let Some(claimed) = queue.claim(&packages(), lease).await.unwrap() {
+            assert!(queue.finish(&claimed, 200, "{}", "{}").await.unwrap());
+            taken.push(claimed.id);
+        }
+        taken
+    };
+    let (from_a, from_b) = tokio::join!(
+        tokio::spawn(drain(a.clone())),
+        tokio::spawn(drain(b.clone()))
+    );
+    let mut all: Vec<String> = from_a.unwrap().into_iter().chain(from_b.unwrap()).collect();
+    all.sort();
+    assert_eq!(all, ids, "every run taken exactly once");
+    assert_eq!(a.depth().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounds_give_back_notifications_and_the_sweep() {
+    let Some((a, b, db)) = queues().await else {
+        return;
+    };
+    let (wakeups, _) = broadcast::channel(64);
+    b.listen(&wakeups).await.unwrap();
+    let mut heard = wakeups.subscribe();
+
+    let tight = QueueBounds {
+        per_caller: 2,
+        total: 3,
+    };
+    a.enqueue(&run("r1", None, "s"), tight).await.unwrap();
+    a.enqueue(&run("r2", None, "s"), tight).await.unwrap();
+    assert!(matches!(
+        a.enqueue(&run("r3", None, "s"), tight).await.unwrap(),
+        Enqueued::CallerFull
+    ));
+    assert!(matches!(
+        a.enqueue(
+            &NewRun {
+                caller: "bob",
+                ..run("r3", None, "s")
+            },
+            tight
+        )
+        .await
+        .unwrap(),
+        Enqueued::Queued
+    ));
+    assert!(matches!(
+        a.enqueue(
+            &NewRun {
+                caller: "cat",
+                ..run("r4", None, "s")
+            },
+            tight
+        )
+        .await
+        .unwrap(),
+        Enqueued::QueueFull
+    ));
+    let within = Duration::from_secs(10);
+    for _ in 0..3 {
+        let wakeup = tokio::time::timeout(within, heard.recv()).await.unwrap();
+        assert_eq!(wakeup.unwrap(), Wakeup::Queued("pkg".into()));
+    }
+
+    // Given back, a run is at once claimable again, by anyone.
+    let claimed = a
+        .claim(&packages(), Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    a.give_back(&claimed).await.unwrap();
+    let wakeup = tokio::time::timeout(within, heard.recv()).await.unwrap();
+    assert_eq!(wakeup.unwrap(), Wakeup::Queued("pkg".into()));
+    let again = b
+        .claim(&packages(), Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.id.clone(), again.attempt), (claimed.id.clone(), 2));
+    assert!(!again.redelivered, "given back, not lost");
+    assert!(b.finish(&again, 200, "{}", "{}").await.unwrap());
+    let wakeup = tokio::time::timeout(within, heard.recv()).await.unwrap();
+    assert_eq!(wakeup.unwrap(), Wakeup::Finished(again.id.clone()));
+
+    // The sweep: queued too long is answered as expired (and announced); finished long enough
+    // ago is forgotten, its key with it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (forgotten, expired) = a
+        .sweep(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            (503, "{\"error\":\"expired\"}"),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!((forgotten, expired), (1, 2));
+    assert!(a.get(&again.id).await.unwrap().is_none());
+    let waited = a.get("r3").await.unwrap().unwrap();
+    assert_eq!(waited.state, RunState::Finished);
+    assert_eq!(waited.status, Some(503));
+    assert_eq!(a.depth().await.unwrap(), 0);
+    drop(db);
+}

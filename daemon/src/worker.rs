@@ -1,0 +1,331 @@
+//! The daemon's workers for queued runs, in a cluster.
+//!
+//! One dispatcher per daemon claims runs from the cluster's queue while this daemon has room:
+//! a free worker (`cluster.workers`, as many as `host.concurrency` by default) and a free host
+//! slot. One claim at a time per daemon, so a queued run wakes each daemon once, not each of its
+//! workers. Each claimed run is taken in a task of its own, which renews the run's lease every
+//! third of `cluster.lease` while the node runs, and records the answer in the queue.
+//!
+//! A run whose lease is lost (the database did not renew it in time: another worker may already
+//! have taken it) is stopped at once and its answer dropped: the run's answer is the one
+//! recorded under the lease. A run this daemon cannot start now (its node's queue is full, the
+//! daemon is stopping) is given back to the queue at once, for any daemon.
+
+use crate::api::Shared;
+use crate::api::runs::{Answer, NotRun, StoredRun, run_stored};
+use crate::cluster::ClusterLink;
+use crate::telemetry;
+use axum::http::StatusCode;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::sync::broadcast::error::RecvError;
+use warden_cluster::{Claimed, Wakeup};
+
+/// How often an idle dispatcher looks at the queue without a notification: runs whose lease ran
+/// out announce nothing, and a notification can be lost while the listener reconnects.
+const POLL: Duration = Duration::from_secs(1);
+/// How long a dispatcher waits after the database failed it.
+const BACKOFF: Duration = Duration::from_secs(1);
+/// How long a run given back waits before this daemon may claim again: another daemon with
+/// room takes it meanwhile.
+const AFTER_GIVING_BACK: Duration = Duration::from_millis(200);
+
+/// The workers of a daemon in a cluster.
+pub struct Workers {
+    free: Arc<Semaphore>,
+    count: u32,
+}
+
+impl Workers {
+    /// Starts the dispatcher of `daemon`, if it is one of a cluster.
+    pub fn start(daemon: &Shared) -> Option<Workers> {
+        let link = daemon.cluster.clone()?;
+        let count = link
+            .settings
+            .workers
+            .unwrap_or(daemon.started_with.host.concurrency)
+            .max(1);
+        let free = Arc::new(Semaphore::new(count as usize));
+        tokio::spawn(dispatch(daemon.clone(), link.clone(), free.clone()));
+        tokio::spawn(sweep(daemon.clone(), link));
+        Some(Workers { free, count })
+    }
+
+    /// Waits, at most `within`, for the runs taken to be answered or given back (the dispatcher
+    /// stops claiming once the daemon is shutting down).
+    pub async fn drain(&self, within: Duration) {
+        let _ = tokio::time::timeout(within, self.free.acquire_many(self.count)).await;
+    }
+}
+
+async fn dispatch(daemon: Shared, link: Arc<ClusterLink>, free: Arc<Semaphore>) {
+    let mut wakeups = link.wakeups();
+    let lease = link.settings.lease;
+    loop {
+        if daemon.is_shutting_down() {
+            return;
+        }
+        let Ok(worker) = free.clone().acquire_owned().await else {
+            return;
+        };
+        // A host slot free now: a claimed run starts at once rather than waiting behind the
+        // runs this daemon answers directly (it may still lose the slot to one of them, and then
+        // waits in the host's queue like any run).
+        let packages: Vec<String> = daemon
+            .current()
+            .nodes
+            .iter()
+            .filter(|live| live.stopped().is_none())
+            .map(|live| live.name().to_string())
+            .collect();
+        let room = daemon.admission.in_use() < daemon.admission.capacity();
+        if !room || packages.is_empty() || daemon.is_shutting_down() {
+            drop(worker);
+            idle(&mut wakeups).await;
+            continue;
+        }
+        match link.queue.claim(&packages, lease).await {
+            Ok(Some(claimed)) => {
+                let delivery = if claimed.redelivered {
+                    "redelivered"
+                } else {
+                    "first"
+                };
+                metrics::counter!(telemetry::CLUSTER_CLAIMS, "delivery" => delivery).increment(1);
+                if claimed.redelivered {
+                    tracing::warn!(
+                        run_id = %claimed.id,
+                        attempt = claimed.attempt,
+                        "taking a queued run again: the lease of the worker that had it ran out"
+                    );
+                }
+                let (daemon, link) = (daemon.clone(), link.clone());
+                tokio::spawn(async move {
+                    take(&daemon, &link, claimed).await;
+                    drop(worker);
+                });
+            }
+            Ok(None) => {
+                drop(worker);
+                idle(&mut wakeups).await;
+            }
+            Err(error) => {
+                drop(worker);
+                tracing::warn!(%error, "claiming a queued run failed");
+                tokio::time::sleep(BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// How often each daemon sweeps the queue (every daemon does; a sweep is idempotent).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Rows one sweep touches at most, so that one sweep stays a short statement.
+const SWEEP_BATCH: u32 = 1000;
+
+/// Forgets finished runs older than `host.run_record_ttl` (their answers, records and
+/// idempotency keys), and answers runs queued longer than `cluster.max_queue_wait` with
+/// `queue_expired` (no daemon serving their node took them).
+async fn sweep(daemon: Shared, link: Arc<ClusterLink>) {
+    let wait = link.settings.max_queue_wait;
+    let expired = crate::api::ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "queue_expired",
+        format!(
+            "the run waited in the queue longer than cluster.max_queue_wait ({wait:?}): no daemon serving its node took it"
+        ),
+    )
+    .body()
+    .to_string();
+    let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if daemon.is_shutting_down() {
+            return;
+        }
+        let keep = daemon.started_with.host.run_record_ttl;
+        match link
+            .queue
+            .sweep(keep, wait, (503, &expired), SWEEP_BATCH)
+            .await
+        {
+            Ok((0, 0)) => {}
+            Ok((forgotten, expired)) => {
+                tracing::info!(forgotten, expired, "swept the cluster's queue")
+            }
+            Err(error) => tracing::warn!(%error, "sweeping the cluster's queue failed"),
+        }
+    }
+}
+
+/// Waits for a run to be queued, or `POLL` (after which the dispatcher also sees a shutdown).
+async fn idle(wakeups: &mut tokio::sync::broadcast::Receiver<Wakeup>) {
+    let until = tokio::time::Instant::now() + POLL;
+    loop {
+        tokio::select! {
+            wakeup = wakeups.recv() => match wakeup {
+                Ok(Wakeup::Finished(_)) => continue,
+                Err(RecvError::Closed) => tokio::time::sleep_until(until).await,
+                _ => {}
+            },
+            () = tokio::time::sleep_until(until) => {}
+        }
+        return;
+    }
+}
+
+/// Takes `claimed`: runs it under its lease and records its answer, or gives it back.
+async fn take(daemon: &Shared, link: &ClusterLink, claimed: Claimed) {
+    let settings = &link.settings;
+    let answer = if claimed.attempt > i32::try_from(settings.max_attempts).unwrap_or(i32::MAX) {
+        // Its daemons died running it this often: the run may be what kills them.
+        tracing::warn!(run_id = %claimed.id, attempts = claimed.attempt - 1, "a queued run is answered run_lost");
+        lost(&claimed, settings.max_attempts)
+    } else {
+        match serde_json::from_str::<StoredRun>(&claimed.request) {
+            Err(error) => crate::api::queued::refused(
+                &claimed.id,
+                crate::api::ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("the queued request could not be read: {error}"),
+                ),
+            ),
+            Ok(stored) => match run_leased(daemon, link, &claimed, stored).await {
+                Some(answer) => answer,
+                // The lease was lost: the run's answer is someone else's to record.
+                None => return,
+            },
+        }
+    };
+    let shutting_down = answer.body["error"]["code"] == "shutting_down";
+    if shutting_down || answer.status == StatusCode::TOO_MANY_REQUESTS {
+        give_back(link, &claimed).await;
+        return;
+    }
+    record(link, &claimed, answer).await;
+}
+
+/// Runs `stored` while renewing the lease of `claimed`: its answer, or `None` once the lease is
+/// lost (the run is then stopped).
+async fn run_leased(
+    daemon: &Shared,
+    link: &ClusterLink,
+    claimed: &Claimed,
+    stored: StoredRun,
+) -> Option<Answer> {
+    let lease = link.settings.lease;
+    let task = {
+        let (daemon, id) = (daemon.clone(), claimed.id.clone());
+        tokio::spawn(async move { run_stored(&daemon, &id, stored).await })
+    };
+    let abort = task.abort_handle();
+    let mut task = task;
+    let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+    renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The lease runs out `lease` after the last renewal the database confirmed; a renewal that
+    // failed (the database did not answer) is tried again at the next tick until then.
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            ran = &mut task => {
+                return Some(match ran {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(NotRun::Refused(error))) => crate::api::queued::refused(&claimed.id, error),
+                    Ok(Err(NotRun::NotNow(error))) => {
+                        tracing::info!(run_id = %claimed.id, reason = %error.message, "giving a queued run back");
+                        Answer {
+                            status: StatusCode::TOO_MANY_REQUESTS,
+                            body: error.body(),
+                            record: Arc::new(json!({})),
+                        }
+                    }
+                    Err(error) => crate::api::queued::refused(
+                        &claimed.id,
+                        crate::api::ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal",
+                            format!("the run's task failed: {error}"),
+                        ),
+                    ),
+                });
+            }
+            _ = renewals.tick() => {
+                match link.queue.renew(claimed, lease).await {
+                    Ok(true) => renewed = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        abort.abort();
+                        lease_lost(claimed, "another worker holds it now, or it was answered");
+                        return None;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, run_id = %claimed.id, "renewing a queued run's lease failed");
+                        if renewed.elapsed() >= lease {
+                            abort.abort();
+                            lease_lost(claimed, "the database did not renew it in time");
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lease_lost(claimed: &Claimed, why: &str) {
+    metrics::counter!(telemetry::CLUSTER_LEASES_LOST).increment(1);
+    tracing::warn!(run_id = %claimed.id, "a queued run was stopped: its lease was lost ({why})");
+}
+
+/// Records the answer of `claimed`, trying again while the lease may still hold (the database
+/// may be restarting); past that, the run is left for redelivery.
+async fn record(link: &ClusterLink, claimed: &Claimed, answer: Answer) {
+    let result = answer.body.to_string();
+    let record = answer.record.to_string();
+    let until = tokio::time::Instant::now() + link.settings.lease;
+    loop {
+        match link
+            .queue
+            .finish(claimed, answer.status.as_u16(), &result, &record)
+            .await
+        {
+            Ok(true) => return,
+            Ok(false) => {
+                lease_lost(claimed, "its answer came after the lease had run out");
+                return;
+            }
+            Err(error) if tokio::time::Instant::now() < until => {
+                tracing::warn!(%error, run_id = %claimed.id, "recording a queued run's answer failed; trying again");
+                tokio::time::sleep(BACKOFF).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, run_id = %claimed.id, "a queued run's answer could not be recorded; it will run again");
+                return;
+            }
+        }
+    }
+}
+
+async fn give_back(link: &ClusterLink, claimed: &Claimed) {
+    if let Err(error) = link.queue.give_back(claimed).await {
+        tracing::warn!(%error, run_id = %claimed.id, "giving a queued run back failed; it is taken again when its lease runs out");
+    }
+    tokio::time::sleep(AFTER_GIVING_BACK).await;
+}
+
+/// The answer of a run whose daemons died `max_attempts` times running it.
+fn lost(claimed: &Claimed, max_attempts: u32) -> Answer {
+    crate::api::queued::refused(
+        &claimed.id,
+        crate::api::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "run_lost",
+            format!(
+                "the daemons running this run stopped answering {max_attempts} times (cluster.max_attempts); it is not tried again: queue it anew with a new idempotency key"
+            ),
+        ),
+    )
+}

@@ -1,0 +1,278 @@
+//! Queued runs (`"mode": "queued"`) across daemons sharing one PostgreSQL database: any daemon
+//! takes any run, a caller reads the answer on any daemon, an idempotency key stands for one
+//! run, a run whose daemon is killed is taken again after its lease, and the queue survives a
+//! database restart. Skipped, with the reason, where PostgreSQL is not installed.
+
+use super::cluster::{CLUSTER, database_on, fresh_database};
+use super::*;
+use warden_cluster::test_services::own_postgres;
+
+/// The fixture's nodes, the limits package allowed to sleep for long.
+const QUEUE_NODES: &str = r#"
+[[nodes]]
+name = "text-transform"
+
+[[nodes]]
+name = "greeter"
+grant = ["variables-read", "cache-read", "cache-write", "streaming"]
+
+[[nodes]]
+name = "limits"
+limits = { preset = "default", timeout = "30s" }
+"#;
+
+/// A daemon of the cluster on `url`, with `cluster` lines added to `[cluster]`.
+fn queue_daemon(url: &str, cluster: &str) -> (Fixture, Daemon) {
+    let fixture = Fixture::new();
+    fixture.write_manifest("", &format!("{CLUSTER}{cluster}\n{QUEUE_NODES}"));
+    let daemon = Daemon::try_start_with_env(&fixture, &[("WARDEN_TEST_DATABASE_URL", url)])
+        .unwrap_or_else(|output| panic!("the daemon did not start: {output}"));
+    (fixture, daemon)
+}
+
+fn queued(body: Json) -> Json {
+    let mut body = body;
+    body["mode"] = json!("queued");
+    body
+}
+
+/// Queues `body` on `daemon`: the run's id.
+fn enqueue(daemon: &Daemon, body: Json) -> String {
+    let reply = daemon.run(queued(body));
+    assert_eq!(reply.status, 202, "{}", reply.shown());
+    let answer = reply.json();
+    assert_eq!(answer["state"], "queued", "{answer}");
+    let id = answer["run_id"].as_str().unwrap().to_string();
+    assert_eq!(answer["result"], format!("/v1/runs/{id}/result"));
+    id
+}
+
+/// The answer of run `id` read on `daemon`, waiting for it (at most a minute and a half).
+fn result(daemon: &Daemon, id: &str) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let reply = daemon.call("GET", &format!("/v1/runs/{id}/result?wait=20"), None);
+        if reply.status != 202 {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} still waits: {}",
+            reply.shown()
+        );
+    }
+}
+
+/// Polls run `id` on `daemon` until it is in `state`.
+fn wait_state(daemon: &Daemon, id: &str, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = daemon.call("GET", &format!("/v1/runs/{id}/result"), None);
+        if reply.status == 202 && reply.json()["state"] == state {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} is not {state}: {} {}",
+            reply.status,
+            reply.shown()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn claims(daemon: &Daemon, delivery: &str) -> f64 {
+    metric(
+        &daemon.metrics_text(),
+        "warden_cluster_claims_total",
+        &format!("delivery=\"{delivery}\""),
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn three_daemons_answer_every_queued_run_once_by_its_idempotency_key() {
+    let Some(url) = fresh_database() else { return };
+    let daemons: Vec<(Fixture, Daemon)> = (0..3).map(|_| queue_daemon(&url, "")).collect();
+    let daemon = |index: usize| &daemons[index % 3].1;
+    let body = |i: usize| {
+        json!({
+            "node": "text-transform",
+            "inputs": { "text": format!("run {i}") },
+            "idempotency_key": format!("key-{i}"),
+        })
+    };
+    let runs = 30;
+    let mut ids = Vec::new();
+    for i in 0..runs {
+        let id = enqueue(daemon(i), body(i));
+        // The same request through another daemon is the same run, queued or answered.
+        let again = daemon(i + 1).run(queued(body(i)));
+        assert!(
+            again.status == 202 || again.status == 200,
+            "{}",
+            again.shown()
+        );
+        assert_eq!(again.headers["idempotent-replay"], "true");
+        assert_eq!(again.json()["run_id"], id.as_str(), "{}", again.shown());
+        ids.push(id);
+    }
+    // A key used for another request is refused, on any daemon.
+    let reused = daemon(2).run(queued(json!({
+        "node": "text-transform",
+        "inputs": { "text": "something else" },
+        "idempotency_key": "key-0",
+    })));
+    assert_eq!(
+        (reused.status, reused.code().as_str()),
+        (422, "idempotency_key_reused")
+    );
+
+    for (i, id) in ids.iter().enumerate() {
+        let reply = result(daemon(i + 2), id);
+        assert_eq!(reply.status, 200, "{}", reply.shown());
+        let answer = reply.json();
+        assert_eq!(answer["run_id"], id.as_str());
+        assert!(
+            answer["outputs"]
+                .to_string()
+                .to_lowercase()
+                .contains(&format!("run {i}")),
+            "{answer}"
+        );
+        // Its record, on any daemon: taken once.
+        let record = daemon(i + 1).call("GET", &format!("/v1/runs/{id}"), None);
+        assert_eq!(record.status, 200, "{}", record.shown());
+        let record = record.json();
+        assert_eq!(
+            (record["state"].as_str(), record["attempts"].as_i64()),
+            (Some("finished"), Some(1)),
+            "{record}"
+        );
+        assert_eq!(record["outcome"], "ok", "{record}");
+    }
+    // Every run was claimed exactly once in the whole cluster.
+    let first: f64 = (0..3).map(|index| claims(daemon(index), "first")).sum();
+    let again: f64 = (0..3)
+        .map(|index| claims(daemon(index), "redelivered"))
+        .sum();
+    assert_eq!((first, again), (runs as f64, 0.0));
+    // Keys replay the answer after the run, too.
+    let replayed = daemon(1).run(queued(body(0)));
+    assert_eq!(replayed.status, 200, "{}", replayed.shown());
+    assert_eq!(replayed.headers["idempotent-replay"], "true");
+    assert_eq!(replayed.json()["run_id"], ids[0].as_str());
+
+    // Someone else's run is one that does not exist.
+    let stranger = daemon(0).request(
+        &daemon(0).api,
+        "GET",
+        &format!("/v1/runs/{}/result", ids[0]),
+        None,
+        &[("authorization", "Bearer not-a-key")],
+    );
+    assert_eq!(stranger.status, 401, "{}", stranger.shown());
+    let unknown = daemon(0).call("GET", "/v1/runs/run-0000/result", None);
+    assert_eq!(
+        (unknown.status, unknown.code().as_str()),
+        (404, "unknown_run")
+    );
+}
+
+#[test]
+fn a_queued_run_whose_daemon_is_killed_is_taken_again_after_its_lease() {
+    let Some(url) = fresh_database() else { return };
+    let (_a_files, mut a) = queue_daemon(&url, r#"lease = "2s""#);
+    let id = enqueue(
+        &a,
+        json!({ "node": "limits/sleep", "inputs": { "ms": 3000 }, "idempotency_key": "slow" }),
+    );
+    wait_state(&a, &id, "running");
+    // SIGKILL mid-run: nothing of A answers or gives the run back.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+
+    let (_b_files, b) = queue_daemon(&url, r#"lease = "2s""#);
+    let reply = result(&b, &id);
+    assert_eq!(reply.status, 200, "{}", reply.shown());
+    assert_eq!(reply.json()["outputs"]["result"], 3000);
+    let record = b.call("GET", &format!("/v1/runs/{id}"), None).json();
+    assert_eq!(record["attempts"], 2, "{record}");
+    assert_eq!(claims(&b, "redelivered"), 1.0);
+    assert!(b.log().contains("taking a queued run again"), "{}", b.log());
+    // The key still stands for that run.
+    let again = b.run(queued(
+        json!({ "node": "limits/sleep", "inputs": { "ms": 3000 }, "idempotency_key": "slow" }),
+    ));
+    assert_eq!(again.status, 200, "{}", again.shown());
+    assert_eq!(again.json()["run_id"], id.as_str());
+}
+
+#[test]
+fn the_queue_is_bounded_per_caller_and_needs_a_cluster() {
+    let Some(url) = fresh_database() else { return };
+    let (_files, daemon) = queue_daemon(&url, "workers = 1\nmax_queued_per_caller = 2");
+    let first = enqueue(&daemon, sleep_run(2000));
+    wait_state(&daemon, &first, "running");
+    let second = enqueue(&daemon, sleep_run(10));
+    // Two unfinished: the third waits for one of them.
+    let third = daemon.run(queued(sleep_run(10)));
+    assert_eq!(
+        (third.status, third.code().as_str()),
+        (429, "overloaded"),
+        "{}",
+        third.shown()
+    );
+    assert!(third.headers.contains_key("retry-after"));
+    assert_eq!(result(&daemon, &first).status, 200);
+    assert_eq!(result(&daemon, &second).status, 200);
+    enqueue(&daemon, sleep_run(10));
+
+    // A request that cannot run is refused at once, not queued.
+    let unknown = daemon.run(queued(json!({ "node": "no-such-node" })));
+    assert_eq!(
+        (unknown.status, unknown.code().as_str()),
+        (404, "unknown_node")
+    );
+    let bad = daemon.run(queued(
+        json!({ "node": "limits/sleep", "inputs": { "ms": "long" } }),
+    ));
+    assert_eq!((bad.status, bad.code().as_str()), (400, "invalid_input"));
+
+    // One machine has no queue: it says so.
+    let fixture = Fixture::new();
+    let alone = Daemon::start(&fixture);
+    let refused = alone.run(queued(sleep_run(10)));
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (400, "queue_unavailable")
+    );
+}
+
+#[test]
+fn queued_runs_survive_a_database_restart() {
+    let Some(mut server) = own_postgres() else {
+        return;
+    };
+    let url = database_on(&server);
+    let (_files, daemon) = queue_daemon(&url, r#"lease = "5s""#);
+    let ids: Vec<String> = (0..4).map(|_| enqueue(&daemon, sleep_run(1000))).collect();
+    server.stop();
+    // Meanwhile nothing can be queued, and the caller is told to retry.
+    let refused = daemon.run(queued(sleep_run(10)));
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (503, "database_unavailable"),
+        "{}",
+        refused.shown()
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    std::thread::sleep(Duration::from_secs(2));
+    server.resume().unwrap();
+    for id in &ids {
+        let reply = result(&daemon, id);
+        assert_eq!(reply.status, 200, "{}", reply.shown());
+        assert_eq!(reply.json()["outputs"]["result"], 1000);
+    }
+    enqueue(&daemon, sleep_run(10));
+}
