@@ -47,6 +47,8 @@ use raw_types::*;
 #[path = "common/scale.rs"]
 mod scale;
 use scale::{Scale, median, percentile};
+#[path = "suite/cluster.rs"]
+mod cluster;
 #[path = "suite/daemon.rs"]
 mod daemon;
 #[path = "suite/extism.rs"]
@@ -1435,6 +1437,7 @@ fn main() {
             "host-calls" => host_calls(scale, &bytes, &mut tables, &mut Figures::default()),
             "memory" => memory(scale, &bytes, &mut tables),
             "daemon" => daemon::daemon(scale, &bytes, &mut tables),
+            "cluster" => cluster::cluster(scale, &bytes, &mut tables),
             other => eprintln!("suite: no workload `{other}`"),
         }
         for table in &tables {
@@ -1459,6 +1462,8 @@ fn main() {
     if let Ok(extism) = &extism {
         tables.push(extism::table(extism, &figures, &warden, &modes));
     }
+    eprintln!("suite: 8. the cluster");
+    cluster::cluster(scale, &bytes, &mut tables);
     if !full {
         eprintln!(
             "suite: every workload ran once in {:.1} s (quick pass; `cargo xtask bench` measures)",

@@ -213,7 +213,8 @@ impl Database {
     }
 
     /// The same database through a pool of one connection of its own: a probe of whether the
-    /// database answers must not wait behind the storage calls that fill the main pool.
+    /// database answers must not wait behind the storage calls that fill the main pool, and a
+    /// listener for notifications holds its connection for good.
     pub fn probe(&self, within: Duration) -> Database {
         Database {
             pool: PgPoolOptions::new()

@@ -123,6 +123,9 @@ pub struct Claimed {
     pub attempt: i32,
     /// The claim took a run whose previous lease had run out.
     pub redelivered: bool,
+    /// Leases of this run that ran out, this claim's included: its workers stopped answering
+    /// (their daemons died or stalled) this many times. Runs given back do not count.
+    pub lost_leases: i32,
 }
 
 /// A notification: a run was queued (for a package), or finished.
@@ -158,6 +161,9 @@ fn queued_run(row: &sqlx::postgres::PgRow) -> Result<QueuedRun, sqlx::Error> {
         record: row.try_get("record")?,
     })
 }
+
+/// Batches one sweep works through at most, per kind of row.
+const MAX_SWEEP_BATCHES: usize = 100;
 
 /// A duration as PostgreSQL seconds (`make_interval(secs => …)` takes a double).
 fn seconds(duration: Duration) -> f64 {
@@ -259,10 +265,10 @@ impl RunQueue {
             (true, "state = 'running' AND lease_until < now()"),
             (false, "state = 'queued'"),
         ] {
-            let order = if redelivered {
-                "lease_until"
+            let (order, lost) = if redelivered {
+                ("lease_until", "run.lost_leases + 1")
             } else {
-                "created_at"
+                ("created_at", "run.lost_leases")
             };
             let row = sqlx::query(&format!(
                 "WITH next AS (
@@ -271,10 +277,11 @@ impl RunQueue {
                     ORDER BY {order} LIMIT 1
                     FOR UPDATE SKIP LOCKED)
                  UPDATE warden_runs AS run
-                    SET state = 'running', attempts = run.attempts + 1, lease_owner = $2,
-                        lease_until = now() + make_interval(secs => $3)
+                    SET state = 'running', attempts = run.attempts + 1, lost_leases = {lost},
+                        lease_owner = $2, lease_until = now() + make_interval(secs => $3)
                    FROM next WHERE run.id = next.id
-                 RETURNING run.id, run.caller, run.package, run.request, run.attempts"
+                 RETURNING run.id, run.caller, run.package, run.request, run.attempts,
+                           run.lost_leases"
             ))
             .bind(packages)
             .bind(&self.owner)
@@ -289,6 +296,7 @@ impl RunQueue {
                     request: row.try_get("request")?,
                     attempt: row.try_get("attempts")?,
                     redelivered,
+                    lost_leases: row.try_get("lost_leases")?,
                 }));
             }
         }
@@ -323,7 +331,8 @@ impl RunQueue {
             "WITH done AS (
                UPDATE warden_runs
                   SET state = 'finished', status = $3, result = $4, record = $5::jsonb,
-                      finished_at = now(), lease_until = NULL
+                      finished_at = now(), lease_until = NULL, request = ''
+
                 WHERE id = $1 AND attempts = $2 AND state = 'running'
                RETURNING id)
              SELECT pg_notify($6, id) FROM done",
@@ -357,6 +366,18 @@ impl RunQueue {
         Ok(())
     }
 
+    /// The run that `caller`'s idempotency `key` stands for, if any.
+    pub async fn find(&self, caller: &str, key: &str) -> Result<Option<QueuedRun>, ClusterError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM warden_runs WHERE caller = $1 AND idempotency_key = $2"
+        ))
+        .bind(caller)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(queued_run).transpose()?)
+    }
+
     /// The run `id`, in whatever state.
     pub async fn get(&self, id: &str) -> Result<Option<QueuedRun>, ClusterError> {
         let row = sqlx::query(&format!(
@@ -378,8 +399,11 @@ impl RunQueue {
     }
 
     /// Forgets finished runs older than `keep` (their answers, records and idempotency keys),
-    /// at most `batch` at a time, and finishes runs queued longer than `wait` with `expired`
-    /// (the status and the answer a caller then gets). Returns what it forgot and expired.
+    /// and finishes with `expired` (the status and the answer a caller then gets) runs queued
+    /// longer than `wait`, and runs whose lease ran out longer than `wait` ago (no daemon that
+    /// serves their package is left to take them again). Works in batches of `batch` rows until
+    /// a batch comes back short, at most `MAX_SWEEP_BATCHES` of them. Returns what it forgot
+    /// and what it finished.
     pub async fn sweep(
         &self,
         keep: Duration,
@@ -387,44 +411,67 @@ impl RunQueue {
         expired: (u16, &str),
         batch: u32,
     ) -> Result<(u64, u64), ClusterError> {
-        let forgotten = sqlx::query(
-            "DELETE FROM warden_runs WHERE id IN (
-               SELECT id FROM warden_runs
-                WHERE state = 'finished' AND finished_at < now() - make_interval(secs => $1)
-                LIMIT $2)",
-        )
-        .bind(seconds(keep))
-        .bind(bigint(batch))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let timed_out = sqlx::query(
-            "WITH gone AS (
-               UPDATE warden_runs
-                  SET state = 'finished', status = $3, result = $4, finished_at = now()
-                WHERE id IN (
-                  SELECT id FROM warden_runs
-                   WHERE state = 'queued' AND created_at < now() - make_interval(secs => $1)
-                   LIMIT $2 FOR UPDATE SKIP LOCKED)
-               RETURNING id)
-             SELECT pg_notify($5, id) FROM gone",
-        )
-        .bind(seconds(wait))
-        .bind(bigint(batch))
-        .bind(i32::from(expired.0))
-        .bind(expired.1)
-        .bind(FINISHED_CHANNEL)
-        .fetch_all(&self.pool)
-        .await?
-        .len() as u64;
+        let (mut forgotten, mut timed_out) = (0, 0);
+        for _ in 0..MAX_SWEEP_BATCHES {
+            let gone = sqlx::query(
+                "DELETE FROM warden_runs WHERE id IN (
+                   SELECT id FROM warden_runs
+                    WHERE state = 'finished' AND finished_at < now() - make_interval(secs => $1)
+                    LIMIT $2)",
+            )
+            .bind(seconds(keep))
+            .bind(bigint(batch))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            forgotten += gone;
+            if gone < u64::from(batch) {
+                break;
+            }
+        }
+        for condition in [
+            "state = 'queued' AND created_at < now() - make_interval(secs => $1)",
+            "state = 'running' AND lease_until < now() - make_interval(secs => $1)",
+        ] {
+            for _ in 0..MAX_SWEEP_BATCHES {
+                let finished = sqlx::query(&format!(
+                    "WITH gone AS (
+                       UPDATE warden_runs
+                          SET state = 'finished', status = $3, result = $4, finished_at = now(),
+                              lease_until = NULL, request = ''
+                        WHERE id IN (
+                          SELECT id FROM warden_runs WHERE {condition}
+                           LIMIT $2 FOR UPDATE SKIP LOCKED)
+                       RETURNING id)
+                     SELECT pg_notify($5, id) FROM gone"
+                ))
+                .bind(seconds(wait))
+                .bind(bigint(batch))
+                .bind(i32::from(expired.0))
+                .bind(expired.1)
+                .bind(FINISHED_CHANNEL)
+                .fetch_all(&self.pool)
+                .await?
+                .len() as u64;
+                timed_out += finished;
+                if finished < u64::from(batch) {
+                    break;
+                }
+            }
+        }
         Ok((forgotten, timed_out))
     }
 
     /// Announces queued and finished runs on `wakeups`, listening on a connection of its own
     /// for as long as that sender lives. A lost connection is taken up again and announced as
     /// [`Wakeup::Missed`].
-    pub async fn listen(&self, wakeups: &broadcast::Sender<Wakeup>) -> Result<(), ClusterError> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+    /// `on` is a connection pool of the listener's own (`Database::probe` makes one): a
+    /// listener holds its connection for good.
+    pub async fn listen(
+        on: &Database,
+        wakeups: &broadcast::Sender<Wakeup>,
+    ) -> Result<(), ClusterError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(on.pool()).await?;
         listener
             .listen_all([QUEUED_CHANNEL, FINISHED_CHANNEL])
             .await?;

@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         request text NOT NULL,
         state text NOT NULL CHECK (state IN ('queued', 'running', 'finished')),
         attempts integer NOT NULL DEFAULT 0,
+        lost_leases integer NOT NULL DEFAULT 0,
         lease_owner text,
         lease_until timestamptz,
         created_at timestamptz NOT NULL DEFAULT now(),

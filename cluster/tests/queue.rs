@@ -85,6 +85,7 @@ async fn a_run_is_claimed_once_and_its_lease_fences_a_worker_that_lost_it() {
         .expect("taken again");
     assert_eq!((second.id.as_str(), second.attempt), ("r1", 2));
     assert!(second.redelivered);
+    assert_eq!(second.lost_leases, 1);
     assert!(!a.renew(&first, lease).await.unwrap());
     assert!(
         !a.finish(&first, 200, "{\"late\":true}", "{}")
@@ -155,7 +156,9 @@ async fn bounds_give_back_notifications_and_the_sweep() {
         return;
     };
     let (wakeups, _) = broadcast::channel(64);
-    b.listen(&wakeups).await.unwrap();
+    RunQueue::listen(&db.probe(Duration::from_secs(5)), &wakeups)
+        .await
+        .unwrap();
     let mut heard = wakeups.subscribe();
 
     let tight = QueueBounds {
@@ -214,6 +217,7 @@ async fn bounds_give_back_notifications_and_the_sweep() {
         .unwrap();
     assert_eq!((again.id.clone(), again.attempt), (claimed.id.clone(), 2));
     assert!(!again.redelivered, "given back, not lost");
+    assert_eq!(again.lost_leases, 0, "a run given back has lost no lease");
     assert!(b.finish(&again, 200, "{}", "{}").await.unwrap());
     let wakeup = tokio::time::timeout(within, heard.recv()).await.unwrap();
     assert_eq!(wakeup.unwrap(), Wakeup::Finished(again.id.clone()));

@@ -15,6 +15,8 @@ use warden_host::Storage;
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a probe waits for the answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the listener for the queue's notifications waits for its connection.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Probes failed in a row before the daemon says it is not ready: one slow answer is not an
 /// outage, and a load balancer should not drain every daemon for it.
 const FAILURES_TO_UNREADY: u32 = 3;
@@ -63,7 +65,7 @@ impl ClusterLink {
         metrics::gauge!(telemetry::CLUSTER_DATABASE_UP).set(1.0);
         let queue = RunQueue::new(&database, &owner());
         let (wakeups, _) = broadcast::channel(1024);
-        queue.listen(&wakeups).await?;
+        RunQueue::listen(&database.probe(LISTEN_TIMEOUT), &wakeups).await?;
         let link = Arc::new(ClusterLink {
             database,
             queue,
@@ -111,7 +113,8 @@ impl ClusterLink {
                     }
                 }
                 let now = link.reachable();
-                if let Ok(depth) = link.queue.depth().await {
+                if let Ok(Ok(depth)) = tokio::time::timeout(PROBE_TIMEOUT, link.queue.depth()).await
+                {
                     metrics::gauge!(telemetry::CLUSTER_QUEUE_DEPTH).set(depth as f64);
                 }
                 metrics::gauge!(telemetry::CLUSTER_DATABASE_UP).set(if now { 1.0 } else { 0.0 });

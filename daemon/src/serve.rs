@@ -151,7 +151,7 @@ pub async fn serve(
     daemon.shut_down(manifest.host.shutdown_grace).await;
     if let Some(workers) = workers {
         // Queued runs stopped by the shutdown go back to the queue for another daemon.
-        workers.drain(Duration::from_secs(5)).await;
+        workers.drain().await;
     }
     let _ = api.await;
     if let Some(metrics) = metrics {

@@ -28,14 +28,37 @@ use warden_cluster::{Claimed, Wakeup};
 const POLL: Duration = Duration::from_secs(1);
 /// How long a dispatcher waits after the database failed it.
 const BACKOFF: Duration = Duration::from_secs(1);
-/// How long a run given back waits before this daemon may claim again: another daemon with
-/// room takes it meanwhile.
+/// How long this daemon's dispatcher waits after a run was given back before it claims again:
+/// another daemon with room takes the run meanwhile.
 const AFTER_GIVING_BACK: Duration = Duration::from_millis(200);
+/// The longest one call to the queue may take (renewals wait at most a third of the lease):
+/// a connection that hangs must not hold a worker past its lease.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A call to the queue, failed after `within`.
+async fn bounded<T>(
+    within: Duration,
+    call: impl std::future::Future<Output = Result<T, warden_cluster::ClusterError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(within, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("the database did not answer within {within:?}")),
+    }
+}
 
 /// The workers of a daemon in a cluster.
 pub struct Workers {
     free: Arc<Semaphore>,
     count: u32,
+    lease: Duration,
+}
+
+/// What the dispatcher and the runs it took share.
+struct Dispatch {
+    free: Arc<Semaphore>,
+    /// Set when a run was given back: the dispatcher waits before it claims again.
+    gave_back: std::sync::atomic::AtomicBool,
 }
 
 impl Workers {
@@ -48,36 +71,48 @@ impl Workers {
             .unwrap_or(daemon.started_with.host.concurrency)
             .max(1);
         let free = Arc::new(Semaphore::new(count as usize));
-        tokio::spawn(dispatch(daemon.clone(), link.clone(), free.clone()));
+        let lease = link.settings.lease;
+        let dispatching = Arc::new(Dispatch {
+            free: free.clone(),
+            gave_back: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(dispatch(daemon.clone(), link.clone(), dispatching));
         tokio::spawn(sweep(daemon.clone(), link));
-        Some(Workers { free, count })
+        Some(Workers { free, count, lease })
     }
 
-    /// Waits, at most `within`, for the runs taken to be answered or given back (the dispatcher
-    /// stops claiming once the daemon is shutting down).
-    pub async fn drain(&self, within: Duration) {
+    /// Waits for the runs taken to be answered or given back (the dispatcher stops claiming
+    /// once the daemon is shutting down): at most a lease and a call, as long as recording an
+    /// answer may keep trying.
+    pub async fn drain(&self) {
+        let within = self.lease + CALL_TIMEOUT;
         let _ = tokio::time::timeout(within, self.free.acquire_many(self.count)).await;
     }
 }
 
-async fn dispatch(daemon: Shared, link: Arc<ClusterLink>, free: Arc<Semaphore>) {
+async fn dispatch(daemon: Shared, link: Arc<ClusterLink>, dispatching: Arc<Dispatch>) {
+    use std::sync::atomic::Ordering;
     let mut wakeups = link.wakeups();
     let lease = link.settings.lease;
     loop {
         if daemon.is_shutting_down() {
             return;
         }
-        let Ok(worker) = free.clone().acquire_owned().await else {
+        if dispatching.gave_back.swap(false, Ordering::SeqCst) {
+            tokio::time::sleep(AFTER_GIVING_BACK).await;
+        }
+        let Ok(worker) = dispatching.free.clone().acquire_owned().await else {
             return;
         };
-        // A host slot free now: a claimed run starts at once rather than waiting behind the
-        // runs this daemon answers directly (it may still lose the slot to one of them, and then
-        // waits in the host's queue like any run).
+        // A host slot and a slot of the run's node free now: a claimed run starts at once
+        // rather than waiting behind the runs this daemon answers directly (it may still lose
+        // the slot to one of them, and then waits in the queue like any run).
         let packages: Vec<String> = daemon
             .current()
             .nodes
             .iter()
-            .filter(|live| live.stopped().is_none())
+            .filter(|live| live.stopped().is_none() && !live.is_retired())
+            .filter(|live| live.admission.in_use() < live.admission.capacity())
             .map(|live| live.name().to_string())
             .collect();
         let room = daemon.admission.in_use() < daemon.admission.capacity();
@@ -86,7 +121,7 @@ async fn dispatch(daemon: Shared, link: Arc<ClusterLink>, free: Arc<Semaphore>) 
             idle(&mut wakeups).await;
             continue;
         }
-        match link.queue.claim(&packages, lease).await {
+        match bounded(CALL_TIMEOUT, link.queue.claim(&packages, lease)).await {
             Ok(Some(claimed)) => {
                 let delivery = if claimed.redelivered {
                     "redelivered"
@@ -101,9 +136,12 @@ async fn dispatch(daemon: Shared, link: Arc<ClusterLink>, free: Arc<Semaphore>) 
                         "taking a queued run again: the lease of the worker that had it ran out"
                     );
                 }
-                let (daemon, link) = (daemon.clone(), link.clone());
+                let (daemon, link, dispatching) =
+                    (daemon.clone(), link.clone(), dispatching.clone());
                 tokio::spawn(async move {
-                    take(&daemon, &link, claimed).await;
+                    if !take(&daemon, &link, claimed).await {
+                        dispatching.gave_back.store(true, Ordering::SeqCst);
+                    }
                     drop(worker);
                 });
             }
@@ -177,17 +215,21 @@ async fn idle(wakeups: &mut tokio::sync::broadcast::Receiver<Wakeup>) {
     }
 }
 
-/// Takes `claimed`: runs it under its lease and records its answer, or gives it back.
-async fn take(daemon: &Shared, link: &ClusterLink, claimed: Claimed) {
+/// Takes `claimed`: runs it under its lease and records its answer (true), or gives it back
+/// (false).
+async fn take(daemon: &Shared, link: &ClusterLink, claimed: Claimed) -> bool {
     let settings = &link.settings;
-    let answer = if claimed.attempt > i32::try_from(settings.max_attempts).unwrap_or(i32::MAX) {
-        // Its daemons died running it this often: the run may be what kills them.
-        tracing::warn!(run_id = %claimed.id, attempts = claimed.attempt - 1, "a queued run is answered run_lost");
+    let answer = if claimed.lost_leases >= i32::try_from(settings.max_attempts).unwrap_or(i32::MAX)
+    {
+        // Its workers stopped answering while running it this often: the run may be what
+        // kills their daemons.
+        tracing::warn!(run_id = %claimed.id, lost_leases = claimed.lost_leases, "a queued run is answered run_lost");
         lost(&claimed, settings.max_attempts)
     } else {
         match serde_json::from_str::<StoredRun>(&claimed.request) {
             Err(error) => crate::api::queued::refused(
                 &claimed.id,
+                &claimed.caller,
                 crate::api::ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -197,16 +239,17 @@ async fn take(daemon: &Shared, link: &ClusterLink, claimed: Claimed) {
             Ok(stored) => match run_leased(daemon, link, &claimed, stored).await {
                 Some(answer) => answer,
                 // The lease was lost: the run's answer is someone else's to record.
-                None => return,
+                None => return true,
             },
         }
     };
     let shutting_down = answer.body["error"]["code"] == "shutting_down";
     if shutting_down || answer.status == StatusCode::TOO_MANY_REQUESTS {
         give_back(link, &claimed).await;
-        return;
+        return false;
     }
     record(link, &claimed, answer).await;
+    true
 }
 
 /// Runs `stored` while renewing the lease of `claimed`: its answer, or `None` once the lease is
@@ -224,17 +267,26 @@ async fn run_leased(
     };
     let abort = task.abort_handle();
     let mut task = task;
-    let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+    let every = lease / 3;
+    let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The lease runs out `lease` after the last renewal the database confirmed; a renewal that
-    // failed (the database did not answer) is tried again at the next tick until then.
-    let mut renewed = tokio::time::Instant::now();
+    // The lease in the database runs out `lease` after the database took the last renewal it
+    // confirmed, which is later than when that renewal was sent: stopping the run `lease` after
+    // the sending stops it before another worker can take it.
+    let mut deadline = tokio::time::Instant::now() + lease;
+    let stop = |why: &str| {
+        abort.abort();
+        lease_lost(claimed, why);
+        None
+    };
     loop {
         tokio::select! {
             ran = &mut task => {
                 return Some(match ran {
                     Ok(Ok(answer)) => answer,
-                    Ok(Err(NotRun::Refused(error))) => crate::api::queued::refused(&claimed.id, error),
+                    Ok(Err(NotRun::Refused(error))) => {
+                        crate::api::queued::refused(&claimed.id, &claimed.caller, error)
+                    }
                     Ok(Err(NotRun::NotNow(error))) => {
                         tracing::info!(run_id = %claimed.id, reason = %error.message, "giving a queued run back");
                         Answer {
@@ -245,6 +297,7 @@ async fn run_leased(
                     }
                     Err(error) => crate::api::queued::refused(
                         &claimed.id,
+                        &claimed.caller,
                         crate::api::ApiError::new(
                             StatusCode::INTERNAL_SERVER_ERROR,
                             "internal",
@@ -253,21 +306,17 @@ async fn run_leased(
                     ),
                 });
             }
+            () = tokio::time::sleep_until(deadline) => {
+                return stop("the database did not renew it in time");
+            }
             _ = renewals.tick() => {
-                match link.queue.renew(claimed, lease).await {
-                    Ok(true) => renewed = tokio::time::Instant::now(),
-                    Ok(false) => {
-                        abort.abort();
-                        lease_lost(claimed, "another worker holds it now, or it was answered");
-                        return None;
-                    }
+                let sent = tokio::time::Instant::now();
+                let within = every.min(deadline.saturating_duration_since(sent));
+                match bounded(within, link.queue.renew(claimed, lease)).await {
+                    Ok(true) => deadline = sent + lease,
+                    Ok(false) => return stop("another worker holds it now, or it was answered"),
                     Err(error) => {
-                        tracing::warn!(%error, run_id = %claimed.id, "renewing a queued run's lease failed");
-                        if renewed.elapsed() >= lease {
-                            abort.abort();
-                            lease_lost(claimed, "the database did not renew it in time");
-                            return None;
-                        }
+                        tracing::warn!(%error, run_id = %claimed.id, "renewing a queued run's lease failed; trying again");
                     }
                 }
             }
@@ -283,15 +332,32 @@ fn lease_lost(claimed: &Claimed, why: &str) {
 /// Records the answer of `claimed`, trying again while the lease may still hold (the database
 /// may be restarting); past that, the run is left for redelivery.
 async fn record(link: &ClusterLink, claimed: &Claimed, answer: Answer) {
-    let result = answer.body.to_string();
+    let mut answer = answer;
+    let mut result = answer.body.to_string();
+    if result.len() > crate::api::queued::MAX_QUEUED_ANSWER_BYTES {
+        let too_large = crate::api::queued::refused(
+            &claimed.id,
+            &claimed.caller,
+            crate::api::ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "answer_too_large",
+                format!(
+                    "the run's answer was {} bytes, more than the {} a queued run keeps; run it synchronously (leave out \"mode\")",
+                    result.len(),
+                    crate::api::queued::MAX_QUEUED_ANSWER_BYTES
+                ),
+            ),
+        );
+        result = too_large.body.to_string();
+        answer.status = too_large.status;
+    }
     let record = answer.record.to_string();
     let until = tokio::time::Instant::now() + link.settings.lease;
     loop {
-        match link
+        let finishing = link
             .queue
-            .finish(claimed, answer.status.as_u16(), &result, &record)
-            .await
-        {
+            .finish(claimed, answer.status.as_u16(), &result, &record);
+        match bounded(CALL_TIMEOUT, finishing).await {
             Ok(true) => return,
             Ok(false) => {
                 lease_lost(claimed, "its answer came after the lease had run out");
@@ -310,21 +376,21 @@ async fn record(link: &ClusterLink, claimed: &Claimed, answer: Answer) {
 }
 
 async fn give_back(link: &ClusterLink, claimed: &Claimed) {
-    if let Err(error) = link.queue.give_back(claimed).await {
+    if let Err(error) = bounded(CALL_TIMEOUT, link.queue.give_back(claimed)).await {
         tracing::warn!(%error, run_id = %claimed.id, "giving a queued run back failed; it is taken again when its lease runs out");
     }
-    tokio::time::sleep(AFTER_GIVING_BACK).await;
 }
 
-/// The answer of a run whose daemons died `max_attempts` times running it.
+/// The answer of a run whose workers stopped answering `max_attempts` times running it.
 fn lost(claimed: &Claimed, max_attempts: u32) -> Answer {
     crate::api::queued::refused(
         &claimed.id,
+        &claimed.caller,
         crate::api::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "run_lost",
             format!(
-                "the daemons running this run stopped answering {max_attempts} times (cluster.max_attempts); it is not tried again: queue it anew with a new idempotency key"
+                "the daemons running this run stopped answering {max_attempts} times (cluster.max_attempts); it is not run again: queue it anew with a new idempotency key"
             ),
         ),
     )

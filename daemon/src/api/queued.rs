@@ -14,6 +14,11 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use warden_cluster::{Enqueued, NewRun, QueueBounds, QueuedRun, RunState, Wakeup};
 
+/// The largest request a queued run keeps (the inputs, variables and context as sent).
+pub const MAX_QUEUED_REQUEST_BYTES: usize = 1024 * 1024;
+/// The largest answer a queued run keeps; a larger one is answered `answer_too_large`.
+pub const MAX_QUEUED_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
 /// The longest a caller may wait for a queued run's answer in one request.
 pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
 /// How often a waiting caller looks again without a notification (one may be lost while the
@@ -50,8 +55,32 @@ pub(super) async fn enqueue(
     let Some(link) = &daemon.cluster else {
         return Err(queue_unavailable());
     };
+    if caller.scope.is_some() {
+        // An executor's token is for one workflow run, now: it cannot read answers later, and
+        // it may have expired by the time a worker takes the run.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "an executor token runs nodes synchronously; leave out \"mode\"",
+        ));
+    }
     let key = idempotency_key(headers, &body)?;
     let request_sha256 = request_sha256(&body);
+    if let Some(key) = &key {
+        // A retry finds its run first, whatever the daemon it reaches now serves.
+        if let Some(existing) = link
+            .queue
+            .find(&caller.name, key)
+            .await
+            .map_err(database_error)?
+        {
+            return existing_run(&existing, &request_sha256);
+        }
+        // A key of a run answered at once is another request's.
+        if daemon.records.holds(&caller.name, key) {
+            return Err(key_reused());
+        }
+    }
     let (live, _) = daemon
         .current()
         .resolve(&body.node)
@@ -66,6 +95,15 @@ pub(super) async fn enqueue(
             format!("the run could not be queued: {error}"),
         )
     })?;
+    if request.len() > MAX_QUEUED_REQUEST_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "a queued run's request is at most {MAX_QUEUED_REQUEST_BYTES} bytes; run larger ones synchronously (leave out \"mode\")"
+            ),
+        ));
+    }
     let settings = &link.settings;
     let queued = link
         .queue
@@ -93,17 +131,7 @@ pub(super) async fn enqueue(
             tracing::info!(run_id = %id, node = %stored_node(&request), "run queued");
             Ok(accepted(&id, RunState::Queued, 0, false))
         }
-        Enqueued::Existing(existing) if existing.request_sha256 != request_sha256 => {
-            Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this idempotency key was used for another request; use a new key for a new request",
-            ))
-        }
-        Enqueued::Existing(existing) => Ok(match existing.state {
-            RunState::Finished => answer(&existing, true),
-            state => accepted(&existing.id, state, existing.attempts, true),
-        }),
+        Enqueued::Existing(existing) => existing_run(&existing, &request_sha256),
         Enqueued::CallerFull => Err(full(format!(
             "you have {} runs queued or running (cluster.max_queued_per_caller); retry when some have finished",
             settings.max_queued_per_caller
@@ -113,6 +141,26 @@ pub(super) async fn enqueue(
             settings.max_queued
         ))),
     }
+}
+
+pub(super) fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this idempotency key was used for another request; use a new key for a new request",
+    )
+}
+
+/// The answer to a request whose idempotency key stands for `existing`: the run, if it is the
+/// same request.
+fn existing_run(existing: &QueuedRun, request_sha256: &str) -> Result<Response, ApiError> {
+    if existing.request_sha256 != request_sha256 {
+        return Err(key_reused());
+    }
+    Ok(match existing.state {
+        RunState::Finished => answer(existing, true),
+        state => accepted(&existing.id, state, existing.attempts, true),
+    })
 }
 
 fn stored_node(request: &str) -> String {
@@ -273,11 +321,12 @@ pub async fn record(daemon: &Shared, id: &str) -> Result<Option<Json>, ApiError>
 
 /// The answer a worker records for a queued run that could not start (its node or inputs do
 /// not check out on the daemon that took it), as a run answered at once would have had it.
-pub(crate) fn refused(id: &str, error: ApiError) -> Answer {
+pub(crate) fn refused(id: &str, caller: &str, error: ApiError) -> Answer {
     let error = error.with("run_id", json!(id));
     let body = error.body();
     let record = json!({
         "run_id": id,
+        "caller": caller,
         "outcome": "refused",
         "status": error.status.as_u16(),
         "error": body["error"],

@@ -190,6 +190,18 @@ pub async fn create(
     if body.mode == Mode::Queued {
         return super::queued::enqueue(&daemon, &caller, &headers, body).await;
     }
+    if let Some(link) = &daemon.cluster
+        && let Some(key) = idempotency_key(&headers, &body)?
+        && link
+            .queue
+            .find(&caller.name, &key)
+            .await
+            .map_err(super::queued::database_error)?
+            .is_some()
+    {
+        // The key stands for a queued run: this request is another.
+        return Err(super::queued::key_reused());
+    }
     let id = run_id();
     // An idempotency key is claimed first: a retry gets the first answer even when the node
     // has since gone, and any refusal below gives the key back.
@@ -294,8 +306,9 @@ pub(super) fn check_request(daemon: &Shared, body: &RunBody) -> Result<(), ApiEr
 
 /// A queued run's request as the queue keeps it: the body as the caller sent it (its context
 /// already narrowed to what the caller may use), and who asked.
+/// Fields a newer daemon adds are ignored by an older one, which may take its runs during an
+/// upgrade.
 #[derive(serde::Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct StoredRun {
     node: String,
     inputs: BTreeMap<String, Box<RawValue>>,
@@ -357,7 +370,9 @@ pub(crate) async fn run_stored(
         admit_current(daemon, &body.node)
             .await
             .map_err(|error| match error.code.as_str() {
-                "overloaded" | "busy" | "shutting_down" => NotRun::NotNow(error),
+                // Another daemon may run it now (a node stopped here by a reload or a registry may
+                // serve elsewhere).
+                "overloaded" | "busy" | "shutting_down" | "node_stopped" => NotRun::NotNow(error),
                 _ => NotRun::Refused(error),
             })?;
     if live.verified.component_sha256 != resolved.verified.component_sha256 {

@@ -23,8 +23,13 @@ limits = { preset = "default", timeout = "30s" }
 
 /// A daemon of the cluster on `url`, with `cluster` lines added to `[cluster]`.
 fn queue_daemon(url: &str, cluster: &str) -> (Fixture, Daemon) {
+    queue_daemon_with(url, cluster, "")
+}
+
+/// The same, with more manifest lines after the nodes.
+fn queue_daemon_with(url: &str, cluster: &str, more: &str) -> (Fixture, Daemon) {
     let fixture = Fixture::new();
-    fixture.write_manifest("", &format!("{CLUSTER}{cluster}\n{QUEUE_NODES}"));
+    fixture.write_manifest("", &format!("{CLUSTER}{cluster}\n{QUEUE_NODES}\n{more}"));
     let daemon = Daemon::try_start_with_env(&fixture, &[("WARDEN_TEST_DATABASE_URL", url)])
         .unwrap_or_else(|output| panic!("the daemon did not start: {output}"));
     (fixture, daemon)
@@ -200,18 +205,62 @@ fn a_queued_run_whose_daemon_is_killed_is_taken_again_after_its_lease() {
     assert_eq!(record["attempts"], 2, "{record}");
     assert_eq!(claims(&b, "redelivered"), 1.0);
     assert!(b.log().contains("taking a queued run again"), "{}", b.log());
-    // The key still stands for that run.
+    // The key still stands for that run; a run answered at once cannot take it.
     let again = b.run(queued(
         json!({ "node": "limits/sleep", "inputs": { "ms": 3000 }, "idempotency_key": "slow" }),
     ));
     assert_eq!(again.status, 200, "{}", again.shown());
     assert_eq!(again.json()["run_id"], id.as_str());
+    let direct =
+        b.run(json!({ "node": "limits/sleep", "inputs": { "ms": 1 }, "idempotency_key": "slow" }));
+    assert_eq!(
+        (direct.status, direct.code().as_str()),
+        (422, "idempotency_key_reused")
+    );
+
+    // A run whose workers keep dying is answered run_lost once they died `max_attempts` times,
+    // rather than run again (it may be what kills them).
+    let mut b = b;
+    let second = enqueue(
+        &b,
+        json!({ "node": "limits/sleep", "inputs": { "ms": 3000 } }),
+    );
+    wait_state(&b, &second, "running");
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    let (_c_files, c) = queue_daemon(&url, "lease = \"2s\"\nmax_attempts = 1");
+    let reply = result(&c, &second);
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (503, "run_lost"),
+        "{}",
+        reply.shown()
+    );
+    let record = c.call("GET", &format!("/v1/runs/{second}"), None).json();
+    assert_eq!(record["outcome"], "refused", "{record}");
+    assert_eq!(record["caller"], "env:WARDEN_API_KEY", "{record}");
 }
 
 #[test]
-fn the_queue_is_bounded_per_caller_and_needs_a_cluster() {
+fn the_queue_is_bounded_per_caller_private_to_it_and_needs_a_cluster() {
+    use sha2::Digest;
     let Some(url) = fresh_database() else { return };
-    let (_files, daemon) = queue_daemon(&url, "workers = 1\nmax_queued_per_caller = 2");
+    let bob = "bob-key-0123456789abcdef";
+    let hash = warden_package::hex(&sha2::Sha256::digest(bob.as_bytes()));
+    let (_files, daemon) = queue_daemon_with(
+        &url,
+        "workers = 1\nmax_queued_per_caller = 2",
+        &format!("[[api.keys]]\nname = \"bob\"\nsha256 = \"{hash}\"\n"),
+    );
+    let as_bob = |method: &str, path: &str, body: Option<&Json>| {
+        daemon.request(
+            &daemon.api,
+            method,
+            path,
+            body,
+            &[("authorization", &format!("Bearer {bob}"))],
+        )
+    };
     let first = enqueue(&daemon, sleep_run(2000));
     wait_state(&daemon, &first, "running");
     let second = enqueue(&daemon, sleep_run(10));
@@ -224,6 +273,33 @@ fn the_queue_is_bounded_per_caller_and_needs_a_cluster() {
         third.shown()
     );
     assert!(third.headers.contains_key("retry-after"));
+    // The bound is the caller's: another caller still queues, and reads only its own runs.
+    let bobs = as_bob("POST", "/v1/runs", Some(&queued(sleep_run(10))));
+    assert_eq!(bobs.status, 202, "{}", bobs.shown());
+    let bobs = bobs.json()["run_id"].as_str().unwrap().to_string();
+    for path in [
+        format!("/v1/runs/{first}/result"),
+        format!("/v1/runs/{first}"),
+    ] {
+        let hidden = as_bob("GET", &path, None);
+        assert_eq!(
+            (hidden.status, hidden.code().as_str()),
+            (404, "unknown_run"),
+            "{path}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let own = as_bob("GET", &format!("/v1/runs/{bobs}/result?wait=10"), None);
+        if own.status == 200 {
+            assert_eq!(own.json()["outputs"]["result"], 10);
+            break;
+        }
+        assert_eq!(own.status, 202, "{}", own.shown());
+        assert!(Instant::now() < deadline);
+    }
+    // An admin reads anyone's.
+    assert_eq!(result(&daemon, &bobs).status, 200);
     assert_eq!(result(&daemon, &first).status, 200);
     assert_eq!(result(&daemon, &second).status, 200);
     enqueue(&daemon, sleep_run(10));
@@ -255,7 +331,9 @@ fn queued_runs_survive_a_database_restart() {
         return;
     };
     let url = database_on(&server);
-    let (_files, daemon) = queue_daemon(&url, r#"lease = "5s""#);
+    // A lease shorter than the outage: runs whose answers cannot be recorded in time, or
+    // whose leases cannot be renewed, are stopped and run again once the database is back.
+    let (_files, daemon) = queue_daemon(&url, r#"lease = "2s""#);
     let ids: Vec<String> = (0..4).map(|_| enqueue(&daemon, sleep_run(1000))).collect();
     server.stop();
     // Meanwhile nothing can be queued, and the caller is told to retry.
@@ -267,7 +345,7 @@ fn queued_runs_survive_a_database_restart() {
         refused.shown()
     );
     assert!(refused.headers.contains_key("retry-after"));
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(4));
     server.resume().unwrap();
     for id in &ids {
         let reply = result(&daemon, id);
