@@ -70,6 +70,7 @@ trusted_keys = ["{key}"]
 
 [[nodes]]
 name = "bench"
+grant = ["storage-read", "http-get"]
 queue = 4096
 "#,
         key = warden_package::public_key_hex(&key),
