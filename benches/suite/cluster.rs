@@ -6,14 +6,13 @@
 //! on the same cores do not add CPU; what the measurement shows is whether the queue lets them
 //! share the work without losing throughput, and what the database's side costs per run.
 
+use super::daemon::Served;
 use super::support;
 use super::{Scale, Table};
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
 use serde_json::Value as Json;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use warden_cluster::test_services::shared_postgres;
 use warden_cluster::{Database, DatabaseOptions, NewRun, QueueBounds, RunQueue};
@@ -22,19 +21,6 @@ const OPERATOR_KEY: &str = "bench-operator-key-0123456789";
 
 /// Client connections sending requests at once, in all.
 const CLIENTS: usize = 16;
-
-struct Served {
-    child: Child,
-    address: String,
-    ca: Vec<u8>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn write_fixture(dir: &Path, bytes: &[u8]) {
     let key = warden_package::generate_key().expect("a signing key");
@@ -79,34 +65,7 @@ queue = 4096
 }
 
 fn start(dir: &Path, url: &str) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["serve", "--manifest"])
-        .arg(dir.join("host.toml"))
-        .env("WARDEN_API_KEY", OPERATOR_KEY)
-        .env("WARDEN_BENCH_DATABASE_URL", url)
-        .env("WARDEN_LOG", "warn")
-        .env_remove("WARDEN_MANIFEST")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start warden serve");
-    let mut address = None;
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(found) = line.strip_prefix("listening on https://") {
-                address = Some(found.to_string());
-                break;
-            }
-        }
-    }
-    let Some(address) = address else {
-        let _ = child.kill();
-        panic!("the daemon did not start (its errors are above)");
-    };
-    let pem = std::fs::read(dir.join("data/tls/cert.pem")).expect("the dev certificate");
-    let ca =
-        warden_host::tls::certificates_from_pem_or_der(&pem).expect("a certificate")[0].clone();
-    Served { child, address, ca }
+    super::daemon::start_with(dir, OPERATOR_KEY, &[("WARDEN_BENCH_DATABASE_URL", url)])
 }
 
 /// One kept-alive HTTP/1.1 connection to a daemon.

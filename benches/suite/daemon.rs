@@ -31,10 +31,10 @@ struct Credential {
 }
 
 /// `warden serve` running on loopback; killed when dropped.
-struct Served {
+pub(super) struct Served {
     child: Child,
-    address: String,
-    ca: Vec<u8>,
+    pub(super) address: String,
+    pub(super) ca: Vec<u8>,
 }
 
 impl Drop for Served {
@@ -152,10 +152,17 @@ fn provision(dir: &Path) -> (String, String) {
 }
 
 fn start(dir: &Path) -> Served {
+    start_with(dir, OPERATOR_KEY, &[])
+}
+
+/// `warden serve` on `dir/host.toml` with `key` as the operator's key and more environment
+/// variables; waits until it listens.
+pub(super) fn start_with(dir: &Path, key: &str, env: &[(&str, &str)]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["serve", "--manifest"])
         .arg(dir.join("host.toml"))
-        .env("WARDEN_API_KEY", OPERATOR_KEY)
+        .env("WARDEN_API_KEY", key)
+        .envs(env.iter().copied())
         // One log line per run would be measured too.
         .env("WARDEN_LOG", "warn")
         .env_remove("WARDEN_MANIFEST")

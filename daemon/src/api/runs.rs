@@ -264,13 +264,7 @@ pub async fn create(
         claim,
         queued: false,
         inputs: inputs_digest,
-        context: json!({
-            "app_id": request.context.app_id,
-            "board_id": request.context.board_id,
-            "user_id": request.context.user_id,
-            "event_id": request.context.event_id,
-            "node_instance_id": request.context.node_instance_id,
-        }),
+        context: context_ids(&request.context),
     };
     let task = tokio::spawn(execute(daemon.clone(), live, request, slots, run, events));
     if !streaming {
@@ -399,13 +393,7 @@ pub(crate) async fn run_stored(
         claim: None,
         queued: true,
         inputs: digest_raw(&body.inputs),
-        context: json!({
-            "app_id": request.context.app_id,
-            "board_id": request.context.board_id,
-            "user_id": request.context.user_id,
-            "event_id": request.context.event_id,
-            "node_instance_id": request.context.node_instance_id,
-        }),
+        context: context_ids(&request.context),
     };
     // Nothing streams from a queued run: its answer is kept whole.
     let (events, _) = mpsc::unbounded_channel();
@@ -807,6 +795,17 @@ fn run_context(id: &str, node: &str, given: &ContextBody) -> Result<RunContext, 
         )
     })?;
     Ok(context)
+}
+
+/// The run's context ids, as its record shows them.
+fn context_ids(context: &RunContext) -> Json {
+    json!({
+        "app_id": context.app_id,
+        "board_id": context.board_id,
+        "user_id": context.user_id,
+        "event_id": context.event_id,
+        "node_instance_id": context.node_instance_id,
+    })
 }
 
 /// What the record of a run needs beside its outcome.
