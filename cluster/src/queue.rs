@@ -400,8 +400,8 @@ impl RunQueue {
 
     /// Forgets finished runs older than `keep` (their answers, records and idempotency keys),
     /// and finishes with `expired` (the status and the answer a caller then gets) runs queued
-    /// longer than `wait`, and runs whose lease ran out longer than `wait` ago (no daemon that
-    /// serves their package is left to take them again). Works in batches of `batch` rows until
+    /// longer than `wait`, and with `abandoned` runs whose lease ran out longer than `wait` ago
+    /// (no daemon that serves their package is left to take them again). Works in batches of `batch` rows until
     /// a batch comes back short, at most `MAX_SWEEP_BATCHES` of them. Returns what it forgot
     /// and what it finished.
     pub async fn sweep(
@@ -409,6 +409,7 @@ impl RunQueue {
         keep: Duration,
         wait: Duration,
         expired: (u16, &str),
+        abandoned: (u16, &str),
         batch: u32,
     ) -> Result<(u64, u64), ClusterError> {
         let (mut forgotten, mut timed_out) = (0, 0);
@@ -429,9 +430,15 @@ impl RunQueue {
                 break;
             }
         }
-        for condition in [
-            "state = 'queued' AND created_at < now() - make_interval(secs => $1)",
-            "state = 'running' AND lease_until < now() - make_interval(secs => $1)",
+        for (condition, answer) in [
+            (
+                "state = 'queued' AND created_at < now() - make_interval(secs => $1)",
+                expired,
+            ),
+            (
+                "state = 'running' AND lease_until < now() - make_interval(secs => $1)",
+                abandoned,
+            ),
         ] {
             for _ in 0..MAX_SWEEP_BATCHES {
                 let finished = sqlx::query(&format!(
@@ -447,8 +454,8 @@ impl RunQueue {
                 ))
                 .bind(seconds(wait))
                 .bind(bigint(batch))
-                .bind(i32::from(expired.0))
-                .bind(expired.1)
+                .bind(i32::from(answer.0))
+                .bind(answer.1)
                 .bind(FINISHED_CHANNEL)
                 .fetch_all(&self.pool)
                 .await?

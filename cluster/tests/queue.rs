@@ -230,6 +230,7 @@ async fn bounds_give_back_notifications_and_the_sweep() {
             Duration::from_secs(1),
             Duration::from_secs(1),
             (503, "{\"error\":\"expired\"}"),
+            (503, "{\"error\":\"abandoned\"}"),
             100,
         )
         .await
@@ -241,4 +242,35 @@ async fn bounds_give_back_notifications_and_the_sweep() {
     assert_eq!(waited.status, Some(503));
     assert_eq!(a.depth().await.unwrap(), 0);
     drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_left_running_with_no_daemon_to_take_it_again_is_swept() {
+    let Some((a, _b, _db)) = queues().await else {
+        return;
+    };
+    a.enqueue(&run("r1", None, "s"), BOUNDS).await.unwrap();
+    let claimed = a
+        .claim(&packages(), Duration::from_millis(500))
+        .await
+        .unwrap()
+        .unwrap();
+    // Its worker died; no daemon serving `pkg` is left to claim it again.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let swept = a
+        .sweep(
+            Duration::from_secs(3600),
+            Duration::from_secs(1),
+            (503, "expired"),
+            (503, "abandoned"),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(swept, (0, 1));
+    let run = a.get("r1").await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Finished);
+    assert_eq!(run.result.as_deref(), Some("abandoned"));
+    // The worker, were it to come back, can no longer answer.
+    assert!(!a.finish(&claimed, 200, "{}", "{}").await.unwrap());
 }

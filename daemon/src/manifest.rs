@@ -1185,12 +1185,19 @@ fn check_cluster(raw: &RawCluster, problems: &mut Problems) -> Cluster {
     cluster.max_attempts = attempts.unwrap_or(cluster.max_attempts);
     cluster.max_queued_per_caller = per_caller.unwrap_or(cluster.max_queued_per_caller);
     cluster.max_queued = total.unwrap_or(cluster.max_queued);
-    cluster.max_queue_wait = duration(
+    let wait = duration(
         problems,
         &raw.max_queue_wait,
         "cluster.max_queue_wait",
         cluster.max_queue_wait,
     );
+    match &raw.max_queue_wait {
+        // Under a minute, the minutely sweep would expire runs that merely waited for a worker.
+        Some(text) if wait < Duration::from_secs(60) => {
+            problems.at(text, "cluster.max_queue_wait", "between 1m and 30d");
+        }
+        _ => cluster.max_queue_wait = wait,
+    }
     cluster
 }
 
@@ -1546,7 +1553,7 @@ grant = ["storage-read", "storage-write"]
             (10, 20, Duration::from_secs(3600))
         );
         let error = parse(
-            "[cluster]\nlease = \"500ms\"\nworkers = 0\nmax_attempts = 101\nmax_queued_per_caller = 0\nmax_queued = 0\n",
+            "[cluster]\nlease = \"500ms\"\nworkers = 0\nmax_attempts = 101\nmax_queued_per_caller = 0\nmax_queued = 0\nmax_queue_wait = \"30s\"\n",
         )
         .unwrap_err();
         let ManifestError::Invalid { problems, .. } = &error else {
@@ -1560,7 +1567,8 @@ grant = ["storage-read", "storage-write"]
                 "cluster.workers",
                 "cluster.max_attempts",
                 "cluster.max_queued_per_caller",
-                "cluster.max_queued"
+                "cluster.max_queued",
+                "cluster.max_queue_wait"
             ]
         );
         // Joining or leaving a cluster takes a restart.

@@ -115,12 +115,17 @@ async fn dispatch(daemon: Shared, link: Arc<ClusterLink>, dispatching: Arc<Dispa
             .filter(|live| live.admission.in_use() < live.admission.capacity())
             .map(|live| live.name().to_string())
             .collect();
-        let room = daemon.admission.in_use() < daemon.admission.capacity();
+        // Answers waiting for slow callers past their budget: admission would refuse the run.
+        let answers_waiting = daemon.undelivered.load(Ordering::SeqCst);
+        let room = daemon.admission.in_use() < daemon.admission.capacity()
+            && answers_waiting <= crate::daemon::MAX_UNDELIVERED_BYTES;
         if !room || packages.is_empty() || daemon.is_shutting_down() {
             drop(worker);
             idle(&mut wakeups).await;
             continue;
         }
+        // The lease starts in the database during the claim: counted from before it was sent.
+        let claimed_at = tokio::time::Instant::now();
         match bounded(CALL_TIMEOUT, link.queue.claim(&packages, lease)).await {
             Ok(Some(claimed)) => {
                 let delivery = if claimed.redelivered {
@@ -139,9 +144,7 @@ async fn dispatch(daemon: Shared, link: Arc<ClusterLink>, dispatching: Arc<Dispa
                 let (daemon, link, dispatching) =
                     (daemon.clone(), link.clone(), dispatching.clone());
                 tokio::spawn(async move {
-                    if !take(&daemon, &link, claimed).await {
-                        dispatching.gave_back.store(true, Ordering::SeqCst);
-                    }
+                    take(&daemon, &link, &dispatching, claimed, claimed_at).await;
                     drop(worker);
                 });
             }
@@ -168,15 +171,17 @@ const SWEEP_BATCH: u32 = 1000;
 /// `queue_expired` (no daemon serving their node took them).
 async fn sweep(daemon: Shared, link: Arc<ClusterLink>) {
     let wait = link.settings.max_queue_wait;
-    let expired = crate::api::ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "queue_expired",
-        format!(
-            "the run waited in the queue longer than cluster.max_queue_wait ({wait:?}): no daemon serving its node took it"
-        ),
-    )
-    .body()
-    .to_string();
+    let answer = |message: String| {
+        crate::api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_expired", message)
+            .body()
+            .to_string()
+    };
+    let expired = answer(format!(
+        "the run waited in the queue longer than cluster.max_queue_wait ({wait:?}): no daemon serving its node took it"
+    ));
+    let abandoned = answer(format!(
+        "the worker running this run stopped answering, and no daemon serving its node took it again within cluster.max_queue_wait ({wait:?})"
+    ));
     let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -187,7 +192,7 @@ async fn sweep(daemon: Shared, link: Arc<ClusterLink>) {
         let keep = daemon.started_with.host.run_record_ttl;
         match link
             .queue
-            .sweep(keep, wait, (503, &expired), SWEEP_BATCH)
+            .sweep(keep, wait, (503, &expired), (503, &abandoned), SWEEP_BATCH)
             .await
         {
             Ok((0, 0)) => {}
@@ -215,9 +220,15 @@ async fn idle(wakeups: &mut tokio::sync::broadcast::Receiver<Wakeup>) {
     }
 }
 
-/// Takes `claimed`: runs it under its lease and records its answer (true), or gives it back
-/// (false).
-async fn take(daemon: &Shared, link: &ClusterLink, claimed: Claimed) -> bool {
+/// Takes `claimed` (claimed at `claimed_at`): runs it under its lease and records its answer,
+/// or gives it back.
+async fn take(
+    daemon: &Shared,
+    link: &ClusterLink,
+    dispatching: &Dispatch,
+    claimed: Claimed,
+    claimed_at: tokio::time::Instant,
+) {
     let settings = &link.settings;
     let answer = if claimed.lost_leases >= i32::try_from(settings.max_attempts).unwrap_or(i32::MAX)
     {
@@ -236,20 +247,24 @@ async fn take(daemon: &Shared, link: &ClusterLink, claimed: Claimed) -> bool {
                     format!("the queued request could not be read: {error}"),
                 ),
             ),
-            Ok(stored) => match run_leased(daemon, link, &claimed, stored).await {
+            Ok(stored) => match run_leased(daemon, link, &claimed, claimed_at, stored).await {
                 Some(answer) => answer,
                 // The lease was lost: the run's answer is someone else's to record.
-                None => return true,
+                None => return,
             },
         }
     };
     let shutting_down = answer.body["error"]["code"] == "shutting_down";
     if shutting_down || answer.status == StatusCode::TOO_MANY_REQUESTS {
+        // Set before the run is back in the queue: the notice of its return must not wake this
+        // dispatcher into taking it again at once.
+        dispatching
+            .gave_back
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         give_back(link, &claimed).await;
-        return false;
+        return;
     }
     record(link, &claimed, answer).await;
-    true
 }
 
 /// Runs `stored` while renewing the lease of `claimed`: its answer, or `None` once the lease is
@@ -258,6 +273,7 @@ async fn run_leased(
     daemon: &Shared,
     link: &ClusterLink,
     claimed: &Claimed,
+    claimed_at: tokio::time::Instant,
     stored: StoredRun,
 ) -> Option<Answer> {
     let lease = link.settings.lease;
@@ -273,7 +289,7 @@ async fn run_leased(
     // The lease in the database runs out `lease` after the database took the last renewal it
     // confirmed, which is later than when that renewal was sent: stopping the run `lease` after
     // the sending stops it before another worker can take it.
-    let mut deadline = tokio::time::Instant::now() + lease;
+    let mut deadline = claimed_at + lease;
     let stop = |why: &str| {
         abort.abort();
         lease_lost(claimed, why);
@@ -350,6 +366,8 @@ async fn record(link: &ClusterLink, claimed: &Claimed, answer: Answer) {
         );
         result = too_large.body.to_string();
         answer.status = too_large.status;
+        // The record says what the caller gets.
+        answer.record = too_large.record;
     }
     let record = answer.record.to_string();
     let until = tokio::time::Instant::now() + link.settings.lease;

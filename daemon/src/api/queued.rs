@@ -303,12 +303,12 @@ pub async fn record(daemon: &Shared, id: &str) -> Result<Option<Json>, ApiError>
         .as_deref()
         .and_then(|record| serde_json::from_str::<Json>(record).ok());
     Ok(Some(match record {
-        Some(mut record) => {
-            record["state"] = json!(run.state.name());
-            record["attempts"] = json!(run.attempts);
-            record
+        Some(Json::Object(mut record)) => {
+            record.insert("state".into(), json!(run.state.name()));
+            record.insert("attempts".into(), json!(run.attempts));
+            Json::Object(record)
         }
-        None => json!({
+        _ => json!({
             "run_id": run.id,
             "caller": run.caller,
             "package": run.package,
