@@ -59,6 +59,9 @@ struct Dispatch {
     free: Arc<Semaphore>,
     /// Set when a run was given back: the dispatcher waits before it claims again.
     gave_back: std::sync::atomic::AtomicBool,
+    /// Told when a run taken here ends: its worker and slots are free, and a backlog can be
+    /// claimed from at once rather than at the next poll.
+    done: tokio::sync::Notify,
 }
 
 impl Workers {
@@ -75,6 +78,7 @@ impl Workers {
         let dispatching = Arc::new(Dispatch {
             free: free.clone(),
             gave_back: std::sync::atomic::AtomicBool::new(false),
+            done: tokio::sync::Notify::new(),
         });
         tokio::spawn(dispatch(daemon.clone(), link.clone(), dispatching));
         tokio::spawn(sweep(daemon.clone(), link));
@@ -121,7 +125,7 @@ async fn dispatch(daemon: Shared, link: Arc<ClusterLink>, dispatching: Arc<Dispa
             && answers_waiting <= crate::daemon::MAX_UNDELIVERED_BYTES;
         if !room || packages.is_empty() || daemon.is_shutting_down() {
             drop(worker);
-            idle(&mut wakeups).await;
+            idle(&mut wakeups, &dispatching.done).await;
             continue;
         }
         // The lease starts in the database during the claim: counted from before it was sent.
@@ -146,11 +150,12 @@ async fn dispatch(daemon: Shared, link: Arc<ClusterLink>, dispatching: Arc<Dispa
                 tokio::spawn(async move {
                     take(&daemon, &link, &dispatching, claimed, claimed_at).await;
                     drop(worker);
+                    dispatching.done.notify_one();
                 });
             }
             Ok(None) => {
                 drop(worker);
-                idle(&mut wakeups).await;
+                idle(&mut wakeups, &dispatching.done).await;
             }
             Err(error) => {
                 drop(worker);
@@ -204,8 +209,9 @@ async fn sweep(daemon: Shared, link: Arc<ClusterLink>) {
     }
 }
 
-/// Waits for a run to be queued, or `POLL` (after which the dispatcher also sees a shutdown).
-async fn idle(wakeups: &mut tokio::sync::broadcast::Receiver<Wakeup>) {
+/// Waits for a run to be queued, a run taken here to end, or `POLL` (after which the dispatcher
+/// also sees a shutdown).
+async fn idle(wakeups: &mut tokio::sync::broadcast::Receiver<Wakeup>, done: &tokio::sync::Notify) {
     let until = tokio::time::Instant::now() + POLL;
     loop {
         tokio::select! {
@@ -215,6 +221,7 @@ async fn idle(wakeups: &mut tokio::sync::broadcast::Receiver<Wakeup>) {
                 _ => {}
             },
             () = tokio::time::sleep_until(until) => {}
+            () = done.notified() => {}
         }
         return;
     }
