@@ -7,6 +7,14 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The start of a short transaction (the queue's, the audit log's): READ COMMITTED, and no
+/// statement or lock waited on for long (`SET LOCAL`, which PgBouncer keeps, unlike connection
+/// options).
+pub(crate) const BEGIN_SHORT: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
+    SET LOCAL lock_timeout = '5s'; \
+    SET LOCAL statement_timeout = '30s'; \
+    SET LOCAL idle_in_transaction_session_timeout = '30s'";
+
 /// The URL parameters sqlx understands. Others are refused here, by name: sqlx would log an
 /// unknown parameter with its value, and a misspelt `password` would reach the log.
 const URL_PARAMETERS: [&str; 18] = [

@@ -3,8 +3,10 @@
 //! PostgreSQL is the system of record: the daemons keep no durable state of their own. This crate
 //! holds the connection pool and schema ([`Database`]) and the PostgreSQL implementations of the
 //! host's seams, starting with storage ([`PgStorage`]): the storage scopes, with per-scope quotas
-//! enforced in a transaction so that writers on different daemons cannot overshoot.
+//! enforced in a transaction so that writers on different daemons cannot overshoot; the queue of
+//! runs ([`RunQueue`]); and the audit log, one hash chain for every daemon ([`PgAudit`]).
 
+mod audit;
 mod database;
 mod error;
 mod queue;
@@ -13,6 +15,7 @@ mod storage;
 #[cfg(feature = "test-services")]
 pub mod test_services;
 
+pub use audit::{AUDIT_GENESIS, AuditRow, PgAudit, line_hash};
 pub use database::{Database, DatabaseOptions};
 pub use error::ClusterError;
 pub use queue::{

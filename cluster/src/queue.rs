@@ -16,7 +16,7 @@
 //! Notifications are a shortcut, not the mechanism: they can be lost while a listener
 //! reconnects, so workers and waiters also look again on a timer.
 
-use crate::database::Database;
+use crate::database::{BEGIN_SHORT, Database};
 use crate::error::ClusterError;
 use sqlx::{PgPool, Row};
 use std::time::Duration;
@@ -26,13 +26,6 @@ use tokio::sync::broadcast;
 pub const QUEUED_CHANNEL: &str = "warden_run_queued";
 /// The channel a finished run is announced on (payload: its id).
 pub const FINISHED_CHANNEL: &str = "warden_run_finished";
-
-/// Each queue transaction's start: READ COMMITTED, and no statement or lock waited on for long
-/// (`SET LOCAL`, which PgBouncer keeps, unlike connection options).
-const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
-    SET LOCAL lock_timeout = '5s'; \
-    SET LOCAL statement_timeout = '30s'; \
-    SET LOCAL idle_in_transaction_session_timeout = '30s'";
 
 /// A run to queue.
 #[derive(Clone, Debug)]
@@ -190,7 +183,7 @@ impl RunQueue {
         run: &NewRun<'_>,
         bounds: QueueBounds,
     ) -> Result<Enqueued, ClusterError> {
-        let mut tx = self.pool.begin_with(BEGIN).await?;
+        let mut tx = self.pool.begin_with(BEGIN_SHORT).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(run.caller)
             .execute(&mut *tx)

@@ -78,6 +78,19 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     CREATE INDEX warden_runs_finished ON warden_runs (finished_at) WHERE state = 'finished';
     "#,
     ),
+    (
+        3,
+        "the audit log: one hash chain of the records of every daemon",
+        // `line` is the record exactly as hashed; `hash` is its SHA-256 (hex), which the next
+        // record's `prev` repeats. Appending daemons take turns on an advisory lock.
+        r#"
+    CREATE TABLE warden_audit (
+        seq bigint PRIMARY KEY CHECK (seq > 0),
+        line text NOT NULL,
+        hash text NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

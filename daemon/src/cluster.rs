@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::broadcast;
-use warden_cluster::{Database, DatabaseOptions, PgStorage, RunQueue, Wakeup};
+use warden_cluster::{Database, DatabaseOptions, PgAudit, PgStorage, RunQueue, Wakeup};
 use warden_host::Storage;
 
 /// How often the daemon asks the database whether it answers.
@@ -77,6 +77,11 @@ impl ClusterLink {
         Ok(link)
     }
 
+    /// The cluster's audit log.
+    pub fn audit(&self) -> PgAudit {
+        PgAudit::new(&self.database)
+    }
+
     /// Runs queued or finished from now on, anywhere in the cluster.
     pub fn wakeups(&self) -> broadcast::Receiver<Wakeup> {
         self.wakeups.subscribe()
@@ -132,7 +137,7 @@ impl ClusterLink {
 
 /// This daemon as the leases it holds name it: the host's name (a pod's name in Kubernetes)
 /// and the process id, for an operator reading `warden_runs`.
-fn owner() -> String {
+pub(crate) fn owner() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())

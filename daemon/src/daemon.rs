@@ -211,7 +211,6 @@ impl Daemon {
             path: data.clone(),
             source,
         })?;
-        let audit = AuditLog::open(&data.join("audit.jsonl"))?;
         let auth = crate::auth::store::AuthStore::open(&data.join("auth.redb"))
             .map_err(|error| StartError::Storage(error.to_string()))?;
         // Never unauthenticated: some credential must exist, an operator key or one in the
@@ -232,6 +231,11 @@ impl Daemon {
                     .map_err(|error| StartError::Storage(error.to_string()))?,
                 None,
             ),
+        };
+        // The cluster's one chain of every daemon's records, or this daemon's own file.
+        let audit = match &cluster {
+            Some(link) => AuditLog::cluster(link.audit(), crate::cluster::owner()).await?,
+            None => AuditLog::open(&data.join("audit.jsonl"))?,
         };
         let code_cache = match manifest.host.code_cache {
             true => match CodeCache::open(&data.join("code")) {

@@ -34,8 +34,11 @@ pub struct Ready {
     pub generation: u64,
     /// `package@version` of each node loaded.
     pub nodes: Vec<String>,
-    pub audit_log: PathBuf,
+    pub audit_log: String,
 }
+
+/// How long a stopping daemon waits for its last audit records to reach the cluster's database.
+const AUDIT_FLUSH: Duration = Duration::from_secs(5);
 
 /// How often the manifest file is checked for changes when `host.watch` is on.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -99,7 +102,7 @@ pub async fn serve(
             .iter()
             .map(|live| format!("{}@{}", live.name(), live.verified.version))
             .collect(),
-        audit_log: daemon.audit.path().to_path_buf(),
+        audit_log: daemon.audit.location(),
     });
     let limits = ServerLimits {
         max_connections: manifest.api.max_connections,
@@ -156,6 +159,10 @@ pub async fn serve(
     let _ = api.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
+    }
+    // In a cluster, records still waiting for the database (`shutdown` among them).
+    if !daemon.audit.flush(AUDIT_FLUSH).await {
+        tracing::warn!("audit records not yet written to the cluster's database were lost");
     }
     tracing::info!("stopped");
     Ok(())

@@ -235,6 +235,10 @@ pub(crate) fn execute(mut args: ServeArgs) -> Result<(), Failure> {
                     live.config.capabilities.names().join(",")
                 ));
             }
+            // In a cluster, the start's audit records wait for the database.
+            if !daemon.audit.flush(std::time::Duration::from_secs(5)).await {
+                eprintln!("warning: some audit records did not reach the cluster's database");
+            }
             Ok(())
         });
     }
@@ -249,7 +253,7 @@ pub(crate) fn execute(mut args: ServeArgs) -> Result<(), Failure> {
                     banner += &format!("loaded {node}\n");
                 }
                 banner += &format!("generation {}\n", ready.generation);
-                banner += &format!("audit log: {}\n", ready.audit_log.display());
+                banner += &format!("audit log: {}\n", ready.audit_log);
                 if let Some(certificate) = &ready.dev_certificate {
                     banner += &format!(
                         "development certificate: {} (trust it with `warden call --ca-cert` or `curl --cacert`)\n",

@@ -315,7 +315,7 @@ pub async fn audit_tail(
 ) -> Answer {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_AUDIT_RECORDS);
-    let records = daemon.audit.tail(limit).map_err(|error| {
+    let records = daemon.audit.tail(limit).await.map_err(|error| {
         tracing::error!("cannot read the audit log: {error}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

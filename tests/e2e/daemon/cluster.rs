@@ -49,7 +49,8 @@ pub(super) fn wait_readiness(daemon: &Daemon, status: u16, code: &str) {
     }
 }
 
-fn probe_daemon(url: &str) -> (Fixture, Daemon) {
+/// A cluster daemon's files, serving the storage probe.
+fn probe_fixture() -> Fixture {
     let fixture = Fixture::new();
     fixture.add(
         "storage-probe",
@@ -57,6 +58,11 @@ fn probe_daemon(url: &str) -> (Fixture, Daemon) {
         &build_node("tests/nodes/storage-probe", Target::Unknown, &[]),
     );
     fixture.write_manifest("", &format!("{CLUSTER}{PROBE_NODE}"));
+    fixture
+}
+
+fn probe_daemon(url: &str) -> (Fixture, Daemon) {
+    let fixture = probe_fixture();
     let daemon = Daemon::try_start_with_env(&fixture, &[("WARDEN_TEST_DATABASE_URL", url)])
         .unwrap_or_else(|output| panic!("the daemon did not start: {output}"));
     (fixture, daemon)
@@ -100,6 +106,70 @@ fn storage_written_through_one_daemon_is_read_through_another() {
     );
     assert_eq!(probe(&b, "delete", "notes/first", ""), json!(true));
     assert_eq!(probe(&a, "exists", "notes/first", ""), json!(false));
+}
+
+#[test]
+fn the_audit_log_is_one_chain_for_every_daemon() {
+    let Some(url) = fresh_database() else { return };
+    let (a_files, a) = probe_daemon(&url);
+    let (_b_files, mut b) = probe_daemon(&url);
+    assert_eq!(probe(&b, "set", "notes/first", "by B"), json!(true));
+    b.signal("TERM");
+    assert!(b.wait_exit(Duration::from_secs(30)).is_some());
+
+    // Either daemon reads the one chain: both starts, and B's shutdown, flushed as it stopped.
+    let answer = a.call("GET", "/v1/audit?limit=1000", None);
+    assert_eq!(answer.status, 200, "{}", answer.shown());
+    let records = answer.json()["records"].as_array().unwrap().clone();
+    let daemons_started: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter(|record| record["event"] == "daemon_start")
+        .map(|record| record["daemon"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(daemons_started.len(), 2, "{records:?}");
+    let shutdown = records
+        .iter()
+        .find(|record| record["event"] == "shutdown")
+        .expect("B's shutdown record");
+    assert!(daemons_started.contains(shutdown["daemon"].as_str().unwrap()));
+    for (index, record) in records.iter().enumerate() {
+        assert_eq!(record["seq"], json!(index + 1), "{records:?}");
+    }
+    assert!(!a_files.path("data/audit.jsonl").exists());
+
+    // The chain verifies in the database; a record forged into the table breaks it, and a
+    // daemon starting then refuses to append to it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let database = warden_cluster::Database::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        let audit = warden_cluster::PgAudit::new(&database);
+        let rows = audit.last(10_000).await.unwrap();
+        assert_eq!(rows.len(), records.len());
+        warden_daemon::audit::verify_rows(&rows).unwrap();
+        audit
+            .append(&[()], |(), seq, _| {
+                json!({"seq": seq, "event": "forged", "prev": warden_daemon::audit::GENESIS})
+                    .to_string()
+            })
+            .await
+            .unwrap();
+    });
+    let forged_at = records.len() + 1;
+    let c_files = probe_fixture();
+    let refused = Daemon::try_start_with_env(&c_files, &[("WARDEN_TEST_DATABASE_URL", &url)])
+        .err()
+        .expect("a daemon must not append to a broken chain");
+    assert!(
+        refused.contains(&format!(
+            "audit log (table warden_audit) is broken at record {forged_at}"
+        )),
+        "{refused}"
+    );
 }
 
 #[test]
