@@ -20,6 +20,6 @@ pub use database::{Database, DatabaseOptions};
 pub use error::ClusterError;
 pub use queue::{
     Claimed, Enqueued, FINISHED_CHANNEL, NewRun, QUEUED_CHANNEL, QueueBounds, QueuedRun, RunQueue,
-    RunState, Wakeup,
+    RunState, SyncBegun, Wakeup,
 };
 pub use storage::PgStorage;

@@ -62,6 +62,16 @@ pub enum Enqueued {
     QueueFull,
 }
 
+/// What taking an idempotency key for a run answered at once did.
+#[derive(Debug)]
+pub enum SyncBegun {
+    /// This daemon runs it, as run `id` (the first attempt's id when taken over), attempt
+    /// `attempt`.
+    Started { id: String, attempt: i32 },
+    /// The key stands for this run (queued, or answered at once, running or finished).
+    Existing(Box<QueuedRun>),
+}
+
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunState {
@@ -103,6 +113,9 @@ pub struct QueuedRun {
     pub result: Option<String>,
     /// The run's record (what `GET /v1/runs/{id}` shows), once finished.
     pub record: Option<String>,
+    /// A run answered at once by the daemon that took the request, not queued: its row keeps
+    /// its idempotency key and record only.
+    pub sync: bool,
 }
 
 /// A run a worker holds under its lease.
@@ -138,8 +151,8 @@ pub struct RunQueue {
     owner: String,
 }
 
-const RUN_COLUMNS: &str =
-    "id, caller, request_sha256, package, state, attempts, status, result, record::text AS record";
+const RUN_COLUMNS: &str = "id, caller, request_sha256, package, state, attempts, status, result, \
+     record::text AS record, mode";
 
 fn queued_run(row: &sqlx::postgres::PgRow) -> Result<QueuedRun, sqlx::Error> {
     Ok(QueuedRun {
@@ -152,6 +165,7 @@ fn queued_run(row: &sqlx::postgres::PgRow) -> Result<QueuedRun, sqlx::Error> {
         status: row.try_get("status")?,
         result: row.try_get("result")?,
         record: row.try_get("record")?,
+        sync: row.try_get::<&str, _>("mode")? == "sync",
     })
 }
 
@@ -203,7 +217,8 @@ impl RunQueue {
         // Counted up to the bound only: a full queue costs a bounded scan, not a count of all.
         let mine: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT 1 FROM warden_runs
-              WHERE caller = $1 AND state <> 'finished' LIMIT $2) AS unfinished",
+              WHERE caller = $1 AND state <> 'finished' AND mode = 'queued' LIMIT $2)
+              AS unfinished",
         )
         .bind(run.caller)
         .bind(bigint(bounds.per_caller))
@@ -214,7 +229,7 @@ impl RunQueue {
         }
         let all: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT 1 FROM warden_runs
-              WHERE state <> 'finished' LIMIT $1) AS unfinished",
+              WHERE state <> 'finished' AND mode = 'queued' LIMIT $1) AS unfinished",
         )
         .bind(bigint(bounds.total))
         .fetch_one(&mut *tx)
@@ -255,7 +270,10 @@ impl RunQueue {
         // Two statements, each able to use its own partial index: a condition with OR over
         // both states would scan.
         for (redelivered, condition) in [
-            (true, "state = 'running' AND lease_until < now()"),
+            (
+                true,
+                "state = 'running' AND lease_until < now() AND mode = 'queued'",
+            ),
             (false, "state = 'queued'"),
         ] {
             let (order, lost) = if redelivered {
@@ -320,6 +338,21 @@ impl RunQueue {
         result: &str,
         record: &str,
     ) -> Result<bool, ClusterError> {
+        self.finish_attempt(&claimed.id, claimed.attempt, status, Some(result), record)
+            .await
+    }
+
+    /// Records the answer (`None`: too large to keep for replays) and the record of attempt
+    /// `attempt` of run `id`, queued or answered at once. False when that attempt no longer
+    /// holds the run.
+    pub async fn finish_attempt(
+        &self,
+        id: &str,
+        attempt: i32,
+        status: u16,
+        result: Option<&str>,
+        record: &str,
+    ) -> Result<bool, ClusterError> {
         let finished = sqlx::query(
             "WITH done AS (
                UPDATE warden_runs
@@ -330,8 +363,8 @@ impl RunQueue {
                RETURNING id)
              SELECT pg_notify($6, id) FROM done",
         )
-        .bind(&claimed.id)
-        .bind(claimed.attempt)
+        .bind(id)
+        .bind(attempt)
         .bind(i32::from(status))
         .bind(result)
         .bind(record)
@@ -355,6 +388,121 @@ impl RunQueue {
         .bind(claimed.attempt)
         .bind(QUEUED_CHANNEL)
         .fetch_optional(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes `caller`'s idempotency `key` for run `id`, answered at once by this daemon, for
+    /// `lease` (the longest the run can take): the key's row is written `running`, with no
+    /// package or request, so no worker claims it. A key used before gives its run instead,
+    /// except a run answered at once whose lease ran out (its daemon died mid-run), which this
+    /// daemon takes over, under the run's first id.
+    pub async fn begin_sync(
+        &self,
+        id: &str,
+        caller: &str,
+        key: &str,
+        request_sha256: &str,
+        lease: Duration,
+    ) -> Result<SyncBegun, ClusterError> {
+        let mut tx = self.pool.begin_with(BEGIN_SHORT).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(caller)
+            .execute(&mut *tx)
+            .await?;
+        let existing = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS}, (state = 'running' AND lease_until < now()) AS lapsed
+               FROM warden_runs WHERE caller = $1 AND idempotency_key = $2"
+        ))
+        .bind(caller)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let begun = match existing {
+            Some(row) => {
+                let run = queued_run(&row)?;
+                let lapsed: Option<bool> = row.try_get("lapsed")?;
+                if !(run.sync && lapsed == Some(true) && run.request_sha256 == request_sha256) {
+                    return Ok(SyncBegun::Existing(Box::new(run)));
+                }
+                let attempt: i32 = sqlx::query_scalar(
+                    "UPDATE warden_runs
+                        SET attempts = attempts + 1, lost_leases = lost_leases + 1,
+                            lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+                      WHERE id = $1 RETURNING attempts",
+                )
+                .bind(&run.id)
+                .bind(&self.owner)
+                .bind(seconds(lease))
+                .fetch_one(&mut *tx)
+                .await?;
+                SyncBegun::Started {
+                    id: run.id,
+                    attempt,
+                }
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO warden_runs
+                       (id, caller, idempotency_key, request_sha256, package, request, state,
+                        mode, attempts, lease_owner, lease_until)
+                     VALUES ($1, $2, $3, $4, '', '', 'running', 'sync', 1, $5,
+                             now() + make_interval(secs => $6))",
+                )
+                .bind(id)
+                .bind(caller)
+                .bind(key)
+                .bind(request_sha256)
+                .bind(&self.owner)
+                .bind(seconds(lease))
+                .execute(&mut *tx)
+                .await?;
+                SyncBegun::Started {
+                    id: id.to_string(),
+                    attempt: 1,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(begun)
+    }
+
+    /// Gives back the key that attempt `attempt` of run `id` took with
+    /// [`begin_sync`](Self::begin_sync): the request was refused before it ran, or its answer
+    /// is worth a retry.
+    pub async fn release_sync(&self, id: &str, attempt: i32) -> Result<(), ClusterError> {
+        sqlx::query(
+            "DELETE FROM warden_runs
+              WHERE id = $1 AND attempts = $2 AND state = 'running' AND mode = 'sync'",
+        )
+        .bind(id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Keeps the record of run `id`, answered at once without an idempotency key, so that
+    /// `GET /v1/runs/{id}` finds it on any daemon (until the sweep forgets it).
+    pub async fn record_sync(
+        &self,
+        id: &str,
+        caller: &str,
+        status: u16,
+        record: &str,
+    ) -> Result<(), ClusterError> {
+        sqlx::query(
+            "INSERT INTO warden_runs
+               (id, caller, request_sha256, package, request, state, mode, attempts, status,
+                record, finished_at)
+             VALUES ($1, $2, '', '', '', 'finished', 'sync', 1, $3, $4::jsonb, now())
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(caller)
+        .bind(i32::from(status))
+        .bind(record)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }

@@ -91,6 +91,16 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     );
     "#,
     ),
+    (
+        4,
+        "runs answered at once: their idempotency keys and records beside the queued runs",
+        // A run answered at once (`sync`) has no package and no request, so that no daemon's
+        // claim (of this release or the one before, which does not know `mode`) takes it.
+        r#"
+    ALTER TABLE warden_runs ADD COLUMN mode text NOT NULL DEFAULT 'queued'
+        CHECK (mode IN ('queued', 'sync'));
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use warden_cluster::test_services::shared_postgres;
 use warden_cluster::{
-    Database, DatabaseOptions, Enqueued, NewRun, QueueBounds, RunQueue, RunState, Wakeup,
+    Database, DatabaseOptions, Enqueued, NewRun, QueueBounds, RunQueue, RunState, SyncBegun, Wakeup,
 };
 
 const BOUNDS: QueueBounds = QueueBounds {
@@ -273,4 +273,137 @@ async fn a_run_left_running_with_no_daemon_to_take_it_again_is_swept() {
     assert_eq!(run.result.as_deref(), Some("abandoned"));
     // The worker, were it to come back, can no longer answer.
     assert!(!a.finish(&claimed, 200, "{}", "{}").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_runs_answered_at_once_are_shared_and_taken_over_when_their_daemon_dies() {
+    let Some((a, b, _db)) = queues().await else {
+        return;
+    };
+    let lease = Duration::from_millis(1200);
+    let started = a
+        .begin_sync("s1", "ann", "k1", "sha1", lease)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&started, SyncBegun::Started { id, attempt: 1 } if id == "s1"),
+        "{started:?}"
+    );
+    // Another daemon finds the key's run in progress, and no worker claims it.
+    match b
+        .begin_sync("s2", "ann", "k1", "sha1", lease)
+        .await
+        .unwrap()
+    {
+        SyncBegun::Existing(run) => {
+            assert_eq!(
+                (run.id.as_str(), run.state, run.sync),
+                ("s1", RunState::Running, true)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Queueing with the key finds the run answered at once, for the daemon to refuse.
+    match b
+        .enqueue(&run("q1", Some("k1"), "sha1"), BOUNDS)
+        .await
+        .unwrap()
+    {
+        Enqueued::Existing(run) => assert!(run.sync),
+        other => panic!("{other:?}"),
+    }
+    // Its daemon dies: once the lease has run out, a worker still does not claim it (it has no
+    // request), but a retry on another daemon takes it over, under the first run's id.
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    assert!(b.claim(&packages(), lease).await.unwrap().is_none());
+    assert!(b.claim(&[String::new()], lease).await.unwrap().is_none());
+    // A different request under the key does not take it over.
+    assert!(matches!(
+        b.begin_sync("s3", "ann", "k1", "other", lease)
+            .await
+            .unwrap(),
+        SyncBegun::Existing(_)
+    ));
+    let taken = b
+        .begin_sync("s3", "ann", "k1", "sha1", lease)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&taken, SyncBegun::Started { id, attempt: 2 } if id == "s1"),
+        "{taken:?}"
+    );
+    // The dead daemon's attempt can no longer answer; the new one's answer is the key's.
+    assert!(
+        !a.finish_attempt("s1", 1, 200, Some("{}"), "{}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.finish_attempt("s1", 2, 200, Some("{\"ok\":1}"), "{\"caller\":\"ann\"}")
+            .await
+            .unwrap()
+    );
+    match a
+        .begin_sync("s4", "ann", "k1", "sha1", lease)
+        .await
+        .unwrap()
+    {
+        SyncBegun::Existing(run) => {
+            assert_eq!(run.state, RunState::Finished);
+            assert_eq!(run.result.as_deref(), Some("{\"ok\":1}"));
+            assert_eq!(run.attempts, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A key given back (the request was refused before it ran) is free again.
+    assert!(matches!(
+        a.begin_sync("s5", "ann", "k2", "sha2", lease)
+            .await
+            .unwrap(),
+        SyncBegun::Started { attempt: 1, .. }
+    ));
+    a.release_sync("s5", 1).await.unwrap();
+    assert!(a.find("ann", "k2").await.unwrap().is_none());
+    // An answer too large to keep leaves the record, without the answer.
+    assert!(matches!(
+        a.begin_sync("s6", "ann", "k3", "sha3", lease)
+            .await
+            .unwrap(),
+        SyncBegun::Started { attempt: 1, .. }
+    ));
+    assert!(
+        a.finish_attempt("s6", 1, 200, None, "{\"caller\":\"ann\"}")
+            .await
+            .unwrap()
+    );
+    let kept = b.get("s6").await.unwrap().unwrap();
+    assert_eq!((kept.result, kept.record.is_some()), (None, true));
+
+    // The record of a run without a key is found on any daemon, once.
+    a.record_sync("s7", "ann", 200, "{\"run_id\":\"s7\"}")
+        .await
+        .unwrap();
+    a.record_sync("s7", "ann", 500, "{}").await.unwrap();
+    let found = b.get("s7").await.unwrap().unwrap();
+    assert_eq!(
+        (found.state, found.status, found.sync),
+        (RunState::Finished, Some(200), true)
+    );
+
+    // Runs answered at once do not count against the queue's bounds.
+    let tight = QueueBounds {
+        per_caller: 1,
+        total: 1,
+    };
+    assert!(matches!(
+        b.begin_sync("s8", "ann", "k8", "sha8", lease)
+            .await
+            .unwrap(),
+        SyncBegun::Started { .. }
+    ));
+    assert!(matches!(
+        b.enqueue(&run("q2", None, "shaq"), tight).await.unwrap(),
+        Enqueued::Queued
+    ));
 }

@@ -45,7 +45,15 @@ pub struct ClusterLink {
     /// Probes failed in a row. A `/readyz` reads this rather than asking the database, so that
     /// unauthenticated probes cannot load the database.
     failures: AtomicU32,
+    /// Writes of records of runs answered at once, in flight.
+    record_writes: Arc<tokio::sync::Semaphore>,
 }
+
+/// Records of runs answered at once being written to the database at a time, at most: past
+/// that, a record stays this daemon's only, rather than piling up behind a slow database.
+const MAX_RECORD_WRITES: usize = 64;
+/// How long writing one record may take.
+const RECORD_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ClusterLink {
     /// Connects (waiting for the database up to the connect timeout), migrates the schema and
@@ -72,9 +80,34 @@ impl ClusterLink {
             settings: cluster.clone(),
             wakeups,
             failures: AtomicU32::new(0),
+            record_writes: Arc::new(tokio::sync::Semaphore::new(MAX_RECORD_WRITES)),
         });
         link.spawn_probe();
         Ok(link)
+    }
+
+    /// Shares the record of run `id`, answered at once without an idempotency key, so that
+    /// `GET /v1/runs/{id}` finds it on every daemon. In the background: the answer does not
+    /// wait for the database.
+    pub fn share_record(&self, id: &str, caller: &str, status: u16, record: &serde_json::Value) {
+        let Ok(permit) = self.record_writes.clone().try_acquire_owned() else {
+            metrics::counter!(telemetry::CLUSTER_RECORDS_UNSHARED).increment(1);
+            return;
+        };
+        let queue = self.queue.clone();
+        let (id, caller, record) = (id.to_string(), caller.to_string(), record.to_string());
+        tokio::spawn(async move {
+            let written = tokio::time::timeout(
+                RECORD_WRITE_TIMEOUT,
+                queue.record_sync(&id, &caller, status, &record),
+            )
+            .await;
+            if !matches!(written, Ok(Ok(()))) {
+                metrics::counter!(telemetry::CLUSTER_RECORDS_UNSHARED).increment(1);
+                tracing::debug!(run_id = %id, "a run's record was not shared with the cluster");
+            }
+            drop(permit);
+        });
     }
 
     /// The cluster's audit log.

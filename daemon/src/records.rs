@@ -184,15 +184,6 @@ impl RunRecords {
         self.len() == 0
     }
 
-    /// Whether `caller`'s `key` stands for a run of this daemon (running or finished).
-    pub fn holds(&self, caller: &str, key: &str) -> bool {
-        let mut state = lock(&self.state);
-        self.expire(&mut state);
-        state
-            .keys
-            .contains_key(&(caller.to_string(), key.to_string()))
-    }
-
     /// Claims `key` of `caller` for a new run, or says why it cannot.
     pub fn claim(
         &self,

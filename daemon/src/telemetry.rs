@@ -46,9 +46,12 @@ pub const CLUSTER_CLAIMS: &str = "warden_cluster_claims_total";
 /// Runs this daemon stopped because its lease on them was lost (the database did not renew it
 /// in time): another worker runs them again.
 pub const CLUSTER_LEASES_LOST: &str = "warden_cluster_leases_lost_total";
+/// Records of runs answered at once that this daemon did not share with the cluster (too many
+/// writes to the database in flight, or the database failed): only this daemon has them.
+pub const CLUSTER_RECORDS_UNSHARED: &str = "warden_cluster_records_unshared_total";
 
 /// Every metric the daemon exports.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     RUNS,
     RUN_DURATION,
     DENIALS,
@@ -67,6 +70,7 @@ pub const ALL: [&str; 18] = [
     CLUSTER_QUEUE_DEPTH,
     CLUSTER_CLAIMS,
     CLUSTER_LEASES_LOST,
+    CLUSTER_RECORDS_UNSHARED,
 ];
 
 /// Requests refused for their credential, by `kind` (missing, expired, bad_signature, …).

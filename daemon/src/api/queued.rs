@@ -76,10 +76,6 @@ pub(super) async fn enqueue(
         {
             return existing_run(&existing, &request_sha256);
         }
-        // A key of a run answered at once is another request's.
-        if daemon.records.holds(&caller.name, key) {
-            return Err(key_reused());
-        }
     }
     let (live, _) = daemon
         .current()
@@ -154,7 +150,8 @@ pub(super) fn key_reused() -> ApiError {
 /// The answer to a request whose idempotency key stands for `existing`: the run, if it is the
 /// same request.
 fn existing_run(existing: &QueuedRun, request_sha256: &str) -> Result<Response, ApiError> {
-    if existing.request_sha256 != request_sha256 {
+    // A key of a run answered at once is another request's.
+    if existing.sync || existing.request_sha256 != request_sha256 {
         return Err(key_reused());
     }
     Ok(match existing.state {

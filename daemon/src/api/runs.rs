@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::Instrument;
+use warden_cluster::{QueuedRun, RunState, SyncBegun};
 use warden_host::log::LogRecord;
 use warden_host::{DataType, Error, Field, RunContext, RunReport, RunRequest, Value};
 
@@ -190,22 +191,9 @@ pub async fn create(
     if body.mode == Mode::Queued {
         return super::queued::enqueue(&daemon, &caller, &headers, body).await;
     }
-    if let Some(link) = &daemon.cluster
-        && let Some(key) = idempotency_key(&headers, &body)?
-        && link
-            .queue
-            .find(&caller.name, &key)
-            .await
-            .map_err(super::queued::database_error)?
-            .is_some()
-    {
-        // The key stands for a queued run: this request is another.
-        return Err(super::queued::key_reused());
-    }
-    let id = run_id();
     // An idempotency key is claimed first: a retry gets the first answer even when the node
     // has since gone, and any refusal below gives the key back.
-    let claim = claim_key(&daemon, &caller, &headers, &body, &id)?;
+    let (id, claim) = claim_key(&daemon, &caller, &headers, &body).await?;
     // Typed against the node serving now, before waiting for a slot: a bad input is answered
     // at once, and a request waiting in a queue holds typed values, not the body.
     let (resolved, node_name) = daemon
@@ -472,27 +460,53 @@ fn authorize(daemon: &Shared, caller: &Caller, context: &mut ContextBody) -> Res
     Ok(())
 }
 
-/// The idempotency key of a request (its `idempotency_key` or the `Idempotency-Key` header),
-/// claimed for run `id`; `None` without one. A key used before answers with what it stands
-/// for.
-fn claim_key(
+/// The run's id, and its idempotency key (its `idempotency_key` or the `Idempotency-Key`
+/// header) claimed for it; `None` without one. A key used before answers with what it stands
+/// for. In a cluster the key is claimed in the cluster's database, so a retry reaching another
+/// daemon finds it; a run whose daemon died is taken over under its first id.
+async fn claim_key(
     daemon: &Shared,
     caller: &Caller,
     headers: &HeaderMap,
     body: &RunBody,
-    id: &str,
-) -> Result<Option<KeyClaim>, ApiError> {
+) -> Result<(String, Option<KeyClaim>), ApiError> {
+    let id = run_id();
     let Some(key) = idempotency_key(headers, body)? else {
-        return Ok(None);
+        return Ok((id, None));
     };
     let request_sha256 = request_sha256(body);
-    match daemon.records.claim(&caller.name, &key, id, &request_sha256) {
-        Ok(()) => Ok(Some(KeyClaim {
-            daemon: daemon.clone(),
-            caller: caller.name.clone(),
-            key,
-            armed: true,
-        })),
+    let claim = |holder| KeyClaim {
+        daemon: daemon.clone(),
+        holder,
+        armed: true,
+    };
+    if let Some(link) = &daemon.cluster {
+        let begun = link
+            .queue
+            .begin_sync(&id, &caller.name, &key, &request_sha256, sync_lease(daemon))
+            .await
+            .map_err(super::queued::database_error)?;
+        return match begun {
+            SyncBegun::Started { id, attempt } => {
+                let holder = Holder::Cluster {
+                    id: id.clone(),
+                    attempt,
+                };
+                Ok((id, Some(claim(holder))))
+            }
+            // The key stands for a queued run: this request is another.
+            SyncBegun::Existing(run) if !run.sync => Err(super::queued::key_reused()),
+            SyncBegun::Existing(run) => Err(replay(stored_key(&run), &request_sha256)),
+        };
+    }
+    match daemon.records.claim(&caller.name, &key, &id, &request_sha256) {
+        Ok(()) => {
+            let holder = Holder::Local {
+                caller: caller.name.clone(),
+                key,
+            };
+            Ok((id, Some(claim(holder))))
+        }
         Err(ClaimRefused::Full) => Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "overloaded",
@@ -500,6 +514,43 @@ fn claim_key(
         )
         .retry_after(1)),
         Err(ClaimRefused::Used(existing)) => Err(replay(existing, &request_sha256)),
+    }
+}
+
+/// The longest a run answered at once can take from its key's claim: the wait for a slot, the
+/// longest timeout of the nodes serving now, and a margin. A key whose run has not finished by
+/// then is taken over by a retry (its daemon is taken to have died).
+fn sync_lease(daemon: &Shared) -> std::time::Duration {
+    let longest = daemon
+        .current()
+        .nodes
+        .iter()
+        .map(|live| live.config.limits.timeout)
+        .max()
+        .unwrap_or_default();
+    daemon.started_with.host.queue_timeout + longest + std::time::Duration::from_secs(30)
+}
+
+/// What a key's row in the cluster's database stands for, as this daemon's own keys say it.
+fn stored_key(run: &QueuedRun) -> Idempotent {
+    match run.state {
+        RunState::Finished => Idempotent::Finished {
+            run_id: run.id.clone(),
+            request_sha256: run.request_sha256.clone(),
+            status: run
+                .status
+                .and_then(|status| u16::try_from(status).ok())
+                .unwrap_or(500),
+            body: run
+                .result
+                .as_deref()
+                .and_then(|result| serde_json::from_str(result).ok())
+                .map(Arc::new),
+        },
+        _ => Idempotent::Running {
+            run_id: run.id.clone(),
+            request_sha256: run.request_sha256.clone(),
+        },
     }
 }
 
@@ -539,32 +590,93 @@ pub(super) fn request_sha256(body: &RunBody) -> String {
 /// recorded.
 struct KeyClaim {
     daemon: Shared,
-    caller: String,
-    key: String,
+    holder: Holder,
     armed: bool,
 }
 
+/// Where a claimed key is kept.
+enum Holder {
+    /// In this daemon's memory (one machine).
+    Local { caller: String, key: String },
+    /// In the cluster's database: attempt `attempt` of run `id`.
+    Cluster { id: String, attempt: i32 },
+}
+
+/// How long recording a key's answer in the cluster's database may take. Past it the answer
+/// still goes out; the key's run is taken over once its lease runs out.
+const KEY_FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl KeyClaim {
-    /// Keeps the answer for replays; answers worth retrying (the host's trouble, a stopped
-    /// node) give the key back instead.
-    fn finish(mut self, status: StatusCode, body: &Json) {
+    /// Keeps the answer for replays (in a cluster, with the run's record); answers worth
+    /// retrying (the host's trouble, a stopped node) give the key back instead. True when the
+    /// record went to the cluster's database with the answer.
+    async fn finish(mut self, status: StatusCode, body: &Json, record: &Json) -> bool {
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return;
+            return false;
         }
-        self.daemon.records.finish_idempotent(
-            &self.caller,
-            &self.key,
-            status.as_u16(),
-            Arc::new(body.clone()),
-        );
         self.armed = false;
+        match &self.holder {
+            Holder::Local { caller, key } => {
+                self.daemon.records.finish_idempotent(
+                    caller,
+                    key,
+                    status.as_u16(),
+                    Arc::new(body.clone()),
+                );
+                false
+            }
+            Holder::Cluster { id, attempt } => {
+                let Some(link) = &self.daemon.cluster else {
+                    return false;
+                };
+                // As on one machine, a larger answer is not kept for replays (410 then).
+                let result = serde_json::to_string(body)
+                    .ok()
+                    .filter(|text| text.len() <= crate::records::MAX_REPLAY_BODY_BYTES);
+                let finished = tokio::time::timeout(
+                    KEY_FINISH_TIMEOUT,
+                    link.queue.finish_attempt(
+                        id,
+                        *attempt,
+                        status.as_u16(),
+                        result.as_deref(),
+                        &record.to_string(),
+                    ),
+                )
+                .await;
+                if !matches!(finished, Ok(Ok(true))) {
+                    tracing::warn!(run_id = %id, "the answer of a run with an idempotency key was not recorded in the cluster's database; a retry after its lease runs it again");
+                }
+                true
+            }
+        }
     }
 }
 
 impl Drop for KeyClaim {
     fn drop(&mut self) {
-        if self.armed {
-            self.daemon.records.release(&self.caller, &self.key);
+        if !self.armed {
+            return;
+        }
+        match &self.holder {
+            Holder::Local { caller, key } => self.daemon.records.release(caller, key),
+            Holder::Cluster { id, attempt } => {
+                let (Some(link), Ok(runtime)) = (
+                    self.daemon.cluster.clone(),
+                    tokio::runtime::Handle::try_current(),
+                ) else {
+                    return;
+                };
+                let (id, attempt) = (id.clone(), *attempt);
+                // Not given back (the database failed): the key is free once its lease runs out.
+                runtime.spawn(async move {
+                    let _ = tokio::time::timeout(
+                        KEY_FINISH_TIMEOUT,
+                        link.queue.release_sync(&id, attempt),
+                    )
+                    .await;
+                });
+            }
         }
     }
 }
@@ -1018,6 +1130,17 @@ async fn execute(
     if !run.queued {
         daemon.records.insert(&run.id, record.clone());
     }
+    let shared = match run.claim {
+        Some(claim) => claim.finish(status, &body, &record).await,
+        None => false,
+    };
+    // In a cluster, every daemon finds the record (a queued run's is kept with its answer).
+    if !run.queued
+        && !shared
+        && let Some(link) = &daemon.cluster
+    {
+        link.share_record(&run.id, &run.caller, status.as_u16(), &record);
+    }
     let node = live.name().to_string();
     metrics::counter!(telemetry::RUNS, "node" => node.clone(), "outcome" => label).increment(1);
     metrics::histogram!(telemetry::RUN_DURATION, "node" => node.clone())
@@ -1049,9 +1172,6 @@ async fn execute(
             "run finished"
         )
     });
-    if let Some(claim) = run.claim {
-        claim.finish(status, &body);
-    }
     events.finish(Event::Done(status, body.clone()));
     Answer {
         status,

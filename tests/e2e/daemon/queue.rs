@@ -185,6 +185,102 @@ fn three_daemons_answer_every_queued_run_once_by_its_idempotency_key() {
 }
 
 #[test]
+fn runs_answered_at_once_share_their_keys_and_records_across_daemons() {
+    let Some(url) = fresh_database() else { return };
+    let (_a_files, a) = queue_daemon(&url, "");
+    let (_b_files, b) = queue_daemon(&url, "");
+    let body = json!({
+        "node": "text-transform",
+        "inputs": { "text": "once" },
+        "idempotency_key": "k1",
+    });
+    let first = a.run(body.clone());
+    assert_eq!(first.status, 200, "{}", first.shown());
+    assert!(first.headers.get("idempotent-replay").is_none());
+    // A retry that reaches another daemon gets the first answer, not a second run.
+    let again = b.run(body.clone());
+    assert_eq!(again.status, 200, "{}", again.shown());
+    assert_eq!(again.headers["idempotent-replay"], "true");
+    assert_eq!(again.json(), first.json());
+    let mut other = body.clone();
+    other["inputs"]["text"] = json!("twice");
+    let reused = b.run(other);
+    assert_eq!(
+        (reused.status, reused.code().as_str()),
+        (422, "idempotency_key_reused")
+    );
+    // The key of a run answered at once is not a queued run's.
+    let queued_too = b.run(queued(body.clone()));
+    assert_eq!(
+        (queued_too.status, queued_too.code().as_str()),
+        (422, "idempotency_key_reused"),
+        "{}",
+        queued_too.shown()
+    );
+
+    // While the key's run is going on one daemon, another answers 409 with its id.
+    let slow =
+        json!({ "node": "limits/sleep", "inputs": { "ms": 3000 }, "idempotency_key": "slow" });
+    let running = std::thread::scope(|scope| {
+        let first = scope.spawn(|| a.run(slow.clone()));
+        // A holds an instance for the run once it has claimed the key (and before it ends).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(
+            &a.metrics_text(),
+            "warden_instances_in_use",
+            "node=\"limits\"",
+        )
+        .unwrap_or(0.0)
+            < 1.0
+        {
+            assert!(Instant::now() < deadline, "the run did not start on A");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let in_progress = b.run(slow.clone());
+        assert_eq!(in_progress.status, 409, "{}", in_progress.shown());
+        assert_eq!(in_progress.code(), "run_in_progress");
+        let first = first.join().unwrap();
+        assert_eq!(first.status, 200, "{}", first.shown());
+        assert_eq!(in_progress.json()["error"]["run_id"], first.json()["run_id"]);
+        first
+    });
+    let replayed = b.run(slow);
+    assert_eq!(replayed.status, 200, "{}", replayed.shown());
+    assert_eq!(replayed.json()["run_id"], running.json()["run_id"]);
+
+    // A run's record is found on every daemon, with or without a key.
+    let plain = a.run(json!({ "node": "text-transform", "inputs": { "text": "plain" } }));
+    assert_eq!(plain.status, 200, "{}", plain.shown());
+    for answer in [&first, &plain] {
+        let id = answer.json()["run_id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let record = loop {
+            let record = b.call("GET", &format!("/v1/runs/{id}"), None);
+            if record.status == 200 {
+                break record.json();
+            }
+            // The record of a run without a key is shared in the background.
+            assert!(Instant::now() < deadline, "{}", record.shown());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(
+            (record["run_id"].as_str(), record["outcome"].as_str()),
+            (Some(id.as_str()), Some("ok")),
+            "{record}"
+        );
+        assert_eq!(record["caller"], "env:WARDEN_API_KEY", "{record}");
+    }
+    assert_eq!(
+        metric(
+            &a.metrics_text(),
+            "warden_cluster_records_unshared_total",
+            ""
+        ),
+        None
+    );
+}
+
+#[test]
 fn a_queued_run_whose_daemon_is_killed_is_taken_again_after_its_lease() {
     let Some(url) = fresh_database() else { return };
     let (_a_files, mut a) = queue_daemon(&url, r#"lease = "2s""#);
