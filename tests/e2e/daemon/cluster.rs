@@ -4,7 +4,7 @@
 use super::*;
 use warden_cluster::test_services::{Postgres, own_postgres, shared_postgres};
 
-pub(super) const CLUSTER: &str = r#"
+pub(crate) const CLUSTER: &str = r#"
 [cluster]
 database_url_env = "WARDEN_TEST_DATABASE_URL"
 connect_timeout = "1s"
@@ -19,7 +19,7 @@ limits = "restrictive"
 queue = 64
 "#;
 
-pub(super) fn fresh_database() -> Option<String> {
+pub(crate) fn fresh_database() -> Option<String> {
     Some(database_on(shared_postgres()?))
 }
 
@@ -295,4 +295,52 @@ fn a_quota_holds_for_writers_on_two_daemons() {
     assert_eq!((stored, refused), (67, 13));
     let listed = probe_in(&a, "quota-board", "list", "", "");
     assert_eq!(listed.as_str().unwrap().split(',').count(), 67);
+}
+
+#[test]
+fn overload_on_every_daemon_of_a_cluster_is_answered_429_with_bounded_counts() {
+    let Some(url) = fresh_database() else { return };
+    let nodes = NODES.replace("concurrency = 4\nqueue = 4", "concurrency = 1\nqueue = 1");
+    let daemons: Vec<(Fixture, Daemon)> = (0..3)
+        .map(|_| {
+            let fixture = Fixture::new();
+            fixture.write_manifest("queue_timeout = \"20s\"", &format!("{CLUSTER}{nodes}"));
+            let daemon =
+                Daemon::try_start_with_env(&fixture, &[("WARDEN_TEST_DATABASE_URL", &url)])
+                    .unwrap_or_else(|output| panic!("the daemon did not start: {output}"));
+            (fixture, daemon)
+        })
+        .collect();
+    // Eight runs at once on each daemon: on each, one runs, one waits, six are turned away at
+    // once, whatever the others do.
+    let replies: Vec<Vec<Reply>> = std::thread::scope(|scope| {
+        let waves: Vec<_> = daemons
+            .iter()
+            .map(|(_, daemon)| {
+                scope.spawn(move || concurrently(daemon, (0..8).map(|_| sleep_run(800)).collect()))
+            })
+            .collect();
+        waves.into_iter().map(|wave| wave.join().unwrap()).collect()
+    });
+    for ((_, daemon), replies) in daemons.iter().zip(&replies) {
+        let statuses: Vec<u16> = replies.iter().map(|reply| reply.status).collect();
+        let ok = statuses.iter().filter(|status| **status == 200).count();
+        let refused: Vec<&Reply> = replies.iter().filter(|reply| reply.status == 429).collect();
+        assert_eq!((ok, refused.len()), (2, 6), "{statuses:?}");
+        for reply in refused {
+            assert_eq!(reply.code(), "overloaded");
+            assert_eq!(reply.headers["retry-after"], "1");
+        }
+        assert_eq!(
+            metric(
+                &daemon.metrics_text(),
+                "warden_admission_rejected_total",
+                r#"node="limits""#
+            ),
+            Some(6.0)
+        );
+        // A daemon turning runs away still serves its other nodes.
+        let free = daemon.run(json!({ "node": "text-transform", "inputs": { "text": "free" } }));
+        assert_eq!(free.status, 200, "{}", free.shown());
+    }
 }

@@ -5,7 +5,7 @@
 mod admin;
 mod api;
 mod auth;
-mod cluster;
+pub(crate) mod cluster;
 mod lifecycle;
 mod load;
 mod oidc;

@@ -241,7 +241,10 @@ fn runs_answered_at_once_share_their_keys_and_records_across_daemons() {
         assert_eq!(in_progress.code(), "run_in_progress");
         let first = first.join().unwrap();
         assert_eq!(first.status, 200, "{}", first.shown());
-        assert_eq!(in_progress.json()["error"]["run_id"], first.json()["run_id"]);
+        assert_eq!(
+            in_progress.json()["error"]["run_id"],
+            first.json()["run_id"]
+        );
         first
     });
     let replayed = b.run(slow);

@@ -7,7 +7,7 @@ use crate::daemon::{Daemon, Fixture, sleep_run};
 use std::time::{Duration, Instant};
 
 /// A fixture whose manifest loads `limits` from `registry`, read with `token`.
-fn fixture(registry: &Registry, token: &str) -> Fixture {
+pub(super) fn fixture(registry: &Registry, token: &str) -> Fixture {
     let fixture = Fixture {
         dir: tempfile::tempdir().unwrap(),
         key: package::generate_key().unwrap(),

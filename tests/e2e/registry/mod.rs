@@ -2,6 +2,7 @@
 //! every refusal the registry and the host owe (docs/threat-model.md lists what each defends).
 
 mod approval_flags;
+mod cluster_install;
 mod daemon_revocation;
 mod dos;
 mod host_attacks;
