@@ -224,9 +224,15 @@ impl Database {
     /// database answers must not wait behind the storage calls that fill the main pool, and a
     /// listener for notifications holds its connection for good.
     pub fn probe(&self, within: Duration) -> Database {
+        self.side_pool(1, within)
+    }
+
+    /// The same database through a pool of `connections` of its own, each waited for at most
+    /// `within`, connected when first used: for calls that must not wait behind the main pool.
+    pub fn side_pool(&self, connections: u32, within: Duration) -> Database {
         Database {
             pool: PgPoolOptions::new()
-                .max_connections(1)
+                .max_connections(connections)
                 .acquire_timeout(within)
                 .connect_lazy_with(self.connect.clone()),
             connect: self.connect.clone(),

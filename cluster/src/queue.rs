@@ -147,9 +147,17 @@ pub enum Wakeup {
 #[derive(Clone, Debug)]
 pub struct RunQueue {
     pool: PgPool,
+    /// Connections of the renewals' own: a lease is renewed even while storage calls hold every
+    /// connection of the main pool.
+    leases: PgPool,
     /// Who claims, as the leases name it (for operators reading the table).
     owner: String,
 }
+
+/// Connections of a daemon's pool for renewing leases (apart from `max_connections`).
+const LEASE_CONNECTIONS: u32 = 2;
+/// How long a renewal waits for one of them.
+const LEASE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const RUN_COLUMNS: &str = "id, caller, request_sha256, package, state, attempts, status, result, \
      record::text AS record, mode";
@@ -186,6 +194,10 @@ impl RunQueue {
     pub fn new(database: &Database, owner: &str) -> Self {
         RunQueue {
             pool: database.pool().clone(),
+            leases: database
+                .side_pool(LEASE_CONNECTIONS, LEASE_ACQUIRE_TIMEOUT)
+                .pool()
+                .clone(),
             owner: owner.to_string(),
         }
     }
@@ -324,7 +336,7 @@ impl RunQueue {
         .bind(&claimed.id)
         .bind(claimed.attempt)
         .bind(seconds(lease))
-        .execute(&self.pool)
+        .execute(&self.leases)
         .await?;
         Ok(renewed.rows_affected() == 1)
     }

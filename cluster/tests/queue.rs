@@ -407,3 +407,28 @@ async fn keys_of_runs_answered_at_once_are_shared_and_taken_over_when_their_daem
         Enqueued::Queued
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_renewed_while_the_main_pool_is_taken() {
+    let Some(server) = shared_postgres() else {
+        return;
+    };
+    let url = server.fresh_database().await.expect("a fresh database");
+    let options = DatabaseOptions {
+        max_connections: 1,
+        acquire_timeout: Duration::from_millis(300),
+        ..DatabaseOptions::default()
+    };
+    let database = Database::connect(&url, &options).await.expect("connect");
+    let queue = RunQueue::new(&database, "a");
+    queue.enqueue(&run("r1", None, "s1"), BOUNDS).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let claimed = queue.claim(&packages(), lease).await.unwrap().unwrap();
+    // Storage calls hold every connection of the main pool: queue calls on it wait in vain...
+    let held = database.pool().acquire().await.unwrap();
+    assert!(queue.get("r1").await.is_err());
+    // ...but the renewal has connections of its own.
+    assert!(queue.renew(&claimed, lease).await.unwrap());
+    drop(held);
+    assert!(queue.get("r1").await.unwrap().is_some());
+}
