@@ -19,8 +19,13 @@
 use crate::database::{BEGIN_SHORT, Database};
 use crate::error::ClusterError;
 use sqlx::{PgPool, Row};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The channel a queued run is announced on (payload: its package).
 pub const QUEUED_CHANNEL: &str = "warden_run_queued";
@@ -152,7 +157,13 @@ pub struct RunQueue {
     leases: PgPool,
     /// Who claims, as the leases name it (for operators reading the table).
     owner: String,
+    /// When a claim last found no run whose lease ran out: the next claims skip that statement
+    /// for `EXPIRED_CHECK_INTERVAL` (such runs are rare; each claim would pay a round trip).
+    no_expired_since: Arc<Mutex<Option<Instant>>>,
 }
+
+/// How long claims go without looking for runs whose lease ran out, after finding none.
+const EXPIRED_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Connections of a daemon's pool for renewing leases (apart from `max_connections`).
 const LEASE_CONNECTIONS: u32 = 2;
@@ -199,6 +210,7 @@ impl RunQueue {
                 .pool()
                 .clone(),
             owner: owner.to_string(),
+            no_expired_since: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -288,6 +300,9 @@ impl RunQueue {
             ),
             (false, "state = 'queued'"),
         ] {
+            if redelivered && !self.expired_check_due() {
+                continue;
+            }
             let (order, lost) = if redelivered {
                 ("lease_until", "run.lost_leases + 1")
             } else {
@@ -311,6 +326,9 @@ impl RunQueue {
             .bind(seconds(lease))
             .fetch_optional(&self.pool)
             .await?;
+            if redelivered {
+                *lock(&self.no_expired_since) = row.is_none().then(Instant::now);
+            }
             if let Some(row) = row {
                 return Ok(Some(Claimed {
                     id: row.try_get("id")?,
@@ -324,6 +342,12 @@ impl RunQueue {
             }
         }
         Ok(None)
+    }
+
+    /// Whether a claim should look for runs whose lease ran out: not within
+    /// `EXPIRED_CHECK_INTERVAL` of finding none.
+    fn expired_check_due(&self) -> bool {
+        lock(&self.no_expired_since).is_none_or(|since| since.elapsed() >= EXPIRED_CHECK_INTERVAL)
     }
 
     /// Renews the lease of `claimed` for `lease` from now. False when the lease is no longer
