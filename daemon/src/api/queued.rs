@@ -52,9 +52,6 @@ pub(super) async fn enqueue(
     headers: &HeaderMap,
     body: RunBody,
 ) -> Result<Response, ApiError> {
-    let Some(link) = &daemon.cluster else {
-        return Err(queue_unavailable());
-    };
     if caller.scope.is_some() {
         // An executor's token is for one workflow run, now: it cannot read answers later, and
         // it may have expired by the time a worker takes the run.
@@ -64,6 +61,9 @@ pub(super) async fn enqueue(
             "an executor token runs nodes synchronously; leave out \"mode\"",
         ));
     }
+    let Some(link) = &daemon.cluster else {
+        return Err(queue_unavailable());
+    };
     let key = idempotency_key(headers, &body)?;
     let request_sha256 = request_sha256(&body);
     if let Some(key) = &key {

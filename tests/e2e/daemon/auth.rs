@@ -231,8 +231,22 @@ fn executor_tokens_run_nodes_in_their_scope_and_do_nothing_else() {
     // A `kid` in the header finds the PEM key (configured without one).
     let with_kid = executor.token(json!({"alg": "ES256", "kid": "k-2026"}), claims());
     assert_eq!(call(&with_kid, "POST", "/v1/runs", Some(&run)).status, 200);
-    // It runs nodes; it lists nothing, reads no record (its own neither) and administers
-    // nothing.
+    // It runs nodes now, never queued (with or without a cluster).
+    let mut queued = run.clone();
+    queued["mode"] = json!("queued");
+    let refused = call(&good, "POST", "/v1/runs", Some(&queued));
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (403, "forbidden"),
+        "{}",
+        refused.shown()
+    );
+    assert!(
+        refused.text().contains("synchronously"),
+        "{}",
+        refused.shown()
+    );
+    // It lists nothing, reads no record (its own neither) and administers nothing.
     let own_record = format!("/v1/runs/{id}");
     for (method, path) in [
         ("GET", "/v1/nodes"),

@@ -413,6 +413,16 @@ fn the_queue_is_bounded_per_caller_private_to_it_and_needs_a_cluster() {
         json!({ "node": "limits/sleep", "inputs": { "ms": "long" } }),
     ));
     assert_eq!((bad.status, bad.code().as_str()), (400, "invalid_input"));
+    // A request over the 1 MiB a queued run keeps is refused (it would run if sent at once).
+    let large = json!({ "node": "text-transform", "inputs": { "text": "x".repeat(1100 * 1024) } });
+    let refused = daemon.run(queued(large.clone()));
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (413, "payload_too_large"),
+        "{}",
+        refused.shown()
+    );
+    assert_eq!(daemon.run(large).status, 200);
 
     // One machine has no queue: it says so.
     let fixture = Fixture::new();
