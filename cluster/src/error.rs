@@ -23,4 +23,6 @@ pub enum ClusterError {
     Schema(String),
     #[error("the cluster's database failed: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("{0}")]
+    Blocking(String),
 }

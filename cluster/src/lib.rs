@@ -4,11 +4,13 @@
 //! holds the connection pool and schema ([`Database`]) and the PostgreSQL implementations of the
 //! host's seams, starting with storage ([`PgStorage`]): the storage scopes, with per-scope quotas
 //! enforced in a transaction so that writers on different daemons cannot overshoot; the queue of
-//! runs ([`RunQueue`]); and the audit log, one hash chain for every daemon ([`PgAudit`]).
+//! runs ([`RunQueue`]); the audit log, one hash chain for every daemon ([`PgAudit`]); and the
+//! daemons' users, roles and credentials ([`PgPrincipals`]).
 
 mod audit;
 mod database;
 mod error;
+mod principals;
 mod queue;
 mod schema;
 mod storage;
@@ -18,6 +20,7 @@ pub mod test_services;
 pub use audit::{AUDIT_GENESIS, AuditRow, PgAudit, line_hash};
 pub use database::{Database, DatabaseOptions};
 pub use error::ClusterError;
+pub use principals::{PgPrincipals, PrincipalsTx};
 pub use queue::{
     Claimed, Enqueued, FINISHED_CHANNEL, NewRun, QUEUED_CHANNEL, QueueBounds, QueuedRun, RunQueue,
     RunState, SyncBegun, Wakeup,

@@ -101,6 +101,21 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         CHECK (mode IN ('queued', 'sync'));
     "#,
     ),
+    (
+        5,
+        "principals: users, roles, assignments and credentials, shared by every daemon",
+        // The tables of the daemon's auth store, one row per entry (`tbl` names the table, as
+        // in the embedded store). Keys join their parts with NUL, which `text` cannot hold: they
+        // are `bytea`, which sorts by bytes as the embedded store does.
+        r#"
+    CREATE TABLE warden_principals (
+        tbl text NOT NULL,
+        key bytea NOT NULL,
+        value bytea NOT NULL,
+        PRIMARY KEY (tbl, key)
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -1,6 +1,7 @@
 //! The daemon's side of a cluster: joining the shared database (the storage scopes live there),
 //! and knowing whether it answers, for `/readyz` and the metrics.
 
+use crate::auth::store::AuthStore;
 use crate::daemon::StartError;
 use crate::manifest::{Cluster, DEFAULT_DATABASE_URL_ENV, Manifest};
 use crate::telemetry;
@@ -8,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::broadcast;
-use warden_cluster::{Database, DatabaseOptions, PgAudit, PgStorage, RunQueue, Wakeup};
+use warden_cluster::{
+    Database, DatabaseOptions, PgAudit, PgPrincipals, PgStorage, RunQueue, Wakeup,
+};
 use warden_host::Storage;
 
 /// How often the daemon asks the database whether it answers.
@@ -55,20 +58,46 @@ const MAX_RECORD_WRITES: usize = 64;
 /// How long writing one record may take.
 const RECORD_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Connects to the cluster's database (waiting for it up to the connect timeout) and brings its
+/// schema up to date.
+pub async fn connect(cluster: &Cluster) -> Result<Database, StartError> {
+    let url = std::env::var(&cluster.database_url_env)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .ok_or_else(|| StartError::NoDatabaseUrl(cluster.database_url_env.clone()))?;
+    let options = DatabaseOptions {
+        max_connections: cluster.max_connections,
+        connect_timeout: cluster.connect_timeout,
+        ..DatabaseOptions::default()
+    };
+    Ok(Database::connect(&url, &options).await?)
+}
+
+/// The auth store of the host `manifest` describes: in a cluster, the cluster's database,
+/// connected on `runtime` (a multi-threaded one, entered while the store is used); otherwise
+/// `data_dir/auth.redb`. For command-line tools that run outside the daemon.
+pub fn auth_store(
+    manifest: &Manifest,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<AuthStore, StartError> {
+    match configured(manifest) {
+        Some(cluster) => {
+            let database = runtime.block_on(connect(&cluster))?;
+            Ok(AuthStore::cluster(PgPrincipals::new(&database)))
+        }
+        None => AuthStore::open(&manifest.data_dir.join("auth.redb")).map_err(|error| {
+            StartError::Storage(format!(
+                "{error} (is the daemon running? it holds this file while it runs: stop it first, or use /v1/admin/... with `warden call`)"
+            ))
+        }),
+    }
+}
+
 impl ClusterLink {
     /// Connects (waiting for the database up to the connect timeout), migrates the schema and
     /// starts probing the database in the background.
     pub async fn join(cluster: &Cluster) -> Result<Arc<ClusterLink>, StartError> {
-        let url = std::env::var(&cluster.database_url_env)
-            .ok()
-            .filter(|url| !url.is_empty())
-            .ok_or_else(|| StartError::NoDatabaseUrl(cluster.database_url_env.clone()))?;
-        let options = DatabaseOptions {
-            max_connections: cluster.max_connections,
-            connect_timeout: cluster.connect_timeout,
-            ..DatabaseOptions::default()
-        };
-        let database = Database::connect(&url, &options).await?;
+        let database = connect(cluster).await?;
         tracing::info!("storage scopes are in the cluster's PostgreSQL database");
         metrics::gauge!(telemetry::CLUSTER_DATABASE_UP).set(1.0);
         let queue = RunQueue::new(&database, &owner());
@@ -108,6 +137,11 @@ impl ClusterLink {
             }
             drop(permit);
         });
+    }
+
+    /// The cluster's users, roles and credentials.
+    pub fn auth_store(&self) -> AuthStore {
+        AuthStore::cluster(PgPrincipals::new(&self.database))
     }
 
     /// The cluster's audit log.

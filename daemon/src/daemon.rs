@@ -92,7 +92,7 @@ pub struct Daemon {
     keys: RwLock<Vec<ApiKey>>,
     /// How executor and OpenID Connect tokens are checked, as the serving manifest says.
     verifiers: RwLock<Verifiers>,
-    /// Users, roles and their credentials (`data_dir/auth.redb`).
+    /// Users, roles and their credentials (`data_dir/auth.redb`, or the cluster's).
     pub auth: Option<crate::auth::store::AuthStore>,
     options: Options,
     pub records: RunRecords,
@@ -211,16 +211,6 @@ impl Daemon {
             path: data.clone(),
             source,
         })?;
-        let auth = crate::auth::store::AuthStore::open(&data.join("auth.redb"))
-            .map_err(|error| StartError::Storage(error.to_string()))?;
-        // Never unauthenticated: some credential must exist, an operator key or one in the
-        // store (`--create-owner`).
-        let stored = auth
-            .has_live_credential()
-            .map_err(|error| StartError::Storage(error.to_string()))?;
-        if keys.is_empty() && !stored {
-            return Err(StartError::NoApiKey);
-        }
         let (storage, cluster) = match crate::cluster::configured(&manifest) {
             Some(settings) => {
                 let link = crate::cluster::ClusterLink::join(&settings).await?;
@@ -232,6 +222,20 @@ impl Daemon {
                 None,
             ),
         };
+        // Users, roles and credentials: the cluster's, or this daemon's own file.
+        let auth = match &cluster {
+            Some(link) => link.auth_store(),
+            None => crate::auth::store::AuthStore::open(&data.join("auth.redb"))
+                .map_err(|error| StartError::Storage(error.to_string()))?,
+        };
+        // Never unauthenticated: some credential must exist, an operator key or one in the
+        // store (`--create-owner`).
+        let stored = auth
+            .has_live_credential()
+            .map_err(|error| StartError::Storage(error.to_string()))?;
+        if keys.is_empty() && !stored {
+            return Err(StartError::NoApiKey);
+        }
         // The cluster's one chain of every daemon's records, or this daemon's own file.
         let audit = match &cluster {
             Some(link) => AuditLog::cluster(link.audit(), crate::cluster::owner()).await?,

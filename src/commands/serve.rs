@@ -45,7 +45,7 @@ enum ServeCommand {
 /// Creates the owner `name` in the manifest's data directory and prints its key once.
 fn create_owner(args: &ServeArgs, name: &str) -> Result<(), Failure> {
     use warden_daemon::auth::Permissions;
-    use warden_daemon::auth::store::{AuthStore, CredentialKind, UserKind};
+    use warden_daemon::auth::store::{CredentialKind, UserKind};
     let manifest = warden_daemon::Manifest::load(&args.manifest)
         .map_err(|error| Failure::usage(error.to_string()))?;
     std::fs::create_dir_all(&manifest.data_dir).map_err(|error| {
@@ -54,11 +54,15 @@ fn create_owner(args: &ServeArgs, name: &str) -> Result<(), Failure> {
             manifest.data_dir.display()
         ))
     })?;
-    let path = manifest.data_dir.join("auth.redb");
-    let failed = |error: warden_daemon::auth::store::StoreError| {
-        Failure::failed(format!("{error} (is the daemon running? stop it first)"))
+    let failed = |error: warden_daemon::auth::store::StoreError| match error.in_cluster() {
+        true => Failure::failed(error.to_string()),
+        false => Failure::failed(format!("{error} (is the daemon running? stop it first)")),
     };
-    let store = AuthStore::open(&path).map_err(failed)?;
+    // In a cluster, the owner is created in the cluster's database, for every daemon.
+    let runtime = tokio_multi_thread()?;
+    let _entered = runtime.enter();
+    let store = warden_daemon::cluster::auth_store(&manifest, &runtime)
+        .map_err(|error| Failure::failed(error.to_string()))?;
     let now = warden_registry::protocol::now();
     store
         .create_user(name, UserKind::Technical, None, now)
@@ -77,8 +81,8 @@ fn create_owner(args: &ServeArgs, name: &str) -> Result<(), Failure> {
         )
         .map_err(failed)?;
     out(&format!(
-        "owner `{name}` created in {}\nAPI key {} (shown once, keep it safe; send it as X-API-Key): {secret}\n",
-        path.display(),
+        "owner `{name}` created {}\nAPI key {} (shown once, keep it safe; send it as X-API-Key): {secret}\n",
+        store.location(),
         credential.id
     ));
     Ok(())

@@ -7,7 +7,7 @@ use crate::failure::Failure;
 use crate::output::out;
 use std::path::Path;
 use warden_daemon::admin::{self, AssignmentRequest, IssueRequest, NewUser, RoleRequest};
-use warden_daemon::auth::store::{AuthStore, StoreError, UserKind};
+use warden_daemon::auth::store::{StoreError, UserKind};
 
 #[derive(clap::Subcommand)]
 pub(crate) enum AdminCommand {
@@ -67,7 +67,7 @@ pub(crate) enum AdminCommand {
 
 fn refused(error: StoreError) -> Failure {
     match error {
-        StoreError::Storage { .. } => Failure::failed(format!(
+        StoreError::Storage { .. } if !error.in_cluster() => Failure::failed(format!(
             "{error} (is the daemon running? it holds the store while it runs: stop it, or use /v1/admin/... with `warden call`)"
         )),
         other => Failure::usage(other.to_string()),
@@ -83,7 +83,11 @@ pub(crate) fn execute(manifest_path: &Path, command: AdminCommand) -> Result<(),
             manifest.data_dir.display()
         ))
     })?;
-    let store = AuthStore::open(&manifest.data_dir.join("auth.redb")).map_err(refused)?;
+    // In a cluster, the cluster's database: the same users and keys for every daemon.
+    let runtime = crate::async_runtime::tokio_multi_thread()?;
+    let _entered = runtime.enter();
+    let store = warden_daemon::cluster::auth_store(&manifest, &runtime)
+        .map_err(|error| Failure::failed(error.to_string()))?;
     let now = warden_registry::protocol::now();
     let answer = match command {
         AdminCommand::Users => admin::users(&store),

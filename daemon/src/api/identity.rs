@@ -64,6 +64,9 @@ impl Caller {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unidentified(pub &'static str);
 
+/// Why a caller is not identified when the credential store failed (not the caller's fault).
+pub const STORE_FAILED: &str = "store_failed";
+
 /// The credential of a request: the `X-API-Key` header, and the scheme and token of
 /// `Authorization` (no scheme for a bare token).
 fn presented(headers: &HeaderMap) -> Result<Option<(Option<String>, String)>, Unidentified> {
@@ -130,12 +133,12 @@ pub async fn identify(
                 kind: label,
                 permissions: store
                     .permissions(&user.name, None)
-                    .map_err(|_| Unidentified("store_failed"))?,
+                    .map_err(|_| Unidentified(STORE_FAILED))?,
                 user: Some(user.name),
                 scope: None,
             }),
             Ok(Err(refused)) => Err(Unidentified(refused.kind())),
-            Err(_) => Err(Unidentified("store_failed")),
+            Err(_) => Err(Unidentified(STORE_FAILED)),
         }
     };
     if token.starts_with(CredentialKind::ApiKey.prefix()) {
@@ -242,14 +245,14 @@ async fn bearer_jwt(daemon: &Shared, token: &str, now: u64) -> Result<Caller, Un
     // grants nothing by itself.
     let user = store
         .user_by_subject(&claims.subject)
-        .map_err(|_| Unidentified("store_failed"))?
+        .map_err(|_| Unidentified(STORE_FAILED))?
         .ok_or(Unidentified("unknown_subject"))?;
     Ok(Caller {
         name: format!("user:{}", user.name),
         kind: "oidc",
         permissions: store
             .permissions(&user.name, None)
-            .map_err(|_| Unidentified("store_failed"))?,
+            .map_err(|_| Unidentified(STORE_FAILED))?,
         user: Some(user.name),
         scope: None,
     })

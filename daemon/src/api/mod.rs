@@ -25,7 +25,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use identity::identify;
+use identity::{STORE_FAILED, identify};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -228,6 +228,17 @@ async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: 
             .await
             {
                 Ok(caller) => caller,
+                // The store did not answer (in a cluster, the database is away): the caller's
+                // credential may be good, so this is neither a 401 nor a failure of theirs.
+                Err(unidentified) if unidentified.0 == STORE_FAILED => {
+                    return ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        "the credential store did not answer; retry",
+                    )
+                    .retry_after(1)
+                    .into_response();
+                }
                 Err(unidentified) => {
                     record_failure(&daemon, &request, unidentified.0);
                     // A held source's failures are 429 (and its operator-key guesses were not

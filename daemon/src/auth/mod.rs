@@ -9,6 +9,7 @@ pub mod keyset;
 pub mod oidc;
 pub mod permissions;
 pub mod store;
+pub mod tables;
 pub mod throttle;
 pub mod verifiers;
 

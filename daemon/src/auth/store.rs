@@ -1,6 +1,8 @@
-//! The daemon's principals (`data_dir/auth.redb`): users (people and technical users), roles
-//! with their permission bits, role assignments (for every app, or one), and the credentials
-//! issued to users: API keys for technical users and personal access tokens for people.
+//! The daemon's principals (`data_dir/auth.redb`, or in a cluster the cluster's database): users
+//! (people and technical users), roles with their permission bits, role assignments (for every
+//! app, or one), and the credentials issued to users: API keys for technical users and personal
+//! access tokens for people. The rules are written once, against [`Tables`], and each operation
+//! is one transaction of either backend.
 //!
 //! A credential is 256 random bits behind a prefix that says what it is (`wdh_key_`,
 //! `wdh_pat_`); only its SHA-256 is stored, and the stored hash is compared in constant time.
@@ -8,22 +10,12 @@
 //! time of use: it holds no permissions of its own.
 
 use super::permissions::Permissions;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use super::tables::{RedbTables, Table, Tables};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use subtle::ConstantTimeEq;
-
-const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
-const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
-/// Keyed `user\0role\0app` (`app` empty for every app).
-const ASSIGNMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("assignments");
-/// Keyed by the hex SHA-256 of the secret.
-const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
-/// `user\0id` to the credential's hash: a user's credentials without a scan of everyone's.
-const BY_USER: TableDefinition<&str, &str> = TableDefinition::new("credentials_by_user");
-/// A credential's id to its hash.
-const BY_ID: TableDefinition<&str, &str> = TableDefinition::new("credentials_by_id");
+use warden_cluster::PgPrincipals;
 
 /// Credentials a user may hold live (neither revoked nor expired) at once.
 pub const MAX_LIVE_CREDENTIALS: usize = 100;
@@ -138,8 +130,14 @@ impl Refused {
 pub const MAX_CREDENTIAL_LIFETIME: u64 = 365 * 24 * 3600;
 
 pub struct AuthStore {
-    db: Database,
-    path: String,
+    backend: Backend,
+    /// Where it is, for messages: the file's path, or the cluster's table.
+    shown: String,
+}
+
+enum Backend {
+    Redb(redb::Database),
+    Cluster(PgPrincipals),
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -180,10 +178,29 @@ fn check_app(app: Option<&str>) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Where a cluster's principals are, in messages.
+const CLUSTER_SHOWN: &str = "in the cluster's database (table warden_principals)";
+
+impl StoreError {
+    /// Whether this is a failure of the cluster's database (not of a daemon's own file).
+    pub fn in_cluster(&self) -> bool {
+        matches!(self, StoreError::Storage { path, .. } if path == CLUSTER_SHOWN)
+    }
+}
+
+impl From<warden_cluster::ClusterError> for StoreError {
+    fn from(error: warden_cluster::ClusterError) -> Self {
+        StoreError::Storage {
+            path: CLUSTER_SHOWN.to_string(),
+            message: error.to_string(),
+        }
+    }
+}
+
 impl AuthStore {
     pub fn open(path: &Path) -> Result<AuthStore, StoreError> {
         let shown = path.display().to_string();
-        let db = Database::create(path).map_err(|error| StoreError::Storage {
+        let db = redb::Database::create(path).map_err(|error| StoreError::Storage {
             path: shown.clone(),
             message: error.to_string(),
         })?;
@@ -198,109 +215,127 @@ impl AuthStore {
                 },
             )?;
         }
-        let store = AuthStore { db, path: shown };
-        let txn = store.write()?;
-        for table in [USERS, ROLES, ASSIGNMENTS, CREDENTIALS] {
-            txn.open_table(table).map_err(|e| store.failed(e))?;
-        }
-        // The indexes are rebuilt when they do not cover the credentials (a store from before
-        // they existed).
-        let (credentials, indexed) = {
-            let credentials = txn.open_table(CREDENTIALS).map_err(|e| store.failed(e))?;
-            let by_id = txn.open_table(BY_ID).map_err(|e| store.failed(e))?;
-            txn.open_table(BY_USER).map_err(|e| store.failed(e))?;
-            (
-                credentials.len().map_err(|e| store.failed(e))?,
-                by_id.len().map_err(|e| store.failed(e))?,
-            )
+        let store = AuthStore {
+            backend: Backend::Redb(db),
+            shown,
         };
-        if credentials != indexed {
-            let all: Vec<Credential> = {
-                let table = txn.open_table(CREDENTIALS).map_err(|e| store.failed(e))?;
-                let mut all = Vec::new();
-                for entry in table.iter().map_err(|e| store.failed(e))? {
-                    let (_, bytes) = entry.map_err(|e| store.failed(e))?;
-                    all.push(
-                        serde_json::from_slice(bytes.value())
-                            .map_err(|e| store.failed(format!("a corrupt record: {e}")))?,
-                    );
-                }
-                all
-            };
-            let mut by_id = txn.open_table(BY_ID).map_err(|e| store.failed(e))?;
-            let mut by_user = txn.open_table(BY_USER).map_err(|e| store.failed(e))?;
-            for credential in &all {
-                by_id
-                    .insert(credential.id.as_str(), credential.sha256.as_str())
-                    .map_err(|e| store.failed(e))?;
-                by_user
-                    .insert(
-                        format!("{}\0{}", credential.user, credential.id).as_str(),
-                        credential.sha256.as_str(),
-                    )
-                    .map_err(|e| store.failed(e))?;
-            }
+        if let Backend::Redb(db) = &store.backend {
+            let mut txn = RedbTables::write(db).map_err(|e| store.failed(e))?;
+            txn.create_all().map_err(|e| store.failed(e))?;
+            store.rebuild_indexes(&mut txn)?;
+            txn.commit().map_err(|e| store.failed(e))?;
         }
-        txn.commit().map_err(|e| store.failed(e))?;
         Ok(store)
+    }
+
+    /// The principals of a cluster, in its database: every daemon sees the same users, roles
+    /// and credentials. Used from a multi-threaded runtime (each operation blocks its thread
+    /// on the database).
+    pub fn cluster(principals: PgPrincipals) -> AuthStore {
+        AuthStore {
+            backend: Backend::Cluster(principals),
+            shown: CLUSTER_SHOWN.to_string(),
+        }
+    }
+
+    /// Where the store is, for the operator: `in PATH`, or in the cluster's database.
+    pub fn location(&self) -> String {
+        match self.backend {
+            Backend::Redb(_) => format!("in {}", self.shown),
+            Backend::Cluster(_) => self.shown.clone(),
+        }
+    }
+
+    /// The indexes are rebuilt when they do not cover the credentials (a store from before
+    /// they existed).
+    fn rebuild_indexes(&self, t: &mut dyn Tables) -> Result<(), StoreError> {
+        let credentials = t.all(Table::Credentials).map_err(|e| self.failed(e))?;
+        let indexed = t.all(Table::ById).map_err(|e| self.failed(e))?.len();
+        if credentials.len() == indexed {
+            return Ok(());
+        }
+        for (_, bytes) in credentials {
+            let credential: Credential = self.decode(&bytes)?;
+            self.index_credential(t, &credential)?;
+        }
+        Ok(())
     }
 
     fn failed(&self, error: impl std::fmt::Display) -> StoreError {
         StoreError::Storage {
-            path: self.path.clone(),
+            path: self.shown.clone(),
             message: error.to_string(),
         }
     }
 
-    fn write(&self) -> Result<redb::WriteTransaction, StoreError> {
-        self.db.begin_write().map_err(|e| self.failed(e))
+    fn decode<T: for<'a> Deserialize<'a>>(&self, bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| self.failed(format!("a corrupt record: {e}")))
+    }
+
+    /// Runs `work` in one transaction that only reads.
+    fn read<R>(
+        &self,
+        work: impl FnOnce(&mut dyn Tables) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        match &self.backend {
+            Backend::Redb(db) => {
+                let mut txn = RedbTables::read(db).map_err(|e| self.failed(e))?;
+                work(&mut txn)
+            }
+            Backend::Cluster(principals) => principals.transaction(false, |tx| work(tx)),
+        }
+    }
+
+    /// Runs `work` in one transaction that writes, committed when `work` succeeds. Writers
+    /// take turns (in a cluster, the daemons' writers too).
+    fn write<R>(
+        &self,
+        work: impl FnOnce(&mut dyn Tables) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        match &self.backend {
+            Backend::Redb(db) => {
+                let mut txn = RedbTables::write(db).map_err(|e| self.failed(e))?;
+                let result = work(&mut txn)?;
+                txn.commit().map_err(|e| self.failed(e))?;
+                Ok(result)
+            }
+            Backend::Cluster(principals) => principals.transaction(true, |tx| work(tx)),
+        }
     }
 
     fn get<T: for<'a> Deserialize<'a>>(
         &self,
-        table: TableDefinition<&str, &[u8]>,
+        t: &mut dyn Tables,
+        table: Table,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.failed(e))?;
-        let table = txn.open_table(table).map_err(|e| self.failed(e))?;
-        let Some(bytes) = table.get(key).map_err(|e| self.failed(e))? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(bytes.value())
-            .map(Some)
-            .map_err(|e| self.failed(format!("a corrupt record: {e}")))
+        match t.get(table, key).map_err(|e| self.failed(e))? {
+            Some(bytes) => self.decode(&bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn all<T: for<'a> Deserialize<'a>>(
         &self,
-        table: TableDefinition<&str, &[u8]>,
+        t: &mut dyn Tables,
+        table: Table,
     ) -> Result<Vec<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.failed(e))?;
-        let table = txn.open_table(table).map_err(|e| self.failed(e))?;
-        let mut all = Vec::new();
-        for entry in table.iter().map_err(|e| self.failed(e))? {
-            let (_, bytes) = entry.map_err(|e| self.failed(e))?;
-            all.push(
-                serde_json::from_slice(bytes.value())
-                    .map_err(|e| self.failed(format!("a corrupt record: {e}")))?,
-            );
-        }
-        Ok(all)
+        t.all(table)
+            .map_err(|e| self.failed(e))?
+            .iter()
+            .map(|(_, bytes)| self.decode(bytes))
+            .collect()
     }
 
     fn put<T: Serialize>(
         &self,
-        table: TableDefinition<&str, &[u8]>,
+        t: &mut dyn Tables,
+        table: Table,
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| self.failed(e))?;
-        let txn = self.write()?;
-        txn.open_table(table)
-            .map_err(|e| self.failed(e))?
-            .insert(key, bytes.as_slice())
-            .map_err(|e| self.failed(e))?;
-        txn.commit().map_err(|e| self.failed(e))
+        t.put(table, key, &bytes).map_err(|e| self.failed(e))
     }
 
     /// Creates the user `name`, with its OpenID Connect `subject` when given (a person's only,
@@ -327,51 +362,44 @@ impl AuthStore {
             subject: subject.map(str::to_string),
             created_at: now,
         };
-        let txn = self.write()?;
-        {
-            let mut users = txn.open_table(USERS).map_err(|e| self.failed(e))?;
-            if users.get(name).map_err(|e| self.failed(e))?.is_some() {
+        self.write(|t| {
+            if t.get(Table::Users, name)
+                .map_err(|e| self.failed(e))?
+                .is_some()
+            {
                 return Err(StoreError::UserExists(name.to_string()));
             }
             if let Some(subject) = subject
-                && let Some(holder) = self.subject_holder(&users, subject)?
+                && let Some(holder) = self.subject_holder(t, subject)?
             {
                 return Err(StoreError::Invalid(format!(
                     "the subject is user `{holder}`'s already"
                 )));
             }
-            let bytes = serde_json::to_vec(&user).map_err(|e| self.failed(e))?;
-            users
-                .insert(name, bytes.as_slice())
-                .map_err(|e| self.failed(e))?;
-        }
-        txn.commit().map_err(|e| self.failed(e))?;
+            self.put(t, Table::Users, name, &user)
+        })?;
         Ok(user)
     }
 
-    /// The name of the user holding `subject`, read in a write transaction's table.
+    /// The name of the user holding `subject`.
     fn subject_holder(
         &self,
-        users: &redb::Table<&str, &[u8]>,
+        t: &mut dyn Tables,
         subject: &str,
     ) -> Result<Option<String>, StoreError> {
-        for entry in users.iter().map_err(|e| self.failed(e))? {
-            let (_, bytes) = entry.map_err(|e| self.failed(e))?;
-            let user: User = serde_json::from_slice(bytes.value())
-                .map_err(|e| self.failed(format!("a corrupt record: {e}")))?;
-            if user.subject.as_deref() == Some(subject) {
-                return Ok(Some(user.name));
-            }
-        }
-        Ok(None)
+        Ok(self
+            .all::<User>(t, Table::Users)?
+            .into_iter()
+            .find(|user| user.subject.as_deref() == Some(subject))
+            .map(|user| user.name))
     }
 
     pub fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        self.get(USERS, name)
+        self.read(|t| self.get(t, Table::Users, name))
     }
 
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.all(USERS)
+        self.read(|t| self.all(t, Table::Users))
     }
 
     /// Creates or replaces a role.
@@ -383,22 +411,17 @@ impl AuthStore {
             name: name.to_string(),
             permissions: permissions.bits(),
         };
-        self.put(ROLES, name, &role)?;
+        self.write(|t| self.put(t, Table::Roles, name, &role))?;
         Ok(role)
     }
 
     pub fn roles(&self) -> Result<Vec<Role>, StoreError> {
-        self.all(ROLES)
+        self.read(|t| self.all(t, Table::Roles))
     }
 
-    /// Gives `user` the role `role`, in `app` or in every app.
+    /// Gives `user` the role `role`, in `app` or in every app: the user and the role are
+    /// checked in the transaction that writes the assignment.
     pub fn assign(&self, user: &str, role: &str, app: Option<&str>) -> Result<(), StoreError> {
-        if self.user(user)?.is_none() {
-            return Err(StoreError::UnknownUser(user.to_string()));
-        }
-        if self.get::<Role>(ROLES, role)?.is_none() {
-            return Err(StoreError::UnknownRole(role.to_string()));
-        }
         check_app(app)?;
         let key = format!("{user}\0{role}\0{}", app.unwrap_or(""));
         let assignment = Assignment {
@@ -406,7 +429,15 @@ impl AuthStore {
             role: role.to_string(),
             app: app.map(str::to_string),
         };
-        self.put(ASSIGNMENTS, &key, &assignment)
+        self.write(|t| {
+            if self.get::<User>(t, Table::Users, user)?.is_none() {
+                return Err(StoreError::UnknownUser(user.to_string()));
+            }
+            if self.get::<Role>(t, Table::Roles, role)?.is_none() {
+                return Err(StoreError::UnknownRole(role.to_string()));
+            }
+            self.put(t, Table::Assignments, &key, &assignment)
+        })
     }
 
     /// Takes the role `role` in `app` (every app with `None`) from `user`; `false` when the
@@ -414,21 +445,16 @@ impl AuthStore {
     pub fn unassign(&self, user: &str, role: &str, app: Option<&str>) -> Result<bool, StoreError> {
         check_app(app)?;
         let key = format!("{user}\0{role}\0{}", app.unwrap_or(""));
-        let txn = self.write()?;
-        let removed = txn
-            .open_table(ASSIGNMENTS)
-            .map_err(|e| self.failed(e))?
-            .remove(key.as_str())
-            .map_err(|e| self.failed(e))?
-            .is_some();
-        txn.commit().map_err(|e| self.failed(e))?;
-        Ok(removed)
+        self.write(|t| {
+            t.remove(Table::Assignments, &key)
+                .map_err(|e| self.failed(e))
+        })
     }
 
     /// The role assignments of `user` (everyone's with `None`).
     pub fn assignments(&self, user: Option<&str>) -> Result<Vec<Assignment>, StoreError> {
         Ok(self
-            .all::<Assignment>(ASSIGNMENTS)?
+            .read(|t| self.all::<Assignment>(t, Table::Assignments))?
             .into_iter()
             .filter(|assignment| user.is_none_or(|user| assignment.user == user))
             .collect())
@@ -437,17 +463,13 @@ impl AuthStore {
     /// Makes `user` the one an OpenID Connect token with this `subject` stands for (no one,
     /// with `None`). A subject is one user's at most: checked and written in one transaction.
     pub fn set_subject(&self, user: &str, subject: Option<&str>) -> Result<User, StoreError> {
-        let txn = self.write()?;
-        let record = {
-            let mut users = txn.open_table(USERS).map_err(|e| self.failed(e))?;
-            let mut record: User = match users.get(user).map_err(|e| self.failed(e))? {
-                Some(bytes) => serde_json::from_slice(bytes.value())
-                    .map_err(|e| self.failed(format!("a corrupt record: {e}")))?,
-                None => return Err(StoreError::UnknownUser(user.to_string())),
+        self.write(|t| {
+            let Some(mut record) = self.get::<User>(t, Table::Users, user)? else {
+                return Err(StoreError::UnknownUser(user.to_string()));
             };
             if let Some(subject) = subject {
                 check_subject(subject, record.kind)?;
-                if let Some(holder) = self.subject_holder(&users, subject)?
+                if let Some(holder) = self.subject_holder(t, subject)?
                     && holder != user
                 {
                     return Err(StoreError::Invalid(format!(
@@ -456,14 +478,9 @@ impl AuthStore {
                 }
             }
             record.subject = subject.map(str::to_string);
-            let bytes = serde_json::to_vec(&record).map_err(|e| self.failed(e))?;
-            users
-                .insert(user, bytes.as_slice())
-                .map_err(|e| self.failed(e))?;
-            record
-        };
-        txn.commit().map_err(|e| self.failed(e))?;
-        Ok(record)
+            self.put(t, Table::Users, user, &record)?;
+            Ok(record)
+        })
     }
 
     /// The user an OpenID Connect `subject` stands for.
@@ -477,9 +494,14 @@ impl AuthStore {
     /// What `user` may do in `app` (in what holds for every app, with `None`): the union of
     /// the roles assigned to it there and everywhere, Owner and Admin implying the rest.
     pub fn permissions(&self, user: &str, app: Option<&str>) -> Result<Permissions, StoreError> {
-        let roles: Vec<Role> = self.all(ROLES)?;
+        let (roles, assignments) = self.read(|t| {
+            Ok((
+                self.all::<Role>(t, Table::Roles)?,
+                self.all::<Assignment>(t, Table::Assignments)?,
+            ))
+        })?;
         let mut permissions = Permissions::empty();
-        for assignment in self.all::<Assignment>(ASSIGNMENTS)? {
+        for assignment in assignments {
             let applies = assignment.user == user
                 && (assignment.app.is_none() || assignment.app.as_deref() == app);
             if applies && let Some(role) = roles.iter().find(|role| role.name == assignment.role) {
@@ -544,9 +566,8 @@ impl AuthStore {
         }
         // Counted again, pruned and written in one transaction: a user holds at most
         // MAX_LIVE_CREDENTIALS live ones however fast it asks, and its dead ones are bounded.
-        let txn = self.write()?;
-        {
-            let held = self.user_credentials(&txn, user)?;
+        self.write(|t| {
+            let held = self.user_credentials(t, user)?;
             let live = held
                 .iter()
                 .filter(|held| held.revoked_at.is_none() && now < held.expires_at)
@@ -565,118 +586,90 @@ impl AuthStore {
             dead.sort_by_key(|held| held.created_at);
             let excess = (held.len() + 1).saturating_sub(MAX_KEPT_CREDENTIALS);
             for old in dead.into_iter().take(excess) {
-                self.remove_credential(&txn, old)?;
+                self.remove_credential(t, old)?;
             }
-            self.write_credential(&txn, &credential)?;
-        }
-        txn.commit().map_err(|e| self.failed(e))?;
+            self.put(t, Table::Credentials, &credential.sha256, &credential)?;
+            self.index_credential(t, &credential)
+        })?;
         Ok((credential, secret))
     }
 
-    /// The credentials of `user`, read through the index in a write transaction.
+    /// `user`'s credentials: its range of the index, each looked up by hash.
     fn user_credentials(
         &self,
-        txn: &redb::WriteTransaction,
-        user: &str,
-    ) -> Result<Vec<Credential>, StoreError> {
-        let by_user = txn.open_table(BY_USER).map_err(|e| self.failed(e))?;
-        let credentials = txn.open_table(CREDENTIALS).map_err(|e| self.failed(e))?;
-        self.scan_user(&by_user, &credentials, user)
-    }
-
-    /// `user`'s credentials: its range of the index, each looked up by hash.
-    fn scan_user(
-        &self,
-        by_user: &impl ReadableTable<&'static str, &'static str>,
-        credentials: &impl ReadableTable<&'static str, &'static [u8]>,
+        t: &mut dyn Tables,
         user: &str,
     ) -> Result<Vec<Credential>, StoreError> {
         let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
-        let mut held = Vec::new();
-        for entry in by_user
-            .range(from.as_str()..to.as_str())
+        let hashes: Vec<String> = t
+            .range(Table::ByUser, &from, &to)
             .map_err(|e| self.failed(e))?
-        {
-            let (_, sha256) = entry.map_err(|e| self.failed(e))?;
-            if let Some(bytes) = credentials
-                .get(sha256.value())
-                .map_err(|e| self.failed(e))?
-            {
-                held.push(
-                    serde_json::from_slice(bytes.value())
-                        .map_err(|e| self.failed(format!("a corrupt record: {e}")))?,
-                );
-            }
-        }
-        Ok(held)
+            .into_iter()
+            .map(|(_, sha256)| String::from_utf8_lossy(&sha256).into_owned())
+            .collect();
+        t.get_many(Table::Credentials, &hashes)
+            .map_err(|e| self.failed(e))?
+            .iter()
+            .map(|bytes| self.decode(bytes))
+            .collect()
     }
 
-    fn write_credential(
+    /// Adds `credential` to the indexes by id and by user.
+    fn index_credential(
         &self,
-        txn: &redb::WriteTransaction,
+        t: &mut dyn Tables,
         credential: &Credential,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(credential).map_err(|e| self.failed(e))?;
-        txn.open_table(CREDENTIALS)
-            .map_err(|e| self.failed(e))?
-            .insert(credential.sha256.as_str(), bytes.as_slice())
+        let sha256 = credential.sha256.as_bytes();
+        t.put(Table::ById, &credential.id, sha256)
             .map_err(|e| self.failed(e))?;
-        txn.open_table(BY_ID)
-            .map_err(|e| self.failed(e))?
-            .insert(credential.id.as_str(), credential.sha256.as_str())
-            .map_err(|e| self.failed(e))?;
-        txn.open_table(BY_USER)
-            .map_err(|e| self.failed(e))?
-            .insert(
-                format!("{}\0{}", credential.user, credential.id).as_str(),
-                credential.sha256.as_str(),
-            )
-            .map_err(|e| self.failed(e))?;
-        Ok(())
+        t.put(
+            Table::ByUser,
+            &format!("{}\0{}", credential.user, credential.id),
+            sha256,
+        )
+        .map_err(|e| self.failed(e))
     }
 
     fn remove_credential(
         &self,
-        txn: &redb::WriteTransaction,
+        t: &mut dyn Tables,
         credential: &Credential,
     ) -> Result<(), StoreError> {
-        txn.open_table(CREDENTIALS)
-            .map_err(|e| self.failed(e))?
-            .remove(credential.sha256.as_str())
+        t.remove(Table::Credentials, &credential.sha256)
             .map_err(|e| self.failed(e))?;
-        txn.open_table(BY_ID)
-            .map_err(|e| self.failed(e))?
-            .remove(credential.id.as_str())
+        t.remove(Table::ById, &credential.id)
             .map_err(|e| self.failed(e))?;
-        txn.open_table(BY_USER)
-            .map_err(|e| self.failed(e))?
-            .remove(format!("{}\0{}", credential.user, credential.id).as_str())
-            .map_err(|e| self.failed(e))?;
+        t.remove(
+            Table::ByUser,
+            &format!("{}\0{}", credential.user, credential.id),
+        )
+        .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
     /// The credentials of `user` (every user's with `None`), without secrets.
     pub fn credentials(&self, user: Option<&str>) -> Result<Vec<Credential>, StoreError> {
-        let Some(user) = user else {
-            return self.all::<Credential>(CREDENTIALS);
-        };
-        let txn = self.db.begin_read().map_err(|e| self.failed(e))?;
-        let by_user = txn.open_table(BY_USER).map_err(|e| self.failed(e))?;
-        let credentials = txn.open_table(CREDENTIALS).map_err(|e| self.failed(e))?;
-        self.scan_user(&by_user, &credentials, user)
+        self.read(|t| match user {
+            None => self.all::<Credential>(t, Table::Credentials),
+            Some(user) => self.user_credentials(t, user),
+        })
     }
 
     /// The credential with this id.
     pub fn credential(&self, id: &str) -> Result<Option<Credential>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.failed(e))?;
-        let by_id = txn.open_table(BY_ID).map_err(|e| self.failed(e))?;
-        let Some(sha256) = by_id.get(id).map_err(|e| self.failed(e))? else {
+        self.read(|t| self.credential_in(t, id))
+    }
+
+    fn credential_in(
+        &self,
+        t: &mut dyn Tables,
+        id: &str,
+    ) -> Result<Option<Credential>, StoreError> {
+        let Some(sha256) = t.get(Table::ById, id).map_err(|e| self.failed(e))? else {
             return Ok(None);
         };
-        let sha256 = sha256.value().to_string();
-        drop(by_id);
-        drop(txn);
-        self.get(CREDENTIALS, &sha256)
+        self.get(t, Table::Credentials, &String::from_utf8_lossy(&sha256))
     }
 
     /// Whether any credential is not revoked: a daemon with one can be reached without an
@@ -698,71 +691,28 @@ impl AuthStore {
         now: u64,
     ) -> Result<(Credential, bool), StoreError> {
         let unknown = || StoreError::UnknownCredential(id.to_string());
-        let txn = self.write()?;
-        let (credential, revoked) = {
-            let by_id = txn.open_table(BY_ID).map_err(|e| self.failed(e))?;
-            let sha256 = by_id
-                .get(id)
-                .map_err(|e| self.failed(e))?
-                .ok_or_else(unknown)?
-                .value()
-                .to_string();
-            drop(by_id);
-            let mut credentials = txn.open_table(CREDENTIALS).map_err(|e| self.failed(e))?;
-            let mut credential: Credential = match credentials
-                .get(sha256.as_str())
-                .map_err(|e| self.failed(e))?
-            {
-                Some(bytes) => serde_json::from_slice(bytes.value())
-                    .map_err(|e| self.failed(format!("a corrupt record: {e}")))?,
-                None => return Err(unknown()),
-            };
+        self.write(|t| {
+            let mut credential = self.credential_in(t, id)?.ok_or_else(unknown)?;
             if owner.is_some_and(|owner| credential.user != owner) {
                 return Err(unknown());
             }
             if credential.revoked_at.is_some() {
-                (credential, false)
-            } else {
-                credential.revoked_at = Some(now);
-                let bytes = serde_json::to_vec(&credential).map_err(|e| self.failed(e))?;
-                credentials
-                    .insert(sha256.as_str(), bytes.as_slice())
-                    .map_err(|e| self.failed(e))?;
-                (credential, true)
+                return Ok((credential, false));
             }
-        };
-        txn.commit().map_err(|e| self.failed(e))?;
-        Ok((credential, revoked))
+            credential.revoked_at = Some(now);
+            self.put(t, Table::Credentials, &credential.sha256, &credential)?;
+            Ok((credential, true))
+        })
     }
 
     /// How many of `user`'s credentials are live at `now`, counting up to `limit` at most.
     fn live_count(&self, user: &str, now: u64, limit: usize) -> Result<usize, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.failed(e))?;
-        let by_user = txn.open_table(BY_USER).map_err(|e| self.failed(e))?;
-        let credentials = txn.open_table(CREDENTIALS).map_err(|e| self.failed(e))?;
-        let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
-        let mut live = 0;
-        for entry in by_user
-            .range(from.as_str()..to.as_str())
-            .map_err(|e| self.failed(e))?
-        {
-            let (_, sha256) = entry.map_err(|e| self.failed(e))?;
-            let Some(bytes) = credentials
-                .get(sha256.value())
-                .map_err(|e| self.failed(e))?
-            else {
-                continue;
-            };
-            let credential: Credential = serde_json::from_slice(bytes.value())
-                .map_err(|e| self.failed(format!("a corrupt record: {e}")))?;
-            if credential.revoked_at.is_none() && now < credential.expires_at {
-                live += 1;
-                if live >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(live)
+        let held = self.read(|t| self.user_credentials(t, user))?;
+        Ok(held
+            .iter()
+            .filter(|credential| credential.revoked_at.is_none() && now < credential.expires_at)
+            .take(limit)
+            .count())
     }
 
     /// The user a presented `secret` of `kind` stands for, at `now`.
@@ -773,42 +723,101 @@ impl AuthStore {
         now: u64,
     ) -> Result<Result<(User, Credential), Refused>, StoreError> {
         let sha256 = sha256_hex(secret);
-        let Some(credential) = self.get::<Credential>(CREDENTIALS, &sha256)? else {
-            return Ok(Err(Refused::Unknown));
-        };
-        // Found by its hash; compared again in constant time, whatever the lookup did.
-        if !bool::from(credential.sha256.as_bytes().ct_eq(sha256.as_bytes())) {
-            return Ok(Err(Refused::Unknown));
-        }
-        if credential.kind != kind {
-            return Ok(Err(Refused::WrongKind));
-        }
-        if credential.revoked_at.is_some() {
-            return Ok(Err(Refused::Revoked));
-        }
-        if now >= credential.expires_at {
-            return Ok(Err(Refused::Expired));
-        }
-        match self.user(&credential.user)? {
-            Some(user) => Ok(Ok((user, credential))),
-            None => Ok(Err(Refused::NoUser)),
-        }
+        self.read(|t| {
+            let Some(credential) = self.get::<Credential>(t, Table::Credentials, &sha256)? else {
+                return Ok(Err(Refused::Unknown));
+            };
+            // Found by its hash; compared again in constant time, whatever the lookup did.
+            if !bool::from(credential.sha256.as_bytes().ct_eq(sha256.as_bytes())) {
+                return Ok(Err(Refused::Unknown));
+            }
+            if credential.kind != kind {
+                return Ok(Err(Refused::WrongKind));
+            }
+            if credential.revoked_at.is_some() {
+                return Ok(Err(Refused::Revoked));
+            }
+            if now >= credential.expires_at {
+                return Ok(Err(Refused::Expired));
+            }
+            match self.get::<User>(t, Table::Users, &credential.user)? {
+                Some(user) => Ok(Ok((user, credential))),
+                None => Ok(Err(Refused::NoUser)),
+            }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::TableDefinition;
+    use warden_cluster::{Database, DatabaseOptions};
 
-    fn store() -> (tempfile::TempDir, AuthStore) {
+    /// Runs `test` on an embedded store, then on one in a real PostgreSQL when there is one
+    /// (the rules are the same code on both; this checks the two backends keep them alike).
+    fn on_each_backend(test: impl Fn(&AuthStore)) {
         let dir = tempfile::tempdir().unwrap();
-        let store = AuthStore::open(&dir.path().join("auth.redb")).unwrap();
-        (dir, store)
+        test(&AuthStore::open(&dir.path().join("auth.redb")).unwrap());
+        if let Some((runtime, _, database)) = cluster_database() {
+            let _entered = runtime.enter();
+            test(&AuthStore::cluster(PgPrincipals::new(&database)));
+        }
+    }
+
+    /// A fresh database on the tests' PostgreSQL (its URL, and a pool on it), and the runtime
+    /// its connections live on.
+    fn cluster_database() -> Option<(tokio::runtime::Runtime, String, Database)> {
+        let server = warden_cluster::test_services::shared_postgres()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (url, database) = runtime.block_on(async {
+            let url = server.fresh_database().await.unwrap();
+            let database = Database::connect(&url, &DatabaseOptions::default())
+                .await
+                .unwrap();
+            (url, database)
+        });
+        Some((runtime, url, database))
+    }
+
+    #[test]
+    fn the_embedded_store_keeps_only_hashes_and_rebuilds_its_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.redb");
+        let store = AuthStore::open(&path).unwrap();
+        store.create_user("bob", UserKind::Person, None, 0).unwrap();
+        let (bobs, secret) = store.issue("bob", CredentialKind::Pat, "b", 60, 0).unwrap();
+        drop(store);
+        let bytes = std::fs::read(&path).unwrap();
+        let needle = secret.as_bytes();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the secret is not stored"
+        );
+        // A store written before the indexes existed gets them at open.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        for name in ["credentials_by_id", "credentials_by_user"] {
+            txn.delete_table(TableDefinition::<&str, &str>::new(name))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        let store = AuthStore::open(&path).unwrap();
+        assert_eq!(store.credentials(Some("bob")).unwrap()[0].id, bobs.id);
+        assert!(store.credential(&bobs.id).unwrap().is_some());
     }
 
     #[test]
     fn credentials_are_random_prefixed_hashed_and_expire_and_revoke() {
-        let (dir, store) = store();
+        on_each_backend(credentials_expire_and_revoke);
+    }
+
+    fn credentials_expire_and_revoke(store: &AuthStore) {
         store
             .create_user("ci", UserKind::Technical, None, 100)
             .unwrap();
@@ -823,15 +832,6 @@ mod tests {
             .issue("ci", CredentialKind::ApiKey, "b", 3600, 100)
             .unwrap();
         assert_ne!(secret, other);
-        // Only the hash is stored.
-        drop(store);
-        let bytes = std::fs::read(dir.path().join("auth.redb")).unwrap();
-        let needle = secret.as_bytes();
-        assert!(
-            !bytes.windows(needle.len()).any(|w| w == needle),
-            "the secret is not stored"
-        );
-        let store = AuthStore::open(&dir.path().join("auth.redb")).unwrap();
 
         let ok = store
             .authenticate(&secret, CredentialKind::ApiKey, 200)
@@ -873,7 +873,10 @@ mod tests {
 
     #[test]
     fn a_user_holds_a_bounded_number_of_credentials_found_by_index() {
-        let (dir, store) = store();
+        on_each_backend(bounded_credentials);
+    }
+
+    fn bounded_credentials(store: &AuthStore) {
         store.create_user("ada", UserKind::Person, None, 0).unwrap();
         store.create_user("bob", UserKind::Person, None, 0).unwrap();
         let (bobs, _) = store.issue("bob", CredentialKind::Pat, "b", 60, 0).unwrap();
@@ -914,24 +917,17 @@ mod tests {
         assert!(changed && again.revoked_at == Some(7));
         let (again, changed) = store.revoke(&bobs.id, None, 9).unwrap();
         assert!(!changed && again.revoked_at == Some(7));
-        // The index keeps users apart, and is rebuilt for a store written without it.
+        // The index keeps users apart.
         assert_eq!(store.credentials(Some("bob")).unwrap().len(), 1);
         assert!(store.revoke(&bobs.id, Some("ada"), 1).is_err());
-        drop(store);
-        let db = Database::create(dir.path().join("auth.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.delete_table(BY_ID).unwrap();
-        txn.delete_table(BY_USER).unwrap();
-        txn.commit().unwrap();
-        drop(db);
-        let store = AuthStore::open(&dir.path().join("auth.redb")).unwrap();
-        assert_eq!(store.credentials(Some("bob")).unwrap()[0].id, bobs.id);
-        assert!(store.credential(&bobs.id).unwrap().is_some());
     }
 
     #[test]
     fn subjects_and_apps_are_checked_before_anything_is_written() {
-        let (_dir, store) = store();
+        on_each_backend(subjects_and_apps);
+    }
+
+    fn subjects_and_apps(store: &AuthStore) {
         assert!(
             store
                 .create_user("eve", UserKind::Person, Some(""), 0)
@@ -976,7 +972,10 @@ mod tests {
 
     #[test]
     fn permissions_are_the_union_of_roles_per_app() {
-        let (_dir, store) = store();
+        on_each_backend(permissions_per_app);
+    }
+
+    fn permissions_per_app(store: &AuthStore) {
         store.create_user("ada", UserKind::Person, None, 0).unwrap();
         store
             .put_role("reader", Permissions::READ_BOARDS | Permissions::READ_LOGS)
@@ -1011,5 +1010,75 @@ mod tests {
                 .create_user("bad name", UserKind::Person, None, 0)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn daemons_of_a_cluster_share_users_and_credentials_and_their_bounds() {
+        let Some((runtime, url, database)) = cluster_database() else {
+            return;
+        };
+        // The second daemon: its own pool on the same database.
+        let other = runtime
+            .block_on(Database::connect(&url, &DatabaseOptions::default()))
+            .unwrap();
+        let _entered = runtime.enter();
+        let a = AuthStore::cluster(PgPrincipals::new(&database));
+        let b = AuthStore::cluster(PgPrincipals::new(&other));
+        a.create_user("ci", UserKind::Technical, None, 0).unwrap();
+        a.put_role("runner", Permissions::EXECUTE_BOARDS).unwrap();
+        b.assign("ci", "runner", None).unwrap();
+        assert!(matches!(
+            b.create_user("ci", UserKind::Technical, None, 0),
+            Err(StoreError::UserExists(_))
+        ));
+        // A key issued through one daemon opens the other; revoked through it, neither.
+        let (key, secret) = a.issue("ci", CredentialKind::ApiKey, "k", 600, 0).unwrap();
+        let (user, _) = b
+            .authenticate(&secret, CredentialKind::ApiKey, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(user.name, "ci");
+        assert!(
+            b.permissions("ci", None)
+                .unwrap()
+                .allows(Permissions::EXECUTE_BOARDS)
+        );
+        b.revoke(&key.id, None, 2).unwrap();
+        assert_eq!(
+            a.authenticate(&secret, CredentialKind::ApiKey, 3)
+                .unwrap()
+                .err(),
+            Some(Refused::Revoked)
+        );
+        // Issuing from both daemons at once, the user's bound holds: writers take turns.
+        let issued = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for store in [&a, &b] {
+                let issued = &issued;
+                let handle = runtime.handle().clone();
+                scope.spawn(move || {
+                    let _entered = handle.enter();
+                    for _ in 0..MAX_LIVE_CREDENTIALS {
+                        if store
+                            .issue("ci", CredentialKind::ApiKey, "x", 600, 10)
+                            .is_ok()
+                        {
+                            issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            issued.load(std::sync::atomic::Ordering::SeqCst),
+            MAX_LIVE_CREDENTIALS
+        );
+        let live = a
+            .credentials(Some("ci"))
+            .unwrap()
+            .iter()
+            .filter(|credential| credential.revoked_at.is_none())
+            .count();
+        assert_eq!(live, MAX_LIVE_CREDENTIALS);
     }
 }

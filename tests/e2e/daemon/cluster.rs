@@ -211,7 +211,15 @@ fn a_database_restart_is_survived_and_readiness_follows_it() {
         return;
     };
     let url = database_on(&server);
-    let (_files, daemon) = probe_daemon(&url);
+    let (files, daemon) = probe_daemon(&url);
+    let made = warden_serve(&files, &url, &["--create-owner", "root"]);
+    let owner = made
+        .split_whitespace()
+        .find(|word| word.starts_with("wdh_key_"))
+        .unwrap()
+        .to_string();
+    let as_owner = || daemon.request(&daemon.api, "GET", "/v1/me", None, &[("x-api-key", &owner)]);
+    assert_eq!(as_owner().status, 200);
     assert_eq!(
         probe(&daemon, "set", "kept", "before the restart"),
         json!(true)
@@ -242,9 +250,23 @@ fn a_database_restart_is_survived_and_readiness_follows_it() {
     for detail in ["warden-pg", "os error", "PostgreSQL", "5432", "refused"] {
         assert!(!error.contains(detail), "{error}");
     }
+    // A key of the cluster's store cannot be checked meanwhile: 503, not a failure of the
+    // caller's (no 401, nothing counted against its address). The manifest's keys still work.
+    for _ in 0..3 {
+        let unchecked = as_owner();
+        assert_eq!(
+            (unchecked.status, unchecked.code().as_str()),
+            (503, "store_unavailable"),
+            "{}",
+            unchecked.shown()
+        );
+        assert_eq!(unchecked.headers["retry-after"], "1");
+    }
+    assert_eq!(daemon.call("GET", "/v1/nodes", None).status, 200);
 
     server.resume().unwrap();
     wait_readiness(&daemon, 200, "");
+    assert_eq!(as_owner().status, 200);
     assert_eq!(
         probe(&daemon, "get", "kept", ""),
         json!("before the restart")
@@ -343,4 +365,101 @@ fn overload_on_every_daemon_of_a_cluster_is_answered_429_with_bounded_counts() {
         let free = daemon.run(json!({ "node": "text-transform", "inputs": { "text": "free" } }));
         assert_eq!(free.status, 200, "{}", free.shown());
     }
+}
+
+/// `warden serve --manifest FIXTURE/host.toml ARGS…` against the cluster's database at `url`.
+fn warden_serve(fixture: &Fixture, url: &str, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--manifest"])
+        .arg(fixture.path("host.toml"))
+        .args(args)
+        .env("WARDEN_TEST_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn users_and_keys_made_through_one_daemon_hold_on_every_daemon() {
+    let Some(url) = fresh_database() else { return };
+    let (a_files, a) = probe_daemon(&url);
+    let (b_files, b) = probe_daemon(&url);
+    // The first owner, made offline, in the cluster's database rather than a daemon's file.
+    let made = warden_serve(&a_files, &url, &["--create-owner", "root"]);
+    assert!(made.contains("in the cluster's database"), "{made}");
+    assert!(!a_files.path("data/auth.redb").exists());
+    let owner = made
+        .split_whitespace()
+        .find(|word| word.starts_with("wdh_key_"))
+        .unwrap()
+        .to_string();
+    let keyed = |daemon: &Daemon, key: &str, method: &str, path: &str, body: Option<&Json>| {
+        daemon.request(&daemon.api, method, path, body, &[("x-api-key", key)])
+    };
+    // Users, roles and keys made through B...
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v1/admin/users",
+            json!({"name": "ci", "kind": "technical"}),
+        ),
+        (
+            "PUT",
+            "/v1/admin/roles/runner",
+            json!({"permissions": ["ExecuteBoards"]}),
+        ),
+        (
+            "POST",
+            "/v1/admin/assignments",
+            json!({"user": "ci", "role": "runner"}),
+        ),
+    ] {
+        let reply = keyed(&b, &owner, method, path, Some(&body));
+        assert!(reply.status < 300, "{path}: {}", reply.shown());
+    }
+    let issued = keyed(
+        &b,
+        &owner,
+        "POST",
+        "/v1/admin/credentials",
+        Some(&json!({"user": "ci", "label": "deploys", "expires_in": "1h"})),
+    );
+    assert_eq!(issued.status, 201, "{}", issued.shown());
+    let key = issued.json()["secret"].as_str().unwrap().to_string();
+    let id = issued.json()["credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // ...open A, with their permissions.
+    let run = json!({
+        "node": "storage-probe",
+        "inputs": { "op": "exists", "scope": "board", "key": "k", "value": "" },
+        "context": { "app_id": "app", "board_id": "b" },
+    });
+    let ran = keyed(&a, &key, "POST", "/v1/runs", Some(&run));
+    assert_eq!(ran.status, 200, "{}", ran.shown());
+    assert_eq!(keyed(&a, &key, "GET", "/v1/audit", None).status, 403);
+    // Revoked through A, the key opens neither daemon, at once.
+    let revoked = keyed(
+        &a,
+        &owner,
+        "DELETE",
+        &format!("/v1/admin/credentials/{id}"),
+        None,
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.shown());
+    assert_eq!(keyed(&b, &key, "POST", "/v1/runs", Some(&run)).status, 401);
+    assert_eq!(keyed(&a, &key, "POST", "/v1/runs", Some(&run)).status, 401);
+    // Offline administration reads the cluster's users while the daemons run.
+    let users = warden_serve(&b_files, &url, &["admin", "users"]);
+    assert!(
+        users.contains("\"ci\"") && users.contains("\"root\""),
+        "{users}"
+    );
 }
