@@ -17,6 +17,11 @@ use sqlx::{PgPool, Row};
 /// The advisory lock appending daemons take turns on.
 const APPEND_LOCK: i64 = 0x7761_7264_656e_0003;
 
+/// Connections of the audit log's own pool.
+const CONNECTIONS: u32 = 2;
+/// How long a call waits for one of them.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The `prev` of the first record.
 pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -43,9 +48,14 @@ pub fn line_hash(line: &str) -> String {
 }
 
 impl PgAudit {
+    /// The audit log on `database`, through connections of its own: records are written even
+    /// while storage calls hold every connection of the main pool.
     pub fn new(database: &Database) -> Self {
         PgAudit {
-            pool: database.pool().clone(),
+            pool: database
+                .side_pool(CONNECTIONS, ACQUIRE_TIMEOUT)
+                .pool()
+                .clone(),
         }
     }
 
@@ -68,9 +78,10 @@ impl PgAudit {
         let last = sqlx::query("SELECT seq, hash FROM warden_audit ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;
+        let out_of_range = || ClusterError::Schema("the audit log's numbers ran out".into());
         let (mut seq, mut prev) = match last {
             Some(row) => (
-                u64::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(0),
+                u64::try_from(row.try_get::<i64, _>("seq")?).map_err(|_| out_of_range())?,
                 row.try_get::<String, _>("hash")?,
             ),
             None => (0, AUDIT_GENESIS.to_string()),
@@ -82,7 +93,7 @@ impl PgAudit {
             seq += 1;
             let line = write(entry, seq, &prev);
             prev = line_hash(&line);
-            numbers.push(i64::try_from(seq).unwrap_or(i64::MAX));
+            numbers.push(i64::try_from(seq).map_err(|_| out_of_range())?);
             lines.push(line);
             hashes.push(prev.clone());
         }
@@ -102,23 +113,28 @@ impl PgAudit {
 
     /// The last `limit` records, oldest first.
     pub async fn last(&self, limit: u32) -> Result<Vec<AuditRow>, ClusterError> {
+        // In a short transaction: its statement and lock timeouts bound the read.
+        let mut tx = self.pool.begin_with(BEGIN_SHORT).await?;
         let rows =
             sqlx::query("SELECT seq, line, hash FROM warden_audit ORDER BY seq DESC LIMIT $1")
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
+        tx.commit().await?;
         rows.iter().rev().map(row).collect()
     }
 
     /// Up to `limit` records numbered after `seq`, oldest first: the whole chain, page by page.
     pub async fn after(&self, seq: i64, limit: u32) -> Result<Vec<AuditRow>, ClusterError> {
+        let mut tx = self.pool.begin_with(BEGIN_SHORT).await?;
         let rows = sqlx::query(
             "SELECT seq, line, hash FROM warden_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(row).collect()
     }
 }

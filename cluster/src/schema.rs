@@ -87,7 +87,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     CREATE TABLE warden_audit (
         seq bigint PRIMARY KEY CHECK (seq > 0),
         line text NOT NULL,
-        hash text NOT NULL
+        hash text NOT NULL CHECK (length(hash) = 64)
     );
     "#,
     ),

@@ -32,7 +32,9 @@ const CLUSTER_QUEUE: usize = 10_000;
 /// Records appended in one transaction at most.
 const CLUSTER_BATCH: usize = 256;
 /// How long one append to the cluster's database may take before it is tried again.
-const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longer than an append's own bounds (a connection, the lock, the statements), so that a
+/// slow commit is waited for rather than tried again beside itself.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(45);
 /// The records checked at start in a cluster: the chain's end, not all of it (every daemon
 /// starts, and the chain is as long as the cluster's history).
 pub const CLUSTER_CHECKED_AT_START: u32 = 10_000;
@@ -52,7 +54,7 @@ pub enum AuditError {
         reason: String,
     },
     #[error(
-        "the cluster's audit log (table warden_audit) is broken at record {seq}: {reason}; keep a copy of the table as evidence, then empty it to start a new chain"
+        "the cluster's audit log (table warden_audit) is broken at record {seq}: {reason}; someone changed or removed records: keep a copy of the table as evidence"
     )]
     ClusterBroken { seq: i64, reason: String },
     #[error("cannot read the cluster's audit log: {0}")]
@@ -145,11 +147,22 @@ impl AuditLog {
     }
 
     /// The cluster's audit log, after checking the end of its chain (the last
-    /// [`CLUSTER_CHECKED_AT_START`] records). `daemon` names this daemon in its records. Starts
-    /// the writer task: call from within the runtime.
+    /// [`CLUSTER_CHECKED_AT_START`] records; all of them in a shorter chain): a break is logged
+    /// and shown by `warden_audit_chain_broken`. `daemon` names this daemon in its records.
+    /// Starts the writer task: call from within the runtime.
     pub async fn cluster(store: PgAudit, daemon: String) -> Result<AuditLog, AuditError> {
         let rows = store.last(CLUSTER_CHECKED_AT_START).await?;
-        verify_rows(&rows)?;
+        let start = match rows.len() < CLUSTER_CHECKED_AT_START as usize {
+            true => ChainStart::Genesis,
+            false => ChainStart::Window,
+        };
+        // Reported, not refused: one row would otherwise keep every daemon of the cluster
+        // from starting. New records chain on from the last one, as found.
+        let broken = verify_rows(&rows, start).is_err_and(|error| {
+            tracing::error!("{error}");
+            true
+        });
+        metrics::gauge!(crate::telemetry::AUDIT_CHAIN_BROKEN).set(f64::from(u8::from(broken)));
         let (queue, receiver) = mpsc::channel(CLUSTER_QUEUE);
         let dropping = std::sync::Arc::new(AtomicBool::new(false));
         tokio::spawn(write_to_cluster(
@@ -376,15 +389,34 @@ async fn write_to_cluster(
     }
 }
 
+/// What the first of the rows [`verify_rows`] checks links to.
+#[derive(Clone, Copy, Debug)]
+pub enum ChainStart<'a> {
+    /// The rows are the whole chain: the first is record 1, whose `prev` is the genesis.
+    Genesis,
+    /// The rows follow this record, checked before (the previous page).
+    After(&'a AuditRow),
+    /// The rows are the chain's end: the first's `prev` is taken on trust.
+    Window,
+}
+
 /// Checks that `rows` (consecutive records of the cluster's chain, oldest first) link up:
 /// numbers that follow each other, each `hash` the hash of its line, each `prev` the hash of
-/// the record before (the first record's, the genesis).
-pub fn verify_rows(rows: &[AuditRow]) -> Result<(), AuditError> {
+/// the record before, the first linking to `start`.
+pub fn verify_rows(rows: &[AuditRow], start: ChainStart<'_>) -> Result<(), AuditError> {
     let broken = |seq: i64, reason: &str| AuditError::ClusterBroken {
         seq,
         reason: reason.to_string(),
     };
-    let mut before: Option<&AuditRow> = None;
+    let mut before: Option<&AuditRow> = match start {
+        ChainStart::After(row) => Some(row),
+        ChainStart::Genesis | ChainStart::Window => None,
+    };
+    if let (ChainStart::Genesis, Some(first)) = (start, rows.first())
+        && first.seq != 1
+    {
+        return Err(broken(first.seq, "the records before it are missing"));
+    }
     for row in rows {
         let record: Json = serde_json::from_str(&row.line)
             .map_err(|error| broken(row.seq, &format!("not a JSON record: {error}")))?;
@@ -504,12 +536,23 @@ mod tests {
     #[test]
     fn a_cluster_chain_verifies_from_any_record_and_tampering_is_found() {
         let rows = cluster_rows(6);
-        verify_rows(&rows).unwrap();
-        // A window starting mid-chain takes its first `prev` on trust.
-        verify_rows(&rows[2..]).unwrap();
-        verify_rows(&[]).unwrap();
+        verify_rows(&rows, ChainStart::Genesis).unwrap();
+        // A window starting mid-chain takes its first `prev` on trust; pages follow each other.
+        verify_rows(&rows[2..], ChainStart::Window).unwrap();
+        verify_rows(&rows[2..], ChainStart::After(&rows[1])).unwrap();
+        verify_rows(&[], ChainStart::Genesis).unwrap();
+        let check = |rows: &[AuditRow], start| match verify_rows(rows, start) {
+            Err(AuditError::ClusterBroken { seq, reason }) => (seq, reason),
+            other => panic!("not refused: {other:?}"),
+        };
+        // The whole chain without its first records; a page that does not follow the last.
+        assert_eq!(
+            check(&rows[2..], ChainStart::Genesis),
+            (3, "the records before it are missing".into())
+        );
+        assert_eq!(check(&rows[3..], ChainStart::After(&rows[1])).0, 4);
 
-        let broken_at = |rows: &[AuditRow]| match verify_rows(rows) {
+        let broken_at = |rows: &[AuditRow]| match verify_rows(rows, ChainStart::Genesis) {
             Err(AuditError::ClusterBroken { seq, reason }) => (seq, reason),
             other => panic!("not refused: {other:?}"),
         };

@@ -293,12 +293,16 @@ impl Daemon {
             "daemon_start",
             json!({ "manifest": manifest.path, "manifest_sha256": manifest.sha256 }),
         );
-        match daemon.apply(manifest, "start").await {
-            Ok(_) => Ok(daemon),
-            Err(ReloadError::Manifest(error)) => Err(StartError::Manifest(error)),
-            Err(ReloadError::Nodes(problems)) => Err(StartError::Nodes(problems)),
-            Err(ReloadError::NoApiKey) => Err(StartError::NoApiKey),
-        }
+        let refused = match daemon.apply(manifest, "start").await {
+            Ok(_) => return Ok(daemon),
+            Err(ReloadError::Manifest(error)) => StartError::Manifest(error),
+            Err(ReloadError::Nodes(problems)) => StartError::Nodes(problems),
+            Err(ReloadError::NoApiKey) => StartError::NoApiKey,
+        };
+        // The records of a refused start (its problems) reach the cluster's database before
+        // the process ends.
+        daemon.audit.flush(crate::serve::AUDIT_FLUSH).await;
+        Err(refused)
     }
 
     /// The generation serving now.

@@ -38,7 +38,7 @@ pub struct Ready {
 }
 
 /// How long a stopping daemon waits for its last audit records to reach the cluster's database.
-const AUDIT_FLUSH: Duration = Duration::from_secs(5);
+pub(crate) const AUDIT_FLUSH: Duration = Duration::from_secs(5);
 
 /// How often the manifest file is checked for changes when `host.watch` is on.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -64,21 +64,32 @@ pub async fn serve(
     let hangup: Option<()> = None;
     let daemon = Daemon::start(manifest_path, options).await?;
     let manifest = daemon.started_with.clone();
-    let tls = warden_registry::server::tls::server_config(
-        &manifest.data_dir,
-        manifest.api.tls_cert.as_deref(),
-        manifest.api.tls_key.as_deref(),
-    )
-    .map_err(|error| ServeError::Tls(error.to_string()))?;
-    let bind = |address: String| async move {
-        tokio::net::TcpListener::bind(&address)
-            .await
-            .map_err(|source| ServeError::Listen { address, source })
+    let listening = async {
+        let tls = warden_registry::server::tls::server_config(
+            &manifest.data_dir,
+            manifest.api.tls_cert.as_deref(),
+            manifest.api.tls_key.as_deref(),
+        )
+        .map_err(|error| ServeError::Tls(error.to_string()))?;
+        let bind = |address: String| async move {
+            tokio::net::TcpListener::bind(&address)
+                .await
+                .map_err(|source| ServeError::Listen { address, source })
+        };
+        let api_listener = bind(manifest.api.listen.clone()).await?;
+        let metrics_listener = match &manifest.metrics {
+            Some(metrics) => Some(bind(metrics.listen.clone()).await?),
+            None => None,
+        };
+        Ok((tls, api_listener, metrics_listener))
     };
-    let api_listener = bind(manifest.api.listen.clone()).await?;
-    let metrics_listener = match &manifest.metrics {
-        Some(metrics) => Some(bind(metrics.listen.clone()).await?),
-        None => None,
+    let (tls, api_listener, metrics_listener) = match listening.await {
+        Ok(listening) => listening,
+        Err(error) => {
+            // The start's records reach the cluster's database before the process ends.
+            daemon.audit.flush(AUDIT_FLUSH).await;
+            return Err(error);
+        }
     };
     let generation = daemon.current();
     ready(&Ready {
@@ -161,9 +172,7 @@ pub async fn serve(
         let _ = metrics.await;
     }
     // In a cluster, records still waiting for the database (`shutdown` among them).
-    if !daemon.audit.flush(AUDIT_FLUSH).await {
-        tracing::warn!("audit records not yet written to the cluster's database were lost");
-    }
+    daemon.audit.flush(AUDIT_FLUSH).await;
     tracing::info!("stopped");
     Ok(())
 }

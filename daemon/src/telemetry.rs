@@ -51,7 +51,7 @@ pub const CLUSTER_LEASES_LOST: &str = "warden_cluster_leases_lost_total";
 pub const CLUSTER_RECORDS_UNSHARED: &str = "warden_cluster_records_unshared_total";
 
 /// Every metric the daemon exports.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     RUNS,
     RUN_DURATION,
     DENIALS,
@@ -65,6 +65,7 @@ pub const ALL: [&str; 19] = [
     GENERATION,
     CODE_CACHE,
     AUDIT_FAILURES,
+    AUDIT_CHAIN_BROKEN,
     AUTH_FAILURES,
     CLUSTER_DATABASE_UP,
     CLUSTER_QUEUE_DEPTH,
@@ -78,6 +79,9 @@ pub const AUTH_FAILURES: &str = "warden_auth_failures_total";
 
 /// Audit records that could not be written.
 pub const AUDIT_FAILURES: &str = "warden_audit_write_failures_total";
+/// 1 when the daemon found the cluster's audit chain broken at its start (records changed or
+/// removed), 0 when it verified (only in a cluster).
+pub const AUDIT_CHAIN_BROKEN: &str = "warden_audit_chain_broken";
 
 /// Buckets of the run-duration histogram, in seconds.
 const DURATION_BUCKETS: [f64; 14] = [

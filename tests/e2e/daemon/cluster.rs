@@ -138,7 +138,7 @@ fn the_audit_log_is_one_chain_for_every_daemon() {
     assert!(!a_files.path("data/audit.jsonl").exists());
 
     // The chain verifies in the database; a record forged into the table breaks it, and a
-    // daemon starting then refuses to append to it.
+    // daemon starting then says so (and serves: one row must not stop a cluster).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -150,7 +150,8 @@ fn the_audit_log_is_one_chain_for_every_daemon() {
         let audit = warden_cluster::PgAudit::new(&database);
         let rows = audit.last(10_000).await.unwrap();
         assert_eq!(rows.len(), records.len());
-        warden_daemon::audit::verify_rows(&rows).unwrap();
+        warden_daemon::audit::verify_rows(&rows, warden_daemon::audit::ChainStart::Genesis)
+            .unwrap();
         audit
             .append(&[()], |(), seq, _| {
                 json!({"seq": seq, "event": "forged", "prev": warden_daemon::audit::GENESIS})
@@ -160,15 +161,21 @@ fn the_audit_log_is_one_chain_for_every_daemon() {
             .unwrap();
     });
     let forged_at = records.len() + 1;
-    let c_files = probe_fixture();
-    let refused = Daemon::try_start_with_env(&c_files, &[("WARDEN_TEST_DATABASE_URL", &url)])
-        .err()
-        .expect("a daemon must not append to a broken chain");
+    let (_c_files, c) = probe_daemon(&url);
     assert!(
-        refused.contains(&format!(
+        c.log().contains(&format!(
             "audit log (table warden_audit) is broken at record {forged_at}"
         )),
-        "{refused}"
+        "{}",
+        c.log()
+    );
+    assert_eq!(
+        metric(&c.metrics_text(), "warden_audit_chain_broken", ""),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&a.metrics_text(), "warden_audit_chain_broken", ""),
+        Some(0.0)
     );
 }
 
