@@ -20,7 +20,7 @@ pub mod test_services;
 pub use audit::{AUDIT_GENESIS, AuditRow, PgAudit, line_hash};
 pub use database::{Database, DatabaseOptions};
 pub use error::ClusterError;
-pub use principals::{PgPrincipals, PrincipalsTx};
+pub use principals::{CONNECTIONS as PRINCIPALS_CONNECTIONS, PgPrincipals, PrincipalsTx};
 pub use queue::{
     Claimed, Enqueued, FINISHED_CHANNEL, NewRun, QUEUED_CHANNEL, QueueBounds, QueuedRun, RunQueue,
     RunState, SyncBegun, Wakeup,

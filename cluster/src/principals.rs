@@ -17,6 +17,11 @@ use crate::error::ClusterError;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
+/// Connections of the principals' own pool.
+pub const CONNECTIONS: u32 = 4;
+/// How long a transaction waits for one of them.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The advisory lock writers of the principals take turns on.
 const WRITE_LOCK: i64 = 0x7761_7264_656e_0004;
 
@@ -42,9 +47,15 @@ pub struct PrincipalsTx<'a> {
 }
 
 impl PgPrincipals {
+    /// The principals on `database`, through connections of their own: authenticating a
+    /// request does not wait behind storage calls, and a flood of credentials to look up does
+    /// not take the connections of runs.
     pub fn new(database: &Database) -> Self {
         PgPrincipals {
-            pool: database.pool().clone(),
+            pool: database
+                .side_pool(CONNECTIONS, ACQUIRE_TIMEOUT)
+                .pool()
+                .clone(),
         }
     }
 

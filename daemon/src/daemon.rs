@@ -117,6 +117,8 @@ pub struct Daemon {
     /// Bytes of answers made and not yet taken by their callers; past
     /// [`MAX_UNDELIVERED_BYTES`], no new run is admitted.
     pub undelivered: Arc<std::sync::atomic::AtomicUsize>,
+    /// Turns for looking credentials up in the user store (`identity::STORE_LOOKUPS`).
+    pub store_lookups: tokio::sync::Semaphore,
 }
 
 /// Bytes of answers waiting for slow callers, in all, before new runs are turned away.
@@ -224,7 +226,15 @@ impl Daemon {
         };
         // Users, roles and credentials: the cluster's, or this daemon's own file.
         let auth = match &cluster {
-            Some(link) => link.auth_store(),
+            Some(link) => {
+                if data.join("auth.redb").exists() {
+                    tracing::warn!(
+                        "{} is not used in a cluster: its users and keys open no daemon; create them again with `warden serve admin` (the cluster's database URL set), then remove the file",
+                        data.join("auth.redb").display()
+                    );
+                }
+                link.auth_store()
+            }
             None => crate::auth::store::AuthStore::open(&data.join("auth.redb"))
                 .map_err(|error| StartError::Storage(error.to_string()))?,
         };
@@ -287,6 +297,7 @@ impl Daemon {
             ),
             reading: Admission::new(manifest.host.concurrency.max(4), manifest.host.queue),
             undelivered: Arc::default(),
+            store_lookups: tokio::sync::Semaphore::new(crate::api::STORE_LOOKUPS),
             cluster,
         });
         daemon.audit.record(
@@ -391,10 +402,13 @@ impl Daemon {
         for field in changed {
             tracing::warn!("{field} changed in the manifest: it takes effect at the next restart");
         }
-        let stored = self
-            .auth
-            .as_ref()
-            .is_some_and(|store| store.has_live_credential().unwrap_or(false));
+        // A store that does not answer now (in a cluster, its database is away) is taken to
+        // hold credentials: it did at the start, and a blip must not refuse a reload.
+        let stored = self.auth.as_ref().is_some_and(|store| {
+            store
+                .has_live_credential()
+                .unwrap_or_else(|error| error.in_cluster())
+        });
         if all_keys(&manifest, &self.options).is_empty() && !stored {
             return Err(ReloadError::NoApiKey);
         }

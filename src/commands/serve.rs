@@ -66,10 +66,18 @@ fn create_owner(args: &ServeArgs, name: &str) -> Result<(), Failure> {
     let now = warden_registry::protocol::now();
     store
         .create_user(name, UserKind::Technical, None, now)
-        .map_err(|error| Failure::usage(error.to_string()))?;
-    store
-        .put_role("owner", Permissions::OWNER)
-        .map_err(failed)?;
+        .map_err(|error| match error.in_cluster() {
+            true => Failure::failed(error.to_string()),
+            false => Failure::usage(error.to_string()),
+        })?;
+    // A cluster may have its `owner` role already (made by another daemon's first owner):
+    // kept as it is.
+    let roles = store.roles().map_err(failed)?;
+    if !roles.iter().any(|role| role.name == "owner") {
+        store
+            .put_role("owner", Permissions::OWNER)
+            .map_err(failed)?;
+    }
     store.assign(name, "owner", None).map_err(failed)?;
     let (credential, secret) = store
         .issue(

@@ -70,6 +70,8 @@ fn refused(error: StoreError) -> Failure {
         StoreError::Storage { .. } if !error.in_cluster() => Failure::failed(format!(
             "{error} (is the daemon running? it holds the store while it runs: stop it, or use /v1/admin/... with `warden call`)"
         )),
+        // The cluster's database failed: not the operator's mistake.
+        StoreError::Storage { .. } => Failure::failed(error.to_string()),
         other => Failure::usage(other.to_string()),
     }
 }

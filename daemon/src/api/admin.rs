@@ -15,6 +15,16 @@ use serde_json::{Value, json};
 
 type Answer = Result<Json<Value>, ApiError>;
 
+/// 503: the user store did not answer (in a cluster, its database is away).
+pub fn store_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the credential store did not answer; retry",
+    )
+    .retry_after(1)
+}
+
 pub fn store_error(error: StoreError) -> ApiError {
     match &error {
         StoreError::UnknownUser(_) => {
@@ -32,6 +42,10 @@ pub fn store_error(error: StoreError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
         }
         StoreError::Invalid(message) => ApiError::bad_request(message.clone()),
+        StoreError::Storage { .. } if error.in_cluster() => {
+            tracing::warn!("the auth store failed: {error}");
+            store_unavailable()
+        }
         StoreError::Storage { .. } => {
             tracing::error!("the auth store failed: {error}");
             ApiError::new(

@@ -11,10 +11,11 @@
 //!
 //! Two different credentials in one request are refused, not resolved by guessing.
 
+use super::ApiError;
 use super::Shared;
 use crate::auth::jwt;
 use crate::auth::permissions::Permissions;
-use crate::auth::store::CredentialKind;
+use crate::auth::store::{AuthStore, CredentialKind, Refused};
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -48,13 +49,15 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// What it may do in `app`: its roles there and everywhere.
-    pub fn permissions_in(&self, daemon: &Shared, app: &str) -> Permissions {
+    /// What it may do in `app`: its roles there and everywhere. 503 when the store does not
+    /// answer (the caller's permissions are unknown, not none).
+    pub fn permissions_in(&self, daemon: &Shared, app: &str) -> Result<Permissions, ApiError> {
         match (&self.user, &daemon.auth) {
-            (Some(user), Some(store)) => store
-                .permissions(user, Some(app))
-                .unwrap_or(Permissions::empty()),
-            _ => self.permissions,
+            (Some(user), Some(store)) => store.permissions(user, Some(app)).map_err(|error| {
+                store_failed(&error);
+                super::admin::store_unavailable()
+            }),
+            _ => Ok(self.permissions),
         }
     }
 }
@@ -66,6 +69,72 @@ pub struct Unidentified(pub &'static str);
 
 /// Why a caller is not identified when the credential store failed (not the caller's fault).
 pub const STORE_FAILED: &str = "store_failed";
+
+/// Store lookups for authentication at once, per daemon: a flood of credentials (good or not)
+/// holds at most this many threads and database connections; the rest wait their turn.
+pub const STORE_LOOKUPS: usize = warden_cluster::PRINCIPALS_CONNECTIONS as usize;
+/// How long a request waits for a turn before it is answered 503.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Logs a failure of the store, at most once every 10 s (an outage fails every request).
+fn store_failed(error: &crate::auth::store::StoreError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = warden_registry::protocol::now();
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last.saturating_add(10)
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!("the credential store failed (answered 503 store_unavailable): {error}");
+    }
+}
+
+/// A turn to look credentials up in the store, waited for at most `STORE_WAIT`.
+async fn store_turn(daemon: &Shared) -> Result<tokio::sync::SemaphorePermit<'_>, Unidentified> {
+    match tokio::time::timeout(STORE_WAIT, daemon.store_lookups.acquire()).await {
+        Ok(Ok(turn)) => Ok(turn),
+        _ => Err(Unidentified(STORE_FAILED)),
+    }
+}
+
+/// A lookup the store failed: logged (now and then), and answered 503.
+fn lookup_failed(error: crate::auth::store::StoreError) -> Unidentified {
+    store_failed(&error);
+    Unidentified(STORE_FAILED)
+}
+
+/// The user a store credential stands for, and its permissions: one turn of the lookups.
+async fn from_store(
+    daemon: &Shared,
+    token: &str,
+    kind: CredentialKind,
+    label: &'static str,
+    now: u64,
+) -> Result<Caller, Unidentified> {
+    let store = daemon.auth.as_ref().ok_or(Unidentified("no_store"))?;
+    // A token of the wrong shape is no one's: refused without a lookup.
+    if !AuthStore::well_formed(token) {
+        return Err(Unidentified(Refused::Unknown.kind()));
+    }
+    let _turn = store_turn(daemon).await?;
+    match store
+        .authenticate(token, kind, now)
+        .map_err(lookup_failed)?
+    {
+        Ok((user, _credential)) => Ok(Caller {
+            // Prefixed: a store user can never share a name (its records, its idempotency
+            // keys) with an operator key, whose names hold no `:`.
+            name: format!("user:{}", user.name),
+            kind: label,
+            permissions: store.permissions(&user.name, None).map_err(lookup_failed)?,
+            user: Some(user.name),
+            scope: None,
+        }),
+        Err(refused) => Err(Unidentified(refused.kind())),
+    }
+}
 
 /// The credential of a request: the `X-API-Key` header, and the scheme and token of
 /// `Authorization` (no scheme for a bare token).
@@ -123,33 +192,17 @@ pub async fn identify(
         return Err(Unidentified("missing"));
     };
     let scheme = scheme.as_deref();
-    let from_store = |kind: CredentialKind, label: &'static str| {
-        let store = daemon.auth.as_ref().ok_or(Unidentified("no_store"))?;
-        match store.authenticate(&token, kind, now) {
-            Ok(Ok((user, _credential))) => Ok(Caller {
-                // Prefixed: a store user can never share a name (its records, its
-                // idempotency keys) with an operator key, whose names hold no `:`.
-                name: format!("user:{}", user.name),
-                kind: label,
-                permissions: store
-                    .permissions(&user.name, None)
-                    .map_err(|_| Unidentified(STORE_FAILED))?,
-                user: Some(user.name),
-                scope: None,
-            }),
-            Ok(Err(refused)) => Err(Unidentified(refused.kind())),
-            Err(_) => Err(Unidentified(STORE_FAILED)),
-        }
-    };
     if token.starts_with(CredentialKind::ApiKey.prefix()) {
         return match scheme {
-            Some("x-api-key") => from_store(CredentialKind::ApiKey, "api_key"),
+            Some("x-api-key") => {
+                from_store(daemon, &token, CredentialKind::ApiKey, "api_key", now).await
+            }
             _ => Err(Unidentified("wrong_scheme")),
         };
     }
     if token.starts_with(CredentialKind::Pat.prefix()) {
         return match scheme {
-            Some("pat") | None => from_store(CredentialKind::Pat, "pat"),
+            Some("pat") | None => from_store(daemon, &token, CredentialKind::Pat, "pat", now).await,
             _ => Err(Unidentified("wrong_scheme")),
         };
     }
@@ -241,18 +294,17 @@ async fn bearer_jwt(daemon: &Shared, token: &str, now: u64) -> Result<Caller, Un
         .await
         .map_err(|error| Unidentified(error.kind()))?;
     let store = daemon.auth.as_ref().ok_or(Unidentified("no_store"))?;
+    let _turn = store_turn(daemon).await?;
     // The subject is a user of this daemon's store, or no one: signing in at the provider
     // grants nothing by itself.
     let user = store
         .user_by_subject(&claims.subject)
-        .map_err(|_| Unidentified(STORE_FAILED))?
+        .map_err(lookup_failed)?
         .ok_or(Unidentified("unknown_subject"))?;
     Ok(Caller {
         name: format!("user:{}", user.name),
         kind: "oidc",
-        permissions: store
-            .permissions(&user.name, None)
-            .map_err(|_| Unidentified(STORE_FAILED))?,
+        permissions: store.permissions(&user.name, None).map_err(lookup_failed)?,
         user: Some(user.name),
         scope: None,
     })

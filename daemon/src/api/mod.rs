@@ -12,7 +12,7 @@ pub(crate) mod queued;
 pub(crate) mod runs;
 
 pub use admin::SELF_ISSUED_PER_HOUR;
-pub use identity::{Caller, ExecutorScope};
+pub use identity::{Caller, ExecutorScope, STORE_LOOKUPS};
 
 pub use error::ApiError;
 
@@ -231,13 +231,9 @@ async fn authenticate(State(daemon): State<Shared>, mut request: Request, next: 
                 // The store did not answer (in a cluster, the database is away): the caller's
                 // credential may be good, so this is neither a 401 nor a failure of theirs.
                 Err(unidentified) if unidentified.0 == STORE_FAILED => {
-                    return ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "store_unavailable",
-                        "the credential store did not answer; retry",
-                    )
-                    .retry_after(1)
-                    .into_response();
+                    metrics::counter!(telemetry::AUTH_FAILURES, "kind" => STORE_FAILED)
+                        .increment(1);
+                    return admin::store_unavailable().into_response();
                 }
                 Err(unidentified) => {
                     record_failure(&daemon, &request, unidentified.0);

@@ -442,7 +442,7 @@ fn authorize(daemon: &Shared, caller: &Caller, context: &mut ContextBody) -> Res
         .app_id
         .clone()
         .unwrap_or_else(|| RunContext::for_node("").app_id);
-    let permissions = caller.permissions_in(daemon, &app);
+    let permissions = caller.permissions_in(daemon, &app)?;
     if !permissions.allows(needed) {
         return Err(super::forbidden(needed));
     }

@@ -494,21 +494,49 @@ impl AuthStore {
     /// What `user` may do in `app` (in what holds for every app, with `None`): the union of
     /// the roles assigned to it there and everywhere, Owner and Admin implying the rest.
     pub fn permissions(&self, user: &str, app: Option<&str>) -> Result<Permissions, StoreError> {
-        let (roles, assignments) = self.read(|t| {
-            Ok((
-                self.all::<Role>(t, Table::Roles)?,
-                self.all::<Assignment>(t, Table::Assignments)?,
-            ))
+        // The user's range of the assignments (keyed `user\0role\0app`), then its roles: two
+        // reads, whatever the number of users and roles.
+        let roles = self.read(|t| {
+            let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
+            let names: Vec<String> = t
+                .range(Table::Assignments, &from, &to)
+                .map_err(|e| self.failed(e))?
+                .iter()
+                .map(|(_, bytes)| self.decode::<Assignment>(bytes))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|assignment| {
+                    assignment.user == user
+                        && (assignment.app.is_none() || assignment.app.as_deref() == app)
+                })
+                .map(|assignment| assignment.role)
+                .collect();
+            t.get_many(Table::Roles, &names)
+                .map_err(|e| self.failed(e))?
+                .iter()
+                .map(|bytes| self.decode::<Role>(bytes))
+                .collect::<Result<Vec<_>, _>>()
         })?;
-        let mut permissions = Permissions::empty();
-        for assignment in assignments {
-            let applies = assignment.user == user
-                && (assignment.app.is_none() || assignment.app.as_deref() == app);
-            if applies && let Some(role) = roles.iter().find(|role| role.name == assignment.role) {
-                permissions |= Permissions::from_bits_truncate(role.permissions);
-            }
-        }
+        let permissions = roles
+            .iter()
+            .fold(Permissions::empty(), |permissions, role| {
+                permissions | Permissions::from_bits_truncate(role.permissions)
+            });
         Ok(permissions.effective())
+    }
+
+    /// Whether `secret` has the shape of a credential (a prefix and 64 lower-case hex digits):
+    /// anything else is refused without a lookup.
+    pub fn well_formed(secret: &str) -> bool {
+        [CredentialKind::ApiKey, CredentialKind::Pat]
+            .iter()
+            .filter_map(|kind| secret.strip_prefix(kind.prefix()))
+            .any(|hex| {
+                hex.len() == 64
+                    && hex
+                        .bytes()
+                        .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+            })
     }
 
     /// Issues a credential of `kind` to `user`, valid for `lifetime` seconds; returns its
@@ -722,6 +750,9 @@ impl AuthStore {
         kind: CredentialKind,
         now: u64,
     ) -> Result<Result<(User, Credential), Refused>, StoreError> {
+        if !Self::well_formed(secret) {
+            return Ok(Err(Refused::Unknown));
+        }
         let sha256 = sha256_hex(secret);
         self.read(|t| {
             let Some(credential) = self.get::<Credential>(t, Table::Credentials, &sha256)? else {
@@ -848,6 +879,18 @@ mod tests {
         );
         assert_eq!(
             check("wdh_key_00", CredentialKind::ApiKey, 200),
+            Some(Refused::Unknown)
+        );
+        // Only the shape of a credential is looked up.
+        assert!(AuthStore::well_formed(&secret));
+        let upper = format!("wdh_key_{}", "A".repeat(64));
+        for shape in ["wdh_key_", "wdh_pat_0", upper.as_str(), &secret[..71], "x"] {
+            assert!(!AuthStore::well_formed(shape), "{shape}");
+        }
+        let unknown = format!("wdh_pat_{}", "0".repeat(64));
+        assert!(AuthStore::well_formed(&unknown));
+        assert_eq!(
+            check(&unknown, CredentialKind::Pat, 200),
             Some(Refused::Unknown)
         );
         store.revoke(&key.id, None, 300).unwrap();

@@ -7,10 +7,27 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 
 pub fn create_owner(fixture: &Fixture, name: &str) -> String {
+    create_owner_with(fixture, name, &[])
+}
+
+/// The same, with `env` set for the command (a cluster's database URL).
+pub fn create_owner_with(fixture: &Fixture, name: &str, env: &[(&str, &str)]) -> String {
+    let stdout = warden_serve(fixture, &["--create-owner", name], env);
+    stdout
+        .split_whitespace()
+        .find(|word| word.starts_with("wdh_key_"))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string()
+}
+
+/// `warden serve --manifest FIXTURE/host.toml ARGS…` with `env`: its standard output, once it
+/// succeeded.
+pub fn warden_serve(fixture: &Fixture, args: &[&str], env: &[(&str, &str)]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["serve", "--manifest"])
         .arg(fixture.path("host.toml"))
-        .args(["--create-owner", name])
+        .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -20,10 +37,6 @@ pub fn create_owner(fixture: &Fixture, name: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
-        .split_whitespace()
-        .find(|word| word.starts_with("wdh_key_"))
-        .unwrap_or_else(|| panic!("{stdout}"))
-        .to_string()
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Daemons sharing one PostgreSQL database (`[cluster]`): a node's storage is the same whichever
 //! daemon runs it. Skipped, with the reason, where PostgreSQL is not installed.
 
+use super::auth::{create_owner_with, warden_serve};
 use super::*;
 use warden_cluster::test_services::{Postgres, own_postgres, shared_postgres};
 
@@ -219,12 +220,7 @@ fn a_database_restart_is_survived_and_readiness_follows_it() {
     };
     let url = database_on(&server);
     let (files, daemon) = probe_daemon(&url);
-    let made = warden_serve(&files, &url, &["--create-owner", "root"]);
-    let owner = made
-        .split_whitespace()
-        .find(|word| word.starts_with("wdh_key_"))
-        .unwrap()
-        .to_string();
+    let owner = create_owner_with(&files, "root", &[("WARDEN_TEST_DATABASE_URL", &url)]);
     let as_owner = || daemon.request(&daemon.api, "GET", "/v1/me", None, &[("x-api-key", &owner)]);
     assert_eq!(as_owner().status, 200);
     assert_eq!(
@@ -374,31 +370,14 @@ fn overload_on_every_daemon_of_a_cluster_is_answered_429_with_bounded_counts() {
     }
 }
 
-/// `warden serve --manifest FIXTURE/host.toml ARGS…` against the cluster's database at `url`.
-fn warden_serve(fixture: &Fixture, url: &str, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["serve", "--manifest"])
-        .arg(fixture.path("host.toml"))
-        .args(args)
-        .env("WARDEN_TEST_DATABASE_URL", url)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 #[test]
 fn users_and_keys_made_through_one_daemon_hold_on_every_daemon() {
     let Some(url) = fresh_database() else { return };
     let (a_files, a) = probe_daemon(&url);
     let (b_files, b) = probe_daemon(&url);
     // The first owner, made offline, in the cluster's database rather than a daemon's file.
-    let made = warden_serve(&a_files, &url, &["--create-owner", "root"]);
+    let in_cluster = [("WARDEN_TEST_DATABASE_URL", url.as_str())];
+    let made = warden_serve(&a_files, &["--create-owner", "root"], &in_cluster);
     assert!(made.contains("in the cluster's database"), "{made}");
     assert!(!a_files.path("data/auth.redb").exists());
     let owner = made
@@ -464,7 +443,7 @@ fn users_and_keys_made_through_one_daemon_hold_on_every_daemon() {
     assert_eq!(keyed(&b, &key, "POST", "/v1/runs", Some(&run)).status, 401);
     assert_eq!(keyed(&a, &key, "POST", "/v1/runs", Some(&run)).status, 401);
     // Offline administration reads the cluster's users while the daemons run.
-    let users = warden_serve(&b_files, &url, &["admin", "users"]);
+    let users = warden_serve(&b_files, &["admin", "users"], &in_cluster);
     assert!(
         users.contains("\"ci\"") && users.contains("\"root\""),
         "{users}"
