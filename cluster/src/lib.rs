@@ -22,7 +22,7 @@ pub use database::{Database, DatabaseOptions};
 pub use error::ClusterError;
 pub use principals::{CONNECTIONS as PRINCIPALS_CONNECTIONS, PgPrincipals, PrincipalsTx};
 pub use queue::{
-    Claimed, Enqueued, FINISHED_CHANNEL, NewRun, QUEUED_CHANNEL, QueueBounds, QueuedRun, RunQueue,
-    RunState, SyncBegun, Wakeup,
+    Claimed, EVENTS_CHANNEL, Enqueued, FINISHED_CHANNEL, NewRun, QUEUED_CHANNEL, QueueBounds,
+    QueuedRun, RunQueue, RunState, SyncBegun, Wakeup,
 };
 pub use storage::PgStorage;

@@ -31,6 +31,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub const QUEUED_CHANNEL: &str = "warden_run_queued";
 /// The channel a finished run is announced on (payload: its id).
 pub const FINISHED_CHANNEL: &str = "warden_run_finished";
+/// The channel new events of a running run are announced on (payload: its id).
+pub const EVENTS_CHANNEL: &str = "warden_run_events";
 
 /// A run to queue.
 #[derive(Clone, Debug)]
@@ -144,6 +146,8 @@ pub struct Claimed {
 pub enum Wakeup {
     Queued(String),
     Finished(String),
+    /// A running run has new events.
+    Events(String),
     /// The listener lost its connection (or fell behind): anything may have happened; look.
     Missed,
 }
@@ -543,6 +547,59 @@ impl RunQueue {
         Ok(())
     }
 
+    /// Adds `events` (their JSON) to attempt `attempt` of run `id`, numbered from `first`,
+    /// and tells listeners. False when that attempt no longer holds the run (nothing added).
+    pub async fn append_events(
+        &self,
+        id: &str,
+        attempt: i32,
+        first: i32,
+        events: &[String],
+    ) -> Result<bool, ClusterError> {
+        let numbers: Vec<i32> = (first..).take(events.len()).collect();
+        let added = sqlx::query(
+            "WITH added AS (
+               INSERT INTO warden_run_events (run_id, attempt, seq, event)
+               SELECT $1, $2, seq, event FROM UNNEST($3::integer[], $4::text[]) AS e(seq, event)
+                WHERE EXISTS (SELECT 1 FROM warden_runs
+                               WHERE id = $1 AND attempts = $2 AND state = 'running')
+               RETURNING 1)
+             SELECT count(*) AS added, pg_notify($5, $1) FROM added HAVING count(*) > 0",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(&numbers)
+        .bind(events)
+        .bind(EVENTS_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(added.is_some() || events.is_empty())
+    }
+
+    /// Up to `limit` events of attempt `attempt` of run `id` numbered after `after`, in order:
+    /// their numbers and JSON.
+    pub async fn events(
+        &self,
+        id: &str,
+        attempt: i32,
+        after: i32,
+        limit: u32,
+    ) -> Result<Vec<(i32, String)>, ClusterError> {
+        let rows = sqlx::query(
+            "SELECT seq, event FROM warden_run_events
+              WHERE run_id = $1 AND attempt = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("seq")?, row.try_get("event")?)))
+            .collect()
+    }
+
     /// The run that `caller`'s idempotency `key` stands for, if any.
     pub async fn find(&self, caller: &str, key: &str) -> Result<Option<QueuedRun>, ClusterError> {
         let row = sqlx::query(&format!(
@@ -591,17 +648,22 @@ impl RunQueue {
     ) -> Result<(u64, u64), ClusterError> {
         let (mut forgotten, mut timed_out) = (0, 0);
         for _ in 0..MAX_SWEEP_BATCHES {
-            let gone = sqlx::query(
-                "DELETE FROM warden_runs WHERE id IN (
-                   SELECT id FROM warden_runs
-                    WHERE state = 'finished' AND finished_at < now() - make_interval(secs => $1)
-                    LIMIT $2)",
+            // A run's events go with it.
+            let gone: i64 = sqlx::query_scalar(
+                "WITH gone AS (
+                   DELETE FROM warden_runs WHERE id IN (
+                     SELECT id FROM warden_runs
+                      WHERE state = 'finished' AND finished_at < now() - make_interval(secs => $1)
+                      LIMIT $2)
+                   RETURNING id),
+                 events AS (DELETE FROM warden_run_events WHERE run_id IN (SELECT id FROM gone))
+                 SELECT count(*) FROM gone",
             )
             .bind(seconds(keep))
             .bind(bigint(batch))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+            .fetch_one(&self.pool)
+            .await?;
+            let gone = u64::try_from(gone).unwrap_or(0);
             forgotten += gone;
             if gone < u64::from(batch) {
                 break;
@@ -657,7 +719,7 @@ impl RunQueue {
     ) -> Result<(), ClusterError> {
         let mut listener = sqlx::postgres::PgListener::connect_with(on.pool()).await?;
         listener
-            .listen_all([QUEUED_CHANNEL, FINISHED_CHANNEL])
+            .listen_all([QUEUED_CHANNEL, FINISHED_CHANNEL, EVENTS_CHANNEL])
             .await?;
         let wakeups = wakeups.downgrade();
         tokio::spawn(async move {
@@ -665,6 +727,7 @@ impl RunQueue {
                 let wakeup = match listener.try_recv().await {
                     Ok(Some(notification)) => match notification.channel() {
                         QUEUED_CHANNEL => Wakeup::Queued(notification.payload().to_string()),
+                        EVENTS_CHANNEL => Wakeup::Events(notification.payload().to_string()),
                         _ => Wakeup::Finished(notification.payload().to_string()),
                     },
                     // The connection was lost; the next call connects again.

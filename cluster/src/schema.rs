@@ -116,6 +116,20 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     );
     "#,
     ),
+    (
+        6,
+        "the events of queued runs (logs, chunks, documents), for callers on any daemon",
+        // One row per event, numbered per attempt (a run taken again streams anew).
+        r#"
+    CREATE TABLE warden_run_events (
+        run_id text NOT NULL,
+        attempt integer NOT NULL,
+        seq integer NOT NULL,
+        event text NOT NULL,
+        PRIMARY KEY (run_id, attempt, seq)
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

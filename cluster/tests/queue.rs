@@ -432,3 +432,41 @@ async fn a_lease_is_renewed_while_the_main_pool_is_taken() {
     drop(held);
     assert!(queue.get("r1").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_events_are_kept_for_its_attempt_and_go_with_it() {
+    let Some((a, b, _db)) = queues().await else {
+        return;
+    };
+    a.enqueue(&run("r1", None, "s1"), BOUNDS).await.unwrap();
+    let lease = Duration::from_millis(1200);
+    let first = a.claim(&packages(), lease).await.unwrap().unwrap();
+    let events: Vec<String> = (1..=5).map(|i| format!("{{\"n\":{i}}}")).collect();
+    assert!(a.append_events("r1", 1, 1, &events[..3]).await.unwrap());
+    assert!(a.append_events("r1", 1, 4, &events[3..]).await.unwrap());
+    let page = b.events("r1", 1, 2, 2).await.unwrap();
+    assert_eq!(page, vec![(3, events[2].clone()), (4, events[3].clone())]);
+    // The lease runs out and another worker takes the run: the first attempt adds no more.
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    let second = b.claim(&packages(), lease).await.unwrap().unwrap();
+    assert_eq!(second.attempt, 2);
+    assert!(!a.append_events("r1", 1, 6, &events[..1]).await.unwrap());
+    assert_eq!(b.events("r1", 1, 0, 100).await.unwrap().len(), 5);
+    assert!(b.append_events("r1", 2, 1, &events[..1]).await.unwrap());
+    assert_eq!(b.events("r1", 2, 0, 100).await.unwrap().len(), 1);
+    // Finished and forgotten, its events go too.
+    assert!(b.finish(&second, 200, "{}", "{}").await.unwrap());
+    drop(first);
+    b.sweep(
+        Duration::ZERO,
+        Duration::from_secs(3600),
+        (503, "{}"),
+        (503, "{}"),
+        100,
+    )
+    .await
+    .unwrap();
+    assert!(b.get("r1").await.unwrap().is_none());
+    assert!(b.events("r1", 1, 0, 100).await.unwrap().is_empty());
+    assert!(b.events("r1", 2, 0, 100).await.unwrap().is_empty());
+}

@@ -216,7 +216,7 @@ async fn idle(wakeups: &mut tokio::sync::broadcast::Receiver<Wakeup>, done: &tok
     loop {
         tokio::select! {
             wakeup = wakeups.recv() => match wakeup {
-                Ok(Wakeup::Finished(_)) => continue,
+                Ok(Wakeup::Finished(_) | Wakeup::Events(_)) => continue,
                 Err(RecvError::Closed) => tokio::time::sleep_until(until).await,
                 _ => {}
             },
@@ -283,11 +283,105 @@ async fn run_leased(
     claimed_at: tokio::time::Instant,
     stored: StoredRun,
 ) -> Option<Answer> {
-    let lease = link.settings.lease;
+    let (sink, events) = tokio::sync::mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_events(link.queue.clone(), claimed.clone(), events));
     let task = {
         let (daemon, id) = (daemon.clone(), claimed.id.clone());
-        tokio::spawn(async move { run_stored(&daemon, &id, stored).await })
+        tokio::spawn(async move { run_stored(&daemon, &id, stored, sink).await })
     };
+    // The run's events are in the queue before its answer: a caller reading them sees the
+    // answer after the last of them.
+    let answer = run_leased_task(link, claimed, claimed_at, task).await;
+    if answer.is_some() {
+        let _ = tokio::time::timeout(CALL_TIMEOUT, writer).await;
+    } else {
+        writer.abort();
+    }
+    answer
+}
+
+/// The most bytes of events a queued run keeps; past it, the rest are dropped (and counted in
+/// one last `dropped` event). Its answer still carries every output.
+pub const MAX_QUEUED_EVENT_BYTES: usize = 4 * 1024 * 1024;
+/// Events written in one statement at most.
+const EVENT_BATCH: usize = 256;
+
+/// Writes the events of `claimed` to the queue in batches as they come, until the run ends.
+async fn write_events(
+    queue: warden_cluster::RunQueue,
+    claimed: Claimed,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let (mut next, mut bytes, mut dropped) = (1i32, 0usize, 0u64);
+    let mut batch: Vec<String> = Vec::new();
+    while let Some(event) = events.recv().await {
+        batch.push(event.to_string());
+        while batch.len() < EVENT_BATCH {
+            match events.try_recv() {
+                Ok(event) => batch.push(event.to_string()),
+                Err(_) => break,
+            }
+        }
+        // Within the run's byte budget; the rest only counted.
+        let mut kept = Vec::with_capacity(batch.len());
+        for event in batch.drain(..) {
+            if bytes + event.len() <= MAX_QUEUED_EVENT_BYTES {
+                bytes += event.len();
+                kept.push(event);
+            } else {
+                dropped += 1;
+            }
+        }
+        if !append(&queue, &claimed, &mut next, kept).await {
+            return;
+        }
+    }
+    if dropped > 0 {
+        let notice = json!({ "event": "dropped", "events": dropped, "reason": "a queued run keeps at most 4 MiB of events; its result still carries every output" });
+        append(&queue, &claimed, &mut next, vec![notice.to_string()]).await;
+    }
+}
+
+/// Appends `events` as numbers `next`, `next + 1`, …; false when the run's lease is gone (or
+/// the database failed: the events are lost, the run goes on).
+async fn append(
+    queue: &warden_cluster::RunQueue,
+    claimed: &Claimed,
+    next: &mut i32,
+    events: Vec<String>,
+) -> bool {
+    if events.is_empty() {
+        return true;
+    }
+    let count = i32::try_from(events.len()).unwrap_or(i32::MAX);
+    match bounded(
+        CALL_TIMEOUT,
+        queue.append_events(&claimed.id, claimed.attempt, *next, &events),
+    )
+    .await
+    {
+        Ok(true) => {
+            *next = next.saturating_add(count);
+            true
+        }
+        Ok(false) => false,
+        Err(error) => {
+            tracing::warn!(%error, run_id = %claimed.id, "a queued run's events could not be kept");
+            *next = next.saturating_add(count);
+            true
+        }
+    }
+}
+
+/// Waits for the run in `task` while renewing the lease of `claimed`: its answer, or `None`
+/// once the lease is lost (the run is then stopped).
+async fn run_leased_task(
+    link: &ClusterLink,
+    claimed: &Claimed,
+    claimed_at: tokio::time::Instant,
+    task: tokio::task::JoinHandle<Result<Answer, NotRun>>,
+) -> Option<Answer> {
+    let lease = link.settings.lease;
     let abort = task.abort_handle();
     let mut task = task;
     let every = lease / 3;

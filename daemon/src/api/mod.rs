@@ -9,6 +9,7 @@ mod error;
 mod identity;
 mod nodes;
 pub(crate) mod queued;
+mod run_events;
 pub(crate) mod runs;
 
 pub use admin::SELF_ISSUED_PER_HOUR;
@@ -37,6 +38,7 @@ pub fn router(daemon: Shared) -> Router {
         .route("/v1/runs", post(runs::create))
         .route("/v1/runs/{id}", get(runs::record))
         .route("/v1/runs/{id}/result", get(queued::result))
+        .route("/v1/runs/{id}/events", get(run_events::events))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/nodes/{*name}", get(nodes::one))
         .route("/v1/admin/reload", post(nodes::reload))

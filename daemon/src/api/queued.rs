@@ -25,7 +25,7 @@ pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
 /// daemon's listener reconnects).
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
-fn queue_unavailable() -> ApiError {
+pub(super) fn queue_unavailable() -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "queue_unavailable",
@@ -219,6 +219,23 @@ pub struct ResultQuery {
     wait: Option<u64>,
 }
 
+/// Run `id` of the queue, if it is `caller`'s (or `caller` is an admin): a run's answer is its
+/// caller's; another's is one that does not exist.
+pub(super) async fn owned_run(
+    link: &crate::cluster::ClusterLink,
+    caller: &Caller,
+    id: &str,
+) -> Result<QueuedRun, ApiError> {
+    link.queue
+        .get(id)
+        .await
+        .map_err(database_error)?
+        .filter(|run| {
+            run.caller == caller.name || caller.permissions.allows(crate::auth::Permissions::ADMIN)
+        })
+        .ok_or_else(unknown_run)
+}
+
 fn unknown_run() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -250,18 +267,7 @@ pub async fn result(
     let mut wakeups = link.wakeups();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let run = link
-            .queue
-            .get(&id)
-            .await
-            .map_err(database_error)?
-            // A run's answer is its caller's (or an admin's); another's is one that does not
-            // exist.
-            .filter(|run| {
-                run.caller == caller.name
-                    || caller.permissions.allows(crate::auth::Permissions::ADMIN)
-            })
-            .ok_or_else(unknown_run)?;
+        let run = owned_run(link, &caller, &id).await?;
         if run.state == RunState::Finished {
             return Ok(answer(&run, false));
         }
@@ -274,7 +280,7 @@ pub async fn result(
             tokio::select! {
                 wakeup = wakeups.recv() => match wakeup {
                     Ok(Wakeup::Finished(finished)) if finished != id => continue,
-                    Ok(Wakeup::Queued(_)) => continue,
+                    Ok(Wakeup::Queued(_) | Wakeup::Events(_)) => continue,
                     Err(RecvError::Closed) => tokio::time::sleep_until(look_again).await,
                     // This run, a lost connection, or notifications missed: look.
                     _ => {}

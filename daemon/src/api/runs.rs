@@ -224,25 +224,10 @@ pub async fn create(
         context,
         inputs,
         variables,
-        on_log: streaming.then(|| {
-            let events = events.clone();
-            Arc::new(move |record: &LogRecord| {
-                events.send(Event::Log(json!(record)));
-            }) as warden_host::log::LogSink
-        }),
-        on_stream: streaming.then(|| {
-            let events = events.clone();
-            Arc::new(move |chunk: &Value| {
-                events.send(Event::Chunk(chunk.to_json()));
-            }) as warden_host::StreamSink
-        }),
-        on_ui: streaming.then(|| {
-            let events = events.clone();
-            Arc::new(move |document: &Json| {
-                events.send(Event::Ui(document.clone()));
-            }) as Arc<dyn Fn(&Json) + Send + Sync>
-        }),
-        ..RunRequest::default()
+        ..match streaming {
+            true => streaming_request(&events),
+            false => RunRequest::default(),
+        }
     };
     let run = Run {
         id: id.clone(),
@@ -333,6 +318,7 @@ pub(crate) async fn run_stored(
     daemon: &Shared,
     id: &str,
     stored: StoredRun,
+    sink: mpsc::UnboundedSender<Json>,
 ) -> Result<Answer, NotRun> {
     let body = RunBody {
         node: stored.node,
@@ -366,12 +352,28 @@ pub(crate) async fn run_stored(
         )));
     }
     drop(resolved);
+    // The run's events (logs, chunks, documents) go to `sink` as they come, for the cluster
+    // to keep; its answer is recorded whole.
+    let (sender, mut receiver) = mpsc::unbounded_channel();
+    let events = Events::new(sender);
+    let waiting = events.waiting.clone();
+    tokio::spawn(async move {
+        while let Some((event, size)) = receiver.recv().await {
+            waiting.fetch_sub(size, std::sync::atomic::Ordering::SeqCst);
+            if matches!(event, Event::Done(..)) {
+                return;
+            }
+            if sink.send(event_json(event).1).is_err() {
+                return;
+            }
+        }
+    });
     let request = RunRequest {
         node: Some(node_name.clone()),
         context,
         inputs,
         variables,
-        ..RunRequest::default()
+        ..streaming_request(&events)
     };
     let run = Run {
         id: id.to_string(),
@@ -383,17 +385,51 @@ pub(crate) async fn run_stored(
         inputs: digest_raw(&body.inputs),
         context: context_ids(&request.context),
     };
-    // Nothing streams from a queued run: its answer is kept whole.
-    let (events, _) = mpsc::unbounded_channel();
-    Ok(execute(
-        daemon.clone(),
-        live,
-        request,
-        slots,
-        run,
-        Events::new(events),
+    Ok(execute(daemon.clone(), live, request, slots, run, events).await)
+}
+
+/// A request whose logs, chunks and documents go to `events` as the node makes them.
+fn streaming_request(events: &Events) -> RunRequest {
+    let (log, chunk, ui) = (events.clone(), events.clone(), events.clone());
+    RunRequest {
+        on_log: Some(Arc::new(move |record: &LogRecord| {
+            log.send(Event::Log(json!(record)));
+        }) as warden_host::log::LogSink),
+        on_stream: Some(Arc::new(move |value: &Value| {
+            chunk.send(Event::Chunk(value.to_json()));
+        }) as warden_host::StreamSink),
+        on_ui: Some(Arc::new(move |document: &Json| {
+            ui.send(Event::Ui(document.clone()));
+        }) as Arc<dyn Fn(&Json) + Send + Sync>),
+        ..RunRequest::default()
+    }
+}
+
+/// An event as a streamed answer sends it: its name (for an event stream) and its JSON.
+fn event_json(event: Event) -> (&'static str, Json) {
+    match event {
+        Event::Log(record) => ("log", json!({ "event": "log", "record": record })),
+        Event::Chunk(value) => ("chunk", json!({ "event": "chunk", "value": value })),
+        Event::Ui(document) => ("ui", json!({ "event": "ui", "document": document })),
+        Event::Done(status, body) => done_json(status, body),
+        Event::Dropped(count) => (
+            "dropped",
+            json!({ "event": "dropped", "events": count, "reason": "the caller read too slowly; the result below still carries every output" }),
+        ),
+    }
+}
+
+/// The last event of a streamed answer: the result, or the error.
+pub(super) fn done_json(status: StatusCode, body: Json) -> (&'static str, Json) {
+    if status.is_success() {
+        let mut body = body;
+        body["event"] = json!("result");
+        return ("result", body);
+    }
+    (
+        "error",
+        json!({ "event": "error", "status": status.as_u16(), "error": body["error"] }),
     )
-    .await)
 }
 
 /// Whether `caller` may run in the request's context: an executor only in its token's app,
@@ -1295,24 +1331,7 @@ fn stream_response(
             let (event, size) = state.receiver.recv().await?;
             waiting.fetch_sub(size, std::sync::atomic::Ordering::SeqCst);
             let finished = matches!(event, Event::Done(..));
-            let (name, data) = match event {
-                Event::Log(record) => ("log", json!({ "event": "log", "record": record })),
-                Event::Chunk(value) => ("chunk", json!({ "event": "chunk", "value": value })),
-                Event::Ui(document) => ("ui", json!({ "event": "ui", "document": document })),
-                Event::Done(status, body) if status.is_success() => ("result", {
-                    let mut body = body;
-                    body["event"] = json!("result");
-                    body
-                }),
-                Event::Done(status, body) => (
-                    "error",
-                    json!({ "event": "error", "status": status.as_u16(), "error": body["error"] }),
-                ),
-                Event::Dropped(count) => (
-                    "dropped",
-                    json!({ "event": "dropped", "events": count, "reason": "the caller read too slowly; the result below still carries every output" }),
-                ),
-            };
+            let (name, data) = event_json(event);
             let text = match delivery {
                 Delivery::EventStream => format!("event: {name}\ndata: {data}\n\n"),
                 _ => format!("{data}\n"),

@@ -149,6 +149,11 @@ pub const ROUTES: &[(&str, &str, Needs)] = &[
     ),
     (
         "GET",
+        "/v1/runs/{id}/events",
+        Needs::OwnOr(Permissions::ADMIN),
+    ),
+    (
+        "GET",
         "/v1/nodes",
         Needs::Permission(Permissions::READ_BOARDS),
     ),

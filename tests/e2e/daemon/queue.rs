@@ -284,6 +284,94 @@ fn runs_answered_at_once_share_their_keys_and_records_across_daemons() {
 }
 
 #[test]
+fn a_queued_runs_events_stream_to_a_caller_on_another_daemon() {
+    let Some(url) = fresh_database() else { return };
+    let (_a_files, a) = queue_daemon(&url, "");
+    let (_b_files, b) = queue_daemon(&url, "");
+    let id = enqueue(
+        &a,
+        json!({ "node": "greeter", "variables": { "name": "Ada" } }),
+    );
+    let follow = |daemon: &Daemon, query: &str, accept: &str| {
+        daemon.request(
+            &daemon.api,
+            "GET",
+            &format!("/v1/runs/{id}/events{query}"),
+            None,
+            &[
+                ("authorization", &format!("Bearer {KEY}")),
+                ("accept", accept),
+            ],
+        )
+    };
+    // Followed on B, whichever daemon runs it: its chunks in order, numbered, then its result.
+    let reply = follow(&b, "?wait=30", "application/x-ndjson");
+    assert_eq!(reply.status, 200, "{}", reply.shown());
+    assert_eq!(reply.headers["content-type"], "application/x-ndjson");
+    let events: Vec<Json> = reply
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let chunks: Vec<(&str, i64)> = events
+        .iter()
+        .filter(|event| event["event"] == "chunk")
+        .map(|event| {
+            (
+                event["value"].as_str().unwrap(),
+                event["seq"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        chunks.iter().map(|chunk| chunk.0).collect::<Vec<_>>(),
+        ["Hello, ", "Ada!"]
+    );
+    assert!(
+        chunks.windows(2).all(|pair| pair[0].1 < pair[1].1),
+        "{chunks:?}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "result", "{events:?}");
+    assert_eq!(last["outputs"]["message"], "Hello, Ada!");
+    // Read again after the first chunk, as a server-sent event stream.
+    let first = chunks[0].1;
+    let again = follow(&a, &format!("?after={first}"), "text/event-stream").text();
+    assert!(!again.contains(r#""value":"Hello, ""#), "{again}");
+    assert!(again.contains("event: chunk\ndata: "), "{again}");
+    assert!(
+        again.contains("Ada!") && again.contains("event: result"),
+        "{again}"
+    );
+
+    // A run still waiting is followed until `wait`, then told where it is.
+    let slow = enqueue(&a, sleep_run(3000));
+    let started = Instant::now();
+    let waiting = b
+        .request(
+            &b.api,
+            "GET",
+            &format!("/v1/runs/{slow}/events?wait=1"),
+            None,
+            &[("authorization", &format!("Bearer {KEY}"))],
+        )
+        .text();
+    let end: Json = serde_json::from_str(waiting.lines().last().unwrap()).unwrap();
+    assert_eq!(end["event"], "waiting", "{waiting}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(result(&b, &slow).status, 200);
+    // Another caller's run is one that does not exist.
+    let stranger = b.request(
+        &b.api,
+        "GET",
+        &format!("/v1/runs/{id}/events"),
+        None,
+        &[("authorization", "Bearer not-a-key")],
+    );
+    assert_eq!(stranger.status, 401);
+}
+
+#[test]
 fn a_queued_run_whose_daemon_is_killed_is_taken_again_after_its_lease() {
     let Some(url) = fresh_database() else { return };
     let (_a_files, mut a) = queue_daemon(&url, r#"lease = "2s""#);
