@@ -354,19 +354,31 @@ impl RunQueue {
         lock(&self.no_expired_since).is_none_or(|since| since.elapsed() >= EXPIRED_CHECK_INTERVAL)
     }
 
-    /// Renews the lease of `claimed` for `lease` from now. False when the lease is no longer
-    /// this claim's: it ran out and another worker took the run, or the run finished.
-    pub async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, ClusterError> {
+    /// Renews the lease of attempt `attempt` of run `id` (answered at once) for `lease` from
+    /// now. False when that attempt no longer holds it.
+    pub async fn renew_attempt(
+        &self,
+        id: &str,
+        attempt: i32,
+        lease: Duration,
+    ) -> Result<bool, ClusterError> {
         let renewed = sqlx::query(
             "UPDATE warden_runs SET lease_until = now() + make_interval(secs => $3)
               WHERE id = $1 AND attempts = $2 AND state = 'running'",
         )
-        .bind(&claimed.id)
-        .bind(claimed.attempt)
+        .bind(id)
+        .bind(attempt)
         .bind(seconds(lease))
         .execute(&self.leases)
         .await?;
         Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Renews the lease of `claimed` for `lease` from now. False when the lease is no longer
+    /// this claim's: it ran out and another worker took the run, or the run finished.
+    pub async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, ClusterError> {
+        self.renew_attempt(&claimed.id, claimed.attempt, lease)
+            .await
     }
 
     /// Records the answer of `claimed` and tells waiting callers. False when the lease was no
@@ -465,20 +477,39 @@ impl RunQueue {
                 if !(run.sync && lapsed == Some(true) && run.request_sha256 == request_sha256) {
                     return Ok(SyncBegun::Existing(Box::new(run)));
                 }
-                let attempt: i32 = sqlx::query_scalar(
+                // Fenced: the run may have finished (its daemon was slow, not dead) since the
+                // look above, which `finish_attempt` does without the caller's lock.
+                let attempt: Option<i32> = sqlx::query_scalar(
                     "UPDATE warden_runs
                         SET attempts = attempts + 1, lost_leases = lost_leases + 1,
                             lease_owner = $2, lease_until = now() + make_interval(secs => $3)
-                      WHERE id = $1 RETURNING attempts",
+                      WHERE id = $1 AND attempts = $4 AND state = 'running'
+                        AND lease_until < now()
+                      RETURNING attempts",
                 )
                 .bind(&run.id)
                 .bind(&self.owner)
                 .bind(seconds(lease))
-                .fetch_one(&mut *tx)
+                .bind(run.attempts)
+                .fetch_optional(&mut *tx)
                 .await?;
-                SyncBegun::Started {
-                    id: run.id,
-                    attempt,
+                match attempt {
+                    Some(attempt) => SyncBegun::Started {
+                        id: run.id,
+                        attempt,
+                    },
+                    None => {
+                        let now = sqlx::query(&format!(
+                            "SELECT {RUN_COLUMNS} FROM warden_runs WHERE id = $1"
+                        ))
+                        .bind(&run.id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        match now {
+                            Some(row) => SyncBegun::Existing(Box::new(queued_run(&row)?)),
+                            None => SyncBegun::Existing(Box::new(run)),
+                        }
+                    }
                 }
             }
             None => {
@@ -648,22 +679,22 @@ impl RunQueue {
     ) -> Result<(u64, u64), ClusterError> {
         let (mut forgotten, mut timed_out) = (0, 0);
         for _ in 0..MAX_SWEEP_BATCHES {
-            // A run's events go with it.
-            let gone: i64 = sqlx::query_scalar(
-                "WITH gone AS (
-                   DELETE FROM warden_runs WHERE id IN (
-                     SELECT id FROM warden_runs
-                      WHERE state = 'finished' AND finished_at < now() - make_interval(secs => $1)
-                      LIMIT $2)
-                   RETURNING id),
-                 events AS (DELETE FROM warden_run_events WHERE run_id IN (SELECT id FROM gone))
-                 SELECT count(*) FROM gone",
+            // A run's events go with it (ON DELETE CASCADE). So does the key of a run answered
+            // at once whose daemon died and which no retry took over within `wait`.
+            let gone = sqlx::query(
+                "DELETE FROM warden_runs WHERE id IN (
+                   SELECT id FROM warden_runs
+                    WHERE (state = 'finished' AND finished_at < now() - make_interval(secs => $1))
+                       OR (mode = 'sync' AND state = 'running'
+                           AND lease_until < now() - make_interval(secs => $3))
+                    LIMIT $2)",
             )
             .bind(seconds(keep))
             .bind(bigint(batch))
-            .fetch_one(&self.pool)
-            .await?;
-            let gone = u64::try_from(gone).unwrap_or(0);
+            .bind(seconds(wait))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
             forgotten += gone;
             if gone < u64::from(batch) {
                 break;
@@ -675,7 +706,8 @@ impl RunQueue {
                 expired,
             ),
             (
-                "state = 'running' AND lease_until < now() - make_interval(secs => $1)",
+                "state = 'running' AND mode = 'queued'
+                 AND lease_until < now() - make_interval(secs => $1)",
                 abandoned,
             ),
         ] {

@@ -119,10 +119,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         6,
         "the events of queued runs (logs, chunks, documents), for callers on any daemon",
-        // One row per event, numbered per attempt (a run taken again streams anew).
+        // One row per event, numbered per attempt (a run taken again streams anew). They go
+        // with their run, whichever daemon's sweep (of this release or an older one) forgets it.
         r#"
     CREATE TABLE warden_run_events (
-        run_id text NOT NULL,
+        run_id text NOT NULL REFERENCES warden_runs (id) ON DELETE CASCADE,
         attempt integer NOT NULL,
         seq integer NOT NULL,
         event text NOT NULL,

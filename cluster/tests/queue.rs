@@ -316,7 +316,16 @@ async fn keys_of_runs_answered_at_once_are_shared_and_taken_over_when_their_daem
     // request), but a retry on another daemon takes it over, under the first run's id.
     tokio::time::sleep(lease + Duration::from_millis(300)).await;
     assert!(b.claim(&packages(), lease).await.unwrap().is_none());
-    assert!(b.claim(&[String::new()], lease).await.unwrap().is_none());
+    // A daemon that has not looked yet (its first claim looks for lapsed leases), even one
+    // serving the empty package name, does not take it.
+    let fresh = RunQueue::new(&_db, "c");
+    assert!(
+        fresh
+            .claim(&[String::new()], lease)
+            .await
+            .unwrap()
+            .is_none()
+    );
     // A different request under the key does not take it over.
     assert!(matches!(
         b.begin_sync("s3", "ann", "k1", "other", lease)
@@ -469,4 +478,50 @@ async fn a_runs_events_are_kept_for_its_attempt_and_go_with_it() {
     assert!(b.get("r1").await.unwrap().is_none());
     assert!(b.events("r1", 1, 0, 100).await.unwrap().is_empty());
     assert!(b.events("r1", 2, 0, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_key_is_not_taken_over_and_a_forgotten_one_is_swept() {
+    let Some((a, b, _db)) = queues().await else {
+        return;
+    };
+    let lease = Duration::from_millis(800);
+    assert!(matches!(
+        a.begin_sync("s1", "ann", "k1", "sha1", lease)
+            .await
+            .unwrap(),
+        SyncBegun::Started { attempt: 1, .. }
+    ));
+    // Renewed past its first lease, the key is still its daemon's.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(a.renew_attempt("s1", 1, lease).await.unwrap());
+    }
+    match b
+        .begin_sync("s2", "ann", "k1", "sha1", lease)
+        .await
+        .unwrap()
+    {
+        SyncBegun::Existing(run) => assert_eq!(run.state, RunState::Running),
+        other => panic!("{other:?}"),
+    }
+    // Its daemon stops renewing and no retry comes: the sweep forgets the key after `wait`.
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    b.sweep(
+        Duration::from_secs(3600),
+        Duration::ZERO,
+        (503, "{}"),
+        (503, "{}"),
+        100,
+    )
+    .await
+    .unwrap();
+    assert!(b.get("s1").await.unwrap().is_none());
+    assert!(!a.renew_attempt("s1", 1, lease).await.unwrap());
+    assert!(matches!(
+        b.begin_sync("s3", "ann", "k1", "sha1", lease)
+            .await
+            .unwrap(),
+        SyncBegun::Started { attempt: 1, .. }
+    ));
 }

@@ -292,53 +292,41 @@ async fn run_leased(
     // The run's events are in the queue before its answer: a caller reading them sees the
     // answer after the last of them.
     let answer = run_leased_task(link, claimed, claimed_at, task).await;
-    if answer.is_some() {
-        let _ = tokio::time::timeout(CALL_TIMEOUT, writer).await;
-    } else {
+    let mut writer = writer;
+    if answer.is_none()
+        || tokio::time::timeout(CALL_TIMEOUT, &mut writer)
+            .await
+            .is_err()
+    {
+        // Not left writing behind the answer: a follower that saw the run finished would
+        // never read what it wrote after.
         writer.abort();
     }
     answer
 }
 
-/// The most bytes of events a queued run keeps; past it, the rest are dropped (and counted in
-/// one last `dropped` event). Its answer still carries every output.
-pub const MAX_QUEUED_EVENT_BYTES: usize = 4 * 1024 * 1024;
 /// Events written in one statement at most.
 const EVENT_BATCH: usize = 256;
 
-/// Writes the events of `claimed` to the queue in batches as they come, until the run ends.
+/// Writes the events of `claimed` to the queue in batches as they come, until the run ends
+/// (what comes is bounded by `runs::MAX_QUEUED_EVENT_BYTES`).
 async fn write_events(
     queue: warden_cluster::RunQueue,
     claimed: Claimed,
     mut events: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
 ) {
-    let (mut next, mut bytes, mut dropped) = (1i32, 0usize, 0u64);
-    let mut batch: Vec<String> = Vec::new();
+    let mut next = 1i32;
     while let Some(event) = events.recv().await {
-        batch.push(event.to_string());
+        let mut batch = vec![event.to_string()];
         while batch.len() < EVENT_BATCH {
             match events.try_recv() {
                 Ok(event) => batch.push(event.to_string()),
                 Err(_) => break,
             }
         }
-        // Within the run's byte budget; the rest only counted.
-        let mut kept = Vec::with_capacity(batch.len());
-        for event in batch.drain(..) {
-            if bytes + event.len() <= MAX_QUEUED_EVENT_BYTES {
-                bytes += event.len();
-                kept.push(event);
-            } else {
-                dropped += 1;
-            }
-        }
-        if !append(&queue, &claimed, &mut next, kept).await {
+        if !append(&queue, &claimed, &mut next, batch).await {
             return;
         }
-    }
-    if dropped > 0 {
-        let notice = json!({ "event": "dropped", "events": dropped, "reason": "a queued run keeps at most 4 MiB of events; its result still carries every output" });
-        append(&queue, &claimed, &mut next, vec![notice.to_string()]).await;
     }
 }
 

@@ -230,6 +230,8 @@ pub(super) async fn owned_run(
         .get(id)
         .await
         .map_err(database_error)?
+        // A run answered at once has no queued answer or events here.
+        .filter(|run| !run.sync)
         .filter(|run| {
             run.caller == caller.name || caller.permissions.allows(crate::auth::Permissions::ADMIN)
         })

@@ -31,9 +31,13 @@ const LOOK_AGAIN: Duration = Duration::from_secs(1);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
-    /// Events numbered after this one (of the run's current attempt).
+    /// Events numbered after this one (of `attempt`, or of the run's current attempt).
     #[serde(default)]
     after: Option<i32>,
+    /// The take `after` counts in (as the `waiting` event gave it): when the run was taken
+    /// again since, the new take's events are sent from its first, after `redelivered`.
+    #[serde(default)]
+    attempt: Option<i32>,
     /// Seconds to follow the run, at most [`MAX_EVENTS_WAIT`].
     #[serde(default)]
     wait: Option<u64>,
@@ -68,7 +72,7 @@ pub async fn events(
     let follow = Follow {
         link,
         id: run.id,
-        attempt: run.attempts,
+        attempt: query.attempt.unwrap_or(run.attempts).clamp(0, run.attempts),
         after: query.after.unwrap_or(0).max(0),
         deadline: tokio::time::Instant::now() + wait,
         wakeups,

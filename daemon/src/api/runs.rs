@@ -353,19 +353,31 @@ pub(crate) async fn run_stored(
     }
     drop(resolved);
     // The run's events (logs, chunks, documents) go to `sink` as they come, for the cluster
-    // to keep; its answer is recorded whole.
+    // to keep, up to MAX_QUEUED_EVENT_BYTES (the rest counted in one last `dropped`): what
+    // waits for the database is bounded. Its answer is recorded whole.
     let (sender, mut receiver) = mpsc::unbounded_channel();
     let events = Events::new(sender);
     let waiting = events.waiting.clone();
     tokio::spawn(async move {
+        let (mut bytes, mut dropped) = (0usize, 0u64);
         while let Some((event, size)) = receiver.recv().await {
             waiting.fetch_sub(size, std::sync::atomic::Ordering::SeqCst);
             if matches!(event, Event::Done(..)) {
+                break;
+            }
+            let event = event_json(event).1;
+            let size = event.to_string().len();
+            if bytes + size > MAX_QUEUED_EVENT_BYTES {
+                dropped += 1;
+                continue;
+            }
+            bytes += size;
+            if sink.send(event).is_err() {
                 return;
             }
-            if sink.send(event_json(event).1).is_err() {
-                return;
-            }
+        }
+        if dropped > 0 {
+            let _ = sink.send(json!({ "event": "dropped", "events": dropped, "reason": "a queued run keeps at most 4 MiB of events; its result still carries every output" }));
         }
     });
     let request = RunRequest {
@@ -387,6 +399,10 @@ pub(crate) async fn run_stored(
     };
     Ok(execute(daemon.clone(), live, request, slots, run, events).await)
 }
+
+/// The most bytes of events a queued run keeps (per take); past it, the rest are dropped and
+/// counted in one last `dropped` event. Its answer still carries every output.
+pub const MAX_QUEUED_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// A request whose logs, chunks and documents go to `events` as the node makes them.
 fn streaming_request(events: &Events) -> RunRequest {
@@ -524,9 +540,12 @@ async fn claim_key(
             .map_err(super::queued::database_error)?;
         return match begun {
             SyncBegun::Started { id, attempt } => {
+                let (renewing, stop) = tokio::sync::oneshot::channel::<()>();
+                tokio::spawn(renew_key(link.clone(), id.clone(), attempt, stop));
                 let holder = Holder::Cluster {
                     id: id.clone(),
                     attempt,
+                    _renewing: renewing,
                 };
                 Ok((id, Some(claim(holder))))
             }
@@ -553,9 +572,33 @@ async fn claim_key(
     }
 }
 
-/// The longest a run answered at once can take from its key's claim: the wait for a slot, the
-/// longest timeout of the nodes serving now, and a margin. A key whose run has not finished by
-/// then is taken over by a retry (its daemon is taken to have died).
+/// Keeps the lease of a key claimed in the cluster while its run goes on (renewed every third
+/// of it), until `stop` is dropped: a key is taken over only when its daemon stops renewing.
+async fn renew_key(
+    link: Arc<crate::cluster::ClusterLink>,
+    id: String,
+    attempt: i32,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let lease = link.settings.lease;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticks.tick() => {
+                let renewed = tokio::time::timeout(lease / 3, link.queue.renew_attempt(&id, attempt, lease)).await;
+                if matches!(renewed, Ok(Ok(false))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The first lease of a key claimed for a run answered at once: the wait for a slot, the
+/// longest timeout of the nodes serving now, and a margin (after that, the key's lease is
+/// renewed every third of `cluster.lease` while the run goes on). A key whose lease runs out is
+/// taken over by a retry (its daemon is taken to have died).
 fn sync_lease(daemon: &Shared) -> std::time::Duration {
     let longest = daemon
         .current()
@@ -634,8 +677,13 @@ struct KeyClaim {
 enum Holder {
     /// In this daemon's memory (one machine).
     Local { caller: String, key: String },
-    /// In the cluster's database: attempt `attempt` of run `id`.
-    Cluster { id: String, attempt: i32 },
+    /// In the cluster's database: attempt `attempt` of run `id`, whose lease is renewed until
+    /// `_renewing` is dropped.
+    Cluster {
+        id: String,
+        attempt: i32,
+        _renewing: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// How long recording a key's answer in the cluster's database may take. Past it the answer
@@ -648,6 +696,15 @@ impl KeyClaim {
     /// record went to the cluster's database with the answer.
     async fn finish(mut self, status: StatusCode, body: &Json, record: &Json) -> bool {
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            // Given back before the answer goes out: a retry right after it finds the key free.
+            if let (Holder::Cluster { id, attempt, .. }, Some(link)) =
+                (&self.holder, &self.daemon.cluster)
+            {
+                self.armed = false;
+                let _ =
+                    tokio::time::timeout(KEY_FINISH_TIMEOUT, link.queue.release_sync(id, *attempt))
+                        .await;
+            }
             return false;
         }
         self.armed = false;
@@ -661,7 +718,7 @@ impl KeyClaim {
                 );
                 false
             }
-            Holder::Cluster { id, attempt } => {
+            Holder::Cluster { id, attempt, .. } => {
                 let Some(link) = &self.daemon.cluster else {
                     return false;
                 };
@@ -680,10 +737,11 @@ impl KeyClaim {
                     ),
                 )
                 .await;
-                if !matches!(finished, Ok(Ok(true))) {
+                let recorded = matches!(finished, Ok(Ok(true)));
+                if !recorded {
                     tracing::warn!(run_id = %id, "the answer of a run with an idempotency key was not recorded in the cluster's database; a retry after its lease runs it again");
                 }
-                true
+                recorded
             }
         }
     }
@@ -696,7 +754,7 @@ impl Drop for KeyClaim {
         }
         match &self.holder {
             Holder::Local { caller, key } => self.daemon.records.release(caller, key),
-            Holder::Cluster { id, attempt } => {
+            Holder::Cluster { id, attempt, .. } => {
                 let (Some(link), Ok(runtime)) = (
                     self.daemon.cluster.clone(),
                     tokio::runtime::Handle::try_current(),

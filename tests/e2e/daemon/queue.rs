@@ -360,15 +360,13 @@ fn a_queued_runs_events_stream_to_a_caller_on_another_daemon() {
     assert_eq!(end["event"], "waiting", "{waiting}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(result(&b, &slow).status, 200);
-    // Another caller's run is one that does not exist.
-    let stranger = b.request(
-        &b.api,
-        "GET",
-        &format!("/v1/runs/{id}/events"),
-        None,
-        &[("authorization", "Bearer not-a-key")],
+    // The events of a run answered at once are not a queued run's.
+    let direct = b.run(
+        json!({ "node": "text-transform", "inputs": { "text": "x" }, "idempotency_key": "d" }),
     );
-    assert_eq!(stranger.status, 401);
+    let direct = direct.json()["run_id"].as_str().unwrap().to_string();
+    let none = b.call("GET", &format!("/v1/runs/{direct}/events"), None);
+    assert_eq!((none.status, none.code().as_str()), (404, "unknown_run"));
 }
 
 #[test]
@@ -466,6 +464,7 @@ fn the_queue_is_bounded_per_caller_private_to_it_and_needs_a_cluster() {
     let bobs = bobs.json()["run_id"].as_str().unwrap().to_string();
     for path in [
         format!("/v1/runs/{first}/result"),
+        format!("/v1/runs/{first}/events?wait=0"),
         format!("/v1/runs/{first}"),
     ] {
         let hidden = as_bob("GET", &path, None);
