@@ -3,13 +3,13 @@
 //! a caller connected to any daemon.
 
 use super::queued::{database_error, owned_run, queue_unavailable};
-use super::runs::done_json;
+use super::runs::{done_json, streamed};
 use super::{ApiError, Caller, Shared};
 use crate::cluster::ClusterLink;
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -91,18 +91,7 @@ pub async fn events(
             follow.step().await;
         }
     });
-    let mut response = Response::new(Body::from_stream(stream));
-    let content_type = match event_stream {
-        true => "text/event-stream",
-        false => "application/x-ndjson",
-    };
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(streamed(Body::from_stream(stream), event_stream))
 }
 
 /// Following one run: where it is, and the lines ready to send.

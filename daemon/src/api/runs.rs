@@ -1404,20 +1404,26 @@ fn stream_response(
             Some((Ok(piece), state))
         }
     });
-    let content_type = match delivery {
-        Delivery::EventStream => "text/event-stream",
-        _ => "application/x-ndjson",
+    let mut response = streamed(Body::from_stream(stream), delivery == Delivery::EventStream);
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert("x-warden-run-id", value);
+    }
+    response
+}
+
+/// A streamed answer: NDJSON, or server-sent events, never cached.
+pub(super) fn streamed(body: Body, event_stream: bool) -> Response {
+    let content_type = match event_stream {
+        true => "text/event-stream",
+        false => "application/x-ndjson",
     };
-    let mut response = Response::new(Body::from_stream(stream));
+    let mut response = Response::new(body);
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(value) = HeaderValue::from_str(id) {
-        response.headers_mut().insert("x-warden-run-id", value);
-    }
     response
 }
 
