@@ -208,8 +208,10 @@ impl AuditLog {
         }
     }
 
-    /// Waits (at most `within`) until every record made so far is written. A file's records are
-    /// written when they are made; a cluster's wait in the writer task's queue.
+    /// Waits (at most `within`) until every record made so far is written, as the process is
+    /// about to end. A file's records are written when they are made; a cluster's wait in the
+    /// writer task's queue, and those still waiting after `within` are counted as failures,
+    /// with a warning. False when some were not written.
     pub async fn flush(&self, within: Duration) -> bool {
         let Sink::Cluster(sink) = &self.sink else {
             return true;
@@ -217,7 +219,17 @@ impl AuditLog {
         let (done, written) = oneshot::channel();
         let flushed =
             async { sink.queue.send(Message::Flush(done)).await.is_ok() && written.await.is_ok() };
-        tokio::time::timeout(within, flushed).await.unwrap_or(false)
+        if tokio::time::timeout(within, flushed).await.unwrap_or(false) {
+            return true;
+        }
+        // About those still queued (the flush request among them, when it got in; a batch the
+        // writer holds is not counted).
+        let waiting = CLUSTER_QUEUE.saturating_sub(sink.queue.capacity()) as u64;
+        metrics::counter!(crate::telemetry::AUDIT_FAILURES).increment(waiting);
+        tracing::warn!(
+            "{waiting} audit records had not reached the cluster's database within {within:?}; they are lost"
+        );
+        false
     }
 
     /// Appends one record: `event` and `fields`, with its number, time and chain link.
