@@ -5,9 +5,11 @@
 //! host's seams, starting with storage ([`PgStorage`]): the storage scopes, with per-scope quotas
 //! enforced in a transaction so that writers on different daemons cannot overshoot; the queue of
 //! runs ([`RunQueue`]); the audit log, one hash chain for every daemon ([`PgAudit`]); and the
-//! daemons' users, roles and credentials ([`PgPrincipals`]).
+//! daemons' users, roles and credentials ([`PgPrincipals`]). Packages are content-addressed blobs in
+//! object storage ([`BlobStore`]).
 
 mod audit;
+mod blobs;
 mod database;
 mod error;
 mod principals;
@@ -18,6 +20,7 @@ mod storage;
 pub mod test_services;
 
 pub use audit::{AUDIT_GENESIS, AuditRow, PgAudit, line_hash};
+pub use blobs::{BlobError, BlobSettings, BlobStore, Stored};
 pub use database::{Database, DatabaseOptions};
 pub use error::ClusterError;
 pub use principals::{CONNECTIONS as PRINCIPALS_CONNECTIONS, PgPrincipals, PrincipalsTx};

@@ -366,3 +366,155 @@ fn spawn_server(
         .map_err(|error| error.to_string())?
         .map_err(|error| format!("cannot start postgres: {error}"))
 }
+
+/// An S3-compatible server on loopback: moto's (`moto_server`, from PyPI's `moto[server]`),
+/// with one bucket. It keeps objects in memory and dies with the test process.
+pub struct S3 {
+    child: Child,
+    port: u16,
+    bucket: String,
+}
+
+/// Where `cargo xtask test` installs moto when it is missing (a virtual environment).
+pub const MOTO_VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-services/moto");
+
+/// `moto_server`: `WARDEN_MOTO_BIN`, the virtual environment `cargo xtask test` makes, or the
+/// `PATH`.
+fn moto_binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("WARDEN_MOTO_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let venv = Path::new(MOTO_VENV).join("bin/moto_server");
+    if venv.exists() {
+        return Ok(venv);
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("moto_server"))
+                .find(|binary| binary.exists())
+        })
+        .ok_or_else(|| "moto_server (PyPI's moto[server]) is not installed".to_string())
+}
+
+/// An S3 server of the test's own; `None` (with the reason printed) when moto is not installed.
+pub fn own_s3() -> Option<S3> {
+    match S3::start() {
+        Ok(server) => Some(server),
+        Err(reason) => {
+            if std::env::var_os(REQUIRE_ENV).is_some() {
+                panic!("the S3 server did not start, and {REQUIRE_ENV} is set: {reason}");
+            }
+            eprintln!(
+                "skipping an object storage test: {reason}. `cargo xtask test` installs moto \
+                 (PyPI's moto[server]) when it can."
+            );
+            None
+        }
+    }
+}
+
+impl S3 {
+    /// Starts moto on a free loopback port, waits until it answers and creates the bucket
+    /// `warden`.
+    pub fn start() -> Result<S3, String> {
+        let binary = moto_binary()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|error| format!("no free port for moto: {error}"))?
+            .port();
+        let mut command = Command::new(&binary);
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: the closure only makes one async-signal-safe system call (prctl).
+        unsafe {
+            command.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))
+                .map_err(std::io::Error::from)
+            });
+        }
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(command.spawn());
+            // The parent-death signal follows this thread: it must outlive the server.
+            loop {
+                std::thread::park();
+            }
+        });
+        let child = receiver
+            .recv()
+            .map_err(|error| error.to_string())?
+            .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+        let mut server = S3 {
+            child,
+            port,
+            bucket: "warden".into(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match server.request("PUT", &format!("/{}", server.bucket)) {
+                Ok(status) if status == 200 => return Ok(server),
+                Ok(status) => return Err(format!("moto refused to create a bucket: {status}")),
+                Err(error) => {
+                    if server.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline
+                    {
+                        return Err(format!("moto did not start: {error}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// One plain HTTP/1.1 request without a body; its status.
+    fn request(&self, method: &str, path: &str) -> Result<u16, String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))
+            .map_err(|error| error.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|error| error.to_string())?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .map_err(|error| error.to_string())?;
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .map_err(|error| error.to_string())?;
+        let answer = String::from_utf8_lossy(&answer);
+        answer
+            .split(' ')
+            .nth(1)
+            .and_then(|status| status.parse().ok())
+            .ok_or_else(|| format!("not an HTTP answer: {answer}"))
+    }
+
+    /// The endpoint to give object_store (`http://127.0.0.1:PORT`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The store's URL, with a prefix of the caller's (`s3://warden/PREFIX`).
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    /// The credentials moto accepts (any).
+    pub const KEY_ID: &'static str = "warden-test";
+    pub const SECRET: &'static str = "warden-test-secret";
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

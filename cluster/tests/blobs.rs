@@ -1,0 +1,88 @@
+//! Packages as blobs in S3-compatible storage (moto on loopback): created only if absent, read
+//! back only when they hash to their name. Skipped, with the reason, where moto is not installed.
+
+use sha2::Digest;
+use warden_cluster::test_services::{S3, own_s3};
+use warden_cluster::{BlobError, BlobSettings, BlobStore, Stored};
+
+fn sha(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn store(server: &S3, prefix: &str) -> BlobStore {
+    let settings = BlobSettings {
+        url: server.url(prefix),
+        endpoint: Some(server.endpoint()),
+        region: None,
+    };
+    BlobStore::open_with_keys(&settings, S3::KEY_ID, S3::SECRET).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_in_s3_are_created_once_and_read_back_only_when_they_hash_to_their_name() {
+    let Some(server) = own_s3() else { return };
+    let store = store(&server, "a");
+    let bytes = vec![7u8; 300_000];
+    let name = sha(&bytes);
+    assert_eq!(store.get(&name, 1 << 20).await.unwrap(), None);
+
+    // Daemons storing the same package at once: each succeeds, one object results.
+    let puts: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, name, bytes) = (store.clone(), name.clone(), bytes.clone());
+            tokio::spawn(async move { store.put(&name, &bytes).await })
+        })
+        .collect();
+    let mut created = 0;
+    for put in puts {
+        if put.await.unwrap().unwrap() == Stored::Created {
+            created += 1;
+        }
+    }
+    assert!(created >= 1);
+    // The store honours create-if-absent: a later put finds the blob there.
+    assert_eq!(
+        store.put(&name, &bytes).await.unwrap(),
+        Stored::AlreadyThere
+    );
+    assert_eq!(
+        store.get(&name, 1 << 20).await.unwrap(),
+        Some(bytes.clone())
+    );
+    assert!(matches!(
+        store.get(&name, 1000).await,
+        Err(BlobError::TooLarge { size: 300_000, .. })
+    ));
+
+    // Another prefix is another namespace.
+    assert_eq!(
+        self::store(&server, "b").get(&name, 1 << 20).await.unwrap(),
+        None
+    );
+
+    // Bytes changed in the store behind warden's back are refused, not returned.
+    store.overwrite_unchecked(&name, b"forged").await.unwrap();
+    let refused = store.get(&name, 1 << 20).await.unwrap_err();
+    assert!(matches!(refused, BlobError::Corrupt { .. }), "{refused}");
+    assert!(refused.to_string().contains("do not hash"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_does_not_answer_is_an_error_not_a_hang() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = BlobSettings {
+        url: "s3://warden".into(),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: None,
+    };
+    let store = BlobStore::open_with_keys(&settings, "k", "s").unwrap();
+    let error = store.get(&sha(b"x"), 100).await.unwrap_err();
+    assert!(matches!(error, BlobError::Store { .. }), "{error}");
+}
