@@ -16,7 +16,9 @@ use object_store::client::{
     HttpResponse, HttpResponseBody, HttpService,
 };
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientConfigKey, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{
+    ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
 use sha2::Digest;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +52,7 @@ pub enum BlobError {
     #[error("the bytes given for blob {0} do not hash to it")]
     NotItsBytes(String),
     #[error(
-        "the blob store `{store}` holds bytes under {name} that do not hash to it: they are ignored (remove the object; it will be stored again)"
+        "the blob store `{store}` held bytes under {name} that do not hash to it (damaged or tampered with): they were refused and removed, and the package will be stored again"
     )]
     Corrupt { store: String, name: String },
     #[error("the blob {name} in `{store}` is {size} bytes, over the {limit} accepted")]
@@ -258,6 +260,10 @@ impl BlobStore {
             bytes.extend_from_slice(&chunk);
         }
         if hex(&sha2::Sha256::digest(&bytes)) != sha256 {
+            // Bytes under a name they do not hash to can only be damage or tampering: removed,
+            // so that the next download stores the package again (creating only if absent, it
+            // could not replace them). Best effort: the error says what was found either way.
+            let _ = self.store.delete(&path).await;
             return Err(BlobError::Corrupt {
                 store: self.described.clone(),
                 name: sha256.to_string(),

@@ -375,8 +375,13 @@ pub struct S3 {
     bucket: String,
 }
 
-/// Where `cargo xtask test` installs moto when it is missing (a virtual environment).
-pub const MOTO_VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-services/moto");
+/// Where `cargo xtask test` installs moto when it is missing (a virtual environment under the
+/// default target directory; it also passes the binary's path in `WARDEN_MOTO_BIN`).
+const MOTO_VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tools/moto-venv");
+
+/// Set by `cargo xtask test` once it has installed moto: the object storage tests then fail
+/// rather than skip when it does not start.
+pub const REQUIRE_S3_ENV: &str = "WARDEN_REQUIRE_S3";
 
 /// `moto_server`: `WARDEN_MOTO_BIN`, the virtual environment `cargo xtask test` makes, or the
 /// `PATH`.
@@ -402,8 +407,8 @@ pub fn own_s3() -> Option<S3> {
     match S3::start() {
         Ok(server) => Some(server),
         Err(reason) => {
-            if std::env::var_os(REQUIRE_ENV).is_some() {
-                panic!("the S3 server did not start, and {REQUIRE_ENV} is set: {reason}");
+            if std::env::var_os(REQUIRE_S3_ENV).is_some() {
+                panic!("the S3 server did not start, and {REQUIRE_S3_ENV} is set: {reason}");
             }
             eprintln!(
                 "skipping an object storage test: {reason}. `cargo xtask test` installs moto \
@@ -458,7 +463,7 @@ impl S3 {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match server.request("PUT", &format!("/{}", server.bucket)) {
-                Ok(status) if status == 200 => return Ok(server),
+                Ok(200) => return Ok(server),
                 Ok(status) => return Err(format!("moto refused to create a bucket: {status}")),
                 Err(error) => {
                     if server.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline

@@ -68,6 +68,9 @@ async fn blobs_in_s3_are_created_once_and_read_back_only_when_they_hash_to_their
     let refused = store.get(&name, 1 << 20).await.unwrap_err();
     assert!(matches!(refused, BlobError::Corrupt { .. }), "{refused}");
     assert!(refused.to_string().contains("do not hash"), "{refused}");
+    // ...and removed, so that the package can be stored again.
+    assert_eq!(store.get(&name, 1 << 20).await.unwrap(), None);
+    assert_eq!(store.put(&name, &bytes).await.unwrap(), Stored::Created);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

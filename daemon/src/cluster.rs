@@ -3,14 +3,16 @@
 
 use crate::auth::store::AuthStore;
 use crate::daemon::StartError;
-use crate::manifest::{Cluster, DEFAULT_DATABASE_URL_ENV, Manifest};
+use crate::manifest::{BLOBS_URL_ENV, Cluster, DEFAULT_DATABASE_URL_ENV, Manifest};
+use crate::shared_packages::SharedPackages;
 use crate::telemetry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use warden_cluster::{
-    Database, DatabaseOptions, PgAudit, PgPrincipals, PgStorage, RunQueue, Wakeup,
+    BlobSettings, BlobStore, Database, DatabaseOptions, PgAudit, PgPrincipals, PgStorage, RunQueue,
+    Wakeup,
 };
 use warden_host::Storage;
 
@@ -30,10 +32,20 @@ pub fn configured(manifest: &Manifest) -> Option<Cluster> {
     // Set but empty still joins, and then refuses to start: an empty variable is a
     // configuration gone wrong (an unset `${DATABASE_URL}` in a Compose file), and falling
     // back to local storage would split the cluster's data silently.
-    manifest
+    let mut cluster = manifest
         .cluster
         .clone()
-        .or_else(|| std::env::var_os(DEFAULT_DATABASE_URL_ENV).map(|_| Cluster::default()))
+        .or_else(|| std::env::var_os(DEFAULT_DATABASE_URL_ENV).map(|_| Cluster::default()))?;
+    if cluster.blobs.is_none() {
+        cluster.blobs = std::env::var(BLOBS_URL_ENV)
+            .ok()
+            .filter(|url| !url.is_empty())
+            .map(|url| BlobSettings {
+                url,
+                ..BlobSettings::default()
+            });
+    }
+    Some(cluster)
 }
 
 /// This daemon's link to the cluster's database.
@@ -50,6 +62,8 @@ pub struct ClusterLink {
     failures: AtomicU32,
     /// Writes of records of runs answered at once, in flight.
     record_writes: Arc<tokio::sync::Semaphore>,
+    /// The packages the daemons share through object storage, when `blobs` names a store.
+    packages: Option<SharedPackages>,
 }
 
 /// Records of runs answered at once being written to the database at a time, at most: past
@@ -94,11 +108,28 @@ pub fn auth_store(
 }
 
 impl ClusterLink {
+    /// Where the daemons share the packages they install, if anywhere.
+    pub fn packages(&self) -> Option<&dyn warden_registry::client::install::PackageBlobs> {
+        self.packages
+            .as_ref()
+            .map(|packages| packages as &dyn warden_registry::client::install::PackageBlobs)
+    }
+
     /// Connects (waiting for the database up to the connect timeout), migrates the schema and
     /// starts probing the database in the background.
     pub async fn join(cluster: &Cluster) -> Result<Arc<ClusterLink>, StartError> {
+        let packages = match &cluster.blobs {
+            Some(settings) => Some(SharedPackages::new(BlobStore::open(settings)?)),
+            None => None,
+        };
         let database = connect(cluster).await?;
         tracing::info!("storage scopes are in the cluster's PostgreSQL database");
+        if let Some(packages) = &packages {
+            tracing::info!(
+                "packages are shared through the object storage at {}",
+                packages.described()
+            );
+        }
         metrics::gauge!(telemetry::CLUSTER_DATABASE_UP).set(1.0);
         let queue = RunQueue::new(&database, &owner());
         let (wakeups, _) = broadcast::channel(1024);
@@ -110,6 +141,7 @@ impl ClusterLink {
             wakeups,
             failures: AtomicU32::new(0),
             record_writes: Arc::new(tokio::sync::Semaphore::new(MAX_RECORD_WRITES)),
+            packages,
         });
         link.spawn_probe();
         Ok(link)

@@ -44,6 +44,8 @@ pub enum StartError {
     NoDatabaseUrl(String),
     #[error("joining the cluster: {0}")]
     Cluster(#[from] warden_cluster::ClusterError),
+    #[error("joining the cluster: {0}")]
+    Blobs(#[from] warden_cluster::BlobError),
     #[error(transparent)]
     Audit(#[from] AuditError),
 }
@@ -421,7 +423,8 @@ impl Daemon {
         let loaded = off_the_executor(async {
             // Nodes their registry now blocks stop first, whatever becomes of the reload.
             self.sync_registries(&manifest).await;
-            loader::load(&manifest).await
+            let blobs = self.cluster.as_ref().and_then(|link| link.packages());
+            loader::load(&manifest, blobs).await
         })
         .await;
         for warning in &loaded.warnings {

@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod otlp;
 pub mod records;
 mod serve;
+pub mod shared_packages;
 pub mod telemetry;
 mod worker;
 

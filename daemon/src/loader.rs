@@ -14,7 +14,7 @@ use std::path::Path;
 use warden_host::{Capabilities, NodeComponent};
 use warden_package::Package;
 use warden_registry::client::Client;
-use warden_registry::client::install::{self, InstallRequest, InstallState};
+use warden_registry::client::install::{self, InstallRequest, InstallState, PackageBlobs};
 
 /// A package chosen and verified for a manifest node, not yet compiled.
 #[derive(Clone)]
@@ -71,8 +71,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Loads every node of `manifest`. Sync the registries first (`Daemon::sync_registries`), so
-/// that a node revoked since the last start is left out rather than loaded.
-pub async fn load(manifest: &Manifest) -> Loaded {
+/// that a node revoked since the last start is left out rather than loaded. In a cluster,
+/// `blobs` is where the daemons share the packages they download.
+pub async fn load(manifest: &Manifest, blobs: Option<&dyn PackageBlobs>) -> Loaded {
     let mut loaded = Loaded::default();
     let directories: BTreeMap<&str, DirectoryPackages> = manifest
         .directories
@@ -137,7 +138,13 @@ pub async fn load(manifest: &Manifest) -> Loaded {
         ) {
             match clients.get(registry.name.as_str()) {
                 Some(client) => {
-                    from_registry(registry, client, state, entry, &mut loaded.warnings).await
+                    let source = RegistryAt {
+                        registry,
+                        client,
+                        state,
+                        blobs,
+                    };
+                    from_registry(&source, entry, &mut loaded.warnings).await
                 }
                 None => continue,
             }
@@ -473,13 +480,26 @@ pub async fn sync_registry(
     }
 }
 
+/// A registry nodes install from: its settings, its client, the daemon's install state and,
+/// in a cluster, the shared store of packages.
+struct RegistryAt<'a> {
+    registry: &'a RegistrySource,
+    client: &'a Client,
+    state: &'a InstallState,
+    blobs: Option<&'a dyn PackageBlobs>,
+}
+
 async fn from_registry(
-    registry: &RegistrySource,
-    client: &Client,
-    state: &InstallState,
+    source: &RegistryAt<'_>,
     entry: &NodeEntry,
     warnings: &mut Vec<String>,
 ) -> Result<Found, Skip> {
+    let RegistryAt {
+        registry,
+        client,
+        state,
+        blobs,
+    } = *source;
     let approve: Vec<String> = entry
         .grant
         .names()
@@ -501,6 +521,7 @@ async fn from_registry(
             approve_limits: Some("permissive".into()),
             now: warden_registry::protocol::now(),
             accept_publisher_change: false,
+            blobs,
         },
     )
     .await;

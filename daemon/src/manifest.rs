@@ -114,7 +114,13 @@ pub struct Cluster {
     pub max_queued: u32,
     /// How long a run may wait in the queue before it is answered `queue_expired`.
     pub max_queue_wait: Duration,
+    /// Where the daemons share the packages they install (`blobs`, or `WARDEN_BLOBS_URL`);
+    /// `None`: each daemon downloads its packages from the registry.
+    pub blobs: Option<warden_cluster::BlobSettings>,
 }
+
+/// The environment variable that names the cluster's object storage when `[cluster]` names none.
+pub const BLOBS_URL_ENV: &str = "WARDEN_BLOBS_URL";
 
 impl Default for Cluster {
     fn default() -> Self {
@@ -128,6 +134,7 @@ impl Default for Cluster {
             max_queued_per_caller: 1000,
             max_queued: 100_000,
             max_queue_wait: Duration::from_secs(24 * 3600),
+            blobs: None,
         }
     }
 }
@@ -345,6 +352,9 @@ struct RawCluster {
     max_queued_per_caller: Option<Spanned<u32>>,
     max_queued: Option<Spanned<u32>>,
     max_queue_wait: Option<Spanned<String>>,
+    blobs: Option<Spanned<String>>,
+    blobs_endpoint: Option<Spanned<String>>,
+    blobs_region: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1198,7 +1208,56 @@ fn check_cluster(raw: &RawCluster, problems: &mut Problems) -> Cluster {
         }
         _ => cluster.max_queue_wait = wait,
     }
+    cluster.blobs = check_blobs(raw, problems);
     cluster
+}
+
+/// `[cluster] blobs`, `blobs_endpoint` and `blobs_region`.
+fn check_blobs(raw: &RawCluster, problems: &mut Problems) -> Option<warden_cluster::BlobSettings> {
+    let Some(url) = &raw.blobs else {
+        for (field, value) in [
+            ("cluster.blobs_endpoint", &raw.blobs_endpoint),
+            ("cluster.blobs_region", &raw.blobs_region),
+        ] {
+            if let Some(value) = value {
+                problems.at(value, field, "only with `blobs`, the store it is for");
+            }
+        }
+        return None;
+    };
+    let text = url.get_ref();
+    let s3 = text
+        .strip_prefix("s3://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+    if !s3 && !text.starts_with("file:///") {
+        problems.at(
+            url,
+            "cluster.blobs",
+            "s3://BUCKET[/PREFIX], or file:///ABSOLUTE/PATH (a directory every daemon shares)",
+        );
+    }
+    let endpoint = raw.blobs_endpoint.as_ref().map(|endpoint| {
+        let text = endpoint.get_ref();
+        let web = ["https://", "http://"]
+            .iter()
+            .any(|scheme| text.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty()));
+        if !web || !s3 {
+            problems.at(
+                endpoint,
+                "cluster.blobs_endpoint",
+                "https://HOST[:PORT] of an S3-compatible store (http:// only on a trusted network), with an s3:// `blobs`",
+            );
+        }
+        text.clone()
+    });
+    Some(warden_cluster::BlobSettings {
+        url: text.clone(),
+        endpoint,
+        region: raw
+            .blobs_region
+            .as_ref()
+            .map(|region| region.get_ref().clone()),
+    })
 }
 
 fn check_host(raw: &RawHost, problems: &mut Problems) -> HostSettings {
@@ -1493,6 +1552,51 @@ grant = ["storage-read", "storage-write"]
             let manifest = parse(&text).unwrap_or_else(|error| panic!("{file}: {error}"));
             assert!(manifest.cluster.is_some(), "{file}");
             assert!(manifest.metrics.is_some(), "{file}");
+        }
+    }
+
+    #[test]
+    fn a_clusters_object_storage_is_an_s3_bucket_or_a_directory() {
+        let cluster = parse(
+            "[cluster]\nblobs = \"s3://packages/warden\"\nblobs_endpoint = \"https://minio.internal:9000\"\nblobs_region = \"eu-west-1\"\n",
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(
+            cluster.blobs,
+            Some(warden_cluster::BlobSettings {
+                url: "s3://packages/warden".into(),
+                endpoint: Some("https://minio.internal:9000".into()),
+                region: Some("eu-west-1".into()),
+            })
+        );
+        let local = parse("[cluster]\nblobs = \"file:///srv/warden/blobs\"\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(local.blobs.unwrap().url, "file:///srv/warden/blobs");
+        for (text, field) in [
+            ("blobs = \"s3:///x\"", "cluster.blobs"),
+            ("blobs = \"/srv/blobs\"", "cluster.blobs"),
+            ("blobs = \"gs://bucket\"", "cluster.blobs"),
+            ("blobs_endpoint = \"https://x\"", "cluster.blobs_endpoint"),
+            (
+                "blobs = \"file:///srv\"\nblobs_endpoint = \"https://x\"",
+                "cluster.blobs_endpoint",
+            ),
+            (
+                "blobs = \"s3://b\"\nblobs_endpoint = \"minio:9000\"",
+                "cluster.blobs_endpoint",
+            ),
+            ("blobs_region = \"eu-west-1\"", "cluster.blobs_region"),
+        ] {
+            let error = parse(&format!("[cluster]\n{text}\n")).unwrap_err();
+            let ManifestError::Invalid { problems, .. } = &error else {
+                panic!("{error}");
+            };
+            let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+            assert_eq!(fields, [field], "{text}");
         }
     }
 

@@ -49,9 +49,15 @@ pub const CLUSTER_LEASES_LOST: &str = "warden_cluster_leases_lost_total";
 /// Records of runs answered at once that this daemon did not share with the cluster (too many
 /// writes to the database in flight, or the database failed): only this daemon has them.
 pub const CLUSTER_RECORDS_UNSHARED: &str = "warden_cluster_records_unshared_total";
+/// Packages this daemon installed, by `from`: `blobs` (the cluster's object storage, verified
+/// as a download is) or `registry` (downloaded, then stored for the other daemons).
+pub const CLUSTER_PACKAGES: &str = "warden_cluster_packages_total";
+/// Failures of the cluster's object storage, by `operation` (`get`, `put`) and `kind`
+/// (`unavailable`, `corrupt`, `too_large`): the registry serves meanwhile.
+pub const CLUSTER_BLOB_FAILURES: &str = "warden_cluster_blob_failures_total";
 
 /// Every metric the daemon exports.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 22] = [
     RUNS,
     RUN_DURATION,
     DENIALS,
@@ -72,6 +78,8 @@ pub const ALL: [&str; 20] = [
     CLUSTER_CLAIMS,
     CLUSTER_LEASES_LOST,
     CLUSTER_RECORDS_UNSHARED,
+    CLUSTER_PACKAGES,
+    CLUSTER_BLOB_FAILURES,
 ];
 
 /// Requests refused for their credential, by `kind` (missing, expired, bad_signature, …).

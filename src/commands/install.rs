@@ -77,6 +77,7 @@ pub(crate) fn execute(args: InstallArgs) -> Result<(), Failure> {
                 approve_limits: args.preset,
                 now: protocol::now(),
                 accept_publisher_change: args.accept_publisher_change,
+                blobs: None,
             },
         ))
         .map_err(install_failure)?;

@@ -112,6 +112,12 @@ fn test() -> Result<(), String> {
         // Installed or found: the cluster tests must then run, not skip.
         command.env("WARDEN_REQUIRE_SERVICES", "1");
     }
+    if let Some(moto) = steps.time("moto (S3) found or installed", moto) {
+        // Installed or found: the object storage tests must then run, not skip.
+        command
+            .env("WARDEN_MOTO_BIN", moto)
+            .env("WARDEN_REQUIRE_S3", "1");
+    }
     steps.time("cargo test --workspace --all-targets", || run(command))?;
     let mut doc = cargo();
     // With the same features as the build above, whose libraries it reuses.
@@ -227,6 +233,72 @@ fn postgresql() -> bool {
         return false;
     }
     true
+}
+
+/// The S3-compatible server of the object storage tests, from PyPI: 5.2.5 honours conditional
+/// writes (If-None-Match), which create-if-absent needs.
+const MOTO: &str = "moto[server]==5.2.5";
+
+/// `moto_server` for the object storage tests: installed from PyPI into a virtualenv under the
+/// target directory when it is not there yet (with Debian's python3-venv first, as root with
+/// apt, when Python cannot make one). `None`, saying why, when it cannot be installed: the
+/// tests then skip.
+fn moto() -> Option<PathBuf> {
+    let venv = target_dir().join("tools").join("moto-venv");
+    let binary = venv.join("bin").join("moto_server");
+    let installed = || {
+        Command::new(venv.join("bin").join("pip"))
+            .args(["show", "-q", "moto", "flask"])
+            .output()
+            .is_ok_and(|output| output.status.success())
+            && binary.exists()
+    };
+    if installed() {
+        return Some(binary);
+    }
+    eprintln!("xtask: installing {MOTO} from PyPI for the object storage tests (once)");
+    let make_venv = || {
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let mut made = make_venv();
+    if !made && root && Path::new("/usr/bin/apt-get").exists() {
+        let install = [
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "python3-venv",
+        ];
+        made = (apt(&install) || (apt(&["update", "-q"]) && apt(&install))) && make_venv();
+    }
+    let done = made
+        && Command::new(venv.join("bin").join("pip"))
+            .args(["install", "-q", MOTO])
+            .status()
+            .is_ok_and(|status| status.success());
+    if !done || !installed() {
+        eprintln!(
+            "xtask: moto could not be installed (python3 -m venv and PyPI are needed): the \
+             object storage tests will skip"
+        );
+        return None;
+    }
+    Some(binary)
 }
 
 /// The versions of the schema checkers `cargo xtask deploy-check` installs from PyPI.

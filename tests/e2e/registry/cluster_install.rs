@@ -3,7 +3,10 @@
 
 use super::*;
 use crate::daemon::cluster::{CLUSTER, fresh_database};
-use crate::daemon::{Daemon, Fixture, sleep_run};
+use crate::daemon::{Daemon, Fixture, metric, sleep_run};
+use sha2::Digest;
+use warden_cluster::test_services::{S3, own_s3};
+use warden_cluster::{BlobSettings, BlobStore};
 
 #[test]
 fn a_package_published_once_is_installed_and_run_on_every_daemon_of_a_cluster() {
@@ -49,4 +52,119 @@ fn a_package_published_once_is_installed_and_run_on_every_daemon_of_a_cluster() 
         let described = daemon.call("GET", "/v1/nodes/limits", None).json();
         assert_eq!(described["publisher"], "acme", "{described}");
     }
+}
+
+/// `[cluster]` with packages shared through the object storage at `server`, under `prefix`.
+fn with_blobs(server: &S3, prefix: &str) -> String {
+    format!(
+        "{CLUSTER}blobs = \"{}\"\nblobs_endpoint = \"{}\"\n",
+        server.url(prefix),
+        server.endpoint()
+    )
+}
+
+fn packages_from(daemon: &Daemon, from: &str) -> f64 {
+    let text = daemon.metrics_text();
+    metric(
+        &text,
+        "warden_cluster_packages_total",
+        &format!("from=\"{from}\""),
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn daemons_of_a_cluster_download_a_package_once_and_share_it_through_object_storage() {
+    let Some(url) = fresh_database() else { return };
+    let Some(s3) = own_s3() else { return };
+    let registry = Registry::start(3600);
+    let acme = registry.publisher("alice", "acme");
+    let limits = build_node("tests/nodes/limits", Target::Wasip2, &[]);
+    let package = acme.pack(&limits, "limits", "0.1.0");
+    registry.publish(&acme.token, package.clone()).unwrap();
+    let env = [
+        ("WARDEN_TEST_DATABASE_URL", url.as_str()),
+        ("AWS_ACCESS_KEY_ID", S3::KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", S3::SECRET),
+    ];
+    let start = || {
+        let fixture = super::daemon_revocation::fixture(&registry, &acme.token);
+        let manifest = std::fs::read_to_string(fixture.path("host.toml")).unwrap();
+        let cluster = with_blobs(&s3, "shared");
+        std::fs::write(
+            fixture.path("host.toml"),
+            format!("{manifest}\n[metrics]\nlisten = \"127.0.0.1:0\"\n{cluster}"),
+        )
+        .unwrap();
+        let daemon = Daemon::try_start_with_env(&fixture, &env)
+            .unwrap_or_else(|output| panic!("the daemon did not start: {output}"));
+        assert!(
+            daemon.banner.contains("loaded limits@0.1.0"),
+            "{}",
+            daemon.banner
+        );
+        (fixture, daemon)
+    };
+    // The first daemon downloads the package from the registry and stores it; the others take
+    // it from the object storage, verified against the same signed index.
+    let first = start();
+    assert_eq!(packages_from(&first.1, "registry"), 1.0);
+    assert_eq!(packages_from(&first.1, "blobs"), 0.0);
+    let others: Vec<_> = (0..2).map(|_| start()).collect();
+    for (_, daemon) in &others {
+        assert_eq!(packages_from(daemon, "blobs"), 1.0);
+        assert_eq!(packages_from(daemon, "registry"), 0.0);
+        let reply = daemon.run(sleep_run(1));
+        assert_eq!(reply.status, 200, "{}", reply.shown());
+    }
+
+    // Bytes swapped in the store behind the daemons' backs (another package of the same size
+    // would do no better: the name is the hash) are refused: the daemon downloads the package
+    // from the registry again, runs it, and stores it afresh for the next.
+    let sha256: String = sha2::Sha256::digest(&package)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let settings = BlobSettings {
+        url: s3.url("shared"),
+        endpoint: Some(s3.endpoint()),
+        region: None,
+    };
+    let store = BlobStore::open_with_keys(&settings, S3::KEY_ID, S3::SECRET).unwrap();
+    let mut forged = package.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    runtime
+        .block_on(store.overwrite_unchecked(&sha256, &forged))
+        .unwrap();
+    let (_, second) = &others[0];
+    let reload = second.call("POST", "/v1/admin/reload", None);
+    assert_eq!(reload.status, 200, "{}", reload.shown());
+    let text = second.metrics_text();
+    assert_eq!(
+        metric(
+            &text,
+            "warden_cluster_blob_failures_total",
+            "operation=\"get\",kind=\"corrupt\""
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(packages_from(second, "registry"), 1.0);
+    let reply = second.run(sleep_run(1));
+    assert_eq!(reply.status, 200, "{}", reply.shown());
+    let stored = runtime
+        .block_on(store.get(&sha256, 1 << 30))
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, package);
+    let (_, third) = &others[1];
+    let reload = third.call("POST", "/v1/admin/reload", None);
+    assert_eq!(reload.status, 200, "{}", reload.shown());
+    assert_eq!(packages_from(third, "blobs"), 2.0);
+    assert_eq!(packages_from(third, "registry"), 0.0);
 }

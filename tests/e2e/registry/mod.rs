@@ -934,6 +934,7 @@ fn an_update_asking_for_more_stays_disabled_until_approved() {
             approve_limits: None,
             now: now(),
             accept_publisher_change: false,
+            blobs: None,
         },
     ))
     .unwrap();

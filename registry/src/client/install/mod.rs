@@ -61,6 +61,25 @@ pub struct InstallRequest<'a> {
     /// lineage accepted before (`--accept-publisher-change`). Its approvals start afresh, as
     /// on a first install, and the change is recorded.
     pub accept_publisher_change: bool,
+    /// Where hosts share the packages they downloaded (a cluster's object storage): looked in
+    /// before the registry, and given each package downloaded from it.
+    pub blobs: Option<&'a dyn PackageBlobs>,
+}
+
+/// A future a [`PackageBlobs`] returns.
+pub type BlobFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Packages kept by their SHA-256, shared by hosts. Nothing found there is trusted: a package
+/// found passes the same checks against the signed index as one downloaded, and is downloaded
+/// from the registry when it does not.
+pub trait PackageBlobs: Sync {
+    /// The package whose file hashes to `package_sha256`, if it is kept and at most `limit`
+    /// bytes; `None` when it is not, or when the store fails (the registry serves then).
+    fn find<'a>(&'a self, package_sha256: &'a str, limit: usize)
+    -> BlobFuture<'a, Option<Vec<u8>>>;
+    /// Keeps a package downloaded from a registry and verified against its index. A failure is
+    /// the store's to report: the install goes on.
+    fn keep<'a>(&'a self, package_sha256: &'a str, bytes: &'a [u8]) -> BlobFuture<'a, ()>;
 }
 
 /// Why installing `entry` from registry `id` over `previous` is a publisher change, judged
@@ -133,10 +152,9 @@ pub async fn install(
         .into());
     }
     check_one_snapshot(host, entry, index)?;
-    let path = format!("v1/packages/{}/{}", entry.name, entry.version);
     let limit = (entry.package_bytes as usize).min(DEFAULT_MAX_PACKAGE_BYTES * 4);
-    let bytes = client.send(hyper::Method::GET, &path, None, limit).await?;
-    let (package, signers) = check_package_signers(&bytes, entry, index)?;
+    let (bytes, (package, signers)) =
+        fetch_package(client, request.blobs, entry, index, limit).await?;
     // The publisher's keys this host accepts after this install.
     let mut publisher_keys: Vec<String> = match &previous {
         Some(previous) if change.is_none() => lineage(
@@ -217,6 +235,30 @@ pub async fn install(
     host.write_package(&record.package_sha256, &bytes)?;
     host.record_install(&record, accepted_change.as_ref())?;
     Ok(record)
+}
+
+/// The package `entry` names, checked against `index`: from `blobs` when they hold it and it
+/// passes, otherwise downloaded from the registry (and then given to `blobs`).
+async fn fetch_package(
+    client: &Client,
+    blobs: Option<&dyn PackageBlobs>,
+    entry: &IndexEntry,
+    index: &Index,
+    limit: usize,
+) -> Result<(Vec<u8>, (warden_package::Package, Vec<String>)), InstallError> {
+    if let Some(blobs) = blobs
+        && let Some(bytes) = blobs.find(&entry.package_sha256, limit).await
+        && let Ok(checked) = check_package_signers(&bytes, entry, index)
+    {
+        return Ok((bytes, checked));
+    }
+    let path = format!("v1/packages/{}/{}", entry.name, entry.version);
+    let bytes = client.send(hyper::Method::GET, &path, None, limit).await?;
+    let checked = check_package_signers(&bytes, entry, index)?;
+    if let Some(blobs) = blobs {
+        blobs.keep(&entry.package_sha256, &bytes).await;
+    }
+    Ok((bytes.into(), checked))
 }
 
 /// Refuses a version below the highest this host installed of the name, unless the operator
