@@ -32,6 +32,9 @@ pub struct BlobSettings {
     /// `http://...` for one on a trusted network.
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// PEM (or DER) files of certificate authorities trusted beside the Web PKI's roots, for a
+    /// store whose certificate a private CA issued.
+    pub ca_certs: Vec<std::path::PathBuf>,
 }
 
 /// Why the blob store cannot be opened or used.
@@ -62,6 +65,8 @@ pub enum BlobError {
         size: u64,
         limit: u64,
     },
+    #[error("the blob store's CA certificate {path}: {why}")]
+    CaCert { path: String, why: String },
     #[error("the blob store `{0}` did not answer within {1:?}")]
     TimedOut(String, Duration),
 }
@@ -143,7 +148,9 @@ impl BlobStore {
                 let mut builder = builder
                     .with_bucket_name(bucket)
                     .with_retry(retry)
-                    .with_http_connector(RustlsConnector);
+                    .with_http_connector(RustlsConnector {
+                        roots: roots(&settings.ca_certs)?,
+                    });
                 if let Some(endpoint) = &settings.endpoint {
                     // A plain-HTTP endpoint is the operator's explicit choice (a store on a
                     // trusted network); every other request, credentials included, is HTTPS.
@@ -293,18 +300,41 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// object_store's HTTP client for S3: hyper, with rustls on ring and the Web PKI's roots.
+/// The Web PKI's roots, and the certificates of `ca_certs`.
+pub(crate) fn roots(
+    ca_certs: &[std::path::PathBuf],
+) -> Result<Arc<rustls::RootCertStore>, BlobError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for path in ca_certs {
+        let bad = |why: String| BlobError::CaCert {
+            path: path.display().to_string(),
+            why,
+        };
+        let bytes = std::fs::read(path).map_err(|error| bad(error.to_string()))?;
+        let certificates = warden_host::tls::certificates_from_pem_or_der(&bytes)
+            .map_err(|error| bad(error.to_string()))?;
+        for der in certificates {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der))
+                .map_err(|error| bad(error.to_string()))?;
+        }
+    }
+    Ok(Arc::new(roots))
+}
+
+/// object_store's HTTP client for S3: hyper, with rustls on ring, trusting `roots`.
 #[derive(Debug)]
-struct RustlsConnector;
+pub(crate) struct RustlsConnector {
+    pub(crate) roots: Arc<rustls::RootCertStore>,
+}
 
 impl HttpConnector for RustlsConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
         let allow_http = options
             .get_config_value(&ClientConfigKey::AllowHttp)
             .is_some_and(|value| value.eq_ignore_ascii_case("true"));
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -312,7 +342,7 @@ impl HttpConnector for RustlsConnector {
                 store: "S3",
                 source: Box::new(error),
             })?
-            .with_root_certificates(roots)
+            .with_root_certificates(self.roots.clone())
             .with_no_client_auth();
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);

@@ -373,6 +373,8 @@ pub struct S3 {
     child: Child,
     port: u16,
     bucket: String,
+    /// Over HTTPS, with a certificate the CA file this names issued.
+    tls_ca: Option<PathBuf>,
 }
 
 /// Where `cargo xtask test` installs moto when it is missing (a virtual environment under the
@@ -423,14 +425,27 @@ impl S3 {
     /// Starts moto on a free loopback port, waits until it answers and creates the bucket
     /// `warden`.
     pub fn start() -> Result<S3, String> {
+        Self::start_with(None)
+    }
+
+    /// `start`, serving HTTPS with `cert` and `key` (PEM files) for 127.0.0.1, which the CA in
+    /// `ca` (a PEM file) issued.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Result<S3, String> {
+        Self::start_with(Some((cert, key, ca)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path, &Path)>) -> Result<S3, String> {
         let binary = moto_binary()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map_err(|error| format!("no free port for moto: {error}"))?
             .port();
         let mut command = Command::new(&binary);
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some((cert, key, _)) = tls {
+            command.arg("-c").arg(cert).arg("-k").arg(key);
+        }
         command
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -459,10 +474,11 @@ impl S3 {
             child,
             port,
             bucket: "warden".into(),
+            tls_ca: tls.map(|(_, _, ca)| ca.to_path_buf()),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match server.request("PUT", &format!("/{}", server.bucket)) {
+            match server.create_bucket() {
                 Ok(200) => return Ok(server),
                 Ok(status) => return Err(format!("moto refused to create a bucket: {status}")),
                 Err(error) => {
@@ -474,6 +490,40 @@ impl S3 {
                 }
             }
         }
+    }
+
+    /// Creates the bucket: its status.
+    fn create_bucket(&self) -> Result<u16, String> {
+        let path = format!("/{}", self.bucket);
+        let Some(ca) = &self.tls_ca else {
+            return self.request("PUT", &path);
+        };
+        // Through warden's own client, trusting the CA, on a thread of its own (a test may call
+        // this from inside a runtime).
+        let roots = crate::blobs::roots(std::slice::from_ref(ca)).map_err(|e| e.to_string())?;
+        let url = format!("{}{path}", self.endpoint());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(async {
+                use object_store::client::HttpConnector;
+                let client = crate::blobs::RustlsConnector { roots }
+                    .connect(&object_store::ClientOptions::new())
+                    .map_err(|error| error.to_string())?;
+                let request = hyper::Request::put(url)
+                    .body(object_store::client::HttpRequestBody::empty())
+                    .map_err(|error| error.to_string())?;
+                let response = client
+                    .execute(request)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                Ok(response.status().as_u16())
+            })
+        })
+        .join()
+        .map_err(|_| "the bucket's request panicked".to_string())?
     }
 
     /// One plain HTTP/1.1 request without a body; its status.
@@ -502,9 +552,13 @@ impl S3 {
             .ok_or_else(|| format!("not an HTTP answer: {answer}"))
     }
 
-    /// The endpoint to give object_store (`http://127.0.0.1:PORT`).
+    /// The endpoint to give object_store (`http://127.0.0.1:PORT`, or `https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = match self.tls_ca {
+            Some(_) => "https",
+            None => "http",
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The store's URL, with a prefix of the caller's (`s3://warden/PREFIX`).

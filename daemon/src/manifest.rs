@@ -355,6 +355,8 @@ struct RawCluster {
     blobs: Option<Spanned<String>>,
     blobs_endpoint: Option<Spanned<String>>,
     blobs_region: Option<Spanned<String>>,
+    #[serde(default)]
+    blobs_ca_certs: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -627,7 +629,7 @@ fn check(
     let cluster = raw
         .cluster
         .as_ref()
-        .map(|cluster| check_cluster(cluster, problems));
+        .map(|cluster| check_cluster(cluster, base, problems));
     let data_dir = relative(
         base,
         raw.storage.data_dir.as_deref().unwrap_or("warden-data"),
@@ -1122,7 +1124,7 @@ fn check_api(raw: &RawApi, base: &Path, problems: &mut Problems) -> Api {
     }
 }
 
-fn check_cluster(raw: &RawCluster, problems: &mut Problems) -> Cluster {
+fn check_cluster(raw: &RawCluster, base: &Path, problems: &mut Problems) -> Cluster {
     let mut cluster = Cluster::default();
     if let Some(name) = &raw.database_url_env {
         let valid = !name.get_ref().is_empty()
@@ -1208,12 +1210,16 @@ fn check_cluster(raw: &RawCluster, problems: &mut Problems) -> Cluster {
         }
         _ => cluster.max_queue_wait = wait,
     }
-    cluster.blobs = check_blobs(raw, problems);
+    cluster.blobs = check_blobs(raw, base, problems);
     cluster
 }
 
 /// `[cluster] blobs`, `blobs_endpoint` and `blobs_region`.
-fn check_blobs(raw: &RawCluster, problems: &mut Problems) -> Option<warden_cluster::BlobSettings> {
+fn check_blobs(
+    raw: &RawCluster,
+    base: &Path,
+    problems: &mut Problems,
+) -> Option<warden_cluster::BlobSettings> {
     let Some(url) = &raw.blobs else {
         for (field, value) in [
             ("cluster.blobs_endpoint", &raw.blobs_endpoint),
@@ -1222,6 +1228,13 @@ fn check_blobs(raw: &RawCluster, problems: &mut Problems) -> Option<warden_clust
             if let Some(value) = value {
                 problems.at(value, field, "only with `blobs`, the store it is for");
             }
+        }
+        if let Some(first) = raw.blobs_ca_certs.first() {
+            problems.at(
+                first,
+                "cluster.blobs_ca_certs",
+                "only with `blobs`, the store it is for",
+            );
         }
         return None;
     };
@@ -1257,6 +1270,11 @@ fn check_blobs(raw: &RawCluster, problems: &mut Problems) -> Option<warden_clust
             .blobs_region
             .as_ref()
             .map(|region| region.get_ref().clone()),
+        ca_certs: raw
+            .blobs_ca_certs
+            .iter()
+            .map(|ca| relative(base, ca.get_ref()))
+            .collect(),
     })
 }
 
@@ -1569,6 +1587,7 @@ grant = ["storage-read", "storage-write"]
                 url: "s3://packages/warden".into(),
                 endpoint: Some("https://minio.internal:9000".into()),
                 region: Some("eu-west-1".into()),
+                ca_certs: Vec::new(),
             })
         );
         let local = parse("[cluster]\nblobs = \"file:///srv/warden/blobs\"\n")

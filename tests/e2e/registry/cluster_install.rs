@@ -133,6 +133,7 @@ fn daemons_of_a_cluster_download_a_package_once_and_share_it_through_object_stor
         url: s3.url("shared"),
         endpoint: Some(s3.endpoint()),
         region: None,
+        ca_certs: Vec::new(),
     };
     let store = BlobStore::open_with_keys(&settings, S3::KEY_ID, S3::SECRET).unwrap();
     let mut forged = package.clone();
