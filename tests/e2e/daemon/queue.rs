@@ -510,6 +510,30 @@ fn the_queue_is_bounded_per_caller_private_to_it_and_needs_a_cluster() {
         refused.shown()
     );
     assert_eq!(daemon.run(large).status, 200);
+    // An answer over the 4 MiB a queued run keeps is answered `answer_too_large`, saying how
+    // large it was; the same run answered at once returns it.
+    let big = json!({ "node": "limits/big-output", "inputs": { "bytes": 5 * 1024 * 1024 } });
+    let id = enqueue(&daemon, big.clone());
+    let answer = result(&daemon, &id);
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (422, "answer_too_large"),
+        "{}",
+        answer.shown()
+    );
+    assert!(
+        answer.shown().contains("more than the 4194304"),
+        "{}",
+        answer.shown()
+    );
+    let record = daemon.call("GET", &format!("/v1/runs/{id}"), None).json();
+    assert_eq!(record["state"], "finished", "{record}");
+    let at_once = daemon.run(big);
+    assert_eq!(at_once.status, 200, "{}", at_once.shown());
+    assert_eq!(
+        at_once.json()["outputs"]["result"].as_str().map(str::len),
+        Some(5 * 1024 * 1024)
+    );
 
     // One machine has no queue: it says so.
     let fixture = Fixture::new();
