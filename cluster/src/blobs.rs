@@ -55,16 +55,17 @@ pub enum BlobError {
     #[error("the bytes given for blob {0} do not hash to it")]
     NotItsBytes(String),
     #[error(
-        "the blob store `{store}` held bytes under {name} that do not hash to it (damaged or tampered with): they were refused and removed, and the package will be stored again"
+        "the blob store `{store}` held an object under {name} that {why} (damaged or tampered with): it was refused and removed, and the package will be stored again"
     )]
-    Corrupt { store: String, name: String },
-    #[error("the blob {name} in `{store}` is {size} bytes, over the {limit} accepted")]
-    TooLarge {
+    Corrupt {
         store: String,
         name: String,
-        size: u64,
-        limit: u64,
+        why: String,
     },
+    #[error(
+        "the blob store's directory {path}: {why}; give the daemon a directory of its own to create and write"
+    )]
+    Directory { path: String, why: String },
     #[error("the blob store's CA certificate {path}: {why}")]
     CaCert { path: String, why: String },
     #[error("the blob store `{0}` did not answer within {1:?}")]
@@ -85,11 +86,19 @@ pub struct BlobStore {
     prefix: ObjectPath,
     /// The URL it was opened from, for messages.
     described: String,
+    /// A `file://` store's directory, whose layout is checked before each use.
+    local_root: Option<std::path::PathBuf>,
+    /// How long one `get` or `put` may take in all, retries included.
+    timeout: Duration,
 }
 
-/// How long one request to the store may take before it is given up (object_store retries
-/// failed requests within its own bounds).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a `get` or a `put` may take by default, retries and the body included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one request may wait for the answer's headers (object_store retries a request that
+/// failed or timed out within `RETRY_TIMEOUT`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
+/// The most of a failed answer's body that is read (it becomes part of an error message).
+const ERROR_BODY_LIMIT: usize = 16 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retries of a failed request, and how long they may go on: a store that is away costs an
 /// install seconds, not object_store's default three minutes (the registry serves meanwhile).
@@ -166,19 +175,26 @@ impl BlobStore {
                     store: Arc::new(store),
                     prefix,
                     described,
+                    local_root: None,
+                    timeout: OPERATION_TIMEOUT,
                 })
             }
             "file" => {
                 let path = url
                     .to_file_path()
                     .map_err(|()| bad("it is not an absolute local path"))?;
-                std::fs::create_dir_all(&path).map_err(|error| bad(&error.to_string()))?;
+                std::fs::create_dir_all(&path).map_err(|error| BlobError::Directory {
+                    path: path.display().to_string(),
+                    why: error.to_string(),
+                })?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&path)
                     .map_err(store_error)?;
                 Ok(BlobStore {
                     store: Arc::new(store),
                     prefix: ObjectPath::default(),
                     described,
+                    local_root: Some(path),
+                    timeout: OPERATION_TIMEOUT,
                 })
             }
             other => Err(bad(&format!(
@@ -190,6 +206,57 @@ impl BlobStore {
     /// The URL the store was opened from.
     pub fn described(&self) -> &str {
         &self.described
+    }
+
+    /// The store with another bound on each `get` and `put`.
+    pub fn with_timeout(mut self, timeout: Duration) -> BlobStore {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, BlobError>>,
+    ) -> Result<T, BlobError> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(BlobError::TimedOut(self.described.clone(), self.timeout)))
+    }
+
+    /// In a `file://` store, what a writer of the directory could plant: the blob's directories
+    /// must be directories (not symlinks, which would send creates and deletes elsewhere), and
+    /// the blob a regular file (a FIFO would hold a reading thread forever). A blob that is not
+    /// one is removed; a directory that is not one is an error.
+    fn check_local(&self, sha256: &str) -> Result<(), BlobError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let packages = root.join("packages");
+        for directory in [packages.clone(), packages.join("sha256")] {
+            match std::fs::symlink_metadata(&directory) {
+                Ok(metadata) if !metadata.file_type().is_dir() => {
+                    return Err(BlobError::Directory {
+                        path: directory.display().to_string(),
+                        why: "it is not a directory (a symlink is not followed)".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let file = packages.join("sha256").join(sha256);
+        match std::fs::symlink_metadata(&file) {
+            Ok(metadata) if !metadata.file_type().is_file() => {
+                if !metadata.file_type().is_dir() {
+                    let _ = std::fs::remove_file(&file);
+                }
+                Err(BlobError::Corrupt {
+                    store: self.described.clone(),
+                    name: sha256.to_string(),
+                    why: "is not a regular file".into(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn path(&self, sha256: &str) -> Result<ObjectPath, BlobError> {
@@ -218,10 +285,15 @@ impl BlobStore {
     /// Stores `bytes` as blob `sha256` unless it is there already. The bytes must hash to the
     /// name.
     pub async fn put(&self, sha256: &str, bytes: &[u8]) -> Result<Stored, BlobError> {
+        self.bounded(self.put_unbounded(sha256, bytes)).await
+    }
+
+    async fn put_unbounded(&self, sha256: &str, bytes: &[u8]) -> Result<Stored, BlobError> {
         let path = self.path(sha256)?;
         if hex(&sha2::Sha256::digest(bytes)) != sha256 {
             return Err(BlobError::NotItsBytes(sha256.to_string()));
         }
+        self.check_local(sha256)?;
         let options = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
@@ -238,45 +310,53 @@ impl BlobStore {
         }
     }
 
-    /// The blob `sha256`, if the store has it and it is at most `limit` bytes. Bytes that do not
-    /// hash to the name are refused (`Corrupt`), never returned.
-    pub async fn get(&self, sha256: &str, limit: u64) -> Result<Option<Vec<u8>>, BlobError> {
+    /// The blob `sha256`, if the store has it. `size` is the size of the bytes that hash to
+    /// the name (as a signed index lists it): an object of another size, or whose bytes do not
+    /// hash to its name, is refused (`Corrupt`) and removed, never returned. Memory is bounded by
+    /// `size`, whatever the store says.
+    pub async fn get(&self, sha256: &str, size: u64) -> Result<Option<Vec<u8>>, BlobError> {
+        self.bounded(self.get_unbounded(sha256, size)).await
+    }
+
+    async fn get_unbounded(&self, sha256: &str, size: u64) -> Result<Option<Vec<u8>>, BlobError> {
         let path = self.path(sha256)?;
+        self.check_local(sha256)?;
         let result = match self.store.get_opts(&path, Default::default()).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(source) => return Err(self.error(source)),
         };
-        let too_large = |size| BlobError::TooLarge {
+        let wrong_size = result.meta.size != size;
+        let mut bytes = Vec::with_capacity(size.min(result.meta.size) as usize);
+        let mut over = false;
+        if !wrong_size {
+            let mut stream = result.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|source| self.error(source))?;
+                if (bytes.len() + chunk.len()) as u64 > size {
+                    over = true;
+                    break;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        let why = if wrong_size || over || bytes.len() as u64 != size {
+            format!("is not the {size} bytes its name's package has")
+        } else if hex(&sha2::Sha256::digest(&bytes)) != sha256 {
+            "does not hash to its name".to_string()
+        } else {
+            return Ok(Some(bytes));
+        };
+        // Damage or tampering: removed, so that the next download stores the package again
+        // (creating only if absent, it could not replace the object). Best effort: the error
+        // says what was found either way. (A daemon that read the same bad object late may
+        // remove a good one another daemon just restored: that costs one more download.)
+        let _ = self.store.delete(&path).await;
+        Err(BlobError::Corrupt {
             store: self.described.clone(),
             name: sha256.to_string(),
-            size,
-            limit,
-        };
-        if result.meta.size > limit {
-            return Err(too_large(result.meta.size));
-        }
-        // Read no further than the limit, whatever the store said the size was.
-        let mut bytes = Vec::with_capacity(result.meta.size as usize);
-        let mut stream = result.into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| self.error(source))?;
-            if (bytes.len() + chunk.len()) as u64 > limit {
-                return Err(too_large((bytes.len() + chunk.len()) as u64));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        if hex(&sha2::Sha256::digest(&bytes)) != sha256 {
-            // Bytes under a name they do not hash to can only be damage or tampering: removed,
-            // so that the next download stores the package again (creating only if absent, it
-            // could not replace them). Best effort: the error says what was found either way.
-            let _ = self.store.delete(&path).await;
-            return Err(BlobError::Corrupt {
-                store: self.described.clone(),
-                name: sha256.to_string(),
-            });
-        }
-        Ok(Some(bytes))
+            why,
+        })
     }
 
     /// Writes `bytes` under `sha256` whatever is there, bypassing the checks: for tests that
@@ -374,6 +454,25 @@ struct HyperService {
 #[error("no answer within {0:?}")]
 struct NoAnswer(Duration);
 
+/// An error and its causes, as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Chain(String);
+
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[async_trait::async_trait]
 impl HttpService for HyperService {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
@@ -386,11 +485,25 @@ impl HttpService for HyperService {
                     true => HttpErrorKind::Connect,
                     false => HttpErrorKind::Request,
                 };
-                HttpError::new(kind, error)
+                // hyper-util says only "client error (Connect)": the causes below it (an
+                // untrusted certificate, a refused connection, a name not found) are what an
+                // operator needs.
+                HttpError::new(kind, Chain(chain(&error)))
             })?;
         let (parts, body) = response.into_parts();
-        let body = body.map_err(|error| HttpError::new(HttpErrorKind::Interrupted, error));
-        Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
+        let body = match parts.status.is_success() || parts.status.is_redirection() {
+            true => HttpResponseBody::new(
+                body.map_err(|error| HttpError::new(HttpErrorKind::Interrupted, error)),
+            ),
+            // A failed answer's body becomes part of an error message: read no more of it than
+            // that needs, whatever the server sends.
+            false => HttpResponseBody::new(
+                http_body_util::Limited::new(body, ERROR_BODY_LIMIT).map_err(|error| {
+                    HttpError::new(HttpErrorKind::Interrupted, Chain(chain(&*error)))
+                }),
+            ),
+        };
+        Ok(HttpResponse::from_parts(parts, body))
     }
 }
 
@@ -416,20 +529,20 @@ mod tests {
     async fn a_local_directory_keeps_blobs_by_their_hash_and_refuses_bytes_that_are_not() {
         let (_dir, store) = local();
         let name = sha(b"package");
-        assert_eq!(store.get(&name, 100).await.unwrap(), None);
+        assert_eq!(store.get(&name, 7).await.unwrap(), None);
         assert_eq!(store.put(&name, b"package").await.unwrap(), Stored::Created);
         assert_eq!(
             store.put(&name, b"package").await.unwrap(),
             Stored::AlreadyThere
         );
         assert_eq!(
-            store.get(&name, 100).await.unwrap().as_deref(),
+            store.get(&name, 7).await.unwrap().as_deref(),
             Some(&b"package"[..])
         );
-        assert!(matches!(
-            store.get(&name, 3).await,
-            Err(BlobError::TooLarge { size: 7, .. })
-        ));
+        // Another size than the name's package has is refused, and removed.
+        let refused = store.get(&name, 3).await.unwrap_err();
+        assert!(refused.to_string().contains("not the 3 bytes"), "{refused}");
+        assert_eq!(store.get(&name, 7).await.unwrap(), None);
         assert!(matches!(
             store.put(&name, b"other").await,
             Err(BlobError::NotItsBytes(_))
@@ -440,6 +553,57 @@ mod tests {
                 Err(BlobError::BadName(_))
             ));
         }
+    }
+
+    #[tokio::test]
+    async fn a_local_store_refuses_what_a_writer_of_its_directory_could_plant() {
+        let (dir, store) = local();
+        let root = dir.path().join("blobs");
+        let name = sha(b"package");
+        assert_eq!(store.put(&name, b"package").await.unwrap(), Stored::Created);
+        let file = root.join("packages/sha256").join(&name);
+        // A FIFO where the blob was: refused at once (not read, which would block), removed.
+        std::fs::remove_file(&file).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &file,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let refused = store.get(&name, 7).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("not a regular file"),
+            "{refused}"
+        );
+        assert!(std::fs::symlink_metadata(&file).is_err());
+        // A symlink where the blob was: the same.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"package").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        assert!(matches!(
+            store.get(&name, 7).await,
+            Err(BlobError::Corrupt { .. })
+        ));
+        assert!(std::fs::symlink_metadata(&file).is_err());
+        assert!(elsewhere.exists());
+        // A symlinked directory would send creates elsewhere: refused.
+        std::fs::remove_dir_all(root.join("packages/sha256")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("packages/sha256")).unwrap();
+        let refused = store.put(&name, b"package").await.unwrap_err();
+        assert!(matches!(refused, BlobError::Directory { .. }), "{refused}");
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_made_says_which() {
+        let settings = BlobSettings {
+            url: "file:///proc/warden-cannot-be-made".into(),
+            ..BlobSettings::default()
+        };
+        let error = BlobStore::open(&settings).unwrap_err().to_string();
+        assert!(error.contains("/proc/warden-cannot-be-made"), "{error}");
+        assert!(!error.contains("s3://"), "{error}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ async fn blobs_in_s3_are_created_once_and_read_back_only_when_they_hash_to_their
     let store = store(&server, "a");
     let bytes = vec![7u8; 300_000];
     let name = sha(&bytes);
-    assert_eq!(store.get(&name, 1 << 20).await.unwrap(), None);
+    assert_eq!(store.get(&name, 300_000).await.unwrap(), None);
 
     // Daemons storing the same package at once: each succeeds, one object results.
     let puts: Vec<_> = (0..8)
@@ -50,28 +50,34 @@ async fn blobs_in_s3_are_created_once_and_read_back_only_when_they_hash_to_their
         Stored::AlreadyThere
     );
     assert_eq!(
-        store.get(&name, 1 << 20).await.unwrap(),
+        store.get(&name, 300_000).await.unwrap(),
         Some(bytes.clone())
     );
-    assert!(matches!(
-        store.get(&name, 1000).await,
-        Err(BlobError::TooLarge { size: 300_000, .. })
-    ));
 
     // Another prefix is another namespace.
     assert_eq!(
-        self::store(&server, "b").get(&name, 1 << 20).await.unwrap(),
+        self::store(&server, "b").get(&name, 300_000).await.unwrap(),
         None
     );
 
     // Bytes changed in the store behind warden's back are refused, not returned.
     store.overwrite_unchecked(&name, b"forged").await.unwrap();
-    let refused = store.get(&name, 1 << 20).await.unwrap_err();
+    let refused = store.get(&name, 300_000).await.unwrap_err();
     assert!(matches!(refused, BlobError::Corrupt { .. }), "{refused}");
-    assert!(refused.to_string().contains("do not hash"), "{refused}");
+    assert!(
+        refused.to_string().contains("is not the 300000 bytes"),
+        "{refused}"
+    );
     // ...and removed, so that the package can be stored again.
-    assert_eq!(store.get(&name, 1 << 20).await.unwrap(), None);
+    assert_eq!(store.get(&name, 300_000).await.unwrap(), None);
     assert_eq!(store.put(&name, &bytes).await.unwrap(), Stored::Created);
+    // Bytes of the right size that do not hash to the name: the same.
+    let mut forged = bytes.clone();
+    forged[0] ^= 1;
+    store.overwrite_unchecked(&name, &forged).await.unwrap();
+    let refused = store.get(&name, 300_000).await.unwrap_err();
+    assert!(refused.to_string().contains("does not hash"), "{refused}");
+    assert_eq!(store.get(&name, 300_000).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,8 +94,39 @@ async fn a_store_that_does_not_answer_is_an_error_not_a_hang() {
         ca_certs: Vec::new(),
     };
     let store = BlobStore::open_with_keys(&settings, "k", "s").unwrap();
-    let error = store.get(&sha(b"x"), 100).await.unwrap_err();
+    let error = store.get(&sha(b"x"), 1).await.unwrap_err();
     assert!(matches!(error, BlobError::Store { .. }), "{error}");
+    // The cause is in the message, not only hyper's "client error (Connect)".
+    assert!(
+        error.to_string().to_lowercase().contains("refused"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_accepts_and_never_answers_is_given_up_after_the_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts every connection and holds it, answering nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let settings = BlobSettings {
+        url: "s3://warden".into(),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: None,
+        ca_certs: Vec::new(),
+    };
+    let store = BlobStore::open_with_keys(&settings, "k", "s")
+        .unwrap()
+        .with_timeout(std::time::Duration::from_secs(1));
+    let error = store.get(&sha(b"x"), 1).await.unwrap_err();
+    assert!(matches!(error, BlobError::TimedOut(..)), "{error}");
+    let error = store.put(&sha(b"x"), b"x").await.unwrap_err();
+    assert!(matches!(error, BlobError::TimedOut(..)), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +160,7 @@ async fn a_store_over_https_is_trusted_only_with_its_ca() {
         Stored::Created
     );
     assert_eq!(
-        store.get(&name, 100).await.unwrap().as_deref(),
+        store.get(&name, 8).await.unwrap().as_deref(),
         Some(&b"over tls"[..])
     );
 
@@ -133,8 +170,9 @@ async fn a_store_over_https_is_trusted_only_with_its_ca() {
         ..settings.clone()
     };
     let store = BlobStore::open_with_keys(&untrusting, S3::KEY_ID, S3::SECRET).unwrap();
-    let error = store.get(&name, 100).await.unwrap_err();
+    let error = store.get(&name, 8).await.unwrap_err();
     assert!(matches!(error, BlobError::Store { .. }), "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
 
     // A CA file that is not one refuses to open the store, saying which file.
     let garbage = dir.path().join("garbage.pem");

@@ -220,11 +220,20 @@ impl Daemon {
                 let link = crate::cluster::ClusterLink::join(&settings).await?;
                 (link.storage(), Some(link))
             }
-            None => (
-                Storage::open(&data.join("storage.redb"))
-                    .map_err(|error| StartError::Storage(error.to_string()))?,
-                None,
-            ),
+            None => {
+                if std::env::var_os(crate::manifest::BLOBS_URL_ENV).is_some() {
+                    tracing::warn!(
+                        "{} is set, but this daemon is not in a cluster ([cluster], or {}): packages are kept in its data directory only",
+                        crate::manifest::BLOBS_URL_ENV,
+                        crate::manifest::DEFAULT_DATABASE_URL_ENV
+                    );
+                }
+                (
+                    Storage::open(&data.join("storage.redb"))
+                        .map_err(|error| StartError::Storage(error.to_string()))?,
+                    None,
+                )
+            }
         };
         // Users, roles and credentials: the cluster's, or this daemon's own file.
         let auth = match &cluster {

@@ -53,7 +53,7 @@ pub const CLUSTER_RECORDS_UNSHARED: &str = "warden_cluster_records_unshared_tota
 /// as a download is) or `registry` (downloaded, then stored for the other daemons).
 pub const CLUSTER_PACKAGES: &str = "warden_cluster_packages_total";
 /// Failures of the cluster's object storage, by `operation` (`get`, `put`) and `kind`
-/// (`unavailable`, `corrupt`, `too_large`): the registry serves meanwhile.
+/// (`unavailable`, `corrupt`): the registry serves meanwhile.
 pub const CLUSTER_BLOB_FAILURES: &str = "warden_cluster_blob_failures_total";
 
 /// Every metric the daemon exports.

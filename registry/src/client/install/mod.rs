@@ -73,12 +73,12 @@ pub type BlobFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = 
 /// found passes the same checks against the signed index as one downloaded, and is downloaded
 /// from the registry when it does not.
 pub trait PackageBlobs: Sync {
-    /// The package whose file hashes to `package_sha256`, if it is kept and at most `limit`
-    /// bytes; `None` when it is not, or when the store fails (the registry serves then).
-    fn find<'a>(&'a self, package_sha256: &'a str, limit: usize)
-    -> BlobFuture<'a, Option<Vec<u8>>>;
-    /// Keeps a package downloaded from a registry and verified against its index. A failure is
-    /// the store's to report: the install goes on.
+    /// The package whose file hashes to `package_sha256` and is `size` bytes (as the signed
+    /// index lists it), if it is kept; `None` when it is not, or when the store fails (the
+    /// registry serves then).
+    fn find<'a>(&'a self, package_sha256: &'a str, size: u64) -> BlobFuture<'a, Option<Vec<u8>>>;
+    /// Keeps a package downloaded from a registry and verified against its index (in the
+    /// background, if it likes). A failure is the store's to report: the install goes on.
     fn keep<'a>(&'a self, package_sha256: &'a str, bytes: &'a [u8]) -> BlobFuture<'a, ()>;
 }
 
@@ -246,8 +246,10 @@ async fn fetch_package(
     index: &Index,
     limit: usize,
 ) -> Result<(Vec<u8>, (warden_package::Package, Vec<String>)), InstallError> {
+    // A package over the limit is not looked for: its download would be refused too.
     if let Some(blobs) = blobs
-        && let Some(bytes) = blobs.find(&entry.package_sha256, limit).await
+        && entry.package_bytes <= limit as u64
+        && let Some(bytes) = blobs.find(&entry.package_sha256, entry.package_bytes).await
         && let Ok(checked) = check_package_signers(&bytes, entry, index)
     {
         return Ok((bytes, checked));
