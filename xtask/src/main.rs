@@ -167,14 +167,35 @@ impl StepClock {
     }
 }
 
+/// Whether this runs as root (who may install Debian packages).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
+}
+
+/// Runs apt-get with `args`, without questions: whether it succeeded.
+fn apt(args: &[&str]) -> bool {
+    Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Installs Debian's package `name`, updating the package lists first if that is what it takes
+/// (a fresh machine's may be empty or stale).
+fn apt_install(name: &str) -> bool {
+    let install = ["install", "-y", "-q", "--no-install-recommends", name];
+    apt(&install) || (apt(&["update", "-q"]) && apt(&install))
+}
+
 /// Whether PostgreSQL's server binaries are here, for the cluster tests: found, or installed
 /// from Debian's `postgresql` package when this runs as root with apt. The tests start their
 /// own server in a temporary directory; without one they skip, saying why.
 fn postgresql() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
+    let root = is_root();
     // What the tests need (cluster/src/test_services.rs): initdb and postgres side by side,
     // and, as root, a `postgres` user to run them as.
     let usable = || {
@@ -212,22 +233,7 @@ fn postgresql() -> bool {
         let _ = std::fs::create_dir_all("/etc/postgresql-common");
         let _ = std::fs::write(conf, "create_main_cluster = false\n");
     }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    let install = [
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "postgresql",
-    ];
-    // A fresh machine's package lists may be empty or stale: update once, then try again.
-    let done = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
+    let done = apt_install("postgresql");
     if !done || !usable() {
         eprintln!("PostgreSQL could not be installed: the cluster tests will skip");
         return false;
@@ -264,27 +270,10 @@ fn moto() -> Option<PathBuf> {
             .status()
             .is_ok_and(|status| status.success())
     };
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|status| status.success())
-    };
+    let root = is_root();
     let mut made = make_venv();
     if !made && root && Path::new("/usr/bin/apt-get").exists() {
-        let install = [
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "python3-venv",
-        ];
-        made = (apt(&install) || (apt(&["update", "-q"]) && apt(&install))) && make_venv();
+        made = apt_install("python3-venv") && make_venv();
     }
     let done = made
         && Command::new(venv.join("bin").join("pip"))

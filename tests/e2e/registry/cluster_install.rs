@@ -8,15 +8,21 @@ use sha2::Digest;
 use warden_cluster::test_services::{S3, own_s3};
 use warden_cluster::{BlobSettings, BlobStore};
 
-#[test]
-fn a_package_published_once_is_installed_and_run_on_every_daemon_of_a_cluster() {
-    let Some(url) = fresh_database() else { return };
+/// A registry where `acme` published the limits node as `limits@0.1.0`: the registry, the
+/// publisher, the component and the package.
+fn published() -> (Registry, Publisher, std::path::PathBuf, Vec<u8>) {
     let registry = Registry::start(3600);
     let acme = registry.publisher("alice", "acme");
     let limits = build_node("tests/nodes/limits", Target::Wasip2, &[]);
-    registry
-        .publish(&acme.token, acme.pack(&limits, "limits", "0.1.0"))
-        .unwrap();
+    let package = acme.pack(&limits, "limits", "0.1.0");
+    registry.publish(&acme.token, package.clone()).unwrap();
+    (registry, acme, limits, package)
+}
+
+#[test]
+fn a_package_published_once_is_installed_and_run_on_every_daemon_of_a_cluster() {
+    let Some(url) = fresh_database() else { return };
+    let (registry, acme, limits, _) = published();
     let daemons: Vec<(Fixture, Daemon)> = (0..3)
         .map(|_| {
             let fixture = super::daemon_revocation::fixture(&registry, &acme.token);
@@ -77,11 +83,7 @@ fn packages_from(daemon: &Daemon, from: &str) -> f64 {
 fn daemons_of_a_cluster_download_a_package_once_and_share_it_through_object_storage() {
     let Some(url) = fresh_database() else { return };
     let Some(s3) = own_s3() else { return };
-    let registry = Registry::start(3600);
-    let acme = registry.publisher("alice", "acme");
-    let limits = build_node("tests/nodes/limits", Target::Wasip2, &[]);
-    let package = acme.pack(&limits, "limits", "0.1.0");
-    registry.publish(&acme.token, package.clone()).unwrap();
+    let (registry, acme, _, package) = published();
     let sha256: String = sha2::Sha256::digest(&package)
         .iter()
         .map(|byte| format!("{byte:02x}"))
@@ -196,12 +198,7 @@ fn wait_for_blob(
 #[test]
 fn a_package_store_that_does_not_answer_costs_one_wait_then_is_left_alone() {
     let Some(url) = fresh_database() else { return };
-    let registry = Registry::start(3600);
-    let acme = registry.publisher("alice", "acme");
-    let limits = build_node("tests/nodes/limits", Target::Wasip2, &[]);
-    registry
-        .publish(&acme.token, acme.pack(&limits, "limits", "0.1.0"))
-        .unwrap();
+    let (registry, acme, _, _) = published();
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
